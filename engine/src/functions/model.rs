@@ -1,0 +1,251 @@
+//! The function format: what a user writes, deserialized strictly (unknown
+//! fields are errors) and described by a JSON Schema for editors.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Duration;
+
+/// A CEL expression, kept as its source text; parsed when the function is
+/// validated or loaded.
+pub type Expr = String;
+
+/// A durable function: triggered by events or a schedule, made of steps that
+/// form a DAG through `after` edges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDef {
+    /// Unique id within the stack, e.g. `process-signup`. Lowercase letters,
+    /// digits and `-`.
+    pub id: String,
+    /// Human-readable name shown in status output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What starts a run: at least one trigger.
+    pub triggers: Vec<Trigger>,
+    /// Default retry policy for every step that does not set its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Limit of concurrently running steps, optionally per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Cancel a running run when a matching event arrives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancel_on: Vec<CancelOn>,
+    /// The steps; those without `after` start as soon as the run is created.
+    pub steps: Vec<Step>,
+}
+
+/// One trigger: an event (with an optional CEL filter) or a cron schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Trigger {
+    /// Runs when an event with this name arrives and `if` (if any) holds.
+    Event {
+        /// Event name, e.g. `user/signup`.
+        event: String,
+        /// CEL over `event`, e.g. `event.data.plan == "pro"`.
+        #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+        expression: Option<Expr>,
+    },
+    /// Runs on a schedule (five-field cron, UTC).
+    Cron {
+        /// e.g. `*/5 * * * *`.
+        cron: String,
+    },
+}
+
+/// Retry policy of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Attempts after the first one (0 disables retries). Default 3.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First backoff delay, doubled on each retry with jitter. Default `1s`.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Upper bound on a backoff delay. Default `5m`.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// At most `limit` steps of this function run at once per value of `key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// Maximum concurrently running steps (at least 1).
+    pub limit: u32,
+    /// CEL over `event` giving the partition key, e.g. `event.data.user_id`.
+    /// Without it the limit is for the function as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+}
+
+/// Cancels a run when an event of this name matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOn {
+    /// Event name.
+    pub event: String,
+    /// CEL over `event` (the triggering event) and `async` (the new one).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Expr>,
+}
+
+/// One step of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique within the function.
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Steps that must finish (completed or skipped) before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// CEL over `event` and `steps` (outputs by step id); false skips the
+    /// step, and a skipped step counts as finished for its successors.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Expr>,
+    /// Overrides the function's retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// POST the run context to a URL; a 2xx JSON body is the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpStep>,
+    /// Run a container on the executor host; stdout JSON is the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerStep>,
+    /// Wait for a duration, e.g. `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<Duration>,
+    /// Wait for a matching event, or time out (output `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_event: Option<WaitForEvent>,
+}
+
+/// What a step does. A step sets exactly one of `http`, `docker`, `sleep`
+/// and `wait_for_event`; they are separate optional keys (rather than a
+/// flattened enum) so that serde and the JSON Schema both reject unknown keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action<'a> {
+    /// The `http` driver.
+    Http(&'a HttpStep),
+    /// The `docker` driver.
+    Docker(&'a DockerStep),
+    /// A durable sleep.
+    Sleep(Duration),
+    /// A wait for a matching event.
+    WaitForEvent(&'a WaitForEvent),
+}
+
+/// The names of the keys that choose a step's action, for error messages.
+pub const ACTION_KEYS: [&str; 4] = ["http", "docker", "sleep", "wait_for_event"];
+
+impl Step {
+    /// The step's action, or `None` unless exactly one action key is set
+    /// (validation reports which).
+    pub fn action(&self) -> Option<Action<'_>> {
+        let all = [
+            self.http.as_ref().map(Action::Http),
+            self.docker.as_ref().map(Action::Docker),
+            self.sleep.map(Action::Sleep),
+            self.wait_for_event.as_ref().map(Action::WaitForEvent),
+        ];
+        let mut set = all.into_iter().flatten();
+        match (set.next(), set.next()) {
+            (Some(a), None) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// The `http` driver's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpStep {
+    /// Where the run context is POSTed.
+    pub url: String,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Per-attempt timeout. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// The `docker` driver's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerStep {
+    /// Image reference, e.g. `busybox:1.36` or `repo@sha256:...`.
+    pub image: String,
+    /// Overrides the image's command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// When to pull the image.
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// CPU limit in cores, e.g. 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Per-attempt timeout; the container is killed after it. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// When the docker driver pulls a step's image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the host.
+    #[default]
+    IfMissing,
+    /// Pull before every run.
+    Always,
+    /// Never pull; a missing image fails the step.
+    Never,
+}
+
+/// The `wait_for_event` step's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForEvent {
+    /// Event name to wait for.
+    pub event: String,
+    /// CEL over `event` (the run's trigger) and `async` (the candidate).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Expr>,
+    /// How long to wait; the step's output is `null` after it.
+    pub timeout: Duration,
+}

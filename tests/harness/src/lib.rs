@@ -1,0 +1,1 @@
+//! Starts real components for tests on free loopback ports.
