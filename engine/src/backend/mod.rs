@@ -1,0 +1,318 @@
+//! Backends: the event stream, the work queue and the state store, as
+//! object-safe async traits with one factory ([`open`]). Every backend passes
+//! the same conformance suite (`backend::conformance`). The embedded backend
+//! (SQLite, multi-process) is the local default; SQS and Redis (issue 4) sit
+//! behind cargo features.
+//!
+//! Semantics every backend keeps (the conformance suite checks them):
+//! - A `send` that returns `Ok` is durable: a crash after it loses nothing.
+//! - Queues are at-least-once: a received message is invisible for the
+//!   visibility timeout, comes back unless acked, and moves to the dead-letter
+//!   queue once it has been received `max_receives` times without an ack.
+//! - State writes that must happen once (step outcomes, run creation, wait
+//!   resolution, idempotency claims) are atomic compare-and-set operations
+//!   that report whether this caller won.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::functions::FunctionDef;
+
+/// A backend failure. `Unavailable` is transient (retry, or answer 503).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached or is overloaded; retry later.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// A message or value is larger than the backend accepts.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Stored data could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Any other backend error, with the backend's own message.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result alias for backend calls.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Opaque payload (the engine puts JSON here).
+    pub body: Vec<u8>,
+    /// Invisible until this much time has passed (capped at `Queue::max_delay`).
+    pub delay: Duration,
+}
+
+/// A received message, invisible to other consumers until acked or its
+/// visibility timeout passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Stable id of the message (the same on every delivery).
+    pub id: String,
+    /// Handle for `ack`/`extend`; valid for this delivery only.
+    pub receipt: String,
+    /// The payload as sent.
+    pub body: Vec<u8>,
+    /// How many times this message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Approximate counts of a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet acked.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+    /// In the dead-letter queue.
+    pub dead: u64,
+}
+
+/// A durable at-least-once queue with delays and visibility timeouts: the
+/// event stream (event API → runner) and the work queue (runner/executors →
+/// executors) are both this.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Enqueues messages; `Ok` means every one of them is durable.
+    async fn send(&self, messages: Vec<Message>) -> Result<()>;
+    /// Receives up to `max` visible messages, waiting up to `wait` for the
+    /// first one; each stays invisible for `visibility`.
+    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Received>>;
+    /// Deletes received messages. Acking a stale receipt is not an error.
+    async fn ack(&self, receipts: &[String]) -> Result<()>;
+    /// Keeps a received message invisible for `visibility` from now.
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<()>;
+    /// Approximate depth, for metrics and scaling.
+    async fn depth(&self) -> Result<QueueDepth>;
+    /// The longest delay `send` accepts (SQS: 15 minutes); callers split
+    /// longer waits by re-enqueueing.
+    fn max_delay(&self) -> Duration;
+    /// The largest message body accepted, in bytes.
+    fn max_message_bytes(&self) -> usize;
+}
+
+/// An event as the event API stores it (Inngest wire format plus our id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Internal id (ULID) assigned on ingestion and returned in `ids`.
+    pub internal_id: String,
+    /// The sender's `id`, the idempotency key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Event name, e.g. `user/signup`.
+    pub name: String,
+    /// Event payload (an object).
+    #[serde(default)]
+    pub data: Value,
+    /// User context (an object), if sent.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub user: Value,
+    /// Milliseconds since the epoch (sender's, or ingestion time).
+    pub ts: i64,
+    /// Event schema version, if sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<String>,
+}
+
+/// A run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Created, steps scheduled or running.
+    Running,
+    /// Every step completed or skipped.
+    Completed,
+    /// A step failed after its retries.
+    Failed,
+    /// Cancelled by the API or a `cancel_on` event.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// A run of a function for one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Deterministic from function id and event (so a redelivered event
+    /// cannot create a second run).
+    pub id: String,
+    /// The function's id.
+    pub function_id: String,
+    /// The triggering event.
+    pub event: Event,
+    /// Current status.
+    pub status: RunStatus,
+    /// Why the run failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// When it reached a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+}
+
+/// What became of a step; written once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Finished with an output (JSON; `null` for a timed-out wait).
+    Completed {
+        /// The step's output.
+        output: Value,
+    },
+    /// Its `if` was false, or a predecessor was skipped and it has no other path.
+    Skipped,
+    /// Failed after its retries, or with a non-retryable error.
+    Failed {
+        /// The last error.
+        error: String,
+    },
+}
+
+/// A step's record within a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step id from the function.
+    pub step_id: String,
+    /// Attempts made so far (each with its error, if it failed).
+    pub attempts: Vec<Attempt>,
+    /// The outcome, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StepOutcome>,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// When the outcome was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+}
+
+/// One attempt at a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based.
+    pub number: u32,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    /// Milliseconds since the epoch.
+    pub ended_at: i64,
+    /// The error, if the attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A pending `wait_for_event` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Wait {
+    /// The waiting run.
+    pub run_id: String,
+    /// The waiting step.
+    pub step_id: String,
+    /// Event name waited for.
+    pub event_name: String,
+    /// CEL over `event` and `async`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    /// Only events with `ts` at or after this count (the time the step was
+    /// scheduled), so an event that arrived just before the wait was recorded
+    /// still resolves it.
+    pub since: i64,
+    /// Milliseconds since the epoch when the wait times out.
+    pub expires_at: i64,
+}
+
+/// Runs, steps, waits, idempotency keys, concurrency slots and the function
+/// registry.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Registers (or replaces) a function.
+    async fn put_function(&self, function: &FunctionDef) -> Result<()>;
+    /// Every registered function, by id.
+    async fn list_functions(&self) -> Result<Vec<FunctionDef>>;
+    /// Removes a function; `false` if it did not exist.
+    async fn delete_function(&self, id: &str) -> Result<bool>;
+
+    /// Claims `key` for `owner` for `ttl`. Returns the owner that holds it
+    /// now: `owner` itself when this call won or `owner` already held it.
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<String>;
+
+    /// Stores an event in the by-name index used to resolve waits recorded
+    /// after the event arrived. Kept at least for `retention`.
+    async fn index_event(&self, event: &Event, retention: Duration) -> Result<()>;
+    /// Indexed events with this name and `ts >= since`, oldest first.
+    async fn events_since(&self, name: &str, since: i64, limit: usize) -> Result<Vec<Event>>;
+
+    /// Creates a run unless one with this id exists; `true` if created.
+    async fn create_run(&self, run: &Run) -> Result<bool>;
+    /// A run by id.
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>>;
+    /// Runs triggered by the event with this internal id.
+    async fn runs_for_event(&self, internal_id: &str) -> Result<Vec<Run>>;
+    /// Most recent runs first, optionally of one status.
+    async fn list_runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<Run>>;
+    /// Moves a running run to a terminal status; `false` if it had already ended.
+    async fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<String>, at: i64) -> Result<bool>;
+    /// Counts of runs by status (for /metrics).
+    async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>>;
+
+    /// Appends an attempt to a step's record (creating the record).
+    async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()>;
+    /// Writes a step's outcome once: `true` if this call wrote it, `false`
+    /// if an outcome already existed (which is then left unchanged).
+    async fn set_outcome(&self, run_id: &str, step_id: &str, outcome: &StepOutcome, at: i64) -> Result<bool>;
+    /// Every step record of a run.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+
+    /// Records a pending wait.
+    async fn add_wait(&self, wait: &Wait) -> Result<()>;
+    /// Pending waits for this event name.
+    async fn waits_for(&self, event_name: &str) -> Result<Vec<Wait>>;
+    /// Removes a wait; `true` if this call removed it (exactly one of the
+    /// matching event and the timeout wins).
+    async fn take_wait(&self, run_id: &str, step_id: &str) -> Result<bool>;
+
+    /// Takes one of `limit` slots of `key` for `holder` until `lease`
+    /// passes; `true` if granted (or already held by `holder`).
+    async fn acquire_slot(&self, key: &str, holder: &str, limit: u32, lease: Duration) -> Result<bool>;
+    /// Gives a slot back.
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<()>;
+}
+
+/// Which backend to use for queues and for state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// One SQLite database file shared by every engine process on this host.
+    Embedded {
+        /// Path of the database file.
+        path: std::path::PathBuf,
+    },
+}
+
+/// The engine's three backends.
+#[derive(Clone)]
+pub struct Backends {
+    /// Event API → runner.
+    pub events: Arc<dyn Queue>,
+    /// Step jobs.
+    pub work: Arc<dyn Queue>,
+    /// Everything else.
+    pub state: Arc<dyn StateStore>,
+}
