@@ -2,4 +2,5 @@
 //! event API, a runner and executors, on an embedded durable store locally
 //! and on SQS + Redis in AWS.
 
+pub mod backend;
 pub mod functions;
