@@ -1,1 +1,31 @@
-//! Starts real components for tests on free loopback ports.
+//! Starts real components for tests on free loopback ports: the moto server
+//! (AWS), `redis-server`, Debian's `docker-registry` and podman's Docker API.
+//!
+//! Each component is a struct whose `start()` spawns the process with its
+//! output in a log file under a private temp dir, polls until it answers (with
+//! a deadline, never a fixed sleep) and returns its address. Dropping it stops
+//! the process and removes the dir. A component that cannot be found or does
+//! not come up is an `Err` naming the binary, its package and the README's
+//! test command; tests `expect()` it so they fail, never skip.
+//!
+//! The code is blocking std on purpose, so sync and tokio tests alike can use
+//! it (from async code, start components before entering the runtime or in
+//! `spawn_blocking`: a start blocks for up to a second).
+//!
+//! Keep components in test-local variables, not in `static`s: statics are
+//! never dropped, so their processes would outlive the test binary.
+
+mod error;
+pub mod http;
+mod moto;
+mod podman;
+mod process;
+mod redis;
+mod registry;
+
+pub use error::{Error, Result, TEST_COMMAND};
+pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};
+pub use podman::Podman;
+pub use process::{free_port, repo_root};
+pub use redis::{RedisBuilder, RedisServer, Reply};
+pub use registry::Registry;
