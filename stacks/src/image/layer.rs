@@ -158,9 +158,13 @@ mod tests {
 
     fn sample(order_reversed: bool) -> Layer {
         let mut b = LayerBuilder::new(0);
-        let mut add = |b: &mut LayerBuilder, i: usize| match i {
+        let add = |b: &mut LayerBuilder, i: usize| match i {
             0 => {
-                b.file("/etc/passwd", b"root:x:0:0::/:/sbin/nologin\n".to_vec(), 0o644);
+                b.file(
+                    "/etc/passwd",
+                    b"root:x:0:0::/:/sbin/nologin\n".to_vec(),
+                    0o644,
+                );
             }
             1 => {
                 b.file("/usr/local/bin/tool", vec![0x7f, b'E', b'L', b'F'], 0o755);

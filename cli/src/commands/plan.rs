@@ -1,0 +1,93 @@
+//! `stackctl plan FILE`: the AWS resources a spec implies and what applying
+//! it would change, as a tree grouped by dependency depth or as JSON
+//! (`stacks::graph`). With AWS credentials the observed state is read from
+//! AWS (`stacks::aws::plan`); `--offline`, or no credentials, plans every
+//! resource as a create.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use stacks::graph::Graph;
+use stacks::graph::plan::Plan;
+use stacks::spec::LoadError;
+
+use crate::output::{self, Exit, Output};
+
+/// Arguments of `stackctl plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The stack spec (an `aws` stack).
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    spec: Option<PathBuf>,
+    /// The stack spec, as an option.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Exit 0 when nothing would change and 2 when something would; errors
+    /// (an invalid spec included) then exit 1.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Do not read AWS: every resource shows as a create.
+    #[arg(long)]
+    offline: bool,
+    /// Deploy this prebuilt engine image instead of the spec's.
+    #[arg(long, value_name = "URI")]
+    image: Option<String>,
+}
+
+/// Runs `stackctl plan`.
+pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
+    let path = args
+        .spec
+        .or(args.file)
+        .context("no spec file: pass FILE or -f FILE")?;
+    let loaded = match stacks::spec::load(&path) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Invalid(errors)) => {
+            match output {
+                Output::Human => eprint!("{}", errors.render()),
+                Output::Json => output::print_json(&errors.to_json())?,
+            }
+            return Ok(if args.detailed_exitcode {
+                Exit::Error
+            } else {
+                Exit::Invalid
+            });
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot plan {}", path.display())),
+    };
+    let graph =
+        Graph::build(&loaded.spec).with_context(|| format!("cannot plan {}", path.display()))?;
+    let plan = if args.offline {
+        Plan::create_all(&graph)
+    } else {
+        if stacks::aws::context::credentials_configured() {
+            let aws = stacks::aws::Aws::load(loaded.spec.region.as_deref())
+                .await
+                .context("cannot load the AWS configuration")?;
+            let inputs = stacks::aws::Inputs::from_spec(&loaded.spec, args.image);
+            stacks::aws::plan(&aws, &graph, &inputs)
+                .await
+                .with_context(|| format!("cannot read the state of stack `{}`", graph.stack))?
+                .plan
+        } else {
+            eprintln!(
+                "stackctl: no AWS credentials configured: planning offline (every resource a create); pass --offline to say so"
+            );
+            Plan::create_all(&graph)
+        }
+    };
+    match output {
+        Output::Human => print!("{}", plan.render_text()),
+        Output::Json => output::print_json(&plan)?,
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    })
+}

@@ -1,0 +1,201 @@
+//! `stackctl plan` run as a binary on the examples: JSON lists every
+//! resource kind for each connection type, exit codes follow
+//! `--detailed-exitcode`, and local or invalid specs are refused.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn stackctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(args)
+        .current_dir(repo_root())
+        // The examples read these with defaults; a developer's values must not leak in.
+        .env_remove("STACKCTL_STACK")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("stackctl runs")
+}
+
+fn json_plan(path: &str) -> Value {
+    let out = stackctl(&["plan", path, "--output", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan --output json prints JSON")
+}
+
+fn kinds(plan: &Value) -> BTreeSet<String> {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const COMMON: &[&str] = &[
+    "security_group",
+    "iam_role",
+    "iam_role_policy",
+    "iam_instance_profile",
+    "log_group",
+    "sqs_queue",
+    "elasticache_subnet_group",
+    "elasticache_replication_group",
+    "ecr_repository",
+    "ecs_cluster",
+    "ecs_task_definition",
+    "ecs_service",
+    "launch_template",
+    "auto_scaling_group",
+    "scalable_target",
+    "scaling_policy",
+    "asg_scaling_policy",
+    "cloudwatch_alarm",
+];
+
+/// examples/aws.yaml with another event API connection type, next to a copy
+/// of its function files.
+fn example_with_connection(dir: &Path, connection: &str) -> String {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join("examples/aws.yaml")).unwrap();
+    assert!(
+        text.contains("event_api: internal_dns"),
+        "examples/aws.yaml changed its connection line"
+    );
+    let text = text.replace(
+        "event_api: internal_dns",
+        &format!("event_api: {connection}"),
+    );
+    let functions = dir.join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    for entry in std::fs::read_dir(root.join("examples/functions")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), functions.join(entry.file_name())).unwrap();
+        }
+    }
+    let path = dir.join(format!("aws-{connection}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn json_plan_of_the_aws_example_lists_every_resource_kind() {
+    let plan = json_plan("examples/aws.yaml");
+    let mut expected: BTreeSet<String> = COMMON.iter().map(|k| k.to_string()).collect();
+    expected.extend([
+        "service_discovery_namespace".into(),
+        "service_discovery_service".into(),
+    ]);
+    assert_eq!(kinds(&plan), expected);
+
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(
+        plan["summary"]["create"].as_u64().unwrap() as usize,
+        changes.len()
+    );
+    for c in changes {
+        assert_eq!(c["action"], "create");
+        assert!(c["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(c["attributes"].is_object(), "{c}");
+        assert!(c["dependencies"].is_array());
+    }
+    let ids: BTreeSet<&str> = changes.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    for c in changes {
+        for dep in c["dependencies"].as_array().unwrap() {
+            assert!(
+                ids.contains(dep.as_str().unwrap()),
+                "{} depends on unknown {dep}",
+                c["id"]
+            );
+        }
+    }
+}
+
+#[test]
+fn each_connection_type_brings_its_load_balancer_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    for (connection, extra) in [
+        ("internal", &[][..]),
+        ("public", &["load_balancer", "target_group", "listener"][..]),
+        (
+            "vpc_link",
+            &[
+                "load_balancer",
+                "target_group",
+                "listener",
+                "api_gateway_vpc_link",
+            ][..],
+        ),
+    ] {
+        let path = example_with_connection(dir.path(), connection);
+        let plan = json_plan(&path);
+        let mut expected: BTreeSet<String> = COMMON.iter().map(|k| k.to_string()).collect();
+        expected.extend(extra.iter().map(|k| k.to_string()));
+        assert_eq!(kinds(&plan), expected, "{connection}");
+    }
+}
+
+#[test]
+fn human_plan_exit_codes_and_refusals() {
+    let out = stackctl(&["plan", "-f", "examples/aws.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Plan for stack `reference` (region us-east-1)"),
+        "{text}"
+    );
+    assert!(text.contains("+   sqs.events "), "{text}");
+    assert!(text.contains("after: sqs.events-dlq"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("Plan: ")
+            && l.ends_with(" to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.")),
+        "{text}"
+    );
+
+    let out = stackctl(&["plan", "examples/aws.yaml", "--detailed-exitcode"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "changes exit 2 with --detailed-exitcode"
+    );
+
+    let out = stackctl(&["plan", "examples/local.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("needs `provider: aws`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "stack: demo\nprovider: aws\nservices: 3\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = stackctl(&["plan", bad]);
+    assert_eq!(out.status.code(), Some(2), "an invalid spec exits 2");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.yaml:"),
+        "errors carry file:line:col"
+    );
+    let out = stackctl(&["plan", bad, "--detailed-exitcode"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "with --detailed-exitcode, 2 only means changes"
+    );
+
+    let out = stackctl(&["plan", "does-not-exist.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+}

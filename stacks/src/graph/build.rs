@@ -1,0 +1,1157 @@
+//! Builds the desired resource graph of an `aws` spec, section by section
+//! in dependency order (network, IAM, logs, queues, Redis, images, cluster,
+//! event-API ingress, tasks and services, executors, scaling), so every
+//! resource is added after what it depends on.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::attributes::*;
+use super::names::{Names, check_stack_name};
+use super::placeholder::{context, output, secret};
+use super::template;
+use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
+use crate::spec::{Connection, Driver, Provider, Scaling, Service, Spec, Step};
+
+/// Port of the event API unless the spec sets one.
+pub const EVENT_API_PORT: u16 = 8288;
+/// Port of the runner (health and metrics) unless the spec sets one.
+pub const RUNNER_PORT: u16 = 8289;
+/// Port of an executor's health and metrics endpoint.
+pub const EXECUTOR_PORT: u16 = 8290;
+/// Port the load balancer listens on.
+pub const LISTENER_PORT: u16 = 80;
+/// Redis port.
+pub const REDIS_PORT: u16 = 6379;
+/// Seconds per alarm period.
+const ALARM_PERIOD: u32 = 60;
+/// Periods a scale-out alarm must breach: react within two minutes.
+const OUT_EVALUATION_PERIODS: u32 = 2;
+/// Periods a scale-in alarm must breach: longer, so load dips do not flap.
+const IN_EVALUATION_PERIODS: u32 = 5;
+/// Retention of dead-letter queues: the SQS maximum, to leave time to look.
+const DLQ_RETENTION_SECS: u64 = 14 * 86_400;
+
+pub(crate) fn build(spec: &Spec) -> Result<Graph, GraphError> {
+    if spec.provider != Provider::Aws {
+        return Err(GraphError::NotAws {
+            stack: spec.stack.clone(),
+        });
+    }
+    check_stack_name(&spec.stack)?;
+    let mut b = Builder {
+        spec,
+        names: Names::new(&spec.stack),
+        graph: Graph::empty(&spec.stack, spec.region.clone()),
+    };
+    b.security_groups()?;
+    b.iam()?;
+    b.log_groups()?;
+    b.queues()?;
+    b.redis()?;
+    b.repository()?;
+    b.cluster()?;
+    b.ingress()?;
+    b.services()?;
+    b.executors()?;
+    b.scaling()?;
+    Ok(b.graph)
+}
+
+/// The three engine roles that run in AWS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    EventApi,
+    Runner,
+    Executors,
+}
+
+impl Role {
+    fn key(self) -> &'static str {
+        match self {
+            Role::EventApi => "event-api",
+            Role::Runner => "runner",
+            Role::Executors => "executors",
+        }
+    }
+
+    /// The `--role` argument of the engine binary.
+    fn engine_role(self) -> &'static str {
+        match self {
+            Role::EventApi => "event-api",
+            Role::Runner => "runner",
+            Role::Executors => "executor",
+        }
+    }
+}
+
+struct Builder<'a> {
+    spec: &'a Spec,
+    names: Names<'a>,
+    graph: Graph,
+}
+
+impl Builder<'_> {
+    fn add(
+        &mut self,
+        id: &str,
+        kind: Kind,
+        name: String,
+        dependencies: &[&str],
+        attributes: Attributes,
+    ) -> Result<(), GraphError> {
+        let mut tags = BTreeMap::new();
+        if kind.taggable() {
+            tags.extend(self.spec.tags.clone());
+            // Ours last: a spec tag cannot hide a resource from discovery.
+            tags.insert(TAG_STACK.to_string(), self.spec.stack.clone());
+            tags.insert(TAG_RESOURCE.to_string(), id.to_string());
+        }
+        self.graph.add(Resource {
+            id: LogicalId::new(id),
+            kind,
+            name,
+            tags,
+            dependencies: dependencies.iter().map(|d| LogicalId::new(*d)).collect(),
+            attributes,
+        })
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.graph.get(&LogicalId::new(id)).is_some()
+    }
+
+    fn uses_elasticache(&self) -> bool {
+        self.spec.state.url.is_none()
+    }
+
+    fn builds_image(&self) -> bool {
+        self.spec.image.uri.is_none()
+    }
+
+    fn port(&self, role: Role) -> u16 {
+        match role {
+            Role::EventApi => self.spec.services.event_api.port.unwrap_or(EVENT_API_PORT),
+            Role::Runner => self.spec.services.runner.port.unwrap_or(RUNNER_PORT),
+            Role::Executors => EXECUTOR_PORT,
+        }
+    }
+
+    fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:aws:{service}:{}:{}:{resource}",
+            context("region"),
+            context("account")
+        )
+    }
+
+    fn queue_arns(&self) -> Vec<String> {
+        ["events", "events-dlq", "work", "work-dlq"]
+            .iter()
+            .map(|q| self.arn("sqs", &self.names.dashed(q)))
+            .collect()
+    }
+
+    fn log_group_arn(&self, role: Role) -> String {
+        // `:*` covers the group's streams, which is what the log actions act on.
+        self.arn(
+            "logs",
+            &format!("log-group:{}:*", self.names.log_group(role.key())),
+        )
+    }
+
+    /// The ECR repository the engine image is pulled from, when it is one.
+    fn ecr_repository_arn(&self) -> Option<String> {
+        match &self.spec.image.uri {
+            None => Some(self.arn(
+                "ecr",
+                &format!("repository/{}", self.names.dashed("engine")),
+            )),
+            Some(uri) => ecr_repository_arn(uri),
+        }
+    }
+
+    fn egress_all() -> Vec<Rule> {
+        vec![Rule {
+            protocol: "-1".into(),
+            from_port: -1,
+            to_port: -1,
+            peer: Peer::Cidr("0.0.0.0/0".into()),
+            description: "AWS APIs, image registries and HTTP steps".into(),
+        }]
+    }
+
+    fn sg(&self, what: &str, ingress: Vec<Rule>, egress: Vec<Rule>) -> Attributes {
+        Attributes::SecurityGroup(SecurityGroup {
+            description: format!("stackctl {}: {what}", self.spec.stack),
+            vpc_id: context("vpc_id"),
+            ingress,
+            egress,
+        })
+    }
+
+    fn security_groups(&mut self) -> Result<(), GraphError> {
+        let connection = self.spec.network.event_api;
+        let api_port = i32::from(self.port(Role::EventApi));
+        if connection == Connection::Public {
+            let cidrs = if self.spec.network.allowed_cidrs.is_empty() {
+                vec!["0.0.0.0/0".to_string()]
+            } else {
+                self.spec.network.allowed_cidrs.clone()
+            };
+            let ingress = cidrs
+                .into_iter()
+                .map(|cidr| Rule {
+                    protocol: "tcp".into(),
+                    from_port: i32::from(LISTENER_PORT),
+                    to_port: i32::from(LISTENER_PORT),
+                    peer: Peer::Cidr(cidr),
+                    description: "clients of the event API".into(),
+                })
+                .collect();
+            let attrs = self.sg("event API load balancer", ingress, Self::egress_all());
+            self.add(
+                "ec2.sg.lb",
+                Kind::SecurityGroup,
+                self.names.dashed("lb"),
+                &[],
+                attrs,
+            )?;
+        }
+        let api_rule = |peer: Peer, description: &str| Rule {
+            protocol: "tcp".into(),
+            from_port: api_port,
+            to_port: api_port,
+            peer,
+            description: description.into(),
+        };
+        let (api_ingress, api_deps): (Vec<Rule>, &[&str]) = match connection {
+            Connection::Internal => (Vec::new(), &[]),
+            Connection::InternalDns => (
+                vec![api_rule(
+                    Peer::Cidr(context("vpc_cidr")),
+                    "clients inside the VPC (Cloud Map DNS)",
+                )],
+                &[],
+            ),
+            // NLB targets of type ip see the load balancer's private addresses.
+            Connection::VpcLink => (
+                vec![api_rule(
+                    Peer::Cidr(context("vpc_cidr")),
+                    "the internal network load balancer",
+                )],
+                &[],
+            ),
+            Connection::Public => (
+                vec![api_rule(
+                    Peer::SecurityGroup(output("ec2.sg.lb", "id")),
+                    "the public load balancer",
+                )],
+                &["ec2.sg.lb"],
+            ),
+        };
+        let attrs = self.sg("event API tasks", api_ingress, Self::egress_all());
+        self.add(
+            "ec2.sg.event-api",
+            Kind::SecurityGroup,
+            self.names.dashed("event-api"),
+            api_deps,
+            attrs,
+        )?;
+        let attrs = self.sg("runner tasks", Vec::new(), Self::egress_all());
+        self.add(
+            "ec2.sg.runner",
+            Kind::SecurityGroup,
+            self.names.dashed("runner"),
+            &[],
+            attrs,
+        )?;
+        let attrs = self.sg("executor instances", Vec::new(), Self::egress_all());
+        self.add(
+            "ec2.sg.executors",
+            Kind::SecurityGroup,
+            self.names.dashed("executors"),
+            &[],
+            attrs,
+        )?;
+        if self.uses_elasticache() {
+            let ingress = ["event-api", "runner", "executors"]
+                .iter()
+                .map(|role| Rule {
+                    protocol: "tcp".into(),
+                    from_port: i32::from(REDIS_PORT),
+                    to_port: i32::from(REDIS_PORT),
+                    peer: Peer::SecurityGroup(output(&format!("ec2.sg.{role}"), "id")),
+                    description: format!("the stack's {role}"),
+                })
+                .collect();
+            // No egress: Redis only answers.
+            let attrs = self.sg("ElastiCache Redis", ingress, Vec::new());
+            self.add(
+                "ec2.sg.redis",
+                Kind::SecurityGroup,
+                self.names.dashed("redis"),
+                &["ec2.sg.event-api", "ec2.sg.runner", "ec2.sg.executors"],
+                attrs,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn iam(&mut self) -> Result<(), GraphError> {
+        let ecr_pull = self.ecr_repository_arn().map(|repo| {
+            vec![
+                // GetAuthorizationToken has no resource-level permissions in AWS.
+                Statement::allow("EcrLogin", &["ecr:GetAuthorizationToken"], vec!["*".into()]),
+                Statement::allow(
+                    "EcrPull",
+                    &[
+                        "ecr:BatchCheckLayerAvailability",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchGetImage",
+                    ],
+                    vec![repo],
+                ),
+            ]
+        });
+        let logs = |roles: &[Role], b: &Self| {
+            Statement::allow(
+                "Logs",
+                &["logs:CreateLogStream", "logs:PutLogEvents"],
+                roles.iter().map(|r| b.log_group_arn(*r)).collect(),
+            )
+        };
+        let sqs = Statement::allow(
+            "Queues",
+            &[
+                "sqs:SendMessage",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+            ],
+            self.queue_arns(),
+        );
+
+        let ecs_tasks = "ecs-tasks.amazonaws.com";
+        let mut execution = ecr_pull.clone().unwrap_or_default();
+        execution.push(logs(&[Role::EventApi, Role::Runner], self));
+        let mut executors = vec![sqs.clone(), logs(&[Role::Executors], self)];
+        executors.extend(ecr_pull.unwrap_or_default());
+        let roles = [
+            (
+                "execution",
+                ecs_tasks,
+                "ECS pulls the engine image and ships task logs",
+                execution,
+            ),
+            (
+                "task",
+                ecs_tasks,
+                "event API and runner tasks use the stack's queues and logs",
+                vec![sqs, logs(&[Role::EventApi, Role::Runner], self)],
+            ),
+            (
+                "executors",
+                "ec2.amazonaws.com",
+                "executor instances pull the engine image, use the queues and ship logs",
+                executors,
+            ),
+        ];
+        for (key, service, description, statements) in roles {
+            let role_id = format!("iam.role.{key}");
+            let name = self.names.dashed(key);
+            self.add(
+                &role_id,
+                Kind::IamRole,
+                name.clone(),
+                &[],
+                Attributes::IamRole(IamRole {
+                    description: format!("stackctl {}: {description}", self.spec.stack),
+                    assume_role_policy: PolicyDocument::trust(service),
+                }),
+            )?;
+            self.add(
+                &format!("iam.policy.{key}"),
+                Kind::IamRolePolicy,
+                name,
+                &[&role_id],
+                Attributes::IamRolePolicy(IamRolePolicy {
+                    role_name: output(&role_id, "name"),
+                    document: PolicyDocument::new(statements),
+                }),
+            )?;
+        }
+        self.add(
+            "iam.instance-profile.executors",
+            Kind::IamInstanceProfile,
+            self.names.dashed("executors"),
+            &["iam.role.executors"],
+            Attributes::IamInstanceProfile(IamInstanceProfile {
+                role_name: output("iam.role.executors", "name"),
+            }),
+        )
+    }
+
+    fn log_groups(&mut self) -> Result<(), GraphError> {
+        for role in [Role::EventApi, Role::Runner, Role::Executors] {
+            self.add(
+                &format!("logs.{}", role.key()),
+                Kind::LogGroup,
+                self.names.log_group(role.key()),
+                &[],
+                Attributes::LogGroup(LogGroup {
+                    retention_days: self.spec.logs.retention_days,
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn queues(&mut self) -> Result<(), GraphError> {
+        for (key, queue) in [
+            ("events", &self.spec.queues.events),
+            ("work", &self.spec.queues.work),
+        ] {
+            let dlq_id = format!("sqs.{key}-dlq");
+            self.add(
+                &dlq_id,
+                Kind::SqsQueue,
+                self.names.dashed(&format!("{key}-dlq")),
+                &[],
+                Attributes::SqsQueue(SqsQueue {
+                    visibility_timeout_seconds: queue.visibility_timeout.as_secs(),
+                    message_retention_seconds: DLQ_RETENTION_SECS,
+                    receive_wait_time_seconds: 20,
+                    sqs_managed_sse: true,
+                    redrive: None,
+                }),
+            )?;
+            self.add(
+                &format!("sqs.{key}"),
+                Kind::SqsQueue,
+                self.names.dashed(key),
+                &[&dlq_id],
+                Attributes::SqsQueue(SqsQueue {
+                    visibility_timeout_seconds: queue.visibility_timeout.as_secs(),
+                    message_retention_seconds: queue.retention.as_secs(),
+                    receive_wait_time_seconds: 20,
+                    sqs_managed_sse: true,
+                    redrive: Some(Redrive {
+                        dead_letter_target_arn: output(&dlq_id, "arn"),
+                        max_receive_count: queue.max_receives,
+                    }),
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn redis(&mut self) -> Result<(), GraphError> {
+        if !self.uses_elasticache() {
+            return Ok(());
+        }
+        let redis = &self.spec.state.redis;
+        self.add(
+            "elasticache.subnet-group",
+            Kind::ElastiCacheSubnetGroup,
+            self.names.dashed("redis"),
+            &[],
+            Attributes::ElastiCacheSubnetGroup(ElastiCacheSubnetGroup {
+                description: format!("stackctl {}: Redis in the default VPC", self.spec.stack),
+                subnet_ids: vec![context("default_subnets")],
+            }),
+        )?;
+        self.add(
+            "elasticache.redis",
+            Kind::ElastiCacheReplicationGroup,
+            self.names.dashed("redis"),
+            &["elasticache.subnet-group", "ec2.sg.redis"],
+            Attributes::ElastiCacheReplicationGroup(ElastiCacheReplicationGroup {
+                description: format!("stackctl {}: engine state", self.spec.stack),
+                engine: "redis".into(),
+                engine_version: "7.1".into(),
+                node_type: redis.node_type.clone(),
+                replicas: redis.replicas,
+                automatic_failover: redis.replicas > 0,
+                multi_az: redis.replicas > 0,
+                port: REDIS_PORT,
+                subnet_group: output("elasticache.subnet-group", "name"),
+                security_group_ids: vec![output("ec2.sg.redis", "id")],
+                transit_encryption: redis.transit_encryption,
+                at_rest_encryption: true,
+                auth_token: redis.auth.then(|| secret("redis_auth_token")),
+            }),
+        )
+    }
+
+    fn repository(&mut self) -> Result<(), GraphError> {
+        if !self.builds_image() {
+            return Ok(());
+        }
+        self.add(
+            "ecr.engine",
+            Kind::EcrRepository,
+            self.names.dashed("engine"),
+            &[],
+            Attributes::EcrRepository(EcrRepository {
+                image_tag_mutability: "MUTABLE".into(),
+                scan_on_push: true,
+                encryption: "AES256".into(),
+            }),
+        )
+    }
+
+    fn cluster(&mut self) -> Result<(), GraphError> {
+        self.add(
+            "ecs.cluster",
+            Kind::EcsCluster,
+            self.names.cluster(),
+            &[],
+            Attributes::EcsCluster(EcsCluster {
+                capacity_providers: vec!["FARGATE".into()],
+                container_insights: false,
+            }),
+        )
+    }
+
+    /// What each connection type puts in front of the event API.
+    fn ingress(&mut self) -> Result<(), GraphError> {
+        let port = self.port(Role::EventApi);
+        let health = HealthCheck {
+            protocol: "HTTP".into(),
+            path: "/health".into(),
+            interval_seconds: 15,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        };
+        let (lb_type, scheme, protocol, lb_deps, security_groups): (_, _, _, &[&str], _) =
+            match self.spec.network.event_api {
+                Connection::Internal => return Ok(()),
+                Connection::InternalDns => {
+                    self.add(
+                        "cloudmap.namespace",
+                        Kind::ServiceDiscoveryNamespace,
+                        self.names.namespace(),
+                        &[],
+                        Attributes::ServiceDiscoveryNamespace(ServiceDiscoveryNamespace {
+                            description: format!(
+                                "stackctl {}: private DNS of the event API",
+                                self.spec.stack
+                            ),
+                            vpc_id: context("vpc_id"),
+                        }),
+                    )?;
+                    return self.add(
+                        "cloudmap.service",
+                        Kind::ServiceDiscoveryService,
+                        "event-api".into(),
+                        &["cloudmap.namespace"],
+                        Attributes::ServiceDiscoveryService(ServiceDiscoveryService {
+                            namespace_id: output("cloudmap.namespace", "id"),
+                            dns_record_type: "A".into(),
+                            dns_ttl_seconds: 10,
+                            routing_policy: "MULTIVALUE".into(),
+                            health_check_failure_threshold: 1,
+                        }),
+                    );
+                }
+                Connection::VpcLink => ("network", "internal", "TCP", &[], Vec::new()),
+                Connection::Public => (
+                    "application",
+                    "internet-facing",
+                    "HTTP",
+                    &["ec2.sg.lb"],
+                    vec![output("ec2.sg.lb", "id")],
+                ),
+            };
+        self.add(
+            "elb.load-balancer",
+            Kind::LoadBalancer,
+            self.names.dashed("api"),
+            lb_deps,
+            Attributes::LoadBalancer(LoadBalancer {
+                lb_type: lb_type.into(),
+                scheme: scheme.into(),
+                subnets: vec![context("default_subnets")],
+                security_groups,
+            }),
+        )?;
+        self.add(
+            "elb.target-group",
+            Kind::TargetGroup,
+            self.names.dashed("event-api"),
+            &[],
+            Attributes::TargetGroup(TargetGroup {
+                protocol: protocol.into(),
+                port,
+                target_type: "ip".into(),
+                vpc_id: context("vpc_id"),
+                health_check: health,
+                deregistration_delay_seconds: 30,
+            }),
+        )?;
+        self.add(
+            "elb.listener",
+            Kind::Listener,
+            self.names.dashed(&format!("api-{LISTENER_PORT}")),
+            &["elb.load-balancer", "elb.target-group"],
+            Attributes::Listener(Listener {
+                load_balancer_arn: output("elb.load-balancer", "arn"),
+                protocol: protocol.into(),
+                port: LISTENER_PORT,
+                target_group_arn: output("elb.target-group", "arn"),
+            }),
+        )?;
+        if self.spec.network.event_api == Connection::VpcLink {
+            self.add(
+                "apigateway.vpc-link",
+                Kind::ApiGatewayVpcLink,
+                self.names.dashed("api"),
+                &["elb.load-balancer"],
+                Attributes::ApiGatewayVpcLink(ApiGatewayVpcLink {
+                    description: format!(
+                        "stackctl {}: API Gateway to the event API",
+                        self.spec.stack
+                    ),
+                    target_arns: vec![output("elb.load-balancer", "arn")],
+                }),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The engine container environment for one role (the engine's
+    /// `STACKCTL_ENGINE_*` contract), and the resources its placeholders
+    /// refer to.
+    fn engine_env(
+        &self,
+        role: Role,
+    ) -> Result<(BTreeMap<String, String>, Vec<&'static str>), GraphError> {
+        let mut deps = vec!["sqs.events", "sqs.work"];
+        let redis_url = if self.uses_elasticache() {
+            deps.push("elasticache.redis");
+            let redis = &self.spec.state.redis;
+            let scheme = if redis.transit_encryption {
+                "rediss"
+            } else {
+                "redis"
+            };
+            let auth = if redis.auth {
+                format!(":{}@", secret("redis_auth_token"))
+            } else {
+                String::new()
+            };
+            format!(
+                "{scheme}://{auth}{}:{REDIS_PORT}",
+                output("elasticache.redis", "primary_endpoint")
+            )
+        } else {
+            secret("state_url")
+        };
+        if self.builds_image() {
+            deps.push("ecr.engine");
+        }
+        let queue = |q: &crate::spec::Queue| {
+            json!({
+                "visibility_timeout": q.visibility_timeout.to_string(),
+                "max_receives": q.max_receives,
+                "retention": q.retention.to_string(),
+            })
+        };
+        let mut config = json!({
+            // The SQS + Redis backend of the engine (issue 4) reads this shape.
+            "backend": {
+                "kind": "sqs_redis",
+                "events_queue": self.names.dashed("events"),
+                "work_queue": self.names.dashed("work"),
+                "redis_url": redis_url,
+            },
+            "queues": {
+                "events": queue(&self.spec.queues.events),
+                "work": queue(&self.spec.queues.work),
+            },
+        });
+        if role == Role::Executors {
+            let mut drivers = json!({});
+            if self.spec.executors.drivers.contains(&Driver::Docker) {
+                drivers["docker"] = json!({ "socket": "/var/run/docker.sock" });
+            }
+            config["executor"] = json!({
+                "concurrency": self.spec.executors.concurrency,
+                "drivers": drivers,
+            });
+        }
+        let values = BTreeMap::from([
+            ("config", config.to_string()),
+            ("event_keys", secret("event_keys")),
+            ("api_token", secret("api_token")),
+            ("event_api_port", self.port(Role::EventApi).to_string()),
+            ("runner_port", self.port(Role::Runner).to_string()),
+            ("executor_port", self.port(Role::Executors).to_string()),
+        ]);
+        Ok((template::engine_env(&values)?, deps))
+    }
+
+    fn services(&mut self) -> Result<(), GraphError> {
+        for (role, service) in [
+            (Role::EventApi, &self.spec.services.event_api),
+            (Role::Runner, &self.spec.services.runner),
+        ] {
+            let key = role.key();
+            let (environment, env_deps) = self.engine_env(role)?;
+            let taskdef_id = format!("ecs.taskdef.{key}");
+            let log_id = format!("logs.{key}");
+            let mut deps: Vec<&str> = vec!["iam.role.execution", "iam.role.task", &log_id];
+            deps.extend(env_deps);
+            self.add(
+                &taskdef_id,
+                Kind::EcsTaskDefinition,
+                self.names.dashed(key),
+                &deps,
+                Attributes::EcsTaskDefinition(Box::new(EcsTaskDefinition {
+                    cpu: service.cpu,
+                    memory: service.memory,
+                    network_mode: "awsvpc".into(),
+                    requires_compatibilities: vec!["FARGATE".into()],
+                    cpu_architecture: "X86_64".into(),
+                    execution_role_arn: output("iam.role.execution", "arn"),
+                    task_role_arn: output("iam.role.task", "arn"),
+                    container: Container {
+                        name: key.into(),
+                        image: context("image"),
+                        command: vec!["--role".into(), role.engine_role().into()],
+                        port: self.port(role),
+                        environment,
+                        log_group: self.names.log_group(key),
+                        log_stream_prefix: key.into(),
+                        memory: service.memory,
+                    },
+                })),
+            )?;
+            self.service(role, service, &taskdef_id)?;
+        }
+        Ok(())
+    }
+
+    fn service(
+        &mut self,
+        role: Role,
+        service: &Service,
+        taskdef_id: &str,
+    ) -> Result<(), GraphError> {
+        let key = role.key();
+        let sg_id = format!("ec2.sg.{key}");
+        let mut deps: Vec<&str> = vec![
+            "ecs.cluster",
+            taskdef_id,
+            &sg_id,
+            "iam.policy.execution",
+            "iam.policy.task",
+        ];
+        let mut load_balancers = Vec::new();
+        let mut service_registries = Vec::new();
+        if role == Role::EventApi {
+            if self.has("elb.listener") {
+                // The target group must be attached to a listener first.
+                deps.extend(["elb.target-group", "elb.listener"]);
+                load_balancers.push(ServiceLoadBalancer {
+                    target_group_arn: output("elb.target-group", "arn"),
+                    container_name: key.into(),
+                    container_port: self.port(role),
+                });
+            }
+            if self.has("cloudmap.service") {
+                deps.push("cloudmap.service");
+                service_registries.push(output("cloudmap.service", "arn"));
+            }
+        }
+        let health_check_grace_period_seconds = (!load_balancers.is_empty()).then_some(60);
+        self.add(
+            &format!("ecs.service.{key}"),
+            Kind::EcsService,
+            self.names.dashed(key),
+            &deps,
+            Attributes::EcsService(Box::new(EcsService {
+                cluster: output("ecs.cluster", "arn"),
+                task_definition: output(taskdef_id, "arn"),
+                desired_count: service.count,
+                scaling_managed: service.scaling.is_some(),
+                launch_type: "FARGATE".into(),
+                subnets: vec![context("default_subnets")],
+                security_groups: vec![output(&sg_id, "id")],
+                assign_public_ip: true,
+                circuit_breaker: true,
+                rollback: true,
+                minimum_healthy_percent: 100,
+                maximum_percent: 200,
+                load_balancers,
+                service_registries,
+                health_check_grace_period_seconds,
+            })),
+        )
+    }
+
+    fn executors(&mut self) -> Result<(), GraphError> {
+        let ex = &self.spec.executors;
+        let (env, env_deps) = self.engine_env(Role::Executors)?;
+        let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let user_data = template::render(
+            "executor-user-data.sh",
+            template::EXECUTOR_USER_DATA,
+            &BTreeMap::from([
+                ("engine_env", env_text.join("\n")),
+                ("image", context("image")),
+                ("region", context("region")),
+                ("log_group", self.names.log_group(Role::Executors.key())),
+            ]),
+        )?;
+        let mut deps = vec![
+            "iam.instance-profile.executors",
+            "ec2.sg.executors",
+            "logs.executors",
+        ];
+        deps.extend(env_deps);
+        self.add(
+            "ec2.launch-template.executors",
+            Kind::LaunchTemplate,
+            self.names.dashed("executors"),
+            &deps,
+            Attributes::LaunchTemplate(LaunchTemplate {
+                image_id: context("ami_id"),
+                instance_type: ex.instance_type.clone(),
+                instance_profile_arn: output("iam.instance-profile.executors", "arn"),
+                security_group_ids: vec![output("ec2.sg.executors", "id")],
+                associate_public_ip_address: true,
+                http_tokens: "required".into(),
+                http_put_response_hop_limit: 2,
+                user_data,
+            }),
+        )?;
+        let (min_size, max_size) = match &ex.scaling {
+            Some(s) => {
+                let (min, max) = bounds(s);
+                (min.unwrap_or(ex.min), max)
+            }
+            None => (ex.min, ex.max),
+        };
+        self.add(
+            "autoscaling.group.executors",
+            Kind::AutoScalingGroup,
+            self.names.dashed("executors"),
+            &["ec2.launch-template.executors", "iam.policy.executors"],
+            Attributes::AutoScalingGroup(AutoScalingGroup {
+                launch_template_id: output("ec2.launch-template.executors", "id"),
+                launch_template_version: output("ec2.launch-template.executors", "latest_version"),
+                min_size,
+                max_size,
+                // AWS refuses a desired capacity outside the bounds.
+                desired_capacity: ex.desired.clamp(min_size, max_size.max(min_size)),
+                scaling_managed: ex.scaling.is_some(),
+                subnets: vec![context("default_subnets")],
+                health_check_type: "EC2".into(),
+                health_check_grace_period_seconds: 120,
+            }),
+        )
+    }
+
+    fn scaling(&mut self) -> Result<(), GraphError> {
+        for (role, service) in [
+            (Role::EventApi, &self.spec.services.event_api),
+            (Role::Runner, &self.spec.services.runner),
+        ] {
+            let Some(scaling) = &service.scaling else {
+                continue;
+            };
+            let key = role.key();
+            let target_id = format!("scaling.target.{key}");
+            let service_id = format!("ecs.service.{key}");
+            let (min, max) = bounds(scaling);
+            self.add(
+                &target_id,
+                Kind::ScalableTarget,
+                self.names.scalable_target(key),
+                &[&service_id],
+                Attributes::ScalableTarget(ScalableTarget {
+                    service_namespace: "ecs".into(),
+                    resource_id: self.names.scalable_target(key),
+                    scalable_dimension: "ecs:service:DesiredCount".into(),
+                    min_capacity: min.unwrap_or(service.count),
+                    max_capacity: max,
+                }),
+            )?;
+            let ecs_dimensions = BTreeMap::from([
+                ("ClusterName".to_string(), self.names.cluster()),
+                ("ServiceName".to_string(), self.names.dashed(key)),
+            ]);
+            match scaling {
+                Scaling::Alb {
+                    target_requests,
+                    scale_out_cooldown,
+                    scale_in_cooldown,
+                    ..
+                } => {
+                    if !(role == Role::EventApi
+                        && self.spec.network.event_api == Connection::Public)
+                    {
+                        return Err(GraphError::AlbScalingWithoutAlb { target: key.into() });
+                    }
+                    self.add(
+                        &format!("scaling.policy.{key}.requests"),
+                        Kind::ScalingPolicy,
+                        self.names.dashed(&format!("{key}-requests")),
+                        &[&target_id, "elb.load-balancer", "elb.target-group"],
+                        Attributes::ScalingPolicy(ScalingPolicy {
+                            target: output(&target_id, "resource_id"),
+                            policy_type: "TargetTrackingScaling".into(),
+                            step_scaling: None,
+                            target_tracking: Some(TargetTracking {
+                                predefined_metric: "ALBRequestCountPerTarget".into(),
+                                resource_label: format!(
+                                    "{}/{}",
+                                    output("elb.load-balancer", "arn_suffix"),
+                                    output("elb.target-group", "arn_suffix")
+                                ),
+                                target_value: f64::from(*target_requests),
+                                scale_out_cooldown_seconds: scale_out_cooldown.as_secs(),
+                                scale_in_cooldown_seconds: scale_in_cooldown.as_secs(),
+                            }),
+                        }),
+                    )?;
+                }
+                Scaling::Cpu {
+                    scale_out,
+                    scale_in,
+                    ..
+                } => {
+                    let metric = Metric {
+                        namespace: "AWS/ECS",
+                        name: "CPUUtilization",
+                        dimensions: ecs_dimensions,
+                        dependency: None,
+                    };
+                    self.step_policies(
+                        key,
+                        Kind::ScalingPolicy,
+                        &target_id,
+                        &metric,
+                        scale_out,
+                        scale_in,
+                    )?;
+                }
+                Scaling::Sqs {
+                    queue,
+                    scale_out,
+                    scale_in,
+                    ..
+                } => {
+                    let metric = self.queue_metric(key, queue)?;
+                    self.step_policies(
+                        key,
+                        Kind::ScalingPolicy,
+                        &target_id,
+                        &metric,
+                        scale_out,
+                        scale_in,
+                    )?;
+                }
+            }
+        }
+        let Some(scaling) = &self.spec.executors.scaling else {
+            return Ok(());
+        };
+        let key = Role::Executors.key();
+        let (metric, scale_out, scale_in) = match scaling {
+            Scaling::Alb { .. } => {
+                return Err(GraphError::AlbScalingWithoutAlb { target: key.into() });
+            }
+            Scaling::Cpu {
+                scale_out,
+                scale_in,
+                ..
+            } => {
+                let metric = Metric {
+                    namespace: "AWS/EC2",
+                    name: "CPUUtilization",
+                    dimensions: BTreeMap::from([(
+                        "AutoScalingGroupName".to_string(),
+                        self.names.dashed(key),
+                    )]),
+                    dependency: None,
+                };
+                (metric, scale_out, scale_in)
+            }
+            Scaling::Sqs {
+                queue,
+                scale_out,
+                scale_in,
+                ..
+            } => (self.queue_metric(key, queue)?, scale_out, scale_in),
+        };
+        self.step_policies(
+            key,
+            Kind::AsgScalingPolicy,
+            "autoscaling.group.executors",
+            &metric,
+            scale_out,
+            scale_in,
+        )
+    }
+
+    fn queue_metric(&self, target: &str, queue: &str) -> Result<Metric, GraphError> {
+        if !crate::spec::Queues::NAMES.contains(&queue) {
+            return Err(GraphError::UnknownScalingQueue {
+                target: target.into(),
+                queue: queue.into(),
+            });
+        }
+        Ok(Metric {
+            namespace: "AWS/SQS",
+            name: "ApproximateNumberOfMessagesVisible",
+            dimensions: BTreeMap::from([("QueueName".to_string(), self.names.dashed(queue))]),
+            dependency: Some(format!("sqs.{queue}")),
+        })
+    }
+
+    /// A scale-out and a scale-in step policy, each with the alarm that
+    /// runs it.
+    fn step_policies(
+        &mut self,
+        key: &str,
+        kind: Kind,
+        target_id: &str,
+        metric: &Metric,
+        scale_out: &Step,
+        scale_in: &Step,
+    ) -> Result<(), GraphError> {
+        let (policy_prefix, target) = if kind == Kind::AsgScalingPolicy {
+            ("autoscaling.policy", output(target_id, "name"))
+        } else {
+            ("scaling.policy", output(target_id, "resource_id"))
+        };
+        for (side, step, comparison, periods) in [
+            (
+                "out",
+                scale_out,
+                "GreaterThanOrEqualToThreshold",
+                OUT_EVALUATION_PERIODS,
+            ),
+            (
+                "in",
+                scale_in,
+                "LessThanOrEqualToThreshold",
+                IN_EVALUATION_PERIODS,
+            ),
+        ] {
+            let policy_id = format!("{policy_prefix}.{key}.{side}");
+            let name = self.names.dashed(&format!("{key}-scale-{side}"));
+            // Bounds are relative to the alarm threshold: out acts above it, in below it.
+            let (lower_bound, upper_bound) = if side == "out" {
+                (Some(0.0), None)
+            } else {
+                (None, Some(0.0))
+            };
+            self.add(
+                &policy_id,
+                kind,
+                name.clone(),
+                &[target_id],
+                Attributes::ScalingPolicy(ScalingPolicy {
+                    target: target.clone(),
+                    policy_type: "StepScaling".into(),
+                    step_scaling: Some(StepScaling {
+                        adjustment_type: "ChangeInCapacity".into(),
+                        cooldown_seconds: step.cooldown.as_secs(),
+                        metric_aggregation: "Average".into(),
+                        steps: vec![StepAdjustment {
+                            lower_bound,
+                            upper_bound,
+                            adjustment: step.adjustment,
+                        }],
+                    }),
+                    target_tracking: None,
+                }),
+            )?;
+            let mut deps: Vec<&str> = vec![&policy_id];
+            if let Some(dep) = &metric.dependency {
+                deps.push(dep);
+            }
+            self.add(
+                &format!("cloudwatch.alarm.{key}.{side}"),
+                Kind::CloudWatchAlarm,
+                name,
+                &deps,
+                Attributes::CloudWatchAlarm(CloudWatchAlarm {
+                    namespace: metric.namespace.into(),
+                    metric_name: metric.name.into(),
+                    dimensions: metric.dimensions.clone(),
+                    statistic: "Average".into(),
+                    period_seconds: ALARM_PERIOD,
+                    evaluation_periods: periods,
+                    threshold: step.threshold,
+                    comparison_operator: comparison.into(),
+                    alarm_actions: vec![output(&policy_id, "arn")],
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The CloudWatch metric a step-scaling alarm watches.
+struct Metric {
+    namespace: &'static str,
+    name: &'static str,
+    dimensions: BTreeMap<String, String>,
+    /// The resource the metric belongs to, when it is not already a
+    /// dependency of the policy.
+    dependency: Option<String>,
+}
+
+fn bounds(scaling: &Scaling) -> (Option<u32>, u32) {
+    match scaling {
+        Scaling::Cpu { min, max, .. }
+        | Scaling::Sqs { min, max, .. }
+        | Scaling::Alb { min, max, .. } => (*min, *max),
+    }
+}
+
+/// `arn:aws:ecr:REGION:ACCOUNT:repository/REPO` for an ECR image URI
+/// (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:tag|@digest]`); `None` for
+/// other registries, which need no IAM permission.
+pub(crate) fn ecr_repository_arn(uri: &str) -> Option<String> {
+    let (host, path) = uri.split_once('/')?;
+    let mut parts = host.split('.');
+    let account = parts.next()?;
+    if parts.next()? != "dkr" || parts.next()? != "ecr" {
+        return None;
+    }
+    let region = parts.next()?;
+    let repo = path.split(['@', ':']).next()?;
+    Some(format!("arn:aws:ecr:{region}:{account}:repository/{repo}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_arns_from_image_uris() {
+        assert_eq!(
+            ecr_repository_arn(
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/engine@sha256:ab"
+            )
+            .as_deref(),
+            Some("arn:aws:ecr:eu-west-1:123456789012:repository/team/engine")
+        );
+        assert_eq!(
+            ecr_repository_arn("123456789012.dkr.ecr.us-east-1.amazonaws.com/engine:1.2")
+                .as_deref(),
+            Some("arn:aws:ecr:us-east-1:123456789012:repository/engine")
+        );
+        assert_eq!(ecr_repository_arn("ghcr.io/acme/engine:1"), None);
+        assert_eq!(ecr_repository_arn("busybox"), None);
+    }
+}

@@ -1,0 +1,602 @@
+//! The desired AWS resource graph: kinds per connection type, dependency
+//! integrity and order, names within AWS limits, tags, IAM scope, and the
+//! rendered user data and container environment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use stacks::graph::placeholder::{self, Placeholder};
+use stacks::graph::{Attributes, Graph, GraphError, Kind, LogicalId, TAG_RESOURCE, TAG_STACK};
+use stacks::spec::Spec;
+
+/// A spec like `examples/aws.yaml`: cpu scaling on the event API, sqs
+/// scaling on the runner and the executors.
+fn spec_json(stack: &str, connection: &str) -> Value {
+    json!({
+        "stack": stack,
+        "provider": "aws",
+        "region": "us-east-1",
+        "tags": { "team": "platform", "stackctl:stack": "spoofed" },
+        "network": { "event_api": connection },
+        "services": {
+            "event-api": {
+                "count": 2, "cpu": 512, "memory": 1024,
+                "scaling": {
+                    "strategy": "cpu", "max": 6,
+                    "scale_out": { "threshold": 80.0, "adjustment": 1, "cooldown": "180s" },
+                    "scale_in": { "threshold": 40.0, "adjustment": -1, "cooldown": "300s" }
+                }
+            },
+            "runner": {
+                "count": 4, "cpu": 512, "memory": 1024,
+                "scaling": {
+                    "strategy": "sqs", "max": 12, "queue": "events",
+                    "scale_out": { "threshold": 10.0, "adjustment": 2, "cooldown": "60s" },
+                    "scale_in": { "threshold": 2.0, "adjustment": -1, "cooldown": "300s" }
+                }
+            }
+        },
+        "executors": {
+            "instance_type": "t3.medium", "min": 1, "desired": 1, "max": 4,
+            "scaling": {
+                "strategy": "sqs", "max": 4, "queue": "work",
+                "scale_out": { "threshold": 10.0, "adjustment": 1, "cooldown": "60s" },
+                "scale_in": { "threshold": 2.0, "adjustment": -1, "cooldown": "300s" }
+            }
+        },
+        "event_keys": { "default": "test-key" }
+    })
+}
+
+fn spec(value: Value) -> Spec {
+    serde_json::from_value(value).expect("test spec deserializes")
+}
+
+fn graph(stack: &str, connection: &str) -> Graph {
+    Graph::build(&spec(spec_json(stack, connection))).expect("graph builds")
+}
+
+fn ids(g: &Graph) -> BTreeSet<&str> {
+    g.resources().iter().map(|r| r.id.as_str()).collect()
+}
+
+const CONNECTIONS: [&str; 4] = ["internal", "internal_dns", "vpc_link", "public"];
+
+/// Kinds every connection type has.
+const COMMON: &[Kind] = &[
+    Kind::SecurityGroup,
+    Kind::IamRole,
+    Kind::IamRolePolicy,
+    Kind::IamInstanceProfile,
+    Kind::LogGroup,
+    Kind::SqsQueue,
+    Kind::ElastiCacheSubnetGroup,
+    Kind::ElastiCacheReplicationGroup,
+    Kind::EcrRepository,
+    Kind::EcsCluster,
+    Kind::EcsTaskDefinition,
+    Kind::EcsService,
+    Kind::LaunchTemplate,
+    Kind::AutoScalingGroup,
+    Kind::ScalableTarget,
+    Kind::ScalingPolicy,
+    Kind::AsgScalingPolicy,
+    Kind::CloudWatchAlarm,
+];
+
+#[test]
+fn every_connection_type_has_its_resource_kinds() {
+    let extra: BTreeMap<&str, Vec<Kind>> = BTreeMap::from([
+        ("internal", vec![]),
+        (
+            "internal_dns",
+            vec![
+                Kind::ServiceDiscoveryNamespace,
+                Kind::ServiceDiscoveryService,
+            ],
+        ),
+        (
+            "vpc_link",
+            vec![
+                Kind::LoadBalancer,
+                Kind::TargetGroup,
+                Kind::Listener,
+                Kind::ApiGatewayVpcLink,
+            ],
+        ),
+        (
+            "public",
+            vec![Kind::LoadBalancer, Kind::TargetGroup, Kind::Listener],
+        ),
+    ]);
+    let mut seen = BTreeSet::new();
+    for connection in CONNECTIONS {
+        let g = graph("demo", connection);
+        let expected: BTreeSet<Kind> = COMMON.iter().chain(&extra[connection]).copied().collect();
+        assert_eq!(g.kinds(), expected, "kinds for {connection}");
+        seen.extend(g.kinds());
+
+        let ids = ids(&g);
+        for id in [
+            "ec2.sg.event-api",
+            "ec2.sg.runner",
+            "ec2.sg.executors",
+            "ec2.sg.redis",
+            "iam.role.execution",
+            "iam.role.task",
+            "iam.role.executors",
+            "iam.policy.task",
+            "iam.instance-profile.executors",
+            "logs.event-api",
+            "logs.runner",
+            "logs.executors",
+            "sqs.events",
+            "sqs.events-dlq",
+            "sqs.work",
+            "sqs.work-dlq",
+            "elasticache.subnet-group",
+            "elasticache.redis",
+            "ecr.engine",
+            "ecs.cluster",
+            "ecs.taskdef.event-api",
+            "ecs.taskdef.runner",
+            "ecs.service.event-api",
+            "ecs.service.runner",
+            "ec2.launch-template.executors",
+            "autoscaling.group.executors",
+            "scaling.target.event-api",
+            "scaling.policy.event-api.out",
+            "scaling.policy.event-api.in",
+            "cloudwatch.alarm.event-api.out",
+            "cloudwatch.alarm.event-api.in",
+            "scaling.target.runner",
+            "scaling.policy.runner.out",
+            "cloudwatch.alarm.runner.in",
+            "autoscaling.policy.executors.out",
+            "autoscaling.policy.executors.in",
+            "cloudwatch.alarm.executors.out",
+            "cloudwatch.alarm.executors.in",
+        ] {
+            assert!(ids.contains(id), "{connection}: missing {id}");
+        }
+        assert_eq!(
+            ids.contains("ec2.sg.lb"),
+            connection == "public",
+            "{connection}: lb sg"
+        );
+    }
+
+    // The load balancer pieces follow the connection type.
+    let lb = |connection: &str| match &graph("demo", connection)
+        .get(&"elb.load-balancer".into())
+        .expect("load balancer")
+        .attributes
+    {
+        Attributes::LoadBalancer(lb) => (lb.lb_type.clone(), lb.scheme.clone()),
+        other => panic!("unexpected attributes {other:?}"),
+    };
+    assert_eq!(
+        lb("public"),
+        ("application".into(), "internet-facing".into())
+    );
+    assert_eq!(lb("vpc_link"), ("network".into(), "internal".into()));
+
+    // alb scaling (event API behind a public ALB) brings target tracking.
+    let mut v = spec_json("demo", "public");
+    v["services"]["event-api"]["scaling"] =
+        json!({ "strategy": "alb", "max": 6, "target_requests": 1000 });
+    let g = Graph::build(&spec(v)).unwrap();
+    let policy = g
+        .get(&"scaling.policy.event-api.requests".into())
+        .expect("target tracking policy");
+    assert!(policy.dependencies.contains(&"elb.target-group".into()));
+    seen.extend(g.kinds());
+
+    let all: BTreeSet<Kind> = Kind::ALL.into_iter().collect();
+    assert_eq!(seen, all, "every kind is produced by some spec");
+}
+
+#[test]
+fn dependencies_exist_the_graph_is_acyclic_and_elasticache_starts_first() {
+    for connection in CONNECTIONS {
+        let g = graph("demo", connection);
+        let order = g.apply_order();
+        assert_eq!(
+            order.len(),
+            g.len(),
+            "{connection}: every resource is ordered once"
+        );
+        let position: BTreeMap<&LogicalId, usize> =
+            order.iter().enumerate().map(|(i, r)| (&r.id, i)).collect();
+        assert_eq!(position.len(), g.len());
+        for r in g.resources() {
+            for dep in &r.dependencies {
+                assert!(
+                    g.get(dep).is_some(),
+                    "{connection}: {} depends on missing {dep}",
+                    r.id
+                );
+                assert!(
+                    position[dep] < position[&r.id],
+                    "{connection}: {dep} must come before {}",
+                    r.id
+                );
+            }
+        }
+        // ElastiCache is the slowest: only what it needs comes before it.
+        let redis: LogicalId = "elasticache.redis".into();
+        let mut ancestors = BTreeSet::new();
+        let mut todo = vec![&redis];
+        while let Some(id) = todo.pop() {
+            for dep in &g.get(id).unwrap().dependencies {
+                if ancestors.insert(dep) {
+                    todo.push(dep);
+                }
+            }
+        }
+        let before: Vec<&LogicalId> = order[..position[&redis]].iter().map(|r| &r.id).collect();
+        assert_eq!(
+            before.len(),
+            ancestors.len(),
+            "{connection}: before redis: {before:?}"
+        );
+        assert!(
+            before.iter().all(|id| ancestors.contains(id)),
+            "{connection}: {before:?}"
+        );
+
+        let depths = g.depths();
+        for r in g.resources() {
+            let expected = r
+                .dependencies
+                .iter()
+                .map(|d| depths[d] + 1)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(depths[&r.id], expected);
+        }
+    }
+}
+
+#[test]
+fn placeholders_refer_to_dependencies_and_known_values() {
+    for connection in CONNECTIONS {
+        let g = graph("demo", connection);
+        for r in g.resources() {
+            for p in placeholder::in_value(&r.attributes.to_value()) {
+                match &p {
+                    Placeholder::Context(name) => {
+                        assert!(
+                            placeholder::CONTEXT.contains(&name.as_str()),
+                            "{}: {p:?}",
+                            r.id
+                        )
+                    }
+                    Placeholder::Secret(name) => {
+                        assert!(
+                            placeholder::SECRETS.contains(&name.as_str()),
+                            "{}: {p:?}",
+                            r.id
+                        )
+                    }
+                    Placeholder::Output { id, output } => {
+                        assert!(
+                            r.dependencies.contains(id),
+                            "{}: {p:?} is not a dependency",
+                            r.id
+                        );
+                        let kind = g.get(id).unwrap().kind;
+                        assert!(
+                            kind.outputs().contains(&output.as_str()),
+                            "{}: {kind:?} has no output {output}",
+                            r.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn names_follow_the_scheme_and_are_deterministic() {
+    let g = graph("demo", "public");
+    assert_eq!(g, graph("demo", "public"));
+    let name = |id: &str| g.get(&id.into()).unwrap().name.clone();
+    for (id, expected) in [
+        ("sqs.events", "demo-events"),
+        ("sqs.events-dlq", "demo-events-dlq"),
+        ("sqs.work", "demo-work"),
+        ("sqs.work-dlq", "demo-work-dlq"),
+        ("elasticache.redis", "demo-redis"),
+        ("ecs.cluster", "demo"),
+        ("ecs.service.runner", "demo-runner"),
+        ("ecs.taskdef.event-api", "demo-event-api"),
+        ("iam.role.task", "demo-task"),
+        ("logs.runner", "/stackctl/demo/runner"),
+        ("elb.load-balancer", "demo-api"),
+        ("elb.target-group", "demo-event-api"),
+        ("autoscaling.group.executors", "demo-executors"),
+        ("scaling.target.runner", "service/demo/demo-runner"),
+        ("cloudwatch.alarm.runner.out", "demo-runner-scale-out"),
+    ] {
+        assert_eq!(name(id), expected, "{id}");
+    }
+    assert_eq!(
+        graph("demo", "internal_dns")
+            .get(&"cloudmap.namespace".into())
+            .unwrap()
+            .name,
+        "demo.internal"
+    );
+}
+
+#[test]
+fn a_twenty_character_stack_name_stays_within_aws_limits() {
+    let stack = "abcdefghij-klmnopqrs";
+    assert_eq!(stack.len(), 20);
+    for connection in CONNECTIONS {
+        let g = graph(stack, connection);
+        for r in g.resources() {
+            if let Some(limit) = r.kind.name_limit() {
+                assert!(r.name.len() <= limit, "{}: `{}` over {limit}", r.id, r.name);
+            }
+            let hard = match r.kind {
+                Kind::LoadBalancer | Kind::TargetGroup => 32,
+                Kind::ElastiCacheReplicationGroup => 40,
+                Kind::IamRole => 64,
+                Kind::SqsQueue => 80,
+                _ => continue,
+            };
+            assert!(r.name.len() <= hard, "{}: `{}`", r.id, r.name);
+        }
+        let redis = g.get(&"elasticache.redis".into()).unwrap();
+        assert_eq!(redis.name, redis.name.to_lowercase());
+    }
+
+    let err = Graph::build(&spec(spec_json("abcdefghij-klmnopqrst", "public"))).unwrap_err();
+    assert!(matches!(err, GraphError::StackName { .. }), "{err}");
+    assert!(err.to_string().contains("21 characters"), "{err}");
+}
+
+#[test]
+fn tags_identify_stack_and_resource_and_keep_spec_tags() {
+    let g = graph("demo", "public");
+    for r in g.resources() {
+        if !r.kind.taggable() {
+            assert!(r.tags.is_empty(), "{}", r.id);
+            continue;
+        }
+        assert_eq!(
+            r.tags.get(TAG_STACK).map(String::as_str),
+            Some("demo"),
+            "{}",
+            r.id
+        );
+        assert_eq!(
+            r.tags.get(TAG_RESOURCE).map(String::as_str),
+            Some(r.id.as_str())
+        );
+        assert_eq!(r.tags.get("team").map(String::as_str), Some("platform"));
+    }
+}
+
+#[test]
+fn iam_policies_have_no_wildcard_actions_and_the_task_role_only_reaches_the_stack() {
+    let g = graph("demo", "internal_dns");
+    for r in g.resources() {
+        let Attributes::IamRolePolicy(policy) = &r.attributes else {
+            continue;
+        };
+        for s in &policy.document.statement {
+            for a in &s.action {
+                assert!(!a.contains('*'), "{}: action {a}", r.id);
+            }
+            if s.resource.iter().any(|res| res == "*") {
+                assert_eq!(
+                    s.action,
+                    vec!["ecr:GetAuthorizationToken"],
+                    "{}: `*` resource",
+                    r.id
+                );
+            }
+        }
+    }
+    let Attributes::IamRolePolicy(task) = &g.get(&"iam.policy.task".into()).unwrap().attributes
+    else {
+        panic!("task policy");
+    };
+    let resources: BTreeSet<&str> = task
+        .document
+        .statement
+        .iter()
+        .flat_map(|s| s.resource.iter().map(String::as_str))
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "arn:aws:sqs:${region}:${account}:demo-events",
+        "arn:aws:sqs:${region}:${account}:demo-events-dlq",
+        "arn:aws:sqs:${region}:${account}:demo-work",
+        "arn:aws:sqs:${region}:${account}:demo-work-dlq",
+        "arn:aws:logs:${region}:${account}:log-group:/stackctl/demo/event-api:*",
+        "arn:aws:logs:${region}:${account}:log-group:/stackctl/demo/runner:*",
+    ]
+    .into();
+    assert_eq!(resources, expected);
+}
+
+#[test]
+fn alb_scaling_needs_a_public_event_api_and_sqs_scaling_a_known_queue() {
+    let mut v = spec_json("demo", "internal_dns");
+    v["services"]["event-api"]["scaling"] =
+        json!({ "strategy": "alb", "max": 4, "target_requests": 500 });
+    let err = Graph::build(&spec(v)).unwrap_err();
+    assert!(
+        matches!(&err, GraphError::AlbScalingWithoutAlb { target } if target == "event-api"),
+        "{err}"
+    );
+
+    let mut v = spec_json("demo", "public");
+    v["executors"]["scaling"] = json!({ "strategy": "alb", "max": 4, "target_requests": 500 });
+    let err = Graph::build(&spec(v)).unwrap_err();
+    assert!(
+        matches!(&err, GraphError::AlbScalingWithoutAlb { target } if target == "executors"),
+        "{err}"
+    );
+
+    let mut v = spec_json("demo", "public");
+    v["services"]["runner"]["scaling"]["queue"] = json!("jobs");
+    let err = Graph::build(&spec(v)).unwrap_err();
+    assert!(err.to_string().contains("`jobs`"), "{err}");
+
+    let mut v = spec_json("demo", "public");
+    v["provider"] = json!("local");
+    assert!(matches!(
+        Graph::build(&spec(v)),
+        Err(GraphError::NotAws { .. })
+    ));
+}
+
+#[test]
+fn fixed_counts_and_prebuilt_images_leave_out_scaling_and_ecr() {
+    let mut v = spec_json("demo", "internal");
+    v["services"]["event-api"]
+        .as_object_mut()
+        .unwrap()
+        .remove("scaling");
+    v["services"]["runner"]
+        .as_object_mut()
+        .unwrap()
+        .remove("scaling");
+    v["executors"].as_object_mut().unwrap().remove("scaling");
+    v["image"] = json!({ "uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/engine@sha256:00" });
+    let g = Graph::build(&spec(v)).unwrap();
+    for kind in [
+        Kind::ScalableTarget,
+        Kind::ScalingPolicy,
+        Kind::AsgScalingPolicy,
+        Kind::CloudWatchAlarm,
+        Kind::EcrRepository,
+    ] {
+        assert!(!g.kinds().contains(&kind), "{kind:?}");
+    }
+    let Attributes::IamRolePolicy(exec) =
+        &g.get(&"iam.policy.execution".into()).unwrap().attributes
+    else {
+        panic!("execution policy");
+    };
+    assert!(
+        exec.document
+            .statement
+            .iter()
+            .any(|s| s.resource == ["arn:aws:ecr:us-east-1:123456789012:repository/engine"]),
+        "pull permission on the prebuilt image's repository"
+    );
+}
+
+#[test]
+fn container_environment_and_user_data_are_rendered_from_templates() {
+    let g = graph("demo", "internal_dns");
+    let Attributes::EcsTaskDefinition(td) =
+        &g.get(&"ecs.taskdef.runner".into()).unwrap().attributes
+    else {
+        panic!("task definition");
+    };
+    assert_eq!(td.container.command, ["--role", "runner"]);
+    let env = &td.container.environment;
+    assert_eq!(env["STACKCTL_ENGINE_EVENT_KEYS"], "${secret:event_keys}");
+    assert_eq!(env["STACKCTL_ENGINE_RUNNER_BIND"], "0.0.0.0:8289");
+    let config: Value =
+        serde_json::from_str(&env["STACKCTL_ENGINE_CONFIG"]).expect("config is JSON");
+    assert_eq!(config["backend"]["events_queue"], "demo-events");
+    assert_eq!(
+        config["backend"]["redis_url"],
+        "rediss://:${secret:redis_auth_token}@${elasticache.redis.primary_endpoint}:6379"
+    );
+    assert_eq!(config["queues"]["events"]["retention"], "4d");
+
+    // Apart from the backend (which the engine's SQS/Redis issue adds), the
+    // document is a valid engine configuration.
+    let mut as_embedded = config.clone();
+    as_embedded["backend"] = json!({ "kind": "embedded", "path": "/tmp/x.db" });
+    engine::config::Config::from_json(&as_embedded.to_string(), "graph")
+        .expect("engine accepts the config");
+
+    let Attributes::LaunchTemplate(lt) = &g
+        .get(&"ec2.launch-template.executors".into())
+        .unwrap()
+        .attributes
+    else {
+        panic!("launch template");
+    };
+    let ud = &lt.user_data;
+    assert!(!ud.contains("{{"), "unrendered template value:\n{ud}");
+    assert!(ud.starts_with("#!/bin/bash"));
+    assert!(ud.contains("IMAGE='${image}'"));
+    assert!(ud.contains("awslogs-group='/stackctl/demo/executors'"));
+    let line = ud
+        .lines()
+        .find(|l| l.starts_with("STACKCTL_ENGINE_CONFIG="))
+        .expect("config in the env file");
+    let config: Value =
+        serde_json::from_str(line.trim_start_matches("STACKCTL_ENGINE_CONFIG=")).unwrap();
+    assert_eq!(
+        config["executor"]["drivers"]["docker"]["socket"],
+        "/var/run/docker.sock"
+    );
+
+    // The script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user-data.sh");
+    std::fs::write(&path, ud).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "bash -n rejects the user data");
+}
+
+#[test]
+fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
+    let mut v = spec_json("demo", "internal");
+    v["executors"]["scaling"]["min"] = json!(2);
+    v["executors"]["scaling"]["max"] = json!(9);
+    let g = Graph::build(&spec(v)).unwrap();
+    let Attributes::ScalableTarget(t) = &g.get(&"scaling.target.runner".into()).unwrap().attributes
+    else {
+        panic!("scalable target");
+    };
+    assert_eq!(
+        (t.min_capacity, t.max_capacity),
+        (4, 12),
+        "min defaults to the service count"
+    );
+    assert_eq!(t.resource_id, "service/demo/demo-runner");
+    let Attributes::AutoScalingGroup(asg) = &g
+        .get(&"autoscaling.group.executors".into())
+        .unwrap()
+        .attributes
+    else {
+        panic!("asg");
+    };
+    assert_eq!(
+        (asg.min_size, asg.desired_capacity, asg.max_size),
+        (2, 2, 9),
+        "desired is kept within the bounds"
+    );
+    assert!(asg.scaling_managed);
+    let Attributes::CloudWatchAlarm(alarm) = &g
+        .get(&"cloudwatch.alarm.executors.out".into())
+        .unwrap()
+        .attributes
+    else {
+        panic!("alarm");
+    };
+    assert_eq!(alarm.metric_name, "ApproximateNumberOfMessagesVisible");
+    assert_eq!(alarm.dimensions["QueueName"], "demo-work");
+    assert_eq!(alarm.threshold, 10.0);
+    assert_eq!(
+        alarm.alarm_actions,
+        ["${autoscaling.policy.executors.out.arn}"]
+    );
+}

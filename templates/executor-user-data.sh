@@ -1,0 +1,43 @@
+#!/bin/bash
+# Boot script of a stackctl executor host (EC2 user data on Amazon Linux
+# 2023), rendered from templates/executor-user-data.sh by stacks::graph.
+# It installs Docker, pulls the engine image and runs the executor role with
+# the host's Docker socket, which the `docker` step driver needs.
+set -euo pipefail
+
+dnf install -y docker
+systemctl enable --now docker
+
+install -d -m 0700 /etc/stackctl
+# Quoted heredoc: the environment is written exactly as rendered.
+cat > /etc/stackctl/engine.env <<'STACKCTL_ENV'
+{{engine_env}}
+STACKCTL_ENV
+chmod 0600 /etc/stackctl/engine.env
+
+IMAGE='{{image}}'
+REGISTRY="$(echo "$IMAGE" | cut -d/ -f1)"
+if echo "$REGISTRY" | grep -q '\.dkr\.ecr\.'; then
+  aws ecr get-login-password --region '{{region}}' \
+    | docker login --username AWS --password-stdin "$REGISTRY"
+fi
+
+# Retried: the instance role's credentials can lag a few seconds behind boot.
+for attempt in 1 2 3 4 5; do
+  docker pull "$IMAGE" && break
+  [ "$attempt" = 5 ] && exit 1
+  sleep 5
+done
+
+docker rm --force stackctl-executor >/dev/null 2>&1 || true
+docker run --detach --name stackctl-executor --restart always \
+  --env-file /etc/stackctl/engine.env \
+  --env AWS_REGION='{{region}}' \
+  --volume /var/run/docker.sock:/var/run/docker.sock \
+  --group-add "$(stat -c %g /var/run/docker.sock)" \
+  --ulimit nofile=65536:65536 \
+  --log-driver awslogs \
+  --log-opt awslogs-region='{{region}}' \
+  --log-opt awslogs-group='{{log_group}}' \
+  --log-opt awslogs-stream="$(hostname)" \
+  "$IMAGE" --role executor
