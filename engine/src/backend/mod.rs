@@ -21,7 +21,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::QueuesConfig;
 use crate::functions::FunctionDef;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 /// A backend failure. `Unavailable` is transient (retry, or answer 503).
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +97,12 @@ pub trait Queue: Send + Sync + 'static {
     async fn send(&self, messages: Vec<Message>) -> Result<()>;
     /// Receives up to `max` visible messages, waiting up to `wait` for the
     /// first one; each stays invisible for `visibility`.
-    async fn receive(&self, max: usize, visibility: Duration, wait: Duration) -> Result<Vec<Received>>;
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>>;
     /// Deletes received messages. Acking a stale receipt is not an error.
     async fn ack(&self, receipts: &[String]) -> Result<()>;
     /// Keeps a received message invisible for `visibility` from now.
@@ -126,7 +140,7 @@ pub struct Event {
 }
 
 /// A run's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Created, steps scheduled or running.
@@ -268,7 +282,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Most recent runs first, optionally of one status.
     async fn list_runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<Run>>;
     /// Moves a running run to a terminal status; `false` if it had already ended.
-    async fn finish_run(&self, run_id: &str, status: RunStatus, error: Option<String>, at: i64) -> Result<bool>;
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<String>,
+        at: i64,
+    ) -> Result<bool>;
     /// Counts of runs by status (for /metrics).
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>>;
 
@@ -276,7 +296,13 @@ pub trait StateStore: Send + Sync + 'static {
     async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()>;
     /// Writes a step's outcome once: `true` if this call wrote it, `false`
     /// if an outcome already existed (which is then left unchanged).
-    async fn set_outcome(&self, run_id: &str, step_id: &str, outcome: &StepOutcome, at: i64) -> Result<bool>;
+    async fn set_outcome(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        outcome: &StepOutcome,
+        at: i64,
+    ) -> Result<bool>;
     /// Every step record of a run.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
 
@@ -290,12 +316,19 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Takes one of `limit` slots of `key` for `holder` until `lease`
     /// passes; `true` if granted (or already held by `holder`).
-    async fn acquire_slot(&self, key: &str, holder: &str, limit: u32, lease: Duration) -> Result<bool>;
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool>;
     /// Gives a slot back.
     async fn release_slot(&self, key: &str, holder: &str) -> Result<()>;
 }
 
-/// Which backend to use for queues and for state.
+/// Which backend to use for queues and for state. The SQS and Redis kinds
+/// always parse; opening one needs the engine's `sqs`/`redis` cargo features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BackendConfig {
@@ -303,6 +336,39 @@ pub enum BackendConfig {
     Embedded {
         /// Path of the database file.
         path: std::path::PathBuf,
+    },
+    /// SQS queues and Redis state: the AWS shape.
+    SqsRedis {
+        /// The event stream: a queue name (resolved in the SDK's account and
+        /// region) or a queue URL.
+        events_queue: String,
+        /// The work queue: a queue name or URL.
+        work_queue: String,
+        /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+        redis_url: String,
+        /// Create the queues and their dead-letter queues when missing (local
+        /// stacks; on AWS the provisioner owns them).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create_queues: bool,
+    },
+    /// SQS queues with the embedded (SQLite) state store.
+    SqsEmbedded {
+        /// The event stream: a queue name or URL.
+        events_queue: String,
+        /// The work queue: a queue name or URL.
+        work_queue: String,
+        /// Path of the database file holding the state.
+        path: std::path::PathBuf,
+        /// Create the queues and their dead-letter queues when missing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create_queues: bool,
+    },
+    /// Embedded (SQLite) queues with Redis state.
+    EmbeddedRedis {
+        /// Path of the database file holding the queues.
+        path: std::path::PathBuf,
+        /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+        redis_url: String,
     },
 }
 
@@ -315,4 +381,153 @@ pub struct Backends {
     pub work: Arc<dyn Queue>,
     /// Everything else.
     pub state: Arc<dyn StateStore>,
+}
+
+/// The kinds of backend the factory can build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// SQLite on local disk, shared by the processes of one host.
+    Embedded,
+    /// SQS queues, Redis state.
+    SqsRedis,
+    /// SQS queues, SQLite state.
+    SqsEmbedded,
+    /// SQLite queues, Redis state.
+    EmbeddedRedis,
+}
+
+impl BackendConfig {
+    /// Which kind of backend this configures.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Embedded { .. } => Kind::Embedded,
+            Self::SqsRedis { .. } => Kind::SqsRedis,
+            Self::SqsEmbedded { .. } => Kind::SqsEmbedded,
+            Self::EmbeddedRedis { .. } => Kind::EmbeddedRedis,
+        }
+    }
+}
+
+/// Builds the backends `config` describes. Opening the same store twice
+/// (even from two processes) gives two handles that see each other's writes.
+pub async fn open(config: &BackendConfig, queues: &QueuesConfig) -> Result<Backends> {
+    match config {
+        BackendConfig::Embedded { path } => embedded::open(path, queues).await,
+        BackendConfig::SqsRedis {
+            events_queue,
+            work_queue,
+            redis_url,
+            create_queues,
+        } => {
+            open_sqs_redis(
+                events_queue,
+                work_queue,
+                redis_url,
+                *create_queues,
+                queues,
+            )
+            .await
+        }
+        BackendConfig::SqsEmbedded {
+            events_queue,
+            work_queue,
+            path,
+            create_queues,
+        } => {
+            let embedded = embedded::open(path, queues).await?;
+            let (events, work) =
+                open_sqs(events_queue, work_queue, *create_queues, queues).await?;
+            Ok(Backends {
+                events,
+                work,
+                state: embedded.state,
+            })
+        }
+        BackendConfig::EmbeddedRedis { path, redis_url } => {
+            let state = open_redis(redis_url).await?;
+            let embedded = embedded::open(path, queues).await?;
+            Ok(Backends { state, ..embedded })
+        }
+    }
+}
+
+#[cfg_attr(all(feature = "sqs", feature = "redis"), allow(dead_code))]
+fn not_built(feature: &str) -> BackendError {
+    BackendError::Other(format!(
+        "this engine was built without the `{feature}` cargo feature"
+    ))
+}
+
+/// SQS queues over Redis state; bodies above the SQS limit go to Redis.
+#[cfg(all(feature = "sqs", feature = "redis"))]
+async fn open_sqs_redis(
+    events_queue: &str,
+    work_queue: &str,
+    redis_url: &str,
+    create_queues: bool,
+    queues: &QueuesConfig,
+) -> Result<Backends> {
+    let state = Arc::new(redis::RedisState::open(redis_url).await?);
+    let payloads: Arc<dyn sqs::PayloadStore> = state.clone();
+    let (events, work) =
+        sqs::open_pair(events_queue, work_queue, create_queues, queues, Some(payloads)).await?;
+    Ok(Backends {
+        events,
+        work,
+        state,
+    })
+}
+
+#[cfg(not(all(feature = "sqs", feature = "redis")))]
+async fn open_sqs_redis(
+    _events_queue: &str,
+    _work_queue: &str,
+    _redis_url: &str,
+    _create_queues: bool,
+    _queues: &QueuesConfig,
+) -> Result<Backends> {
+    Err(not_built(if cfg!(feature = "sqs") { "redis" } else { "sqs" }))
+}
+
+#[cfg(feature = "sqs")]
+async fn open_sqs(
+    events_queue: &str,
+    work_queue: &str,
+    create_queues: bool,
+    queues: &QueuesConfig,
+) -> Result<(Arc<dyn Queue>, Arc<dyn Queue>)> {
+    sqs::open_pair(events_queue, work_queue, create_queues, queues, None).await
+}
+
+#[cfg(not(feature = "sqs"))]
+async fn open_sqs(
+    _events_queue: &str,
+    _work_queue: &str,
+    _create_queues: bool,
+    _queues: &QueuesConfig,
+) -> Result<(Arc<dyn Queue>, Arc<dyn Queue>)> {
+    Err(not_built("sqs"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(redis::RedisState::open(url).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_url: &str) -> Result<Arc<dyn StateStore>> {
+    Err(not_built("redis"))
+}
+
+/// Encodes events as one event-stream message body: a JSON array of
+/// [`Event`]s (the event API batches the events of a request).
+pub fn encode_events(events: &[Event]) -> Vec<u8> {
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_vec(events).unwrap_or_default()
+}
+
+/// Decodes an event-stream message body written by [`encode_events`].
+pub fn decode_events(body: &[u8]) -> Result<Vec<Event>> {
+    serde_json::from_slice(body).map_err(|e| BackendError::Corrupt(format!("event message: {e}")))
 }

@@ -1,0 +1,83 @@
+//! `stackctl plan` against the moto server: with AWS reachable it reads
+//! the live state, so after the example stack is applied (through the
+//! library) `--detailed-exitcode` exits 0, and `--offline` still plans
+//! every resource as a create (exit 2).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::Moto;
+use stacks::aws::{self, ApplyOptions, Aws, Inputs};
+use stacks::graph::Graph;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn plan(moto: &Moto, extra: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    moto.configure_command(&mut cmd);
+    cmd.args(["plan", "examples/aws.yaml", "--detailed-exitcode"])
+        .args(extra)
+        .current_dir(repo_root())
+        .env_remove("STACKCTL_STACK")
+        .output()
+        .expect("stackctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_live_state_and_exits_0_when_nothing_changes() {
+    let moto = tokio::task::spawn_blocking(|| {
+        Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .unwrap();
+
+    let before = plan(&moto, &[]);
+    assert_eq!(
+        before.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
+    let spec = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
+        .unwrap()
+        .spec;
+    let graph = Graph::build(&spec).unwrap();
+    let aws = Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap();
+    let planned = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    aws::apply(
+        &aws,
+        &planned,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+
+    let after = plan(&moto, &[]);
+    let text = String::from_utf8_lossy(&after.stdout);
+    assert_eq!(
+        after.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(text.contains("0 to create, 0 to update"), "{text}");
+
+    let offline = plan(&moto, &["--offline"]);
+    assert_eq!(offline.status.code(), Some(2));
+}

@@ -1,0 +1,799 @@
+//! The conformance suite every backend passes: queue semantics (durability,
+//! delays, visibility, acks, extend, dead letters, depth, batches, concurrent
+//! sends) and state semantics (claims, run creation, write-once outcomes,
+//! single-winner waits, the event index, slots, finishing runs) including two
+//! independent handles on one store.
+//!
+//! A backend's test file implements [`Harness`] (each `open` returns a new
+//! handle on the SAME store; a fresh store per harness value) and expands
+//! [`backend_conformance!`](crate::backend_conformance) with an expression
+//! that builds a fresh harness; one `#[tokio::test]` is generated per case.
+//! The cases panic with a message on failure, like any test.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::{Attempt, Backends, Event, Message, Queue, Run, RunStatus, StepOutcome, Wait};
+use crate::config::QueuesConfig;
+use crate::functions::FunctionDef;
+
+/// Opens handles on one store under test.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A new handle on this harness's store (the same store on every call),
+    /// with these queue settings.
+    async fn open(&self, queues: &QueuesConfig) -> Backends;
+
+    /// Whether an ack with the receipt of an earlier delivery may still
+    /// delete the redelivered message. SQS documents that it may; the engine
+    /// acks only after the work is recorded, so either is safe.
+    fn stale_ack_may_delete(&self) -> bool {
+        false
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance case; `$harness` is
+/// evaluated once per test and must build a fresh store.
+#[macro_export]
+macro_rules! backend_conformance {
+    ($harness:expr) => {
+        $crate::backend_conformance!(@cases $harness;
+            durable_send, delays, visibility_and_redelivery, ack_and_stale_receipts, extend,
+            dead_letter_after_max_receives, depth, batch_send, concurrent_sends,
+            claims, runs, set_outcome_once_under_concurrency, attempts, take_wait_single_winner,
+            events_since, slots, finish_run_once, functions, two_handles_share_the_store);
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::backend::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn msg(body: &str) -> Message {
+    Message {
+        body: body.as_bytes().to_vec(),
+        delay: Duration::ZERO,
+    }
+}
+
+fn queues() -> QueuesConfig {
+    QueuesConfig::default()
+}
+
+fn now() -> i64 {
+    super::embedded::now_ms()
+}
+
+/// Receives until `n` messages arrived or the deadline passed.
+async fn drain(q: &Arc<dyn Queue>, n: usize, visibility: Duration) -> Vec<super::Received> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let batch = q
+            .receive(n - got.len(), visibility, Duration::from_millis(500))
+            .await
+            .expect("receive");
+        got.extend(batch);
+    }
+    got
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn event(internal_id: &str, name: &str, ts: i64) -> Event {
+    Event {
+        internal_id: internal_id.into(),
+        id: None,
+        name: name.into(),
+        data: json!({"n": ts}),
+        user: serde_json::Value::Null,
+        ts,
+        v: None,
+    }
+}
+
+fn run(id: &str, event_id: &str, created_at: i64) -> Run {
+    Run {
+        id: id.into(),
+        function_id: "f".into(),
+        event: event(event_id, "app/thing", created_at),
+        status: RunStatus::Running,
+        error: None,
+        created_at,
+        ended_at: None,
+    }
+}
+
+/// A send that returned is there after the handle is dropped and the store reopened.
+pub async fn durable_send(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    b.events
+        .send(vec![msg("a"), msg("b"), msg("c")])
+        .await
+        .expect("send");
+    b.work.send(vec![msg("w")]).await.expect("send");
+    drop(b);
+    let b = h.open(&queues()).await;
+    let got = drain(&b.events, 3, Duration::from_secs(30)).await;
+    let mut bodies: Vec<_> = got
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["a", "b", "c"]);
+    assert!(got.iter().all(|r| r.receive_count == 1));
+    let w = drain(&b.work, 1, Duration::from_secs(30)).await;
+    assert_eq!(w.len(), 1, "the work queue is separate and durable");
+    assert_eq!(w[0].body, b"w");
+}
+
+/// A delayed message is invisible (and counted as delayed) until its delay passes.
+pub async fn delays(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let delay = Duration::from_millis(400);
+    let sent = tokio::time::Instant::now();
+    b.work
+        .send(vec![
+            Message {
+                body: b"later".to_vec(),
+                delay,
+            },
+            msg("now"),
+        ])
+        .await
+        .expect("send");
+    let first = b
+        .work
+        .receive(10, Duration::from_secs(30), Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].body, b"now");
+    let d = b.work.depth().await.expect("depth");
+    assert_eq!((d.delayed, d.in_flight, d.visible), (1, 1, 0), "{d:?}");
+    let later = drain(&b.work, 1, Duration::from_secs(30)).await;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].body, b"later");
+    assert!(
+        sent.elapsed() >= delay - Duration::from_millis(20),
+        "delivered after {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        b.work.max_delay() > delay,
+        "max_delay is {:?}",
+        b.work.max_delay()
+    );
+}
+
+/// An unacked message comes back after its visibility timeout with a higher count.
+pub async fn visibility_and_redelivery(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    b.events.send(vec![msg("x")]).await.expect("send");
+    let vis = Duration::from_millis(300);
+    let first = drain(&b.events, 1, vis).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].receive_count, 1);
+    let hidden = b
+        .events
+        .receive(1, vis, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert!(hidden.is_empty(), "invisible during its visibility timeout");
+    let again = drain(&b.events, 1, vis).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, first[0].id, "same message id on redelivery");
+    assert_eq!(again[0].receive_count, 2);
+    assert_ne!(
+        again[0].receipt, first[0].receipt,
+        "a new receipt per delivery"
+    );
+}
+
+/// An ack deletes; an ack with the receipt of an earlier delivery does not.
+pub async fn ack_and_stale_receipts(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    b.events.send(vec![msg("x"), msg("y")]).await.expect("send");
+    let got = drain(&b.events, 2, Duration::from_millis(200)).await;
+    assert_eq!(got.len(), 2);
+    let (x, y) = (&got[0], &got[1]);
+    b.events
+        .ack(std::slice::from_ref(&x.receipt))
+        .await
+        .expect("ack");
+    let y2 = drain(&b.events, 1, Duration::from_secs(30)).await;
+    assert_eq!(y2.len(), 1, "only the unacked message comes back");
+    assert_eq!(y2[0].id, y.id);
+    b.events
+        .ack(std::slice::from_ref(&y.receipt))
+        .await
+        .expect("stale ack is not an error");
+    if !h.stale_ack_may_delete() {
+        let d = b.events.depth().await.expect("depth");
+        assert_eq!(
+            d.in_flight, 1,
+            "a stale receipt does not delete the redelivered message: {d:?}"
+        );
+    }
+    b.events
+        .ack(std::slice::from_ref(&y2[0].receipt))
+        .await
+        .expect("ack");
+    let d = b.events.depth().await.expect("depth");
+    assert_eq!(
+        (d.visible, d.in_flight, d.delayed, d.dead),
+        (0, 0, 0, 0),
+        "{d:?}"
+    );
+}
+
+/// `extend` keeps a message invisible past its original timeout.
+pub async fn extend(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    b.work.send(vec![msg("long")]).await.expect("send");
+    let got = drain(&b.work, 1, Duration::from_millis(200)).await;
+    assert_eq!(got.len(), 1);
+    b.work
+        .extend(&got[0].receipt, Duration::from_secs(30))
+        .await
+        .expect("extend");
+    let none = b
+        .work
+        .receive(1, Duration::from_secs(30), Duration::from_millis(600))
+        .await
+        .expect("receive");
+    assert!(none.is_empty(), "extended message stayed invisible");
+    b.work
+        .ack(std::slice::from_ref(&got[0].receipt))
+        .await
+        .expect("ack");
+    assert_eq!(b.work.depth().await.expect("depth").in_flight, 0);
+}
+
+/// A message received `max_receives` times without an ack moves to the dead-letter queue.
+pub async fn dead_letter_after_max_receives(h: &dyn Harness) {
+    let mut q = queues();
+    q.work.max_receives = 2;
+    let b = h.open(&q).await;
+    b.work
+        .send(vec![msg("poison"), msg("fine")])
+        .await
+        .expect("send");
+    let vis = Duration::from_millis(150);
+    let mut poison_receives = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let got = b
+            .work
+            .receive(10, vis, Duration::from_millis(300))
+            .await
+            .expect("receive");
+        for r in &got {
+            if r.body == b"fine" {
+                b.work
+                    .ack(std::slice::from_ref(&r.receipt))
+                    .await
+                    .expect("ack");
+            } else {
+                poison_receives += 1;
+                assert!(
+                    r.receive_count <= 2,
+                    "received past max_receives: {}",
+                    r.receive_count
+                );
+            }
+        }
+        let d = b.work.depth().await.expect("depth");
+        if d.dead == 1 {
+            assert_eq!((d.visible, d.in_flight, d.delayed), (0, 0, 0), "{d:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered: {d:?}"
+        );
+    }
+    assert_eq!(poison_receives, 2);
+    let after = b
+        .work
+        .receive(10, vis, Duration::from_millis(300))
+        .await
+        .expect("receive");
+    assert!(after.is_empty(), "a dead message is not delivered");
+}
+
+/// Depth counts visible, in-flight, delayed and dead messages per queue.
+pub async fn depth(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    b.events
+        .send(vec![
+            msg("1"),
+            msg("2"),
+            msg("3"),
+            Message {
+                body: b"d".to_vec(),
+                delay: Duration::from_secs(60),
+            },
+        ])
+        .await
+        .expect("send");
+    let got = b
+        .events
+        .receive(1, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    let d = b.events.depth().await.expect("depth");
+    assert_eq!(
+        (d.visible, d.in_flight, d.delayed, d.dead),
+        (2, 1, 1, 0),
+        "{d:?}"
+    );
+    assert_eq!(
+        b.work.depth().await.expect("depth"),
+        Default::default(),
+        "queues are separate"
+    );
+}
+
+/// One call sends many messages; all arrive once.
+pub async fn batch_send(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let messages: Vec<Message> = (0..200).map(|i| msg(&i.to_string())).collect();
+    b.events.send(messages).await.expect("send");
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while seen.len() < 200 && tokio::time::Instant::now() < deadline {
+        for r in b
+            .events
+            .receive(10, Duration::from_secs(30), Duration::from_millis(200))
+            .await
+            .expect("receive")
+        {
+            assert!(r.receive_count == 1);
+            assert!(
+                seen.insert(String::from_utf8(r.body).unwrap()),
+                "delivered twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+/// Many concurrent senders (coalesced by group commit) all land.
+pub async fn concurrent_sends(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let q = Arc::clone(&b.events);
+        tasks.spawn(async move { q.send(vec![msg(&format!("m{i}"))]).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("join").expect("send");
+    }
+    let got = drain(&b.events, 64, Duration::from_secs(30)).await;
+    let unique: HashSet<_> = got.iter().map(|r| r.body.clone()).collect();
+    assert_eq!(unique.len(), 64);
+}
+
+/// The first claimer holds a key until its TTL passes; then another can take it.
+pub async fn claims(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let ttl = Duration::from_millis(300);
+    assert_eq!(s.claim("k", "a", ttl).await.unwrap(), "a");
+    assert_eq!(s.claim("k", "b", ttl).await.unwrap(), "a", "held by a");
+    assert_eq!(
+        s.claim("k", "a", ttl).await.unwrap(),
+        "a",
+        "idempotent for the holder"
+    );
+    assert_eq!(
+        s.claim("other", "b", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "b"
+    );
+    eventually("the claim to expire", || async {
+        s.claim("k", "b", ttl).await.unwrap() == "b"
+    })
+    .await;
+    assert_eq!(s.claim("k", "a", ttl).await.unwrap(), "b");
+}
+
+/// Runs: create once, look up by id and by event, list by status, count.
+pub async fn runs(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let t = now();
+    assert!(s.create_run(&run("r1", "e1", t)).await.unwrap());
+    let mut dup = run("r1", "e1", t + 5);
+    dup.function_id = "other".into();
+    assert!(
+        !s.create_run(&dup).await.unwrap(),
+        "second create is refused"
+    );
+    assert_eq!(
+        s.get_run("r1").await.unwrap().unwrap(),
+        run("r1", "e1", t),
+        "first one kept"
+    );
+    assert!(s.create_run(&run("r2", "e1", t + 1)).await.unwrap());
+    assert!(s.create_run(&run("r3", "e2", t + 2)).await.unwrap());
+    assert!(s.get_run("nope").await.unwrap().is_none());
+    let of_e1: Vec<String> = s
+        .runs_for_event("e1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(of_e1, ["r1", "r2"]);
+    assert!(
+        s.finish_run("r2", RunStatus::Completed, None, t + 10)
+            .await
+            .unwrap()
+    );
+    let recent: Vec<String> = s
+        .list_runs(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(recent, ["r3", "r2", "r1"], "most recent first");
+    assert_eq!(s.list_runs(None, 2).await.unwrap().len(), 2);
+    let done = s.list_runs(Some(RunStatus::Completed), 10).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, "r2");
+    assert_eq!(done[0].ended_at, Some(t + 10));
+    let counts = s.run_counts().await.unwrap();
+    assert_eq!(counts.get(&RunStatus::Running), Some(&2));
+    assert_eq!(counts.get(&RunStatus::Completed), Some(&1));
+}
+
+/// Of N racing `set_outcome` calls exactly one wins and its outcome stays.
+pub async fn set_outcome_once_under_concurrency(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let s = Arc::clone(&b.state);
+        tasks.spawn(async move {
+            let outcome = StepOutcome::Completed {
+                output: json!({ "writer": i }),
+            };
+            (
+                i,
+                s.set_outcome("run", "step", &outcome, 1000 + i)
+                    .await
+                    .expect("set_outcome"),
+            )
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (i, won) = r.expect("join");
+        if won {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    let steps = b.state.steps("run").await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        steps[0].outcome,
+        Some(StepOutcome::Completed {
+            output: json!({ "writer": winners[0] })
+        })
+    );
+    assert_eq!(steps[0].ended_at, Some(1000 + winners[0]));
+    assert!(
+        !b.state
+            .set_outcome("run", "step", &StepOutcome::Skipped, 1)
+            .await
+            .unwrap()
+    );
+}
+
+/// Attempts accumulate on a step record, and a repeated attempt number replaces itself.
+pub async fn attempts(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let a = |n: u32, err: Option<&str>| Attempt {
+        number: n,
+        started_at: 100 * i64::from(n),
+        ended_at: 100 * i64::from(n) + 10,
+        error: err.map(String::from),
+    };
+    s.record_attempt("r", "s", a(1, Some("500"))).await.unwrap();
+    s.record_attempt("r", "s", a(2, Some("timeout")))
+        .await
+        .unwrap();
+    s.record_attempt("r", "s", a(2, Some("timeout")))
+        .await
+        .unwrap();
+    s.record_attempt("r", "s", a(3, None)).await.unwrap();
+    s.set_outcome("r", "s", &StepOutcome::Completed { output: json!(1) }, 400)
+        .await
+        .unwrap();
+    s.set_outcome("r", "skipped", &StepOutcome::Skipped, 401)
+        .await
+        .unwrap();
+    let steps = s.steps("r").await.unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].step_id, "s");
+    assert_eq!(
+        steps[0].attempts,
+        vec![a(1, Some("500")), a(2, Some("timeout")), a(3, None)]
+    );
+    assert_eq!(steps[0].started_at, Some(100));
+    assert_eq!(steps[0].ended_at, Some(400));
+    assert_eq!(steps[1].outcome, Some(StepOutcome::Skipped));
+    assert!(steps[1].attempts.is_empty());
+    assert!(s.steps("other").await.unwrap().is_empty());
+}
+
+/// A wait is listed by event name; of racing `take_wait` calls one wins.
+pub async fn take_wait_single_winner(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let wait = Wait {
+        run_id: "r".into(),
+        step_id: "w".into(),
+        event_name: "app/approved".into(),
+        matches: Some("async.data.id == event.data.id".into()),
+        since: 5,
+        expires_at: now() + 60_000,
+    };
+    b.state.add_wait(&wait).await.unwrap();
+    b.state.add_wait(&wait).await.unwrap();
+    assert_eq!(
+        b.state.waits_for("app/approved").await.unwrap(),
+        vec![wait.clone()],
+        "add_wait is an upsert"
+    );
+    assert!(b.state.waits_for("app/other").await.unwrap().is_empty());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let s = Arc::clone(&b.state);
+        tasks.spawn(async move { s.take_wait("r", "w").await.expect("take_wait") });
+    }
+    let mut won = 0;
+    while let Some(r) = tasks.join_next().await {
+        won += usize::from(r.expect("join"));
+    }
+    assert_eq!(won, 1);
+    assert!(b.state.waits_for("app/approved").await.unwrap().is_empty());
+}
+
+/// The event index answers by name and `ts >= since`, oldest first, limited.
+pub async fn events_since(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let keep = Duration::from_secs(3600);
+    for (id, name, ts) in [
+        ("e3", "x", 300),
+        ("e1", "x", 100),
+        ("e2", "x", 200),
+        ("e4", "y", 250),
+    ] {
+        s.index_event(&event(id, name, ts), keep).await.unwrap();
+    }
+    let ids = |v: Vec<Event>| v.into_iter().map(|e| e.internal_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.events_since("x", 200, 10).await.unwrap()),
+        ["e2", "e3"]
+    );
+    assert_eq!(ids(s.events_since("x", 0, 2).await.unwrap()), ["e1", "e2"]);
+    assert!(s.events_since("x", 301, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.events_since("y", 0, 10).await.unwrap(),
+        vec![event("e4", "y", 250)]
+    );
+}
+
+/// At most `limit` holders per key; a holder renews; a release or an expired lease frees a slot.
+pub async fn slots(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let lease = Duration::from_secs(60);
+    assert!(s.acquire_slot("k", "a", 2, lease).await.unwrap());
+    assert!(s.acquire_slot("k", "b", 2, lease).await.unwrap());
+    assert!(!s.acquire_slot("k", "c", 2, lease).await.unwrap(), "full");
+    assert!(
+        s.acquire_slot("k", "a", 2, lease).await.unwrap(),
+        "a holder renews"
+    );
+    assert!(
+        s.acquire_slot("other", "c", 1, lease).await.unwrap(),
+        "keys are separate"
+    );
+    s.release_slot("k", "a").await.unwrap();
+    assert!(
+        s.acquire_slot("k", "c", 2, lease).await.unwrap(),
+        "a released slot is free"
+    );
+    let short = Duration::from_millis(200);
+    assert!(s.acquire_slot("lease", "x", 1, short).await.unwrap());
+    assert!(!s.acquire_slot("lease", "y", 1, short).await.unwrap());
+    eventually("the lease to expire", || async {
+        s.acquire_slot("lease", "y", 1, lease).await.unwrap()
+    })
+    .await;
+    assert!(
+        !s.acquire_slot("lease", "x", 1, lease).await.unwrap(),
+        "x lost its expired slot"
+    );
+}
+
+/// A run ends once: racing `finish_run` calls have one winner, later ones change nothing.
+pub async fn finish_run_once(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let t = now();
+    b.state.create_run(&run("r", "e", t)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let s = Arc::clone(&b.state);
+        let status = if i % 2 == 0 {
+            RunStatus::Completed
+        } else {
+            RunStatus::Failed
+        };
+        tasks.spawn(async move {
+            let won = s
+                .finish_run("r", status, Some(format!("by {i}")), t + i)
+                .await
+                .expect("finish_run");
+            (status, i, won)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (status, i, won) = r.expect("join");
+        if won {
+            winners.push((status, i));
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let (status, i) = winners[0];
+    let stored = b.state.get_run("r").await.unwrap().unwrap();
+    assert_eq!(stored.status, status);
+    assert_eq!(stored.error, Some(format!("by {i}")));
+    assert_eq!(stored.ended_at, Some(t + i));
+    assert!(
+        !b.state
+            .finish_run("r", RunStatus::Cancelled, None, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.state
+            .finish_run("missing", RunStatus::Cancelled, None, t)
+            .await
+            .unwrap()
+    );
+}
+
+/// Functions can be registered, replaced, listed and deleted.
+pub async fn functions(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let f = |id: &str, url: &str| -> FunctionDef {
+        serde_json::from_value(json!({
+            "id": id,
+            "triggers": [{"event": "app/x"}],
+            "steps": [{"id": "s", "http": {"url": url}}]
+        }))
+        .expect("function")
+    };
+    b.state
+        .put_function(&f("b", "http://127.0.0.1:1/"))
+        .await
+        .unwrap();
+    b.state
+        .put_function(&f("a", "http://127.0.0.1:1/"))
+        .await
+        .unwrap();
+    b.state
+        .put_function(&f("a", "http://127.0.0.1:2/"))
+        .await
+        .unwrap();
+    let list = b.state.list_functions().await.unwrap();
+    assert_eq!(
+        list,
+        vec![f("a", "http://127.0.0.1:2/"), f("b", "http://127.0.0.1:1/")]
+    );
+    assert!(b.state.delete_function("a").await.unwrap());
+    assert!(!b.state.delete_function("a").await.unwrap());
+    assert_eq!(b.state.list_functions().await.unwrap().len(), 1);
+}
+
+/// Two independent handles (as two processes have) see each other's writes
+/// and agree on single-winner operations.
+pub async fn two_handles_share_the_store(h: &dyn Harness) {
+    let one = h.open(&queues()).await;
+    let two = h.open(&queues()).await;
+    one.events.send(vec![msg("from one")]).await.expect("send");
+    let got = drain(&two.events, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"from one");
+    assert!(
+        one.events
+            .receive(1, Duration::from_secs(30), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    one.events
+        .ack(std::slice::from_ref(&got[0].receipt))
+        .await
+        .expect("ack from the other handle");
+    assert_eq!(two.events.depth().await.unwrap(), Default::default());
+
+    let t = now();
+    assert!(one.state.create_run(&run("r", "e", t)).await.unwrap());
+    assert!(!two.state.create_run(&run("r", "e", t)).await.unwrap());
+    assert_eq!(
+        two.state.get_run("r").await.unwrap().map(|r| r.id),
+        Some("r".into())
+    );
+    assert_eq!(
+        two.state
+            .claim("k", "two", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "two"
+    );
+    assert_eq!(
+        one.state
+            .claim("k", "one", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "two"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let s = if i % 2 == 0 {
+            Arc::clone(&one.state)
+        } else {
+            Arc::clone(&two.state)
+        };
+        tasks.spawn(async move {
+            s.set_outcome("r", "step", &StepOutcome::Completed { output: json!(i) }, i)
+                .await
+                .expect("set_outcome")
+        });
+    }
+    let mut won = 0;
+    while let Some(r) = tasks.join_next().await {
+        won += usize::from(r.expect("join"));
+    }
+    assert_eq!(won, 1, "one winner across handles");
+}

@@ -1,0 +1,296 @@
+//! The embedded queues: rows of one `messages` table, per queue name, with
+//! a visibility time, a receive count and a dead flag (the dead-letter queue).
+//!
+//! Waiting receivers are woken at once by sends from the same handle and
+//! poll for other processes' sends with an interval that starts at 1 ms
+//! after activity and doubles up to 50 ms while idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Notify;
+
+use super::{Db, GcClock, ms, now_ms, sql_err};
+use crate::backend::{BackendError, Message, Queue, QueueDepth, Received, Result};
+use crate::config::QueueConfig;
+
+/// Longest delay accepted; the same as SQS so that the local stack splits
+/// long sleeps exactly like the AWS one.
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Largest message body.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+const MIN_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// One named queue in the embedded database.
+pub struct EmbeddedQueue {
+    db: Arc<Db>,
+    name: &'static str,
+    max_receives: u32,
+    retention_ms: i64,
+    notify: Notify,
+    poll_us: AtomicU64,
+    gc: GcClock,
+}
+
+impl EmbeddedQueue {
+    pub(crate) fn new(db: Arc<Db>, name: &'static str, config: &QueueConfig) -> Self {
+        Self {
+            db,
+            name,
+            max_receives: config.max_receives,
+            retention_ms: ms(config.retention.std()),
+            notify: Notify::new(),
+            poll_us: AtomicU64::new(MIN_POLL.as_micros() as u64),
+            gc: GcClock::default(),
+        }
+    }
+
+    /// Receives whatever is visible now, without waiting.
+    async fn receive_now(&self, max: usize, visibility: Duration) -> Result<Vec<Received>> {
+        let queue = self.name;
+        let max_receives = i64::from(self.max_receives);
+        let vis = ms(visibility);
+        let now = now_ms();
+        let sweep = self.gc.due(now).then_some(self.retention_ms);
+        self.db
+            .write(move |c| {
+                if let Some(retention) = sweep {
+                    c.execute(
+                        "DELETE FROM messages WHERE queue = ?1 AND sent_at < ?2",
+                        params![queue, now - retention],
+                    )
+                    .map_err(sql_err)?;
+                }
+                let mut out = Vec::new();
+                let mut select = c
+                    .prepare_cached(
+                        "SELECT seq, body, receive_count FROM messages \
+                         WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 \
+                         ORDER BY visible_at, seq LIMIT ?3",
+                    )
+                    .map_err(sql_err)?;
+                loop {
+                    let want = max - out.len();
+                    let rows: Vec<(i64, Vec<u8>, i64)> = select
+                        .query_map(params![queue, now, want as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .map_err(sql_err)?
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(sql_err)?;
+                    let exhausted = rows.len() < want;
+                    for (seq, body, count) in rows {
+                        if count >= max_receives {
+                            c.execute("UPDATE messages SET dead = 1 WHERE seq = ?1", [seq])
+                                .map_err(sql_err)?;
+                            continue;
+                        }
+                        c.execute(
+                            "UPDATE messages SET receive_count = ?2, visible_at = ?3 WHERE seq = ?1",
+                            params![seq, count + 1, now + vis],
+                        )
+                        .map_err(sql_err)?;
+                        out.push(Received {
+                            id: seq.to_string(),
+                            receipt: format!("{seq}.{}", count + 1),
+                            body,
+                            receive_count: (count + 1) as u32,
+                        });
+                    }
+                    if exhausted || out.len() >= max {
+                        return Ok(out);
+                    }
+                }
+            })
+            .await
+    }
+
+    /// When the next message becomes visible, if any is waiting.
+    async fn next_visible(&self) -> Result<Option<i64>> {
+        let queue = self.name;
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT MIN(visible_at) FROM messages WHERE queue = ?1 AND dead = 0",
+                    [queue],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .map_err(sql_err)
+            })
+            .await
+    }
+
+    fn poll_interval(&self, found: bool) -> Duration {
+        let next = if found {
+            MIN_POLL.as_micros() as u64
+        } else {
+            (self.poll_us.load(Ordering::Relaxed) * 2).min(MAX_POLL.as_micros() as u64)
+        };
+        self.poll_us.store(next, Ordering::Relaxed);
+        Duration::from_micros(next)
+    }
+}
+
+fn parse_receipt(receipt: &str) -> Option<(i64, i64)> {
+    let (seq, count) = receipt.split_once('.')?;
+    Some((seq.parse().ok()?, count.parse().ok()?))
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn send(&self, messages: Vec<Message>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if let Some(m) = messages.iter().find(|m| m.body.len() > MAX_MESSAGE_BYTES) {
+            return Err(BackendError::TooLarge(format!(
+                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                m.body.len()
+            )));
+        }
+        let queue = self.name;
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                let mut insert = c
+                    .prepare_cached(
+                        "INSERT INTO messages (queue, body, visible_at, sent_at) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql_err)?;
+                for m in messages {
+                    let delay = ms(m.delay.min(MAX_DELAY));
+                    insert.execute(params![queue, m.body, now + delay, now]).map_err(sql_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = self.next_visible().await?;
+            let now = now_ms();
+            if next.is_some_and(|t| t <= now) {
+                let got = self.receive_now(max, visibility).await?;
+                if !got.is_empty() {
+                    self.poll_interval(true);
+                    return Ok(got);
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let mut nap = self.poll_interval(false).min(left);
+            if let Some(t) = next.filter(|t| *t > now) {
+                nap = nap.min(Duration::from_millis((t - now) as u64));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[String]) -> Result<()> {
+        let parsed: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if parsed.is_empty() {
+            return Ok(());
+        }
+        let queue = self.name;
+        self.db
+            .write(move |c| {
+                let mut delete = c
+                    .prepare_cached(
+                        "DELETE FROM messages WHERE seq = ?1 AND receive_count = ?2 AND queue = ?3 AND dead = 0",
+                    )
+                    .map_err(sql_err)?;
+                for (seq, count) in parsed {
+                    delete.execute(params![seq, count, queue]).map_err(sql_err)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<()> {
+        let Some((seq, count)) = parse_receipt(receipt) else {
+            return Err(BackendError::Other(format!(
+                "malformed receipt `{receipt}`"
+            )));
+        };
+        let queue = self.name;
+        let until = now_ms() + ms(visibility);
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "UPDATE messages SET visible_at = ?1 \
+                     WHERE seq = ?2 AND receive_count = ?3 AND queue = ?4 AND dead = 0",
+                    params![until, seq, count, queue],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let queue = self.name;
+        let now = now_ms();
+        self.db
+            .read(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT \
+                           COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0), \
+                           COALESCE(SUM(dead = 0 AND visible_at > ?2 AND receive_count > 0), 0), \
+                           COALESCE(SUM(dead = 0 AND visible_at > ?2 AND receive_count = 0), 0), \
+                           COALESCE(SUM(dead = 1), 0) \
+                         FROM messages WHERE queue = ?1",
+                        params![queue, now],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, i64>(3)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(sql_err)?
+                    .unwrap_or_default();
+                Ok(QueueDepth {
+                    visible: row.0 as u64,
+                    in_flight: row.1 as u64,
+                    delayed: row.2 as u64,
+                    dead: row.3 as u64,
+                })
+            })
+            .await
+    }
+
+    fn max_delay(&self) -> Duration {
+        MAX_DELAY
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        MAX_MESSAGE_BYTES
+    }
+}

@@ -1,0 +1,562 @@
+//! The embedded state store: runs, steps, waits, claims, slots, the event
+//! index and the function registry as SQLite tables. Write-once operations
+//! are single conditional statements whose changed-row count says who won.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Db, GcClock, json_err, ms, now_ms, sql_err};
+use crate::backend::{
+    Attempt, BackendError, Event, Result, Run, RunStatus, StateStore, StepOutcome, StepRecord, Wait,
+};
+use crate::functions::FunctionDef;
+
+/// The state store of one embedded handle.
+pub struct EmbeddedState {
+    db: Arc<Db>,
+    gc: GcClock,
+}
+
+impl EmbeddedState {
+    pub(crate) fn new(db: Arc<Db>) -> Self {
+        Self {
+            db,
+            gc: GcClock::default(),
+        }
+    }
+}
+
+/// Sweeps expired rows inside the caller's transaction.
+fn sweep(c: &Connection, now: i64) -> Result<()> {
+    for table in ["claims", "events", "slots"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE expires_at <= ?1"),
+            [now],
+        )
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+fn status_str(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Completed => "completed",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+    }
+}
+
+fn parse_status(s: &str) -> Result<RunStatus> {
+    Ok(match s {
+        "running" => RunStatus::Running,
+        "completed" => RunStatus::Completed,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        other => {
+            return Err(BackendError::Corrupt(format!(
+                "unknown run status `{other}`"
+            )));
+        }
+    })
+}
+
+const RUN_COLUMNS: &str = "id, function_id, event, status, error, created_at, ended_at";
+
+type RunRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_run(row: RunRow) -> Result<Run> {
+    let (id, function_id, event, status, error, created_at, ended_at) = row;
+    Ok(Run {
+        id,
+        function_id,
+        event: serde_json::from_str(&event).map_err(json_err)?,
+        status: parse_status(&status)?,
+        error,
+        created_at,
+        ended_at,
+    })
+}
+
+fn query_runs(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Run>> {
+    let mut stmt = c.prepare_cached(sql).map_err(sql_err)?;
+    let rows: Vec<RunRow> = stmt
+        .query_map(params, run_row)
+        .map_err(sql_err)?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(sql_err)?;
+    rows.into_iter().map(to_run).collect()
+}
+
+#[async_trait]
+impl StateStore for EmbeddedState {
+    async fn put_function(&self, function: &FunctionDef) -> Result<()> {
+        let id = function.id.clone();
+        let def = serde_json::to_string(function).map_err(json_err)?;
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO functions (id, def) VALUES (?1, ?2)",
+                    params![id, def],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_functions(&self) -> Result<Vec<FunctionDef>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT def FROM functions ORDER BY id")
+                    .map_err(sql_err)?;
+                let defs: Vec<String> = stmt
+                    .query_map([], |r| r.get(0))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                defs.iter()
+                    .map(|d| serde_json::from_str(d).map_err(json_err))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn delete_function(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute("DELETE FROM functions WHERE id = ?1", [id])
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<String> {
+        let (key, owner) = (key.to_string(), owner.to_string());
+        let ttl = ms(ttl);
+        let now = now_ms();
+        let gc = self.gc.due(now);
+        self.db
+            .write(move |c| {
+                if gc {
+                    sweep(c, now)?;
+                }
+                let held: Option<(String, i64)> = c
+                    .query_row("SELECT owner, expires_at FROM claims WHERE key = ?1", [&key], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .map_err(sql_err)?;
+                match held {
+                    Some((holder, expires)) if expires > now => Ok(holder),
+                    _ => {
+                        c.execute(
+                            "INSERT OR REPLACE INTO claims (key, owner, expires_at) VALUES (?1, ?2, ?3)",
+                            params![key, owner, now.saturating_add(ttl)],
+                        )
+                        .map_err(sql_err)?;
+                        Ok(owner)
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn index_event(&self, event: &Event, retention: Duration) -> Result<()> {
+        let body = serde_json::to_string(event).map_err(json_err)?;
+        let (name, id, ts) = (event.name.clone(), event.internal_id.clone(), event.ts);
+        let expires = now_ms().saturating_add(ms(retention));
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO events (name, internal_id, ts, body, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, id, ts, body, expires],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn events_since(&self, name: &str, since: i64, limit: usize) -> Result<Vec<Event>> {
+        let name = name.to_string();
+        let now = now_ms();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT body FROM events WHERE name = ?1 AND ts >= ?2 AND expires_at > ?3 \
+                         ORDER BY ts, internal_id LIMIT ?4",
+                    )
+                    .map_err(sql_err)?;
+                let bodies: Vec<String> = stmt
+                    .query_map(params![name, since, now, limit as i64], |r| r.get(0))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                bodies
+                    .iter()
+                    .map(|b| serde_json::from_str(b).map_err(json_err))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn create_run(&self, run: &Run) -> Result<bool> {
+        let event = serde_json::to_string(&run.event).map_err(json_err)?;
+        let run = run.clone();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "INSERT OR IGNORE INTO runs (id, function_id, event_id, event, status, error, created_at, ended_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            run.id,
+                            run.function_id,
+                            run.event.internal_id,
+                            event,
+                            status_str(run.status),
+                            run.error,
+                            run.created_at,
+                            run.ended_at
+                        ],
+                    )
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        let id = run_id.to_string();
+        self.db
+            .read(move |c| {
+                let row = c
+                    .query_row(
+                        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                        [id],
+                        run_row,
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                row.map(to_run).transpose()
+            })
+            .await
+    }
+
+    async fn runs_for_event(&self, internal_id: &str) -> Result<Vec<Run>> {
+        let id = internal_id.to_string();
+        self.db
+            .read(move |c| {
+                query_runs(
+                    c,
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE event_id = ?1 ORDER BY created_at, id"
+                    ),
+                    [id],
+                )
+            })
+            .await
+    }
+
+    async fn list_runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<Run>> {
+        let limit = limit as i64;
+        self.db
+            .read(move |c| match status {
+                Some(s) => query_runs(
+                    c,
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE status = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+                    ),
+                    params![status_str(s), limit],
+                ),
+                None => query_runs(
+                    c,
+                    &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT ?1"),
+                    [limit],
+                ),
+            })
+            .await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<String>,
+        at: i64,
+    ) -> Result<bool> {
+        if !status.is_terminal() {
+            return Err(BackendError::Other(
+                "finish_run needs a terminal status".into(),
+            ));
+        }
+        let id = run_id.to_string();
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1 AND status = 'running'",
+                        params![id, status_str(status), error, at],
+                    )
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                    .map_err(sql_err)?;
+                let rows: Vec<(String, i64)> = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                let mut out = BTreeMap::new();
+                for (s, n) in rows {
+                    out.insert(parse_status(&s)?, n as u64);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()> {
+        let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
+        self.db
+            .write(move |c| {
+                let existing: Option<String> = c
+                    .query_row(
+                        "SELECT attempts FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, step_id],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                let mut attempts: Vec<Attempt> = match &existing {
+                    Some(a) => serde_json::from_str(a).map_err(json_err)?,
+                    None => Vec::new(),
+                };
+                // Recording the same attempt twice (a retried call) replaces it.
+                attempts.retain(|a| a.number != attempt.number);
+                attempts.push(attempt);
+                attempts.sort_by_key(|a| a.number);
+                let started = attempts.iter().map(|a| a.started_at).min();
+                let text = serde_json::to_string(&attempts).map_err(json_err)?;
+                c.execute(
+                    "INSERT INTO steps (run_id, step_id, attempts, started_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (run_id, step_id) DO UPDATE SET attempts = excluded.attempts, \
+                     started_at = MIN(COALESCE(steps.started_at, excluded.started_at), excluded.started_at)",
+                    params![run_id, step_id, text, started],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_outcome(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        outcome: &StepOutcome,
+        at: i64,
+    ) -> Result<bool> {
+        let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
+        let text = serde_json::to_string(outcome).map_err(json_err)?;
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "INSERT INTO steps (run_id, step_id, outcome, ended_at) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (run_id, step_id) DO UPDATE SET outcome = excluded.outcome, \
+                         ended_at = excluded.ended_at WHERE steps.outcome IS NULL",
+                        params![run_id, step_id, text, at],
+                    )
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let run_id = run_id.to_string();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT step_id, attempts, outcome, started_at, ended_at FROM steps \
+                         WHERE run_id = ?1 ORDER BY rowid",
+                    )
+                    .map_err(sql_err)?;
+                type Row = (String, String, Option<String>, Option<i64>, Option<i64>);
+                let rows: Vec<Row> = stmt
+                    .query_map([run_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                rows.into_iter()
+                    .map(|(step_id, attempts, outcome, started_at, ended_at)| {
+                        Ok(StepRecord {
+                            step_id,
+                            attempts: serde_json::from_str(&attempts).map_err(json_err)?,
+                            outcome: outcome
+                                .map(|o| serde_json::from_str(&o))
+                                .transpose()
+                                .map_err(json_err)?,
+                            started_at,
+                            ended_at,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn add_wait(&self, wait: &Wait) -> Result<()> {
+        let body = serde_json::to_string(wait).map_err(json_err)?;
+        let (run_id, step_id, name) = (
+            wait.run_id.clone(),
+            wait.step_id.clone(),
+            wait.event_name.clone(),
+        );
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO waits (run_id, step_id, event_name, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![run_id, step_id, name, body],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn waits_for(&self, event_name: &str) -> Result<Vec<Wait>> {
+        let name = event_name.to_string();
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT body FROM waits WHERE event_name = ?1 ORDER BY rowid")
+                    .map_err(sql_err)?;
+                let bodies: Vec<String> = stmt
+                    .query_map([name], |r| r.get(0))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                bodies
+                    .iter()
+                    .map(|b| serde_json::from_str(b).map_err(json_err))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn take_wait(&self, run_id: &str, step_id: &str) -> Result<bool> {
+        let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
+        self.db
+            .write(move |c| {
+                let n = c
+                    .execute(
+                        "DELETE FROM waits WHERE run_id = ?1 AND step_id = ?2",
+                        params![run_id, step_id],
+                    )
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool> {
+        let (key, holder) = (key.to_string(), holder.to_string());
+        let lease = ms(lease);
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                c.execute(
+                    "DELETE FROM slots WHERE key = ?1 AND expires_at <= ?2",
+                    params![key, now],
+                )
+                .map_err(sql_err)?;
+                let renewed = c
+                    .execute(
+                        "UPDATE slots SET expires_at = ?3 WHERE key = ?1 AND holder = ?2",
+                        params![key, holder, now.saturating_add(lease)],
+                    )
+                    .map_err(sql_err)?;
+                if renewed == 1 {
+                    return Ok(true);
+                }
+                let held: i64 = c
+                    .query_row("SELECT COUNT(*) FROM slots WHERE key = ?1", [&key], |r| {
+                        r.get(0)
+                    })
+                    .map_err(sql_err)?;
+                if held >= i64::from(limit) {
+                    return Ok(false);
+                }
+                c.execute(
+                    "INSERT INTO slots (key, holder, expires_at) VALUES (?1, ?2, ?3)",
+                    params![key, holder, now.saturating_add(lease)],
+                )
+                .map_err(sql_err)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<()> {
+        let (key, holder) = (key.to_string(), holder.to_string());
+        self.db
+            .write(move |c| {
+                c.execute(
+                    "DELETE FROM slots WHERE key = ?1 AND holder = ?2",
+                    params![key, holder],
+                )
+                .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+}

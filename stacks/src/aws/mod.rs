@@ -1,0 +1,34 @@
+//! The AWS provider: reads a stack's resources from AWS by their
+//! deterministic names (no state file), plans the changes against the
+//! desired [`Graph`](crate::graph::Graph), applies them as a dependency
+//! graph, and holds the per-stack lock.
+//!
+//! - [`context`]: the SDK configuration, clients, retry policy, call log
+//!   and account facts;
+//! - [`error`]: errors with resource, action, AWS code and message;
+//! - [`kinds`]: per service, how each kind is read and applied;
+//! - [`resolve`]: placeholders and diff normalization;
+//! - [`plan`](mod@plan): observation and the diff;
+//! - [`apply`](mod@apply): the executor;
+//! - [`secrets`]: generated secrets in SSM;
+//! - [`lock`]: the stack lock (an SSM parameter lease).
+//!
+//! Waiting for services, `down`, `status`, `scale` and `logs` build on
+//! these (issue 3, part 2).
+
+pub mod apply;
+pub mod context;
+pub mod error;
+pub mod kinds;
+pub mod lock;
+pub mod plan;
+pub mod resolve;
+pub mod secrets;
+
+pub use apply::{ApplyOptions, ApplyReport, apply};
+pub use context::{Aws, CallCounts, Env};
+pub use error::{AwsError, Class, Subject};
+pub use kinds::Observed;
+pub use lock::{LockInfo, StackLock};
+pub use plan::{AwsPlan, plan};
+pub use resolve::{Inputs, Outputs, UNKNOWN};

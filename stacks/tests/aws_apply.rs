@@ -1,0 +1,448 @@
+//! The AWS provider against the moto server: applying the graph of
+//! `examples/aws.yaml` creates every resource (checked with SDK describe
+//! calls, independently of the provider's readers), the plan after it is
+//! empty, a second apply makes no write call, a cpu change replaces the
+//! task definition and updates the service, and the stack lock excludes a
+//! second holder until released or expired. Each test starts its own moto.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sts::config::Credentials;
+use harness::Moto;
+use stacks::aws::{self, ApplyOptions, Aws, AwsError, Inputs, StackLock};
+use stacks::graph::plan::Action;
+use stacks::graph::{Graph, LogicalId};
+use stacks::local::{Progress, ProgressEvent};
+use stacks::spec::Spec;
+
+fn example() -> Spec {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/aws.yaml");
+    // No variables: the example's defaults (stack `reference`, us-east-1).
+    stacks::spec::load_with_env(&path, &|_| None)
+        .expect("examples/aws.yaml loads")
+        .spec
+}
+
+async fn connect(moto: &Moto) -> Aws {
+    let loader = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
+    Aws::load_with(loader, Some(harness::REGION))
+        .await
+        .expect("AWS context")
+}
+
+/// Records progress events so tests can check one line per resource.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Recorder {
+    fn report(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+fn start_moto() -> Moto {
+    Moto::start().expect("moto_server starts (run scripts/test to install it)")
+}
+
+async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
+    let graph = Graph::build(spec).expect("graph");
+    let inputs = Inputs::from_spec(spec, None);
+    let plan = aws::plan(aws, &graph, &inputs).await.expect("plan");
+    let progress = Recorder::default();
+    let report = aws::apply(aws, &plan, &ApplyOptions::default(), &progress)
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    let events = progress.0.lock().unwrap();
+    let started = events
+        .iter()
+        .filter(|e| e.phase == stacks::local::Phase::Start)
+        .count();
+    assert_eq!(
+        started,
+        report.applied.len(),
+        "one start line per applied resource"
+    );
+    report
+}
+
+fn changes(plan: &aws::AwsPlan) -> Vec<String> {
+    plan.plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoChange)
+        .map(|c| {
+            format!(
+                "{:?} {} {:?}",
+                c.action, c.resource.id, c.changed_attributes
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let spec = example();
+    let graph = Graph::build(&spec).unwrap();
+
+    let first = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .expect("plan");
+    assert_eq!(
+        first.plan.summary.create,
+        graph.len(),
+        "{:?}",
+        changes(&first)
+    );
+
+    let report = up(&aws, &spec).await;
+    assert_eq!(report.applied.len(), graph.len());
+
+    // Independent checks with plain SDK clients.
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new(harness::REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let url = sqs
+        .get_queue_url()
+        .queue_name("reference-events")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let redrive = &attrs[&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy];
+    assert!(redrive.contains("reference-events-dlq"), "{redrive}");
+    assert_eq!(
+        attrs[&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout],
+        "30"
+    );
+    let tags = sqs.list_queue_tags().queue_url(&url).send().await.unwrap();
+    assert_eq!(
+        tags.tags.unwrap()["stackctl:stack"],
+        "reference",
+        "queues carry the stack tag"
+    );
+
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values("reference-redis")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_groups
+        .unwrap();
+    let redis_sg = &sgs[0];
+    assert_eq!(redis_sg.ip_permissions().len(), 1);
+    assert_eq!(
+        redis_sg.ip_permissions()[0].user_id_group_pairs().len(),
+        3,
+        "Redis is reachable from the event API, runner and executors only"
+    );
+    assert!(
+        redis_sg.ip_permissions_egress().is_empty(),
+        "the default egress rule is revoked"
+    );
+
+    let iam = aws_sdk_iam::Client::new(&config);
+    let policy = iam
+        .get_role_policy()
+        .role_name("reference-task")
+        .policy_name("reference-task")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !policy.policy_document.contains("\"*\""),
+        "no wildcard resources for tasks"
+    );
+    let profile = iam
+        .get_instance_profile()
+        .instance_profile_name("reference-executors")
+        .send()
+        .await
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    assert_eq!(profile.roles()[0].role_name, "reference-executors");
+
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/stackctl/reference/")
+        .send()
+        .await
+        .unwrap()
+        .log_groups
+        .unwrap();
+    assert_eq!(groups.len(), 3);
+    assert!(groups.iter().all(|g| g.retention_in_days == Some(14)));
+
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let services = ecs
+        .describe_services()
+        .cluster("reference")
+        .services("reference-runner")
+        .services("reference-event-api")
+        .send()
+        .await
+        .unwrap()
+        .services
+        .unwrap();
+    assert_eq!(services.len(), 2);
+    for s in &services {
+        let breaker = s
+            .deployment_configuration()
+            .and_then(|d| d.deployment_circuit_breaker())
+            .expect("circuit breaker");
+        assert!(breaker.enable && breaker.rollback);
+    }
+    let td = ecs
+        .describe_task_definition()
+        .task_definition("reference-runner")
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    assert_eq!(td.cpu(), Some("512"));
+    let env: BTreeMap<_, _> = td.container_definitions()[0]
+        .environment()
+        .iter()
+        .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+        .collect();
+    assert!(env["STACKCTL_ENGINE_CONFIG"].contains("rediss://:"));
+    assert!(
+        !env["STACKCTL_ENGINE_CONFIG"].contains("${"),
+        "placeholders resolved"
+    );
+
+    let cache = aws_sdk_elasticache::Client::new(&config);
+    let rg = cache
+        .describe_replication_groups()
+        .replication_group_id("reference-redis")
+        .send()
+        .await
+        .unwrap()
+        .replication_groups
+        .unwrap();
+    assert_eq!(rg[0].transit_encryption_enabled, Some(true));
+    assert_eq!(rg[0].auth_token_enabled, Some(true));
+
+    let asg = aws_sdk_autoscaling::Client::new(&config);
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("reference-executors")
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups
+        .unwrap();
+    assert_eq!(groups[0].max_size, Some(4));
+    let scaling = aws_sdk_applicationautoscaling::Client::new(&config);
+    let targets = scaling
+        .describe_scalable_targets()
+        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
+        .send()
+        .await
+        .unwrap()
+        .scalable_targets
+        .unwrap();
+    assert_eq!(targets.len(), 2);
+    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    let alarms = cw
+        .describe_alarms()
+        .alarm_name_prefix("reference-")
+        .send()
+        .await
+        .unwrap()
+        .metric_alarms
+        .unwrap();
+    assert_eq!(alarms.len(), 6, "out and in alarms for three scaled roles");
+
+    // Plan after apply: nothing to do.
+    let again = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .expect("plan");
+    assert!(!again.plan.has_changes(), "{:#?}", changes(&again));
+
+    // Re-apply: zero write calls.
+    let before = aws.calls();
+    let report = up(&aws, &spec).await;
+    let after = aws.calls();
+    assert!(report.applied.is_empty());
+    assert_eq!(
+        after.writes - before.writes,
+        0,
+        "writes: {:?}",
+        after.write_operations()
+    );
+    assert!(after.reads > before.reads, "the plan did read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_runner_cpu_replaces_its_task_definition_and_updates_the_service() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let mut spec = example();
+    up(&aws, &spec).await;
+
+    spec.services.runner.cpu = 1024;
+    let graph = Graph::build(&spec).unwrap();
+    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    let action = |id: &str| {
+        plan.plan
+            .changes
+            .iter()
+            .find(|c| c.resource.id == LogicalId::new(id))
+            .map(|c| (c.action, c.changed_attributes.clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        action("ecs.taskdef.runner"),
+        (Action::Replace, vec!["cpu".to_string()])
+    );
+    assert_eq!(
+        action("ecs.service.runner"),
+        (Action::Update, vec!["task_definition".to_string()])
+    );
+    assert_eq!(action("ecs.taskdef.event-api").0, Action::NoChange);
+    assert_eq!(
+        plan.plan.summary.replace + plan.plan.summary.update,
+        2,
+        "{:#?}",
+        changes(&plan)
+    );
+
+    let report = aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    let new_td = &report.outputs[&LogicalId::new("ecs.taskdef.runner")]["arn"];
+    assert!(new_td.ends_with(":2"), "{new_td}");
+
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new(harness::REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let service = ecs
+        .describe_services()
+        .cluster("reference")
+        .services("reference-runner")
+        .send()
+        .await
+        .unwrap()
+        .services
+        .unwrap()
+        .remove(0);
+    assert_eq!(service.task_definition(), Some(new_td.as_str()));
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(new_td)
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    assert_eq!(td.cpu(), Some("1024"));
+
+    let after = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert!(!after.plan.has_changes(), "{:#?}", changes(&after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_with_the_stacks_name_but_not_its_tag_is_refused() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    aws.sqs()
+        .create_queue()
+        .queue_name("reference-work")
+        .send()
+        .await
+        .unwrap();
+    let spec = example();
+    let graph = Graph::build(&spec).unwrap();
+    let err = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AwsError::NotOurs { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("`sqs.work` (reference-work)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_lock_excludes_a_second_holder_until_released_or_expired() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let ttl = Duration::from_secs(60);
+    let first = StackLock::acquire(&aws, "demo", "up", ttl).await.unwrap();
+    let err = StackLock::acquire(&aws, "demo", "down", ttl)
+        .await
+        .unwrap_err();
+    match &err {
+        AwsError::Locked { command, .. } => assert_eq!(command, "up"),
+        other => panic!("expected Locked, got {other}"),
+    }
+    assert!(err.to_string().contains("--force-unlock"), "{err}");
+    first.release().await.unwrap();
+    let second = StackLock::acquire(&aws, "demo", "down", ttl).await.unwrap();
+
+    // --force-unlock removes it whoever holds it; the holder notices.
+    let removed = aws::lock::force_unlock(&aws, "demo").await.unwrap();
+    assert_eq!(removed.unwrap().command, "down");
+    drop(second);
+
+    // A holder that dies stops renewing: its lock expires by itself.
+    let short = Duration::from_secs(3);
+    let dead = StackLock::acquire(&aws, "demo", "up", short).await.unwrap();
+    drop(dead);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match StackLock::acquire(&aws, "demo", "scale", ttl).await {
+            Ok(lock) => {
+                assert_eq!(lock.info().command, "scale");
+                lock.release().await.unwrap();
+                break;
+            }
+            Err(AwsError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the expired lock was never broken: {e}"),
+        }
+    }
+}
