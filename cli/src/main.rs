@@ -3,6 +3,7 @@
 
 mod commands;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Engine roles set up their own logging and runtime (engine::entry).
+    if let Command::Engine(args) = cli.command {
+        return commands::engine::run(args);
+    }
     init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
