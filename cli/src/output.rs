@@ -21,12 +21,24 @@ pub enum Exit {
     Error = 1,
     /// The spec is invalid, or (`plan --detailed-exitcode`) there are changes.
     Invalid = 2,
+    /// `bench`: the run completed but a `--threshold` was not met.
+    ThresholdFailed = 3,
 }
 
 /// Prints a JSON document on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    print_line(&serde_json::to_string_pretty(value)?)?;
     Ok(())
+}
+
+/// Writes one line to stdout. A reader that went away (`stackctl ... | head`)
+/// is not an error worth a panic: the rest of the output is simply dropped.
+pub fn print_line(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Prints an error with its chain of causes: as text on stderr, or as a JSON
@@ -42,7 +54,7 @@ pub fn print_error(output: Output, err: &anyhow::Error) {
         Output::Json => {
             let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
             let doc = serde_json::json!({ "error": err.to_string(), "causes": causes });
-            println!("{doc}");
+            let _ = print_line(&doc.to_string());
         }
     }
 }

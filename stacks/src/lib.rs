@@ -1,4 +1,11 @@
 //! stackctl's library: the stack spec and its validation, the resource graph
 //! and plan, and the providers that apply it (aws, local).
 
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod bench;
+pub mod image;
+pub mod graph;
+pub mod local;
 pub mod spec;
+pub mod stackref;

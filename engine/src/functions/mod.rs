@@ -3,7 +3,11 @@
 //! `stacks` (which validates them inside a stack spec).
 
 mod duration;
+mod expr;
 mod model;
+mod validate;
 
 pub use duration::{Duration, DurationError};
+pub use expr::{CompiledFunction, ExprError, Expression, Vars};
 pub use model::*;
+pub use validate::*;

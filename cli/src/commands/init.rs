@@ -1,0 +1,66 @@
+//! `stackctl init [--provider aws|local] [FILE]`: writes a commented starter
+//! spec from `templates/init-*.yaml`, never over an existing file unless
+//! `--force`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use crate::output::{self, Exit, Output};
+
+/// Write a commented starter stack spec.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where the stack runs.
+    #[arg(long, value_enum, default_value_t = InitProvider::Local)]
+    provider: InitProvider,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// The file to write.
+    #[arg(default_value = "stack.yaml")]
+    file: PathBuf,
+}
+
+/// The providers `init` has a template for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InitProvider {
+    /// ECS, EC2 Auto Scaling, SQS and ElastiCache.
+    Aws,
+    /// Processes on this machine.
+    Local,
+}
+
+impl InitProvider {
+    fn template(self) -> &'static str {
+        match self {
+            Self::Aws => stacks::spec::templates::INIT_AWS,
+            Self::Local => stacks::spec::templates::INIT_LOCAL,
+        }
+    }
+}
+
+/// Runs `init`.
+pub fn run(args: InitArgs, out: Output) -> anyhow::Result<Exit> {
+    if args.file.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            args.file.display()
+        );
+    }
+    std::fs::write(&args.file, args.provider.template())
+        .with_context(|| format!("cannot write {}", args.file.display()))?;
+    match out {
+        Output::Json => output::print_json(&serde_json::json!({
+            "file": args.file,
+            "provider": args.provider.to_possible_value().map(|v| v.get_name().to_string()),
+        }))?,
+        Output::Human => println!(
+            "wrote {}; check it with `stackctl validate {}`",
+            args.file.display(),
+            args.file.display()
+        ),
+    }
+    Ok(Exit::Ok)
+}

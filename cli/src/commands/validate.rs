@@ -1,0 +1,51 @@
+//! `stackctl validate FILE`: loads a spec and its function files and reports
+//! every problem. Exit 0 when valid, 2 when invalid, 1 when the file cannot
+//! be read.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use stacks::spec::{self, LoadError};
+
+use crate::output::{self, Exit, Output};
+
+/// Check a stack spec and its functions; print every error with its place and fix.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The stack spec (YAML).
+    file: PathBuf,
+}
+
+/// Runs `validate`.
+pub fn run(args: ValidateArgs, out: Output) -> anyhow::Result<Exit> {
+    match spec::load(&args.file) {
+        Ok(loaded) => {
+            let functions = loaded.functions.len();
+            match out {
+                Output::Json => output::print_json(&serde_json::json!({
+                    "valid": true,
+                    "errors": [],
+                    "stack": loaded.spec.stack,
+                    "provider": loaded.spec.provider,
+                    "functions": functions,
+                }))?,
+                Output::Human => println!(
+                    "{} is valid: stack `{}` on {}, {functions} function{}",
+                    args.file.display(),
+                    loaded.spec.stack,
+                    loaded.spec.provider,
+                    if functions == 1 { "" } else { "s" },
+                ),
+            }
+            Ok(Exit::Ok)
+        }
+        Err(LoadError::Invalid(errors)) => {
+            match out {
+                Output::Json => output::print_json(&errors.to_json())?,
+                Output::Human => print!("{}", errors.render()),
+            }
+            Ok(Exit::Invalid)
+        }
+        Err(e @ LoadError::Read { .. }) => Err(e.into()),
+    }
+}

@@ -1,0 +1,181 @@
+//! Loading real files: the examples and the `init` templates validate and
+//! load to the stacks they describe; interpolation reads the environment;
+//! errors come out with their place, as text and as JSON.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use stacks::spec::templates::{INIT_AWS, INIT_LOCAL};
+use stacks::spec::{LoadError, Provider, Scaling, load_str, load_with_env};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn errors_of(result: Result<stacks::spec::LoadedSpec, LoadError>) -> stacks::spec::SpecErrors {
+    match result {
+        Err(LoadError::Invalid(e)) => e,
+        Err(other) => panic!("expected validation errors, got {other}"),
+        Ok(loaded) => panic!("expected validation errors, got a valid spec: {loaded:?}"),
+    }
+}
+
+#[test]
+fn aws_example_is_the_reference_stack() {
+    let loaded = load_with_env(root().join("examples/aws.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let spec = &loaded.spec;
+    assert_eq!(spec.provider, Provider::Aws);
+    let api = &spec.services.event_api;
+    assert_eq!((api.count, api.cpu, api.memory), (2, 512, 1024));
+    match &api.scaling {
+        Some(Scaling::Cpu {
+            scale_out,
+            scale_in,
+            ..
+        }) => {
+            assert_eq!((scale_out.threshold, scale_in.threshold), (80.0, 40.0));
+            assert_eq!((scale_out.adjustment, scale_in.adjustment), (1, -1));
+            assert_eq!(
+                (scale_out.cooldown.as_secs(), scale_in.cooldown.as_secs()),
+                (180, 300)
+            );
+        }
+        other => panic!("event-api scales on cpu, got {other:?}"),
+    }
+    assert_eq!(spec.services.runner.count, 4);
+    assert!(
+        matches!(&spec.services.runner.scaling, Some(Scaling::Sqs { queue, .. }) if queue == "events")
+    );
+    let ex = &spec.executors;
+    assert_eq!(
+        (ex.instance_type.as_str(), ex.min, ex.desired, ex.max),
+        ("t3.medium", 1, 1, 4)
+    );
+    assert!(matches!(&ex.scaling, Some(Scaling::Sqs { queue, .. }) if queue == "work"));
+    assert!(spec.state.redis.auth && spec.state.redis.transit_encryption);
+    assert_eq!(
+        spec.network.event_api,
+        stacks::spec::Connection::InternalDns
+    );
+    let ids: Vec<&str> = loaded.function_defs().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["charge-pro-plan", "nightly-report", "onboarding"]);
+}
+
+fn render(e: LoadError) -> String {
+    match e {
+        LoadError::Invalid(errors) => errors.render(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn local_example_loads_with_defaults_from_the_environment() {
+    let loaded = load_with_env(root().join("examples/local.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("examples/local.yaml: {}", render(e)));
+    let spec = &loaded.spec;
+    assert_eq!(spec.provider, Provider::Local);
+    assert_eq!(spec.services.event_api.port, Some(8288));
+    assert_eq!(spec.event_keys["default"], "local-dev-key");
+    let onboarding = loaded
+        .functions
+        .iter()
+        .find(|f| f.def.id == "onboarding")
+        .expect("the onboarding function");
+    assert!(onboarding.file.ends_with("functions/onboarding.yaml"));
+    let url = &onboarding.def.steps[0]
+        .http
+        .as_ref()
+        .expect("an http step")
+        .url;
+    assert_eq!(url, "http://127.0.0.1:8300/welcome");
+
+    let env = |name: &str| match name {
+        "STACKCTL_EVENT_KEY" => Some("from-env".to_string()),
+        "STEP_URL" => Some("http://127.0.0.1:9999".to_string()),
+        _ => None,
+    };
+    let loaded = load_with_env(root().join("examples/local.yaml"), &env).expect("valid");
+    assert_eq!(loaded.spec.event_keys["default"], "from-env");
+    let f = loaded
+        .function_defs()
+        .find(|f| f.id == "onboarding")
+        .expect("onboarding");
+    assert_eq!(
+        f.steps[0].http.as_ref().expect("http").url,
+        "http://127.0.0.1:9999/welcome"
+    );
+}
+
+#[test]
+fn init_templates_validate() {
+    for (name, text, provider) in [
+        ("init-aws.yaml", INIT_AWS, Provider::Aws),
+        ("init-local.yaml", INIT_LOCAL, Provider::Local),
+    ] {
+        let path = root().join("templates").join(name);
+        let loaded =
+            load_str(&path, text, &no_env).unwrap_or_else(|e| panic!("{name}: {}", render(e)));
+        assert_eq!(loaded.spec.provider, provider, "{name}");
+        assert_eq!(loaded.functions.len(), 1, "{name}");
+        // The embedded copy is the file on disk.
+        assert_eq!(std::fs::read_to_string(&path).expect("template file"), text);
+    }
+}
+
+#[test]
+fn interpolation_resolves_types_after_substitution() {
+    let vars: HashMap<&str, &str> = [("N", "3"), ("CPU", "1024"), ("KEY", "k1")].into();
+    let env = |name: &str| vars.get(name).map(|v| v.to_string());
+    // Block style: in a flow mapping (`{...}`) a plain `${` is not valid YAML.
+    let text = "stack: demo\nprovider: local\nservices:\n  event-api:\n    count: ${N}\n    cpu: ${CPU}\n    memory: ${MEM:-2048}\n  runner:\n    count: ${N}\nexecutors:\n  min: 1\n  desired: ${D:-2}\n  max: 4\nevent_keys: {default: \"${KEY}\"}\n";
+    let loaded =
+        load_str(Path::new("inline.yaml"), text, &env).unwrap_or_else(|e| panic!("{}", render(e)));
+    let api = &loaded.spec.services.event_api;
+    assert_eq!((api.count, api.cpu, api.memory), (3, 1024, 2048));
+    assert_eq!(loaded.spec.executors.desired, 2);
+    assert_eq!(loaded.spec.event_keys["default"], "k1");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_its_place() {
+    let text = "stack: demo\nprovider: local\nservices:\n  event-api: {count: 1, cpu: 512, memory: 512}\n  runner: {cuont: 1}\nexecutors: {min: 2, desired: 1, max: 4}\nevent_keys: {default: k}\nlogs: {retention_days: 2}\n";
+    let errors = errors_of(load_str(Path::new("s.yaml"), text, &no_env));
+    let found: Vec<(usize, usize, &str)> = errors
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (4, 43, "services.event-api.memory"),
+            (5, 12, "services.runner.cuont"),
+            (6, 30, "executors.desired"),
+            (8, 24, "logs.retention_days"),
+        ]
+    );
+    let json = errors.to_json();
+    assert_eq!(json["valid"], false);
+    let first = &json["errors"][0];
+    for key in ["file", "line", "column", "message", "help", "path"] {
+        assert!(!first[key].is_null(), "{key} in {first}");
+    }
+    assert_eq!(first["file"], "s.yaml");
+    assert!(errors.render().ends_with("4 errors\n"));
+}
+
+#[test]
+fn a_missing_file_is_not_a_validation_error() {
+    match stacks::spec::load(root().join("examples/does-not-exist.yaml")) {
+        Err(LoadError::Read { path, .. }) => assert!(path.ends_with("does-not-exist.yaml")),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+}
