@@ -1,0 +1,244 @@
+//! The `http` driver: POSTs the run context as JSON to the step's URL. A 2xx
+//! JSON body (or an empty one, as `null`) is the output; 5xx, 408, 429,
+//! timeouts and connection errors are retryable; any other status fails the
+//! step. Redirects are not followed (a POST must not silently become a GET).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::{Driver, DriverError, StepContext};
+use crate::functions::Step;
+
+/// How much of an error response body goes into the recorded error.
+const ERROR_BODY_CHARS: usize = 512;
+
+/// The http driver; one connection pool shared by every step.
+#[derive(Debug, Clone)]
+pub struct HttpDriver {
+    client: reqwest::Client,
+    default_timeout: Duration,
+}
+
+impl HttpDriver {
+    /// A driver whose attempts time out after `default_timeout` unless the
+    /// step sets its own `timeout`.
+    pub fn new(default_timeout: Duration) -> Result<Self, DriverError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stackctl-engine/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DriverError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            default_timeout,
+        })
+    }
+}
+
+/// Whether a non-2xx status is worth retrying.
+pub fn status_is_retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn snippet(body: &str) -> String {
+    let trimmed = body.trim();
+    match trimmed.char_indices().nth(ERROR_BODY_CHARS) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
+}
+
+#[async_trait]
+impl Driver for HttpDriver {
+    async fn run(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
+        let Some(http) = &step.http else {
+            return Err(DriverError::Permanent(format!(
+                "step `{}` has no http settings",
+                step.id
+            )));
+        };
+        let timeout = http
+            .timeout
+            .map(|t| t.std())
+            .unwrap_or(self.default_timeout);
+        let mut request = self.client.post(&http.url).timeout(timeout).json(ctx);
+        for (name, value) in &http.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| classify(&http.url, e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| classify(&http.url, e))?;
+        if status.is_success() {
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&body).map_err(|e| {
+                DriverError::Permanent(format!(
+                    "{} answered {status} with a body that is not JSON ({e}): {}",
+                    http.url,
+                    snippet(&String::from_utf8_lossy(&body))
+                ))
+            });
+        }
+        let message = format!(
+            "{} answered {status}: {}",
+            http.url,
+            snippet(&String::from_utf8_lossy(&body))
+        );
+        if status.is_redirection() {
+            Err(DriverError::Permanent(format!(
+                "{message} (redirects are not followed)"
+            )))
+        } else if status_is_retryable(status) {
+            Err(DriverError::Retryable(message))
+        } else {
+            Err(DriverError::Permanent(message))
+        }
+    }
+}
+
+fn classify(url: &str, e: reqwest::Error) -> DriverError {
+    if e.is_timeout() {
+        DriverError::Retryable(format!("{url} timed out"))
+    } else if e.is_builder() {
+        DriverError::Permanent(format!("invalid request to {url}: {e}"))
+    } else {
+        // Connection refused/reset, DNS, a body cut short: the service may
+        // be restarting, so a later attempt can succeed.
+        let mut message = format!("request to {url} failed: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        DriverError::Retryable(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses() {
+        for code in [500, 502, 503, 504, 408, 429] {
+            assert!(
+                status_is_retryable(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            assert!(
+                !status_is_retryable(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+    }
+
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn step(url: String) -> Step {
+        serde_json::from_value(
+            serde_json::json!({"id": "s", "http": {"url": url, "headers": {"x-test": "yes"}}}),
+        )
+        .unwrap()
+    }
+
+    fn ctx() -> StepContext {
+        StepContext {
+            event: serde_json::json!({"name": "e"}),
+            steps: serde_json::Map::new(),
+            run_id: "r".into(),
+            function_id: "f".into(),
+            step_id: "s".into(),
+            attempt: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_classified() {
+        use axum::http::{HeaderMap, StatusCode as S};
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route("/json", post(|h: HeaderMap, body: String| async move {
+                let ctx: Value = serde_json::from_str(&body).unwrap();
+                axum::Json(serde_json::json!({"header": h["x-test"].to_str().unwrap(), "run": ctx["run_id"]}))
+            }))
+            .route("/empty", post(|| async { S::NO_CONTENT }))
+            .route("/text", post(|| async { "not json" }))
+            .route("/redirect", post(|| async { (S::FOUND, [("location", "/json")]) }))
+            .route("/busy", post(|| async { (S::TOO_MANY_REQUESTS, "slow down") }))
+            .route("/gone", post(|| async { (S::GONE, "no such thing") }));
+        let url = serve(app).await;
+        let d = HttpDriver::new(Duration::from_secs(5)).unwrap();
+        let out = d.run(&step(format!("{url}/json")), &ctx()).await.unwrap();
+        assert_eq!(out, serde_json::json!({"header": "yes", "run": "r"}));
+        assert_eq!(
+            d.run(&step(format!("{url}/empty")), &ctx()).await.unwrap(),
+            Value::Null
+        );
+        let e = d
+            .run(&step(format!("{url}/text")), &ctx())
+            .await
+            .unwrap_err();
+        assert!(
+            !e.is_retryable() && e.to_string().contains("not JSON"),
+            "{e}"
+        );
+        let e = d
+            .run(&step(format!("{url}/redirect")), &ctx())
+            .await
+            .unwrap_err();
+        assert!(
+            !e.is_retryable() && e.to_string().contains("redirects"),
+            "{e}"
+        );
+        let e = d
+            .run(&step(format!("{url}/busy")), &ctx())
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_retryable() && e.to_string().contains("slow down"),
+            "{e}"
+        );
+        let e = d
+            .run(&step(format!("{url}/gone")), &ctx())
+            .await
+            .unwrap_err();
+        assert!(!e.is_retryable() && e.to_string().contains("410"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connection_errors_are_retryable() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = HttpDriver::new(Duration::from_secs(5)).unwrap();
+        let e = d
+            .run(&step(format!("http://127.0.0.1:{port}/x")), &ctx())
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("request to"), "{e}");
+    }
+
+    #[test]
+    fn snippets_are_bounded() {
+        let long = "x".repeat(2000);
+        assert_eq!(snippet(&long).chars().count(), ERROR_BODY_CHARS + 1);
+        assert_eq!(snippet("  short \n"), "short");
+    }
+}

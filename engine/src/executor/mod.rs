@@ -1,0 +1,695 @@
+//! The executor: leases step jobs from the work queue (visibility extended
+//! while a step runs, bounded concurrency) and, per job, evaluates the
+//! step's `if`, runs its action (a driver, a durable sleep, or a wait for an
+//! event), records the attempt, writes the outcome once, retries with
+//! backoff through delayed jobs, honours per-key concurrency limits and
+//! moves the run on (successors, completion, failure).
+//!
+//! A job whose step already has an outcome only re-advances the run: a saved
+//! output is never produced again, and a crash between saving and acking
+//! cannot lose the successors.
+
+pub mod backoff;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Shutdown;
+use crate::backend::{
+    Attempt, BackendError, Backends, Received, Run, RunStatus, StepOutcome, Wait,
+};
+use crate::config::Config;
+use crate::drivers::{Driver, DriverError, Drivers, StepContext};
+use crate::functions::{Action, Step, Vars};
+use crate::metrics::Metrics;
+use crate::runner::flow::{EVENTS_SCAN_LIMIT, event_value, wait_matches};
+use crate::runner::{
+    Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume, now_ms,
+};
+
+/// How long a claim fixing a sleep's deadline or a wait's start outlives it.
+const TIMING_CLAIM_EXTRA: Duration = Duration::from_secs(7 * 86_400);
+/// Delay before a job that found its concurrency key full tries again
+/// (plus up to as much jitter).
+const SLOT_RETRY: Duration = Duration::from_millis(100);
+/// Delay before a job whose step another task of this process is working
+/// on tries again.
+const BUSY_RETRY: Duration = Duration::from_millis(200);
+
+/// Why the executor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A driver could not be set up.
+    #[error("cannot set up step drivers: {0}")]
+    Drivers(#[from] DriverError),
+    /// The backend failed in a way the executor cannot wait out.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Runs the executor with the drivers the configuration describes.
+pub async fn run(
+    backends: Backends,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), ExecutorError> {
+    let drivers = Drivers::from_config(&config.executor.drivers)?;
+    run_with_drivers(backends, config, metrics, drivers, shutdown).await
+}
+
+/// Runs the executor with these drivers until `shutdown`.
+pub async fn run_with_drivers(
+    backends: Backends,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    drivers: Drivers,
+    shutdown: Shutdown,
+) -> Result<(), ExecutorError> {
+    let registry = Arc::new(Registry::new(backends.state.clone()));
+    crate::runner::load_registry(&registry, &shutdown).await;
+    let refresher = {
+        let registry = registry.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            registry
+                .keep_fresh(REFRESH_INTERVAL, stop.cancelled_owned())
+                .await
+        })
+    };
+    let visibility = config.queues.work.visibility_timeout.std();
+    let executor = Arc::new(Executor {
+        flow: Flow {
+            backends: backends.clone(),
+        },
+        registry,
+        drivers,
+        metrics,
+        slot_lease: visibility,
+        busy: Mutex::new(HashSet::new()),
+    });
+    tracing::info!(
+        concurrency = config.executor.concurrency,
+        "executor started"
+    );
+    consume(
+        backends.work.clone(),
+        config.executor.concurrency,
+        visibility,
+        shutdown,
+        "work",
+        move |message| {
+            let executor = executor.clone();
+            async move { executor.handle_message(message).await }
+        },
+    )
+    .await;
+    refresher.abort();
+    tracing::info!("executor stopped");
+    Ok(())
+}
+
+/// Marks a step as being worked on by this process until dropped.
+struct BusyGuard<'a> {
+    set: &'a Mutex<HashSet<(String, String)>>,
+    key: (String, String),
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
+}
+
+/// The result of asking for a concurrency slot.
+enum Slot {
+    /// The function has no limit.
+    Unlimited,
+    /// Granted: (key, holder), to release after the attempt.
+    Held(String, String),
+    /// Every slot of the key is taken.
+    Full,
+    /// The key expression failed; the step fails with this error.
+    BadKey(String),
+}
+
+struct Executor {
+    flow: Flow,
+    registry: Arc<Registry>,
+    drivers: Drivers,
+    metrics: Arc<Metrics>,
+    slot_lease: Duration,
+    /// Steps a task of this process is working on: a duplicate job waits
+    /// instead of running the step a second time alongside.
+    busy: Mutex<HashSet<(String, String)>>,
+}
+
+impl Executor {
+    async fn handle_message(&self, message: Received) {
+        let queue = &self.flow.backends.work;
+        let job = match Job::decode(&message.body) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(message_id = %message.id, error = %e, "undecodable job; leaving it for the dead-letter queue");
+                return;
+            }
+        };
+        let started = Instant::now();
+        match self.process(job.clone()).await {
+            Ok(()) => {
+                if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
+                    tracing::warn!(error = %e, "cannot ack a job; it will be processed again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, step = %job.step_id, error = %e, "job failed; it will be retried");
+                let _ = queue
+                    .extend(&message.receipt, crate::runner::RETRY_VISIBILITY)
+                    .await;
+            }
+        }
+        self.metrics.observe(
+            "stackctl_executor_job_seconds",
+            "Time to process one step job, by kind.",
+            &[("kind", kind_label(job.kind))],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    fn mark_busy(&self, job: &Job) -> Option<BusyGuard<'_>> {
+        let key = (job.run_id.clone(), job.step_id.clone());
+        let mut set = self.busy.lock().ok()?;
+        if !set.insert(key.clone()) {
+            return None;
+        }
+        Some(BusyGuard {
+            set: &self.busy,
+            key,
+        })
+    }
+
+    async fn later(&self, job: &Job, delay: Duration) -> Result<(), BackendError> {
+        let mut again = job.clone();
+        again.not_before = Some(now_ms() + delay.as_millis() as i64);
+        self.flow.enqueue(&[again]).await
+    }
+
+    /// Everything one job causes; `Ok` means the job may be acked.
+    async fn process(&self, job: Job) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        if job.remaining(now_ms()).is_some() {
+            // Arrived before its time (the queue caps delays): wait more.
+            return self.flow.enqueue(&[job]).await;
+        }
+        // Taken before reading outcomes, so that a duplicate either waits
+        // or sees the outcome the first one wrote.
+        let Some(_busy) = self.mark_busy(&job) else {
+            return self.later(&job, BUSY_RETRY).await;
+        };
+        // Both reads at once: they do not depend on each other.
+        let (run, progress) =
+            tokio::join!(state.get_run(&job.run_id), self.flow.progress(&job.run_id));
+        let Some(run) = run? else {
+            tracing::warn!(run_id = %job.run_id, "job for an unknown run dropped");
+            return Ok(());
+        };
+        if run.status != RunStatus::Running {
+            return Ok(());
+        }
+        let Some(f) = self.registry.get(&run.function_id).await? else {
+            let error = format!("function `{}` is not registered any more", run.function_id);
+            state
+                .finish_run(&run.id, RunStatus::Failed, Some(error), now_ms())
+                .await?;
+            return Ok(());
+        };
+        let Some(step) = f.step(&job.step_id) else {
+            let error = format!(
+                "function `{}` has no step `{}` any more",
+                f.def.id, job.step_id
+            );
+            self.flow
+                .end_run(&f, &run, RunStatus::Failed, Some(error))
+                .await?;
+            return Ok(());
+        };
+        let progress = progress?;
+        if progress.outcomes.contains_key(&step.id) {
+            // A duplicate or redelivered job: the work is saved; make sure
+            // the run moved on (the first one may have crashed before).
+            return self.flow.advance(&f, &run, &step.id, progress).await;
+        }
+        match job.kind {
+            JobKind::Step => self.run_step(&f, &run, step, &job, progress).await,
+            JobKind::Wake => {
+                let attempt = Attempt {
+                    number: 1,
+                    started_at: job.scheduled_at,
+                    ended_at: now_ms(),
+                    error: None,
+                };
+                self.complete(
+                    &f,
+                    &run,
+                    &step.id,
+                    StepOutcome::Completed {
+                        output: Value::Null,
+                    },
+                    progress,
+                    Some(attempt),
+                )
+                .await
+            }
+            JobKind::WaitTimeout => {
+                self.flow
+                    .resolve_wait(&f, &run, &step.id, job.scheduled_at, Value::Null)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes an outcome (if none exists) and advances the run, recording
+    /// `attempt` alongside.
+    ///
+    /// The attempt is written concurrently with the run's next writes (one
+    /// group commit instead of one more on every step's critical path), so a
+    /// crash right after the outcome can leave that last attempt unrecorded;
+    /// the outcome, the only thing successors depend on, is already durable.
+    async fn complete(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step_id: &str,
+        outcome: StepOutcome,
+        mut progress: Progress,
+        attempt: Option<Attempt>,
+    ) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        let status = outcome_label(&outcome);
+        if state
+            .set_outcome(&run.id, step_id, &outcome, now_ms())
+            .await?
+        {
+            self.metrics.counter(
+                "stackctl_executor_steps_total",
+                "Step outcomes written, by status (completed, skipped, failed).",
+                &[("status", status)],
+                1,
+            );
+            progress.started.insert(step_id.to_string());
+            progress.outcomes.insert(step_id.to_string(), outcome);
+        } else {
+            progress = self.flow.progress(&run.id).await?;
+        }
+        let record = async {
+            match attempt {
+                Some(a) => state.record_attempt(&run.id, step_id, a).await,
+                None => Ok(()),
+            }
+        };
+        let (recorded, advanced) =
+            tokio::join!(record, self.flow.advance(f, run, step_id, progress));
+        recorded?;
+        advanced
+    }
+
+    async fn run_step(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step: &Step,
+        job: &Job,
+        progress: Progress,
+    ) -> Result<(), BackendError> {
+        let event = event_value(run);
+        if let Some(condition) = f.exprs.conditions.get(&step.id) {
+            let vars = Vars::new()
+                .with("event", &event)
+                .with("steps", &Value::Object(progress.outputs()));
+            match condition.eval_bool(&vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return self
+                        .complete(f, run, &step.id, StepOutcome::Skipped, progress, None)
+                        .await;
+                }
+                Err(e) => {
+                    let failed = StepOutcome::Failed {
+                        error: format!("`if` of step `{}`: {e}", step.id),
+                    };
+                    return self
+                        .complete(f, run, &step.id, failed, progress, None)
+                        .await;
+                }
+            }
+        }
+        let Some(action) = step.action() else {
+            let failed = StepOutcome::Failed {
+                error: "a step must set exactly one of http, docker, sleep and wait_for_event"
+                    .to_string(),
+            };
+            return self
+                .complete(f, run, &step.id, failed, progress, None)
+                .await;
+        };
+        match action {
+            Action::Sleep(duration) => {
+                self.start_sleep(f, run, step, duration.std(), progress)
+                    .await
+            }
+            Action::WaitForEvent(wait) => {
+                self.start_wait(f, run, step, job, &wait.event, wait.timeout.std(), progress)
+                    .await
+            }
+            Action::Http(_) | Action::Docker(_) => {
+                let driver = match self.drivers.for_action(action) {
+                    Ok(Some(d)) => Ok(d),
+                    Ok(None) => Err(format!("no driver runs step `{}`", step.id)),
+                    Err(e) => Err(e.to_string()),
+                };
+                let driver = match driver {
+                    Ok(d) => d,
+                    Err(error) => {
+                        let failed = StepOutcome::Failed { error };
+                        return self
+                            .complete(f, run, &step.id, failed, progress, None)
+                            .await;
+                    }
+                };
+                self.attempt(f, run, step, job, driver, event, progress)
+                    .await
+            }
+        }
+    }
+
+    async fn start_sleep(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step: &Step,
+        duration: Duration,
+        progress: Progress,
+    ) -> Result<(), BackendError> {
+        let now = now_ms();
+        let ms = duration.as_millis() as i64;
+        // Duplicate jobs agree on one deadline: the first proposal wins.
+        let key = format!("sleep:{}:{}", run.id, step.id);
+        let proposal = now + ms;
+        let owner = self
+            .flow
+            .backends
+            .state
+            .claim(&key, &proposal.to_string(), duration + TIMING_CLAIM_EXTRA)
+            .await?;
+        let until: i64 = owner.parse().unwrap_or(proposal);
+        if until <= now {
+            let attempt = Attempt {
+                number: 1,
+                started_at: until - ms,
+                ended_at: now,
+                error: None,
+            };
+            return self
+                .complete(
+                    f,
+                    run,
+                    &step.id,
+                    StepOutcome::Completed {
+                        output: Value::Null,
+                    },
+                    progress,
+                    Some(attempt),
+                )
+                .await;
+        }
+        let wake = Job {
+            run_id: run.id.clone(),
+            step_id: step.id.clone(),
+            attempt: 1,
+            kind: JobKind::Wake,
+            scheduled_at: until - ms,
+            not_before: Some(until),
+        };
+        self.flow.enqueue(&[wake]).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_wait(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step: &Step,
+        job: &Job,
+        event_name: &str,
+        timeout: Duration,
+        progress: Progress,
+    ) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        let key = format!("wait:{}:{}", run.id, step.id);
+        let owner = state
+            .claim(
+                &key,
+                &job.scheduled_at.to_string(),
+                timeout + TIMING_CLAIM_EXTRA,
+            )
+            .await?;
+        let since: i64 = owner.parse().unwrap_or(job.scheduled_at);
+        let expires_at = since + timeout.as_millis() as i64;
+        let wait = Wait {
+            run_id: run.id.clone(),
+            step_id: step.id.clone(),
+            event_name: event_name.to_string(),
+            matches: step.wait_for_event.as_ref().and_then(|w| w.matches.clone()),
+            since,
+            expires_at,
+        };
+        state.add_wait(&wait).await?;
+        // The wait is recorded, so the runner resolves any later event; an
+        // event indexed before that is found here (no lost wake-up).
+        let expr = f.exprs.wait_matches.get(&step.id);
+        for e in state
+            .events_since(event_name, since, EVENTS_SCAN_LIMIT)
+            .await?
+        {
+            if e.ts > expires_at {
+                break;
+            }
+            let value =
+                serde_json::to_value(&e).map_err(|err| BackendError::Corrupt(err.to_string()))?;
+            if wait_matches(expr, run, since, &value, &e.internal_id, e.ts) {
+                self.flow
+                    .resolve_wait(f, run, &step.id, since, value)
+                    .await?;
+                return Ok(());
+            }
+        }
+        if expires_at <= now_ms() {
+            self.flow
+                .resolve_wait(f, run, &step.id, since, Value::Null)
+                .await?;
+            return Ok(());
+        }
+        drop(progress);
+        let timeout_job = Job {
+            run_id: run.id.clone(),
+            step_id: step.id.clone(),
+            attempt: 1,
+            kind: JobKind::WaitTimeout,
+            scheduled_at: since,
+            not_before: Some(expires_at),
+        };
+        self.flow.enqueue(&[timeout_job]).await
+    }
+
+    /// Takes a concurrency slot if the function has a limit.
+    async fn take_slot(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step: &Step,
+        event: &Value,
+    ) -> Result<Slot, BackendError> {
+        let Some(limit) = &f.def.concurrency else {
+            return Ok(Slot::Unlimited);
+        };
+        let partition = match &f.exprs.concurrency_key {
+            Some(expr) => match expr.eval_key(&Vars::new().with("event", event)) {
+                Ok(k) => k,
+                Err(e) => return Ok(Slot::BadKey(format!("concurrency key: {e}"))),
+            },
+            None => String::new(),
+        };
+        let key = format!("concurrency:{}:{partition}", f.def.id);
+        let holder = format!("{}:{}", run.id, step.id);
+        let granted = self
+            .flow
+            .backends
+            .state
+            .acquire_slot(&key, &holder, limit.limit, self.slot_lease)
+            .await?;
+        Ok(if granted {
+            Slot::Held(key, holder)
+        } else {
+            Slot::Full
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step: &Step,
+        job: &Job,
+        driver: &dyn Driver,
+        event: Value,
+        progress: Progress,
+    ) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        let slot = match self.take_slot(f, run, step, &event).await? {
+            Slot::Unlimited => None,
+            Slot::Held(key, holder) => Some((key, holder)),
+            Slot::Full => {
+                let jitter = SLOT_RETRY.mul_f64(backoff::random_unit());
+                return self.later(job, SLOT_RETRY + jitter).await;
+            }
+            Slot::BadKey(error) => {
+                let failed = StepOutcome::Failed { error };
+                return self
+                    .complete(f, run, &step.id, failed, progress, None)
+                    .await;
+            }
+        };
+        let number = progress.attempts.get(&step.id).copied().unwrap_or(0) + 1;
+        let ctx = StepContext {
+            event,
+            steps: progress.outputs(),
+            run_id: run.id.clone(),
+            function_id: f.def.id.clone(),
+            step_id: step.id.clone(),
+            attempt: number,
+        };
+        let started = now_ms();
+        let result = self
+            .with_slot(slot.as_ref(), f, driver.run(step, &ctx))
+            .await;
+        let ended = now_ms();
+        let outcome = async {
+            let attempt = Attempt {
+                number,
+                started_at: started,
+                ended_at: ended,
+                error: result.as_ref().err().map(|e| e.to_string()),
+            };
+            let retries = step
+                .retries
+                .clone()
+                .or_else(|| f.def.retries.clone())
+                .unwrap_or_default();
+            match result {
+                Ok(output) => {
+                    self.complete(
+                        f,
+                        run,
+                        &step.id,
+                        StepOutcome::Completed { output },
+                        progress,
+                        Some(attempt),
+                    )
+                    .await
+                }
+                Err(e) if e.is_retryable() && number <= retries.attempts => {
+                    self.metrics.counter(
+                        "stackctl_executor_retries_total",
+                        "Step attempts that failed and were scheduled again.",
+                        &[],
+                        1,
+                    );
+                    // Recorded first: the retry's attempt number counts it.
+                    state.record_attempt(&run.id, &step.id, attempt).await?;
+                    let delay = backoff::backoff(&retries, number, backoff::random_unit());
+                    let retry = Job {
+                        run_id: run.id.clone(),
+                        step_id: step.id.clone(),
+                        attempt: number + 1,
+                        kind: JobKind::Step,
+                        scheduled_at: job.scheduled_at,
+                        not_before: Some(ended + delay.as_millis() as i64),
+                    };
+                    self.flow.enqueue(&[retry]).await
+                }
+                Err(e) => {
+                    let error = if e.is_retryable() {
+                        format!("{e} (gave up after {number} attempts)")
+                    } else {
+                        e.to_string()
+                    };
+                    self.complete(
+                        f,
+                        run,
+                        &step.id,
+                        StepOutcome::Failed { error },
+                        progress,
+                        Some(attempt),
+                    )
+                    .await
+                }
+            }
+        }
+        .await;
+        if let Some((key, holder)) = &slot
+            && let Err(e) = state.release_slot(key, holder).await
+        {
+            tracing::warn!(error = %e, "cannot release a concurrency slot; it frees itself when its lease ends");
+        }
+        outcome
+    }
+
+    /// Runs `work`, renewing the concurrency slot (if any) while it runs.
+    async fn with_slot<T>(
+        &self,
+        slot: Option<&(String, String)>,
+        f: &LoadedFunction,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some((key, holder)) = slot else {
+            return work.await;
+        };
+        let limit = f.def.concurrency.as_ref().map(|c| c.limit).unwrap_or(1);
+        tokio::pin!(work);
+        let every = (self.slot_lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    if let Err(e) = self.flow.backends.state.acquire_slot(key, holder, limit, self.slot_lease).await {
+                        tracing::warn!(error = %e, "cannot renew a concurrency slot");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn kind_label(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Step => "step",
+        JobKind::Wake => "wake",
+        JobKind::WaitTimeout => "wait_timeout",
+    }
+}
+
+fn outcome_label(outcome: &StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Completed { .. } => "completed",
+        StepOutcome::Skipped => "skipped",
+        StepOutcome::Failed { .. } => "failed",
+    }
+}

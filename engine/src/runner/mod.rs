@@ -1,0 +1,391 @@
+//! The runner: consumes the event stream and, for each event, enforces the
+//! sender's idempotency key, indexes it for waits recorded later, resolves
+//! pending waits and `cancel_on`s it matches, and creates one run per
+//! matching function (deterministic run id) with its first steps enqueued.
+//! A message is acked only after all of that is durably recorded, so a crash
+//! at any point redelivers it and the idempotent steps above repeat safely.
+
+mod consume;
+pub mod cron;
+pub mod flow;
+pub mod job;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Shutdown;
+use crate::backend::{BackendError, Backends, Event, Received, Run, RunStatus};
+use crate::config::Config;
+use crate::functions::Vars;
+use crate::metrics::Metrics;
+
+pub use consume::{RETRY_VISIBILITY, consume, keep_visible};
+pub use flow::{Flow, Progress};
+pub use job::{Job, JobKind, now_ms, run_id};
+pub use registry::{LoadedFunction, REFRESH_INTERVAL, Registry};
+
+/// How long an event `id` makes repeats of it no-ops.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long events with a waited-for name stay indexed for waits recorded
+/// after they arrived (a wait only looks back to when its step was
+/// scheduled, so this bounds how long an executor backlog may be).
+pub const WAIT_INDEX_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the runner stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The backend failed in a way the runner cannot wait out.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The runner's per-process state.
+struct Runner {
+    flow: Flow,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs the runner until `shutdown`.
+pub async fn run(
+    backends: Backends,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), RunnerError> {
+    let registry = Arc::new(Registry::new(backends.state.clone()));
+    load_registry(&registry, &shutdown).await;
+    let refresher = {
+        let registry = registry.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            registry
+                .keep_fresh(REFRESH_INTERVAL, stop.cancelled_owned())
+                .await
+        })
+    };
+    let runner = Arc::new(Runner {
+        flow: Flow {
+            backends: backends.clone(),
+        },
+        registry,
+        metrics,
+    });
+    let crons = {
+        let runner = runner.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { runner.keep_crons(stop).await })
+    };
+    let visibility = config.queues.events.visibility_timeout.std();
+    tracing::info!(concurrency = config.runner.concurrency, "runner started");
+    consume(
+        backends.events.clone(),
+        config.runner.concurrency,
+        visibility,
+        shutdown,
+        "events",
+        move |message| {
+            let runner = runner.clone();
+            async move { runner.handle_message(message).await }
+        },
+    )
+    .await;
+    refresher.abort();
+    crons.abort();
+    tracing::info!("runner stopped");
+    Ok(())
+}
+
+/// Loads the registry, retrying until it works or shutdown: a backend that
+/// is still starting must not stop the role.
+pub(crate) async fn load_registry(registry: &Registry, shutdown: &Shutdown) {
+    loop {
+        match registry.refresh().await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot load the function registry yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Runner {
+    async fn handle_message(&self, message: Received) {
+        let queue = &self.flow.backends.events;
+        let started = Instant::now();
+        let events = match crate::backend::decode_events(&message.body) {
+            Ok(e) => e,
+            Err(e) => {
+                // Left unacked: after max_receives it moves to the DLQ,
+                // where it can be inspected.
+                tracing::error!(message_id = %message.id, error = %e, "undecodable event message");
+                return;
+            }
+        };
+        for event in &events {
+            if let Err(e) = self.handle_event(event).await {
+                tracing::warn!(event = %event.internal_id, error = %e, "event processing failed; it will be retried");
+                let _ = queue.extend(&message.receipt, RETRY_VISIBILITY).await;
+                return;
+            }
+        }
+        if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
+            tracing::warn!(error = %e, "cannot ack an event message; it will be processed again");
+        }
+        self.metrics.observe(
+            "stackctl_runner_message_seconds",
+            "Time to process one event-stream message.",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    /// Everything one event causes. Idempotent.
+    async fn handle_event(&self, event: &Event) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        if let Some(id) = &event.id {
+            let owner = state
+                .claim(&format!("event:{id}"), &event.internal_id, IDEMPOTENCY_TTL)
+                .await?;
+            if owner != event.internal_id {
+                self.count_event("duplicate");
+                return Ok(());
+            }
+        }
+        let value =
+            serde_json::to_value(event).map_err(|e| BackendError::Corrupt(e.to_string()))?;
+        if self.registry.is_waited(&event.name) {
+            state.index_event(event, WAIT_INDEX_RETENTION).await?;
+            self.resolve_waits(event, &value).await?;
+        }
+        let mut seen = HashSet::new();
+        for (f, trigger) in self.registry.triggered_by(&event.name) {
+            if seen.contains(&f.def.id) {
+                continue;
+            }
+            if let Some(expr) = f.exprs.triggers.get(&trigger) {
+                match expr.eval_bool(&Vars::new().with("event", &value)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(function = %f.def.id, error = %e, "trigger filter failed; not triggering");
+                        continue;
+                    }
+                }
+            }
+            seen.insert(f.def.id.clone());
+            self.start(&f, event).await?;
+        }
+        self.count_event("processed");
+        Ok(())
+    }
+
+    async fn start(&self, f: &LoadedFunction, event: &Event) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        let run = Run {
+            id: run_id(&f.def.id, &event.internal_id, event.ts),
+            function_id: f.def.id.clone(),
+            event: event.clone(),
+            status: RunStatus::Running,
+            error: None,
+            created_at: now_ms(),
+            ended_at: None,
+        };
+        let fresh = state.create_run(&run).await?;
+        let run = if fresh {
+            self.metrics.counter(
+                "stackctl_runner_runs_created_total",
+                "Runs created, by function.",
+                &[("function", &f.def.id)],
+                1,
+            );
+            run
+        } else {
+            // A redelivery: carry on with the stored run.
+            match state.get_run(&run.id).await? {
+                Some(stored) => stored,
+                None => {
+                    return Err(BackendError::Other(format!(
+                        "run {} exists but cannot be read",
+                        run.id
+                    )));
+                }
+            }
+        };
+        if run.status == RunStatus::Running {
+            self.flow.start_run(f, &run, fresh).await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_waits(&self, event: &Event, value: &Value) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
+        for wait in state.waits_for(&event.name).await? {
+            if event.ts > wait.expires_at {
+                continue;
+            }
+            let Some(run) = state.get_run(&wait.run_id).await? else {
+                state.take_wait(&wait.run_id, &wait.step_id).await?;
+                continue;
+            };
+            if run.status != RunStatus::Running {
+                state.take_wait(&wait.run_id, &wait.step_id).await?;
+                continue;
+            }
+            let Some(f) = self.registry.get(&run.function_id).await? else {
+                continue;
+            };
+            if let Some(index) = flow::parse_cancel_wait(&wait.step_id) {
+                let expr = f.exprs.cancel_matches.get(&index);
+                if flow::wait_matches(expr, &run, wait.since, value, &event.internal_id, event.ts) {
+                    let reason = format!(
+                        "cancelled by event `{}` ({})",
+                        event.name, event.internal_id
+                    );
+                    if self
+                        .flow
+                        .end_run(&f, &run, RunStatus::Cancelled, Some(reason))
+                        .await?
+                    {
+                        self.count_wait("cancelled");
+                    }
+                }
+                continue;
+            }
+            let expr = f.exprs.wait_matches.get(&wait.step_id);
+            if flow::wait_matches(expr, &run, wait.since, value, &event.internal_id, event.ts)
+                && self
+                    .flow
+                    .resolve_wait(&f, &run, &wait.step_id, wait.since, value.clone())
+                    .await?
+            {
+                self.count_wait("resolved");
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts due cron runs every [`cron::TICK`] until `stop`.
+    async fn keep_crons(&self, stop: Shutdown) {
+        let mut fired = HashMap::new();
+        let mut tick = tokio::time::interval(cron::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.tick_crons(chrono::Utc::now(), &mut fired).await {
+                        tracing::warn!(error = %e, "cannot start cron runs; retrying on the next tick");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the run of every cron trigger due at `now` that this runner
+    /// has not started yet (`fired`: latest due time started, by function
+    /// and trigger). Idempotent across runners.
+    async fn tick_crons(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        fired: &mut HashMap<(String, usize), i64>,
+    ) -> Result<(), BackendError> {
+        for f in self.registry.with_crons() {
+            for (index, schedule) in &f.crons {
+                let Some(at) = cron::due(schedule, now) else {
+                    continue;
+                };
+                let key = (f.def.id.clone(), *index);
+                if fired.get(&key) == Some(&at) {
+                    continue;
+                }
+                let event = cron::cron_event(&f.def.id, schedule.as_str(), at);
+                self.start(&f, &event).await?;
+                fired.insert(key, at);
+            }
+        }
+        Ok(())
+    }
+
+    fn count_event(&self, outcome: &str) {
+        self.metrics.counter(
+            "stackctl_runner_events_total",
+            "Events processed by the runner, by outcome (processed, duplicate).",
+            &[("outcome", outcome)],
+            1,
+        );
+    }
+
+    fn count_wait(&self, outcome: &str) {
+        self.metrics.counter(
+            "stackctl_runner_waits_total",
+            "Waits ended by an event, by outcome (resolved, cancelled).",
+            &[("outcome", outcome)],
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendConfig;
+    use crate::config::QueuesConfig;
+
+    #[tokio::test]
+    async fn cron_triggers_start_one_run_per_due_time_across_runners() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = crate::backend::open(
+            &BackendConfig::Embedded {
+                path: dir.path().join("engine.db"),
+            },
+            &QueuesConfig::default(),
+        )
+        .await
+        .unwrap();
+        let f: crate::functions::FunctionDef = serde_json::from_value(serde_json::json!({
+            "id": "every-five",
+            "triggers": [{"cron": "*/5 * * * *"}],
+            "steps": [{"id": "nap", "sleep": "1s"}]
+        }))
+        .unwrap();
+        backends.state.put_function(&f).await.unwrap();
+        let runner = || async {
+            let registry = Arc::new(Registry::new(backends.state.clone()));
+            registry.refresh().await.unwrap();
+            Runner {
+                flow: Flow {
+                    backends: backends.clone(),
+                },
+                registry,
+                metrics: Arc::new(Metrics::new()),
+            }
+        };
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:05:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let due = now.timestamp_millis() - 30_000;
+        let (one, two) = (runner().await, runner().await);
+        let mut fired = HashMap::new();
+        one.tick_crons(now, &mut fired).await.unwrap();
+        one.tick_crons(now, &mut fired).await.unwrap();
+        two.tick_crons(now, &mut HashMap::new()).await.unwrap();
+
+        let internal_id = format!("cron:every-five:{due}");
+        let runs = backends.state.runs_for_event(&internal_id).await.unwrap();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0].event.name, cron::CRON_EVENT);
+        assert_eq!(runs[0].event.ts, due);
+        assert_eq!(runs[0].status, RunStatus::Running);
+        let depth = backends.work.depth().await.unwrap();
+        assert!(depth.visible >= 1, "the first step is enqueued: {depth:?}");
+        let all = backends.state.list_runs(None, 10).await.unwrap();
+        assert_eq!(all.len(), 1, "no other run: {all:?}");
+    }
+}
