@@ -330,6 +330,10 @@ pub struct DockerDriverConfig {
     /// `/var/run/docker.sock`.
     #[serde(default = "default_docker_socket")]
     pub socket: PathBuf,
+    /// Network of step containers: `bridge`, `host`, `none` or a network's
+    /// name. Unset: the Docker engine's default (`bridge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 fn default_docker_socket() -> PathBuf {

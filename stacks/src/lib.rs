@@ -4,8 +4,8 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
-pub mod image;
 pub mod graph;
+pub mod image;
 pub mod local;
 pub mod spec;
 pub mod stackref;

@@ -5,12 +5,12 @@
 //! the shared-library resolution is exercised, and its output shows that the
 //! entrypoint and default command are right when the image runs.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use harness::RegistryAuth;
 use serde_json::Value;
 use stacks::image::{
     self, BlobKind, BuildOptions, BuiltImage, Credentials, ImageError, ImageRef, PushOptions,
@@ -37,81 +37,39 @@ enum Auth<'a> {
     },
 }
 
-/// A `docker-registry` (distribution 2.8) on a free loopback port, stopped on drop.
+/// The harness's `docker-registry` on loopback, with this test's auth.
 struct Registry {
-    child: Child,
-    port: u16,
+    inner: harness::Registry,
+    /// Holds the htpasswd file while the registry runs.
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     fn start(auth: Auth<'_>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let auth = match auth {
-            Auth::None => String::new(),
+            Auth::None => RegistryAuth::None,
             Auth::Htpasswd => {
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, format!("{USER}:{PASSWORD_BCRYPT}\n")).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
-                    path.display()
-                )
+                RegistryAuth::Htpasswd { path }
             }
-            Auth::Token { realm, root_cert } => format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
-                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-                root_cert.display()
-            ),
+            Auth::Token { realm, root_cert } => RegistryAuth::Token {
+                realm: realm.to_owned(),
+                service: TOKEN_SERVICE.to_owned(),
+                issuer: TOKEN_ISSUER.to_owned(),
+                root_cert_bundle: root_cert.to_path_buf(),
+            },
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n{auth}",
-            root = dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker-registry must be installed (Debian package docker-registry)");
-        let mut registry = Registry {
-            child,
-            port,
-            _dir: dir,
-        };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    e.read_to_string(&mut err).ok();
-                }
-                panic!("docker-registry exited with {status}: {err}");
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen in 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let inner = harness::Registry::builder()
+            .auth(auth)
+            .start()
+            .expect("docker-registry (see tests/harness)");
+        Registry { inner, _dir: dir }
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.inner.host_port()
     }
 
     fn target(&self, repo_and_tag: &str) -> ImageRef {
@@ -119,19 +77,8 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    harness::free_port().expect("a free loopback port")
 }
 
 fn options(binary: &Path) -> BuildOptions {

@@ -7,6 +7,8 @@ mod plan;
 mod schema;
 mod validate;
 // local stack verbs (and the hidden `engine` the local provider runs)
+mod aws_status;
+mod aws_up;
 mod bench;
 mod down;
 pub mod engine;

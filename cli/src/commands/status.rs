@@ -20,6 +20,9 @@ pub async fn run(args: StatusArgs, output: Output) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
+    if loaded.spec.provider == stacks::spec::Provider::Aws {
+        return super::aws_status::run(&loaded, output).await;
+    }
     require_local(&loaded, "status")?;
     let report = stacks::local::status(&loaded).await?;
     match output {

@@ -94,6 +94,12 @@ pub fn options() -> anyhow::Result<UpOptions> {
 pub struct UpArgs {
     #[command(flatten)]
     stack: StackFile,
+    /// (aws stacks) The engine image URI to run instead of the spec's.
+    #[arg(long, value_name = "URI")]
+    image: Option<String>,
+    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
+    #[arg(long)]
+    force_unlock: bool,
 }
 
 /// Runs `stackctl up`.
@@ -102,6 +108,13 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
+    if loaded.spec.provider == Provider::Aws {
+        let opts = super::aws_up::AwsUp {
+            image: args.image,
+            force_unlock: args.force_unlock,
+        };
+        return super::aws_up::run(&loaded, opts, output).await;
+    }
     require_local(&loaded, "up")?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     // Recorded before starting anything: if `up` fails half-way, `status`

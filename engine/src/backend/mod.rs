@@ -419,16 +419,7 @@ pub async fn open(config: &BackendConfig, queues: &QueuesConfig) -> Result<Backe
             work_queue,
             redis_url,
             create_queues,
-        } => {
-            open_sqs_redis(
-                events_queue,
-                work_queue,
-                redis_url,
-                *create_queues,
-                queues,
-            )
-            .await
-        }
+        } => open_sqs_redis(events_queue, work_queue, redis_url, *create_queues, queues).await,
         BackendConfig::SqsEmbedded {
             events_queue,
             work_queue,
@@ -436,8 +427,7 @@ pub async fn open(config: &BackendConfig, queues: &QueuesConfig) -> Result<Backe
             create_queues,
         } => {
             let embedded = embedded::open(path, queues).await?;
-            let (events, work) =
-                open_sqs(events_queue, work_queue, *create_queues, queues).await?;
+            let (events, work) = open_sqs(events_queue, work_queue, *create_queues, queues).await?;
             Ok(Backends {
                 events,
                 work,
@@ -470,8 +460,14 @@ async fn open_sqs_redis(
 ) -> Result<Backends> {
     let state = Arc::new(redis::RedisState::open(redis_url).await?);
     let payloads: Arc<dyn sqs::PayloadStore> = state.clone();
-    let (events, work) =
-        sqs::open_pair(events_queue, work_queue, create_queues, queues, Some(payloads)).await?;
+    let (events, work) = sqs::open_pair(
+        events_queue,
+        work_queue,
+        create_queues,
+        queues,
+        Some(payloads),
+    )
+    .await?;
     Ok(Backends {
         events,
         work,
@@ -487,7 +483,11 @@ async fn open_sqs_redis(
     _create_queues: bool,
     _queues: &QueuesConfig,
 ) -> Result<Backends> {
-    Err(not_built(if cfg!(feature = "sqs") { "redis" } else { "sqs" }))
+    Err(not_built(if cfg!(feature = "sqs") {
+        "redis"
+    } else {
+        "sqs"
+    }))
 }
 
 #[cfg(feature = "sqs")]

@@ -388,6 +388,74 @@ pub struct Stack {
     pub client: Client,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
+    /// moto and redis-server when the stack runs on SQS + Redis.
+    _servers: Option<(harness::Moto, harness::RedisServer)>,
+}
+
+/// Which backends [`Stack`] uses: `STACKCTL_TEST_BACKEND=sqs_redis` runs the
+/// same tests on SQS (a moto server) and Redis (a redis-server), each
+/// stack with its own; unset or `embedded`: the embedded database.
+pub const ENV_TEST_BACKEND: &str = "STACKCTL_TEST_BACKEND";
+
+/// An SQS client for an endpoint URL (moto) with moto's static credentials,
+/// independent of the process environment.
+pub fn sqs_client_at(endpoint: &str) -> aws_sdk_sqs::Client {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(harness::REGION))
+        .credentials_provider(Credentials::new(
+            harness::ACCESS_KEY_ID,
+            harness::SECRET_ACCESS_KEY,
+            None,
+            None,
+            "moto",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// Backends on a fresh moto + redis-server pair, the queues created from
+/// `config.queues` (which is switched to the SQS + Redis shape).
+async fn sqs_redis_backends(
+    config: &mut Config,
+) -> (Backends, (harness::Moto, harness::RedisServer)) {
+    let (moto, redis) = tokio::task::block_in_place(|| {
+        (
+            harness::Moto::start().expect("start moto"),
+            harness::RedisServer::start().expect("start redis-server"),
+        )
+    });
+    config.backend = backend::BackendConfig::SqsRedis {
+        events_queue: "test-events".into(),
+        work_queue: "test-work".into(),
+        redis_url: redis.url(),
+        create_queues: true,
+    };
+    let state = Arc::new(
+        backend::redis::RedisState::open(&redis.url())
+            .await
+            .expect("open Redis"),
+    );
+    let (events, work) = backend::sqs::open_pair_with(
+        sqs_client_at(&moto.endpoint()),
+        "test-events",
+        "test-work",
+        true,
+        &config.queues,
+        Some(state.clone()),
+    )
+    .await
+    .expect("open SQS queues");
+    (
+        Backends {
+            events,
+            work,
+            state,
+        },
+        (moto, redis),
+    )
 }
 
 /// A test configuration over `db`: test key and token, short work visibility.
@@ -411,10 +479,21 @@ impl Stack {
     /// Like [`Stack::start`], with only these of the runner and executor.
     pub async fn start_roles(functions: Vec<FunctionDef>, roles: &[Role]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Arc::new(test_config(&dir.path().join("engine.db")));
-        let backends = backend::open(&config.backend, &config.queues)
-            .await
-            .expect("open backends");
+        let mut config = test_config(&dir.path().join("engine.db"));
+        let (backends, servers) = match std::env::var(ENV_TEST_BACKEND).as_deref() {
+            Ok("sqs_redis") => {
+                let (backends, servers) = sqs_redis_backends(&mut config).await;
+                (backends, Some(servers))
+            }
+            Ok("embedded") | Ok("") | Err(_) => (
+                backend::open(&config.backend, &config.queues)
+                    .await
+                    .expect("open backends"),
+                None,
+            ),
+            Ok(other) => panic!("{ENV_TEST_BACKEND}={other}: expected embedded or sqs_redis"),
+        };
+        let config = Arc::new(config);
         for f in &functions {
             backends
                 .state
@@ -448,6 +527,7 @@ impl Stack {
             client,
             shutdown,
             tasks: Vec::new(),
+            _servers: servers,
         };
         for role in roles {
             stack.start_role(*role);

@@ -33,6 +33,9 @@ pub fn build_engine(workspace: &Path, release: bool) -> Result<PathBuf, ImageErr
             "engine",
             "--bin",
             "stackctl-engine",
+            // On AWS the engine runs on SQS and ElastiCache Redis.
+            "--features",
+            "sqs,redis",
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(workspace)

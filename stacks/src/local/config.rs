@@ -10,7 +10,7 @@ use engine::backend::BackendConfig;
 use engine::config::{Config, DockerDriverConfig, QueueConfig, Role};
 use engine::functions::{Duration, FunctionDef, Step, Trigger};
 
-use crate::spec::{Driver, LoadedSpec, Queue};
+use crate::spec::{Driver, LoadedSpec, Queue, QueueBackend};
 
 /// The canary function `up` runs to verify the stack end to end.
 pub const CANARY_FUNCTION: &str = "stackctl-canary";
@@ -63,9 +63,7 @@ pub struct Shared {
 /// (the event API's own port for the event API) is `port`.
 pub fn process_config(loaded: &LoadedSpec, shared: &Shared, role: Role, port: u16) -> Config {
     let spec = &loaded.spec;
-    let mut c = Config::new(BackendConfig::Embedded {
-        path: shared.db.clone(),
-    });
+    let mut c = Config::new(backend_config(loaded, &shared.db));
     c.roles = vec![role];
     let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     c.event_api.bind = local(if role == Role::EventApi {
@@ -82,10 +80,14 @@ pub fn process_config(loaded: &LoadedSpec, shared: &Shared, role: Role, port: u1
             c.executor.concurrency = usize::try_from(spec.executors.concurrency)
                 .unwrap_or(1)
                 .max(1);
-            c.executor.drivers.docker = shared
-                .docker_socket
-                .clone()
-                .map(|socket| DockerDriverConfig { socket });
+            c.executor.drivers.docker =
+                shared
+                    .docker_socket
+                    .clone()
+                    .map(|socket| DockerDriverConfig {
+                        socket,
+                        network: None,
+                    });
         }
         Role::EventApi | Role::All => {}
     }
@@ -97,6 +99,38 @@ pub fn process_config(loaded: &LoadedSpec, shared: &Shared, role: Role, port: u1
     c.functions.retain(|f| f.id != CANARY_FUNCTION);
     c.functions.push(canary_function());
     c
+}
+
+/// The engine backends the spec asks for: SQS queues with `queues.backend:
+/// sqs` (named `STACK-events`/`STACK-work`, created by the engine, endpoint
+/// from `AWS_ENDPOINT_URL`), Redis state with `state.url`, and the embedded
+/// database `db` for whatever is left.
+pub fn backend_config(loaded: &LoadedSpec, db: &Path) -> BackendConfig {
+    let spec = &loaded.spec;
+    let (events_queue, work_queue) = (
+        format!("{}-events", spec.stack),
+        format!("{}-work", spec.stack),
+    );
+    let path = db.to_path_buf();
+    match (
+        spec.queues.backend == Some(QueueBackend::Sqs),
+        spec.state.url.clone(),
+    ) {
+        (false, None) => BackendConfig::Embedded { path },
+        (false, Some(redis_url)) => BackendConfig::EmbeddedRedis { path, redis_url },
+        (true, None) => BackendConfig::SqsEmbedded {
+            events_queue,
+            work_queue,
+            path,
+            create_queues: true,
+        },
+        (true, Some(redis_url)) => BackendConfig::SqsRedis {
+            events_queue,
+            work_queue,
+            redis_url,
+            create_queues: true,
+        },
+    }
 }
 
 fn queue(q: &Queue) -> QueueConfig {

@@ -28,4 +28,4 @@ pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};
 pub use redis::{RedisBuilder, RedisServer, Reply};
-pub use registry::Registry;
+pub use registry::{Registry, RegistryAuth, RegistryBuilder};

@@ -32,6 +32,13 @@ pub struct Podman {
 
 impl Podman {
     pub fn start() -> Result<Self> {
+        Self::start_with_insecure_registries(&[])
+    }
+
+    /// Like [`Podman::start`], trusting these plain-HTTP registries
+    /// (`127.0.0.1:<port>`, e.g. a [`crate::Registry`]'s `host_port()`) for
+    /// pulls through the API, which has no `--tls-verify=false`.
+    pub fn start_with_insecure_registries(registries: &[String]) -> Result<Self> {
         let binary = process::find_binary(COMPONENT, "Debian package `podman`", &[])?;
         // podman finds runc itself; checking here turns its vague error into ours.
         process::find_binary("runc", "Debian package `runc`", &[])?;
@@ -43,6 +50,11 @@ impl Podman {
         let conf = dir.path().join("containers.conf");
         std::fs::write(&conf, containers_conf(dir.path()))
             .map_err(|e| Error::io(format!("write {}", conf.display()), e))?;
+        if !registries.is_empty() {
+            let path = dir.path().join(REGISTRIES_CONF);
+            std::fs::write(&path, registries_conf(registries))
+                .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        }
         let socket = dir.path().join("podman.sock");
 
         let mut cmd = base_command(&binary, dir.path());
@@ -161,6 +173,10 @@ fn base_command(binary: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(binary);
     // CONTAINERS_CONF replaces every other containers.conf: the host's cannot
     // leak in (e.g. `runtime = "crun"` from Debian's libpod.conf defaults).
+    let registries = dir.join(REGISTRIES_CONF);
+    if registries.exists() {
+        cmd.env("CONTAINERS_REGISTRIES_CONF", registries);
+    }
     cmd.env("CONTAINERS_CONF", dir.join("containers.conf"))
         .env_remove("CONTAINER_HOST")
         .env_remove("CONTAINER_CONNECTION")
@@ -172,6 +188,15 @@ fn base_command(binary: &Path, dir: &Path) -> Command {
         .arg(dir.join("tmp"))
         .args(["--storage-driver", "vfs"]);
     cmd
+}
+
+const REGISTRIES_CONF: &str = "registries.conf";
+
+fn registries_conf(insecure: &[String]) -> String {
+    insecure
+        .iter()
+        .map(|r| format!("[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"))
+        .collect()
 }
 
 fn containers_conf(dir: &Path) -> String {

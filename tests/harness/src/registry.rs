@@ -11,6 +11,48 @@ use crate::process::{self, Proc, START_TIMEOUT};
 const COMPONENT: &str = "docker-registry";
 const LISTEN_MARKER: &str = "listening on 127.0.0.1:";
 
+/// How the registry authenticates clients (distribution's `auth` section).
+#[derive(Debug, Clone, Default)]
+pub enum RegistryAuth {
+    /// Anyone may pull and push.
+    #[default]
+    None,
+    /// Basic auth against an htpasswd file (bcrypt hashes only).
+    Htpasswd {
+        /// The htpasswd file.
+        path: PathBuf,
+    },
+    /// Bearer tokens from a token service (distribution's `token` auth).
+    Token {
+        /// Where clients get tokens, e.g. `http://127.0.0.1:PORT/token`.
+        realm: String,
+        /// The `service` the tokens are for.
+        service: String,
+        /// The `iss` the tokens carry.
+        issuer: String,
+        /// PEM certificates whose keys may sign tokens.
+        root_cert_bundle: PathBuf,
+    },
+}
+
+/// Options of a [`Registry`] before it starts.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryBuilder {
+    auth: RegistryAuth,
+}
+
+impl RegistryBuilder {
+    /// How clients authenticate. Default: not at all.
+    pub fn auth(mut self, auth: RegistryAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn start(self) -> Result<Registry> {
+        Registry::start_with(self)
+    }
+}
+
 /// A running registry with filesystem storage in a temp dir, stopped and
 /// removed on drop. Plain HTTP: clients must treat it as insecure
 /// (`skopeo --dest-tls-verify=false`, `podman push --tls-verify=false`).
@@ -23,7 +65,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry without auth.
     pub fn start() -> Result<Self> {
+        Self::builder().start()
+    }
+
+    /// A registry with options (auth).
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    fn start_with(options: RegistryBuilder) -> Result<Self> {
         let binary = process::find_binary(
             COMPONENT,
             "Debian package `docker-registry`",
@@ -32,7 +84,7 @@ impl Registry {
         let dir = process::temp_dir("registry")?;
         let storage = dir.path().join("storage");
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&storage))
+        std::fs::write(&config, config_yaml(&storage, &options.auth))
             .map_err(|e| Error::io(format!("write {}", config.display()), e))?;
 
         let mut cmd = Command::new(binary);
@@ -54,8 +106,9 @@ impl Registry {
             let port = parse_port(&log).ok_or("no listening address logged yet")?;
             let answer = http::get(&Target::Tcp(format!("127.0.0.1:{port}")), "/v2/")
                 .map_err(|e| e.to_string())?;
+            // 401: up, and asking for the credentials it was configured with.
             match answer.status {
-                200 => Ok(port),
+                200 | 401 => Ok(port),
                 other => Err(format!("GET /v2/ answered {other}")),
             }
         })?;
@@ -92,12 +145,29 @@ impl Registry {
     }
 }
 
-fn config_yaml(storage: &Path) -> String {
+fn config_yaml(storage: &Path, auth: &RegistryAuth) -> String {
+    let auth = match auth {
+        RegistryAuth::None => String::new(),
+        RegistryAuth::Htpasswd { path } => format!(
+            "auth:\n  htpasswd:\n    realm: harness\n    path: {}\n",
+            path.display()
+        ),
+        RegistryAuth::Token {
+            realm,
+            service,
+            issuer,
+            root_cert_bundle,
+        } => format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+             issuer: {issuer}\n    rootcertbundle: {}\n",
+            root_cert_bundle.display()
+        ),
+    };
     format!(
         "version: 0.1\n\
          log:\n  level: info\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-         http:\n  addr: 127.0.0.1:0\n",
+         http:\n  addr: 127.0.0.1:0\n{auth}",
         storage = storage.display()
     )
 }

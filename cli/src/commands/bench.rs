@@ -1,0 +1,286 @@
+//! `stackctl bench [FILE | -f FILE | --url URL --key KEY]`: load-tests a
+//! stack's event API with `stacks::bench` and prints a k6-style summary (or
+//! the report as JSON). Without a target it uses the last `up`'s spec.
+//! Exit 0, or 3 when a `--threshold` failed (1 on errors, 2 on an invalid spec).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use stacks::bench::{
+    self, BenchConfig, Body, E2eConfig, Load, MetricsSampler, Observer, Progress, Sample, Sampler,
+    Stage, Target, Template, Threshold,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::up::{StackFile, load};
+use crate::output::{self, Exit, Output};
+
+/// Load-test the event API: fixed arrival rate or maximum throughput.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  stackctl bench                                   # the last `up`, max throughput, 10 s
+  stackctl bench -f local.yaml --rate 300 -d 1m    # 300 requests/s for a minute
+  stackctl bench --stage 30s:100 --stage 1m:300    # ramp to 100/s, then to 300/s
+  stackctl bench --url http://127.0.0.1:8288 --key KEY --threshold 'p99<50ms' --threshold 'failed<1%'
+
+Exit codes: 0 ok, 1 error, 2 invalid spec, 3 a threshold failed.")]
+pub struct BenchArgs {
+    #[command(flatten)]
+    stack: StackFile,
+    /// Base URL of the event API (instead of a spec), e.g. http://127.0.0.1:8288.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["spec", "file"], requires = "key")]
+    url: Option<String>,
+    /// The event key to send with (with --url).
+    #[arg(long, value_name = "KEY", requires = "url")]
+    key: Option<String>,
+    /// Runs API token for --e2e with --url (a spec's stack supplies its own).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STACKCTL_API_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Keep-alive connections (the most requests in flight at once).
+    #[arg(short = 'c', long, default_value_t = 10)]
+    connections: usize,
+    /// How long to run (without --stage).
+    #[arg(short = 'd', long, default_value = "10s", value_parser = bench::parse_duration)]
+    duration: Duration,
+    /// Requests per second (open model). Without it and without --stage: maximum throughput.
+    /// With --stage: the rate the first stage starts from (default 0).
+    #[arg(short = 'r', long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// A ramp DURATION:RATE, repeatable: the rate moves linearly to RATE over DURATION.
+    #[arg(
+        long = "stage",
+        value_name = "DURATION:RATE",
+        conflicts_with = "duration"
+    )]
+    stages: Vec<Stage>,
+    /// Events per request (more than 1: a JSON array).
+    #[arg(short = 'e', long, default_value_t = 1)]
+    events: u32,
+    /// Name of the built-in event.
+    #[arg(long, default_value = "stackctl/bench")]
+    event_name: String,
+    /// Size of the built-in event's `data.pad` string, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 0,
+        conflicts_with = "template"
+    )]
+    payload_bytes: usize,
+    /// One event as a JSON file, with {{seq}}, {{uuid}} and {{ts}} replaced per event.
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+    /// A request without an answer by then fails.
+    #[arg(long, default_value = "10s", value_parser = bench::parse_duration)]
+    timeout: Duration,
+    /// Pass/fail criterion, repeatable: p99<50ms, med<10ms, p(99.9)<200ms, failed<1%, rate>290, e2e_p99<25ms.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    thresholds: Vec<Threshold>,
+    /// Also measure event-to-completed-run latency of sampled events through the runs API.
+    #[arg(long)]
+    e2e: bool,
+    /// Events sampled for --e2e.
+    #[arg(long, default_value_t = 500, requires = "e2e")]
+    e2e_samples: usize,
+    /// How long --e2e waits after the load for sampled runs to end.
+    #[arg(long, default_value = "30s", value_parser = bench::parse_duration, requires = "e2e")]
+    e2e_wait: Duration,
+    /// Print the per-second timeline (rate, latency, the stack's queue depths) after the summary.
+    #[arg(long)]
+    timeline: bool,
+    /// No live progress line.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// Runs `stackctl bench`.
+pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
+    let target = match (&args.url, &args.key) {
+        (Some(url), Some(key)) => Target::from_url(url, key, args.token.clone()),
+        _ => {
+            let loaded = match load(&args.stack, output)? {
+                Ok(l) => l,
+                Err(exit) => return Ok(exit),
+            };
+            let mut t = Target::from_spec(&loaded)?;
+            if args.token.is_some() {
+                t.api_token.clone_from(&args.token);
+            }
+            t
+        }
+    };
+    let cfg = config(&args, &target)?;
+    let sampler: Option<Arc<dyn Sampler>> = target
+        .metrics
+        .as_ref()
+        .map(|m| Arc::new(MetricsSampler::new(m.clone())) as Arc<dyn Sampler>);
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let live = Live::new(args.quiet, output);
+    let report = bench::run(cfg, &live, sampler, stop).await;
+    live.finish();
+    let report = report.with_context(|| {
+        format!(
+            "bench against {} failed",
+            bench::mask_key(&target.ingest_url())
+        )
+    })?;
+    match output {
+        Output::Json => output::print_json(&report)?,
+        Output::Human => {
+            print!("{}", report.render());
+            if args.timeline {
+                println!("\n  timeline\n{}", report.render_timeline());
+            }
+        }
+    }
+    Ok(if report.thresholds_ok() {
+        Exit::Ok
+    } else {
+        Exit::ThresholdFailed
+    })
+}
+
+fn config(args: &BenchArgs, target: &Target) -> anyhow::Result<BenchConfig> {
+    let mut cfg = BenchConfig::new(target.ingest_url());
+    cfg.connections = args.connections;
+    cfg.load = match (args.stages.is_empty(), args.rate) {
+        (false, start) => Load::Rate {
+            start_rate: start.unwrap_or(0.0),
+            stages: args.stages.clone(),
+        },
+        (true, Some(rate)) => Load::constant(rate, args.duration),
+        (true, None) => Load::Max {
+            duration: args.duration,
+        },
+    };
+    cfg.events_per_request = args.events;
+    cfg.body = match &args.template {
+        Some(path) => Body::Template(Template::load(path)?),
+        None => Body::Builtin {
+            name: args.event_name.clone(),
+            pad: args.payload_bytes,
+        },
+    };
+    cfg.timeout = args.timeout;
+    cfg.thresholds = args.thresholds.clone();
+    if args.e2e {
+        let runs_api = target
+            .runs_api
+            .clone()
+            .context("--e2e needs the runs API, which this target does not name")?;
+        let token = target.api_token.clone().context(
+            "--e2e needs the runs API token: pass --token (or STACKCTL_API_TOKEN), or run `stackctl up` for a local stack",
+        )?;
+        cfg.e2e = Some(E2eConfig {
+            runs_api,
+            token,
+            samples: args.e2e_samples.max(1),
+            wait: args.e2e_wait,
+        });
+    }
+    Ok(cfg)
+}
+
+/// The live line on stderr: rewritten in place on a terminal, a plain line
+/// every few seconds otherwise (CI logs), nothing with --quiet.
+struct Live {
+    mode: LiveMode,
+    last_plain: std::sync::Mutex<Option<Instant>>,
+}
+
+#[derive(PartialEq)]
+enum LiveMode {
+    Off,
+    Terminal,
+    Plain,
+}
+
+/// Plain progress lines are at most this frequent.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Live {
+    fn new(quiet: bool, output: Output) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let mode = match (quiet, tty, output) {
+            (true, _, _) => LiveMode::Off,
+            (false, true, _) => LiveMode::Terminal,
+            (false, false, Output::Human) => LiveMode::Plain,
+            // JSON consumers read stdout; keep their stderr quiet too.
+            (false, false, Output::Json) => LiveMode::Off,
+        };
+        Self {
+            mode,
+            last_plain: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn finish(&self) {
+        if self.mode == LiveMode::Terminal {
+            eprint!("\r\x1b[K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+impl Observer for Live {
+    fn tick(&self, s: &Sample, p: &Progress) {
+        let line = format!(
+            "{:>5.1}s/{}  reqs {}  {:.1}/s{}  p50 {}  p99 {}  failed {}{}",
+            p.elapsed.as_secs_f64(),
+            bench::fmt_duration(p.planned),
+            s.total,
+            s.rate,
+            s.target_rate
+                .map(|t| format!(" (target {t:.0}/s)"))
+                .unwrap_or_default(),
+            bench::ms(s.p50),
+            bench::ms(s.p99),
+            s.failed,
+            s.gauges
+                .iter()
+                .filter(|(k, _)| k.ends_with(".visible") || k.ends_with("running"))
+                .map(|(k, v)| format!("  {k}={v}"))
+                .collect::<String>()
+        );
+        match self.mode {
+            LiveMode::Off => {}
+            LiveMode::Terminal => {
+                eprint!("\r\x1b[K{line}");
+                let _ = std::io::stderr().flush();
+            }
+            LiveMode::Plain => {
+                let mut last = self
+                    .last_plain
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+                    *last = Some(Instant::now());
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    fn phase(&self, message: &str) {
+        match self.mode {
+            LiveMode::Off => {}
+            LiveMode::Terminal => eprint!("\r\x1b[K{message}"),
+            LiveMode::Plain => eprintln!("{message}"),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! What the benchmark programs share: the reference server (a minimal axum
+//! app that reads the body and answers 200, run as a child process of the
+//! bench program so it gets its own runtime like the engine does), engine
+//! processes from the built `stackctl-engine`, the load generator
+//! (`stacks::bench`) and the machine's load.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stacks::bench::{self, BenchConfig, Load, Quiet, Report};
+use tokio_util::sync::CancellationToken;
+
+/// The event key every server in the benchmarks accepts.
+pub const KEY: &str = "bench-key";
+/// The runs API token of bench engines.
+pub const TOKEN: &str = "bench-token";
+/// The argument that turns a bench program into the reference server.
+pub const REFERENCE_ARG: &str = "--reference-server";
+
+/// If this process was started as the reference server, serves until
+/// killed and never returns.
+pub fn maybe_serve_reference() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == REFERENCE_ARG) else {
+        return;
+    };
+    let port: u16 = args
+        .get(i + 1)
+        .and_then(|p| p.parse().ok())
+        .expect("--reference-server PORT");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        use axum::body::Bytes;
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route(
+                "/e/{key}",
+                post(|body: Bytes| async move {
+                    // Reads the body, as the event API must, and answers like it.
+                    let _len = body.len();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        r#"{"ids":["01J0000000000000000000000"],"status":200}"#,
+                    )
+                }),
+            )
+            .route(
+                "/step",
+                post(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+            );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the reference server");
+        axum::serve(listener, app).await.expect("reference server");
+    });
+    std::process::exit(0);
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls until `addr` accepts a connection and answers `GET path` (any status), or panics.
+pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening");
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the reference server as a child of this program.
+pub fn start_reference() -> ChildGuard {
+    let port = free_port();
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .args([REFERENCE_ARG, &port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the reference server");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr, &mut child, "the reference server");
+    ChildGuard { child, addr }
+}
+
+/// Starts `stackctl-engine` with `config` (JSON) and `roles`, logging into `dir`.
+pub fn start_engine(dir: &Path, config: &engine::config::Config, roles: &str) -> ChildGuard {
+    let path = dir.join("engine.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(config).expect("config JSON"),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.join("engine.log")).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"))
+        .args(["--role", roles, "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start stackctl-engine");
+    let addr = config.event_api.bind;
+    wait_listening(addr, &mut child, "stackctl-engine");
+    ChildGuard { child, addr }
+}
+
+/// An engine configuration on an embedded database in `dir`, its event API on a free port.
+pub fn engine_config(dir: &Path) -> engine::config::Config {
+    let mut c = engine::config::Config::new(engine::backend::BackendConfig::Embedded {
+        path: dir.join("engine.db"),
+    });
+    c.event_api.bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    c.event_keys = vec![KEY.into()];
+    c.api_token = Some(TOKEN.into());
+    c
+}
+
+/// The load generator's runtime: as many workers as cores, like wrk's `-t`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `cfg` to the end on `rt`.
+pub fn load(rt: &tokio::runtime::Runtime, cfg: BenchConfig) -> Report {
+    rt.block_on(bench::run(cfg, &Quiet, None, CancellationToken::new()))
+        .expect("bench run")
+}
+
+/// A closed-loop run: `conns` connections, `events` per request, for `secs`.
+pub fn closed_loop(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    conns: usize,
+    events: u32,
+    time: Duration,
+) -> Report {
+    let mut c = BenchConfig::new(format!("http://{addr}/e/{KEY}"));
+    c.connections = conns;
+    c.events_per_request = events;
+    c.load = Load::Max { duration: time };
+    load(rt, c)
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Seconds per cell: `BENCH_SECS` or `default`.
+pub fn secs(default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}

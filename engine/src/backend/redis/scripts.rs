@@ -1,0 +1,165 @@
+//! The Lua scripts behind every state write that must be atomic. Each runs
+//! in one round trip; Redis runs a script alone, so a script is the
+//! compare-and-set. Times that decide expiry (slot leases, the event index)
+//! come from the Redis server's clock (`TIME`), so engine hosts with skewed
+//! clocks agree.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// KEYS: run hash, all-runs index, status index, event's runs index.
+/// ARGV: run JSON, status, created_at, run id, has_error, error, ended_at or "".
+/// Returns 1 if created, 0 if the run existed.
+pub static CREATE_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[1], 'run', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'ended_at', ARGV[7]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
+/// KEYS: run hash, running index, new status index.
+/// ARGV: status, has_error, error, ended_at, run id.
+/// Returns 1 if this call ended the run, 0 if it had ended or does not exist.
+pub static FINISH_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'ended_at', ARGV[4])
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'error', ARGV[3])
+else
+  redis.call('HDEL', KEYS[1], 'error')
+end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[5])
+if score then redis.call('ZADD', KEYS[3], score, ARGV[5]) end
+return 1
+",
+    )
+});
+
+/// KEYS: the run's steps hash. ARGV: step id, zero-padded attempt number,
+/// attempt JSON. Records the step's first-seen order too.
+pub static RECORD_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local order = 'n:' .. ARGV[1]
+if redis.call('HEXISTS', KEYS[1], order) == 0 then
+  redis.call('HSET', KEYS[1], order, redis.call('HINCRBY', KEYS[1], '#', 1))
+end
+redis.call('HSET', KEYS[1], 'a:' .. ARGV[1] .. ':' .. ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
+
+/// KEYS: the run's steps hash. ARGV: step id, `{"at", "outcome"}` JSON.
+/// Returns 1 if written, 0 if an outcome existed (left unchanged).
+pub static SET_OUTCOME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HSETNX', KEYS[1], 'o:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
+local order = 'n:' .. ARGV[1]
+if redis.call('HEXISTS', KEYS[1], order) == 0 then
+  redis.call('HSET', KEYS[1], order, redis.call('HINCRBY', KEYS[1], '#', 1))
+end
+return 1
+",
+    )
+});
+
+/// KEYS: the run's waits hash (step → event name), the event name's waits
+/// hash. ARGV: step id, event name, wait field, wait JSON, waits key prefix.
+/// An upsert: a wait moved to another event name leaves the old index.
+pub static ADD_WAIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and old ~= ARGV[2] then
+  redis.call('HDEL', ARGV[5] .. old .. '}', ARGV[3])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+return 1
+",
+    )
+});
+
+/// KEYS: the run's waits hash. ARGV: step id, wait field, waits key prefix.
+/// Returns 1 for the one call that removed the wait.
+pub static TAKE_WAIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local name = redis.call('HGET', KEYS[1], ARGV[1])
+if not name then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('HDEL', ARGV[3] .. name .. '}', ARGV[2])
+",
+    )
+});
+
+/// KEYS: by-ts sorted set, bodies hash, by-expiry sorted set of one event
+/// name. ARGV: internal id, ts, event JSON, retention ms. Drops up to 100
+/// expired events per call, and lets the three keys expire together when
+/// the name goes quiet.
+pub static INDEX_EVENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('%.0f', now), 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+local keep = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], string.format('%.0f', now + keep), ARGV[1])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], keep) end
+return 1
+",
+    )
+});
+
+/// KEYS: by-ts sorted set, bodies hash. ARGV: since, limit.
+/// The event JSONs with `ts >= since`, oldest first.
+pub static EVENTS_SINCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+",
+    )
+});
+
+/// KEYS: the slot key's sorted set (holder → lease expiry).
+/// ARGV: holder, limit, lease ms. Returns 1 if granted or renewed.
+pub static ACQUIRE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  local expires = string.format('%.0f', now + tonumber(ARGV[3]))
+  redis.call('ZADD', KEYS[1], expires, ARGV[1])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], last[2])
+  return 1
+end
+return 0
+",
+    )
+});

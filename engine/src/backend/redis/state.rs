@@ -1,0 +1,456 @@
+//! [`RedisState`]: the [`StateStore`] over Redis hashes, sorted sets and the
+//! scripts in `scripts`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use super::{classify, connect, keys, scripts};
+use crate::backend::{
+    Attempt, BackendError, Event, Result, Run, RunStatus, StateStore, StepOutcome, StepRecord, Wait,
+};
+use crate::functions::FunctionDef;
+
+/// Digits of the zero-padded attempt number in a step field, so fields sort
+/// and parse back.
+const ATTEMPT_DIGITS: usize = 10;
+
+/// The Redis state store. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisState {
+    conn: ConnectionManager,
+}
+
+/// A step outcome as stored: written once with its time.
+#[derive(Serialize, Deserialize)]
+struct StoredOutcome {
+    at: i64,
+    outcome: StepOutcome,
+}
+
+fn json_err(e: serde_json::Error) -> BackendError {
+    BackendError::Corrupt(format!("redis state: {e}"))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| BackendError::Other(format!("encode: {e}")))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
+}
+
+/// A run from its hash: the JSON written at creation, overlaid with the
+/// fields `finish_run` changes.
+fn decode_run(fields: HashMap<String, String>) -> Result<Option<Run>> {
+    let Some(json) = fields.get("run") else {
+        return Ok(None);
+    };
+    let mut run: Run = serde_json::from_str(json).map_err(json_err)?;
+    if let Some(status) = fields.get("status") {
+        run.status = keys::parse_status(status)
+            .ok_or_else(|| BackendError::Corrupt(format!("run {}: status `{status}`", run.id)))?;
+    }
+    run.error = fields.get("error").cloned();
+    run.ended_at = fields.get("ended_at").and_then(|v| v.parse().ok());
+    Ok(Some(run))
+}
+
+impl RedisState {
+    /// Connects to `url` (see the module docs for its forms).
+    pub async fn open(url: &str) -> Result<Self> {
+        Ok(Self {
+            conn: connect(url).await?,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs by id, in the order given, skipping ids without a run.
+    async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<Run>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(keys::run(id));
+        }
+        let all: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut self.conn()).await.map_err(classify)?;
+        let mut runs = Vec::with_capacity(all.len());
+        for fields in all {
+            if let Some(run) = decode_run(fields)? {
+                runs.push(run);
+            }
+        }
+        Ok(runs)
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisState {
+    async fn put_function(&self, function: &FunctionDef) -> Result<()> {
+        let json = to_json(function)?;
+        self.conn()
+            .hset::<_, _, _, ()>(keys::FUNCTIONS, &function.id, json)
+            .await
+            .map_err(classify)
+    }
+
+    async fn list_functions(&self) -> Result<Vec<FunctionDef>> {
+        let all: BTreeMap<String, String> = self
+            .conn()
+            .hgetall(keys::FUNCTIONS)
+            .await
+            .map_err(classify)?;
+        all.values()
+            .map(|v| serde_json::from_str(v).map_err(json_err))
+            .collect()
+    }
+
+    async fn delete_function(&self, id: &str) -> Result<bool> {
+        let n: u64 = self
+            .conn()
+            .hdel(keys::FUNCTIONS, id)
+            .await
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
+
+    async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<String> {
+        // SET NX GET answers the holder's value, or nil when this call set it.
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(keys::claim(key))
+            .arg(owner)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(previous.unwrap_or_else(|| owner.to_string()))
+    }
+
+    async fn index_event(&self, event: &Event, retention: Duration) -> Result<()> {
+        let [by_ts, bodies, by_expiry] = keys::event_index(&event.name);
+        scripts::INDEX_EVENT
+            .key(by_ts)
+            .key(bodies)
+            .key(by_expiry)
+            .arg(&event.internal_id)
+            .arg(event.ts)
+            .arg(to_json(event)?)
+            .arg(ms(retention))
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn events_since(&self, name: &str, since: i64, limit: usize) -> Result<Vec<Event>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let [by_ts, bodies, _] = keys::event_index(name);
+        let found: Vec<Option<String>> = scripts::EVENTS_SINCE
+            .key(by_ts)
+            .key(bodies)
+            .arg(since)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        found
+            .into_iter()
+            .flatten()
+            .map(|v| serde_json::from_str(&v).map_err(json_err))
+            .collect()
+    }
+
+    async fn create_run(&self, run: &Run) -> Result<bool> {
+        let created: i64 = scripts::CREATE_RUN
+            .key(keys::run(&run.id))
+            .key(keys::RUNS)
+            .key(keys::runs_with(run.status))
+            .key(keys::event_runs(&run.event.internal_id))
+            .arg(to_json(run)?)
+            .arg(keys::status_str(run.status))
+            .arg(run.created_at)
+            .arg(&run.id)
+            .arg(if run.error.is_some() { "1" } else { "0" })
+            .arg(run.error.as_deref().unwrap_or(""))
+            .arg(run.ended_at.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(created == 1)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
+        let fields: HashMap<String, String> = self
+            .conn()
+            .hgetall(keys::run(run_id))
+            .await
+            .map_err(classify)?;
+        decode_run(fields)
+    }
+
+    async fn runs_for_event(&self, internal_id: &str) -> Result<Vec<Run>> {
+        let ids: Vec<String> = self
+            .conn()
+            .zrange(keys::event_runs(internal_id), 0, -1)
+            .await
+            .map_err(classify)?;
+        self.runs_by_id(&ids).await
+    }
+
+    async fn list_runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<Run>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let index = match status {
+            Some(s) => keys::runs_with(s),
+            None => keys::RUNS.to_string(),
+        };
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        let ids: Vec<String> = self
+            .conn()
+            .zrevrange(index, 0, stop)
+            .await
+            .map_err(classify)?;
+        self.runs_by_id(&ids).await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<String>,
+        at: i64,
+    ) -> Result<bool> {
+        if !status.is_terminal() {
+            return Err(BackendError::Other(format!(
+                "finish_run {run_id}: `{}` is not a terminal status",
+                keys::status_str(status)
+            )));
+        }
+        let ended: i64 = scripts::FINISH_RUN
+            .key(keys::run(run_id))
+            .key(keys::runs_with(RunStatus::Running))
+            .key(keys::runs_with(status))
+            .arg(keys::status_str(status))
+            .arg(if error.is_some() { "1" } else { "0" })
+            .arg(error.as_deref().unwrap_or(""))
+            .arg(at)
+            .arg(run_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(ended == 1)
+    }
+
+    async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
+        let mut pipe = redis::pipe();
+        for s in keys::STATUSES {
+            pipe.zcard(keys::runs_with(s));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(classify)?;
+        Ok(keys::STATUSES
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .collect())
+    }
+
+    async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()> {
+        scripts::RECORD_ATTEMPT
+            .key(keys::steps(run_id))
+            .arg(step_id)
+            .arg(format!(
+                "{:0width$}",
+                attempt.number,
+                width = ATTEMPT_DIGITS
+            ))
+            .arg(to_json(&attempt)?)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn set_outcome(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        outcome: &StepOutcome,
+        at: i64,
+    ) -> Result<bool> {
+        let stored = to_json(&StoredOutcome {
+            at,
+            outcome: outcome.clone(),
+        })?;
+        let written: i64 = scripts::SET_OUTCOME
+            .key(keys::steps(run_id))
+            .arg(step_id)
+            .arg(stored)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(written == 1)
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let fields: HashMap<String, String> = self
+            .conn()
+            .hgetall(keys::steps(run_id))
+            .await
+            .map_err(classify)?;
+        steps_from_fields(fields)
+    }
+
+    async fn add_wait(&self, wait: &Wait) -> Result<()> {
+        scripts::ADD_WAIT
+            .key(keys::run_waits(&wait.run_id))
+            .key(keys::waits(&wait.event_name))
+            .arg(&wait.step_id)
+            .arg(&wait.event_name)
+            .arg(keys::wait_field(&wait.run_id, &wait.step_id))
+            .arg(to_json(wait)?)
+            .arg(keys::WAITS_PREFIX)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn waits_for(&self, event_name: &str) -> Result<Vec<Wait>> {
+        let all: BTreeMap<String, String> = self
+            .conn()
+            .hgetall(keys::waits(event_name))
+            .await
+            .map_err(classify)?;
+        all.values()
+            .map(|v| serde_json::from_str(v).map_err(json_err))
+            .collect()
+    }
+
+    async fn take_wait(&self, run_id: &str, step_id: &str) -> Result<bool> {
+        let taken: i64 = scripts::TAKE_WAIT
+            .key(keys::run_waits(run_id))
+            .arg(step_id)
+            .arg(keys::wait_field(run_id, step_id))
+            .arg(keys::WAITS_PREFIX)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(taken == 1)
+    }
+
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool> {
+        let granted: i64 = scripts::ACQUIRE_SLOT
+            .key(keys::slot(key))
+            .arg(holder)
+            .arg(limit)
+            .arg(ms(lease))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(granted == 1)
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<()> {
+        self.conn()
+            .zrem::<_, _, ()>(keys::slot(key), holder)
+            .await
+            .map_err(classify)
+    }
+}
+
+/// The record of `step` (first-seen order, record), made on first use.
+fn record<'a>(
+    records: &'a mut HashMap<String, (u64, StepRecord)>,
+    step: &str,
+) -> &'a mut (u64, StepRecord) {
+    records.entry(step.to_string()).or_insert_with(|| {
+        (
+            u64::MAX,
+            StepRecord {
+                step_id: step.to_string(),
+                attempts: Vec::new(),
+                outcome: None,
+                started_at: None,
+                ended_at: None,
+            },
+        )
+    })
+}
+
+/// Step records from a run's steps hash: `n:STEP` (first-seen order),
+/// `a:STEP:NUMBER` (attempts), `o:STEP` (the outcome) and the `#` counter.
+fn steps_from_fields(fields: HashMap<String, String>) -> Result<Vec<StepRecord>> {
+    let corrupt = |field: &str| BackendError::Corrupt(format!("redis state: field `{field}`"));
+    let mut records: HashMap<String, (u64, StepRecord)> = HashMap::new();
+    let mut attempts: Vec<(String, u32, Attempt)> = Vec::new();
+    for (field, value) in &fields {
+        if let Some(step) = field.strip_prefix("n:") {
+            record(&mut records, step).0 = value.parse().map_err(|_| corrupt(field))?;
+        } else if let Some(step) = field.strip_prefix("o:") {
+            let stored: StoredOutcome = serde_json::from_str(value).map_err(json_err)?;
+            let rec = &mut record(&mut records, step).1;
+            rec.outcome = Some(stored.outcome);
+            rec.ended_at = Some(stored.at);
+        } else if let Some(rest) = field.strip_prefix("a:") {
+            // STEP ':' NUMBER, the number zero-padded to a fixed width.
+            let split = rest
+                .len()
+                .checked_sub(ATTEMPT_DIGITS + 1)
+                .ok_or_else(|| corrupt(field))?;
+            let (step, number) = rest.split_at(split);
+            let number: u32 = number[1..].parse().map_err(|_| corrupt(field))?;
+            let attempt: Attempt = serde_json::from_str(value).map_err(json_err)?;
+            attempts.push((step.to_string(), number, attempt));
+        }
+    }
+    attempts.sort_by_key(|a| a.1);
+    for (step, _, attempt) in attempts {
+        let rec = &mut record(&mut records, &step).1;
+        rec.started_at = Some(
+            rec.started_at
+                .map_or(attempt.started_at, |s| s.min(attempt.started_at)),
+        );
+        rec.attempts.push(attempt);
+    }
+    let mut out: Vec<(u64, StepRecord)> = records.into_values().collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.step_id.cmp(&b.1.step_id)));
+    Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+#[cfg(feature = "sqs")]
+#[async_trait]
+impl crate::backend::sqs::PayloadStore for RedisState {
+    async fn put_payload(&self, body: &[u8], ttl: Duration) -> Result<String> {
+        let key = keys::payload(&ulid::Ulid::new().to_string());
+        self.conn()
+            .pset_ex::<_, _, ()>(&key, body, ms(ttl))
+            .await
+            .map_err(classify)?;
+        Ok(key)
+    }
+
+    async fn get_payload(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn().get(key).await.map_err(classify)
+    }
+}

@@ -1,0 +1,514 @@
+//! [`SqsQueue`]: one SQS queue (and its dead-letter queue) as a
+//! [`Queue`](crate::backend::Queue).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
+
+use super::error::{STALE_RECEIPT_CODES, classify, code};
+use super::provision::{QueueUrls, resolve};
+use super::{MAX_DELAY, MAX_SQS_BYTES, MAX_STORED_BODY_BYTES, PayloadStore};
+use crate::backend::{BackendError, Message, Queue, QueueDepth, Received, Result};
+
+/// Message attribute that says how the body is encoded; absent for plain text.
+const ENCODING_ATTR: &str = "stackctl-body";
+/// The body is base64 of the payload (it was not valid SQS text).
+const ENCODING_BASE64: &str = "b64";
+/// The body is a [`PayloadStore`] key.
+const ENCODING_STORED: &str = "ref";
+/// Room kept for the encoding attribute within [`MAX_SQS_BYTES`].
+const ATTR_RESERVE: usize = 64;
+/// Most entries in one SQS batch call.
+const MAX_BATCH: usize = 10;
+/// Most messages SQS returns from one receive.
+const MAX_RECEIVE: usize = 10;
+/// Longest SQS long poll, in seconds.
+const MAX_WAIT_SECS: u64 = 20;
+/// Longest SQS visibility timeout, in seconds.
+const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
+/// Batch calls in flight at once for one `send` or `ack`.
+const PARALLEL_CALLS: usize = 8;
+/// Tries for entries a batch call reports failed for a transient reason.
+const BATCH_TRIES: u32 = 5;
+/// Stored payloads outlive the queue's retention by this much.
+const PAYLOAD_MARGIN: Duration = Duration::from_secs(86_400);
+
+/// One standard SQS queue with its dead-letter queue.
+pub struct SqsQueue {
+    client: Client,
+    queue: String,
+    urls: OnceCell<QueueUrls>,
+    payloads: Option<Arc<dyn PayloadStore>>,
+    payload_ttl: Duration,
+}
+
+/// A message ready for a batch entry.
+struct Outgoing {
+    body: String,
+    encoding: Option<&'static str>,
+    delay_secs: i32,
+}
+
+impl Outgoing {
+    /// What SQS counts against its size limits.
+    fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .encoding
+                .map_or(0, |e| ENCODING_ATTR.len() + "String".len() + e.len())
+    }
+}
+
+fn secs_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whether SQS accepts `text` as a message body (its XML character range).
+fn is_sqs_text(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    })
+}
+
+impl SqsQueue {
+    /// A queue by name or URL; `urls` when already known (just created).
+    /// Bodies above the SQS limit go to `payloads`, kept for `retention`
+    /// plus a day; without it they are refused.
+    pub fn new(
+        client: Client,
+        queue: &str,
+        urls: Option<QueueUrls>,
+        payloads: Option<Arc<dyn PayloadStore>>,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            client,
+            queue: queue.to_string(),
+            urls: OnceCell::new_with(urls),
+            payloads,
+            payload_ttl: retention + PAYLOAD_MARGIN,
+        }
+    }
+
+    /// The queue's and its dead-letter queue's URLs, looked up once.
+    pub async fn resolve(&self) -> Result<&QueueUrls> {
+        self.urls
+            .get_or_try_init(|| resolve(&self.client, &self.queue))
+            .await
+    }
+
+    async fn outgoing(&self, message: Message) -> Result<Outgoing> {
+        let delay_secs = secs_up(message.delay.min(MAX_DELAY)) as i32;
+        let (body, encoding) = match String::from_utf8(message.body) {
+            Ok(text) if is_sqs_text(&text) => (text, None),
+            Ok(text) => (BASE64.encode(text.as_bytes()), Some(ENCODING_BASE64)),
+            Err(e) => (BASE64.encode(e.as_bytes()), Some(ENCODING_BASE64)),
+        };
+        let out = Outgoing {
+            body,
+            encoding,
+            delay_secs,
+        };
+        if out.size() <= MAX_SQS_BYTES {
+            return Ok(out);
+        }
+        let Some(store) = &self.payloads else {
+            return Err(BackendError::TooLarge(format!(
+                "a message of {} bytes exceeds the SQS limit of {MAX_SQS_BYTES} bytes \
+                 and no state store takes larger payloads",
+                out.size()
+            )));
+        };
+        let raw = match out.encoding {
+            Some(_) => BASE64
+                .decode(&out.body)
+                .map_err(|e| BackendError::Other(format!("base64 round trip: {e}")))?,
+            None => out.body.into_bytes(),
+        };
+        if raw.len() > MAX_STORED_BODY_BYTES {
+            return Err(BackendError::TooLarge(format!(
+                "a message of {} bytes exceeds the limit of {MAX_STORED_BODY_BYTES} bytes",
+                raw.len()
+            )));
+        }
+        let key = store.put_payload(&raw, self.payload_ttl).await?;
+        Ok(Outgoing {
+            body: key,
+            encoding: Some(ENCODING_STORED),
+            delay_secs,
+        })
+    }
+
+    /// Sends one batch, retrying the entries SQS failed for a transient reason.
+    async fn send_batch(&self, url: &str, batch: Vec<Outgoing>) -> Result<()> {
+        let mut pending: Vec<(String, Outgoing)> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (i.to_string(), m))
+            .collect();
+        for attempt in 0..BATCH_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            let mut call = self.client.send_message_batch().queue_url(url);
+            for (id, m) in &pending {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .message_body(&m.body)
+                    .delay_seconds(m.delay_secs);
+                if let Some(encoding) = m.encoding {
+                    entry = entry.message_attributes(ENCODING_ATTR, string_attr(encoding)?);
+                }
+                call = call.entries(
+                    entry
+                        .build()
+                        .map_err(|e| BackendError::Other(format!("sqs batch entry: {e}")))?,
+                );
+            }
+            let out = call
+                .send()
+                .await
+                .map_err(|e| classify(&format!("send_message_batch {}", self.queue), e))?;
+            if out.failed.is_empty() {
+                return Ok(());
+            }
+            let mut retry = HashSet::new();
+            for f in &out.failed {
+                if f.sender_fault {
+                    return Err(BackendError::Other(format!(
+                        "sqs send_message_batch {}: {}: {}",
+                        self.queue,
+                        f.code,
+                        f.message.as_deref().unwrap_or("no message")
+                    )));
+                }
+                retry.insert(f.id.clone());
+            }
+            pending.retain(|(id, _)| retry.contains(id));
+        }
+        Err(BackendError::Unavailable(format!(
+            "sqs send_message_batch {}: {} entries still failing after {BATCH_TRIES} tries",
+            self.queue,
+            pending.len()
+        )))
+    }
+
+    async fn incoming(&self, m: aws_sdk_sqs::types::Message) -> Result<Received> {
+        let receive_count = m
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let encoding = m
+            .message_attributes
+            .as_ref()
+            .and_then(|a| a.get(ENCODING_ATTR))
+            .and_then(|v| v.string_value.clone());
+        let id = m.message_id.unwrap_or_default();
+        let text = m.body.unwrap_or_default();
+        // A body that cannot be restored is delivered empty: its consumer
+        // fails to decode it and it ends in the dead-letter queue, instead
+        // of blocking the messages received with it.
+        let body = match encoding.as_deref() {
+            None => text.into_bytes(),
+            Some(ENCODING_BASE64) => BASE64.decode(&text).unwrap_or_else(|e| {
+                tracing::error!(queue = %self.queue, message = %id, "undecodable base64 body: {e}");
+                Vec::new()
+            }),
+            Some(ENCODING_STORED) => {
+                let store = self.payloads.as_ref().ok_or_else(|| {
+                    BackendError::Other(format!(
+                        "sqs queue {}: message {id} refers to a stored payload but no state store \
+                         takes payloads",
+                        self.queue
+                    ))
+                })?;
+                store.get_payload(&text).await?.unwrap_or_else(|| {
+                    tracing::error!(queue = %self.queue, message = %id, key = %text, "stored payload is gone");
+                    Vec::new()
+                })
+            }
+            Some(other) => {
+                tracing::error!(queue = %self.queue, message = %id, "unknown body encoding `{other}`");
+                Vec::new()
+            }
+        };
+        Ok(Received {
+            id,
+            receipt: m.receipt_handle.unwrap_or_default(),
+            body,
+            receive_count,
+        })
+    }
+
+    async fn delete_batch(&self, url: &str, receipts: Vec<String>) -> Result<()> {
+        let mut call = self.client.delete_message_batch().queue_url(url);
+        for (i, r) in receipts.iter().enumerate() {
+            call = call.entries(
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .map_err(|e| BackendError::Other(format!("sqs batch entry: {e}")))?,
+            );
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|e| classify(&format!("delete_message_batch {}", self.queue), e))?;
+        for f in &out.failed {
+            if STALE_RECEIPT_CODES.contains(&f.code.as_str()) {
+                continue;
+            }
+            let text = format!(
+                "sqs delete_message_batch {}: {}: {}",
+                self.queue,
+                f.code,
+                f.message.as_deref().unwrap_or("no message")
+            );
+            return Err(if f.sender_fault {
+                BackendError::Other(text)
+            } else {
+                BackendError::Unavailable(text)
+            });
+        }
+        Ok(())
+    }
+
+    async fn counts(&self, url: &str) -> Result<(u64, u64, u64)> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("get_queue_attributes {url}"), e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: QueueAttributeName| {
+            attrs
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+}
+
+fn string_attr(value: &str) -> Result<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| BackendError::Other(format!("sqs message attribute: {e}")))
+}
+
+/// Packs messages in order into batches of at most [`MAX_BATCH`] entries and
+/// [`MAX_SQS_BYTES`] in all.
+fn batches(messages: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut out: Vec<Vec<Outgoing>> = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let size = m.size();
+        match out.last_mut() {
+            Some(batch) if batch.len() < MAX_BATCH && bytes + size <= MAX_SQS_BYTES => {
+                bytes += size;
+                batch.push(m);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![m]);
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, messages: Vec<Message>) -> Result<()> {
+        let url = self.resolve().await?.main.clone();
+        let outgoing: Vec<Outgoing> = futures_util::stream::iter(messages)
+            .map(|m| self.outgoing(m))
+            .buffered(PARALLEL_CALLS)
+            .try_collect()
+            .await?;
+        futures_util::stream::iter(batches(outgoing))
+            .map(|b| self.send_batch(&url, b))
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let url = self.resolve().await?.main.clone();
+        let visibility = secs_up(visibility).min(MAX_VISIBILITY_SECS) as i32;
+        let mut wait = secs_up(wait).min(MAX_WAIT_SECS) as i32;
+        loop {
+            let want = (max - out.len()).min(MAX_RECEIVE);
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(want as i32)
+                .visibility_timeout(visibility)
+                .wait_time_seconds(wait)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_attribute_names(ENCODING_ATTR)
+                .send()
+                .await
+                .map_err(|e| classify(&format!("receive_message {}", self.queue), e))?
+                .messages
+                .unwrap_or_default();
+            let n = got.len();
+            for m in got {
+                out.push(self.incoming(m).await?);
+            }
+            // SQS hands out at most ten at a time: ask again at once while
+            // full batches come back.
+            if n < want || out.len() >= max {
+                return Ok(out);
+            }
+            wait = 0;
+        }
+    }
+
+    async fn ack(&self, receipts: &[String]) -> Result<()> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let url = self.resolve().await?.main.clone();
+        let mut seen = HashSet::new();
+        let unique: Vec<String> = receipts
+            .iter()
+            .filter(|r| seen.insert(r.as_str()))
+            .cloned()
+            .collect();
+        let chunks: Vec<Vec<String>> = unique.chunks(MAX_BATCH).map(<[String]>::to_vec).collect();
+        futures_util::stream::iter(chunks)
+            .map(|chunk| self.delete_batch(&url, chunk))
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<()> {
+        let url = self.resolve().await?.main.clone();
+        let secs = secs_up(visibility).min(MAX_VISIBILITY_SECS) as i32;
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Like the embedded queue: extending a message that was acked or
+            // redelivered since does nothing.
+            Err(e) if code(&e).is_some_and(|c| STALE_RECEIPT_CODES.contains(&c)) => Ok(()),
+            Err(e) => Err(classify(
+                &format!("change_message_visibility {}", self.queue),
+                e,
+            )),
+        }
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let urls = self.resolve().await?;
+        let main = self.counts(&urls.main);
+        let dead = async {
+            match &urls.dead {
+                Some(url) => self.counts(url).await.map(|(v, i, d)| v + i + d),
+                None => Ok(0),
+            }
+        };
+        let ((visible, in_flight, delayed), dead) =
+            futures_util::future::try_join(main, dead).await?;
+        Ok(QueueDepth {
+            visible,
+            in_flight,
+            delayed,
+            dead,
+        })
+    }
+
+    fn max_delay(&self) -> Duration {
+        MAX_DELAY
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        if self.payloads.is_some() {
+            MAX_STORED_BODY_BYTES
+        } else {
+            MAX_SQS_BYTES - ATTR_RESERVE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(n: usize) -> Outgoing {
+        Outgoing {
+            body: "x".repeat(n),
+            encoding: None,
+            delay_secs: 0,
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_size() {
+        let sizes: Vec<usize> = batches((0..25).map(|_| out(10)).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let big = 100 * 1024;
+        let sizes: Vec<usize> = batches(vec![out(big), out(big), out(big), out(10)])
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [2, 2]);
+    }
+
+    #[test]
+    fn sqs_text_excludes_control_characters() {
+        assert!(is_sqs_text("{\"a\":\"é\\n\"}\n\t"));
+        assert!(!is_sqs_text("a\u{0}b"));
+        assert!(!is_sqs_text("\u{FFFF}"));
+        assert_eq!(secs_up(Duration::from_millis(1)), 1);
+        assert_eq!(secs_up(Duration::ZERO), 0);
+    }
+}

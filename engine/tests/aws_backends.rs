@@ -1,0 +1,662 @@
+//! The engine on its AWS backends: SQS queues (a moto server) and Redis
+//! state (a real `redis-server`). End to end through the event API over
+//! real HTTP: a run completes, a wait resumes, a retried step completes,
+//! bodies above the SQS limit travel through Redis, a Redis restart loses no
+//! acknowledged event, and an unreachable SQS endpoint gets 503 (never 2xx)
+//! until it is back. Engine processes (the `stackctl-engine` binary, backends
+//! from its configuration and `AWS_ENDPOINT_URL`) survive a SIGKILL of the
+//! executor.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{API_TOKEN, Client, DEADLINE, EVENT_KEY, StepServer, function, poll};
+use engine::Shutdown;
+use engine::backend::redis::RedisState;
+use engine::backend::{BackendConfig, BackendError, Backends, Message, RunStatus, StepOutcome};
+use engine::config::{Config, Role};
+use engine::functions::FunctionDef;
+use engine::metrics::Metrics;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// ------------------------------------------------------------ support
+
+/// A TCP forwarder in front of moto that the test can take down (every
+/// connection refused and cut) and bring back on the same port: an SQS
+/// endpoint that goes away and returns.
+struct Outage {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Outage {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (target, cut) = (target.clone(), cut2.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An engine in this process on SQS + Redis: the event API over real HTTP,
+/// a runner and an executor as tasks.
+struct AwsStack {
+    backends: Backends,
+    client: Client,
+    shutdown: Shutdown,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn aws_config(redis_url: &str) -> Config {
+    let mut config = Config::new(BackendConfig::SqsRedis {
+        events_queue: "e2e-events".into(),
+        work_queue: "e2e-work".into(),
+        redis_url: redis_url.into(),
+        create_queues: true,
+    });
+    config.event_keys = vec![EVENT_KEY.to_string()];
+    config.api_token = Some(API_TOKEN.to_string());
+    // Short timeouts so a message whose handler died comes back quickly.
+    config.queues.events.visibility_timeout = engine::functions::Duration::from_secs(2);
+    config.queues.work.visibility_timeout = engine::functions::Duration::from_secs(5);
+    config.queues.events.max_receives = 100;
+    config.queues.work.max_receives = 100;
+    config
+}
+
+impl AwsStack {
+    /// Opens the backends through `sqs_endpoint`, registers `functions` and
+    /// starts every role.
+    async fn start(functions: Vec<FunctionDef>, sqs_endpoint: &str, redis_url: &str) -> Self {
+        let config = Arc::new(aws_config(redis_url));
+        let state = Arc::new(RedisState::open(redis_url).await.expect("open Redis"));
+        let (events, work) = engine::backend::sqs::open_pair_with(
+            common::sqs_client_at(sqs_endpoint),
+            "e2e-events",
+            "e2e-work",
+            true,
+            &config.queues,
+            Some(state.clone()),
+        )
+        .await
+        .expect("open SQS queues");
+        let backends = Backends {
+            events,
+            work,
+            state,
+        };
+        for f in &functions {
+            backends.state.put_function(f).await.expect("register");
+        }
+        let shutdown = Shutdown::new();
+        let metrics = Arc::new(Metrics::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = engine::event_api::router(engine::event_api::ApiState::new(
+            config.clone(),
+            backends.clone(),
+            metrics.clone(),
+            "event-api",
+        ));
+        let sd = shutdown.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            engine::event_api::serve(listener, app, sd)
+                .await
+                .expect("event API");
+        })];
+        for role in [Role::Runner, Role::Executor] {
+            let (b, c, m, sd) = (
+                backends.clone(),
+                config.clone(),
+                Arc::new(Metrics::new()),
+                shutdown.clone(),
+            );
+            tasks.push(match role {
+                Role::Runner => {
+                    tokio::spawn(
+                        async move { engine::runner::run(b, c, m, sd).await.expect("runner") },
+                    )
+                }
+                _ => tokio::spawn(async move {
+                    engine::executor::run(b, c, m, sd).await.expect("executor")
+                }),
+            });
+        }
+        let client = Client::new(url, backends.state.clone());
+        Self {
+            backends,
+            client,
+            shutdown,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.expect("role task");
+        }
+    }
+}
+
+fn servers() -> (harness::Moto, harness::RedisServer) {
+    tokio::task::block_in_place(|| {
+        (
+            harness::Moto::start().expect("start moto"),
+            harness::RedisServer::builder()
+                .appendonly(true)
+                .start()
+                .expect("start redis-server"),
+        )
+    })
+}
+
+fn one_step(url: &str) -> FunctionDef {
+    function(json!({
+        "id": "one-step",
+        "triggers": [{"event": "load/item"}],
+        "steps": [{"id": "work", "http": {"url": format!("{url}/ok/work")}}]
+    }))
+}
+
+fn output(outcome: &Option<StepOutcome>) -> &Value {
+    match outcome {
+        Some(StepOutcome::Completed { output }) => output,
+        other => panic!("expected a completed step, got {other:?}"),
+    }
+}
+
+/// Waits until every event in `ids` has a completed run; returns how many.
+/// On timeout the panic shows what became of the events without one.
+async fn all_completed(client: &Client, ids: &[String]) -> usize {
+    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    loop {
+        let mut missing = Vec::new();
+        for id in ids {
+            match client.state.runs_for_event(id).await {
+                Ok(runs) => {
+                    assert!(runs.len() <= 1, "one run per event: {runs:?}");
+                    if !runs.iter().any(|r| r.status == RunStatus::Completed) {
+                        missing.push((id.clone(), runs));
+                    }
+                }
+                Err(_) => missing.push((id.clone(), Vec::new())),
+            }
+        }
+        if missing.is_empty() {
+            return ids.len();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut report = String::new();
+            for (id, runs) in missing.iter().take(5) {
+                report.push_str(&format!("event {id}: runs {runs:?}\n"));
+                for run in runs {
+                    let steps = client.state.steps(&run.id).await;
+                    report.push_str(&format!("  steps {steps:?}\n"));
+                }
+            }
+            panic!(
+                "{} of {} events have no completed run; first ones:\n{report}",
+                missing.len(),
+                ids.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
+    let (moto, redis) = servers();
+    let steps = StepServer::start().await;
+    let u = &steps.url;
+    let f = function(json!({
+        "id": "approve",
+        "triggers": [{"event": "order/created"}],
+        "steps": [
+            {"id": "fetch", "http": {"url": format!("{u}/flaky/2/fetch")},
+             "retries": {"attempts": 4, "backoff": "10ms"}},
+            {"id": "approval", "after": ["fetch"],
+             "wait_for_event": {"event": "order/approved", "match": "async.data.order == event.data.order", "timeout": "10m"}},
+            {"id": "ship", "after": ["approval"], "http": {"url": format!("{u}/ok/ship")}}
+        ]
+    }));
+    let stack = AwsStack::start(vec![f], &moto.endpoint(), &redis.url()).await;
+    let id = stack
+        .client
+        .send_one(json!({"name": "order/created", "data": {"order": 7}}))
+        .await;
+    let run_id = poll("the run to wait for approval", DEADLINE, || async {
+        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
+        let run = runs.into_iter().next()?;
+        let waits = stack.client.state.waits_for("order/approved").await.ok()?;
+        waits.iter().any(|w| w.run_id == run.id).then_some(run.id)
+    })
+    .await;
+    stack
+        .client
+        .send(json!([
+            {"name": "order/approved", "data": {"order": 8}},
+            {"name": "order/approved", "data": {"order": 7, "by": "ops"}}
+        ]))
+        .await;
+    let run = stack.client.finished_run(&id).await;
+    assert_eq!(run.id, run_id);
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let records = stack.client.steps(&run.id).await;
+    assert_eq!(records["fetch"].attempts.len(), 3, "two 500s, then 200");
+    assert_eq!(output(&records["approval"].outcome)["data"]["by"], "ops");
+    assert_eq!(output(&records["ship"].outcome)["tag"], "ship");
+    assert_eq!(steps.calls_of(&run.id, "ship").len(), 1);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_above_the_sqs_limit_travel_through_redis() {
+    let (moto, redis) = servers();
+    let config = aws_config(&redis.url());
+    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    let (events, _work) = engine::backend::sqs::open_pair_with(
+        common::sqs_client_at(&moto.endpoint()),
+        "big-events",
+        "big-work",
+        true,
+        &config.queues,
+        Some(state),
+    )
+    .await
+    .expect("queues");
+    let big: Vec<u8> = (0..400 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    events
+        .send(vec![
+            Message {
+                body: big.clone(),
+                delay: Duration::ZERO,
+            },
+            Message {
+                body: binary.clone(),
+                delay: Duration::ZERO,
+            },
+            Message {
+                body: b"small".to_vec(),
+                delay: Duration::ZERO,
+            },
+        ])
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while got.len() < 3 && tokio::time::Instant::now() < deadline {
+        got.extend(
+            events
+                .receive(10, Duration::from_secs(30), Duration::from_secs(1))
+                .await
+                .expect("receive"),
+        );
+    }
+    assert_eq!(got.len(), 3, "three messages came back");
+    let bodies: HashSet<Vec<u8>> = got.iter().map(|r| r.body.clone()).collect();
+    assert!(bodies.contains(&big), "the 400 KiB body came back whole");
+    assert!(bodies.contains(&binary), "a non-UTF-8 body came back whole");
+    assert!(bodies.contains(b"small".as_slice()));
+    let stored = match redis
+        .command(&["KEYS", "stackctl:payload:*"])
+        .expect("KEYS")
+    {
+        harness::Reply::Array(Some(keys)) => keys,
+        other => panic!("KEYS answered {other:?}"),
+    };
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the large body is in Redis: {stored:?}"
+    );
+
+    // Without a payload store the same body is refused, not truncated.
+    let (plain, _) = engine::backend::sqs::open_pair_with(
+        common::sqs_client_at(&moto.endpoint()),
+        "plain-events",
+        "plain-work",
+        true,
+        &config.queues,
+        None,
+    )
+    .await
+    .expect("queues");
+    let err = plain
+        .send(vec![Message {
+            body: big,
+            delay: Duration::ZERO,
+        }])
+        .await
+        .expect_err("too large without a payload store");
+    assert!(matches!(err, BackendError::TooLarge(_)), "{err}");
+    assert!(plain.max_message_bytes() < 256 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_load_loses_no_acknowledged_event() {
+    let (moto, mut redis) = servers();
+    let steps = StepServer::start().await;
+    let stack = AwsStack::start(vec![one_step(&steps.url)], &moto.endpoint(), &redis.url()).await;
+    let mut ids = Vec::new();
+    for round in 0..10 {
+        if round == 4 {
+            // SIGTERM (redis writes its AOF), then the same port again.
+            tokio::task::block_in_place(|| redis.start_again()).expect("restart redis");
+        }
+        let batch: Vec<Value> = (0..20)
+            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
+            .collect();
+        ids.extend(stack.client.send(Value::Array(batch)).await);
+    }
+    assert_eq!(ids.len(), 200);
+    assert_eq!(all_completed(&stack.client, &ids).await, 200);
+    let runs: HashSet<String> = steps.calls().into_iter().map(|c| c.run_id).collect();
+    assert_eq!(runs.len(), 200, "every run's step was called");
+    poll("the event stream to drain", DEADLINE, || async {
+        let d = stack.backends.events.depth().await.ok()?;
+        (d.visible + d.in_flight + d.delayed + d.dead == 0).then_some(())
+    })
+    .await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
+    let (moto, redis) = servers();
+    let outage = Outage::start(format!("127.0.0.1:{}", moto.port())).await;
+    let steps = StepServer::start().await;
+    let stack = AwsStack::start(vec![one_step(&steps.url)], &outage.endpoint(), &redis.url()).await;
+    let before = stack
+        .client
+        .send_one(json!({"name": "load/item", "data": {"when": "before"}}))
+        .await;
+
+    outage.down();
+    let http = reqwest::Client::new();
+    let url = format!("{}/e/{EVENT_KEY}", stack.client.url);
+    for i in 0..3 {
+        let resp = http
+            .post(&url)
+            .json(&json!({"name": "load/item", "data": {"when": "during", "i": i}}))
+            .send()
+            .await
+            .expect("the event API answers");
+        assert_eq!(resp.status(), 503, "never 2xx while SQS is unreachable");
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+
+    outage.restore();
+    let after = poll("the event API to accept again", DEADLINE, || async {
+        let resp = http
+            .post(&url)
+            .json(&json!({"name": "load/item", "data": {"when": "after"}}))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() == 503 {
+            return None;
+        }
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.ok()?;
+        body["ids"][0].as_str().map(String::from)
+    })
+    .await;
+    assert_eq!(all_completed(&stack.client, &[before, after]).await, 2);
+    let during = steps.calls().iter().filter(|c| c.tag == "work").count();
+    assert_eq!(during, 2, "refused events made no run");
+    stack.stop().await;
+}
+
+// ------------------------------------------------------------ processes
+
+/// A `stackctl-engine` process on SQS + Redis: the backends come from its
+/// configuration file and the SQS endpoint from `AWS_ENDPOINT_URL`.
+struct Engine {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Engine {
+    fn spawn(moto: &harness::Moto, config: &Path, role: &str, log: std::path::PathBuf) -> Self {
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"));
+        cmd.args(["--role", role, "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        moto.configure_command(&mut cmd);
+        Self {
+            child: cmd.spawn().expect("spawn stackctl-engine"),
+            log,
+        }
+    }
+
+    async fn event_api(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let addr = text.lines().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                let f = &v["fields"];
+                (f["message"] == "listening" && f["role"] == "event-api")
+                    .then(|| format!("http://{}", f["addr"].as_str().unwrap_or_default()))
+            });
+            if let Some(addr) = addr {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("engine exited ({status}):\n{text}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the event API never listened:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
+    let (moto, redis) = servers();
+    let steps = StepServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let f = function(json!({
+        "id": "slowish",
+        "triggers": [{"event": "load/item"}],
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/20/work", steps.url)}}]
+    }));
+    let config = json!({
+        "backend": {"kind": "sqs_redis", "events_queue": "proc-events", "work_queue": "proc-work",
+                    "redis_url": redis.url(), "create_queues": true},
+        "event_keys": [EVENT_KEY],
+        "api_token": API_TOKEN,
+        "event_api": {"bind": "127.0.0.1:0"},
+        "queues": {
+            "events": {"visibility_timeout": "3s", "max_receives": 100, "retention": "1d"},
+            "work": {"visibility_timeout": "3s", "max_receives": 100, "retention": "1d"}
+        },
+        "functions": [f],
+        "log_format": "json"
+    });
+    let path = dir.path().join("engine.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let mut api = Engine::spawn(&moto, &path, "event-api,runner", dir.path().join("api.log"));
+    let url = api.event_api().await;
+    let mut executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex1.log"));
+    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    steps.watch_outcomes(state.clone());
+    let client = Client::new(url, state);
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
+            .collect();
+        ids.extend(client.send(Value::Array(batch)).await);
+    }
+    poll("some steps to run", DEADLINE, || async {
+        (steps.calls().len() >= 10).then_some(())
+    })
+    .await;
+    executor.kill();
+    let _executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex2.log"));
+    assert_eq!(all_completed(&client, &ids).await, 100);
+    // A step whose output was saved is never produced again.
+    let late: Vec<_> = steps
+        .calls()
+        .into_iter()
+        .filter(|c| c.after_saved)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "steps ran after their output was saved: {late:?}"
+    );
+    api.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_state_over_tls_with_an_auth_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (Debian package `openssl`)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let tls_port = harness::free_port().expect("free port");
+    let redis = tokio::task::block_in_place(|| {
+        harness::RedisServer::builder()
+            .password("s3cret-token")
+            .arg("--tls-port")
+            .arg(tls_port.to_string())
+            .arg("--tls-cert-file")
+            .arg(cert.display().to_string())
+            .arg("--tls-key-file")
+            .arg(key.display().to_string())
+            .arg("--tls-auth-clients")
+            .arg("no")
+            .start()
+            .expect("start redis-server with TLS")
+    });
+    // ElastiCache's shape: TLS plus an auth token. `#insecure`: the test's
+    // certificate is self-signed.
+    let url = format!("rediss://:s3cret-token@127.0.0.1:{tls_port}/#insecure");
+    let state = RedisState::open(&url).await.expect("open over TLS");
+    let store: &dyn engine::backend::StateStore = &state;
+    assert_eq!(
+        store
+            .claim("k", "me", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "me"
+    );
+    assert_eq!(
+        store
+            .claim("k", "you", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "me"
+    );
+    let seen = redis.command(&["GET", "stackctl:claim:k"]).expect("GET");
+    assert_eq!(seen.as_text().as_deref(), Some("me"), "written over TLS");
+
+    let wrong = format!("rediss://:wrong@127.0.0.1:{tls_port}/#insecure");
+    let err = RedisState::open(&wrong)
+        .await
+        .err()
+        .expect("a wrong auth token fails at open");
+    assert!(
+        !matches!(err, BackendError::Unavailable(_)),
+        "a wrong token is not transient: {err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the token is not shown: {err}"
+    );
+}
