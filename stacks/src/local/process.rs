@@ -235,7 +235,19 @@ mod tests {
             args: vec!["-c".into(), "sleep 30; true".into(), "sh".into()],
         };
         let pid = spawn(&launcher, Role::Runner, &config, &log, dir.path()).unwrap();
-        assert!(is_alive(pid, &config));
+        // `spawn` returns once the child exists; its command line in /proc
+        // shows the new program only once exec has finished, which under
+        // load can be a moment later.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_alive(pid, &config) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} never showed its config path; cmdline: {:?}",
+                String::from_utf8_lossy(&cmdline)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(
             !is_alive(pid, &dir.path().join("other.json")),
             "identity is checked by the config path"
