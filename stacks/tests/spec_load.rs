@@ -66,7 +66,10 @@ fn aws_example_is_the_reference_stack() {
         stacks::spec::Connection::InternalDns
     );
     let ids: Vec<&str> = loaded.function_defs().map(|f| f.id.as_str()).collect();
-    assert_eq!(ids, ["charge-pro-plan", "nightly-report", "hello", "onboarding"]);
+    assert_eq!(
+        ids,
+        ["charge-pro-plan", "nightly-report", "hello", "onboarding"]
+    );
 }
 
 fn render(e: LoadError) -> String {
