@@ -15,6 +15,24 @@ cat > /etc/stackctl/engine.env <<'STACKCTL_ENV'
 STACKCTL_ENV
 chmod 0600 /etc/stackctl/engine.env
 
+# Secrets the engine reads from the stack's SSM SecureString parameters (the
+# Redis auth token), fetched with the instance role so that they never appear
+# in the launch template. Retried: the role's credentials can lag behind boot.
+engine_secret() { # engine_secret VARIABLE PARAMETER
+  local value attempt
+  for attempt in 1 2 3 4 5; do
+    if value="$(aws ssm get-parameter --region '{{region}}' --name "$2" \
+      --with-decryption --query Parameter.Value --output text)"; then
+      printf '%s=%s\n' "$1" "$value" >> /etc/stackctl/engine.env
+      return 0
+    fi
+    sleep 5
+  done
+  echo "cannot read SSM parameter $2" >&2
+  return 1
+}
+{{secret_env}}
+
 IMAGE='{{image}}'
 REGISTRY="$(echo "$IMAGE" | cut -d/ -f1)"
 if echo "$REGISTRY" | grep -q '\.dkr\.ecr\.'; then

@@ -3,11 +3,15 @@
 //! leaves the stack lock released and the live state equal to the spec; a
 //! second run finds nothing to change. `stackctl status` reports every
 //! resource missing before and in sync after.
+//!
+//! The spec builds the engine image from source: `up` ships a small binary
+//! (`STACKCTL_ENGINE_BINARY`) and pushes to a local registry standing in for
+//! ECR (`STACKCTL_REGISTRY_ENDPOINT`; moto's ECR has no registry protocol).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::Moto;
+use harness::{Moto, Registry};
 use stacks::aws::{self, Aws, Inputs};
 use stacks::graph::Graph;
 
@@ -18,9 +22,15 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn up(moto: &Moto, cwd: &Path) -> (std::process::Output, Vec<serde_json::Value>) {
+fn up(
+    moto: &Moto,
+    registry: &Registry,
+    cwd: &Path,
+) -> (std::process::Output, Vec<serde_json::Value>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
     moto.configure_command(&mut cmd);
+    cmd.env("STACKCTL_ENGINE_BINARY", "/bin/echo")
+        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
     let out = cmd
         .args(["--output", "json", "up", "-f"])
         .arg(repo_root().join("examples/aws.yaml"))
@@ -58,11 +68,13 @@ fn status(moto: &Moto, cwd: &Path) -> (Option<i32>, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
-    let moto = tokio::task::spawn_blocking(|| {
-        Moto::builder()
-            .ecs_service_running(1)
+    let (moto, registry) = tokio::task::spawn_blocking(|| {
+        // At least every service's desired count: `up` waits for them.
+        let moto = Moto::builder()
+            .ecs_service_running(8)
             .start()
-            .expect("moto_server starts (run scripts/test to install it)")
+            .expect("moto_server starts (run scripts/test to install it)");
+        (moto, Registry::start().expect("docker-registry starts"))
     })
     .await
     .unwrap();
@@ -79,7 +91,7 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         "{before}"
     );
 
-    let (first, lines) = up(&moto, cwd.path());
+    let (first, lines) = up(&moto, &registry, cwd.path());
     assert_eq!(
         first.status.code(),
         Some(0),
@@ -140,7 +152,7 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         "{after}"
     );
 
-    let (second, lines) = up(&moto, cwd.path());
+    let (second, lines) = up(&moto, &registry, cwd.path());
     assert_eq!(
         second.status.code(),
         Some(0),

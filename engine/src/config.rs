@@ -28,6 +28,11 @@ pub const ENV_RUNNER_BIND: &str = "STACKCTL_ENGINE_RUNNER_BIND";
 pub const ENV_EXECUTOR_BIND: &str = "STACKCTL_ENGINE_EXECUTOR_BIND";
 /// Replaces `log_format` (`text` or `json`).
 pub const ENV_LOG_FORMAT: &str = "STACKCTL_ENGINE_LOG_FORMAT";
+/// The Redis password (the ElastiCache auth token); replaces the one in the
+/// backend's `redis_url`. On AWS it comes from an SSM SecureString (the task
+/// definition's `secrets`, or fetched by the executor host at boot), so the
+/// token is never written into a task definition or user data.
+pub const ENV_REDIS_AUTH_TOKEN: &str = "STACKCTL_ENGINE_REDIS_AUTH_TOKEN";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -484,6 +489,22 @@ impl Config {
         if let Some(v) = env(ENV_LOG_FORMAT) {
             self.log_format = parse(ENV_LOG_FORMAT, &v)?;
         }
+        if let Some(token) = env(ENV_REDIS_AUTH_TOKEN).filter(|t| !t.is_empty()) {
+            let url = match &mut self.backend {
+                BackendConfig::SqsRedis { redis_url, .. }
+                | BackendConfig::EmbeddedRedis { redis_url, .. } => redis_url,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: ENV_REDIS_AUTH_TOKEN,
+                        message: "the backend has no redis_url to apply it to".into(),
+                    });
+                }
+            };
+            *url = with_redis_password(url, &token).map_err(|message| ConfigError::Env {
+                var: ENV_REDIS_AUTH_TOKEN,
+                message,
+            })?;
+        }
         Ok(())
     }
 
@@ -517,10 +538,71 @@ impl Config {
     }
 }
 
+/// `url` (`redis://` or `rediss://`) with its password set to `password`,
+/// percent-encoded (the Redis client decodes it); a user name is kept.
+fn with_redis_password(url: &str, password: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("the backend's redis_url has no scheme".into());
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(format!(
+            "the backend's redis_url is `{scheme}://`, expected redis:// or rediss://"
+        ));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((info, host)) => (info.split_once(':').map_or(info, |(u, _)| u), host),
+        None => ("", authority),
+    };
+    let mut encoded = String::with_capacity(password.len());
+    for b in password.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{tail}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_redis_auth_token_from_the_environment_replaces_the_urls_password() {
+        let doc = r#"{"backend": {"kind": "sqs_redis", "events_queue": "e", "work_queue": "w",
+                      "redis_url": "rediss://:old@cache.example:6379/0#insecure"}}"#;
+        let c = Config::load(
+            None,
+            env(&[(ENV_CONFIG, doc), (ENV_REDIS_AUTH_TOKEN, "t0k/en@x%")]),
+        )
+        .unwrap();
+        match c.backend {
+            BackendConfig::SqsRedis { redis_url, .. } => assert_eq!(
+                redis_url,
+                "rediss://:t0k%2Fen%40x%25@cache.example:6379/0#insecure"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            with_redis_password("redis://app:pw@h:1", "n").unwrap(),
+            "redis://app:n@h:1"
+        );
+        assert_eq!(
+            with_redis_password("redis://h:1", "n").unwrap(),
+            "redis://:n@h:1"
+        );
+        let embedded = r#"{"backend": {"kind": "embedded", "path": "/tmp/x.db"}}"#;
+        let err = Config::load(
+            None,
+            env(&[(ENV_CONFIG, embedded), (ENV_REDIS_AUTH_TOKEN, "t")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(ENV_REDIS_AUTH_TOKEN), "{err}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

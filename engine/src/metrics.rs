@@ -54,10 +54,17 @@ pub struct Metrics {
 }
 
 fn render_labels(labels: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    write_labels(&mut out, labels);
+    out
+}
+
+/// Appends `{k="v",...}` (nothing for no labels), escaping the values.
+fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
     if labels.is_empty() {
-        return String::new();
+        return;
     }
-    let mut out = String::from("{");
+    out.push('{');
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -75,7 +82,12 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
         out.push('"');
     }
     out.push('}');
-    out
+}
+
+thread_local! {
+    /// Where a series' labels are rendered to look it up: updating an
+    /// existing series (every request) allocates nothing.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Metrics {
@@ -92,29 +104,36 @@ impl Metrics {
         labels: &[(&str, &str)],
         f: impl FnOnce(&mut Series),
     ) {
-        let Ok(mut families) = self.families.lock() else {
-            return;
-        };
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
-        if family.kind != kind {
-            return;
-        }
-        let series = family
-            .series
-            .entry(render_labels(labels))
-            .or_insert_with(|| match kind {
+        KEY.with_borrow_mut(|key| {
+            // Rendered before locking, so the lock is held for the update only.
+            key.clear();
+            write_labels(key, labels);
+            let Ok(mut families) = self.families.lock() else {
+                return;
+            };
+            let family = families.entry(name).or_insert_with(|| Family {
+                help,
+                kind,
+                series: BTreeMap::new(),
+            });
+            if family.kind != kind {
+                return;
+            }
+            if let Some(series) = family.series.get_mut(key.as_str()) {
+                f(series);
+                return;
+            }
+            let mut series = match kind {
                 Type::Histogram => Series::Histogram {
                     counts: [0; BUCKETS.len()],
                     sum: 0.0,
                     count: 0,
                 },
                 _ => Series::Value(0.0),
-            });
-        f(series);
+            };
+            f(&mut series);
+            family.series.insert(key.clone(), series);
+        });
     }
 
     /// Adds `n` to a counter.

@@ -2,13 +2,14 @@
 //! functions whose http steps call a step server started by the test.
 //! Covers the DAG (`after`, `if` skips, a durable `sleep`), trigger filters,
 //! event idempotency, `cancel_on`, cancelling through the runs API and
-//! per-key concurrency limits.
+//! per-key concurrency limits. Every test runs on the embedded backend
+//! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{DEADLINE, Stack, StepServer, function, poll};
+use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
 use engine::backend::{RunStatus, StepOutcome};
 use serde_json::{Value, json};
 
@@ -28,8 +29,9 @@ async fn drain_events(stack: &Stack) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs() {
+async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs(
+    backend: TestBackend,
+) {
     let steps = StepServer::start().await;
     let u = &steps.url;
     let f = function(json!({
@@ -46,7 +48,7 @@ async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_output
              "http": {"url": format!("{u}/ok/finish")}}
         ]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let id = stack
         .client
         .send_one(json!({"name": "demo/start", "data": {"plan": "pro"}}))
@@ -99,15 +101,14 @@ async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_output
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_filters_and_event_ids_decide_which_events_start_runs() {
+async fn trigger_filters_and_event_ids_decide_which_events_start_runs(backend: TestBackend) {
     let steps = StepServer::start().await;
     let f = function(json!({
         "id": "filtered",
         "triggers": [{"event": "demo/filtered", "if": "event.data.n > 1"}],
         "steps": [{"id": "only", "http": {"url": format!("{}/ok/only", steps.url)}}]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let c = &stack.client;
     let low = c
         .send_one(json!({"name": "demo/filtered", "data": {"n": 1}}))
@@ -141,15 +142,14 @@ async fn trigger_filters_and_event_ids_decide_which_events_start_runs() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_on_events_and_the_runs_api_cancel_running_runs() {
+async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBackend) {
     let f = function(json!({
         "id": "cancellable",
         "triggers": [{"event": "order/created"}],
         "cancel_on": [{"event": "order/cancelled", "match": "async.data.order == event.data.order"}],
         "steps": [{"id": "wait", "wait_for_event": {"event": "order/never", "timeout": "10m"}}]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let c = &stack.client;
     let one = c
         .send_one(json!({"name": "order/created", "data": {"order": 1}}))
@@ -220,8 +220,7 @@ async fn cancel_on_events_and_the_runs_api_cancel_running_runs() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_concurrency_limit_per_key_is_honoured() {
+async fn a_concurrency_limit_per_key_is_honoured(backend: TestBackend) {
     let steps = StepServer::start().await;
     let f = function(json!({
         "id": "limited",
@@ -229,7 +228,7 @@ async fn a_concurrency_limit_per_key_is_honoured() {
         "concurrency": {"limit": 1, "key": "event.data.user"},
         "steps": [{"id": "work", "http": {"url": format!("{}/slow/100/limited", steps.url)}}]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let ids = stack
         .client
         .send(json!([
@@ -258,3 +257,10 @@ async fn a_concurrency_limit_per_key_is_honoured() {
     );
     stack.stop().await;
 }
+
+common::on_every_backend!(
+    a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
+    trigger_filters_and_event_ids_decide_which_events_start_runs,
+    cancel_on_events_and_the_runs_api_cancel_running_runs,
+    a_concurrency_limit_per_key_is_honoured,
+);

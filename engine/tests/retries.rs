@@ -1,15 +1,16 @@
 //! Retries and failures of http steps: 5xx is retried with backoff until it
 //! succeeds (each attempt recorded), a 4xx fails the step and the run with
 //! the error recorded, exhausted retries and timeouts fail with a clear error.
+//! Every test runs on the embedded backend (`embedded::`) and on SQS + Redis
+//! (`sqs_redis::`).
 
 mod common;
 
-use common::{Stack, StepServer, function};
+use common::{Stack, StepServer, TestBackend, function};
 use engine::backend::{RunStatus, StepOutcome};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_failing_twice_with_500_completes_on_the_third_attempt() {
+async fn a_step_failing_twice_with_500_completes_on_the_third_attempt(backend: TestBackend) {
     let steps = StepServer::start().await;
     let f = function(json!({
         "id": "flaky",
@@ -17,7 +18,7 @@ async fn a_step_failing_twice_with_500_completes_on_the_third_attempt() {
         "retries": {"attempts": 3, "backoff": "50ms"},
         "steps": [{"id": "call", "http": {"url": format!("{}/flaky/2/call", steps.url)}}]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let id = stack
         .client
         .send_one(json!({"name": "demo/flaky", "data": {}}))
@@ -57,8 +58,7 @@ async fn a_step_failing_twice_with_500_completes_on_the_third_attempt() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_400_fails_the_step_and_the_run_with_the_error_recorded() {
+async fn a_400_fails_the_step_and_the_run_with_the_error_recorded(backend: TestBackend) {
     let steps = StepServer::start().await;
     let f = function(json!({
         "id": "rejected",
@@ -69,7 +69,7 @@ async fn a_400_fails_the_step_and_the_run_with_the_error_recorded() {
             {"id": "never", "after": ["bad"], "http": {"url": format!("{}/ok/never", steps.url)}}
         ]
     }));
-    let stack = Stack::start(vec![f]).await;
+    let stack = Stack::start_on(backend, vec![f]).await;
     let id = stack
         .client
         .send_one(json!({"name": "demo/rejected", "data": {}}))
@@ -98,8 +98,7 @@ async fn a_400_fails_the_step_and_the_run_with_the_error_recorded() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhausted_retries_and_timeouts_fail_the_run() {
+async fn exhausted_retries_and_timeouts_fail_the_run(backend: TestBackend) {
     let steps = StepServer::start().await;
     let always_503 = function(json!({
         "id": "down",
@@ -113,7 +112,7 @@ async fn exhausted_retries_and_timeouts_fail_the_run() {
         "retries": {"attempts": 0},
         "steps": [{"id": "call", "http": {"url": format!("{}/slow/2000/slow", steps.url), "timeout": "200ms"}}]
     }));
-    let stack = Stack::start(vec![always_503, too_slow]).await;
+    let stack = Stack::start_on(backend, vec![always_503, too_slow]).await;
     let down = stack
         .client
         .send_one(json!({"name": "demo/down", "data": {}}))
@@ -138,3 +137,9 @@ async fn exhausted_retries_and_timeouts_fail_the_run() {
     assert!(error.contains("timed out"), "{error}");
     stack.stop().await;
 }
+
+common::on_every_backend!(
+    a_step_failing_twice_with_500_completes_on_the_third_attempt,
+    a_400_fails_the_step_and_the_run_with_the_error_recorded,
+    exhausted_retries_and_timeouts_fail_the_run,
+);

@@ -1,10 +1,12 @@
 //! `wait_for_event`: a matching event resumes the run (a non-matching one is
 //! ignored), the wait times out with `null`, and an event that arrives
-//! before the wait is recorded still resolves it (no lost wake-up).
+//! before the wait is recorded still resolves it (no lost wake-up). Every
+//! test runs on the embedded backend (`embedded::`) and on SQS + Redis
+//! (`sqs_redis::`).
 
 mod common;
 
-use common::{DEADLINE, Stack, StepServer, function, poll};
+use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
 use engine::backend::{RunStatus, StepOutcome};
 use engine::config::Role;
 use engine::functions::FunctionDef;
@@ -32,10 +34,9 @@ fn output(outcome: &Option<StepOutcome>) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_matching_event_resumes_the_run_and_others_are_ignored() {
+async fn a_matching_event_resumes_the_run_and_others_are_ignored(backend: TestBackend) {
     let steps = StepServer::start().await;
-    let stack = Stack::start(vec![waiting_function(&steps.url, "10m")]).await;
+    let stack = Stack::start_on(backend, vec![waiting_function(&steps.url, "10m")]).await;
     let c = &stack.client;
     let created = c
         .send_one(json!({"name": "order/created", "data": {"order": 1}}))
@@ -108,10 +109,9 @@ async fn a_matching_event_resumes_the_run_and_others_are_ignored() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wait_times_out_with_null() {
+async fn a_wait_times_out_with_null(backend: TestBackend) {
     let steps = StepServer::start().await;
-    let stack = Stack::start(vec![waiting_function(&steps.url, "300ms")]).await;
+    let stack = Stack::start_on(backend, vec![waiting_function(&steps.url, "300ms")]).await;
     let created = stack
         .client
         .send_one(json!({"name": "order/created", "data": {"order": 9}}))
@@ -136,13 +136,16 @@ async fn a_wait_times_out_with_null() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_that_arrives_before_the_wait_is_recorded_resolves_it() {
+async fn an_event_that_arrives_before_the_wait_is_recorded_resolves_it(backend: TestBackend) {
     let steps = StepServer::start().await;
     // No executor yet: the runner creates the run and processes the payment
     // before any executor can record the wait.
-    let mut stack =
-        Stack::start_roles(vec![waiting_function(&steps.url, "10m")], &[Role::Runner]).await;
+    let mut stack = Stack::start_roles_on(
+        backend,
+        vec![waiting_function(&steps.url, "10m")],
+        &[Role::Runner],
+    )
+    .await;
     let ids = stack
         .client
         .send(json!([
@@ -187,3 +190,9 @@ async fn an_event_that_arrives_before_the_wait_is_recorded_resolves_it() {
     );
     stack.stop().await;
 }
+
+common::on_every_backend!(
+    a_matching_event_resumes_the_run_and_others_are_ignored,
+    a_wait_times_out_with_null,
+    an_event_that_arrives_before_the_wait_is_recorded_resolves_it,
+);

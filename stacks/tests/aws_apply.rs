@@ -235,7 +235,9 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
         .iter()
         .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
         .collect();
-    assert!(env["STACKCTL_ENGINE_CONFIG"].contains("rediss://:"));
+    // TLS; the auth token comes from the task definition's `secrets`
+    // (tests/aws_engine_config.rs checks the whole configuration).
+    assert!(env["STACKCTL_ENGINE_CONFIG"].contains("rediss://"));
     assert!(
         !env["STACKCTL_ENGINE_CONFIG"].contains("${"),
         "placeholders resolved"

@@ -264,3 +264,117 @@ async fn stop_ends_the_run_early_and_says_so() {
     assert!(r.dropped > 2000, "{}", r.dropped);
     assert_eq!(r.http_reqs.count, seen.requests.load(Ordering::SeqCst));
 }
+
+/// How the hand-written server below answers.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// In turn: `100 Continue` then a chunked body; a `Content-Length` body
+    /// with `Connection: close`; an HTTP/1.0 body ended by closing.
+    Mixed,
+    /// HTTP/1.1 with `Content-Length`, then the connection is closed
+    /// without notice (a keep-alive timeout on the server's side).
+    SilentClose,
+}
+
+/// A minimal HTTP/1.1 server written on a raw socket, so the answers'
+/// framing is exactly what the test asks for; counts requests.
+async fn raw_server(framing: Framing, served: Arc<AtomicU64>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let served = Arc::clone(&served);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: the head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let n = served.fetch_add(1, Ordering::SeqCst);
+                    let (answer, close): (&[u8], bool) = match (framing, n % 3) {
+                        (Framing::Mixed, 0) => (
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"ids\"\r\n7\r\n:[\"x\"]}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                            false,
+                        ),
+                        (Framing::Mixed, 1) => (
+                            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                            true,
+                        ),
+                        (Framing::Mixed, _) => (b"HTTP/1.0 200 OK\r\n\r\n{\"ids\":[]}", true),
+                        (Framing::SilentClose, _) => {
+                            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true)
+                        }
+                    };
+                    if sock.write_all(answer).await.is_err() || close {
+                        let _ = sock.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_closing_and_http_1_0_answers_are_read_and_counted() {
+    let served = Arc::new(AtomicU64::new(0));
+    let addr = raw_server(Framing::Mixed, Arc::clone(&served)).await;
+    let r = run(config(
+        addr,
+        Load::Max {
+            duration: Duration::from_millis(800),
+        },
+        4,
+    ))
+    .await;
+    let n = served.load(Ordering::SeqCst);
+    assert!(n >= 30, "only {n} requests");
+    assert_eq!(r.http_reqs.count, n);
+    assert_eq!(r.http_req_failed.count, 0, "{:?}", r.errors);
+    let created = r.status_codes.get("201").copied().unwrap_or(0);
+    let ok = r.status_codes.get("200").copied().unwrap_or(0);
+    assert_eq!(created + ok, n);
+    // Every third answer is the 201; the workers run concurrently, so allow one per worker.
+    assert!(created.abs_diff(n / 3) <= 4, "{created} of {n}");
+
+    // A server that drops idle keep-alive connections without notice: the
+    // connection is replaced before the next request, not counted as failed.
+    let served = Arc::new(AtomicU64::new(0));
+    let addr = raw_server(Framing::SilentClose, Arc::clone(&served)).await;
+    let r = run(config(
+        addr,
+        Load::constant(50.0, Duration::from_secs(1)),
+        2,
+    ))
+    .await;
+    assert_eq!(r.http_reqs.count, served.load(Ordering::SeqCst));
+    assert!(r.http_reqs.count >= 45, "{}", r.http_reqs.count);
+    assert_eq!(r.http_req_failed.count, 0, "{:?}", r.errors);
+}

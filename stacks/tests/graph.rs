@@ -507,19 +507,30 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     assert_eq!(env["STACKCTL_ENGINE_RUNNER_BIND"], "0.0.0.0:8289");
     let config: Value =
         serde_json::from_str(&env["STACKCTL_ENGINE_CONFIG"]).expect("config is JSON");
-    assert_eq!(config["backend"]["events_queue"], "demo-events");
+    assert_eq!(config["backend"]["events_queue"], "${sqs.events.url}");
+    assert_eq!(config["backend"]["work_queue"], "${sqs.work.url}");
+    // TLS, and no auth token in the environment: ECS puts it in
+    // STACKCTL_ENGINE_REDIS_AUTH_TOKEN from its SSM parameter.
     assert_eq!(
         config["backend"]["redis_url"],
-        "rediss://:${secret:redis_auth_token}@${elasticache.redis.primary_endpoint}:6379"
+        "rediss://${elasticache.redis.primary_endpoint}:6379"
+    );
+    assert!(
+        env.values().all(|v| !v.contains("redis_auth_token")),
+        "{env:?}"
+    );
+    assert_eq!(
+        td.container.secrets,
+        BTreeMap::from([(
+            engine::config::ENV_REDIS_AUTH_TOKEN.to_string(),
+            "arn:aws:ssm:${region}:${account}:parameter/stackctl/demo/redis-auth-token".to_string()
+        )])
     );
     assert_eq!(config["queues"]["events"]["retention"], "4d");
-
-    // Apart from the backend (which the engine's SQS/Redis issue adds), the
-    // document is a valid engine configuration.
-    let mut as_embedded = config.clone();
-    as_embedded["backend"] = json!({ "kind": "embedded", "path": "/tmp/x.db" });
-    engine::config::Config::from_json(&as_embedded.to_string(), "graph")
+    // The document is a valid engine configuration on SQS + Redis.
+    let parsed = engine::config::Config::from_json(&config.to_string(), "graph")
         .expect("engine accepts the config");
+    assert_eq!(parsed.backend.kind(), engine::backend::Kind::SqsRedis);
 
     let Attributes::LaunchTemplate(lt) = &g
         .get(&"ec2.launch-template.executors".into())
@@ -542,6 +553,14 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     assert_eq!(
         config["executor"]["drivers"]["docker"]["socket"],
         "/var/run/docker.sock"
+    );
+    // The host reads the auth token from SSM at boot; user data never holds it.
+    assert!(!ud.contains("${secret:redis_auth_token}"), "{ud}");
+    assert!(
+        ud.contains(
+            "engine_secret STACKCTL_ENGINE_REDIS_AUTH_TOKEN '/stackctl/demo/redis-auth-token'"
+        ),
+        "{ud}"
     );
 
     // The script is valid bash.

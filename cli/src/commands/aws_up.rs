@@ -17,6 +17,14 @@ pub struct AwsUp {
     pub image: Option<String>,
     /// Break a stale stack lock before taking it (`--force-unlock`).
     pub force_unlock: bool,
+    /// The engine binary to ship when the image is built from source
+    /// (`--engine-binary`); else a release build in the workspace.
+    pub engine_binary: Option<std::path::PathBuf>,
+    /// Where the registry is reached, when not at the ECR repository's host
+    /// (`--registry-endpoint`).
+    pub registry_endpoint: Option<String>,
+    /// Whether and how long to wait for readiness (`--no-wait`, `--wait-timeout`).
+    pub wait: super::aws_wait::WaitArgs,
 }
 
 /// Runs `stackctl up` for an aws stack.
@@ -32,7 +40,19 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await
         .context("cannot load the AWS configuration")?;
-    let inputs = Inputs::from_spec(&loaded.spec, opts.image);
+    let mut inputs = Inputs::from_spec(&loaded.spec, opts.image);
+    // Deploy by digest: build before planning, so the plan compares the
+    // digest the task definitions would get (unchanged engine, no change).
+    let engine_image = if inputs.builds_image() {
+        let built = build_engine_image(loaded, opts.engine_binary.as_deref(), output).await?;
+        inputs = inputs.with_built_image(built.manifest_digest.to_string());
+        Some(aws::EngineImage {
+            image: std::sync::Arc::new(built),
+            registry_endpoint: opts.registry_endpoint,
+        })
+    } else {
+        None
+    };
     if opts.force_unlock
         && let Some(old) = aws::lock::force_unlock(&aws, &stack)
             .await
@@ -46,9 +66,35 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     let first = aws::plan(&aws, &graph, &inputs)
         .await
         .with_context(|| format!("cannot read the state of stack `{stack}`"))?;
+    // Failures the waits report must be newer than this.
+    let since = std::time::SystemTime::now();
     if !first.plan.has_changes() {
+        // Up to date is not the same as ready: wait (reads only) before
+        // saying so.
+        let outputs = first
+            .all_observed()
+            .iter()
+            .map(|(id, o)| (id.clone(), o.outputs.clone()))
+            .collect();
+        let waited = super::aws_wait::run(
+            &aws,
+            aws::wait::targets(&graph, &outputs),
+            &opts.wait,
+            &loaded.spec,
+            since,
+            output,
+        )
+        .await?;
         // Taking the lock is itself a write: an up-to-date stack gets none.
-        print_result(&stack, &[], output, "is up to date: nothing to change")?;
+        print_result(
+            &stack,
+            &[],
+            first.engine_image(),
+            &aws.calls(),
+            output,
+            "is up to date: nothing to change",
+        )?;
+        print_readiness(waited.as_deref(), output);
         return Ok(Exit::Ok);
     }
     let lock = StackLock::acquire(&aws, &stack, "up", aws::lock::DEFAULT_TTL)
@@ -59,7 +105,11 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         let planned = aws::plan(&aws, &graph, &inputs)
             .await
             .with_context(|| format!("cannot read the state of stack `{stack}`"))?;
-        aws::apply(&aws, &planned, &ApplyOptions::default(), &reporter)
+        let apply_opts = ApplyOptions {
+            engine_image,
+            ..ApplyOptions::default()
+        };
+        aws::apply(&aws, &planned, &apply_opts, &reporter)
             .await
             .with_context(|| format!("`up` of stack `{stack}` failed"))
     }
@@ -68,6 +118,17 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     let released = lock.release().await;
     let report = result?;
     released.with_context(|| format!("cannot release the lock of stack `{stack}`"))?;
+    // Waiting only reads, so it does not hold the lock: a `scale` meanwhile
+    // is simply part of the state the waits see.
+    let waited = super::aws_wait::run(
+        &aws,
+        aws::wait::targets(&graph, &report.outputs),
+        &opts.wait,
+        &loaded.spec,
+        since,
+        output,
+    )
+    .await?;
     let applied: Vec<(String, String)> = report
         .applied
         .iter()
@@ -76,18 +137,70 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     print_result(
         &stack,
         &applied,
+        first.engine_image(),
+        &aws.calls(),
         output,
         &format!("is applied: {} resources changed", applied.len()),
     )?;
-    // Nothing here waits for services to become healthy or runs the canary:
-    // say so rather than claim the stack is verified.
-    if output == Output::Human {
-        println!(
-            "  not verified: this build does not yet wait for ECS services, instances or Redis to become ready, \
-             nor send a canary event; check with the AWS console or `aws ecs describe-services`"
-        );
-    }
+    print_readiness(waited.as_deref(), output);
     Ok(Exit::Ok)
+}
+
+/// Says what was (and was not) verified: the waits, never a canary yet.
+fn print_readiness(waited: Option<&[aws::wait::Waited]>, output: Output) {
+    if output != Output::Human {
+        return;
+    }
+    match waited {
+        Some(waited) => {
+            for w in waited {
+                println!("  ready: {}: {}", w.what, w.state);
+            }
+            println!("  not verified end to end: no canary event is sent yet");
+        }
+        None => println!(
+            "  not waited (--no-wait): services, executors and Redis may still be starting; \
+             `stackctl status` shows their state"
+        ),
+    }
+}
+
+/// Builds the engine image from `--engine-binary`, or with cargo in the
+/// stackctl workspace holding the spec (or the current directory).
+pub async fn build_engine_image(
+    loaded: &LoadedSpec,
+    binary: Option<&std::path::Path>,
+    output: Output,
+) -> anyhow::Result<stacks::image::BuiltImage> {
+    let spec_dir = loaded
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let source = aws::EngineSource::find(binary, &[&spec_dir, &cwd])?;
+    let reporter = Reporter::new(output);
+    let what = match &source {
+        aws::EngineSource::Binary(p) => format!("build engine image from {}", p.display()),
+        aws::EngineSource::Workspace(d) => format!(
+            "build engine image (cargo build --release -p engine in {})",
+            d.display()
+        ),
+    };
+    stacks::local::Progress::start(&reporter, "ecr.engine.build", &what);
+    let built = tokio::task::spawn_blocking(move || aws::publish::build(&source))
+        .await
+        .context("the image build task failed")?;
+    match &built {
+        Ok(image) => stacks::local::Progress::ok(
+            &reporter,
+            "ecr.engine.build",
+            &format!("built {}", image.manifest_digest),
+        ),
+        Err(e) => stacks::local::Progress::fail(&reporter, "ecr.engine.build", &e.to_string()),
+    }
+    reporter.finish();
+    Ok(built.context("cannot build the engine image")?)
 }
 
 /// Refuses to go on without configured AWS credentials: otherwise the SDK
@@ -108,6 +221,8 @@ pub fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()
 fn print_result(
     stack: &str,
     applied: &[(String, String)],
+    image: Option<&str>,
+    calls: &aws::CallCounts,
     output: Output,
     human: &str,
 ) -> anyhow::Result<()> {
@@ -119,10 +234,18 @@ fn print_result(
                 "provider": "aws",
                 "applied": applied.iter().map(|(id, a)| serde_json::json!({"resource": id, "action": a})).collect::<Vec<_>>(),
                 "verified": false,
+                "image": image,
+                // What this command cost in AWS API operations (retries not counted).
+                "aws_calls": {"reads": calls.reads, "writes": calls.writes},
             });
             println!("{doc}");
         }
-        Output::Human => println!("\nstack `{stack}` {human}"),
+        Output::Human => {
+            println!("\nstack `{stack}` {human}");
+            if let Some(image) = image {
+                println!("  engine image {image}");
+            }
+        }
     }
     Ok(())
 }

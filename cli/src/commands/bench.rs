@@ -1,6 +1,9 @@
 //! `stackctl bench [FILE | -f FILE | --url URL --key KEY]`: load-tests a
 //! stack's event API with `stacks::bench` and prints a k6-style summary (or
-//! the report as JSON). Without a target it uses the last `up`'s spec.
+//! the report as JSON). Without a target it uses the last `up`'s spec. On a
+//! `provider: aws` stack the endpoint, key and token come from AWS and the
+//! timeline carries the ECS/ASG counts and SQS depths; `--url` without
+//! `--key` overrides only the address (e.g. a forwarded port).
 //! Exit 0, or 3 when a `--threshold` failed (1 on errors, 2 on an invalid spec).
 
 use std::io::{IsTerminal as _, Write as _};
@@ -16,6 +19,9 @@ use stacks::bench::{
 };
 use tokio_util::sync::CancellationToken;
 
+use stacks::aws::Aws;
+use stacks::spec::{LoadedSpec, Provider};
+
 use super::up::{StackFile, load};
 use crate::output::{self, Exit, Output};
 
@@ -26,17 +32,24 @@ use crate::output::{self, Exit, Output};
   stackctl bench -f local.yaml --rate 300 -d 1m    # 300 requests/s for a minute
   stackctl bench --stage 30s:100 --stage 1m:300    # ramp to 100/s, then to 300/s
   stackctl bench --url http://127.0.0.1:8288 --key KEY --threshold 'p99<50ms' --threshold 'failed<1%'
+  stackctl bench -f aws.yaml --timeline            # an aws stack: endpoint, key and scaling gauges from AWS
+  stackctl bench -f aws.yaml --url http://127.0.0.1:9000   # same stack, through a forwarded port
 
 Exit codes: 0 ok, 1 error, 2 invalid spec, 3 a threshold failed.")]
 pub struct BenchArgs {
     #[command(flatten)]
     stack: StackFile,
-    /// Base URL of the event API (instead of a spec), e.g. http://127.0.0.1:8288.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["spec", "file"], requires = "key")]
+    /// Base URL of the event API, e.g. http://127.0.0.1:8288. With --key and no FILE: that
+    /// server alone. Without --key: the stack's (FILE or the last `up`) key, token and
+    /// gauges, sent to this address instead of the discovered one.
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// The event key to send with (with --url).
     #[arg(long, value_name = "KEY", requires = "url")]
     key: Option<String>,
+    /// (aws stacks) How often the ECS, Auto Scaling and SQS gauges are read during the run.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = bench::parse_duration)]
+    sample_every: Duration,
     /// Runs API token for --e2e with --url (a spec's stack supplies its own).
     #[arg(
         long,
@@ -104,25 +117,39 @@ pub struct BenchArgs {
 
 /// Runs `stackctl bench`.
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
-    let target = match (&args.url, &args.key) {
-        (Some(url), Some(key)) => Target::from_url(url, key, args.token.clone()),
+    let (target, sampler) = match (&args.url, &args.key, args.stack.given()) {
+        (Some(url), Some(key), None) => {
+            let t = Target::from_url(url, key, args.token.clone());
+            let s = metrics_sampler(&t);
+            (t, s)
+        }
         _ => {
             let loaded = match load(&args.stack, output)? {
                 Ok(l) => l,
                 Err(exit) => return Ok(exit),
             };
-            let mut t = Target::from_spec(&loaded)?;
+            let (mut t, s) = match loaded.spec.provider {
+                Provider::Local => {
+                    let t = Target::from_spec(&loaded)?;
+                    let s = metrics_sampler(&t);
+                    (t, s)
+                }
+                Provider::Aws => aws_target(&loaded, &args).await?,
+            };
+            if let Some(url) = &args.url {
+                // Only the address changes: the runs API and metrics stay the stack's.
+                t.event_api = url.trim_end_matches('/').to_string();
+            }
+            if let Some(key) = &args.key {
+                t.event_key.clone_from(key);
+            }
             if args.token.is_some() {
                 t.api_token.clone_from(&args.token);
             }
-            t
+            (t, s)
         }
     };
     let cfg = config(&args, &target)?;
-    let sampler: Option<Arc<dyn Sampler>> = target
-        .metrics
-        .as_ref()
-        .map(|m| Arc::new(MetricsSampler::new(m.clone())) as Arc<dyn Sampler>);
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
@@ -153,6 +180,40 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
     } else {
         Exit::ThresholdFailed
     })
+}
+
+fn metrics_sampler(t: &Target) -> Option<Arc<dyn Sampler>> {
+    t.metrics
+        .as_ref()
+        .map(|m| Arc::new(MetricsSampler::new(m.clone())) as Arc<dyn Sampler>)
+}
+
+/// An aws stack's target (found through AWS, checked reachable unless
+/// `--url` replaces the address) and its ECS/ASG/SQS sampler.
+async fn aws_target(
+    loaded: &LoadedSpec,
+    args: &BenchArgs,
+) -> anyhow::Result<(Target, Option<Arc<dyn Sampler>>)> {
+    super::aws_up::require_credentials(loaded, "bench")?;
+    let stack = &loaded.spec.stack;
+    let aws = Aws::load(loaded.spec.region.as_deref())
+        .await
+        .context("cannot load the AWS configuration")?;
+    let target = bench::aws::discover(&aws, loaded, args.url.as_deref())
+        .await
+        .with_context(|| format!("cannot find the event API of stack `{stack}`"))?;
+    if args.url.is_none() {
+        bench::aws::check_reachable(
+            &target.event_api,
+            loaded.spec.network.event_api,
+            Duration::from_secs(5),
+        )
+        .await
+        .with_context(|| format!("cannot reach the event API of stack `{stack}`"))?;
+    }
+    let names = bench::aws::AwsNames::of(loaded)?;
+    let sampler = bench::aws::AwsSampler::new(aws, names, args.sample_every);
+    Ok((target, Some(Arc::new(sampler) as Arc<dyn Sampler>)))
 }
 
 fn config(args: &BenchArgs, target: &Target) -> anyhow::Result<BenchConfig> {
@@ -253,7 +314,9 @@ impl Observer for Live {
             s.failed,
             s.gauges
                 .iter()
-                .filter(|(k, _)| k.ends_with(".visible") || k.ends_with("running"))
+                .filter(|(k, _)| {
+                    k.ends_with(".visible") || k.ends_with("running") || k.ends_with("in_service")
+                })
                 .map(|(k, v)| format!("  {k}={v}"))
                 .collect::<String>()
         );

@@ -1,17 +1,20 @@
 //! `stackctl down [FILE] --yes`: stops every process of a local stack
-//! (`stacks::local::down`), keeping its data unless `--purge`. Without
-//! `--yes` it asks for the stack's name on a terminal and refuses otherwise.
+//! (`stacks::local::down`), keeping its data unless `--purge`; deletes every
+//! AWS resource of an aws stack (`aws_down`). Without `--yes` it asks for
+//! the stack's name on a terminal and refuses otherwise.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context as _;
 use clap::Args;
 
+use stacks::spec::Provider;
+
 use super::up::{StackFile, load, require_local};
 use crate::output::{Exit, Output};
 use crate::progress::Reporter;
 
-/// Stop the stack's processes (data is kept unless --purge).
+/// Take the stack down: stop a local stack's processes (data kept unless --purge), or delete every AWS resource of an aws stack.
 #[derive(Debug, Args)]
 pub struct DownArgs {
     #[command(flatten)]
@@ -22,6 +25,14 @@ pub struct DownArgs {
     /// Also delete the state directory: the database (events, runs), configs and logs.
     #[arg(long)]
     purge: bool,
+    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
+    #[arg(long)]
+    force_unlock: bool,
+    /// (aws stacks) How long one deletion may take (e.g. `90s`, `20m`); default: the spec's
+    /// `timeouts.redis`. A deletion AWS accepted but had not finished by then is reported as
+    /// still deleting.
+    #[arg(long, value_name = "DURATION", value_parser = stacks::bench::parse_duration)]
+    wait_timeout: Option<std::time::Duration>,
 }
 
 /// Runs `stackctl down`.
@@ -30,15 +41,23 @@ pub async fn run(args: DownArgs, output: Output) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
-    require_local(&loaded, "down")?;
+    let aws = loaded.spec.provider == Provider::Aws;
+    if !aws {
+        require_local(&loaded, "down")?;
+    }
     let stack = &loaded.spec.stack;
+    let what = if aws {
+        "delete every AWS resource of"
+    } else {
+        "stop every process of"
+    };
     if !args.yes {
         if !std::io::stdin().is_terminal() || output == Output::Json {
             anyhow::bail!(
-                "refusing to stop stack `{stack}` without --yes (no terminal to confirm on)"
+                "refusing to {what} stack `{stack}` without --yes (no terminal to confirm on); nothing was changed"
             );
         }
-        eprint!("stop every process of stack `{stack}`? type the stack name to confirm: ");
+        eprint!("{what} stack `{stack}`? type the stack name to confirm: ");
         std::io::stderr().flush().ok();
         let mut answer = String::new();
         std::io::stdin()
@@ -46,8 +65,15 @@ pub async fn run(args: DownArgs, output: Output) -> anyhow::Result<Exit> {
             .read_line(&mut answer)
             .context("cannot read the confirmation")?;
         if answer.trim() != stack {
-            anyhow::bail!("not confirmed: nothing was stopped");
+            anyhow::bail!("not confirmed: nothing was changed");
         }
+    }
+    if aws {
+        let opts = super::aws_down::AwsDown {
+            force_unlock: args.force_unlock,
+            wait_timeout: args.wait_timeout,
+        };
+        return super::aws_down::run(&loaded, opts, output).await;
     }
     let reporter = Reporter::new(output);
     let result = stacks::local::down(&loaded, args.purge, &reporter).await;

@@ -126,6 +126,7 @@ async fn build(args: BuildArgs, output: Output) -> anyhow::Result<Exit> {
             let opts = PushOptions {
                 credentials,
                 plain_http: args.plain_http,
+                endpoint: None,
             };
             let report = image::push(&built, target, &opts, &mut print_progress)
                 .await

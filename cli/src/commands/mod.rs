@@ -7,10 +7,14 @@ mod plan;
 mod schema;
 mod validate;
 // local stack verbs (and the hidden `engine` the local provider runs)
+mod aws_scale;
+mod aws_down;
 mod aws_status;
 mod aws_up;
+mod aws_wait;
 mod bench;
 mod down;
+mod logs;
 pub mod engine;
 mod scale;
 mod status;
@@ -37,10 +41,12 @@ pub enum Command {
     Up(up::UpArgs),
     /// Show the stack's processes, their health and the counts by service.
     Status(status::StatusArgs),
-    /// Stop the stack (data is kept unless --purge).
+    /// Take the stack down: stop a local stack (data kept unless --purge), delete an aws stack.
     Down(down::DownArgs),
     /// Set how many processes (tasks, instances) a service runs: event-api, runner or executors.
     Scale(scale::ScaleArgs),
+    /// Show a service's logs from CloudWatch Logs (aws stacks); -F follows.
+    Logs(logs::LogsArgs),
     /// Load-test the event API (fixed arrival rate or maximum throughput), k6-style summary.
     Bench(bench::BenchArgs),
     /// Run engine roles in this process (started by the local provider).
@@ -60,6 +66,7 @@ pub async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         Command::Status(args) => status::run(args, output).await,
         Command::Down(args) => down::run(args, output).await,
         Command::Scale(args) => scale::run(args, output).await,
+        Command::Logs(args) => logs::run(args, output).await,
         Command::Bench(args) => bench::run(args, output).await,
         // `main` runs it before starting a runtime; reaching here is a bug in main.
         Command::Engine(_) => anyhow::bail!("`stackctl engine` must be dispatched by main"),

@@ -37,6 +37,11 @@ pub struct PlanArgs {
     /// Deploy this prebuilt engine image instead of the spec's.
     #[arg(long, value_name = "URI")]
     image: Option<String>,
+    /// When the engine image is built from source (no --image, no image.uri): build it from
+    /// this engine binary and show whether its digest changes the stack. Without it the plan
+    /// assumes the image the stack runs now (`up` always builds).
+    #[arg(long, value_name = "PATH", env = "STACKCTL_ENGINE_BINARY")]
+    engine_binary: Option<PathBuf>,
 }
 
 /// Runs `stackctl plan`.
@@ -69,7 +74,13 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
             let aws = stacks::aws::Aws::load(loaded.spec.region.as_deref())
                 .await
                 .context("cannot load the AWS configuration")?;
-            let inputs = stacks::aws::Inputs::from_spec(&loaded.spec, args.image);
+            let mut inputs = stacks::aws::Inputs::from_spec(&loaded.spec, args.image);
+            if inputs.builds_image()
+                && let Some(binary) = &args.engine_binary
+            {
+                let built = super::aws_up::build_engine_image(&loaded, Some(binary), output).await?;
+                inputs = inputs.with_built_image(built.manifest_digest.to_string());
+            }
             stacks::aws::plan(&aws, &graph, &inputs)
                 .await
                 .with_context(|| format!("cannot read the state of stack `{}`", graph.stack))?

@@ -1,6 +1,7 @@
 //! `stackctl scale [-f FILE] SERVICE N`: sets the number of processes of
 //! `event-api`, `runner` or `executors` of a local stack
-//! (`stacks::local::scale`). The spec file is not edited.
+//! (`stacks::local::scale`), or of an aws stack (`aws_scale`: ECS desired
+//! count, Auto Scaling Group desired capacity). The spec file is not edited.
 
 use clap::Args;
 use stacks::local::Service;
@@ -20,6 +21,11 @@ pub struct ScaleArgs {
     /// How many to run.
     #[arg(value_name = "N")]
     count: u32,
+    /// (aws stacks) Refuse N outside the auto-scaling bounds instead of moving the bound.
+    #[arg(long)]
+    keep_bounds: bool,
+    #[command(flatten)]
+    wait: super::aws_wait::WaitArgs,
 }
 
 /// Runs `stackctl scale`.
@@ -28,6 +34,15 @@ pub async fn run(args: ScaleArgs, output: Output) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
+    if loaded.spec.provider == stacks::spec::Provider::Aws {
+        let opts = super::aws_scale::AwsScale {
+            service: args.service,
+            count: args.count,
+            keep_bounds: args.keep_bounds,
+            wait: args.wait,
+        };
+        return super::aws_scale::run(&loaded, opts, output).await;
+    }
     require_local(&loaded, "scale")?;
     let reporter = Reporter::new(output);
     let result =

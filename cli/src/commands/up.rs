@@ -33,7 +33,7 @@ pub struct StackFileFlag {
 }
 
 impl StackFile {
-    fn given(&self) -> Option<&Path> {
+    pub(crate) fn given(&self) -> Option<&Path> {
         self.spec.as_deref().or(self.file.as_deref())
     }
 }
@@ -100,6 +100,16 @@ pub struct UpArgs {
     /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
     #[arg(long)]
     force_unlock: bool,
+    /// (aws stacks) Ship this engine binary instead of `cargo build --release -p engine` in the
+    /// stackctl workspace, when the engine image is built from source (no --image, no image.uri).
+    #[arg(long, value_name = "PATH", env = "STACKCTL_ENGINE_BINARY")]
+    engine_binary: Option<PathBuf>,
+    /// (aws stacks) Reach the image registry at this URL instead of the ECR repository's host
+    /// (e.g. an ECR VPC endpoint); the image keeps the repository's name.
+    #[arg(long, value_name = "URL", env = "STACKCTL_REGISTRY_ENDPOINT")]
+    registry_endpoint: Option<String>,
+    #[command(flatten)]
+    wait: super::aws_wait::WaitArgs,
 }
 
 /// Runs `stackctl up`.
@@ -112,6 +122,9 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
         let opts = super::aws_up::AwsUp {
             image: args.image,
             force_unlock: args.force_unlock,
+            engine_binary: args.engine_binary,
+            registry_endpoint: args.registry_endpoint,
+            wait: args.wait,
         };
         return super::aws_up::run(&loaded, opts, output).await;
     }

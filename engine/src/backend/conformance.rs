@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Attempt, Backends, Event, Message, Queue, Run, RunStatus, StepOutcome, Wait};
+use super::{Attempt, Backends, Event, Message, Queue, Run, RunStatus, StepEnd, StepOutcome, Wait};
 use crate::config::QueuesConfig;
 use crate::functions::FunctionDef;
 
@@ -45,7 +45,8 @@ macro_rules! backend_conformance {
             durable_send, delays, visibility_and_redelivery, ack_and_stale_receipts, extend,
             dead_letter_after_max_receives, depth, batch_send, concurrent_sends,
             claims, runs, set_outcome_once_under_concurrency, attempts, take_wait_single_winner,
-            events_since, slots, finish_run_once, functions, two_handles_share_the_store);
+            events_since, slots, finish_run_once, functions, two_handles_share_the_store,
+            create_run_and_send_once, end_step_once);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(
@@ -798,4 +799,91 @@ pub async fn two_handles_share_the_store(h: &dyn Harness) {
         won += usize::from(r.expect("join"));
     }
     assert_eq!(won, 1, "one winner across handles");
+}
+
+/// A run and its first jobs: sent only by the call that created the run.
+pub async fn create_run_and_send_once(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let t = now();
+    let r = run("r1", "e1", t);
+    assert!(
+        b.state
+            .create_run_and_send(&r, b.work.as_ref(), vec![msg("first")])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.state
+            .create_run_and_send(&r, b.work.as_ref(), vec![msg("again")])
+            .await
+            .unwrap(),
+        "the run exists"
+    );
+    assert_eq!(b.state.get_run("r1").await.unwrap().unwrap(), r);
+    let got = drain(&b.work, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"first");
+    let more = b
+        .work
+        .receive(10, Duration::from_secs(30), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(more.is_empty(), "nothing sent by the second call: {more:?}");
+}
+
+/// A step's end (outcome, attempt, jobs, run end) happens once: a second
+/// call writes and sends nothing.
+pub async fn end_step_once(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let t = now();
+    assert!(b.state.create_run(&run("r1", "e1", t)).await.unwrap());
+    let end = |output: i64, at: i64, body: &str| StepEnd {
+        run_id: "r1".into(),
+        step_id: "s".into(),
+        outcome: StepOutcome::Completed {
+            output: json!(output),
+        },
+        at,
+        attempt: Some(Attempt {
+            number: 1,
+            started_at: t,
+            ended_at: at,
+            error: None,
+        }),
+        jobs: vec![msg(body)],
+        finish: Some((RunStatus::Completed, None)),
+    };
+    assert!(
+        b.state
+            .end_step(end(1, t + 5, "next"), b.work.as_ref())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.state
+            .end_step(end(2, t + 9, "dup"), b.work.as_ref())
+            .await
+            .unwrap(),
+        "the outcome was written already"
+    );
+    let steps = b.state.steps("r1").await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        steps[0].outcome,
+        Some(StepOutcome::Completed { output: json!(1) })
+    );
+    assert_eq!(steps[0].attempts.len(), 1);
+    assert_eq!(steps[0].attempts[0].ended_at, t + 5);
+    let r = b.state.get_run("r1").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.ended_at, Some(t + 5));
+    let got = drain(&b.work, 1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"next");
+    let more = b
+        .work
+        .receive(10, Duration::from_secs(30), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(more.is_empty(), "nothing sent by the second call: {more:?}");
 }

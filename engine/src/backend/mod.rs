@@ -114,6 +114,32 @@ pub trait Queue: Send + Sync + 'static {
     fn max_delay(&self) -> Duration;
     /// The largest message body accepted, in bytes.
     fn max_message_bytes(&self) -> usize;
+    /// The queue as `Any`, for a state store that can write to it in its
+    /// own transactions (the embedded backend: queues and state in one
+    /// database). `None`: only through this trait.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+}
+
+/// The writes that end a step (see [`StateStore::end_step`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEnd {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// Its outcome, written once.
+    pub outcome: StepOutcome,
+    /// When the outcome was reached (ms since the epoch); also the run's end.
+    pub at: i64,
+    /// The attempt that reached it, if any.
+    pub attempt: Option<Attempt>,
+    /// Jobs for the steps that may run next, sent to the work queue.
+    pub jobs: Vec<Message>,
+    /// Ends the run with this status and error (when this was its last step
+    /// or it failed); `None` leaves it running.
+    pub finish: Option<(RunStatus, Option<String>)>,
 }
 
 /// An event as the event API stores it (Inngest wire format plus our id).
@@ -325,6 +351,74 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives a slot back.
     async fn release_slot(&self, key: &str, holder: &str) -> Result<()>;
+
+    /// Creates `run` and, only if this call created it, sends `jobs` (its
+    /// first steps) to `work`; `true` if created. The default does the two
+    /// in that order, so a job never names a run that does not exist; a
+    /// store that shares a database with `work` does both in one
+    /// transaction (one durable write on the way from event to first step).
+    async fn create_run_and_send(
+        &self,
+        run: &Run,
+        work: &dyn Queue,
+        jobs: Vec<Message>,
+    ) -> Result<bool> {
+        create_run_then_send(self, run, work, jobs).await
+    }
+
+    /// Writes a step's outcome once and, only if this call wrote it,
+    /// records the attempt, sends the jobs to `work` and ends the run as
+    /// `end.finish` says; `true` if this call wrote the outcome. The default
+    /// does these in that order (a crash part-way leaves the outcome, from
+    /// which a redelivered job moves the run on again); a store that shares
+    /// a database with `work` does them in one transaction.
+    async fn end_step(&self, end: StepEnd, work: &dyn Queue) -> Result<bool> {
+        end_step_in_order(self, end, work).await
+    }
+}
+
+/// [`StateStore::create_run_and_send`] as separate writes, in order.
+pub(crate) async fn create_run_then_send<S: StateStore + ?Sized>(
+    state: &S,
+    run: &Run,
+    work: &dyn Queue,
+    jobs: Vec<Message>,
+) -> Result<bool> {
+    let created = state.create_run(run).await?;
+    if created && !jobs.is_empty() {
+        work.send(jobs).await?;
+    }
+    Ok(created)
+}
+
+/// [`StateStore::end_step`] as separate writes, in order.
+pub(crate) async fn end_step_in_order<S: StateStore + ?Sized>(
+    state: &S,
+    end: StepEnd,
+    work: &dyn Queue,
+) -> Result<bool> {
+    let StepEnd {
+        run_id,
+        step_id,
+        outcome,
+        at,
+        attempt,
+        jobs,
+        finish,
+    } = end;
+    if !state.set_outcome(&run_id, &step_id, &outcome, at).await? {
+        return Ok(false);
+    }
+    if let Some(attempt) = attempt {
+        state.record_attempt(&run_id, &step_id, attempt).await?;
+    }
+    if !jobs.is_empty() {
+        work.send(jobs).await?;
+    }
+    if let Some((status, error)) = finish {
+        state.finish_run(&run_id, status, error, at).await?;
+    }
+    Ok(true)
 }
 
 /// Which backend to use for queues and for state. The SQS and Redis kinds

@@ -3,20 +3,19 @@
 //! the answer is 200 only after the event stream acknowledged the send, so
 //! an acknowledged event is durable.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, ApiState};
-use crate::backend::{Event, Message, encode_events};
+use crate::backend::Message;
 
 /// The answer to an accepted send.
 #[derive(Debug, serde::Serialize)]
@@ -27,29 +26,44 @@ pub struct Accepted {
     pub status: u16,
 }
 
-/// An event as sent, with loosely typed fields so each mistake can be named.
+/// An event as sent, each field kept as its raw JSON text: checked without
+/// building a `serde_json::Value` tree, and stored as sent (the runner
+/// decodes it into an [`Event`](crate::backend::Event)).
 #[derive(Debug, Deserialize)]
-struct Incoming {
-    #[serde(default)]
-    name: Value,
-    #[serde(default)]
-    data: Value,
-    #[serde(default)]
-    user: Value,
-    #[serde(default)]
-    id: Value,
-    #[serde(default)]
-    ts: Value,
-    #[serde(default)]
-    v: Value,
+struct Incoming<'a> {
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    v: Option<&'a RawValue>,
+}
+
+/// A checked event, its text fields still the sender's JSON text.
+struct Checked<'a> {
+    name: &'a str,
+    data: &'a str,
+    user: Option<&'a str>,
+    id: Option<&'a str>,
+    ts: i64,
+    v: Option<&'a str>,
 }
 
 pub(super) async fn ingest(
     State(st): State<Arc<ApiState>>,
     Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<Accepted>, ApiError> {
+    // The request itself rather than a `HeaderMap` extractor, which clones
+    // every header on every request.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let _permit = st
         .in_flight
         .clone()
@@ -58,7 +72,7 @@ pub(super) async fn ingest(
     if !key_matches(&st.config.event_keys, &key) {
         return Err(ApiError::unauthorized("unknown event key"));
     }
-    check_content_type(&headers)?;
+    check_content_type(headers)?;
     let limits = &st.config.event_api;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -90,7 +104,6 @@ pub(super) async fn ingest(
         )));
     }
     let now = crate::backend::embedded::now_ms();
-    let mut events = Vec::with_capacity(raws.len());
     let mut ids = Vec::with_capacity(raws.len());
     if let Ok(mut generator) = st.ids.lock() {
         // Monotonic ids keep a request's events in order; overflow within one ms falls back to random.
@@ -99,7 +112,11 @@ pub(super) async fn ingest(
         );
     }
     ids.resize_with(raws.len(), ulid::Ulid::new);
-    for (i, (raw, internal_id)) in raws.iter().zip(ids).enumerate() {
+    let ids: Vec<String> = ids.iter().map(ulid::Ulid::to_string).collect();
+    // Every event encoded into one buffer; `ends` marks where each stops.
+    let mut encoded = Vec::with_capacity(bytes.len() + raws.len() * 64);
+    let mut ends = Vec::with_capacity(raws.len());
+    for (i, (raw, internal_id)) in raws.iter().zip(&ids).enumerate() {
         let size = raw.get().len();
         if size > limits.max_event_bytes {
             return Err(ApiError::too_large(format!(
@@ -107,20 +124,27 @@ pub(super) async fn ingest(
                 limits.max_event_bytes
             )));
         }
-        events.push(to_event(i, raw, internal_id, now)?);
+        let event = check_event(i, raw, now)?;
+        write_event(&mut encoded, internal_id, &event);
+        ends.push(encoded.len());
     }
-    let messages = pack(&events, st.backends.events.max_message_bytes())?;
+    let slices: Vec<&[u8]> = ends
+        .iter()
+        .scan(0, |start, &end| {
+            let slice = &encoded[*start..end];
+            *start = end;
+            Some(slice)
+        })
+        .collect();
+    let messages = pack(&slices, st.backends.events.max_message_bytes())?;
     st.backends.events.send(messages).await?;
     st.metrics.counter(
         "stackctl_events_accepted_total",
         "Events durably accepted by the event API.",
         &[],
-        events.len() as u64,
+        ids.len() as u64,
     );
-    Ok(Json(Accepted {
-        ids: events.into_iter().map(|e| e.internal_id).collect(),
-        status: 200,
-    }))
+    Ok(Json(Accepted { ids, status: 200 }))
 }
 
 fn body_too_large(limit: usize) -> ApiError {
@@ -175,93 +199,192 @@ fn split_events(bytes: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     }
 }
 
-fn to_event(
-    i: usize,
-    raw: &RawValue,
-    internal_id: ulid::Ulid,
-    now: i64,
-) -> Result<Event, ApiError> {
-    let bad = |m: String| ApiError::invalid(format!("event {i}: {m}"));
-    let incoming: Incoming = serde_json::from_str(raw.get())
-        .map_err(|e| bad(format!("expected an object with a `name`: {e}")))?;
-    let name = match incoming.name {
-        Value::String(s) if !s.trim().is_empty() => s,
-        Value::String(_) => return Err(bad("`name` is empty".into())),
-        Value::Null => return Err(bad("`name` is missing".into())),
-        _ => return Err(bad("`name` must be a string".into())),
+/// Checks one event the way decoding it into an [`Event`](crate::backend::Event) would, naming
+/// the first field that is wrong.
+fn check_event<'a>(i: usize, raw: &'a RawValue, now: i64) -> Result<Checked<'a>, ApiError> {
+    let bad = |m: &str| ApiError::invalid(format!("event {i}: {m}"));
+    let incoming: Incoming<'a> = serde_json::from_str(raw.get()).map_err(|e| {
+        ApiError::invalid(format!("event {i}: expected an object with a `name`: {e}"))
+    })?;
+    let name = match incoming.name.map(RawValue::get) {
+        None => return Err(bad("`name` is missing")),
+        Some(text) => match json_str(text) {
+            Some(s) if !s.trim().is_empty() => text,
+            Some(_) => return Err(bad("`name` is empty")),
+            None => return Err(bad("`name` must be a string")),
+        },
     };
-    let data = match incoming.data {
-        Value::Null => Value::Object(Default::default()),
-        v @ Value::Object(_) => v,
-        _ => return Err(bad("`data` must be an object".into())),
+    let data = match incoming.data.map(RawValue::get) {
+        None => "{}",
+        Some(text) if text.starts_with('{') => check_value(i, "data", text)?,
+        Some(_) => return Err(bad("`data` must be an object")),
     };
-    let user = match incoming.user {
-        v @ (Value::Null | Value::Object(_)) => v,
-        _ => return Err(bad("`user` must be an object".into())),
+    let user = match incoming.user.map(RawValue::get) {
+        None => None,
+        Some(text) if text.starts_with('{') => Some(check_value(i, "user", text)?),
+        Some(_) => return Err(bad("`user` must be an object")),
     };
-    let id = match incoming.id {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s),
-        _ => return Err(bad("`id` must be a string".into())),
+    let id = match incoming.id.map(RawValue::get) {
+        None => None,
+        Some(text) => match json_str(text) {
+            Some(s) if s.is_empty() => None,
+            Some(_) => Some(text),
+            None => return Err(bad("`id` must be a string")),
+        },
     };
-    let ts = match incoming.ts {
-        Value::Null => now,
-        Value::Number(n) => match n.as_i64() {
-            Some(0) => now,
-            Some(t) if t > 0 => t,
+    let ts = match incoming.ts.map(RawValue::get) {
+        None => now,
+        // Integers only, as `Value::as_i64` would take them: `5.0` and `1e3` are refused.
+        Some(text) => match text.parse::<i64>() {
+            Ok(0) => now,
+            Ok(t) if t > 0 => t,
             _ => {
                 return Err(bad(
-                    "`ts` must be a positive integer (milliseconds since the epoch)".into(),
+                    "`ts` must be a positive integer (milliseconds since the epoch)",
                 ));
             }
         },
-        _ => {
-            return Err(bad(
-                "`ts` must be a positive integer (milliseconds since the epoch)".into(),
-            ));
-        }
     };
-    let v = match incoming.v {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        _ => return Err(bad("`v` must be a string".into())),
+    let v = match incoming.v.map(RawValue::get) {
+        None => None,
+        Some(text) if json_str(text).is_some() => Some(text),
+        Some(_) => return Err(bad("`v` must be a string")),
     };
-    Ok(Event {
-        internal_id: internal_id.to_string(),
-        id,
+    Ok(Checked {
         name,
         data,
         user,
+        id,
         ts,
         v,
     })
 }
 
-/// Groups events into as few messages as the queue's size limit allows.
-fn pack(events: &[Event], max_bytes: usize) -> Result<Vec<Message>, ApiError> {
-    let mut messages = Vec::new();
-    let mut start = 0;
-    while start < events.len() {
-        let mut end = events.len();
-        loop {
-            let body = encode_events(&events[start..end]);
-            if body.len() <= max_bytes {
-                messages.push(Message {
-                    body,
-                    delay: std::time::Duration::ZERO,
-                });
-                start = end;
-                break;
-            }
-            if end - start == 1 {
-                return Err(ApiError::too_large(format!(
-                    "event {start} is {} bytes once stored; the event stream accepts {max_bytes}",
-                    body.len()
-                )));
-            }
-            end = start + (end - start).div_ceil(2);
+/// The contents of a JSON string literal (`None` if `text` is not one).
+/// `text` is already valid JSON, so a literal without escapes is its own contents.
+fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+/// Walks an object the way building a `Value` from it would, so that what
+/// the runner cannot decode later (a number out of range) is refused now,
+/// without allocating the tree.
+fn check_value<'a>(i: usize, field: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    serde_json::from_str::<Walk>(text)
+        .map(|_| text)
+        .map_err(|e| ApiError::invalid(format!("event {i}: `{field}`: {e}")))
+}
+
+/// A JSON value visited in full and thrown away (see [`check_value`]).
+/// Unlike `IgnoredAny`, which only skips over numbers, it parses them.
+struct Walk;
+
+impl<'de> Deserialize<'de> for Walk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Walk)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk {
+    type Value = Walk;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_unit<E>(self) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_none<E>(self) -> Result<Walk, E> {
+        Ok(Walk)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Walk, A::Error> {
+        while seq.next_element::<Walk>()?.is_some() {}
+        Ok(Walk)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value::<Walk>()?;
         }
+        Ok(Walk)
+    }
+}
+
+/// Appends one event as stored: the JSON of an [`Event`](crate::backend::Event), its text fields
+/// copied from the request as they were sent.
+fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"{\"internal_id\":\"");
+    out.extend_from_slice(internal_id.as_bytes());
+    out.extend_from_slice(b"\",\"name\":");
+    out.extend_from_slice(e.name.as_bytes());
+    if let Some(id) = e.id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.as_bytes());
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(e.data.as_bytes());
+    if let Some(user) = e.user {
+        out.extend_from_slice(b",\"user\":");
+        out.extend_from_slice(user.as_bytes());
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ",\"ts\":{}", e.ts);
+    if let Some(v) = e.v {
+        out.extend_from_slice(b",\"v\":");
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// Groups encoded events (`[`-separated JSON objects, see [`write_event`])
+/// into as few event-stream messages (JSON arrays) as the queue's size
+/// limit allows, in order.
+fn pack(events: &[&[u8]], max_bytes: usize) -> Result<Vec<Message>, ApiError> {
+    let mut messages = Vec::new();
+    let mut body: Vec<u8> =
+        Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 1);
+    for (i, event) in events.iter().enumerate() {
+        if event.len() + 2 > max_bytes {
+            return Err(ApiError::too_large(format!(
+                "event {i} is {} bytes once stored; the event stream accepts {max_bytes}",
+                event.len() + 2
+            )));
+        }
+        if !body.is_empty() && body.len() + 1 + event.len() + 1 > max_bytes {
+            body.push(b']');
+            messages.push(Message {
+                body: std::mem::take(&mut body),
+                delay: std::time::Duration::ZERO,
+            });
+        }
+        body.push(if body.is_empty() { b'[' } else { b',' });
+        body.extend_from_slice(event);
+    }
+    if !body.is_empty() {
+        body.push(b']');
+        messages.push(Message {
+            body,
+            delay: std::time::Duration::ZERO,
+        });
     }
     Ok(messages)
 }
@@ -269,6 +392,7 @@ fn pack(events: &[Event], max_bytes: usize) -> Result<Vec<Message>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Event;
 
     #[test]
     fn keys_compare_exactly() {
@@ -278,26 +402,121 @@ mod tests {
         assert!(!key_matches(&[], "abc"));
     }
 
+    /// Encodes `events` (JSON texts) as the handler does, ids `0`, `1`, ...
+    fn encode(events: &[&str], now: i64) -> Result<(Vec<u8>, Vec<usize>), ApiError> {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        for (i, text) in events.iter().enumerate() {
+            let raw: &RawValue = serde_json::from_str(text).unwrap();
+            write_event(&mut out, &i.to_string(), &check_event(i, raw, now)?);
+            ends.push(out.len());
+        }
+        Ok((out, ends))
+    }
+
+    fn decode_one(text: &str, now: i64) -> Result<Event, ApiError> {
+        let (out, _) = encode(&[text], now)?;
+        Ok(serde_json::from_slice(&out).expect("the stored event decodes"))
+    }
+
+    #[test]
+    fn events_are_stored_as_sent() {
+        let e = decode_one(
+            r#"{ "name" : "a\"b/\u00e9", "data": {"x": [1, 2.5, {"y": null}]}, "user": {"u": 1},
+                 "id": "k1", "ts": 42, "v": "2", "other": [1] }"#,
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Event {
+                internal_id: "0".into(),
+                id: Some("k1".into()),
+                name: "a\"b/\u{e9}".into(),
+                data: serde_json::json!({"x": [1, 2.5, {"y": null}]}),
+                user: serde_json::json!({"u": 1}),
+                ts: 42,
+                v: Some("2".into()),
+            }
+        );
+        let e = decode_one(
+            r#"{"name": "n", "id": "", "ts": 0, "user": null, "data": null}"#,
+            7,
+        )
+        .unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(e.ts, 7, "ts 0 means now");
+        assert_eq!(e.data, serde_json::json!({}));
+        assert_eq!(e.user, serde_json::Value::Null);
+    }
+
+    #[test]
+    fn each_wrong_field_is_named() {
+        let cases = [
+            (r#""x""#, "expected an object"),
+            (r#"{"data": {}}"#, "`name` is missing"),
+            (r#"{"name": null}"#, "`name` is missing"),
+            (r#"{"name": "  "}"#, "`name` is empty"),
+            (r#"{"name": 5}"#, "`name` must be a string"),
+            (r#"{"name": "n", "data": [1]}"#, "`data` must be an object"),
+            (r#"{"name": "n", "data": {"big": 1e400}}"#, "`data`"),
+            (r#"{"name": "n", "user": "u"}"#, "`user` must be an object"),
+            (r#"{"name": "n", "id": 3}"#, "`id` must be a string"),
+            (
+                r#"{"name": "n", "ts": 1.5}"#,
+                "`ts` must be a positive integer",
+            ),
+            (
+                r#"{"name": "n", "ts": -4}"#,
+                "`ts` must be a positive integer",
+            ),
+            (
+                r#"{"name": "n", "ts": "1"}"#,
+                "`ts` must be a positive integer",
+            ),
+            (r#"{"name": "n", "v": 2}"#, "`v` must be a string"),
+            (r#"{"name": "n", "name": "m"}"#, "duplicate field"),
+        ];
+        for (text, want) in cases {
+            let err = decode_one(text, 1).expect_err(text);
+            assert_eq!(
+                err.status,
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "{text}"
+            );
+            assert!(err.message.contains(want), "{text}: {}", err.message);
+        }
+    }
+
     #[test]
     fn pack_splits_to_fit() {
-        let event = |n: usize| Event {
-            internal_id: format!("{n:026}"),
-            id: None,
-            name: "a".into(),
-            data: serde_json::json!({"pad": "x".repeat(100)}),
-            user: Value::Null,
-            ts: 1,
-            v: None,
-        };
-        let events: Vec<Event> = (0..10).map(event).collect();
-        let one = encode_events(&events[..1]).len();
-        let messages = pack(&events, one * 3 + 2).unwrap();
-        assert!(messages.len() >= 4, "{}", messages.len());
-        let total: usize = messages
+        let pad = "x".repeat(100);
+        let texts: Vec<String> = (0..10)
+            .map(|n| format!(r#"{{"name": "a", "data": {{"n": {n}, "pad": "{pad}"}}}}"#))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (out, ends) = encode(&refs, 1).unwrap();
+        let mut start = 0;
+        let slices: Vec<&[u8]> = ends
             .iter()
-            .map(|m| crate::backend::decode_events(&m.body).unwrap().len())
-            .sum();
-        assert_eq!(total, 10);
-        assert!(pack(&events, one - 1).is_err());
+            .map(|&end| {
+                let s = &out[start..end];
+                start = end;
+                s
+            })
+            .collect();
+        let one = slices[0].len() + 2;
+        let messages = pack(&slices, one * 3).unwrap();
+        assert!(messages.len() >= 4, "{}", messages.len());
+        let mut order = Vec::new();
+        for m in &messages {
+            assert!(m.body.len() <= one * 3);
+            for e in crate::backend::decode_events(&m.body).unwrap() {
+                order.push(e.data["n"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(order, (0..10).collect::<Vec<_>>(), "all, in order");
+        assert_eq!(pack(&slices, 1 << 20).unwrap().len(), 1);
+        assert!(pack(&slices, one - 1).is_err());
     }
 }

@@ -19,13 +19,13 @@ use serde_json::Value;
 
 use crate::Shutdown;
 use crate::backend::{
-    Attempt, BackendError, Backends, Received, Run, RunStatus, StepOutcome, Wait,
+    Attempt, BackendError, Backends, Received, Run, RunStatus, StepEnd, StepOutcome, Wait,
 };
 use crate::config::Config;
 use crate::drivers::{Driver, DriverError, Drivers, StepContext};
 use crate::functions::{Action, Step, Vars};
 use crate::metrics::Metrics;
-use crate::runner::flow::{EVENTS_SCAN_LIMIT, event_value, wait_matches};
+use crate::runner::flow::{EVENTS_SCAN_LIMIT, event_value, next_steps, wait_matches};
 use crate::runner::{
     Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume, now_ms,
 };
@@ -35,6 +35,9 @@ const TIMING_CLAIM_EXTRA: Duration = Duration::from_secs(7 * 86_400);
 /// Delay before a job that found its concurrency key full tries again
 /// (plus up to as much jitter).
 const SLOT_RETRY: Duration = Duration::from_millis(100);
+/// Sleeps up to this long are waited out by the executor that runs the
+/// step; longer ones go through a delayed job on the work queue.
+const NAP_MAX: Duration = Duration::from_millis(100);
 /// Delay before a job whose step another task of this process is working
 /// on tries again.
 const BUSY_RETRY: Duration = Duration::from_millis(200);
@@ -274,13 +277,19 @@ impl Executor {
         }
     }
 
-    /// Writes an outcome (if none exists) and advances the run, recording
-    /// `attempt` alongside.
+    /// Writes an outcome (if none exists) and moves the run on.
     ///
-    /// The attempt is written concurrently with the run's next writes (one
-    /// group commit instead of one more on every step's critical path), so a
-    /// crash right after the outcome can leave that last attempt unrecorded;
-    /// the outcome, the only thing successors depend on, is already durable.
+    /// What follows the outcome is decided from `progress` and written with
+    /// it in one go ([`StateStore::end_step`]: with the embedded backend one
+    /// transaction, so a step that ends its run costs one durable write):
+    /// the attempt, the jobs of successors that only wait for this step, and
+    /// the end of the run when this was its last step or it failed. What the
+    /// snapshot cannot decide (a successor with several `after`s, a parallel
+    /// branch that may have finished meanwhile) is done after, from a fresh
+    /// read, as [`Flow::advance`] does. A job that finds the outcome already
+    /// written only advances the run (the writer may have crashed before).
+    ///
+    /// [`StateStore::end_step`]: crate::backend::StateStore::end_step
     async fn complete(
         &self,
         f: &LoadedFunction,
@@ -292,31 +301,58 @@ impl Executor {
     ) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
         let status = outcome_label(&outcome);
-        if state
-            .set_outcome(&run.id, step_id, &outcome, now_ms())
+        let now = now_ms();
+        progress.started.insert(step_id.to_string());
+        progress
+            .outcomes
+            .insert(step_id.to_string(), outcome.clone());
+        let next = next_steps(f, run, step_id, &progress, now);
+        let max = self.flow.backends.work.max_delay();
+        let end = StepEnd {
+            run_id: run.id.clone(),
+            step_id: step_id.to_string(),
+            outcome,
+            at: now,
+            attempt: attempt.clone(),
+            jobs: next.jobs.iter().map(|j| j.to_message(now, max)).collect(),
+            finish: next.finish.clone(),
+        };
+        if !state
+            .end_step(end, self.flow.backends.work.as_ref())
             .await?
         {
-            self.metrics.counter(
-                "stackctl_executor_steps_total",
-                "Step outcomes written, by status (completed, skipped, failed).",
-                &[("status", status)],
-                1,
-            );
-            progress.started.insert(step_id.to_string());
-            progress.outcomes.insert(step_id.to_string(), outcome);
-        } else {
-            progress = self.flow.progress(&run.id).await?;
+            // Another job wrote the outcome first: keep this attempt on
+            // record and make sure the run moved on.
+            let progress = self.flow.progress(&run.id).await?;
+            let record = async {
+                match attempt {
+                    Some(a) => state.record_attempt(&run.id, step_id, a).await,
+                    None => Ok(()),
+                }
+            };
+            let (recorded, advanced) =
+                tokio::join!(record, self.flow.advance(f, run, step_id, progress));
+            recorded?;
+            return advanced;
         }
-        let record = async {
-            match attempt {
-                Some(a) => state.record_attempt(&run.id, step_id, a).await,
-                None => Ok(()),
-            }
-        };
-        let (recorded, advanced) =
-            tokio::join!(record, self.flow.advance(f, run, step_id, progress));
-        recorded?;
-        advanced
+        self.metrics.counter(
+            "stackctl_executor_steps_total",
+            "Step outcomes written, by status (completed, skipped, failed).",
+            &[("status", status)],
+            1,
+        );
+        if let Some((status, _)) = &next.finish {
+            tracing::debug!(run_id = %run.id, function = %f.def.id, ?status, "run ended");
+            self.flow.drop_waits(f, run, *status).await?;
+        }
+        if !next.settled {
+            let sent: Vec<String> = next.jobs.into_iter().map(|j| j.step_id).collect();
+            let progress = self.flow.progress(&run.id).await?;
+            self.flow
+                .advance_except(f, run, step_id, progress, &sent)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn run_step(
@@ -397,6 +433,24 @@ impl Executor {
         progress: Progress,
     ) -> Result<(), BackendError> {
         let now = now_ms();
+        if duration <= NAP_MAX {
+            // Cheaper to wait here than to go through a delayed job (three
+            // durable writes and a poll). A crash repeats the nap, which
+            // costs at most its length.
+            tokio::time::sleep(duration).await;
+            let attempt = Attempt {
+                number: 1,
+                started_at: now,
+                ended_at: now_ms(),
+                error: None,
+            };
+            let done = StepOutcome::Completed {
+                output: Value::Null,
+            };
+            return self
+                .complete(f, run, &step.id, done, progress, Some(attempt))
+                .await;
+        }
         let ms = duration.as_millis() as i64;
         // Duplicate jobs agree on one deadline: the first proposal wins.
         let key = format!("sleep:{}:{}", run.id, step.id);

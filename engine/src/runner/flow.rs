@@ -115,6 +115,110 @@ pub fn wait_matches(
     }
 }
 
+/// What follows a step's outcome, decided from a progress snapshot that
+/// includes it, so that it can be written with the outcome in one go
+/// ([`StateStore::end_step`](crate::backend::StateStore::end_step)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextSteps {
+    /// Jobs of the successors that became ready (each has this step as its
+    /// only `after`, so no other step can schedule it).
+    pub jobs: Vec<Job>,
+    /// How the run ends, if this outcome ends it.
+    pub finish: Option<(RunStatus, Option<String>)>,
+    /// `false` when the snapshot cannot decide everything: a successor with
+    /// several `after`s is ready (its scheduling claim is needed), or a step
+    /// that does not depend on this one has no outcome in the snapshot (it
+    /// may have one by now). Then, once the outcome is written, re-read the
+    /// progress and [`Flow::advance_except`] the jobs already sent.
+    pub settled: bool,
+}
+
+/// What follows `step_id`'s outcome (in `progress`) in run `run`; see [`NextSteps`].
+pub fn next_steps(
+    f: &LoadedFunction,
+    run: &Run,
+    step_id: &str,
+    progress: &Progress,
+    now: i64,
+) -> NextSteps {
+    if let Some(StepOutcome::Failed { error }) = progress.outcomes.get(step_id) {
+        return NextSteps {
+            jobs: Vec::new(),
+            finish: Some((
+                RunStatus::Failed,
+                Some(format!("step `{step_id}` failed: {error}")),
+            )),
+            settled: true,
+        };
+    }
+    let mut settled = true;
+    let mut jobs = Vec::new();
+    for next in f.successors(step_id) {
+        if progress.started.contains(&next.id) {
+            continue;
+        }
+        let ready = next.after.iter().all(|a| {
+            matches!(
+                progress.outcomes.get(a),
+                Some(StepOutcome::Completed { .. } | StepOutcome::Skipped)
+            )
+        });
+        if !ready {
+            continue;
+        }
+        if next.after.len() > 1 {
+            settled = false;
+            continue;
+        }
+        jobs.push(Job::first(&run.id, &next.id, now));
+    }
+    let pending: Vec<&str> = f
+        .def
+        .steps
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !progress.outcomes.contains_key(*id))
+        .collect();
+    let mut finish = None;
+    if pending.is_empty() {
+        let failed = progress.outcomes.iter().find_map(|(id, o)| match o {
+            StepOutcome::Failed { error } => Some(format!("step `{id}` failed: {error}")),
+            _ => None,
+        });
+        finish = Some(match failed {
+            Some(reason) => (RunStatus::Failed, Some(reason)),
+            None => (RunStatus::Completed, None),
+        });
+    } else {
+        // A step downstream of this one cannot have been scheduled before
+        // this outcome exists, so its missing outcome is not news; any other
+        // step may have finished since the snapshot.
+        let downstream = descendants(f, step_id);
+        if pending.iter().any(|id| !downstream.contains(id)) {
+            settled = false;
+        }
+    }
+    NextSteps {
+        jobs,
+        finish,
+        settled,
+    }
+}
+
+/// The steps that depend on `step_id`, directly or through others.
+fn descendants<'f>(f: &'f LoadedFunction, step_id: &str) -> HashSet<&'f str> {
+    let mut seen = HashSet::new();
+    let mut todo = vec![step_id];
+    while let Some(id) = todo.pop() {
+        for next in f.successors(id) {
+            if seen.insert(next.id.as_str()) {
+                todo.push(next.id.as_str());
+            }
+        }
+    }
+    seen
+}
+
 /// Orchestration over the engine's backends.
 #[derive(Clone)]
 pub struct Flow {
@@ -139,6 +243,31 @@ impl Flow {
         Ok(Progress::from_records(
             self.backends.state.steps(run_id).await?,
         ))
+    }
+
+    /// Creates `run` and enqueues its first steps in one write when the
+    /// function has no `cancel_on` (whose waits must be recorded first);
+    /// `None` when it has, or `Some(created)`.
+    pub async fn create_and_start(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+    ) -> Result<Option<bool>, BackendError> {
+        if !f.def.cancel_on.is_empty() {
+            return Ok(None);
+        }
+        let since = run.event.ts.min(run.created_at);
+        let now = now_ms();
+        let max = self.backends.work.max_delay();
+        let jobs = f
+            .first_steps()
+            .map(|s| Job::first(&run.id, &s.id, since).to_message(now, max))
+            .collect();
+        self.backends
+            .state
+            .create_run_and_send(run, self.backends.work.as_ref(), jobs)
+            .await
+            .map(Some)
     }
 
     /// Starts a run that was just created (`fresh`) or found existing after
@@ -205,7 +334,20 @@ impl Flow {
         f: &LoadedFunction,
         run: &Run,
         step_id: &str,
+        progress: Progress,
+    ) -> Result<(), BackendError> {
+        self.advance_except(f, run, step_id, progress, &[]).await
+    }
+
+    /// [`advance`](Self::advance), without enqueueing the steps in `sent`
+    /// (their jobs went out with the outcome, see [`next_steps`]).
+    pub async fn advance_except(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        step_id: &str,
         mut progress: Progress,
+        sent: &[String],
     ) -> Result<(), BackendError> {
         if let Some(StepOutcome::Failed { error }) = progress.outcomes.get(step_id) {
             let reason = format!("step `{step_id}` failed: {error}");
@@ -226,7 +368,7 @@ impl Flow {
         let now = now_ms();
         let mut jobs = Vec::new();
         for next in f.successors(step_id) {
-            if progress.started.contains(&next.id) {
+            if progress.started.contains(&next.id) || sent.contains(&next.id) {
                 continue;
             }
             let ready = next.after.iter().all(|a| {
@@ -323,6 +465,19 @@ impl Flow {
         if ended {
             tracing::debug!(run_id = %run.id, function = %f.def.id, ?status, "run ended");
         }
+        self.drop_waits(f, run, status).await?;
+        Ok(ended)
+    }
+
+    /// Drops the pending waits of a run that ended with `status`: its
+    /// `cancel_on`s, and its `wait_for_event` steps unless it completed.
+    pub async fn drop_waits(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        status: RunStatus,
+    ) -> Result<(), BackendError> {
+        let state = &self.backends.state;
         for i in 0..f.def.cancel_on.len() {
             state.take_wait(&run.id, &cancel_wait_id(i)).await?;
         }
@@ -331,7 +486,7 @@ impl Flow {
                 state.take_wait(&run.id, &step.id).await?;
             }
         }
-        Ok(ended)
+        Ok(())
     }
 }
 
@@ -359,6 +514,69 @@ mod tests {
             created_at: 1001,
             ended_at: None,
         }
+    }
+
+    fn function(steps: Value) -> LoadedFunction {
+        LoadedFunction::load(
+            serde_json::from_value(json!({
+                "id": "f", "triggers": [{"event": "order/created"}], "steps": steps
+            }))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn done(ids: &[&str]) -> Progress {
+        let mut p = Progress::default();
+        for id in ids {
+            p.started.insert(id.to_string());
+            p.outcomes
+                .insert(id.to_string(), StepOutcome::Completed { output: json!(1) });
+        }
+        p
+    }
+
+    #[test]
+    fn next_steps_decides_what_the_snapshot_can() {
+        let chain = function(json!([
+            {"id": "a", "sleep": "1s"},
+            {"id": "b", "after": ["a"], "sleep": "1s"},
+            {"id": "c", "after": ["b"], "sleep": "1s"}
+        ]));
+        let n = next_steps(&chain, &run(), "a", &done(&["a"]), 5);
+        let ids: Vec<&str> = n.jobs.iter().map(|j| j.step_id.as_str()).collect();
+        assert_eq!(ids, ["b"]);
+        assert!(n.settled, "what is left depends on `a`");
+        assert_eq!(n.finish, None);
+        let n = next_steps(&chain, &run(), "c", &done(&["a", "b", "c"]), 5);
+        assert!(n.jobs.is_empty() && n.settled);
+        assert_eq!(n.finish, Some((RunStatus::Completed, None)));
+
+        let fan = function(json!([
+            {"id": "a", "sleep": "1s"},
+            {"id": "b", "sleep": "1s"},
+            {"id": "j", "after": ["a", "b"], "sleep": "1s"}
+        ]));
+        let n = next_steps(&fan, &run(), "a", &done(&["a"]), 5);
+        assert!(n.jobs.is_empty());
+        assert!(!n.settled, "`b` may have finished since the snapshot");
+        let n = next_steps(&fan, &run(), "b", &done(&["a", "b"]), 5);
+        assert!(n.jobs.is_empty(), "a join goes through its claim");
+        assert!(!n.settled);
+
+        let mut failed = done(&["a"]);
+        failed.outcomes.insert(
+            "b".into(),
+            StepOutcome::Failed {
+                error: "boom".into(),
+            },
+        );
+        let n = next_steps(&fan, &run(), "b", &failed, 5);
+        assert!(n.jobs.is_empty() && n.settled);
+        assert_eq!(
+            n.finish,
+            Some((RunStatus::Failed, Some("step `b` failed: boom".into())))
+        );
     }
 
     #[test]

@@ -197,31 +197,36 @@ impl Runner {
             created_at: now_ms(),
             ended_at: None,
         };
-        let fresh = state.create_run(&run).await?;
-        let run = if fresh {
-            self.metrics.counter(
-                "stackctl_runner_runs_created_total",
-                "Runs created, by function.",
-                &[("function", &f.def.id)],
-                1,
-            );
-            run
-        } else {
-            // A redelivery: carry on with the stored run.
-            match state.get_run(&run.id).await? {
-                Some(stored) => stored,
-                None => {
-                    return Err(BackendError::Other(format!(
-                        "run {} exists but cannot be read",
-                        run.id
-                    )));
-                }
+        // Without `cancel_on`, the run and its first jobs are one write.
+        if let Some(created) = self.flow.create_and_start(f, &run).await? {
+            if created {
+                self.count_run(f);
+                return Ok(());
             }
+        } else if state.create_run(&run).await? {
+            self.count_run(f);
+            return self.flow.start_run(f, &run, true).await;
+        }
+        // A redelivery: carry on with the stored run.
+        let Some(run) = state.get_run(&run.id).await? else {
+            return Err(BackendError::Other(format!(
+                "run {} exists but cannot be read",
+                run.id
+            )));
         };
         if run.status == RunStatus::Running {
-            self.flow.start_run(f, &run, fresh).await?;
+            self.flow.start_run(f, &run, false).await?;
         }
         Ok(())
+    }
+
+    fn count_run(&self, f: &LoadedFunction) {
+        self.metrics.counter(
+            "stackctl_runner_runs_created_total",
+            "Runs created, by function.",
+            &[("function", &f.def.id)],
+            1,
+        );
     }
 
     async fn resolve_waits(&self, event: &Event, value: &Value) -> Result<(), BackendError> {

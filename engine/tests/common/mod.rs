@@ -1,9 +1,11 @@
 //! Shared support for the engine's acceptance tests: a step server (a real
 //! axum app on loopback that records every call), an in-process engine
-//! stack (event API, runner and executor tasks over one embedded database in
-//! a temp dir, reached over real HTTP), and engine processes (the built
-//! `stackctl-engine` binary) for crash tests. No mocks: every piece is the
-//! real component on 127.0.0.1.
+//! stack (event API, runner and executor tasks, reached over real HTTP), and
+//! engine processes (the built `stackctl-engine` binary) for crash tests,
+//! each on either backend ([`TestBackend`]: one embedded database in a temp
+//! dir, or SQS on a moto server with Redis state on a redis-server; the
+//! [`on_every_backend!`] macro runs a test body on both). No mocks: every
+//! piece is the real component on 127.0.0.1.
 
 #![allow(dead_code)]
 
@@ -392,10 +394,42 @@ pub struct Stack {
     _servers: Option<(harness::Moto, harness::RedisServer)>,
 }
 
-/// Which backends [`Stack`] uses: `STACKCTL_TEST_BACKEND=sqs_redis` runs the
-/// same tests on SQS (a moto server) and Redis (a redis-server), each
-/// stack with its own; unset or `embedded`: the embedded database.
-pub const ENV_TEST_BACKEND: &str = "STACKCTL_TEST_BACKEND";
+/// Which backends an acceptance test runs on. The end-to-end, wait, retry
+/// and crash tests run on each (see [`on_every_backend!`]): the embedded
+/// database, and SQS (a moto server) with Redis state (a `redis-server`),
+/// each test with its own servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// One SQLite file in a temp dir.
+    Embedded,
+    /// SQS queues on moto, Redis state on redis-server (the AWS shape).
+    SqsRedis,
+}
+
+/// Generates, for each named `async fn NAME(backend: TestBackend)` of the
+/// test file, the tests `embedded::NAME` and `sqs_redis::NAME`, so the same
+/// body runs on both backends in the normal suite (filter by module).
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::common::TestBackend::Embedded).await
+                }
+            )+
+        }
+        mod sqs_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::common::TestBackend::SqsRedis).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_every_backend;
 
 /// An SQS client for an endpoint URL (moto) with moto's static credentials,
 /// independent of the process environment.
@@ -471,27 +505,41 @@ pub fn test_config(db: &Path) -> Config {
 }
 
 impl Stack {
-    /// Registers `functions`, then starts the event API, a runner and an executor.
+    /// Registers `functions`, then starts the event API, a runner and an
+    /// executor on the embedded backend.
     pub async fn start(functions: Vec<FunctionDef>) -> Self {
-        Self::start_roles(functions, &[Role::Runner, Role::Executor]).await
+        Self::start_on(TestBackend::Embedded, functions).await
+    }
+
+    /// Like [`Stack::start`], on `backend`.
+    pub async fn start_on(backend: TestBackend, functions: Vec<FunctionDef>) -> Self {
+        Self::start_roles_on(backend, functions, &[Role::Runner, Role::Executor]).await
     }
 
     /// Like [`Stack::start`], with only these of the runner and executor.
     pub async fn start_roles(functions: Vec<FunctionDef>, roles: &[Role]) -> Self {
+        Self::start_roles_on(TestBackend::Embedded, functions, roles).await
+    }
+
+    /// Like [`Stack::start_on`], with only these of the runner and executor.
+    pub async fn start_roles_on(
+        backend: TestBackend,
+        functions: Vec<FunctionDef>,
+        roles: &[Role],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(&dir.path().join("engine.db"));
-        let (backends, servers) = match std::env::var(ENV_TEST_BACKEND).as_deref() {
-            Ok("sqs_redis") => {
+        let (backends, servers) = match backend {
+            TestBackend::SqsRedis => {
                 let (backends, servers) = sqs_redis_backends(&mut config).await;
                 (backends, Some(servers))
             }
-            Ok("embedded") | Ok("") | Err(_) => (
+            TestBackend::Embedded => (
                 backend::open(&config.backend, &config.queues)
                     .await
                     .expect("open backends"),
                 None,
             ),
-            Ok(other) => panic!("{ENV_TEST_BACKEND}={other}: expected embedded or sqs_redis"),
         };
         let config = Arc::new(config);
         for f in &functions {
@@ -576,6 +624,83 @@ pub struct EngineProcess {
     pub log: PathBuf,
 }
 
+/// The backends of engine processes: the embedded database in a directory,
+/// or SQS on a moto server (reached through `AWS_ENDPOINT_URL`, as on a
+/// local stack) with Redis state on a redis-server (appendonly on).
+pub struct ProcessBackend {
+    /// Which of the two.
+    pub kind: TestBackend,
+    db: PathBuf,
+    servers: Option<(harness::Moto, harness::RedisServer)>,
+}
+
+impl ProcessBackend {
+    /// Starts what `kind` needs; the embedded database goes in `dir`.
+    pub fn start(kind: TestBackend, dir: &Path) -> Self {
+        let servers = match kind {
+            TestBackend::Embedded => None,
+            TestBackend::SqsRedis => Some(tokio::task::block_in_place(|| {
+                (
+                    harness::Moto::start().expect("start moto"),
+                    harness::RedisServer::builder()
+                        .appendonly(true)
+                        .start()
+                        .expect("start redis-server"),
+                )
+            })),
+        };
+        Self {
+            kind,
+            db: dir.join("engine.db"),
+            servers,
+        }
+    }
+
+    /// The `backend` section of the processes' configuration.
+    pub fn config(&self) -> Value {
+        match &self.servers {
+            None => json!({"kind": "embedded", "path": self.db}),
+            Some((_, redis)) => json!({
+                "kind": "sqs_redis",
+                "events_queue": "crash-events",
+                "work_queue": "crash-work",
+                "redis_url": redis.url(),
+                "create_queues": true
+            }),
+        }
+    }
+
+    /// A handle on the state the processes share.
+    pub async fn state(&self) -> Arc<dyn StateStore> {
+        match &self.servers {
+            None => {
+                backend::open(
+                    &backend::BackendConfig::Embedded {
+                        path: self.db.clone(),
+                    },
+                    &engine::config::QueuesConfig::default(),
+                )
+                .await
+                .expect("open the database")
+                .state
+            }
+            Some((_, redis)) => Arc::new(
+                backend::redis::RedisState::open(&redis.url())
+                    .await
+                    .expect("open Redis"),
+            ),
+        }
+    }
+
+    /// Points an engine process at these backends (moto's endpoint and
+    /// credentials in its environment; nothing for the embedded database).
+    pub fn configure(&self, cmd: &mut Command) {
+        if let Some((moto, _)) = &self.servers {
+            moto.configure_command(cmd);
+        }
+    }
+}
+
 /// Writes a JSON configuration for engine processes over `db`.
 pub fn write_process_config(
     dir: &Path,
@@ -583,8 +708,23 @@ pub fn write_process_config(
     functions: &[FunctionDef],
     work_visibility: &str,
 ) -> PathBuf {
+    write_process_config_with(
+        dir,
+        json!({"kind": "embedded", "path": db}),
+        functions,
+        work_visibility,
+    )
+}
+
+/// Writes a JSON configuration for engine processes with this `backend` section.
+pub fn write_process_config_with(
+    dir: &Path,
+    backend: Value,
+    functions: &[FunctionDef],
+    work_visibility: &str,
+) -> PathBuf {
     let config = json!({
-        "backend": {"kind": "embedded", "path": db},
+        "backend": backend,
         "event_keys": [EVENT_KEY],
         "api_token": API_TOKEN,
         "event_api": {"bind": "127.0.0.1:0"},
@@ -603,16 +743,30 @@ pub fn write_process_config(
 impl EngineProcess {
     /// Starts the binary with `--role role --config config`.
     pub fn spawn(config: &Path, role: &str, log: PathBuf) -> Self {
+        Self::spawn_with(config, role, log, |_| {})
+    }
+
+    /// Like [`EngineProcess::spawn`], pointed at `backend`'s servers.
+    pub fn spawn_on(backend: &ProcessBackend, config: &Path, role: &str, log: PathBuf) -> Self {
+        Self::spawn_with(config, role, log, |cmd| backend.configure(cmd))
+    }
+
+    fn spawn_with(
+        config: &Path,
+        role: &str,
+        log: PathBuf,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"))
-            .args(["--role", role, "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"));
+        cmd.args(["--role", role, "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn stackctl-engine");
+            .stderr(stderr);
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("spawn stackctl-engine");
         Self {
             child: Mutex::new(child),
             log,

@@ -4,6 +4,10 @@
 //! resources the graph's apply order decides, which starts ElastiCache
 //! (the slowest) first. A failure stops new work from starting, lets the
 //! running actions finish, and every failure is reported.
+//!
+//! When the engine image is built from source, pushing it is one more node
+//! of the graph: after the ECR repository, before every resource that runs
+//! the image (task definitions, the launch template's user data).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,11 +17,12 @@ use tokio::task::JoinSet;
 use super::context::Aws;
 use super::error::{AwsError, Result, Subject};
 use super::kinds::{self, Ctx, Work};
-use super::plan::AwsPlan;
+use super::plan::{AwsPlan, ecr_repository_uri};
+use super::publish::{self, EngineImage};
 use super::resolve::{self, Outputs, Resolver};
 use super::secrets;
-use crate::graph::LogicalId;
 use crate::graph::plan::Action;
+use crate::graph::{LogicalId, Resource, placeholder};
 use crate::local::Progress;
 
 /// How `apply` runs.
@@ -25,12 +30,31 @@ use crate::local::Progress;
 pub struct ApplyOptions {
     /// Actions in flight at once.
     pub parallelism: usize,
+    /// The engine image built from source: pushed to the stack's ECR
+    /// repository before anything that runs it is created or changed.
+    pub engine_image: Option<EngineImage>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        Self { parallelism: 6 }
+        Self {
+            parallelism: 6,
+            engine_image: None,
+        }
     }
+}
+
+/// The logical id of the image push in the apply graph (and in progress).
+pub const IMAGE_PUSH_ID: &str = "ecr.engine.image";
+/// The stack's ECR repository.
+const REPOSITORY_ID: &str = "ecr.engine";
+
+/// Whether a resource runs the engine image (refers to `${context:image}`).
+fn runs_engine_image(r: &Resource) -> bool {
+    r.attributes
+        .to_value()
+        .to_string()
+        .contains(&placeholder::context("image"))
 }
 
 /// What `apply` did.
@@ -40,6 +64,8 @@ pub struct ApplyReport {
     pub applied: Vec<(LogicalId, Action)>,
     /// Every resource's outputs after applying (`arn`, `id`, ...).
     pub outputs: BTreeMap<LogicalId, Outputs>,
+    /// The engine image pushed (`repo@sha256:...`), when one was.
+    pub image: Option<String>,
 }
 
 fn verb(action: Action) -> &'static str {
@@ -75,7 +101,10 @@ pub async fn apply(
         stack: plan.graph.stack.clone(),
         env: plan.env.clone(),
     };
+    let push_id = LogicalId::new(IMAGE_PUSH_ID);
+    let repo_id = LogicalId::new(REPOSITORY_ID);
     let mut report = ApplyReport {
+        image: None,
         applied: Vec::new(),
         outputs: plan
             .observed
@@ -95,7 +124,7 @@ pub async fn apply(
         .map(|c| (&c.resource.id, c.action))
         .collect();
     // Position in the graph's apply order: the tie-break among ready work.
-    let order: BTreeMap<&LogicalId, usize> = plan
+    let mut order: BTreeMap<&LogicalId, usize> = plan
         .graph
         .apply_order()
         .into_iter()
@@ -120,6 +149,31 @@ pub async fn apply(
             dependents.entry(d).or_default().push(id);
         }
     }
+    // The push: only when something that runs the image changes (an
+    // unchanged digest leaves every task definition as it is).
+    let image_users: Vec<&LogicalId> = todo
+        .iter()
+        .copied()
+        .filter(|id| plan.graph.get(id).is_some_and(runs_engine_image))
+        .collect();
+    let repo = plan.graph.get(&repo_id);
+    let push = opts
+        .engine_image
+        .as_ref()
+        .zip(repo)
+        .filter(|_| !image_users.is_empty());
+    if push.is_some() {
+        order.insert(&push_id, order.get(&repo_id).copied().unwrap_or(0));
+        let repo_pending = todo.get(&repo_id).copied();
+        waiting.insert(&push_id, usize::from(repo_pending.is_some()));
+        if let Some(repo_ref) = repo_pending {
+            dependents.entry(repo_ref).or_default().push(&push_id);
+        }
+        for user in &image_users {
+            *waiting.get_mut(user).expect("image users are planned") += 1;
+            dependents.entry(&push_id).or_default().push(user);
+        }
+    }
     let mut ready: BTreeSet<(usize, &LogicalId)> = waiting
         .iter()
         .filter(|(_, n)| **n == 0)
@@ -134,6 +188,25 @@ pub async fn apply(
             let Some((_, id)) = ready.pop_first() else {
                 break;
             };
+            if *id == push_id
+                && let Some((engine, repo)) = push
+            {
+                let uri = ecr_repository_uri(&plan.env, &repo.name);
+                let key = id.to_string();
+                progress.start(
+                    &key,
+                    &format!("push engine image {} to {uri}", engine.digest()),
+                );
+                let (aws, engine, id) = (aws.clone(), engine.clone(), id.clone());
+                let subject = Subject::new(&repo.id, &repo.name);
+                running.spawn(async move {
+                    let pushed = publish::push(&aws, &subject, &uri, &engine)
+                        .await
+                        .map(|reference| kinds::outputs([("reference", reference)]));
+                    (id, Action::Create, pushed)
+                });
+                continue;
+            }
             let desired = plan
                 .graph
                 .get(id)
@@ -194,10 +267,16 @@ pub async fn apply(
         let key = id.to_string();
         match result {
             Ok(outputs) => {
-                progress.ok(&key, done(action));
-                report.outputs.insert(id.clone(), outputs);
-                report.applied.push((id.clone(), action));
-                let id_ref = *todo.get(&id).expect("applied resources were planned");
+                let id_ref: &LogicalId = if id == push_id {
+                    progress.ok(&key, "pushed");
+                    report.image = outputs.get("reference").cloned();
+                    &push_id
+                } else {
+                    progress.ok(&key, done(action));
+                    report.outputs.insert(id.clone(), outputs);
+                    report.applied.push((id.clone(), action));
+                    todo.get(&id).expect("applied resources were planned")
+                };
                 for dependent in dependents.get(id_ref).into_iter().flatten() {
                     let n = waiting.get_mut(dependent).expect("dependents are planned");
                     *n -= 1;

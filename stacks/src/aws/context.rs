@@ -208,6 +208,7 @@ clients! {
     autoscaling: aws_sdk_autoscaling,
     appscaling: aws_sdk_applicationautoscaling,
     cloudmap: aws_sdk_servicediscovery,
+    elbv2: aws_sdk_elasticloadbalancingv2,
     cloudwatch: aws_sdk_cloudwatch,
 }
 
@@ -404,7 +405,7 @@ impl Aws {
 }
 
 /// An EC2 filter with one value.
-pub(crate) fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
+pub fn filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
     aws_sdk_ec2::types::Filter::builder()
         .name(name)
         .values(value)

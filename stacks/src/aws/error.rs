@@ -254,6 +254,17 @@ pub enum AwsError {
         /// What happened.
         reason: String,
     },
+    /// Pushing the engine image to the stack's repository failed.
+    #[error("{subject}: {action} failed: {source}")]
+    Image {
+        /// The repository.
+        subject: Subject,
+        /// `push`, `decode the ECR authorization token`.
+        action: &'static str,
+        /// What the registry client reported.
+        #[source]
+        source: crate::image::ImageError,
+    },
     /// Apply stopped: every resource that failed.
     #[error("{} resource(s) failed:\n{}", .0.len(), render_list(.0))]
     Failed(Vec<AwsError>),

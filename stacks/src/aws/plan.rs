@@ -38,6 +38,12 @@ impl AwsPlan {
         self.observed.get(id)
     }
 
+    /// The engine image the stack runs once applied (`repo@sha256:...`
+    /// when built from source).
+    pub fn engine_image(&self) -> Option<&str> {
+        self.image.as_deref()
+    }
+
     /// Every resource found, by logical id.
     pub fn all_observed(&self) -> &BTreeMap<LogicalId, Observed> {
         &self.observed
@@ -46,7 +52,7 @@ impl AwsPlan {
 
 /// Every resource a stack of this name could have, beyond its current
 /// graph: what a spec change can leave behind (found again to delete it).
-fn candidates(stack: &str) -> Vec<Target> {
+pub(crate) fn candidates(stack: &str) -> Vec<Target> {
     let d = |s: &str| format!("{stack}-{s}");
     let mut out: Vec<(String, Kind, String)> = vec![
         ("ec2.sg.lb".into(), Kind::SecurityGroup, d("lb")),
@@ -181,9 +187,9 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
     } else {
         None
     };
-    let image = engine_image(graph, inputs, &env);
     let secrets = secrets::load(aws, graph, inputs, false).await?;
     let observed = observe(&ctx, graph).await?;
+    let image = engine_image(graph, inputs, &env, &observed);
     let plan = diff(
         graph,
         &observed,
@@ -203,16 +209,41 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
     })
 }
 
-/// The engine image the task definitions and user data run.
-pub(crate) fn engine_image(graph: &Graph, inputs: &Inputs, env: &Env) -> Option<String> {
+/// The engine image the task definitions and user data run: the prebuilt
+/// one given, else the stack's ECR repository by the digest just built;
+/// without a build (`plan`, `status`), the image the stack's task
+/// definitions run now from that repository, so not building shows no
+/// image change (`repo:latest` when nothing runs yet).
+pub(crate) fn engine_image(
+    graph: &Graph,
+    inputs: &Inputs,
+    env: &Env,
+    observed: &BTreeMap<LogicalId, Observed>,
+) -> Option<String> {
     if let Some(image) = &inputs.image {
         return Some(image.clone());
     }
     let repo = graph.get(&LogicalId::new("ecr.engine"))?;
-    Some(format!(
-        "{}.dkr.ecr.{}.amazonaws.com/{}:latest",
-        env.account, env.region, repo.name
-    ))
+    let uri = ecr_repository_uri(env, &repo.name);
+    if let Some(digest) = &inputs.image_digest {
+        return Some(format!("{uri}@{digest}"));
+    }
+    let deployed = observed.values().find_map(|o| match &o.resource.attributes {
+        crate::graph::Attributes::EcsTaskDefinition(t)
+            if t.container.image.starts_with(&format!("{uri}@"))
+                || t.container.image.starts_with(&format!("{uri}:")) =>
+        {
+            Some(t.container.image.clone())
+        }
+        _ => None,
+    });
+    Some(deployed.unwrap_or_else(|| format!("{uri}:latest")))
+}
+
+/// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`: what ECR calls the
+/// repository's URI.
+pub(crate) fn ecr_repository_uri(env: &Env, name: &str) -> String {
+    format!("{}.dkr.ecr.{}.amazonaws.com/{name}", env.account, env.region)
 }
 
 /// Diffs desired against observed. Outputs of resources about to be

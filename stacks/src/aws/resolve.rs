@@ -35,9 +35,14 @@ pub type Outputs = BTreeMap<String, String>;
 pub struct Inputs {
     /// The stack name.
     pub stack: String,
-    /// `--image URI`, else the spec's `image.uri`; `None`: the stack's ECR
-    /// repository, tag `latest`.
+    /// `--image URI`, else the spec's `image.uri`; `None`: the engine image
+    /// is built from source and deployed from the stack's ECR repository.
     pub image: Option<String>,
+    /// When the engine image was built from source for this command: its
+    /// manifest digest (`sha256:...`), deployed as `repo@digest`. `None`
+    /// with `image` also `None`: the image the stack deploys now from its
+    /// repository is kept (`repo:latest` when nothing is deployed yet).
+    pub image_digest: Option<String>,
     /// The event keys, comma-separated (the engine's format).
     pub event_keys: String,
     /// The runs API token, when the spec sets one (otherwise a generated
@@ -53,6 +58,7 @@ impl Inputs {
         Self {
             stack: spec.stack.clone(),
             image: image.or_else(|| spec.image.uri.clone()),
+            image_digest: None,
             event_keys: spec
                 .event_keys
                 .values()
@@ -62,6 +68,21 @@ impl Inputs {
             api_token: spec.api_token.clone(),
             state_url: spec.state.url.clone(),
         }
+    }
+}
+
+impl Inputs {
+    /// Deploys the engine image built from source with this manifest
+    /// digest (ignored when a prebuilt image is given).
+    pub fn with_built_image(mut self, digest: impl Into<String>) -> Self {
+        self.image_digest = Some(digest.into());
+        self
+    }
+
+    /// Whether the engine image comes from a build of the source (no
+    /// `--image`, no `image.uri`).
+    pub fn builds_image(&self) -> bool {
+        self.image.is_none()
     }
 }
 

@@ -19,7 +19,7 @@ const GENERATED: &[&str] = &["redis_auth_token", "api_token"];
 
 /// The SSM parameter of a generated secret.
 pub fn parameter_name(stack: &str, secret: &str) -> String {
-    format!("/stackctl/{stack}/{}", secret.replace('_', "-"))
+    crate::graph::secret_parameter_name(stack, secret)
 }
 
 /// The secret names the graph's placeholders use.

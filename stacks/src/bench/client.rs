@@ -1,20 +1,22 @@
-//! The hot path: one raw HTTP/1.1 keep-alive connection per worker
-//! (`hyper::client::conn::http1`, no pool, no redirects, no per-request
-//! allocation beyond the body), so the generator costs the machine as little
-//! as wrk does.
+//! The hot path: one raw HTTP/1.1 keep-alive connection per worker, written
+//! by hand on the `TcpStream` (no client library, no dispatch channel, no
+//! header map): the request head is rendered once per run, each request is
+//! one `write` of head + body from a reused buffer, and the answer is parsed
+//! in place with `httparse` from a reused read buffer. Bodies are framed by
+//! `Content-Length`, `Transfer-Encoding: chunked` or the end of the
+//! connection; `Connection: close` and HTTP/1.0 answers retire the
+//! connection. So the generator costs the machine about what wrk does.
 
-use std::future::Future as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper::http::{HeaderValue, Method, Request, Uri, header};
-use hyper_util::rt::TokioIo;
+use hyper::http::Uri;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::BenchError;
 
@@ -23,10 +25,9 @@ use super::BenchError;
 pub struct Endpoint {
     /// The resolved address.
     pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: HeaderValue,
-    /// Path and query.
-    pub path: Uri,
+    /// The request head up to the `Content-Length` value:
+    /// `POST {path} HTTP/1.1\r\nHost: ..\r\nContent-Type: application/json\r\nContent-Length: `.
+    head: Vec<u8>,
     /// The URL with the event key masked, for reports.
     pub display: String,
 }
@@ -60,18 +61,18 @@ impl Endpoint {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| bad(format!("cannot resolve `{}`", authority.host())))?;
-        let path: Uri = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|e| bad(format!("`{url}`: {e}")))?;
-        let host =
-            HeaderValue::from_str(authority.as_str()).map_err(|e| bad(format!("`{url}`: {e}")))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        // `Uri` parsing already refused spaces and control characters, so
+        // path and authority go into the head verbatim.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: ",
+            authority.as_str()
+        )
+        .into_bytes();
         Ok(Self {
             addr,
-            host,
+            head,
             display: mask_key(url),
-            path,
         })
     }
 }
@@ -95,9 +96,11 @@ pub enum Failure {
     Connect(std::io::Error),
     /// No answer within the timeout.
     Timeout,
-    /// The connection broke.
-    Http(hyper::Error),
-    /// The server closed the connection before answering.
+    /// Reading or writing the connection failed.
+    Io(std::io::Error),
+    /// The answer is not valid HTTP/1.1.
+    Protocol(String),
+    /// The server closed the connection before the answer was complete.
     Closed,
 }
 
@@ -107,20 +110,42 @@ impl Failure {
         match self {
             Failure::Connect(e) => format!("connect: {}", e.kind()),
             Failure::Timeout => "timeout".into(),
-            Failure::Http(e) if e.is_incomplete_message() => "http: connection closed early".into(),
-            Failure::Http(e) => format!("http: {e}"),
+            Failure::Io(e) => format!("http: {}", e.kind()),
+            Failure::Protocol(m) => format!("http: invalid answer: {m}"),
             Failure::Closed => "http: connection closed early".into(),
         }
     }
 }
 
-/// One keep-alive connection, driven by the task that sends on it: the
-/// connection future is polled alongside each exchange instead of in a task
-/// of its own, which saves two cross-task wake-ups per request.
+/// A connection idle longer than this is checked for a close by the peer
+/// before it carries a request; a busy one (maximum throughput) is not,
+/// which saves a syscall per request.
+const IDLE_CHECK: Duration = Duration::from_millis(5);
+/// The most header lines an answer may have.
+const MAX_HEADERS: usize = 64;
+/// Read buffer to start with; it grows for larger answers.
+const READ_BUF: usize = 8 * 1024;
+
+/// One keep-alive connection with its reused buffers and timer.
 pub struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    conn: Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    stream: TcpStream,
+    wbuf: Vec<u8>,
+    rbuf: Vec<u8>,
+    /// Unconsumed bytes are `rbuf[rstart..rend]`.
+    rstart: usize,
+    rend: usize,
+    /// The peer closed it, said `Connection: close`, or an exchange failed.
     closed: bool,
+    last_used: Instant,
+    /// The per-request timeout, reset for each request instead of a new timer each time.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// How the body of an answer is delimited.
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
 }
 
 impl Conn {
@@ -130,88 +155,284 @@ impl Conn {
             .await
             .map_err(Failure::Connect)?;
         stream.set_nodelay(true).map_err(Failure::Connect)?;
-        // One flattened write per request: cheaper than writev of head and body.
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(Failure::Http)?;
         Ok(Self {
-            sender,
-            conn: Box::pin(conn),
+            stream,
+            wbuf: Vec::with_capacity(ep.head.len() + 512),
+            rbuf: vec![0; READ_BUF],
+            rstart: 0,
+            rend: 0,
             closed: false,
+            last_used: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         })
     }
 
-    /// Whether the connection can carry another request: false once the
-    /// peer closed it (polled without waiting, so a keep-alive connection
-    /// the server dropped between requests is replaced, not counted as a failure).
-    pub async fn is_open(&mut self) -> bool {
+    /// Whether the connection can carry another request at `now`: false
+    /// once it was retired or the peer closed it while idle (so a
+    /// keep-alive connection the server dropped between requests is
+    /// replaced, not counted as a failure).
+    pub fn is_open(&mut self, now: Instant) -> bool {
         if self.closed {
             return false;
         }
-        let conn = &mut self.conn;
-        let done = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx).is_ready())).await;
-        if done {
-            self.closed = true;
+        if now.saturating_duration_since(self.last_used) >= IDLE_CHECK {
+            let mut probe = [0u8; 1];
+            match self.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // EOF, an error, or bytes nobody asked for: not reusable.
+                _ => self.closed = true,
+            }
         }
-        !self.closed && !self.sender.is_closed()
+        !self.closed
     }
 
-    /// POSTs `body` as JSON and reads the whole answer.
+    /// POSTs `body` as JSON and reads the whole answer: its status, and its
+    /// body when `keep_body` (otherwise an empty `Bytes`, so the hot path
+    /// allocates nothing).
     pub async fn post(
         &mut self,
         ep: &Endpoint,
-        body: Vec<u8>,
+        body: &[u8],
         timeout: Duration,
+        keep_body: bool,
     ) -> Result<(u16, Bytes), Failure> {
-        let Self {
-            sender,
-            conn,
-            closed,
-        } = self;
-        let exchange = async {
-            sender.ready().await.map_err(Failure::Http)?;
-            let mut req = Request::new(Full::new(Bytes::from(body)));
-            *req.method_mut() = Method::POST;
-            *req.uri_mut() = ep.path.clone();
-            let h = req.headers_mut();
-            h.insert(header::HOST, ep.host.clone());
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            let resp = sender.send_request(req).await.map_err(Failure::Http)?;
-            let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(Failure::Http)?
-                .to_bytes();
-            Ok((status, bytes))
-        };
-        let driven = async {
+        self.wbuf.clear();
+        self.wbuf.extend_from_slice(&ep.head);
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.wbuf, "{}\r\n\r\n", body.len());
+        self.wbuf.extend_from_slice(body);
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.timer.as_mut().reset(deadline);
+        let result = {
+            let Self {
+                stream,
+                wbuf,
+                rbuf,
+                rstart,
+                rend,
+                closed,
+                timer,
+                ..
+            } = self;
+            let exchange = async {
+                stream.write_all(wbuf).await.map_err(Failure::Io)?;
+                let mut reader = Reader {
+                    stream,
+                    buf: rbuf,
+                    start: rstart,
+                    end: rend,
+                };
+                reader.answer(keep_body, closed).await
+            };
             tokio::select! {
                 biased;
                 r = exchange => r,
-                end = conn.as_mut() => {
-                    *closed = true;
-                    Err(match end {
-                        Err(e) => Failure::Http(e),
-                        Ok(()) => Failure::Closed,
-                    })
-                }
+                () = timer.as_mut() => Err(Failure::Timeout),
             }
         };
-        match tokio::time::timeout(timeout, driven).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.closed = true;
-                Err(Failure::Timeout)
+        self.last_used = Instant::now();
+        if result.is_err() {
+            self.closed = true;
+        }
+        result
+    }
+}
+
+/// The read side of one exchange, over the connection's buffer.
+struct Reader<'a> {
+    stream: &'a mut TcpStream,
+    buf: &'a mut Vec<u8>,
+    start: &'a mut usize,
+    end: &'a mut usize,
+}
+
+impl Reader<'_> {
+    /// Reads more bytes into the buffer (moving unread bytes to the front,
+    /// growing it when full); `Ok(0)` at the end of the stream.
+    async fn fill(&mut self) -> Result<usize, Failure> {
+        if *self.start > 0 {
+            self.buf.copy_within(*self.start..*self.end, 0);
+            *self.end -= *self.start;
+            *self.start = 0;
+        }
+        if *self.end == self.buf.len() {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+        self.stream
+            .read(&mut self.buf[*self.end..])
+            .await
+            .inspect(|n| *self.end += n)
+            .map_err(Failure::Io)
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[*self.start..*self.end]
+    }
+
+    /// Reads one answer: skips `1xx` interim answers, then reads the body
+    /// as the head frames it. Sets `closed` when the connection cannot be reused.
+    async fn answer(
+        &mut self,
+        keep_body: bool,
+        closed: &mut bool,
+    ) -> Result<(u16, Bytes), Failure> {
+        loop {
+            let (status, framing, close, head_len) = loop {
+                match parse_head(self.unread())? {
+                    Some(h) => break h,
+                    None => {
+                        if self.fill().await? == 0 {
+                            return Err(Failure::Closed);
+                        }
+                    }
+                }
+            };
+            *self.start += head_len;
+            if (100..200).contains(&status) {
+                continue;
+            }
+            // 204 and 304 never carry a body, whatever the headers say.
+            let framing = if status == 204 || status == 304 {
+                Framing::Length(0)
+            } else {
+                framing
+            };
+            let body = match framing {
+                Framing::Length(n) => self.fixed(n, keep_body).await?,
+                Framing::Chunked => self.chunked(keep_body).await?,
+                Framing::UntilClose => {
+                    *closed = true;
+                    self.until_close(keep_body).await?
+                }
+            };
+            if close {
+                *closed = true;
+            }
+            return Ok((status, body));
+        }
+    }
+
+    async fn fixed(&mut self, n: usize, keep: bool) -> Result<Bytes, Failure> {
+        while self.unread().len() < n {
+            if self.fill().await? == 0 {
+                return Err(Failure::Closed);
+            }
+        }
+        let body = if keep {
+            Bytes::copy_from_slice(&self.unread()[..n])
+        } else {
+            Bytes::new()
+        };
+        *self.start += n;
+        Ok(body)
+    }
+
+    async fn chunked(&mut self, keep: bool) -> Result<Bytes, Failure> {
+        let mut body = Vec::new();
+        loop {
+            let (skip, size) = loop {
+                match httparse::parse_chunk_size(self.unread()) {
+                    Ok(httparse::Status::Complete((skip, size))) => break (skip, size),
+                    Ok(httparse::Status::Partial) => {
+                        if self.fill().await? == 0 {
+                            return Err(Failure::Closed);
+                        }
+                    }
+                    Err(_) => return Err(Failure::Protocol("bad chunk size".into())),
+                }
+            };
+            *self.start += skip;
+            let size =
+                usize::try_from(size).map_err(|_| Failure::Protocol("chunk too large".into()))?;
+            if size == 0 {
+                // Trailer lines, then an empty line.
+                loop {
+                    let line = loop {
+                        if let Some(i) = self.unread().windows(2).position(|w| w == b"\r\n") {
+                            break i;
+                        }
+                        if self.fill().await? == 0 {
+                            return Err(Failure::Closed);
+                        }
+                    };
+                    *self.start += line + 2;
+                    if line == 0 {
+                        return Ok(Bytes::from(body));
+                    }
+                }
+            }
+            while self.unread().len() < size + 2 {
+                if self.fill().await? == 0 {
+                    return Err(Failure::Closed);
+                }
+            }
+            if keep {
+                body.extend_from_slice(&self.unread()[..size]);
+            }
+            if &self.unread()[size..size + 2] != b"\r\n" {
+                return Err(Failure::Protocol("chunk without CRLF".into()));
+            }
+            *self.start += size + 2;
+        }
+    }
+
+    async fn until_close(&mut self, keep: bool) -> Result<Bytes, Failure> {
+        while self.fill().await? > 0 {}
+        let body = if keep {
+            Bytes::copy_from_slice(self.unread())
+        } else {
+            Bytes::new()
+        };
+        *self.start = *self.end;
+        Ok(body)
+    }
+}
+
+/// Parses an answer head: status, body framing, whether the connection
+/// closes after it, and the head's length; `None` while incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, bool, usize)>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Failure::Protocol(e.to_string())),
+    };
+    let status = resp.code.unwrap_or(0);
+    // HTTP/1.0 closes unless it asks to keep alive; 1.1 keeps alive unless it asks to close.
+    let mut close = resp.version == Some(0);
+    let mut framing = Framing::UntilClose;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if !matches!(framing, Framing::Chunked) {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| Failure::Protocol("bad Content-Length".into()))?;
+                framing = Framing::Length(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked wins over Content-Length (RFC 9112 6.3).
+            if h.value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            {
+                framing = Framing::Chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
             }
         }
     }
+    Ok(Some((status, framing, close, len)))
 }
 
 #[cfg(test)]
@@ -223,5 +444,37 @@ mod tests {
         assert_eq!(mask_key("http://h:1/e/secret"), "http://h:1/e/***");
         assert_eq!(mask_key("http://h/e/secret?x=1"), "http://h/e/***?x=1");
         assert_eq!(mask_key("http://h/ingest"), "http://h/ingest");
+    }
+
+    #[test]
+    fn heads_give_status_framing_and_close() {
+        let (s, f, c, n) =
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n{\"ids\":[]}..")
+                .unwrap()
+                .unwrap();
+        assert_eq!((s, c, n), (200, false, 39));
+        assert!(matches!(f, Framing::Length(12)));
+        let (s, f, c, _) = parse_head(
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((s, c), (503, true));
+        assert!(matches!(f, Framing::Chunked));
+        let (_, f, c, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(c);
+        assert!(matches!(f, Framing::UntilClose));
+        let (_, _, c, _) =
+            parse_head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert!(!c);
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_head(b"SMTP ready\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
     }
 }

@@ -9,6 +9,8 @@
 //! It prints nothing: progress goes to an [`Observer`], the result is a
 //! [`Report`] the caller renders.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod client;
 mod e2e;
 mod payload;
@@ -74,10 +76,11 @@ pub enum BenchError {
     /// The stack's endpoints could not be read.
     #[error("cannot find the stack's endpoints: {0}")]
     Stack(String),
-    /// AWS endpoint discovery is not built yet.
+    /// A `provider: aws` stack's event API is found through AWS
+    /// (`bench::aws::discover`, feature `aws`), not from the spec alone.
     #[error(
-        "finding the event API of a `provider: aws` stack is not available yet (it comes with the AWS provider); \
-         pass --url URL --key KEY"
+        "the event API of a `provider: aws` stack is found through AWS (`bench::aws::discover`); \
+         pass --url URL --key KEY to a build without the AWS provider"
     )]
     AwsDiscovery,
     /// A bug: a worker task panicked.

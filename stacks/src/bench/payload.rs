@@ -112,6 +112,13 @@ impl Body {
     /// `seq * events ..`), stamped with `ts_ms` (milliseconds since the epoch).
     pub fn render(&self, seq: u64, events: u32, ts_ms: i64) -> Vec<u8> {
         let mut out = String::with_capacity(self.size_hint() * events as usize + 2);
+        self.render_to(&mut out, seq, events, ts_ms);
+        out.into_bytes()
+    }
+
+    /// [`Body::render`] into `out` (cleared first), so the hot loop reuses one buffer.
+    pub fn render_to(&self, out: &mut String, seq: u64, events: u32, ts_ms: i64) {
+        out.clear();
         if events != 1 {
             out.push('[');
         }
@@ -134,13 +141,12 @@ impl Body {
                     }
                     let _ = write!(out, "}},\"ts\":{ts_ms}}}");
                 }
-                Body::Template(t) => t.render(&mut out, n, ts_ms),
+                Body::Template(t) => t.render(out, n, ts_ms),
             }
         }
         if events != 1 {
             out.push(']');
         }
-        out.into_bytes()
     }
 
     fn size_hint(&self) -> usize {

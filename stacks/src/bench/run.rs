@@ -172,7 +172,6 @@ struct Interval {
 
 /// What a worker measured.
 struct Tally {
-    total: Histogram<u64>,
     status: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
     failed: u64,
@@ -183,7 +182,6 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Self {
-            total: stats::histogram(),
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
             failed: 0,
@@ -193,8 +191,6 @@ impl Tally {
     }
 
     fn merge(&mut self, other: Tally) {
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = self.total.add(&other.total);
         for (k, v) in other.status {
             *self.status.entry(k).or_default() += v;
         }
@@ -348,6 +344,9 @@ pub async fn run(
 
     let mut timeline = Vec::new();
     let mut tally = Tally::new();
+    // Every request's latency: the interval histograms are merged in at
+    // each snapshot, so a worker records each request once.
+    let mut all = stats::histogram();
     let mut ticker =
         tokio::time::interval_at((start + shared.cfg.interval).into(), shared.cfg.interval);
     let mut last = (0u64, 0u64, start);
@@ -364,7 +363,7 @@ pub async fn run(
                 break;
             }
             _ = ticker.tick() => {
-                let sample = snapshot(&shared, clock.start, &mut last, &gauges);
+                let sample = snapshot(&shared, clock.start, &mut last, &gauges, &mut all);
                 observer.tick(&sample, &Progress { elapsed: start.elapsed(), planned });
                 timeline.push(sample);
             }
@@ -375,7 +374,7 @@ pub async fn run(
     let interrupted = stop.is_cancelled();
     // The last partial interval, so the timeline adds up to the total.
     if totals(&shared).0 > last.0 {
-        let sample = snapshot(&shared, clock.start, &mut last, &gauges);
+        let sample = snapshot(&shared, clock.start, &mut last, &gauges, &mut all);
         observer.tick(
             &sample,
             &Progress {
@@ -406,7 +405,7 @@ pub async fn run(
         connections: shared.cfg.connections,
         events_per_request: shared.cfg.events_per_request,
         duration_s: elapsed,
-        http_req_duration: Latency::of(&tally.total),
+        http_req_duration: Latency::of(&all),
         http_req_failed: Failed {
             rate: if tally.requests == 0 {
                 0.0
@@ -457,7 +456,7 @@ pub async fn run(
     }
     let measured = Measured {
         report: &report,
-        requests: &tally.total,
+        requests: &all,
         e2e: e2e_hist.as_ref(),
     };
     let results = shared
@@ -475,6 +474,7 @@ fn snapshot(
     start: Instant,
     last: &mut (u64, u64, Instant),
     gauges: &Mutex<BTreeMap<String, f64>>,
+    all: &mut Histogram<u64>,
 ) -> Sample {
     let now = Instant::now();
     let mut h = stats::histogram();
@@ -486,6 +486,8 @@ fn snapshot(
         requests += w.requests;
         failed += w.failed;
     }
+    // Same bounds on both sides, so adding cannot fail.
+    let _ = all.add(&h);
     let secs = now.duration_since(last.2).as_secs_f64().max(1e-9);
     let elapsed = now.duration_since(start);
     let l = Latency::of(&h);
@@ -588,6 +590,7 @@ fn load_thread(
 async fn worker(shared: Arc<Shared>, clock: Clock, index: usize, conn: Conn) -> Tally {
     let mut tally = Tally::new();
     let mut conn = Some(conn);
+    let mut body = String::new();
     let cfg = &shared.cfg;
     let max_end = clock.start + cfg.load.duration();
     let stride = cfg.connections as u64;
@@ -629,19 +632,17 @@ async fn worker(shared: Arc<Shared>, clock: Clock, index: usize, conn: Conn) -> 
         let sampled = seq.is_multiple_of(shared.sample_every);
         let ts_ms = clock.start_wall_ms
             + i64::try_from(due.duration_since(clock.start).as_millis()).unwrap_or(0);
-        let body = cfg.body.render(seq, cfg.events_per_request, ts_ms);
-        let open = match conn.as_mut() {
-            Some(c) => c.is_open().await,
-            None => false,
-        };
-        if !open {
+        cfg.body
+            .render_to(&mut body, seq, cfg.events_per_request, ts_ms);
+        let body = body.as_bytes();
+        if conn.as_mut().is_some_and(|c| !c.is_open(Instant::now())) {
             conn = None;
         }
         let result = match conn.as_mut() {
-            Some(c) => c.post(&shared.ep, body, cfg.timeout).await,
+            Some(c) => c.post(&shared.ep, body, cfg.timeout, sampled).await,
             None => match Conn::open(&shared.ep).await {
                 Ok(mut c) => {
-                    let r = c.post(&shared.ep, body, cfg.timeout).await;
+                    let r = c.post(&shared.ep, body, cfg.timeout, sampled).await;
                     conn = Some(c);
                     r
                 }
@@ -680,9 +681,6 @@ async fn worker(shared: Arc<Shared>, clock: Clock, index: usize, conn: Conn) -> 
                 (true, timeout)
             }
         };
-        if timed {
-            stats::record(&mut tally.total, latency);
-        }
         if failed {
             tally.failed += 1;
         }

@@ -244,6 +244,11 @@ pub struct Container {
     pub port: u16,
     /// Environment, rendered from `templates/engine.env`.
     pub environment: BTreeMap<String, String>,
+    /// Environment variables ECS fills from SSM parameters when the task
+    /// starts (name → parameter ARN): secrets never stored in the task
+    /// definition itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// `awslogs` log group.
     pub log_group: String,
     /// `awslogs` stream prefix.

@@ -335,11 +335,31 @@ impl Builder<'_> {
             self.queue_arns(),
         );
 
+        // The engine's secrets in SSM: ECS reads them for the tasks with the
+        // execution role (GetParameters), executor hosts at boot with theirs.
+        let secret_arns: Vec<String> = self
+            .engine_secrets()
+            .into_iter()
+            .map(|(_, name)| self.secret_parameter_arn(name))
+            .collect();
+
         let ecs_tasks = "ecs-tasks.amazonaws.com";
         let mut execution = ecr_pull.clone().unwrap_or_default();
         execution.push(logs(&[Role::EventApi, Role::Runner], self));
         let mut executors = vec![sqs.clone(), logs(&[Role::Executors], self)];
         executors.extend(ecr_pull.unwrap_or_default());
+        if !secret_arns.is_empty() {
+            execution.push(Statement::allow(
+                "EngineSecrets",
+                &["ssm:GetParameters"],
+                secret_arns.clone(),
+            ));
+            executors.push(Statement::allow(
+                "EngineSecrets",
+                &["ssm:GetParameter"],
+                secret_arns,
+            ));
+        }
         let roles = [
             (
                 "execution",
@@ -623,9 +643,31 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The ARN of the SSM parameter holding a generated secret.
+    fn secret_parameter_arn(&self, secret: &str) -> String {
+        // The name starts with `/`, which follows `parameter` in the ARN.
+        self.arn(
+            "ssm",
+            &format!("parameter{}", self.names.secret_parameter(secret)),
+        )
+    }
+
+    /// Engine variables read from SSM parameters when the engine starts
+    /// (variable → parameter ARN) instead of from its plain environment:
+    /// the Redis auth token. The task definitions list them as `secrets`,
+    /// the executor hosts fetch them at boot.
+    /// Pairs of (variable, generated secret).
+    fn engine_secrets(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.uses_elasticache() && self.spec.state.redis.auth {
+            out.push((engine::config::ENV_REDIS_AUTH_TOKEN, "redis_auth_token"));
+        }
+        out
+    }
+
     /// The engine container environment for one role (the engine's
     /// `STACKCTL_ENGINE_*` contract), and the resources its placeholders
-    /// refer to.
+    /// refer to. Secrets stored in SSM are not in it: see [`Self::engine_secrets`].
     fn engine_env(
         &self,
         role: Role,
@@ -633,19 +675,15 @@ impl Builder<'_> {
         let mut deps = vec!["sqs.events", "sqs.work"];
         let redis_url = if self.uses_elasticache() {
             deps.push("elasticache.redis");
-            let redis = &self.spec.state.redis;
-            let scheme = if redis.transit_encryption {
+            let scheme = if self.spec.state.redis.transit_encryption {
                 "rediss"
             } else {
                 "redis"
             };
-            let auth = if redis.auth {
-                format!(":{}@", secret("redis_auth_token"))
-            } else {
-                String::new()
-            };
+            // The auth token is added by the engine from
+            // STACKCTL_ENGINE_REDIS_AUTH_TOKEN (`engine_secrets`).
             format!(
-                "{scheme}://{auth}{}:{REDIS_PORT}",
+                "{scheme}://{}:{REDIS_PORT}",
                 output("elasticache.redis", "primary_endpoint")
             )
         } else {
@@ -665,8 +703,10 @@ impl Builder<'_> {
             // The SQS + Redis backend of the engine (issue 4) reads this shape.
             "backend": {
                 "kind": "sqs_redis",
-                "events_queue": self.names.dashed("events"),
-                "work_queue": self.names.dashed("work"),
+                // URLs, not names: no GetQueueUrl round trip at start, and
+                // exactly the queues this stack created.
+                "events_queue": output("sqs.events", "url"),
+                "work_queue": output("sqs.work", "url"),
                 "redis_url": redis_url,
             },
             "queues": {
@@ -725,6 +765,11 @@ impl Builder<'_> {
                         command: vec!["--role".into(), role.engine_role().into()],
                         port: self.port(role),
                         environment,
+                        secrets: self
+                            .engine_secrets()
+                            .into_iter()
+                            .map(|(var, name)| (var.to_string(), self.secret_parameter_arn(name)))
+                            .collect(),
                         log_group: self.names.log_group(key),
                         log_stream_prefix: key.into(),
                         memory: service.memory,
@@ -798,11 +843,27 @@ impl Builder<'_> {
         let ex = &self.spec.executors;
         let (env, env_deps) = self.engine_env(Role::Executors)?;
         let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Each secret is read from its SSM parameter at boot with the
+        // instance role, so the launch template's user data never holds it.
+        let mut secret_env: Vec<String> = self
+            .engine_secrets()
+            .into_iter()
+            .map(|(var, name)| {
+                format!(
+                    "engine_secret {var} '{}'",
+                    self.names.secret_parameter(name)
+                )
+            })
+            .collect();
+        if secret_env.is_empty() {
+            secret_env.push("# (this stack has none)".into());
+        }
         let user_data = template::render(
             "executor-user-data.sh",
             template::EXECUTOR_USER_DATA,
             &BTreeMap::from([
                 ("engine_env", env_text.join("\n")),
+                ("secret_env", secret_env.join("\n")),
                 ("image", context("image")),
                 ("region", context("region")),
                 ("log_group", self.names.log_group(Role::Executors.key())),

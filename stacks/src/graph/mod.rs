@@ -60,7 +60,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use attributes::*;
-pub use names::{STACK_NAME_MAX, check_stack_name};
+pub use names::{STACK_NAME_MAX, check_stack_name, secret_parameter_name};
 
 use crate::spec::Spec;
 

@@ -47,6 +47,13 @@ pub fn check_stack_name(name: &str) -> Result<(), GraphError> {
     Ok(())
 }
 
+/// The SSM parameter holding a secret the provider generates for `stack`
+/// (`redis_auth_token` → `/stackctl/{stack}/redis-auth-token`): where `up`
+/// stores it and where the engine's containers read it from.
+pub fn secret_parameter_name(stack: &str, secret: &str) -> String {
+    format!("/stackctl/{stack}/{}", secret.replace('_', "-"))
+}
+
 /// Name builder for one stack.
 pub(crate) struct Names<'a> {
     stack: &'a str,
@@ -64,6 +71,10 @@ impl<'a> Names<'a> {
 
     pub(crate) fn cluster(&self) -> String {
         self.stack.to_string()
+    }
+
+    pub(crate) fn secret_parameter(&self, secret: &str) -> String {
+        secret_parameter_name(self.stack, secret)
     }
 
     pub(crate) fn log_group(&self, role: &str) -> String {

@@ -67,6 +67,11 @@ pub struct PushOptions {
     pub credentials: Option<Credentials>,
     /// Use `http://` even for a non-loopback registry.
     pub plain_http: bool,
+    /// The registry's base URL (`https://host[:port]`) when it is reached
+    /// somewhere else than the reference's host says: an ECR interface VPC
+    /// endpoint, or a test registry standing in for ECR. The pushed
+    /// reference keeps the target's name; only the connection moves.
+    pub endpoint: Option<String>,
 }
 
 /// What a blob is, for reports.
@@ -203,7 +208,10 @@ struct Client {
 
 impl Client {
     fn new(target: &ImageRef, opts: &PushOptions) -> Result<Self, ImageError> {
-        let base_str = target.base_url(opts.plain_http);
+        let base_str = match &opts.endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_owned(),
+            None => target.base_url(opts.plain_http),
+        };
         let base = Url::parse(&base_str).map_err(|e| ImageError::Reference {
             reference: target.to_string(),
             reason: format!("bad registry URL {base_str}: {e}"),

@@ -1,5 +1,7 @@
 //! Starts real components for tests on free loopback ports: the moto server
-//! (AWS), `redis-server`, Debian's `docker-registry` and podman's Docker API.
+//! (AWS), `redis-server`, Debian's `docker-registry` and podman's Docker API;
+//! and a fault-injecting proxy that answers a seeded share of AWS calls with
+//! throttling errors and 5xx.
 //!
 //! Each component is a struct whose `start()` spawns the process with its
 //! output in a log file under a private temp dir, polls until it answers (with
@@ -16,6 +18,7 @@
 //! never dropped, so their processes would outlive the test binary.
 
 mod error;
+mod fault_proxy;
 pub mod http;
 mod moto;
 mod podman;
@@ -24,6 +27,7 @@ mod redis;
 mod registry;
 
 pub use error::{Error, Result, TEST_COMMAND};
+pub use fault_proxy::{FaultProxy, FaultStats};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};

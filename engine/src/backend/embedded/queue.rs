@@ -4,13 +4,24 @@
 //! Waiting receivers are woken at once by sends from the same handle and
 //! poll for other processes' sends with an interval that starts at 1 ms
 //! after activity and doubles up to 50 ms while idle.
+//!
+//! Hand-off: while receivers of this handle are waiting (the roles of one
+//! process share a handle), a send stores up to as many messages as they
+//! asked for already received once (receive count 1, invisible for their
+//! visibility timeout) in the same transaction, and passes them to them in
+//! memory after the commit. That spares the receive's own durable write
+//! and a database read on the way from one stage to the next, and changes
+//! nothing a crash can see: a process that dies with a handed-off message
+//! leaves it in flight, and it comes back when its visibility ends, as any
+//! received message would.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use super::{Db, GcClock, ms, now_ms, sql_err};
@@ -27,13 +38,65 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// One named queue in the embedded database.
 pub struct EmbeddedQueue {
-    db: Arc<Db>,
+    pub(super) db: Arc<Db>,
     name: &'static str,
     max_receives: u32,
     retention_ms: i64,
     notify: Notify,
     poll_us: AtomicU64,
     gc: GcClock,
+    local: Mutex<Local>,
+}
+
+/// The hand-off between this handle's senders and its waiting receivers.
+#[derive(Debug, Default)]
+struct Local {
+    /// How many messages the receivers waiting now asked for, in all.
+    wanted: usize,
+    /// The visibility timeout the latest of them asked for.
+    visibility: Duration,
+    /// Leases promised by sends that have not committed yet.
+    reserved: usize,
+    /// Messages stored as received, waiting to be taken, with the time
+    /// their lease ends (ms since the epoch).
+    ready: VecDeque<(Received, i64)>,
+}
+
+/// Leases a send reserved for waiting receivers (see [`EmbeddedQueue::begin_send`]);
+/// gives back what it did not use when dropped.
+pub(crate) struct Lease<'a> {
+    queue: &'a EmbeddedQueue,
+    /// How many of the send's undelayed messages to store as received.
+    count: usize,
+    /// Their visibility timeout in ms.
+    visibility_ms: i64,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.count > 0
+            && let Ok(mut local) = self.queue.local.lock()
+        {
+            local.reserved = local.reserved.saturating_sub(self.count);
+        }
+    }
+}
+
+/// What a send's transaction leased: to hand over after the commit.
+pub(crate) type Leased = Vec<(Received, i64)>;
+
+/// Registers a receiver as waiting for as long as it lives.
+struct Waiting<'a> {
+    queue: &'a EmbeddedQueue,
+    max: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut local) = self.queue.local.lock() {
+            local.wanted = local.wanted.saturating_sub(self.max);
+        }
+    }
 }
 
 impl EmbeddedQueue {
@@ -46,7 +109,133 @@ impl EmbeddedQueue {
             notify: Notify::new(),
             poll_us: AtomicU64::new(MIN_POLL.as_micros() as u64),
             gc: GcClock::default(),
+            local: Mutex::new(Local::default()),
         }
+    }
+
+    /// The queue's name in the `messages` table.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Checks `messages` and reserves leases for this handle's waiting
+    /// receivers; then [`insert`](Self::insert) in a transaction and
+    /// [`end_send`](Self::end_send) after it.
+    pub(crate) fn begin_send(&self, messages: &[Message]) -> Result<Lease<'_>> {
+        if let Some(m) = messages.iter().find(|m| m.body.len() > MAX_MESSAGE_BYTES) {
+            return Err(BackendError::TooLarge(format!(
+                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                m.body.len()
+            )));
+        }
+        let mut lease = Lease {
+            queue: self,
+            count: 0,
+            visibility_ms: 0,
+        };
+        if let Ok(mut local) = self.local.lock()
+            && local.wanted > 0
+        {
+            let open = local
+                .wanted
+                .saturating_sub(local.ready.len() + local.reserved);
+            let undelayed = messages.iter().filter(|m| m.delay.is_zero()).count();
+            lease.count = open.min(undelayed);
+            lease.visibility_ms = ms(local.visibility);
+            local.reserved += lease.count;
+        }
+        Ok(lease)
+    }
+
+    /// Inserts `messages` into `queue` inside the caller's transaction, the
+    /// first `lease.count` undelayed ones as already received; returns those.
+    pub(crate) fn insert(
+        c: &Connection,
+        queue: &str,
+        messages: Vec<Message>,
+        lease: (usize, i64),
+        now: i64,
+    ) -> Result<Leased> {
+        let (mut to_lease, visibility) = lease;
+        let mut leased = Vec::with_capacity(to_lease);
+        let mut insert = c
+            .prepare_cached(
+                "INSERT INTO messages (queue, body, visible_at, sent_at, receive_count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(sql_err)?;
+        for m in messages {
+            if to_lease > 0 && m.delay.is_zero() {
+                to_lease -= 1;
+                let until = now + visibility;
+                insert
+                    .execute(params![queue, m.body, until, now, 1])
+                    .map_err(sql_err)?;
+                let seq = c.last_insert_rowid();
+                leased.push((
+                    Received {
+                        id: seq.to_string(),
+                        receipt: format!("{seq}.1"),
+                        body: m.body,
+                        receive_count: 1,
+                    },
+                    until,
+                ));
+            } else {
+                let delay = ms(m.delay.min(MAX_DELAY));
+                insert
+                    .execute(params![queue, m.body, now + delay, now, 0])
+                    .map_err(sql_err)?;
+            }
+        }
+        Ok(leased)
+    }
+
+    /// After the send's transaction: hands what it leased to the waiting
+    /// receivers and wakes them.
+    pub(crate) fn end_send(&self, lease: Lease<'_>, leased: Leased) {
+        if !leased.is_empty()
+            && let Ok(mut local) = self.local.lock()
+        {
+            local.ready.extend(leased);
+        }
+        drop(lease);
+        self.notify.notify_waiters();
+    }
+
+    /// The lease's count and visibility, for [`insert`](Self::insert).
+    pub(crate) fn lease_terms(lease: &Lease<'_>) -> (usize, i64) {
+        (lease.count, lease.visibility_ms)
+    }
+
+    /// Takes up to `max` handed-off messages whose lease has not ended.
+    fn take_ready(&self, max: usize) -> Vec<Received> {
+        let Ok(mut local) = self.local.lock() else {
+            return Vec::new();
+        };
+        if local.ready.is_empty() {
+            return Vec::new();
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((message, until)) = local.ready.pop_front() else {
+                break;
+            };
+            // A lease that ended is visible in the database again: leave it there.
+            if until > now {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    fn start_waiting(&self, max: usize, visibility: Duration) -> Waiting<'_> {
+        if let Ok(mut local) = self.local.lock() {
+            local.wanted += max;
+            local.visibility = visibility;
+        }
+        Waiting { queue: self, max }
     }
 
     /// Receives whatever is visible now, without waiting.
@@ -144,29 +333,14 @@ impl Queue for EmbeddedQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        if let Some(m) = messages.iter().find(|m| m.body.len() > MAX_MESSAGE_BYTES) {
-            return Err(BackendError::TooLarge(format!(
-                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
-                m.body.len()
-            )));
-        }
+        let lease = self.begin_send(&messages)?;
+        let terms = Self::lease_terms(&lease);
         let queue = self.name;
-        self.db
-            .write(move |c| {
-                let now = now_ms();
-                let mut insert = c
-                    .prepare_cached(
-                        "INSERT INTO messages (queue, body, visible_at, sent_at) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(sql_err)?;
-                for m in messages {
-                    let delay = ms(m.delay.min(MAX_DELAY));
-                    insert.execute(params![queue, m.body, now + delay, now]).map_err(sql_err)?;
-                }
-                Ok(())
-            })
+        let leased = self
+            .db
+            .write(move |c| Self::insert(c, queue, messages, terms, now_ms()))
             .await?;
-        self.notify.notify_waiters();
+        self.end_send(lease, leased);
         Ok(())
     }
 
@@ -184,6 +358,10 @@ impl Queue for EmbeddedQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let handed = self.take_ready(max);
+            if !handed.is_empty() {
+                return Ok(handed);
+            }
             let next = self.next_visible().await?;
             let now = now_ms();
             if next.is_some_and(|t| t <= now) {
@@ -201,6 +379,9 @@ impl Queue for EmbeddedQueue {
             if let Some(t) = next.filter(|t| *t > now) {
                 nap = nap.min(Duration::from_millis((t - now) as u64));
             }
+            // Only while blocked here: a receiver that is busy reading the
+            // database or about to return is not promised messages.
+            let _waiting = self.start_waiting(max, visibility);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(nap) => {}
@@ -292,5 +473,9 @@ impl Queue for EmbeddedQueue {
 
     fn max_message_bytes(&self) -> usize {
         MAX_MESSAGE_BYTES
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Db, GcClock, json_err, ms, now_ms, sql_err};
+use super::{Db, EmbeddedQueue, GcClock, json_err, ms, now_ms, sql_err};
 use crate::backend::{
-    Attempt, BackendError, Event, Result, Run, RunStatus, StateStore, StepOutcome, StepRecord, Wait,
+    Attempt, BackendError, Event, Message, Queue, Result, Run, RunStatus, StateStore, StepEnd,
+    StepOutcome, StepRecord, Wait,
 };
 use crate::functions::FunctionDef;
 
@@ -28,6 +29,99 @@ impl EmbeddedState {
             gc: GcClock::default(),
         }
     }
+
+    /// `work` as an embedded queue of this same handle, whose writes can
+    /// join this store's transactions.
+    fn same_db<'q>(&self, work: &'q dyn Queue) -> Option<&'q EmbeddedQueue> {
+        work.as_any()?
+            .downcast_ref::<EmbeddedQueue>()
+            .filter(|q| Arc::ptr_eq(&q.db, &self.db))
+    }
+}
+
+fn create_run_in(c: &Connection, run: &Run, event: &str) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO runs (id, function_id, event_id, event, status, error, created_at, ended_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql_err)?
+        .execute(params![
+            run.id,
+            run.function_id,
+            run.event.internal_id,
+            event,
+            status_str(run.status),
+            run.error,
+            run.created_at,
+            run.ended_at
+        ])
+        .map_err(sql_err)?;
+    Ok(n == 1)
+}
+
+fn finish_run_in(
+    c: &Connection,
+    id: &str,
+    status: RunStatus,
+    error: Option<&str>,
+    at: i64,
+) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1 AND status = 'running'",
+        )
+        .map_err(sql_err)?
+        .execute(params![id, status_str(status), error, at])
+        .map_err(sql_err)?;
+    Ok(n == 1)
+}
+
+fn record_attempt_in(c: &Connection, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()> {
+    let existing: Option<String> = c
+        .prepare_cached("SELECT attempts FROM steps WHERE run_id = ?1 AND step_id = ?2")
+        .map_err(sql_err)?
+        .query_row(params![run_id, step_id], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?;
+    let mut attempts: Vec<Attempt> = match &existing {
+        Some(a) => serde_json::from_str(a).map_err(json_err)?,
+        None => Vec::new(),
+    };
+    // Recording the same attempt twice (a retried call) replaces it.
+    attempts.retain(|a| a.number != attempt.number);
+    attempts.push(attempt);
+    attempts.sort_by_key(|a| a.number);
+    let started = attempts.iter().map(|a| a.started_at).min();
+    let text = serde_json::to_string(&attempts).map_err(json_err)?;
+    c.prepare_cached(
+        "INSERT INTO steps (run_id, step_id, attempts, started_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (run_id, step_id) DO UPDATE SET attempts = excluded.attempts, \
+         started_at = MIN(COALESCE(steps.started_at, excluded.started_at), excluded.started_at)",
+    )
+    .map_err(sql_err)?
+    .execute(params![run_id, step_id, text, started])
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+fn set_outcome_in(
+    c: &Connection,
+    run_id: &str,
+    step_id: &str,
+    outcome: &str,
+    at: i64,
+) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO steps (run_id, step_id, outcome, ended_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (run_id, step_id) DO UPDATE SET outcome = excluded.outcome, \
+             ended_at = excluded.ended_at WHERE steps.outcome IS NULL",
+        )
+        .map_err(sql_err)?
+        .execute(params![run_id, step_id, outcome, at])
+        .map_err(sql_err)?;
+    Ok(n == 1)
 }
 
 /// Sweeps expired rows inside the caller's transaction.
@@ -233,27 +327,7 @@ impl StateStore for EmbeddedState {
     async fn create_run(&self, run: &Run) -> Result<bool> {
         let event = serde_json::to_string(&run.event).map_err(json_err)?;
         let run = run.clone();
-        self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "INSERT OR IGNORE INTO runs (id, function_id, event_id, event, status, error, created_at, ended_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![
-                            run.id,
-                            run.function_id,
-                            run.event.internal_id,
-                            event,
-                            status_str(run.status),
-                            run.error,
-                            run.created_at,
-                            run.ended_at
-                        ],
-                    )
-                    .map_err(sql_err)?;
-                Ok(n == 1)
-            })
-            .await
+        self.db.write(move |c| create_run_in(c, &run, &event)).await
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
@@ -322,15 +396,7 @@ impl StateStore for EmbeddedState {
         }
         let id = run_id.to_string();
         self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1 AND status = 'running'",
-                        params![id, status_str(status), error, at],
-                    )
-                    .map_err(sql_err)?;
-                Ok(n == 1)
-            })
+            .write(move |c| finish_run_in(c, &id, status, error.as_deref(), at))
             .await
     }
 
@@ -357,34 +423,7 @@ impl StateStore for EmbeddedState {
     async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()> {
         let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
         self.db
-            .write(move |c| {
-                let existing: Option<String> = c
-                    .query_row(
-                        "SELECT attempts FROM steps WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, step_id],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql_err)?;
-                let mut attempts: Vec<Attempt> = match &existing {
-                    Some(a) => serde_json::from_str(a).map_err(json_err)?,
-                    None => Vec::new(),
-                };
-                // Recording the same attempt twice (a retried call) replaces it.
-                attempts.retain(|a| a.number != attempt.number);
-                attempts.push(attempt);
-                attempts.sort_by_key(|a| a.number);
-                let started = attempts.iter().map(|a| a.started_at).min();
-                let text = serde_json::to_string(&attempts).map_err(json_err)?;
-                c.execute(
-                    "INSERT INTO steps (run_id, step_id, attempts, started_at) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (run_id, step_id) DO UPDATE SET attempts = excluded.attempts, \
-                     started_at = MIN(COALESCE(steps.started_at, excluded.started_at), excluded.started_at)",
-                    params![run_id, step_id, text, started],
-                )
-                .map_err(sql_err)?;
-                Ok(())
-            })
+            .write(move |c| record_attempt_in(c, &run_id, &step_id, attempt))
             .await
     }
 
@@ -398,17 +437,7 @@ impl StateStore for EmbeddedState {
         let (run_id, step_id) = (run_id.to_string(), step_id.to_string());
         let text = serde_json::to_string(outcome).map_err(json_err)?;
         self.db
-            .write(move |c| {
-                let n = c
-                    .execute(
-                        "INSERT INTO steps (run_id, step_id, outcome, ended_at) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT (run_id, step_id) DO UPDATE SET outcome = excluded.outcome, \
-                         ended_at = excluded.ended_at WHERE steps.outcome IS NULL",
-                        params![run_id, step_id, text, at],
-                    )
-                    .map_err(sql_err)?;
-                Ok(n == 1)
-            })
+            .write(move |c| set_outcome_in(c, &run_id, &step_id, &text, at))
             .await
     }
 
@@ -558,5 +587,74 @@ impl StateStore for EmbeddedState {
                 Ok(())
             })
             .await
+    }
+
+    async fn create_run_and_send(
+        &self,
+        run: &Run,
+        work: &dyn Queue,
+        jobs: Vec<Message>,
+    ) -> Result<bool> {
+        let Some(queue) = self.same_db(work) else {
+            return crate::backend::create_run_then_send(self, run, work, jobs).await;
+        };
+        let event = serde_json::to_string(&run.event).map_err(json_err)?;
+        let run = run.clone();
+        let lease = queue.begin_send(&jobs)?;
+        let terms = EmbeddedQueue::lease_terms(&lease);
+        let name = queue.name();
+        let (created, leased) = self
+            .db
+            .write(move |c| {
+                if !create_run_in(c, &run, &event)? {
+                    return Ok((false, Vec::new()));
+                }
+                Ok((true, EmbeddedQueue::insert(c, name, jobs, terms, now_ms())?))
+            })
+            .await?;
+        queue.end_send(lease, leased);
+        Ok(created)
+    }
+
+    async fn end_step(&self, end: StepEnd, work: &dyn Queue) -> Result<bool> {
+        let Some(queue) = self.same_db(work) else {
+            return crate::backend::end_step_in_order(self, end, work).await;
+        };
+        if end.finish.as_ref().is_some_and(|(s, _)| !s.is_terminal()) {
+            return Err(BackendError::Other(
+                "end_step can only finish a run with a terminal status".into(),
+            ));
+        }
+        let outcome = serde_json::to_string(&end.outcome).map_err(json_err)?;
+        let lease = queue.begin_send(&end.jobs)?;
+        let terms = EmbeddedQueue::lease_terms(&lease);
+        let name = queue.name();
+        let (won, leased) = self
+            .db
+            .write(move |c| {
+                let StepEnd {
+                    run_id,
+                    step_id,
+                    at,
+                    attempt,
+                    jobs,
+                    finish,
+                    ..
+                } = end;
+                if !set_outcome_in(c, &run_id, &step_id, &outcome, at)? {
+                    return Ok((false, Vec::new()));
+                }
+                if let Some(a) = attempt {
+                    record_attempt_in(c, &run_id, &step_id, a)?;
+                }
+                let leased = EmbeddedQueue::insert(c, name, jobs, terms, now_ms())?;
+                if let Some((status, error)) = finish {
+                    finish_run_in(c, &run_id, status, error.as_deref(), at)?;
+                }
+                Ok((true, leased))
+            })
+            .await?;
+        queue.end_send(lease, leased);
+        Ok(won)
     }
 }

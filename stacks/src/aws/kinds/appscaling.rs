@@ -10,7 +10,7 @@ use aws_sdk_applicationautoscaling::types::{
     TargetTrackingScalingPolicyConfiguration,
 };
 
-use super::{Ctx, Observed, Target, Work, api, attrs, outputs};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, outputs};
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
@@ -222,4 +222,39 @@ pub(crate) async fn apply_policy(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         .await
         .map_err(api!(work.subject(), "PutScalingPolicy"))?;
     Ok(outputs([("arn", out.policy_arn)]))
+}
+
+/// Deregisters the scalable target (AWS deletes its policies with it).
+pub(crate) async fn delete_target(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let Attributes::ScalableTarget(t) = &o.resource.attributes else {
+        unreachable!("a scalable target reads as one");
+    };
+    ctx.aws
+        .appscaling()
+        .deregister_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&t.resource_id)
+        .scalable_dimension(DIMENSION)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeregisterScalableTarget"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deletes a scaling policy (a target-tracking policy's alarms go with it).
+pub(crate) async fn delete_policy(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let Attributes::ScalingPolicy(p) = &o.resource.attributes else {
+        unreachable!("a scaling policy reads as one");
+    };
+    ctx.aws
+        .appscaling()
+        .delete_scaling_policy()
+        .policy_name(&o.resource.name)
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&p.target)
+        .scalable_dimension(DIMENSION)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteScalingPolicy"))?;
+    Ok(Deleted::Gone)
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, StepAdjustment, Tag};
 
-use super::{Ctx, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
@@ -278,4 +278,80 @@ pub(crate) async fn apply_policy(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         .await?
         .map(|o| o.outputs)
         .ok_or_else(|| incomplete(&work.target(), "PutScalingPolicy", "PolicyARN"))
+}
+
+/// The group's status (`Delete in progress`, or `present`), `None` once gone.
+async fn group_status(ctx: &Ctx, o: &Observed) -> Result<Option<String>> {
+    let out = ctx
+        .aws
+        .autoscaling()
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DescribeAutoScalingGroups"))?;
+    Ok(out
+        .auto_scaling_groups
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|g| g.status.unwrap_or_else(|| "present".into())))
+}
+
+/// Deletes the group with its instances (`ForceDelete`) and waits, up to
+/// `deadline`, until it is gone: the launch template and the instance
+/// profile its instances use go after it.
+pub(crate) async fn delete_group(
+    ctx: &Ctx,
+    o: &Observed,
+    deadline: std::time::Instant,
+) -> Result<Deleted> {
+    match group_status(ctx, o).await? {
+        None => return Ok(Deleted::AlreadyGone),
+        Some(s) if s.starts_with("Delete") => {}
+        Some(_) => {
+            let deleted = ctx
+                .aws
+                .autoscaling()
+                .delete_auto_scaling_group()
+                .auto_scaling_group_name(&o.resource.name)
+                .force_delete(true)
+                .send()
+                .await
+                .map_err(api!(super::subject_of(o), "DeleteAutoScalingGroup"));
+            match deleted {
+                // EC2 Auto Scaling says "not found" with a ValidationError.
+                Err(e) if e.code() == Some("ValidationError") && e.to_string().contains("not found") => {
+                    return Ok(Deleted::AlreadyGone);
+                }
+                other => other?,
+            };
+        }
+    }
+    super::wait_gone(deadline, std::time::Duration::from_secs(5), || {
+        group_status(ctx, o)
+    })
+    .await
+}
+
+/// Deletes a scaling policy of the group (its alarms go first).
+pub(crate) async fn delete_policy(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let Attributes::ScalingPolicy(p) = &o.resource.attributes else {
+        unreachable!("a scaling policy reads as one");
+    };
+    let deleted = ctx
+        .aws
+        .autoscaling()
+        .delete_policy()
+        .auto_scaling_group_name(&p.target)
+        .policy_name(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeletePolicy"));
+    match deleted {
+        Err(e) if e.code() == Some("ValidationError") && e.to_string().contains("not found") => {
+            Ok(Deleted::AlreadyGone)
+        }
+        other => other.map(|_| Deleted::Gone),
+    }
 }

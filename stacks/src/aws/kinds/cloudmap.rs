@@ -11,7 +11,7 @@ use aws_sdk_servicediscovery::types::{
     RoutingPolicy, ServiceChange, ServiceFilter, ServiceFilterName, Tag,
 };
 
-use super::{Ctx, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
 use crate::aws::error::{AwsError, Result};
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
@@ -356,4 +356,74 @@ pub(crate) async fn apply_service(ctx: &Ctx, work: &Work) -> Result<Outputs> {
     }
     sync_tags(ctx, work, &observed.outputs["arn"]).await?;
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the Cloud Map service. AWS refuses (`ResourceInUse`) while
+/// instances are registered; ECS deregisters them as its service drains.
+pub(crate) async fn delete_service(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let id = super::output(o, "id", "GetService")?;
+    ctx.aws
+        .cloudmap()
+        .delete_service()
+        .id(id)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteService"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deletes the namespace (asynchronous: its operation is polled up to
+/// `deadline`; its hosted zone goes with it).
+pub(crate) async fn delete_namespace(
+    ctx: &Ctx,
+    o: &Observed,
+    deadline: Instant,
+) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let id = super::output(o, "id", "ListNamespaces")?;
+    let map = ctx.aws.cloudmap();
+    let out = map
+        .delete_namespace()
+        .id(id)
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "DeleteNamespace"))?;
+    let Some(operation) = out.operation_id else {
+        return Ok(Deleted::Gone);
+    };
+    super::wait_gone(deadline, Duration::from_secs(2), || {
+        let (map, operation, subject) = (map.clone(), operation.clone(), subject.clone());
+        async move {
+        let out = map
+            .get_operation()
+            .operation_id(&operation)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "GetOperation"))?;
+        let op = out.operation;
+        match op.as_ref().and_then(|o| o.status.clone()) {
+            Some(OperationStatus::Success) | None => Ok(None),
+            Some(OperationStatus::Fail) => Err(AwsError::Api {
+                subject: subject.clone(),
+                action: "DeleteNamespace",
+                code: op
+                    .as_ref()
+                    .and_then(|o| o.error_code.clone())
+                    .unwrap_or_else(|| "OperationFailed".into()),
+                message: op
+                    .as_ref()
+                    .and_then(|o| o.error_message.clone())
+                    .unwrap_or_default(),
+                class: crate::aws::error::Class::of(
+                    op.as_ref()
+                        .and_then(|o| o.error_code.as_deref())
+                        .unwrap_or("OperationFailed"),
+                    None,
+                ),
+            }),
+            Some(other) => Ok(Some(other.as_str().to_string())),
+        }
+        }
+    })
+    .await
 }

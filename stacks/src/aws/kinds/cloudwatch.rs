@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
 
-use super::{Ctx, Observed, Target, Work, api, attrs, outputs};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, outputs};
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::{Attributes, CloudWatchAlarm};
@@ -134,4 +134,16 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         }
     }
     Ok(outputs([("arn", arn)]))
+}
+
+/// Deletes the alarm.
+pub(crate) async fn delete(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .cloudwatch()
+        .delete_alarms()
+        .alarm_names(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteAlarms"))?;
+    Ok(Deleted::Gone)
 }

@@ -12,12 +12,12 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine as _;
 
-use super::{Ctx, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
 use crate::aws::context::filter;
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
-use crate::graph::{Attributes, LaunchTemplate, Peer, Rule, SecurityGroup};
+use crate::graph::{Attributes, LaunchTemplate, Peer, Rule, SecurityGroup, TAG_STACK};
 
 fn tags_of(tags: Option<&[Tag]>) -> BTreeMap<String, String> {
     tags.unwrap_or_default()
@@ -465,4 +465,92 @@ pub(crate) async fn apply_launch_template(ctx: &Ctx, work: &Work) -> Result<Outp
     }
     sync_tags(ctx, work, &id).await?;
     Ok(outputs([("id", id), ("latest_version", latest)]))
+}
+
+/// Deletes a security group. The stack's other groups may allow traffic
+/// from it (Redis from the tasks): AWS refuses to delete a group another
+/// group's rules refer to, so those rules are revoked first, from the
+/// stack's own (tagged) groups only.
+pub(crate) async fn delete_security_group(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let id = super::output(o, "id", "DescribeSecurityGroups")?;
+    let ec2 = ctx.aws.ec2();
+    let ours = ec2
+        .describe_security_groups()
+        .filters(filter(&format!("tag:{TAG_STACK}"), &ctx.stack))
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "DescribeSecurityGroups"))?;
+    for sg in ours.security_groups.unwrap_or_default() {
+        let Some(other) = sg.group_id.as_deref().filter(|g| *g != id) else {
+            continue;
+        };
+        for egress in [false, true] {
+            let perms = if egress {
+                sg.ip_permissions_egress()
+            } else {
+                sg.ip_permissions()
+            };
+            let referring: Vec<IpPermission> = perms
+                .iter()
+                .filter(|p| {
+                    p.user_id_group_pairs()
+                        .iter()
+                        .any(|g| g.group_id.as_deref() == Some(id))
+                })
+                .map(|p| {
+                    let mut b = IpPermission::builder()
+                        .set_ip_protocol(p.ip_protocol.clone())
+                        .set_from_port(p.from_port)
+                        .set_to_port(p.to_port);
+                    b = b.user_id_group_pairs(UserIdGroupPair::builder().group_id(id).build());
+                    b.build()
+                })
+                .collect();
+            if referring.is_empty() {
+                continue;
+            }
+            let revoked = if egress {
+                ec2.revoke_security_group_egress()
+                    .group_id(other)
+                    .set_ip_permissions(Some(referring))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(api!(subject.clone(), "RevokeSecurityGroupEgress"))
+            } else {
+                ec2.revoke_security_group_ingress()
+                    .group_id(other)
+                    .set_ip_permissions(Some(referring))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(api!(subject.clone(), "RevokeSecurityGroupIngress"))
+            };
+            match revoked {
+                // Revoked meanwhile (a concurrent delete of the other group).
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
+        }
+    }
+    ec2.delete_security_group()
+        .group_id(id)
+        .send()
+        .await
+        .map_err(api!(subject, "DeleteSecurityGroup"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deletes the launch template (every version).
+pub(crate) async fn delete_launch_template(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let id = super::output(o, "id", "DescribeLaunchTemplates")?;
+    ctx.aws
+        .ec2()
+        .delete_launch_template()
+        .launch_template_id(id)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteLaunchTemplate"))?;
+    Ok(Deleted::Gone)
 }

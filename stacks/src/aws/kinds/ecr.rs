@@ -8,7 +8,8 @@ use aws_sdk_ecr::types::{
 };
 
 use super::{
-    Ctx, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs, reread,
+    Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
+    reread,
 };
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
@@ -156,4 +157,18 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
             .map_err(api!(subject.clone(), "UntagResource"))?;
     }
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the repository with its images (`force`): `down` removes the
+/// stack's pushed engine images too.
+pub(crate) async fn delete(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .ecr()
+        .delete_repository()
+        .repository_name(&o.resource.name)
+        .force(true)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteRepository"))?;
+    Ok(Deleted::Gone)
 }

@@ -14,7 +14,8 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{
-    Ctx, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs, reread,
+    Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
+    reread,
 };
 use crate::aws::error::{AwsError, Result};
 use crate::aws::resolve::Outputs;
@@ -234,6 +235,11 @@ pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option
                 .iter()
                 .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default())))
                 .collect(),
+            secrets: c
+                .secrets()
+                .iter()
+                .map(|s| (s.name.clone(), s.value_from.clone()))
+                .collect(),
             log_group: log_options.get(LOG_GROUP).cloned().unwrap_or_default(),
             log_stream_prefix: log_options.get(LOG_PREFIX).cloned().unwrap_or_default(),
             memory: c.memory.and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
@@ -272,6 +278,24 @@ pub(crate) async fn apply_task_definition(ctx: &Ctx, work: &Work) -> Result<Outp
                 .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
                 .collect(),
         ))
+        // ECS reads these from SSM when a task starts; the task definition
+        // holds only the parameter ARNs.
+        .set_secrets(
+            (!c.secrets.is_empty())
+                .then(|| {
+                    c.secrets
+                        .iter()
+                        .map(|(name, from)| {
+                            aws_sdk_ecs::types::Secret::builder()
+                                .name(name)
+                                .value_from(from)
+                                .build()
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|e| AwsError::Config(e.to_string()))?,
+        )
         .log_configuration(
             LogConfiguration::builder()
                 .log_driver(LogDriver::Awslogs)
@@ -576,4 +600,132 @@ pub(crate) async fn apply_service(ctx: &Ctx, work: &Work) -> Result<Outputs> {
     }
     sync_tags(ctx, work, &observed.outputs["arn"]).await?;
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the cluster. AWS refuses (`ClusterContains*`) while services or
+/// tasks remain, which `down` retries as a dependency error.
+pub(crate) async fn delete_cluster(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .ecs()
+        .delete_cluster()
+        .cluster(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteCluster"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deregisters every ACTIVE revision of the family that carries the stack's
+/// tag, then deletes them (a deregistered revision lingers as INACTIVE
+/// until deleted). A revision without the tag is someone else's and is
+/// left alone; it then shows up in the sweep.
+pub(crate) async fn delete_task_definition(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let ecs = ctx.aws.ecs();
+    let mut revisions = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ecs
+            .list_task_definitions()
+            .family_prefix(&o.resource.name)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "ListTaskDefinitions"))?;
+        revisions.extend(page.task_definition_arns().iter().cloned());
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut deregistered = Vec::new();
+    for arn in revisions {
+        // `family_prefix` matches other families that start the same way.
+        let family = arn
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.rsplit_once(':'))
+            .map(|(f, _)| f);
+        if family != Some(o.resource.name.as_str()) {
+            continue;
+        }
+        let got = ecs
+            .describe_task_definition()
+            .task_definition(&arn)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DescribeTaskDefinition"))?;
+        if tags_of(got.tags()).get(crate::graph::TAG_STACK) != Some(&ctx.stack) {
+            continue;
+        }
+        ecs.deregister_task_definition()
+            .task_definition(&arn)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DeregisterTaskDefinition"))?;
+        deregistered.push(arn);
+    }
+    for batch in deregistered.chunks(10) {
+        ecs.delete_task_definitions()
+            .set_task_definitions(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DeleteTaskDefinitions"))?;
+    }
+    Ok(Deleted::Gone)
+}
+
+/// The service's status (`ACTIVE`, `DRAINING`), `None` once INACTIVE or gone.
+async fn service_status(ctx: &Ctx, o: &Observed) -> Result<Option<String>> {
+    let got = ctx
+        .aws
+        .ecs()
+        .describe_services()
+        .cluster(&ctx.stack)
+        .services(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DescribeServices"));
+    Ok(not_found_is_none(got)?.and_then(|out| {
+        out.services
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.status)
+            .find(|s| s != "INACTIVE")
+    }))
+}
+
+/// Scales the service to zero and deletes it, then waits (up to
+/// `deadline`) until it has drained and is INACTIVE: the cluster, the task
+/// definitions' roles and the security groups its tasks use can only go
+/// after that.
+pub(crate) async fn delete_service(
+    ctx: &Ctx,
+    o: &Observed,
+    deadline: std::time::Instant,
+) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let ecs = ctx.aws.ecs();
+    if service_status(ctx, o).await?.as_deref() == Some("ACTIVE") {
+        ecs.update_service()
+            .cluster(&ctx.stack)
+            .service(&o.resource.name)
+            .desired_count(0)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "UpdateService"))?;
+        ecs.delete_service()
+            .cluster(&ctx.stack)
+            .service(&o.resource.name)
+            .force(true)
+            .send()
+            .await
+            .map_err(api!(subject, "DeleteService"))?;
+    }
+    super::wait_gone(deadline, std::time::Duration::from_secs(5), || {
+        service_status(ctx, o)
+    })
+    .await
 }

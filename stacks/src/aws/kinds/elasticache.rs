@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, Tag};
 
 use super::{
-    Ctx, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs, reread,
+    Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
+    reread,
 };
 use crate::aws::error::Result;
 use crate::aws::resolve::{NOT_REPORTED, Outputs};
@@ -375,4 +376,65 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
     }
     sync_tags(ctx, work, &observed.outputs["arn"]).await?;
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the subnet group. AWS refuses while a replication group being
+/// deleted still uses it: `down` deletes it only once the group is gone.
+pub(crate) async fn delete_subnet_group(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .elasticache()
+        .delete_cache_subnet_group()
+        .cache_subnet_group_name(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteCacheSubnetGroup"))?;
+    Ok(Deleted::Gone)
+}
+
+/// The replication group's status, `None` when it is gone.
+async fn replication_group_status(ctx: &Ctx, o: &Observed) -> Result<Option<String>> {
+    let got = ctx
+        .aws
+        .elasticache()
+        .describe_replication_groups()
+        .replication_group_id(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DescribeReplicationGroups"));
+    Ok(not_found_is_none(got)?.and_then(|out| {
+        out.replication_groups
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|g| g.status.unwrap_or_else(|| "unknown".into()))
+    }))
+}
+
+/// Deletes the replication group (no final snapshot) and waits, up to
+/// `deadline`, until it is gone: its subnet group and security group can
+/// only be deleted then. A group already `deleting` (an earlier `down`) is
+/// only waited for.
+pub(crate) async fn delete_replication_group(
+    ctx: &Ctx,
+    o: &Observed,
+    deadline: std::time::Instant,
+) -> Result<Deleted> {
+    match replication_group_status(ctx, o).await? {
+        None => return Ok(Deleted::AlreadyGone),
+        Some(s) if s == "deleting" => {}
+        Some(_) => {
+            ctx.aws
+                .elasticache()
+                .delete_replication_group()
+                .replication_group_id(&o.resource.name)
+                .retain_primary_cluster(false)
+                .send()
+                .await
+                .map_err(api!(super::subject_of(o), "DeleteReplicationGroup"))?;
+        }
+    }
+    super::wait_gone(deadline, std::time::Duration::from_secs(10), || {
+        replication_group_status(ctx, o)
+    })
+    .await
 }

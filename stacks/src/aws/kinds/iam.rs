@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{
-    Ctx, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs, reread,
+    Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
+    reread,
 };
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
 use crate::graph::{
-    Attributes, IamInstanceProfile, IamRole, IamRolePolicy, PolicyDocument, Statement,
+    Attributes, IamInstanceProfile, IamRole, IamRolePolicy, PolicyDocument, Statement, TAG_STACK,
 };
 
 /// Decodes `%XX` escapes (IAM's URL-encoded documents).
@@ -342,6 +343,122 @@ pub(crate) async fn apply_instance_profile(ctx: &Ctx, work: &Work) -> Result<Out
             .map_err(api!(subject.clone(), "UntagInstanceProfile"))?;
     }
     Ok(observed.outputs.clone())
+}
+
+/// Deletes a role: AWS refuses (`DeleteConflict`) while it has managed
+/// policies attached, inline policies, or sits in an instance profile, so
+/// those go first. It is taken out only of the stack's own (tagged)
+/// instance profiles; one of someone else's keeps the conflict, which is
+/// reported.
+pub(crate) async fn delete_role(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let iam = ctx.aws.iam();
+    let name = &o.resource.name;
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "ListAttachedRolePolicies"))?;
+    for p in attached.attached_policies() {
+        if let Some(arn) = &p.policy_arn {
+            iam.detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "DetachRolePolicy"))?;
+        }
+    }
+    let inline = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "ListRolePolicies"))?;
+    for policy in inline.policy_names() {
+        iam.delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DeleteRolePolicy"))?;
+    }
+    let profiles = iam
+        .list_instance_profiles_for_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "ListInstanceProfilesForRole"))?;
+    for profile in profiles.instance_profiles() {
+        let got = iam
+            .get_instance_profile()
+            .instance_profile_name(&profile.instance_profile_name)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "GetInstanceProfile"))?;
+        let ours = got
+            .instance_profile
+            .as_ref()
+            .is_some_and(|p| tags_of(p.tags()).get(TAG_STACK) == Some(&ctx.stack));
+        if ours {
+            iam.remove_role_from_instance_profile()
+                .instance_profile_name(&profile.instance_profile_name)
+                .role_name(name)
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "RemoveRoleFromInstanceProfile"))?;
+        }
+    }
+    iam.delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(api!(subject, "DeleteRole"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deletes a role's inline policy.
+pub(crate) async fn delete_role_policy(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let Attributes::IamRolePolicy(p) = &o.resource.attributes else {
+        unreachable!("a role policy reads as one");
+    };
+    ctx.aws
+        .iam()
+        .delete_role_policy()
+        .role_name(&p.role_name)
+        .policy_name(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteRolePolicy"))?;
+    Ok(Deleted::Gone)
+}
+
+/// Deletes an instance profile after taking its roles out of it.
+pub(crate) async fn delete_instance_profile(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let subject = super::subject_of(o);
+    let iam = ctx.aws.iam();
+    let name = &o.resource.name;
+    let got = iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(api!(subject.clone(), "GetInstanceProfile"))?;
+    for role in got.instance_profile.as_ref().map(|p| p.roles()).unwrap_or_default() {
+        iam.remove_role_from_instance_profile()
+            .instance_profile_name(name)
+            .role_name(&role.role_name)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "RemoveRoleFromInstanceProfile"))?;
+    }
+    iam.delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(api!(subject, "DeleteInstanceProfile"))?;
+    Ok(Deleted::Gone)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Ctx, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
+use super::{Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, outputs, reread};
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
@@ -108,4 +108,16 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
             .map_err(api!(subject.clone(), "UntagResource"))?;
     }
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the log group and its streams.
+pub(crate) async fn delete(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .logs()
+        .delete_log_group()
+        .log_group_name(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteLogGroup"))?;
+    Ok(Deleted::Gone)
 }

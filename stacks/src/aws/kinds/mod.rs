@@ -14,6 +14,7 @@ pub(crate) mod ec2;
 pub(crate) mod ecr;
 pub(crate) mod ecs;
 pub(crate) mod elasticache;
+pub(crate) mod elbv2;
 pub(crate) mod iam;
 pub(crate) mod logs;
 pub(crate) mod sqs;
@@ -106,8 +107,11 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
         Kind::CloudWatchAlarm => cloudwatch::read(ctx, t).await?,
         Kind::ServiceDiscoveryNamespace => cloudmap::read_namespace(ctx, t).await?,
         Kind::ServiceDiscoveryService => cloudmap::read_service(ctx, t).await?,
-        // Not provided yet (issue 3, part 2): load balancers and VPC links.
-        Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener | Kind::ApiGatewayVpcLink => None,
+        Kind::LoadBalancer => elbv2::read_load_balancer(ctx, t).await?,
+        Kind::TargetGroup => elbv2::read_target_group(ctx, t).await?,
+        Kind::Listener => elbv2::read_listener(ctx, t).await?,
+        // Not provided: API Gateway VPC links (see `apply`).
+        Kind::ApiGatewayVpcLink => None,
     };
     if let Some(o) = &found
         && t.kind.taggable()
@@ -225,13 +229,16 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         Kind::CloudWatchAlarm => cloudwatch::apply(ctx, work).await,
         Kind::ServiceDiscoveryNamespace => cloudmap::apply_namespace(ctx, work).await,
         Kind::ServiceDiscoveryService => cloudmap::apply_service(ctx, work).await,
-        Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener | Kind::ApiGatewayVpcLink => {
-            Err(AwsError::Unsupported {
-                subject: work.subject(),
-                action: "create",
-                kind: work.desired.kind.label(),
-            })
-        }
+        Kind::LoadBalancer => elbv2::apply_load_balancer(ctx, work).await,
+        Kind::TargetGroup => elbv2::apply_target_group(ctx, work).await,
+        Kind::Listener => elbv2::apply_listener(ctx, work).await,
+        // API Gateway VPC links (`event_api: vpc_link`) need the API Gateway
+        // SDK and an API to attach them to; not provided yet.
+        Kind::ApiGatewayVpcLink => Err(AwsError::Unsupported {
+            subject: work.subject(),
+            action: "create",
+            kind: work.desired.kind.label(),
+        }),
     }
 }
 
@@ -287,3 +294,106 @@ macro_rules! attrs {
     };
 }
 pub(crate) use attrs;
+
+/// What deleting one resource achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deleted {
+    /// Deleted, and gone as far as the next deletion is concerned.
+    Gone,
+    /// It was not there any more.
+    AlreadyGone,
+    /// AWS accepted the deletion but it had not finished by the deadline
+    /// (its state, e.g. `deleting`, `DRAINING`).
+    InProgress(String),
+}
+
+/// Deletes one resource that `down` found and proved to be the stack's.
+/// Deletions that later deletions must wait for (ECS services, the Auto
+/// Scaling group, the replication group, a Cloud Map namespace) poll until
+/// the resource is gone or `deadline` passes. A not-found answer at any
+/// step means someone else finished the job: [`Deleted::AlreadyGone`].
+pub(crate) async fn delete(
+    ctx: &Ctx,
+    o: &Observed,
+    deadline: std::time::Instant,
+) -> Result<Deleted> {
+    let result = match o.resource.kind {
+        Kind::SecurityGroup => ec2::delete_security_group(ctx, o).await,
+        Kind::LaunchTemplate => ec2::delete_launch_template(ctx, o).await,
+        Kind::IamRole => iam::delete_role(ctx, o).await,
+        Kind::IamRolePolicy => iam::delete_role_policy(ctx, o).await,
+        Kind::IamInstanceProfile => iam::delete_instance_profile(ctx, o).await,
+        Kind::LogGroup => logs::delete(ctx, o).await,
+        Kind::SqsQueue => sqs::delete(ctx, o).await,
+        Kind::ElastiCacheSubnetGroup => elasticache::delete_subnet_group(ctx, o).await,
+        Kind::ElastiCacheReplicationGroup => {
+            elasticache::delete_replication_group(ctx, o, deadline).await
+        }
+        Kind::EcrRepository => ecr::delete(ctx, o).await,
+        Kind::EcsCluster => ecs::delete_cluster(ctx, o).await,
+        Kind::EcsTaskDefinition => ecs::delete_task_definition(ctx, o).await,
+        Kind::EcsService => ecs::delete_service(ctx, o, deadline).await,
+        Kind::AutoScalingGroup => autoscaling::delete_group(ctx, o, deadline).await,
+        Kind::AsgScalingPolicy => autoscaling::delete_policy(ctx, o).await,
+        Kind::ScalableTarget => appscaling::delete_target(ctx, o).await,
+        Kind::ScalingPolicy => appscaling::delete_policy(ctx, o).await,
+        Kind::CloudWatchAlarm => cloudwatch::delete(ctx, o).await,
+        Kind::ServiceDiscoveryNamespace => cloudmap::delete_namespace(ctx, o, deadline).await,
+        Kind::ServiceDiscoveryService => cloudmap::delete_service(ctx, o).await,
+        Kind::LoadBalancer => elbv2::delete_load_balancer(ctx, o).await,
+        Kind::TargetGroup => elbv2::delete_target_group(ctx, o).await,
+        Kind::Listener => elbv2::delete_listener(ctx, o).await,
+        // Never read (see `read`), so never found to delete.
+        Kind::ApiGatewayVpcLink => {
+            Err(AwsError::Unsupported {
+                subject: Subject::new(&o.resource.id, &o.resource.name),
+                action: "delete",
+                kind: o.resource.kind.label(),
+            })
+        }
+    };
+    match result {
+        Err(e) if e.is_not_found() => Ok(Deleted::AlreadyGone),
+        other => other,
+    }
+}
+
+/// The subject of an observed resource, for errors.
+pub(crate) fn subject_of(o: &Observed) -> Subject {
+    Subject::new(&o.resource.id, &o.resource.name)
+}
+
+/// An output the reader always sets, or a bug report.
+pub(crate) fn output<'a>(o: &'a Observed, name: &'static str, action: &'static str) -> Result<&'a str> {
+    o.outputs
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AwsError::Incomplete {
+            subject: subject_of(o),
+            action,
+            missing: name,
+        })
+}
+
+/// Polls `gone` every `every` until it says the resource is gone
+/// (`Ok(None)`), or returns its last state when `deadline` passes.
+pub(crate) async fn wait_gone<F, Fut>(
+    deadline: std::time::Instant,
+    every: std::time::Duration,
+    mut gone: F,
+) -> Result<Deleted>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>>>,
+{
+    loop {
+        match gone().await? {
+            None => return Ok(Deleted::Gone),
+            Some(state) if std::time::Instant::now() + every > deadline => {
+                return Ok(Deleted::InProgress(state));
+            }
+            Some(_) => tokio::time::sleep(every).await,
+        }
+    }
+}

@@ -7,7 +7,8 @@ use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use serde_json::Value;
 
 use super::{
-    Ctx, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs, reread,
+    Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
+    reread,
 };
 use crate::aws::error::Result;
 use crate::aws::resolve::Outputs;
@@ -188,4 +189,17 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
             .map_err(api!(subject.clone(), "UntagQueue"))?;
     }
     Ok(observed.outputs.clone())
+}
+
+/// Deletes the queue (and the messages in it).
+pub(crate) async fn delete(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    let url = super::output(o, "url", "GetQueueUrl")?;
+    ctx.aws
+        .sqs()
+        .delete_queue()
+        .queue_url(url)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteQueue"))?;
+    Ok(Deleted::Gone)
 }

@@ -1,0 +1,177 @@
+//! Deploy by digest: the engine image built from source (when the spec
+//! names no prebuilt image) is pushed to the stack's ECR repository during
+//! `up`, and task definitions and executor user data run it as
+//! `repo@sha256:...`. The build is reproducible, so an unchanged engine
+//! gives the same digest and no new task definition.
+//!
+//! This module owns finding the engine binary (a given path, or a release
+//! build in the stackctl workspace), building the image, and the push with
+//! credentials from ECR's `GetAuthorizationToken`. `apply` runs the push
+//! once the repository exists and before anything that runs the image.
+//!
+//! The registry is reached at the repository's host unless
+//! [`EngineImage::registry_endpoint`] says otherwise (an ECR interface VPC
+//! endpoint without private DNS; tests point it at a local registry while
+//! the repository itself lives in the AWS API endpoint): the image keeps the
+//! repository's name either way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::context::Aws;
+use super::error::{AwsError, Result, Subject};
+use crate::image::{
+    self, BuildOptions, BuiltImage, Credentials, ImageError, ImageRef, PushOptions,
+};
+
+/// Environment variable naming the engine binary to ship (`--engine-binary`).
+pub const ENGINE_BINARY_ENV: &str = "STACKCTL_ENGINE_BINARY";
+/// Environment variable overriding where the registry is reached
+/// (`--registry-endpoint`).
+pub const REGISTRY_ENDPOINT_ENV: &str = "STACKCTL_REGISTRY_ENDPOINT";
+
+/// The engine image `up` deploys by digest.
+#[derive(Debug, Clone)]
+pub struct EngineImage {
+    /// The built image (blobs in memory).
+    pub image: Arc<BuiltImage>,
+    /// The registry's base URL, when not the repository's host.
+    pub registry_endpoint: Option<String>,
+}
+
+impl EngineImage {
+    /// The manifest digest (`sha256:...`).
+    pub fn digest(&self) -> String {
+        self.image.manifest_digest.to_string()
+    }
+}
+
+/// Where the engine binary comes from.
+#[derive(Debug, Clone)]
+pub enum EngineSource {
+    /// A built binary (`--engine-binary`).
+    Binary(PathBuf),
+    /// `cargo build --release -p engine` in this stackctl workspace.
+    Workspace(PathBuf),
+}
+
+impl EngineSource {
+    /// `binary` when given; else the stackctl workspace containing one of
+    /// `search_from` (the spec's directory, then the current one).
+    pub fn find(
+        binary: Option<&Path>,
+        search_from: &[&Path],
+    ) -> std::result::Result<Self, ImageError> {
+        if let Some(binary) = binary {
+            return Ok(Self::Binary(binary.to_path_buf()));
+        }
+        search_from
+            .iter()
+            .find_map(|start| workspace_above(start))
+            .map(Self::Workspace)
+            .ok_or_else(|| {
+                ImageError::Cargo(format!(
+                    "the spec builds the engine image from source (no `image.uri`), but no stackctl \
+                     workspace (a Cargo.toml next to engine/Cargo.toml) is above {}; pass \
+                     --engine-binary PATH, --image URI, or set `image.uri`",
+                    search_from
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+            })
+    }
+}
+
+/// The nearest directory at or above `start` holding the stackctl
+/// workspace.
+fn workspace_above(start: &Path) -> Option<PathBuf> {
+    let start = start.canonicalize().ok()?;
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("engine").join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Builds the engine image (blocking: may run cargo).
+pub fn build(source: &EngineSource) -> std::result::Result<BuiltImage, ImageError> {
+    let (binary, revision) = match source {
+        EngineSource::Binary(path) => (path.clone(), None),
+        EngineSource::Workspace(dir) => {
+            (image::build_engine_release(dir)?, image::git_revision(dir))
+        }
+    };
+    image::build(&BuildOptions {
+        revision,
+        ..BuildOptions::new(binary)
+    })
+}
+
+/// Pushes the image to the repository `uri` (`host/name`) with ECR's
+/// credentials; returns `uri@digest`.
+pub(crate) async fn push(
+    aws: &Aws,
+    subject: &Subject,
+    uri: &str,
+    engine: &EngineImage,
+) -> Result<String> {
+    let target: ImageRef = uri.parse().map_err(|source| AwsError::Image {
+        subject: subject.clone(),
+        action: "parse the repository URI",
+        source,
+    })?;
+    let token = aws
+        .ecr()
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| AwsError::api(subject.clone(), "GetAuthorizationToken", e))?;
+    let token = token
+        .authorization_data()
+        .first()
+        .and_then(|d| d.authorization_token())
+        .ok_or(AwsError::Incomplete {
+            subject: subject.clone(),
+            action: "GetAuthorizationToken",
+            missing: "authorizationData[0].authorizationToken",
+        })?;
+    let credentials = Credentials::from_ecr_token(token).map_err(|source| AwsError::Image {
+        subject: subject.clone(),
+        action: "decode the ECR authorization token",
+        source,
+    })?;
+    let opts = PushOptions {
+        credentials: Some(credentials),
+        plain_http: false,
+        endpoint: engine.registry_endpoint.clone(),
+    };
+    let report = image::push(&engine.image, &target, &opts, &mut |_| {})
+        .await
+        .map_err(|source| AwsError::Image {
+            subject: subject.clone(),
+            action: "push",
+            source,
+        })?;
+    Ok(report.reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_workspace_above_a_spec() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = here.parent().unwrap();
+        match EngineSource::find(None, &[&root.join("examples")]).unwrap() {
+            EngineSource::Workspace(dir) => assert_eq!(dir, root.canonicalize().unwrap()),
+            other => panic!("{other:?}"),
+        }
+        let elsewhere = tempfile::tempdir().unwrap();
+        let err = EngineSource::find(None, &[elsewhere.path()]).unwrap_err();
+        assert!(err.to_string().contains("--engine-binary"), "{err}");
+        let given = EngineSource::find(Some(Path::new("/bin/echo")), &[elsewhere.path()]).unwrap();
+        assert!(matches!(given, EngineSource::Binary(p) if p == Path::new("/bin/echo")));
+    }
+}

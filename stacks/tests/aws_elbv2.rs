@@ -1,0 +1,222 @@
+//! Load balancer, target group and listener apply (elbv2) against the moto
+//! server, for `event_api: public`: the example stack with that connection
+//! type applies fully; SDK describe calls (independent of the provider's
+//! readers) find an internet-facing application load balancer in the
+//! default subnets behind the `lb` security group, an `ip` target group
+//! health-checking `/health` on the event API's port, an HTTP listener on
+//! port 80 forwarding to it, and the event API's ECS service registered
+//! with that target group. The plan after it is empty and a second apply
+//! makes no write call. `vpc_link` is refused with a clear error (API
+//! Gateway VPC links are not provided).
+
+use std::path::{Path, PathBuf};
+
+use harness::Moto;
+use stacks::aws::{self, ApplyOptions, Aws, Inputs};
+use stacks::graph::{Graph, LogicalId};
+use stacks::spec::Spec;
+
+/// The example spec with another connection type, in a temp dir (with the
+/// function files it refers to).
+fn example_with(connection: &str, dir: &Path) -> Spec {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
+    assert!(text.contains("event_api: internal_dns"));
+    let text = text.replace(
+        "event_api: internal_dns",
+        &format!("event_api: {connection}"),
+    );
+    std::fs::create_dir_all(dir.join("functions")).unwrap();
+    for f in std::fs::read_dir(examples.join("functions")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join("functions").join(f.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("aws.yaml"), text).unwrap();
+    stacks::spec::load_with_env(dir.join("aws.yaml"), &|_| None)
+        .expect("the spec loads")
+        .spec
+}
+
+async fn connect(moto: &Moto) -> Aws {
+    Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
+    let moto = tokio::task::spawn_blocking(|| {
+        Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = example_with("public", dir.path());
+    let graph = Graph::build(&spec).unwrap();
+    for id in ["elb.load-balancer", "elb.target-group", "elb.listener"] {
+        assert!(
+            graph.get(&LogicalId::new(id)).is_some(),
+            "{id} in the graph"
+        );
+    }
+    let aws = connect(&moto).await;
+    let inputs = Inputs::from_spec(&spec, None);
+    let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    let report = aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    let out = |id: &str, key: &str| report.outputs[&LogicalId::new(id)][key].clone();
+
+    // Checked with the SDK, not the provider's readers.
+    let elb = aws.elbv2();
+    let lbs = elb
+        .describe_load_balancers()
+        .names("reference-api")
+        .send()
+        .await
+        .unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(
+        lb.load_balancer_arn(),
+        Some(out("elb.load-balancer", "arn").as_str())
+    );
+    assert_eq!(lb.r#type().map(|t| t.as_str()), Some("application"));
+    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+    assert_eq!(lb.security_groups(), [out("ec2.sg.lb", "id")]);
+    let env = aws.env().await.unwrap();
+    let mut subnets: Vec<&str> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id())
+        .collect();
+    subnets.sort();
+    assert_eq!(
+        subnets,
+        env.subnets.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let tags = elb
+        .describe_tags()
+        .resource_arns(lb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tag_descriptions()[0]
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("stackctl:stack") && t.value() == Some("reference")),
+        "{tags:?}"
+    );
+
+    let tgs = elb
+        .describe_target_groups()
+        .names("reference-event-api")
+        .send()
+        .await
+        .unwrap();
+    let tg = &tgs.target_groups()[0];
+    let tg_arn = tg.target_group_arn().unwrap().to_string();
+    assert_eq!(tg_arn, out("elb.target-group", "arn"));
+    assert_eq!(tg.protocol().map(|p| p.as_str()), Some("HTTP"));
+    assert_eq!(tg.port(), Some(8288));
+    assert_eq!(tg.target_type().map(|t| t.as_str()), Some("ip"));
+    assert_eq!(tg.vpc_id(), Some(env.vpc_id.as_str()));
+    assert_eq!(tg.health_check_path(), Some("/health"));
+    assert_eq!(tg.health_check_interval_seconds(), Some(15));
+    let attrs = elb
+        .describe_target_group_attributes()
+        .target_group_arn(&tg_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        attrs
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("deregistration_delay.timeout_seconds")
+                && a.value() == Some("30")),
+        "{attrs:?}"
+    );
+
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listeners.listeners().len(), 1);
+    let listener = &listeners.listeners()[0];
+    assert_eq!(listener.port(), Some(80));
+    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("HTTP"));
+    assert_eq!(
+        listener.default_actions()[0].target_group_arn(),
+        Some(tg_arn.as_str())
+    );
+
+    let services = aws
+        .ecs()
+        .describe_services()
+        .cluster("reference")
+        .services("reference-event-api")
+        .send()
+        .await
+        .unwrap();
+    let service = &services.services()[0];
+    assert_eq!(
+        service.load_balancers()[0].target_group_arn(),
+        Some(tg_arn.as_str()),
+        "the event API's tasks register with the target group"
+    );
+
+    // Converged: no change planned, and a second apply writes nothing.
+    let again = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
+    let before = aws.calls().writes;
+    aws::apply(
+        &aws,
+        &again,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        aws.calls().writes,
+        before,
+        "{:?}",
+        aws.calls().write_operations()
+    );
+
+    // A VPC link is not provided: the error says which resource and why.
+    moto.reset().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = example_with("vpc_link", dir.path());
+    let graph = Graph::build(&spec).unwrap();
+    let aws = connect(&moto).await;
+    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    let err = aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("apigateway.vpc-link") && err.contains("not supported"),
+        "{err}"
+    );
+}
