@@ -263,7 +263,10 @@ async fn up_waits_then_status_scale_and_logs_work() {
         .iter()
         .find(|r| r["resource"] == "ecs.service.runner")
         .unwrap();
-    assert_eq!((row["desired"].clone(), row["running"].clone()), (4.into(), 4.into()));
+    assert_eq!(
+        (row["desired"].clone(), row["running"].clone()),
+        (4.into(), 4.into())
+    );
 
     // scale runner: 3, then 4, each checked with describe_services.
     for n in [3, 4] {
@@ -275,10 +278,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
         assert_eq!(doc["waited"], true, "{doc}");
         assert_eq!(ecs_desired(&aws, "runner").await, (n, n));
     }
-    assert!(
-        aws_lock_free(&aws).await,
-        "scale releases the stack lock"
-    );
+    assert!(aws_lock_free(&aws).await, "scale releases the stack lock");
 
     // 3 was below the spec's min (4): the min moved to 3.
     assert_eq!(runner_bounds(&aws).await, (3, 8));
@@ -338,7 +338,13 @@ async fn up_waits_then_status_scale_and_logs_work() {
         ],
     )
     .await;
-    put_events(&aws, &group, "runner/task-2", &[(t - 1_000, "from another task")]).await;
+    put_events(
+        &aws,
+        &group,
+        "runner/task-2",
+        &[(t - 1_000, "from another task")],
+    )
+    .await;
     let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "10m"]);
     assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.lines);
     let messages: Vec<&str> = r
@@ -360,7 +366,9 @@ async fn up_waits_then_status_scale_and_logs_work() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
     moto.configure_command(&mut cmd);
     let mut child = cmd
-        .args(["--output", "json", "logs", "runner", "-F", "--since", "1m", "-f"])
+        .args([
+            "--output", "json", "logs", "runner", "-F", "--since", "1m", "-f",
+        ])
         .arg(cwd.path().join("aws.yaml"))
         .current_dir(cwd.path())
         .env_remove("STACKCTL_STACK")
@@ -388,7 +396,13 @@ async fn up_waits_then_status_scale_and_logs_work() {
             seen.push(doc["message"].as_str().unwrap().to_string());
         }
         if !put_late && seen.len() >= 3 {
-            put_events(&aws, &group, "runner/task-1", &[(now_ms(), "arrived later")]).await;
+            put_events(
+                &aws,
+                &group,
+                "runner/task-1",
+                &[(now_ms(), "arrived later")],
+            )
+            .await;
             put_late = true;
         }
     }
@@ -396,12 +410,20 @@ async fn up_waits_then_status_scale_and_logs_work() {
     child.wait().unwrap();
     assert_eq!(
         seen,
-        ["first line", "second line", "from another task", "arrived later"]
+        [
+            "first line",
+            "second line",
+            "from another task",
+            "arrived later"
+        ]
     );
 }
 
 async fn aws_lock_free(aws: &Aws) -> bool {
-    stacks::aws::lock::holder(aws, STACK).await.unwrap().is_none()
+    stacks::aws::lock::holder(aws, STACK)
+        .await
+        .unwrap()
+        .is_none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,9 +447,9 @@ async fn waits_time_out_naming_what_and_fail_fast_on_stopped_tasks() {
     // The progress said what it waited for while it waited.
     assert!(
         up.lines.iter().any(|l| l["phase"] == "start"
-            && l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("waiting for service runner: 0/4 running on taskdef :1"))),
+            && l["message"].as_str().is_some_and(
+                |m| m.starts_with("waiting for service runner: 0/4 running on taskdef :1")
+            )),
         "{:?}",
         up.lines
     );

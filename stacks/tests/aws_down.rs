@@ -524,10 +524,11 @@ struct StopAfter {
 
 impl Progress for StopAfter {
     fn report(&self, event: ProgressEvent) {
-        if event.phase == Phase::Ok && self.applied.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
-            if let Some(tx) = self.tx.lock().unwrap().take() {
-                let _ = tx.send(());
-            }
+        if event.phase == Phase::Ok
+            && self.applied.fetch_add(1, Ordering::SeqCst) + 1 == self.n
+            && let Some(tx) = self.tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
         }
     }
 }
@@ -568,7 +569,10 @@ async fn down_after_an_interrupted_up_cleans_up() {
     // moto does not implement DeleteCacheSubnetGroup (HTTP 500): the only
     // failure allowed is that one.
     assert!(
-        report.failed.iter().all(|f| f.id == "elasticache.subnet-group"),
+        report
+            .failed
+            .iter()
+            .all(|f| f.id == "elasticache.subnet-group"),
         "{:#?}",
         report.failed
     );
@@ -578,7 +582,10 @@ async fn down_after_an_interrupted_up_cleans_up() {
         left.is_subset(&moto_elasticache_gap()),
         "only moto's ElastiCache gap may remain: {left:#?}"
     );
-    if !partial.iter().any(|r| r.starts_with("redis ") || r.starts_with("subnet-group ")) {
+    if !partial
+        .iter()
+        .any(|r| r.starts_with("redis ") || r.starts_with("subnet-group "))
+    {
         assert_eq!(left, BTreeSet::new(), "{report:#?}");
         assert!(report.clean(), "{report:#?}");
     }

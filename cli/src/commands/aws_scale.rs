@@ -105,7 +105,9 @@ fn print(report: &ScaleReport, waited: bool, output: Output) -> anyhow::Result<(
                 );
             }
             if report.policies {
-                println!("note: scaling policies may change the count again when their alarms fire");
+                println!(
+                    "note: scaling policies may change the count again when their alarms fire"
+                );
             }
             println!("note: {}", report.note);
         }

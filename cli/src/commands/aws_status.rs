@@ -9,8 +9,8 @@
 use anyhow::Context as _;
 use stacks::aws::wait::{self, GroupState, RedisState, ServiceState};
 use stacks::aws::{self, Aws, Inputs};
-use stacks::graph::{Graph, LogicalId};
 use stacks::graph::plan::Action;
+use stacks::graph::{Graph, LogicalId};
 use stacks::spec::LoadedSpec;
 
 use crate::output::{self, Exit, Output};
@@ -184,10 +184,7 @@ impl Live {
                 .executors
                 .as_ref()
                 .is_some_and(|g| g.in_service >= g.desired)
-            && self
-                .redis
-                .as_ref()
-                .is_some_and(|r| r.status == "available")
+            && self.redis.as_ref().is_some_and(|r| r.status == "available")
     }
 
     /// `{service: {desired, running, pending, ...}}`, stable field names;

@@ -73,7 +73,12 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
     .unwrap_or(i64::MAX);
     let since_ms = now_ms.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX));
     let mut follower = Follower::new(args.service, &group, since_ms);
-    let context = || format!("cannot read the logs of {} ({group})", args.service.as_str());
+    let context = || {
+        format!(
+            "cannot read the logs of {} ({group})",
+            args.service.as_str()
+        )
+    };
     let first = follower.poll(&aws).await.with_context(context)?;
     print_events(&first, output)?;
     if !args.follow {

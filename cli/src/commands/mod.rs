@@ -7,15 +7,15 @@ mod plan;
 mod schema;
 mod validate;
 // local stack verbs (and the hidden `engine` the local provider runs)
-mod aws_scale;
 mod aws_down;
+mod aws_scale;
 mod aws_status;
 mod aws_up;
 mod aws_wait;
 mod bench;
 mod down;
-mod logs;
 pub mod engine;
+mod logs;
 mod scale;
 mod status;
 mod up;

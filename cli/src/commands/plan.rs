@@ -78,7 +78,8 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
             if inputs.builds_image()
                 && let Some(binary) = &args.engine_binary
             {
-                let built = super::aws_up::build_engine_image(&loaded, Some(binary), output).await?;
+                let built =
+                    super::aws_up::build_engine_image(&loaded, Some(binary), output).await?;
                 inputs = inputs.with_built_image(built.manifest_digest.to_string());
             }
             stacks::aws::plan(&aws, &graph, &inputs)

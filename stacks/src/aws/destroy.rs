@@ -435,7 +435,7 @@ pub async fn down(
             .filter(|(id, bs)| !started.contains(*id) && bs.iter().all(|b| done.contains(b)))
             .map(|(id, _)| *id)
             .collect();
-        ready.sort_by_key(|id| (start_rank(*id), (*id).clone()));
+        ready.sort_by_key(|id| (start_rank(id), (*id).clone()));
         for id in ready {
             if running.len() >= parallelism {
                 break;

@@ -263,7 +263,7 @@ pub enum AwsError {
         action: &'static str,
         /// What the registry client reported.
         #[source]
-        source: crate::image::ImageError,
+        source: Box<crate::image::ImageError>,
     },
     /// Apply stopped: every resource that failed.
     #[error("{} resource(s) failed:\n{}", .0.len(), render_list(.0))]

@@ -228,22 +228,27 @@ pub(crate) fn engine_image(
     if let Some(digest) = &inputs.image_digest {
         return Some(format!("{uri}@{digest}"));
     }
-    let deployed = observed.values().find_map(|o| match &o.resource.attributes {
-        crate::graph::Attributes::EcsTaskDefinition(t)
-            if t.container.image.starts_with(&format!("{uri}@"))
-                || t.container.image.starts_with(&format!("{uri}:")) =>
-        {
-            Some(t.container.image.clone())
-        }
-        _ => None,
-    });
+    let deployed = observed
+        .values()
+        .find_map(|o| match &o.resource.attributes {
+            crate::graph::Attributes::EcsTaskDefinition(t)
+                if t.container.image.starts_with(&format!("{uri}@"))
+                    || t.container.image.starts_with(&format!("{uri}:")) =>
+            {
+                Some(t.container.image.clone())
+            }
+            _ => None,
+        });
     Some(deployed.unwrap_or_else(|| format!("{uri}:latest")))
 }
 
 /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`: what ECR calls the
 /// repository's URI.
 pub(crate) fn ecr_repository_uri(env: &Env, name: &str) -> String {
-    format!("{}.dkr.ecr.{}.amazonaws.com/{name}", env.account, env.region)
+    format!(
+        "{}.dkr.ecr.{}.amazonaws.com/{name}",
+        env.account, env.region
+    )
 }
 
 /// Diffs desired against observed. Outputs of resources about to be

@@ -119,7 +119,7 @@ pub(crate) async fn push(
     let target: ImageRef = uri.parse().map_err(|source| AwsError::Image {
         subject: subject.clone(),
         action: "parse the repository URI",
-        source,
+        source: Box::new(source),
     })?;
     let token = aws
         .ecr()
@@ -139,7 +139,7 @@ pub(crate) async fn push(
     let credentials = Credentials::from_ecr_token(token).map_err(|source| AwsError::Image {
         subject: subject.clone(),
         action: "decode the ECR authorization token",
-        source,
+        source: Box::new(source),
     })?;
     let opts = PushOptions {
         credentials: Some(credentials),
@@ -151,7 +151,7 @@ pub(crate) async fn push(
         .map_err(|source| AwsError::Image {
             subject: subject.clone(),
             action: "push",
-            source,
+            source: Box::new(source),
         })?;
     Ok(report.reference)
 }

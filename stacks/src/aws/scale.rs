@@ -97,10 +97,7 @@ fn fit(
 
 fn resource<'g>(graph: &'g Graph, id: &str) -> Result<&'g crate::graph::Resource, ScaleError> {
     graph.get(&LogicalId::new(id)).ok_or_else(|| {
-        ScaleError::Missing(format!(
-            "stack `{}` has no `{id}` in its spec",
-            graph.stack
-        ))
+        ScaleError::Missing(format!("stack `{}` has no `{id}` in its spec", graph.stack))
     })
 }
 
@@ -273,16 +270,14 @@ async fn scale_group(
             "the next `stackctl up` restores the spec's bounds [{}, {}]{}",
             b.min,
             b.max,
-            if managed {
-                ""
-            } else {
-                " and desired capacity"
-            }
+            if managed { "" } else { " and desired capacity" }
         )
     } else if managed {
         "the next `stackctl up` leaves the capacity to the scaling policies".to_string()
     } else {
-        format!("the spec file is not edited: the next `stackctl up` returns executors to {spec_count}")
+        format!(
+            "the spec file is not edited: the next `stackctl up` returns executors to {spec_count}"
+        )
     };
     Ok(ScaleReport {
         service: Service::Executors,

@@ -906,7 +906,12 @@ async fn elb_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>> {
         .tag_descriptions()
         .iter()
         .flat_map(|d| d.tags())
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect())
 }
 

@@ -480,7 +480,10 @@ async fn check_service(
         Until::Ready => {
             s.deployments.len() == 1
                 && ours.status == "PRIMARY"
-                && ours.rollout_state.as_deref().is_none_or(|r| r == "COMPLETED")
+                && ours
+                    .rollout_state
+                    .as_deref()
+                    .is_none_or(|r| r == "COMPLETED")
                 && s.running >= s.desired
         }
         Until::Count(n) => s.desired == n && s.running == n,
@@ -636,7 +639,12 @@ pub async fn group_state(aws: &Aws, name: &str) -> Result<Option<GroupState>, Aw
                 e,
             )
         })?;
-    let Some(g) = out.auto_scaling_groups.unwrap_or_default().into_iter().next() else {
+    let Some(g) = out
+        .auto_scaling_groups
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
     };
     let in_service = g
@@ -743,7 +751,12 @@ pub async fn redis_state(aws: &Aws, id: &str) -> Result<Option<RedisState>, AwsE
             return if e.is_not_found() { Ok(None) } else { Err(e) };
         }
     };
-    let Some(g) = out.replication_groups.unwrap_or_default().into_iter().next() else {
+    let Some(g) = out
+        .replication_groups
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
     };
     let endpoint = g
@@ -770,7 +783,9 @@ async fn check_redis(aws: &Aws, id: &str) -> Result<Step, AwsError> {
     Ok(match (r.status.as_str(), &r.endpoint) {
         ("available", Some(ep)) => Step::Done(format!("available at {ep}")),
         ("available", None) => Step::Pending("available, primary endpoint not known yet".into()),
-        ("create-failed" | "deleting" | "deleted", _) => Step::Failed(format!("status {}", r.status)),
+        ("create-failed" | "deleting" | "deleted", _) => {
+            Step::Failed(format!("status {}", r.status))
+        }
         (other, _) => Step::Pending(other.to_string()),
     })
 }

@@ -321,7 +321,10 @@ pub(crate) async fn delete_group(
                 .map_err(api!(super::subject_of(o), "DeleteAutoScalingGroup"));
             match deleted {
                 // EC2 Auto Scaling says "not found" with a ValidationError.
-                Err(e) if e.code() == Some("ValidationError") && e.to_string().contains("not found") => {
+                Err(e)
+                    if e.code() == Some("ValidationError")
+                        && e.to_string().contains("not found") =>
+                {
                     return Ok(Deleted::AlreadyGone);
                 }
                 other => other?,

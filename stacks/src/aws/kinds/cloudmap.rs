@@ -394,35 +394,35 @@ pub(crate) async fn delete_namespace(
     super::wait_gone(deadline, Duration::from_secs(2), || {
         let (map, operation, subject) = (map.clone(), operation.clone(), subject.clone());
         async move {
-        let out = map
-            .get_operation()
-            .operation_id(&operation)
-            .send()
-            .await
-            .map_err(api!(subject.clone(), "GetOperation"))?;
-        let op = out.operation;
-        match op.as_ref().and_then(|o| o.status.clone()) {
-            Some(OperationStatus::Success) | None => Ok(None),
-            Some(OperationStatus::Fail) => Err(AwsError::Api {
-                subject: subject.clone(),
-                action: "DeleteNamespace",
-                code: op
-                    .as_ref()
-                    .and_then(|o| o.error_code.clone())
-                    .unwrap_or_else(|| "OperationFailed".into()),
-                message: op
-                    .as_ref()
-                    .and_then(|o| o.error_message.clone())
-                    .unwrap_or_default(),
-                class: crate::aws::error::Class::of(
-                    op.as_ref()
-                        .and_then(|o| o.error_code.as_deref())
-                        .unwrap_or("OperationFailed"),
-                    None,
-                ),
-            }),
-            Some(other) => Ok(Some(other.as_str().to_string())),
-        }
+            let out = map
+                .get_operation()
+                .operation_id(&operation)
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "GetOperation"))?;
+            let op = out.operation;
+            match op.as_ref().and_then(|o| o.status.clone()) {
+                Some(OperationStatus::Success) | None => Ok(None),
+                Some(OperationStatus::Fail) => Err(AwsError::Api {
+                    subject: subject.clone(),
+                    action: "DeleteNamespace",
+                    code: op
+                        .as_ref()
+                        .and_then(|o| o.error_code.clone())
+                        .unwrap_or_else(|| "OperationFailed".into()),
+                    message: op
+                        .as_ref()
+                        .and_then(|o| o.error_message.clone())
+                        .unwrap_or_default(),
+                    class: crate::aws::error::Class::of(
+                        op.as_ref()
+                            .and_then(|o| o.error_code.as_deref())
+                            .unwrap_or("OperationFailed"),
+                        None,
+                    ),
+                }),
+                Some(other) => Ok(Some(other.as_str().to_string())),
+            }
         }
     })
     .await

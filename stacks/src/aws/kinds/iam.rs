@@ -445,7 +445,12 @@ pub(crate) async fn delete_instance_profile(ctx: &Ctx, o: &Observed) -> Result<D
         .send()
         .await
         .map_err(api!(subject.clone(), "GetInstanceProfile"))?;
-    for role in got.instance_profile.as_ref().map(|p| p.roles()).unwrap_or_default() {
+    for role in got
+        .instance_profile
+        .as_ref()
+        .map(|p| p.roles())
+        .unwrap_or_default()
+    {
         iam.remove_role_from_instance_profile()
             .instance_profile_name(name)
             .role_name(&role.role_name)

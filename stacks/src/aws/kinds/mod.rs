@@ -344,13 +344,11 @@ pub(crate) async fn delete(
         Kind::TargetGroup => elbv2::delete_target_group(ctx, o).await,
         Kind::Listener => elbv2::delete_listener(ctx, o).await,
         // Never read (see `read`), so never found to delete.
-        Kind::ApiGatewayVpcLink => {
-            Err(AwsError::Unsupported {
-                subject: Subject::new(&o.resource.id, &o.resource.name),
-                action: "delete",
-                kind: o.resource.kind.label(),
-            })
-        }
+        Kind::ApiGatewayVpcLink => Err(AwsError::Unsupported {
+            subject: Subject::new(&o.resource.id, &o.resource.name),
+            action: "delete",
+            kind: o.resource.kind.label(),
+        }),
     };
     match result {
         Err(e) if e.is_not_found() => Ok(Deleted::AlreadyGone),
@@ -364,7 +362,11 @@ pub(crate) fn subject_of(o: &Observed) -> Subject {
 }
 
 /// An output the reader always sets, or a bug report.
-pub(crate) fn output<'a>(o: &'a Observed, name: &'static str, action: &'static str) -> Result<&'a str> {
+pub(crate) fn output<'a>(
+    o: &'a Observed,
+    name: &'static str,
+    action: &'static str,
+) -> Result<&'a str> {
     o.outputs
         .get(name)
         .map(String::as_str)
