@@ -200,7 +200,7 @@ pub async fn build_engine_image(
         Err(e) => stacks::local::Progress::fail(&reporter, "ecr.engine.build", &e.to_string()),
     }
     reporter.finish();
-    Ok(built.context("cannot build the engine image")?)
+    built.context("cannot build the engine image")
 }
 
 /// Refuses to go on without configured AWS credentials: otherwise the SDK
