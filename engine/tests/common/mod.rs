@@ -409,6 +409,7 @@ pub enum TestBackend {
 /// Generates, for each named `async fn NAME(backend: TestBackend)` of the
 /// test file, the tests `embedded::NAME` and `sqs_redis::NAME`, so the same
 /// body runs on both backends in the normal suite (filter by module).
+#[allow(unused_macros)] // not every test binary that includes this module uses it
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
         mod embedded {
@@ -429,6 +430,7 @@ macro_rules! on_every_backend {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_every_backend;
 
 /// An SQS client for an endpoint URL (moto) with moto's static credentials,
