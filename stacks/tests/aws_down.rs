@@ -119,14 +119,44 @@ async fn tagged_by_tagging_api(endpoint: &str) -> Vec<String> {
         answer.status()
     );
     let doc: serde_json::Value = answer.json().await.expect("GetResources JSON");
-    let mut arns: Vec<String> = doc["ResourceTagMappingList"]
+    let arns: Vec<String> = doc["ResourceTagMappingList"]
         .as_array()
         .expect("ResourceTagMappingList")
         .iter()
         .map(|m| m["ResourceARN"].as_str().unwrap_or_default().to_string())
         .collect();
-    arns.sort();
-    arns
+    // moto's tagging API keeps listing deleted ECS clusters and services
+    // (INACTIVE, tags kept) and terminated instances: those are judged by
+    // their describe calls instead (`remaining` checks ECS clusters).
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(endpoint).await);
+    let mut live = Vec::new();
+    for arn in arns {
+        if arn.contains(":ecs:") && (arn.contains(":cluster/") || arn.contains(":service/")) {
+            continue;
+        }
+        if let Some((_, id)) = arn.split_once(":instance/") {
+            let described = ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .unwrap();
+            let terminated = described
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .all(|i| {
+                    i.state().and_then(|s| s.name())
+                        == Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)
+                });
+            if terminated {
+                continue;
+            }
+        }
+        live.push(arn);
+    }
+    live.sort();
+    live
 }
 
 /// Independent SDK checks: everything of the stack that still exists,
