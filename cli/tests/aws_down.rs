@@ -42,6 +42,10 @@ fn ndjson(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The prebuilt image `up` deploys: building and pushing one is the subject
+/// of aws_digest.
+const IMAGE: &str = "public.ecr.aws/stackctl/engine:test";
+
 async fn changes(moto: &Moto) -> usize {
     let aws = Aws::with_endpoint(&moto.endpoint(), harness::REGION, "testing", "testing")
         .await
@@ -49,9 +53,13 @@ async fn changes(moto: &Moto) -> usize {
     let path = repo_root().join("examples/aws.yaml");
     let spec = stacks::spec::load_with_env(&path, &|_| None).unwrap().spec;
     let graph = Graph::build(&spec).unwrap();
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .unwrap();
+    let plan = aws::plan(
+        &aws,
+        &graph,
+        &Inputs::from_spec(&spec, Some(IMAGE.to_string())),
+    )
+    .await
+    .unwrap();
     plan.plan.summary.create + plan.plan.summary.update + plan.plan.summary.replace
 }
 
@@ -66,7 +74,17 @@ async fn down_refuses_without_yes_then_deletes_the_stack_with_yes() {
     .await
     .unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let up = stackctl(&moto, cwd.path(), &["--output", "json", "up"]);
+    let up = stackctl(
+        &moto,
+        cwd.path(),
+        &[
+            "--output",
+            "json",
+            "up",
+            "--image",
+            "public.ecr.aws/stackctl/engine:test",
+        ],
+    );
     assert!(
         up.status.success(),
         "up: {}\n{}",
