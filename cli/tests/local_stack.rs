@@ -474,7 +474,8 @@ fn aws_stacks_are_refused_honestly() {
     for (verb, expected) in [
         ("up", "needs AWS credentials"),
         ("status", "needs AWS credentials"),
-        ("down", "issue 3"),
+        // `down` asks for confirmation before anything else.
+        ("down", "without --yes (no terminal to confirm on)"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_stackctl"))
             .args([verb, &aws.to_string_lossy()])
@@ -493,7 +494,7 @@ fn aws_stacks_are_refused_honestly() {
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains(expected) && err.contains("aws"),
+            err.contains(expected) && err.to_lowercase().contains("aws"),
             "{verb}: {err}"
         );
     }
