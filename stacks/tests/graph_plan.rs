@@ -185,8 +185,8 @@ fn a_redis_setting_that_cannot_change_in_place_replaces_it_and_reaches_its_users
         updated,
         [
             "ec2.launch-template.executors",
-            "iam.role.execution",
-            "iam.role.executors"
+            "iam.policy.execution",
+            "iam.policy.executors"
         ]
     );
     assert_eq!(plan.summary.replace, 3);
