@@ -5,7 +5,9 @@
 //! at 1, 16 and 64 connections with 1 and 100 events per request. Then
 //! event-to-completed-run latency of a 1-step function (`sleep: 1ms`) at 500
 //! events/s with every role running (`--role all`). Prints a table and the
-//! issue's targets. `BENCH_SECS` sets the seconds per cell (default 5).
+//! issue's targets, the 64-connection one on alternating pairs of runs.
+//! `BENCH_SECS` sets the seconds per cell (default 5), `BENCH_ROUNDS` the
+//! pairs (default 5).
 
 mod common;
 
@@ -52,6 +54,22 @@ fn main() {
                 });
             }
         }
+    }
+    // The 64-connection target decided on alternating pairs, as in the
+    // loadgen bench: one 5 s cell moves by ±30 % with whatever else the two
+    // cores do, a median of pair ratios much less.
+    let rounds = common::rounds(5);
+    let mut pairs = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let run = |addr| common::closed_loop(&rt, addr, 64, 1, time);
+        let (r, e) = if round % 2 == 0 {
+            let r = run(reference.addr);
+            (r, run(engine.addr))
+        } else {
+            let e = run(engine.addr);
+            (run(reference.addr), e)
+        };
+        pairs.push((r, e));
     }
     drop(engine);
     drop(reference);
@@ -102,8 +120,31 @@ fn main() {
             .map(|x| &x.report)
             .expect("cell measured")
     };
-    let (e64, r64) = (cell("engine", 1, 64), cell("reference", 1, 64));
-    let share = e64.http_reqs.rate / r64.http_reqs.rate;
+    let mut ratios: Vec<(f64, f64)> = pairs
+        .iter()
+        .map(|(r, e)| {
+            (
+                e.http_reqs.rate / r.http_reqs.rate,
+                e.http_req_duration.p99,
+            )
+        })
+        .collect();
+    println!(
+        "\n  single events at 64 connections, {rounds} alternating pairs (engine / reference req/s, engine p99):"
+    );
+    for (r, e) in &pairs {
+        println!(
+            "    {:>6.0} / {:>6.0} = {:>3.0}%   p99 {}",
+            e.http_reqs.rate,
+            r.http_reqs.rate,
+            e.http_reqs.rate / r.http_reqs.rate * 100.0,
+            ms(e.http_req_duration.p99)
+        );
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (share, _) = ratios[ratios.len() / 2];
+    ratios.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (_, p99) = ratios[ratios.len() / 2];
     let batch = cell("engine", 100, 16)
         .events_accepted
         .rate
@@ -111,14 +152,14 @@ fn main() {
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("\n  targets (issue 7):");
     println!(
-        "    single-event ingestion at 64 connections >= 50% of reference: {:.0}% -> {}",
+        "    single-event ingestion at 64 connections >= 50% of reference (median pair): {:.0}% -> {}",
         share * 100.0,
         verdict(share >= 0.5)
     );
     println!(
-        "    ... with p99 < 10ms: {} -> {}",
-        ms(e64.http_req_duration.p99),
-        verdict(e64.http_req_duration.p99 < 10.0)
+        "    ... with p99 < 10ms (median pair): {} -> {}",
+        ms(p99),
+        verdict(p99 < 10.0)
     );
     println!(
         "    100-event batches > 300,000 events/s: {batch:.0} -> {}",

@@ -14,11 +14,7 @@ use std::time::Duration;
 fn main() {
     common::maybe_serve_reference();
     let time = common::secs(10);
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let rounds = common::rounds(5);
     println!(
         "load generator vs wrk (load average at start: {})",
         common::loadavg()

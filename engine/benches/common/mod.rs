@@ -184,6 +184,15 @@ pub fn loadavg() -> String {
 }
 
 /// Seconds per cell: `BENCH_SECS` or `default`.
+/// `BENCH_ROUNDS`, or `default`: how many alternating pairs of runs to make.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 pub fn secs(default: u64) -> Duration {
     Duration::from_secs(
         std::env::var("BENCH_SECS")

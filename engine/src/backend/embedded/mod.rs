@@ -252,10 +252,30 @@ impl Db {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_with(true, f).await
+    }
+
+    /// [`Db::write`] for a call that runs exactly one SQL statement: a
+    /// statement that fails undoes itself, so it needs no savepoint of its
+    /// own (two statements and a statement journal fewer per call; the
+    /// ingestion path makes one such call per request).
+    pub(crate) async fn write_one_statement<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.write_with(false, f).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        savepoint: bool,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: WriteJob = Box::new(move |conn| {
             let r = match conn {
-                Some(c) => in_savepoint(c, f),
+                Some(c) if savepoint => in_savepoint(c, f),
+                Some(c) => f(c),
                 None => Err(BackendError::Unavailable("transaction not started".into())),
             };
             Box::new(move |commit: &Result<()>| {

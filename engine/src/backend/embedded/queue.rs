@@ -336,10 +336,13 @@ impl Queue for EmbeddedQueue {
         let lease = self.begin_send(&messages)?;
         let terms = Self::lease_terms(&lease);
         let queue = self.name;
-        let leased = self
-            .db
-            .write(move |c| Self::insert(c, queue, messages, terms, now_ms()))
-            .await?;
+        let single = messages.len() == 1;
+        let insert = move |c: &Connection| Self::insert(c, queue, messages, terms, now_ms());
+        let leased = if single {
+            self.db.write_one_statement(insert).await?
+        } else {
+            self.db.write(insert).await?
+        };
         self.end_send(lease, leased);
         Ok(())
     }
