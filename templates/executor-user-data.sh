@@ -16,8 +16,8 @@ STACKCTL_ENV
 chmod 0600 /etc/stackctl/engine.env
 
 # Secrets the engine reads from the stack's SSM SecureString parameters (the
-# Redis auth token), fetched with the instance role so that they never appear
-# in the launch template. Retried: the role's credentials can lag behind boot.
+# event keys, the runs-API token, the Redis auth token), fetched with the
+# instance role so that they never appear in the launch template. Retried: the role's credentials can lag behind boot.
 engine_secret() { # engine_secret VARIABLE PARAMETER
   local value attempt
   for attempt in 1 2 3 4 5; do

@@ -41,7 +41,7 @@ struct Setup {
     moto: Moto,
     registry: Registry,
     cwd: tempfile::TempDir,
-    _htpasswd: tempfile::TempDir,
+    htpasswd_dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -105,7 +105,7 @@ async fn setup() -> Setup {
         moto,
         registry,
         cwd: tempfile::tempdir().unwrap(),
-        _htpasswd: htpasswd,
+        htpasswd_dir: htpasswd,
     }
 }
 
@@ -292,4 +292,63 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
     );
     let (status, served) = registry_digest(&s.registry, "reference-engine", new_digest).await;
     assert_eq!((status, served.as_str()), (200, new_digest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
+    let mut s = setup().await;
+    let aws = aws_of(&s.moto).await;
+    let first = s.up(FIRST_BINARY);
+    let image = first["image"].as_str().unwrap().to_string();
+    let (_, digest) = image.split_once('@').unwrap();
+    let before = task_definition_arns(&aws).await;
+
+    // The repository loses the image (an ECR lifecycle rule expiring
+    // untagged images would): here, a new, empty registry behind the same
+    // repository URI.
+    let path = s.htpasswd_dir.path().join("htpasswd");
+    s.registry = tokio::task::spawn_blocking(move || {
+        Registry::builder()
+            .auth(RegistryAuth::Htpasswd { path })
+            .start()
+            .expect("docker-registry starts")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        registry_digest(&s.registry, "reference-engine", digest)
+            .await
+            .0,
+        404
+    );
+
+    let out = s.stackctl(FIRST_BINARY, &["--output", "json", "up", "-f"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("was missing from its repository; pushed"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    assert_eq!(
+        result["applied"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
+    assert_eq!(result["aws_calls"]["writes"], 0, "{result}");
+    let (status, served) = registry_digest(&s.registry, "reference-engine", digest).await;
+    assert_eq!((status, served.as_str()), (200, digest), "pushed again");
+    assert_eq!(
+        task_definition_arns(&aws).await,
+        before,
+        "nothing re-registered"
+    );
+
+    // Now it is there: the next up only looks.
+    let out = s.stackctl(FIRST_BINARY, &["--output", "json", "up", "-f"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("was missing"), "{stderr}");
 }

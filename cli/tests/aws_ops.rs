@@ -256,6 +256,13 @@ async fn up_waits_then_status_scale_and_logs_work() {
     assert_eq!(doc["services"]["executors"]["desired"], 1, "{doc}");
     assert_eq!(doc["services"]["executors"]["running"], 1, "{doc}");
     assert_eq!(doc["redis"]["status"], "available", "{doc}");
+    // Neither `up` nor `status` prints the spec's secrets.
+    for run in [&up, &status] {
+        let shown = format!("{:?}\n{}", run.lines, run.stderr);
+        for secret in ["change-me-event-key", "change-me-api-token"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
+        }
+    }
     let row = doc["resources"]
         .as_array()
         .unwrap()

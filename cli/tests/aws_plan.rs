@@ -77,6 +77,12 @@ async fn plan_reads_live_state_and_exits_0_when_nothing_changes() {
         String::from_utf8_lossy(&after.stderr)
     );
     assert!(text.contains("0 to create, 0 to update"), "{text}");
+    for secret in ["change-me-event-key", "change-me-api-token"] {
+        assert!(
+            !text.contains(secret) && !String::from_utf8_lossy(&before.stdout).contains(secret),
+            "the plan prints {secret}"
+        );
+    }
 
     let offline = plan(&moto, &["--offline"]);
     assert_eq!(offline.status.code(), Some(2));

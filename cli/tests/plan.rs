@@ -139,6 +139,7 @@ fn each_connection_type_brings_its_load_balancer_pieces() {
                 "target_group",
                 "listener",
                 "api_gateway_vpc_link",
+                "api_gateway_rest_api",
             ][..],
         ),
     ] {

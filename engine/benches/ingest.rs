@@ -122,12 +122,7 @@ fn main() {
     };
     let mut ratios: Vec<(f64, f64)> = pairs
         .iter()
-        .map(|(r, e)| {
-            (
-                e.http_reqs.rate / r.http_reqs.rate,
-                e.http_req_duration.p99,
-            )
-        })
+        .map(|(r, e)| (e.http_reqs.rate / r.http_reqs.rate, e.http_req_duration.p99))
         .collect();
     println!(
         "\n  single events at 64 connections, {rounds} alternating pairs (engine / reference req/s, engine p99):"

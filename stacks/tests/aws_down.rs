@@ -472,13 +472,15 @@ async fn down_after_up_leaves_nothing_with_the_stack_tags() {
         .collect();
     assert_eq!(names(&report.deleted), expected, "{report:#?}");
     assert_elasticache_gap_reported(&report);
-    assert!(
-        report
-            .parameters_deleted
-            .contains(&format!("/stackctl/{STACK}/redis-auth-token")),
-        "{:?}",
-        report.parameters_deleted
-    );
+    for secret in ["api-token", "event-keys", "redis-auth-token"] {
+        assert!(
+            report
+                .parameters_deleted
+                .contains(&format!("/stackctl/{STACK}/{secret}")),
+            "{secret}: {:?}",
+            report.parameters_deleted
+        );
+    }
     // One start and one end line per resource acted on.
     let started = events.iter().filter(|e| e.phase == Phase::Start).count();
     assert_eq!(started, report.deleted.len() + report.in_progress.len());

@@ -6,8 +6,8 @@
 //! health-checking `/health` on the event API's port, an HTTP listener on
 //! port 80 forwarding to it, and the event API's ECS service registered
 //! with that target group. The plan after it is empty and a second apply
-//! makes no write call. `vpc_link` is refused with a clear error (API
-//! Gateway VPC links are not provided).
+//! makes no write call. `vpc_link` (a network load balancer behind API
+//! Gateway) is tested in `aws_apigateway.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -195,28 +195,5 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
         before,
         "{:?}",
         aws.calls().write_operations()
-    );
-
-    // A VPC link is not provided: the error says which resource and why.
-    moto.reset().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = example_with("vpc_link", dir.path());
-    let graph = Graph::build(&spec).unwrap();
-    let aws = connect(&moto).await;
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .unwrap();
-    let err = aws::apply(
-        &aws,
-        &plan,
-        &ApplyOptions::default(),
-        &stacks::local::Silent,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(
-        err.contains("apigateway.vpc-link") && err.contains("not supported"),
-        "{err}"
     );
 }

@@ -4,8 +4,15 @@
 //! the executor launch template's user data (its env file, plus the secrets
 //! the boot script fetches from SSM) each make an engine configuration that
 //! `engine::config` loads, on SQS + Redis, pointing at the stack's queue
-//! URLs and at its Redis endpoint over TLS with the stack's auth token. The
-//! token itself appears in neither the task definitions nor the user data.
+//! URLs and at its Redis endpoint over TLS with the stack's auth token, and
+//! with the spec's event keys and runs-API token. No secret (auth token,
+//! event key, runs-API token) appears in the task definitions or the user
+//! data: the SSM parameters hold them, and the roles may read exactly those.
+//!
+//! A changed secret in the spec is stored by `up` (never by `plan`), which
+//! registers new task definition revisions (their environment carries the
+//! parameters' versions) and a new launch template version; a second `up`
+//! writes nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +21,10 @@ use aws_config::BehaviorVersion;
 use aws_sdk_sts::config::Credentials;
 use base64::Engine as _;
 use engine::backend::BackendConfig;
-use engine::config::{Config, ENV_REDIS_AUTH_TOKEN};
+use engine::config::{Config, ENV_API_TOKEN, ENV_EVENT_KEYS, ENV_REDIS_AUTH_TOKEN};
 use stacks::aws::{self, ApplyOptions, Aws, Inputs};
-use stacks::graph::Graph;
+use stacks::graph::plan::Action;
+use stacks::graph::{Graph, LogicalId};
 use stacks::local::{Progress, ProgressEvent};
 use stacks::spec::Spec;
 
@@ -39,7 +47,20 @@ struct Expected {
     work_url: String,
     redis_host: String,
     token: String,
+    event_key: String,
+    api_token: String,
 }
+
+impl Expected {
+    /// The secret values, none of which may appear in plain text.
+    fn secrets(&self) -> [&str; 3] {
+        [&self.token, &self.event_key, &self.api_token]
+    }
+}
+
+/// `examples/aws.yaml`'s event key and runs-API token without variables.
+const EVENT_KEY: &str = "change-me-event-key";
+const API_TOKEN: &str = "change-me-api-token";
 
 /// The SSM parameter name in a parameter ARN (`...:parameter/NAME`).
 fn parameter_of(arn: &str) -> &str {
@@ -83,7 +104,38 @@ fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str) {
         }
         other => panic!("{what}: backend {other:?}"),
     }
-    assert!(!config.event_keys.is_empty(), "{what}: event keys");
+    assert_eq!(config.event_keys, [expected.event_key.as_str()], "{what}");
+    assert_eq!(
+        config.api_token.as_deref(),
+        Some(expected.api_token.as_str()),
+        "{what}"
+    );
+}
+
+async fn connect(moto: &harness::Moto) -> (Aws, aws_config::SdkConfig) {
+    let loader = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
+    let aws = Aws::load_with(loader, Some(harness::REGION))
+        .await
+        .expect("AWS context");
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new(harness::REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    (aws, config)
+}
+
+async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
+    let graph = Graph::build(spec).expect("graph");
+    let plan = aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
+        .await
+        .expect("plan");
+    aws::apply(aws, &plan, &ApplyOptions::default(), &Quiet)
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,27 +143,12 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
     let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
         .await
         .unwrap();
-    let loader = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"));
-    let aws = Aws::load_with(loader, Some(harness::REGION))
-        .await
-        .expect("AWS context");
+    let (aws, config) = connect(&moto).await;
     let spec = example();
-    let graph = Graph::build(&spec).expect("graph");
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .expect("plan");
-    aws::apply(&aws, &plan, &ApplyOptions::default(), &Quiet)
-        .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    assert_eq!(spec.event_keys["default"], EVENT_KEY);
+    assert_eq!(spec.api_token.as_deref(), Some(API_TOKEN));
+    up(&aws, &spec).await;
 
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new(harness::REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let url = |name: &'static str| {
         let sqs = sqs.clone();
@@ -144,8 +181,48 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             .expect("primary endpoint")
             .to_string(),
         token: ssm_value(&ssm, "/stackctl/reference/redis-auth-token").await,
+        event_key: EVENT_KEY.into(),
+        api_token: API_TOKEN.into(),
     };
     assert!(expected.token.len() >= 16, "a generated auth token");
+    // The spec's secrets are stored as SecureString parameters, tagged for `down`.
+    for (name, value) in [
+        ("/stackctl/reference/event-keys", EVENT_KEY),
+        ("/stackctl/reference/api-token", API_TOKEN),
+    ] {
+        assert_eq!(ssm_value(&ssm, name).await, value, "{name}");
+        let p = ssm
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .unwrap()
+            .parameter
+            .unwrap();
+        assert_eq!(
+            p.r#type,
+            Some(aws_sdk_ssm::types::ParameterType::SecureString),
+            "{name}"
+        );
+        assert_ne!(
+            p.value.as_deref(),
+            Some(value),
+            "{name}: encrypted unless asked"
+        );
+        let tags = ssm
+            .list_tags_for_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(name)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            tags.tag_list()
+                .iter()
+                .any(|t| t.key == "stackctl:stack" && t.value == "reference"),
+            "{name}: {tags:?}"
+        );
+    }
 
     // The ECS services: environment plus secrets, as ECS assembles them.
     let ecs = aws_sdk_ecs::Client::new(&config);
@@ -179,28 +256,53 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
                 )
             })
             .collect();
-        assert!(
-            env.values().all(|v| !v.contains(&expected.token)),
-            "{family}: the auth token is in the plain environment"
+        for secret in expected.secrets() {
+            assert!(
+                env.values().all(|v| !v.contains(secret)),
+                "{family}: a secret is in the plain environment: {env:?}"
+            );
+        }
+        for var in [ENV_REDIS_AUTH_TOKEN, ENV_EVENT_KEYS, ENV_API_TOKEN] {
+            assert!(!env.contains_key(var), "{family}: {var} in the environment");
+        }
+        assert_eq!(
+            env["STACKCTL_ENGINE_SECRETS_VERSION"], "api_token=1,event_keys=1,redis_auth_token=1",
+            "{family}"
         );
-        let secrets = c.secrets();
-        assert_eq!(secrets.len(), 1, "{family}: {secrets:?}");
-        assert_eq!(secrets[0].name(), ENV_REDIS_AUTH_TOKEN);
-        let arn = secrets[0].value_from();
-        assert!(
-            arn.starts_with("arn:aws:ssm:us-east-1:") && arn.contains(":parameter/"),
-            "{family}: {arn}"
+        let secrets: BTreeMap<&str, &str> = c
+            .secrets()
+            .iter()
+            .map(|s| (s.name(), s.value_from()))
+            .collect();
+        let names: BTreeMap<&str, &str> = secrets
+            .iter()
+            .map(|(var, arn)| (*var, parameter_of(arn)))
+            .collect();
+        assert_eq!(
+            names,
+            BTreeMap::from([
+                (ENV_API_TOKEN, "/stackctl/reference/api-token"),
+                (ENV_EVENT_KEYS, "/stackctl/reference/event-keys"),
+                (ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token"),
+            ]),
+            "{family}"
         );
-        assert!(
-            execution.contains(arn) && execution.contains("ssm:GetParameters"),
-            "{family}: the execution role may read {arn}: {execution}"
-        );
-        env.insert(
-            ENV_REDIS_AUTH_TOKEN.to_string(),
-            ssm_value(&ssm, parameter_of(arn)).await,
-        );
+        for (var, arn) in secrets {
+            assert!(
+                arn.starts_with("arn:aws:ssm:us-east-1:123456789012:parameter/"),
+                "{family}: {arn}"
+            );
+            assert!(
+                execution.contains(arn) && execution.contains("ssm:GetParameters"),
+                "{family}: the execution role may read {arn}: {execution}"
+            );
+            env.insert(var.to_string(), ssm_value(&ssm, parameter_of(arn)).await);
+        }
         check(&env, &expected, family);
     }
+    // The execution role reads exactly the three parameters: no wildcard.
+    assert_eq!(execution.matches(":parameter/").count(), 3, "{execution}");
+    assert!(!execution.contains("ssm:*") && !execution.contains("parameter/*"));
 
     // The executor hosts: the env file the user data writes, plus the
     // secrets it reads from SSM with the instance role.
@@ -222,10 +324,12 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             .expect("base64 user data"),
     )
     .expect("UTF-8 user data");
-    assert!(
-        !user_data.contains(&expected.token),
-        "the auth token is in the user data"
-    );
+    for secret in expected.secrets() {
+        assert!(
+            !user_data.contains(secret),
+            "a secret is in the user data:\n{user_data}"
+        );
+    }
     let env_file = user_data
         .split_once("<<'STACKCTL_ENV'\n")
         .and_then(|(_, rest)| rest.split_once("\nSTACKCTL_ENV\n"))
@@ -244,7 +348,11 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         .collect();
     assert_eq!(
         fetched,
-        [(ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token")]
+        [
+            (ENV_API_TOKEN, "/stackctl/reference/api-token"),
+            (ENV_EVENT_KEYS, "/stackctl/reference/event-keys"),
+            (ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token"),
+        ]
     );
     let executors = urlencoding_decode(
         &iam.get_role_policy()
@@ -255,15 +363,182 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             .unwrap()
             .policy_document,
     );
-    assert!(
-        executors.contains("ssm:GetParameter")
-            && executors.contains(":parameter/stackctl/reference/redis-auth-token"),
-        "the instance role may read the token: {executors}"
-    );
+    for (_, parameter) in &fetched {
+        assert!(
+            executors.contains("ssm:GetParameter")
+                && executors.contains(&format!(":parameter{parameter}")),
+            "the instance role may read {parameter}: {executors}"
+        );
+    }
+    assert_eq!(executors.matches(":parameter/").count(), 3, "{executors}");
+    assert!(!executors.contains("ssm:*") && !executors.contains("parameter/*"));
     for (var, parameter) in fetched {
         env.insert(var.to_string(), ssm_value(&ssm, parameter).await);
     }
     check(&env, &expected, "executor user data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
+    let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
+        .await
+        .unwrap();
+    let (aws, config) = connect(&moto).await;
+    let mut spec = example();
+    up(&aws, &spec).await;
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let version = |name: &'static str| {
+        let ssm = ssm.clone();
+        async move {
+            ssm.get_parameter()
+                .name(name)
+                .send()
+                .await
+                .unwrap()
+                .parameter
+                .unwrap()
+                .version
+        }
+    };
+
+    // A new key: the plan reads, writes nothing, and shows the new
+    // revisions and launch template version without the value.
+    const ROTATED: &str = "rotated-event-key";
+    spec.event_keys.insert("default".into(), ROTATED.into());
+    let graph = Graph::build(&spec).unwrap();
+    let before = aws.calls();
+    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .expect("plan");
+    assert_eq!(
+        aws.calls().writes,
+        before.writes,
+        "plan wrote: {:?}",
+        aws.calls().write_operations()
+    );
+    assert_eq!(
+        ssm_value(&ssm, "/stackctl/reference/event-keys").await,
+        EVENT_KEY
+    );
+    let change = |id: &str| {
+        plan.plan
+            .changes
+            .iter()
+            .find(|c| c.resource.id == LogicalId::new(id))
+            .map(|c| (c.action, c.changed_attributes.clone()))
+            .unwrap_or_else(|| panic!("{id} not planned"))
+    };
+    for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
+        assert_eq!(
+            change(id),
+            (
+                Action::Replace,
+                vec!["container.environment.STACKCTL_ENGINE_SECRETS_VERSION".to_string()]
+            ),
+            "{id}"
+        );
+    }
+    for id in ["ecs.service.event-api", "ecs.service.runner"] {
+        assert_eq!(change(id).0, Action::Update, "{id}");
+    }
+    assert_eq!(
+        change("ec2.launch-template.executors"),
+        (Action::Update, vec!["user_data".to_string()])
+    );
+    for id in ["iam.policy.execution", "iam.policy.executors"] {
+        assert_eq!(change(id).0, Action::NoChange, "{id}: same parameters");
+    }
+    let shown = format!(
+        "{}\n{}",
+        plan.plan.render_text(),
+        serde_json::to_string(&plan.plan).unwrap()
+    );
+    for secret in [ROTATED, EVENT_KEY, API_TOKEN] {
+        assert!(!shown.contains(secret), "the plan shows a secret:\n{shown}");
+    }
+
+    // `up` stores it (one write to SSM) and registers new revisions.
+    let before = aws.calls();
+    let report = aws::apply(&aws, &plan, &ApplyOptions::default(), &Quiet)
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    let after = aws.calls();
+    let puts = |calls: &stacks::aws::CallCounts| -> u64 {
+        calls
+            .write_operations()
+            .iter()
+            .filter(|(op, _)| op.ends_with("PutParameter"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(
+        puts(&after) - puts(&before),
+        1,
+        "{:?}",
+        after.write_operations()
+    );
+    assert_eq!(
+        ssm_value(&ssm, "/stackctl/reference/event-keys").await,
+        ROTATED
+    );
+    assert_eq!(version("/stackctl/reference/event-keys").await, 2);
+    assert_eq!(version("/stackctl/reference/api-token").await, 1);
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    for (id, service) in [
+        ("ecs.taskdef.event-api", "reference-event-api"),
+        ("ecs.taskdef.runner", "reference-runner"),
+    ] {
+        let arn = &report.outputs[&LogicalId::new(id)]["arn"];
+        assert!(arn.ends_with(":2"), "{arn}");
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        let env = td.container_definitions()[0].environment();
+        let version = env
+            .iter()
+            .find(|kv| kv.name() == Some("STACKCTL_ENGINE_SECRETS_VERSION"))
+            .and_then(|kv| kv.value());
+        assert_eq!(
+            version,
+            Some("api_token=1,event_keys=2,redis_auth_token=1"),
+            "{id}"
+        );
+        assert!(
+            env.iter()
+                .all(|kv| !kv.value().unwrap_or_default().contains(ROTATED)),
+            "{id}: {env:?}"
+        );
+        let running = ecs
+            .describe_services()
+            .cluster("reference")
+            .services(service)
+            .send()
+            .await
+            .unwrap()
+            .services
+            .unwrap()
+            .remove(0);
+        assert_eq!(running.task_definition(), Some(arn.as_str()), "{service}");
+    }
+
+    // Converged: nothing planned, and a second `up` writes nothing.
+    let again = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .expect("plan");
+    assert!(!again.plan.has_changes(), "{:?}", again.plan.summary);
+    let before = aws.calls().writes;
+    up(&aws, &spec).await;
+    assert_eq!(
+        aws.calls().writes,
+        before,
+        "{:?}",
+        aws.calls().write_operations()
+    );
 }
 
 /// IAM answers policy documents URL-encoded (RFC 3986).

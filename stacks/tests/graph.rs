@@ -102,6 +102,7 @@ fn every_connection_type_has_its_resource_kinds() {
                 Kind::TargetGroup,
                 Kind::Listener,
                 Kind::ApiGatewayVpcLink,
+                Kind::ApiGatewayRestApi,
             ],
         ),
         (
@@ -180,6 +181,35 @@ fn every_connection_type_has_its_resource_kinds() {
         ("application".into(), "internet-facing".into())
     );
     assert_eq!(lb("vpc_link"), ("network".into(), "internal".into()));
+
+    // vpc_link: the REST API goes through the link to the load balancer's
+    // listener, published by one stage.
+    let g = graph("demo", "vpc_link");
+    let api = g
+        .get(&"apigateway.rest-api".into())
+        .expect("REST API for vpc_link");
+    assert_eq!(api.name, "demo-api");
+    let mut deps: Vec<&str> = api.dependencies.iter().map(LogicalId::as_str).collect();
+    deps.sort();
+    assert_eq!(deps, ["apigateway.vpc-link", "elb.load-balancer"]);
+    match &api.attributes {
+        Attributes::ApiGatewayRestApi(a) => {
+            assert_eq!(a.endpoint_type, "REGIONAL");
+            assert_eq!(a.stage, "v1");
+            assert_eq!(
+                a.integration_uri,
+                format!(
+                    "http://{}:80/{{proxy}}",
+                    placeholder::output("elb.load-balancer", "dns_name")
+                )
+            );
+            assert_eq!(
+                a.vpc_link_id,
+                placeholder::output("apigateway.vpc-link", "id")
+            );
+        }
+        other => panic!("unexpected attributes {other:?}"),
+    }
 
     // alb scaling (event API behind a public ALB) brings target tracking.
     let mut v = spec_json("demo", "public");
@@ -273,11 +303,9 @@ fn placeholders_refer_to_dependencies_and_known_values() {
                         )
                     }
                     Placeholder::Secret(name) => {
-                        assert!(
-                            placeholder::SECRETS.contains(&name.as_str()),
-                            "{}: {p:?}",
-                            r.id
-                        )
+                        // A secret's value, or its parameter's version.
+                        let secret = placeholder::version_of(name).unwrap_or(name);
+                        assert!(placeholder::SECRETS.contains(&secret), "{}: {p:?}", r.id)
                     }
                     Placeholder::Output { id, output } => {
                         assert!(
@@ -503,7 +531,20 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     };
     assert_eq!(td.container.command, ["--role", "runner"]);
     let env = &td.container.environment;
-    assert_eq!(env["STACKCTL_ENGINE_EVENT_KEYS"], "${secret:event_keys}");
+    // No secret in the plain environment: only the versions of their SSM
+    // parameters, so a changed secret makes a new task definition revision.
+    for var in [
+        "STACKCTL_ENGINE_EVENT_KEYS",
+        "STACKCTL_ENGINE_API_TOKEN",
+        "STACKCTL_ENGINE_REDIS_AUTH_TOKEN",
+    ] {
+        assert!(!env.contains_key(var), "{var}: {env:?}");
+    }
+    assert_eq!(
+        env["STACKCTL_ENGINE_SECRETS_VERSION"],
+        "api_token=${secret:api_token@version},event_keys=${secret:event_keys@version},\
+         redis_auth_token=${secret:redis_auth_token@version}"
+    );
     assert_eq!(env["STACKCTL_ENGINE_RUNNER_BIND"], "0.0.0.0:8289");
     let config: Value =
         serde_json::from_str(&env["STACKCTL_ENGINE_CONFIG"]).expect("config is JSON");
@@ -516,16 +557,49 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         "rediss://${elasticache.redis.primary_endpoint}:6379"
     );
     assert!(
-        env.values().all(|v| !v.contains("redis_auth_token")),
-        "{env:?}"
+        env.values().flat_map(|v| placeholder::in_text(v)).all(
+            |p| !matches!(p, Placeholder::Secret(name) if placeholder::version_of(&name).is_none())
+        ),
+        "no secret value in the environment: {env:?}"
     );
+    let arn =
+        |name: &str| format!("arn:aws:ssm:${{region}}:${{account}}:parameter/stackctl/demo/{name}");
     assert_eq!(
         td.container.secrets,
-        BTreeMap::from([(
-            engine::config::ENV_REDIS_AUTH_TOKEN.to_string(),
-            "arn:aws:ssm:${region}:${account}:parameter/stackctl/demo/redis-auth-token".to_string()
-        )])
+        BTreeMap::from([
+            (engine::config::ENV_API_TOKEN.to_string(), arn("api-token")),
+            (
+                engine::config::ENV_EVENT_KEYS.to_string(),
+                arn("event-keys")
+            ),
+            (
+                engine::config::ENV_REDIS_AUTH_TOKEN.to_string(),
+                arn("redis-auth-token")
+            ),
+        ])
     );
+    // The roles read exactly these parameters, with one action each.
+    for (policy, action) in [
+        ("iam.policy.execution", "ssm:GetParameters"),
+        ("iam.policy.executors", "ssm:GetParameter"),
+    ] {
+        let Attributes::IamRolePolicy(p) = &g.get(&policy.into()).unwrap().attributes else {
+            panic!("{policy}");
+        };
+        let ssm: Vec<_> = p
+            .document
+            .statement
+            .iter()
+            .filter(|s| s.action.iter().any(|a| a.starts_with("ssm:")))
+            .collect();
+        assert_eq!(ssm.len(), 1, "{policy}: {ssm:?}");
+        assert_eq!(ssm[0].action, [action], "{policy}");
+        assert_eq!(
+            ssm[0].resource,
+            [arn("api-token"), arn("event-keys"), arn("redis-auth-token")],
+            "{policy}"
+        );
+    }
     assert_eq!(config["queues"]["events"]["retention"], "4d");
     // The document is a valid engine configuration on SQS + Redis.
     let parsed = engine::config::Config::from_json(&config.to_string(), "graph")
@@ -554,12 +628,19 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         config["executor"]["drivers"]["docker"]["socket"],
         "/var/run/docker.sock"
     );
-    // The host reads the auth token from SSM at boot; user data never holds it.
-    assert!(!ud.contains("${secret:redis_auth_token}"), "{ud}");
+    // The host reads the secrets from SSM at boot; user data never holds them.
+    for name in ["redis_auth_token", "event_keys", "api_token"] {
+        assert!(!ud.contains(&format!("${{secret:{name}}}")), "{ud}");
+    }
+    for line in [
+        "engine_secret STACKCTL_ENGINE_API_TOKEN '/stackctl/demo/api-token'",
+        "engine_secret STACKCTL_ENGINE_EVENT_KEYS '/stackctl/demo/event-keys'",
+        "engine_secret STACKCTL_ENGINE_REDIS_AUTH_TOKEN '/stackctl/demo/redis-auth-token'",
+    ] {
+        assert!(ud.contains(line), "{line}:\n{ud}");
+    }
     assert!(
-        ud.contains(
-            "engine_secret STACKCTL_ENGINE_REDIS_AUTH_TOKEN '/stackctl/demo/redis-auth-token'"
-        ),
+        ud.contains("\nSTACKCTL_ENGINE_SECRETS_VERSION=api_token=${secret:api_token@version},"),
         "{ud}"
     );
 

@@ -160,10 +160,12 @@ fn a_redis_setting_that_cannot_change_in_place_replaces_it_and_reaches_its_users
         assert_eq!(td.action, Action::Replace, "{id}");
         assert_eq!(
             td.changed_attributes,
-            // Without auth the task no longer reads the token from SSM.
+            // Without auth the task no longer reads the token from SSM
+            // (nor has its parameter's version in the environment).
             [
                 "container.environment.STACKCTL_ENGINE_CONFIG",
-                "container.secrets"
+                "container.environment.STACKCTL_ENGINE_SECRETS_VERSION",
+                "container.secrets.STACKCTL_ENGINE_REDIS_AUTH_TOKEN"
             ],
             "{id}"
         );

@@ -3,7 +3,8 @@
 //! `stacks::aws::plan`), and the live state of what runs: ECS services
 //! (desired/running/pending, rollout, task definition), the executors'
 //! group (desired/InService, bounds) and Redis (status, endpoint), read
-//! with `stacks::aws::wait`'s readers. Exit 0 when everything exists
+//! with `stacks::aws::wait`'s readers, and the event API's address (the
+//! API Gateway stage for `vpc_link`, the load balancer for `public`). Exit 0 when everything exists
 //! without drift and runs at least its desired count, 1 otherwise.
 
 use anyhow::Context as _;
@@ -53,6 +54,12 @@ pub async fn run(loaded: &LoadedSpec, output: Output) -> anyhow::Result<Exit> {
             row
         })
         .collect();
+    let outputs = planned
+        .all_observed()
+        .iter()
+        .map(|(id, o)| (id.clone(), o.outputs.clone()))
+        .collect();
+    let event_api = aws::event_api_url(&graph, &outputs);
     let in_sync = !planned.plan.has_changes();
     let ready = live.ready();
     match output {
@@ -61,6 +68,7 @@ pub async fn run(loaded: &LoadedSpec, output: Output) -> anyhow::Result<Exit> {
             "provider": "aws",
             "in_sync": in_sync,
             "ready": ready,
+            "event_api": event_api,
             "services": live.services_json(),
             "redis": live.redis,
             "resources": rows,
@@ -75,6 +83,9 @@ pub async fn run(loaded: &LoadedSpec, output: Output) -> anyhow::Result<Exit> {
                     "differs from its spec"
                 }
             );
+            if let Some(url) = &event_api {
+                println!("  event API: {url}");
+            }
             println!(
                 "\n  {:<10} {:>7} {:>7} {:>7}  DETAIL",
                 "SERVICE", "DESIRED", "RUNNING", "PENDING"

@@ -69,6 +69,17 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     // Failures the waits report must be newer than this.
     let since = std::time::SystemTime::now();
     if !first.plan.has_changes() {
+        // The task definitions name this digest; make sure the registry
+        // still serves it (no AWS write, and none when it does).
+        if let Some(engine) = &engine_image
+            && let Some(pushed) = aws::publish::ensure_pushed(&aws, &first, engine)
+                .await
+                .with_context(|| format!("cannot check the engine image of stack `{stack}`"))?
+        {
+            eprintln!(
+                "stackctl: the engine image was missing from its repository; pushed {pushed} again"
+            );
+        }
         // Up to date is not the same as ready: wait (reads only) before
         // saying so.
         let outputs = first
@@ -90,6 +101,7 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
             &stack,
             &[],
             first.engine_image(),
+            aws::event_api_url(&graph, &outputs).as_deref(),
             &aws.calls(),
             output,
             "is up to date: nothing to change",
@@ -138,6 +150,7 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         &stack,
         &applied,
         first.engine_image(),
+        aws::event_api_url(&graph, &report.outputs).as_deref(),
         &aws.calls(),
         output,
         &format!("is applied: {} resources changed", applied.len()),
@@ -183,7 +196,7 @@ pub async fn build_engine_image(
     let what = match &source {
         aws::EngineSource::Binary(p) => format!("build engine image from {}", p.display()),
         aws::EngineSource::Workspace(d) => format!(
-            "build engine image (cargo build --release -p engine in {})",
+            "build engine image (cargo build --profile dist -p engine in {})",
             d.display()
         ),
     };
@@ -222,6 +235,7 @@ fn print_result(
     stack: &str,
     applied: &[(String, String)],
     image: Option<&str>,
+    event_api: Option<&str>,
     calls: &aws::CallCounts,
     output: Output,
     human: &str,
@@ -235,6 +249,7 @@ fn print_result(
                 "applied": applied.iter().map(|(id, a)| serde_json::json!({"resource": id, "action": a})).collect::<Vec<_>>(),
                 "verified": false,
                 "image": image,
+                "event_api": event_api,
                 // What this command cost in AWS API operations (retries not counted).
                 "aws_calls": {"reads": calls.reads, "writes": calls.writes},
             });
@@ -244,6 +259,9 @@ fn print_result(
             println!("\nstack `{stack}` {human}");
             if let Some(image) = image {
                 println!("  engine image {image}");
+            }
+            if let Some(url) = event_api {
+                println!("  event API    {url}");
             }
         }
     }

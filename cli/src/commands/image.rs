@@ -27,7 +27,7 @@ enum ImageCommand {
 
 #[derive(Debug, Args)]
 struct BuildArgs {
-    /// The engine binary to ship; without it, `cargo build --release -p engine` runs in --workspace.
+    /// The engine binary to ship; without it, `cargo build --profile dist -p engine` runs in --workspace.
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
     /// The stackctl source workspace to build the engine in (and read the git revision from).
@@ -93,7 +93,7 @@ async fn build(args: BuildArgs, output: Output) -> anyhow::Result<Exit> {
         let binary = match binary {
             Some(path) => path,
             None => {
-                eprintln!("building the engine: cargo build --release -p engine");
+                eprintln!("building the engine: cargo build --profile dist -p engine");
                 image::build_engine_release(&workspace)?
             }
         };

@@ -100,7 +100,7 @@ pub struct UpArgs {
     /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
     #[arg(long)]
     force_unlock: bool,
-    /// (aws stacks) Ship this engine binary instead of `cargo build --release -p engine` in the
+    /// (aws stacks) Ship this engine binary instead of `cargo build --profile dist -p engine` in the
     /// stackctl workspace, when the engine image is built from source (no --image, no image.uri).
     #[arg(long, value_name = "PATH", env = "STACKCTL_ENGINE_BINARY")]
     engine_binary: Option<PathBuf>,

@@ -49,7 +49,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptions,
+    KillContainerOptionsBuilder, LogsOptions, RemoveContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -272,24 +272,55 @@ impl DockerDriver {
         let mut output = attached.output;
         let collect = async move {
             let mut out = Collected::default();
+            // A broken attach session is not the step's failure: the log
+            // below has what it wrote.
+            let mut broken = None;
             while let Some(item) = output.next().await {
                 match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        out.stdout(&message)
-                    }
-                    Ok(LogOutput::StdErr { message }) => out.stderr(&message),
-                    Ok(LogOutput::StdIn { .. }) => {}
+                    Ok(item) => out.add(item),
                     Err(e) => {
-                        return Err(api_error("read the step container's output", e));
+                        broken = Some(e);
+                        break;
                     }
                 }
             }
-            Ok(out)
+            (out, broken)
         };
-        let ((), collected) = tokio::join!(feed, collect);
-        let collected = collected?;
+        let ((), (mut collected, broken)) = tokio::join!(feed, collect);
         let code = self.exit_code(id).await?;
+        if let Some(e) = &broken {
+            tracing::debug!(container = %id, error = %e, "attach session broke; reading the log");
+        }
+        if broken.is_some() || collected.stdout.is_empty() {
+            // An attach session to a container that exits at once can end
+            // (or be reset) before the runtime copied its last output into
+            // it (seen with podman 4.3 under load); the stopped container's
+            // log has it all. Read only then: the usual step costs no extra
+            // call.
+            match self.logged(id).await {
+                Ok(Some(logged)) => collected = logged,
+                Ok(None) => {}
+                Err(e) if broken.is_some() => return Err(e),
+                Err(e) => tracing::debug!(container = %id, error = %e, "no log to read"),
+            }
+        }
         Ok(Finished { code, collected })
+    }
+
+    /// The stopped container's stdout and stderr from its log; `None` when
+    /// it logged no stdout either.
+    async fn logged(&self, id: &str) -> Result<Option<Collected>, DriverError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            ..LogsOptions::default()
+        };
+        let mut logs = self.docker.logs(id, Some(options));
+        let mut out = Collected::default();
+        while let Some(item) = logs.next().await {
+            out.add(item.map_err(|e| api_error("read the step container's log", e))?);
+        }
+        Ok((!out.stdout.is_empty()).then_some(out))
     }
 
     async fn exit_code(&self, id: &str) -> Result<i64, DriverError> {
@@ -322,6 +353,14 @@ struct Collected {
 }
 
 impl Collected {
+    fn add(&mut self, item: LogOutput) {
+        match item {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => self.stdout(&message),
+            LogOutput::StdErr { message } => self.stderr(&message),
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+
     fn stdout(&mut self, bytes: &[u8]) {
         let room = STDOUT_MAX_BYTES.saturating_sub(self.stdout.len());
         if bytes.len() > room {

@@ -202,7 +202,7 @@ pub async fn apply(
                 running.spawn(async move {
                     let pushed = publish::push(&aws, &subject, &uri, &engine)
                         .await
-                        .map(|reference| kinds::outputs([("reference", reference)]));
+                        .map(|pushed| kinds::outputs([("reference", pushed.reference)]));
                     (id, Action::Create, pushed)
                 });
                 continue;

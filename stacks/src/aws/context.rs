@@ -210,6 +210,7 @@ clients! {
     cloudmap: aws_sdk_servicediscovery,
     elbv2: aws_sdk_elasticloadbalancingv2,
     cloudwatch: aws_sdk_cloudwatch,
+    apigateway: aws_sdk_apigateway,
 }
 
 struct Inner {

@@ -20,7 +20,7 @@
 //! 3. A deletion AWS accepted but had not finished by the deadline is
 //!    **in progress**, not a failure; whatever waits for it is **pending**
 //!    and counts as left over (a later `down` finishes it).
-//! 4. The stack's SSM parameters (generated secrets, lock-break markers)
+//! 4. The stack's SSM parameters (secrets, lock-break markers)
 //!    are deleted; the lock itself is released last, by its holder.
 //! 5. The [`sweep`](super::sweep) lists every service by tag and name and
 //!    reports what remains.
@@ -149,7 +149,7 @@ fn rank(kind: Kind) -> u8 {
     match kind {
         Kind::CloudWatchAlarm => 0,
         Kind::ScalingPolicy | Kind::AsgScalingPolicy => 1,
-        Kind::ScalableTarget => 2,
+        Kind::ScalableTarget | Kind::ApiGatewayRestApi => 2,
         Kind::EcsService | Kind::AutoScalingGroup | Kind::Listener | Kind::ApiGatewayVpcLink => 3,
         Kind::EcsTaskDefinition
         | Kind::LaunchTemplate

@@ -11,7 +11,7 @@
 //! - [`plan`](mod@plan): observation and the diff;
 //! - [`apply`](mod@apply): the executor;
 //! - [`publish`]: the engine image built from source, pushed by digest;
-//! - [`secrets`]: generated secrets in SSM;
+//! - [`secrets`]: the stack's secrets in SSM (from the spec or generated);
 //! - [`lock`]: the stack lock (an SSM parameter lease);
 //! - [`destroy`]: `down`, deleting in reverse dependency order with retries;
 //! - [`sweep`]: what is left of a stack after `down`, listed by tag and name;
@@ -43,7 +43,42 @@ pub use context::{Aws, CallCounts, Env};
 pub use destroy::{DownOptions, DownReport, down};
 pub use error::{AwsError, Class, Subject};
 pub use kinds::Observed;
+pub use kinds::apigateway::rest_api_invoke_url;
 pub use lock::{LockInfo, StackLock};
 pub use plan::{AwsPlan, plan};
 pub use publish::{EngineImage, EngineSource};
 pub use resolve::{Inputs, Outputs, UNKNOWN};
+
+use std::collections::BTreeMap;
+
+use crate::graph::{Attributes, Graph, LogicalId};
+
+/// The event API's address from the resources' outputs (after `apply`, or
+/// as observed): the API Gateway stage's invoke URL (`vpc_link`), the
+/// internet-facing load balancer (`public`); `None` for the other
+/// connection types, or while the resource does not exist.
+pub fn event_api_url(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> Option<String> {
+    let output = |id: &str, name: &str| {
+        outputs
+            .get(&LogicalId::new(id))
+            .and_then(|o| o.get(name))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    if graph.get(&LogicalId::new("apigateway.rest-api")).is_some() {
+        return output("apigateway.rest-api", "invoke_url");
+    }
+    let lb = graph.get(&LogicalId::new("elb.load-balancer"))?;
+    let Attributes::LoadBalancer(attrs) = &lb.attributes else {
+        return None;
+    };
+    if attrs.scheme != "internet-facing" {
+        return None;
+    }
+    let dns = output("elb.load-balancer", "dns_name")?;
+    let listener = graph.get(&LogicalId::new("elb.listener"));
+    Some(match listener.map(|l| &l.attributes) {
+        Some(Attributes::Listener(l)) if l.port != 80 => format!("http://{dns}:{}", l.port),
+        _ => format!("http://{dns}"),
+    })
+}

@@ -78,6 +78,16 @@ pub(crate) fn candidates(stack: &str) -> Vec<Target> {
             Kind::ServiceDiscoveryService,
             "event-api".into(),
         ),
+        (
+            "apigateway.rest-api".into(),
+            Kind::ApiGatewayRestApi,
+            d("api"),
+        ),
+        (
+            "apigateway.vpc-link".into(),
+            Kind::ApiGatewayVpcLink,
+            d("api"),
+        ),
     ];
     for svc in ["event-api", "runner"] {
         out.push((

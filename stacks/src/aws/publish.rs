@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::context::Aws;
 use super::error::{AwsError, Result, Subject};
 use crate::image::{
-    self, BuildOptions, BuiltImage, Credentials, ImageError, ImageRef, PushOptions,
+    self, BuildOptions, BuiltImage, Credentials, ImageError, ImageRef, PushOptions, PushReport,
 };
 
 /// Environment variable naming the engine binary to ship (`--engine-binary`).
@@ -51,7 +51,7 @@ impl EngineImage {
 pub enum EngineSource {
     /// A built binary (`--engine-binary`).
     Binary(PathBuf),
-    /// `cargo build --release -p engine` in this stackctl workspace.
+    /// `cargo build --profile dist -p engine` in this stackctl workspace.
     Workspace(PathBuf),
 }
 
@@ -109,18 +109,34 @@ pub fn build(source: &EngineSource) -> std::result::Result<BuiltImage, ImageErro
 }
 
 /// Pushes the image to the repository `uri` (`host/name`) with ECR's
-/// credentials; returns `uri@digest`.
+/// credentials, by digest (`PushReport::reference` is `uri@digest`).
 pub(crate) async fn push(
     aws: &Aws,
     subject: &Subject,
     uri: &str,
     engine: &EngineImage,
-) -> Result<String> {
+) -> Result<PushReport> {
     let target: ImageRef = uri.parse().map_err(|source| AwsError::Image {
         subject: subject.clone(),
         action: "parse the repository URI",
         source: Box::new(source),
     })?;
+    let opts = PushOptions {
+        credentials: Some(ecr_credentials(aws, subject).await?),
+        plain_http: false,
+        endpoint: engine.registry_endpoint.clone(),
+    };
+    image::push(&engine.image, &target, &opts, &mut |_| {})
+        .await
+        .map_err(|source| AwsError::Image {
+            subject: subject.clone(),
+            action: "push",
+            source: Box::new(source),
+        })
+}
+
+/// Registry credentials from ECR's `GetAuthorizationToken`.
+async fn ecr_credentials(aws: &Aws, subject: &Subject) -> Result<Credentials> {
     let token = aws
         .ecr()
         .get_authorization_token()
@@ -136,24 +152,34 @@ pub(crate) async fn push(
             action: "GetAuthorizationToken",
             missing: "authorizationData[0].authorizationToken",
         })?;
-    let credentials = Credentials::from_ecr_token(token).map_err(|source| AwsError::Image {
+    Credentials::from_ecr_token(token).map_err(|source| AwsError::Image {
         subject: subject.clone(),
         action: "decode the ECR authorization token",
         source: Box::new(source),
-    })?;
-    let opts = PushOptions {
-        credentials: Some(credentials),
-        plain_http: false,
-        endpoint: engine.registry_endpoint.clone(),
+    })
+}
+
+/// For a stack with nothing to change: its task definitions already name
+/// this digest, but the repository may have lost the image since (an ECR
+/// lifecycle rule expiring untagged images, a hand delete), and the next
+/// task start or new executor would fail to pull it. Pushes it again if so;
+/// when it is there this costs one `GetAuthorizationToken` and one manifest
+/// `HEAD`. Returns the reference when it pushed.
+pub async fn ensure_pushed(
+    aws: &Aws,
+    planned: &super::AwsPlan,
+    engine: &EngineImage,
+) -> Result<Option<String>> {
+    let Some(repo) = planned
+        .graph
+        .get(&crate::graph::LogicalId::new("ecr.engine"))
+    else {
+        return Ok(None);
     };
-    let report = image::push(&engine.image, &target, &opts, &mut |_| {})
-        .await
-        .map_err(|source| AwsError::Image {
-            subject: subject.clone(),
-            action: "push",
-            source: Box::new(source),
-        })?;
-    Ok(report.reference)
+    let uri = super::plan::ecr_repository_uri(&planned.env, &repo.name);
+    let subject = Subject::new(&repo.id, &repo.name);
+    let report = push(aws, &subject, &uri, engine).await?;
+    Ok(report.manifest_pushed.then_some(report.reference))
 }
 
 #[cfg(test)]

@@ -43,10 +43,11 @@ pub struct Inputs {
     /// with `image` also `None`: the image the stack deploys now from its
     /// repository is kept (`repo:latest` when nothing is deployed yet).
     pub image_digest: Option<String>,
-    /// The event keys, comma-separated (the engine's format).
+    /// The event keys, comma-separated (the engine's format); `up` stores
+    /// them in SSM.
     pub event_keys: String,
-    /// The runs API token, when the spec sets one (otherwise a generated
-    /// one is kept in SSM).
+    /// The runs API token, when the spec sets one (`up` stores it in SSM;
+    /// otherwise a generated one is kept there).
     pub api_token: Option<String>,
     /// An external Redis URL (`state.url`).
     pub state_url: Option<String>,
@@ -203,6 +204,7 @@ pub(crate) fn from_value(kind: Kind, value: Value) -> serde_json::Result<Attribu
         Kind::TargetGroup => Attributes::TargetGroup(v(value)?),
         Kind::Listener => Attributes::Listener(v(value)?),
         Kind::ApiGatewayVpcLink => Attributes::ApiGatewayVpcLink(v(value)?),
+        Kind::ApiGatewayRestApi => Attributes::ApiGatewayRestApi(v(value)?),
         Kind::ServiceDiscoveryNamespace => Attributes::ServiceDiscoveryNamespace(v(value)?),
         Kind::ServiceDiscoveryService => Attributes::ServiceDiscoveryService(v(value)?),
         Kind::ScalableTarget => Attributes::ScalableTarget(v(value)?),
@@ -247,6 +249,7 @@ pub(crate) fn normalize(attributes: &mut Attributes) {
         | Attributes::EcrRepository(_)
         | Attributes::TargetGroup(_)
         | Attributes::Listener(_)
+        | Attributes::ApiGatewayRestApi(_)
         | Attributes::ServiceDiscoveryNamespace(_)
         | Attributes::ServiceDiscoveryService(_)
         | Attributes::ScalableTarget(_)

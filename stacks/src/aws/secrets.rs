@@ -1,9 +1,24 @@
-//! The stack's generated secrets (the Redis auth token, and the runs-API
-//! token when the spec sets none), kept as SSM SecureString parameters
-//! under `/stackctl/{stack}/`. They are created with a conditional write
-//! (`Overwrite=false`), so two concurrent first runs agree on one value,
-//! and tagged with the stack so `down` finds them.
+//! The stack's secrets kept as SSM SecureString parameters under
+//! `/stackctl/{stack}/`: the ones the engine reads at start (the event keys,
+//! the runs-API token, the Redis auth token; the graph's task definitions
+//! name them in `secrets`, the executor user data fetches them) and the
+//! Redis auth token ElastiCache is created with.
+//!
+//! A secret the spec holds (the event keys, an `api_token`) is written with
+//! its value, only while applying and only when the stored value differs
+//! (`Overwrite=true`), so a second `up` writes nothing. A generated one (the
+//! Redis auth token, the runs-API token when the spec sets none) is created
+//! once with a conditional write (`Overwrite=false`), so two concurrent
+//! first runs agree on one value. New parameters are tagged with the stack
+//! so `down` finds them.
+//!
+//! Besides values, placeholders can ask for a secret's parameter version
+//! (`${secret:event_keys@version}`): it changes exactly when the stored
+//! value does and tells nothing about it, so an engine environment holding
+//! it changes (and the services roll) when a secret does, although the
+//! task definitions' `secrets` only name the parameters.
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
@@ -14,15 +29,35 @@ use super::resolve::{Inputs, Secrets};
 use crate::graph::placeholder::{self, Placeholder};
 use crate::graph::{Graph, TAG_STACK};
 
-/// Secrets the provider generates when the spec does not hold them.
-const GENERATED: &[&str] = &["redis_auth_token", "api_token"];
-
-/// The SSM parameter of a generated secret.
+/// The SSM parameter of a stored secret.
 pub fn parameter_name(stack: &str, secret: &str) -> String {
     crate::graph::secret_parameter_name(stack, secret)
 }
 
-/// The secret names the graph's placeholders use.
+/// Where the value of a secret kept in SSM comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// The spec: stored, and overwritten when the spec changes.
+    Spec(String),
+    /// Generated once by the provider, then kept.
+    Generated,
+}
+
+/// Where a secret kept in SSM comes from; `None`: not kept in SSM (an
+/// external Redis URL, resolved into the configuration from the spec).
+fn source(name: &str, inputs: &Inputs) -> Option<Source> {
+    match name {
+        "event_keys" => Some(Source::Spec(inputs.event_keys.clone())),
+        "api_token" => Some(match &inputs.api_token {
+            Some(token) => Source::Spec(token.clone()),
+            None => Source::Generated,
+        }),
+        "redis_auth_token" => Some(Source::Generated),
+        _ => None,
+    }
+}
+
+/// The secret names the graph's placeholders use (`name` or `name@version`).
 fn used(graph: &Graph) -> Vec<String> {
     let mut names: Vec<String> = graph
         .resources()
@@ -38,29 +73,57 @@ fn used(graph: &Graph) -> Vec<String> {
     names
 }
 
-/// The secrets from the spec and from SSM; `create` generates and stores
-/// the missing ones (apply), otherwise they stay `None` (plan).
+/// A secret's parameter as stored, or as it will be once applied.
+#[derive(Debug, Clone, Default)]
+struct Stored {
+    /// The value; `None`: to be generated.
+    value: Option<String>,
+    /// The parameter version; `None`: it will change when applied.
+    version: Option<i64>,
+}
+
+/// The secrets (and secret versions) the graph's placeholders use, from the
+/// spec and from SSM. `create` (apply) stores the spec's values that differ
+/// from SSM's and generates the missing ones; otherwise (plan) nothing is
+/// written and what applying would change stays `None` (unknown).
 pub(crate) async fn load(
     aws: &Aws,
     graph: &Graph,
     inputs: &Inputs,
     create: bool,
 ) -> Result<Secrets> {
+    let used = used(graph);
+    let mut stored: BTreeMap<&str, Stored> = BTreeMap::new();
+    for name in &used {
+        let base = placeholder::version_of(name).unwrap_or(name);
+        if stored.contains_key(base) {
+            continue;
+        }
+        if let Some(src) = source(base, inputs) {
+            stored.insert(base, sync(aws, &inputs.stack, base, &src, create).await?);
+        }
+    }
     let mut secrets = Secrets::new();
-    for name in used(graph) {
-        let value = match name.as_str() {
-            "event_keys" => Some(inputs.event_keys.clone()),
-            "state_url" => inputs.state_url.clone(),
-            "api_token" if inputs.api_token.is_some() => inputs.api_token.clone(),
-            n if GENERATED.contains(&n) => stored(aws, &inputs.stack, n, create).await?,
-            _ => None,
+    for name in &used {
+        let value = if let Some(base) = placeholder::version_of(name) {
+            stored
+                .get(base)
+                .and_then(|s| s.version)
+                .map(|v| v.to_string())
+        } else if let Some(s) = stored.get(name.as_str()) {
+            s.value.clone()
+        } else if name == "state_url" {
+            inputs.state_url.clone()
+        } else {
+            None
         };
-        secrets.insert(name, value);
+        secrets.insert(name.clone(), value);
     }
     Ok(secrets)
 }
 
-async fn read(aws: &Aws, parameter: &str) -> Result<Option<String>> {
+/// The parameter's value and version; `None` when it does not exist.
+async fn read(aws: &Aws, parameter: &str) -> Result<Option<Stored>> {
     let got = aws
         .ssm()
         .get_parameter()
@@ -70,47 +133,110 @@ async fn read(aws: &Aws, parameter: &str) -> Result<Option<String>> {
         .await
         .map_err(|e| AwsError::api(Subject::other("secret", parameter), "GetParameter", e));
     match got {
-        Ok(out) => Ok(out.parameter.and_then(|p| p.value)),
+        Ok(out) => Ok(out.parameter.map(|p| Stored {
+            value: p.value,
+            version: Some(p.version),
+        })),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-async fn stored(aws: &Aws, stack: &str, name: &str, create: bool) -> Result<Option<String>> {
+/// Brings one secret's parameter to its source (`create`), or says what it
+/// holds and what applying would change (plan).
+async fn sync(aws: &Aws, stack: &str, name: &str, src: &Source, create: bool) -> Result<Stored> {
     let parameter = parameter_name(stack, name);
-    if let Some(v) = read(aws, &parameter).await? {
-        return Ok(Some(v));
+    let current = read(aws, &parameter).await?;
+    let wanted = match src {
+        Source::Spec(v) => Some(v.as_str()),
+        Source::Generated => None,
+    };
+    match (current, wanted) {
+        // Up to date, or generated before.
+        (Some(c), Some(w)) if c.value.as_deref() == Some(w) => Ok(c),
+        (Some(c), None) => Ok(c),
+        // The spec's value is new or changed.
+        (_, Some(w)) if !create => Ok(Stored {
+            value: Some(w.to_string()),
+            version: None,
+        }),
+        (None, None) if !create => Ok(Stored::default()),
+        (Some(_), Some(w)) => {
+            let version = put(aws, stack, name, &parameter, w, src, true).await?;
+            Ok(Stored {
+                value: Some(w.to_string()),
+                version: Some(version),
+            })
+        }
+        (None, wanted) => {
+            let value = match wanted {
+                Some(w) => w.to_string(),
+                None => random_token().map_err(|e| {
+                    AwsError::Config(format!("cannot read random bytes for {name}: {e}"))
+                })?,
+            };
+            match put(aws, stack, name, &parameter, &value, src, false).await {
+                Ok(version) => Ok(Stored {
+                    value: Some(value),
+                    version: Some(version),
+                }),
+                // Another run created it first: keep a generated one, or
+                // bring it to the spec's value.
+                Err(e) if e.is_already_exists() => match (read(aws, &parameter).await?, wanted) {
+                    (Some(c), Some(w)) if c.value.as_deref() != Some(w) => {
+                        let version = put(aws, stack, name, &parameter, w, src, true).await?;
+                        Ok(Stored {
+                            value: Some(w.to_string()),
+                            version: Some(version),
+                        })
+                    }
+                    (Some(c), _) => Ok(c),
+                    (None, _) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
     }
-    if !create {
-        return Ok(None);
-    }
-    let subject = Subject::other("secret", &parameter);
-    let value = random_token()
-        .map_err(|e| AwsError::Config(format!("cannot read random bytes for {name}: {e}")))?;
-    let put = aws
+}
+
+/// Writes a SecureString parameter and answers its new version. A new one
+/// (`overwrite` false: fails if it exists) carries the stack tag; AWS takes
+/// no tags with `Overwrite=true`, and an overwritten one has them already.
+async fn put(
+    aws: &Aws,
+    stack: &str,
+    name: &str,
+    parameter: &str,
+    value: &str,
+    src: &Source,
+    overwrite: bool,
+) -> Result<i64> {
+    let origin = match src {
+        Source::Spec(_) => "from the spec",
+        Source::Generated => "generated",
+    };
+    let mut put = aws
         .ssm()
         .put_parameter()
-        .name(&parameter)
-        .value(&value)
+        .name(parameter)
+        .value(value)
         .r#type(ParameterType::SecureString)
-        .overwrite(false)
-        .description(format!("stackctl {stack}: generated {name}"))
-        .tags(
+        .overwrite(overwrite)
+        .description(format!("stackctl {stack}: {name} {origin}"));
+    if !overwrite {
+        put = put.tags(
             Tag::builder()
                 .key(TAG_STACK)
                 .value(stack)
                 .build()
                 .map_err(|e| AwsError::Config(e.to_string()))?,
-        )
+        );
+    }
+    let out = put
         .send()
         .await
-        .map_err(|e| AwsError::api(subject.clone(), "PutParameter", e));
-    match put {
-        Ok(_) => Ok(Some(value)),
-        // Another run created it first: use theirs.
-        Err(e) if e.is_already_exists() => read(aws, &parameter).await,
-        Err(e) => Err(e),
-    }
+        .map_err(|e| AwsError::api(Subject::other("secret", parameter), "PutParameter", e))?;
+    Ok(out.version)
 }
 
 /// 32 random bytes as 64 hex characters: valid as a Redis AUTH token

@@ -5,6 +5,8 @@
 //! the graph, so resources an older spec created are found too. The
 //! tagging API is not used: it misses launch templates, Auto Scaling
 //! groups, IAM and Cloud Map, and lists deleted ElastiCache resources.
+//! API Gateway VPC links and REST APIs are listed whole (their names are
+//! not unique) and kept when named `{stack}-*` or tagged for the stack.
 //!
 //! Each find is sorted into:
 //! - **leftover**: tagged for the stack, an untaggable resource under the
@@ -966,6 +968,47 @@ async fn elbv2(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     Ok(out)
 }
 
+/// API Gateway VPC links and REST APIs named `{stack}-*` or tagged for the
+/// stack (their names are not unique; their tags come with the lists).
+async fn apigateway(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
+    use super::kinds::apigateway::{rest_apis, vpc_links};
+    let prefix = format!("{stack}-");
+    let subject = Subject::other("sweep", stack);
+    let ours = |name: &str, tags: &BTreeMap<String, String>| {
+        name.starts_with(&prefix) || tags.get(TAG_STACK).is_some_and(|s| s == stack)
+    };
+    let tags = |t: Option<&std::collections::HashMap<String, String>>| -> BTreeMap<String, String> {
+        t.map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for link in vpc_links(aws, &subject).await? {
+        let name = link.name().unwrap_or_default();
+        let tags = tags(link.tags());
+        if !ours(name, &tags) {
+            continue;
+        }
+        let deleting = link
+            .status()
+            .filter(|s| s.as_str() == "DELETING")
+            .map(|s| s.as_str().to_string());
+        out.push(
+            Seen::new(Kind::ApiGatewayVpcLink, name, link.id().unwrap_or_default())
+                .tags(tags)
+                .deleting(deleting),
+        );
+    }
+    for api in rest_apis(aws, &subject).await? {
+        let name = api.name().unwrap_or_default();
+        let tags = tags(api.tags());
+        if !ours(name, &tags) {
+            continue;
+        }
+        out.push(Seen::new(Kind::ApiGatewayRestApi, name, api.id().unwrap_or_default()).tags(tags));
+    }
+    Ok(out)
+}
+
 /// Lists every service for what is left of `stack`; `known` are the
 /// stack's (kind label, name) pairs; `held_lock` is the lock parameter the
 /// caller still holds (not a leftover).
@@ -976,7 +1019,23 @@ pub async fn sweep(
     held_lock: Option<&str>,
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
-    let (sg, lt, iam_found, logs, sqs, cache, repos, ecs_found, asg, scaling, cw, map, params, elb) = tokio::join!(
+    let (
+        sg,
+        lt,
+        iam_found,
+        logs,
+        sqs,
+        cache,
+        repos,
+        ecs_found,
+        asg,
+        scaling,
+        cw,
+        map,
+        params,
+        elb,
+        gateway,
+    ) = tokio::join!(
         security_groups(aws, stack),
         launch_templates(aws, stack),
         iam(aws, stack),
@@ -991,6 +1050,7 @@ pub async fn sweep(
         cloudmap(aws, stack),
         parameters(aws, stack),
         elbv2(aws, stack),
+        apigateway(aws, stack),
     );
     let params = params.map(|ps| {
         ps.into_iter()
@@ -1020,6 +1080,7 @@ pub async fn sweep(
         ("Cloud Map", map),
         ("SSM", params),
         ("Elastic Load Balancing", elb),
+        ("API Gateway", gateway),
     ] {
         match found {
             Ok(items) => seen.extend(items),

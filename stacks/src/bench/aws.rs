@@ -1,8 +1,9 @@
 //! `stackctl bench` on a `provider: aws` stack: finds the event API from
-//! the spec's connection type (the load balancer's DNS name for `public`
-//! and `vpc_link`, the Cloud Map name for `internal_dns`), the event key the
+//! the spec's connection type (the load balancer's DNS name for `public`,
+//! the API Gateway stage's invoke URL for `vpc_link`, the Cloud Map name
+//! for `internal_dns`), the event key the
 //! deployed event-API task definition carries, and the runs-API token (the
-//! spec's, else the one `up` generated in SSM); checks the endpoint can be
+//! one `up` stored in SSM, else the spec's); checks the endpoint can be
 //! reached from here and says how to get there when it cannot; and samples
 //! the ECS services' desired/running counts, the executor ASG's
 //! desired/InService and the SQS queue depths for the timeline, so a user
@@ -60,6 +61,9 @@ pub struct AwsNames {
     pub queues: Vec<(String, String)>,
     /// The load balancer in front of the event API (`public`, `vpc_link`).
     pub load_balancer: Option<String>,
+    /// The API Gateway REST API publishing the event API and its stage
+    /// (`vpc_link`).
+    pub rest_api: Option<(String, String)>,
     /// Its listener's port.
     pub listener_port: u16,
     /// Cloud Map (namespace, service) of the event API (`internal_dns`).
@@ -92,6 +96,15 @@ impl AwsNames {
             asg: name("autoscaling.group.executors"),
             queues,
             load_balancer: name("elb.load-balancer"),
+            rest_api: match graph
+                .get(&LogicalId::from("apigateway.rest-api"))
+                .map(|r| (&r.name, &r.attributes))
+            {
+                Some((name, Attributes::ApiGatewayRestApi(a))) => {
+                    Some((name.clone(), a.stage.clone()))
+                }
+                _ => None,
+            },
             listener_port: match graph
                 .get(&LogicalId::from("elb.listener"))
                 .map(|r| &r.attributes)
@@ -128,15 +141,15 @@ pub async fn discover(
         None => event_api_url(aws, &names).await?,
     };
     let key = event_key(aws, loaded, &names).await?;
-    let token = match &loaded.spec.api_token {
-        Some(t) => Some(t.clone()),
-        None => ssm_value(
-            aws,
-            &crate::aws::secrets::parameter_name(&names.stack, "api_token"),
-        )
-        .await
-        .map_err(aws_err)?,
-    };
+    // The token `up` stored in SSM (the spec's or a generated one) is the
+    // one the deployed engine accepts; the spec's when nothing is stored.
+    let stored = ssm_value(
+        aws,
+        &crate::aws::secrets::parameter_name(&names.stack, "api_token"),
+    )
+    .await
+    .map_err(aws_err)?;
+    let token = stored.or_else(|| loaded.spec.api_token.clone());
     let mut target = Target::from_url(&base, &key, token);
     // The engine's metrics are not published outside the VPC; the
     // timeline's gauges come from the AWS APIs instead (`AwsSampler`).
@@ -153,7 +166,21 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
         ))
     };
     match names.connection {
-        Connection::Public | Connection::VpcLink => {
+        Connection::VpcLink => {
+            let (api, stage) = names
+                .rest_api
+                .as_ref()
+                .ok_or_else(|| BenchError::Stack("the stack has no API Gateway REST API".into()))?;
+            let found = crate::aws::rest_api_invoke_url(aws, &names.stack, api, stage)
+                .await
+                .map_err(aws_err)?;
+            found.ok_or_else(|| {
+                not_up(format!(
+                    "the API Gateway REST API `{api}` (stage `{stage}`)"
+                ))
+            })
+        }
+        Connection::Public => {
             let lb = names
                 .load_balancer
                 .as_deref()
@@ -412,7 +439,13 @@ pub async fn check_reachable(
         message: format!("`{base}`: {e}"),
     })?;
     let host = uri.host().unwrap_or_default().to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     let why = match tokio::time::timeout(within, tokio::net::lookup_host((host.as_str(), port)))
         .await
     {
@@ -436,9 +469,9 @@ pub async fn check_reachable(
              (e.g. an SSM port-forwarding session to a task) and pass --url http://127.0.0.1:PORT",
         ),
         Connection::VpcLink => (
-            "an internal network load balancer, reachable only inside the VPC or through API Gateway",
-            "run `stackctl bench` from a machine in the VPC, or pass --url with the API Gateway \
-             stage URL (http only) or a forwarded port",
+            "an API Gateway stage in front of an internal network load balancer",
+            "check that the stage is deployed and its VPC link AVAILABLE (`stackctl status`), \
+             or pass --url with the load balancer's address from inside the VPC or a forwarded port",
         ),
         Connection::Public => (
             "an internet-facing load balancer",

@@ -443,6 +443,26 @@ pub struct ApiGatewayVpcLink {
     pub target_arns: Vec<String>,
 }
 
+/// [`Kind::ApiGatewayRestApi`](super::Kind::ApiGatewayRestApi): a REST API
+/// whose greedy proxy resource `/{proxy+}` (method `ANY`) is an
+/// `HTTP_PROXY` integration through the VPC link, and the stage (with its
+/// deployment) that publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiGatewayRestApi {
+    /// Description.
+    pub description: String,
+    /// Endpoint type (`REGIONAL`).
+    pub endpoint_type: String,
+    /// Where the proxy integration sends requests:
+    /// `http://<load balancer DNS name>:<listener port>/{proxy}`.
+    pub integration_uri: String,
+    /// The VPC link the integration goes through, held by the stage
+    /// variable `vpcLinkId` (the integration's connection id refers to it).
+    pub vpc_link_id: String,
+    /// The stage that publishes the API (`v1`).
+    pub stage: String,
+}
+
 /// [`Kind::ServiceDiscoveryNamespace`](super::Kind::ServiceDiscoveryNamespace).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDiscoveryNamespace {
@@ -588,6 +608,7 @@ pub enum Attributes {
     TargetGroup(TargetGroup),
     Listener(Listener),
     ApiGatewayVpcLink(ApiGatewayVpcLink),
+    ApiGatewayRestApi(ApiGatewayRestApi),
     ServiceDiscoveryNamespace(ServiceDiscoveryNamespace),
     ServiceDiscoveryService(ServiceDiscoveryService),
     ScalableTarget(ScalableTarget),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::attributes::*;
 use super::names::{Names, check_stack_name};
-use super::placeholder::{context, output, secret};
+use super::placeholder::{context, output, secret, secret_version};
 use super::template;
 use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::spec::{Connection, Driver, Provider, Scaling, Service, Spec, Step};
@@ -22,6 +22,8 @@ pub const RUNNER_PORT: u16 = 8289;
 pub const EXECUTOR_PORT: u16 = 8290;
 /// Port the load balancer listens on.
 pub const LISTENER_PORT: u16 = 80;
+/// The API Gateway stage that publishes the event API (`vpc_link`).
+pub const API_STAGE: &str = "v1";
 /// Redis port.
 pub const REDIS_PORT: u16 = 6379;
 /// Seconds per alarm period.
@@ -639,11 +641,30 @@ impl Builder<'_> {
                     target_arns: vec![output("elb.load-balancer", "arn")],
                 }),
             )?;
+            // The fewest API Gateway resources that publish the event API:
+            // one REST API whose `/{proxy+}` (any method) goes through the
+            // link to the load balancer's listener, and one stage.
+            self.add(
+                "apigateway.rest-api",
+                Kind::ApiGatewayRestApi,
+                self.names.dashed("api"),
+                &["apigateway.vpc-link", "elb.load-balancer"],
+                Attributes::ApiGatewayRestApi(ApiGatewayRestApi {
+                    description: format!("stackctl {}: the event API", self.spec.stack),
+                    endpoint_type: "REGIONAL".into(),
+                    integration_uri: format!(
+                        "http://{}:{LISTENER_PORT}/{{proxy}}",
+                        output("elb.load-balancer", "dns_name")
+                    ),
+                    vpc_link_id: output("apigateway.vpc-link", "id"),
+                    stage: API_STAGE.into(),
+                }),
+            )?;
         }
         Ok(())
     }
 
-    /// The ARN of the SSM parameter holding a generated secret.
+    /// The ARN of the SSM parameter holding a secret.
     fn secret_parameter_arn(&self, secret: &str) -> String {
         // The name starts with `/`, which follows `parameter` in the ARN.
         self.arn(
@@ -653,16 +674,39 @@ impl Builder<'_> {
     }
 
     /// Engine variables read from SSM parameters when the engine starts
-    /// (variable → parameter ARN) instead of from its plain environment:
-    /// the Redis auth token. The task definitions list them as `secrets`,
-    /// the executor hosts fetch them at boot.
-    /// Pairs of (variable, generated secret).
+    /// instead of from its plain environment: the event keys, the runs-API
+    /// token and the Redis auth token. The task definitions list them as
+    /// `secrets` (variable → parameter ARN), the executor hosts fetch them
+    /// at boot, and the roles may read exactly these parameters. Pairs of
+    /// (variable, secret), sorted by secret.
     fn engine_secrets(&self) -> Vec<(&'static str, &'static str)> {
-        let mut out = Vec::new();
+        let mut out = vec![
+            (engine::config::ENV_API_TOKEN, "api_token"),
+            (engine::config::ENV_EVENT_KEYS, "event_keys"),
+        ];
         if self.uses_elasticache() && self.spec.state.redis.auth {
             out.push((engine::config::ENV_REDIS_AUTH_TOKEN, "redis_auth_token"));
         }
         out
+    }
+
+    /// `api_token=${secret:api_token@version},...`: the versions of the
+    /// engine's secret parameters, in its environment. A secret's new value
+    /// leaves the parameter ARNs in `secrets` as they were; its new version
+    /// changes this variable, so the task definitions get a new revision
+    /// (the services roll) and the executors a new launch template version
+    /// (for hosts started from then on).
+    fn secrets_version(&self) -> String {
+        let parts: Vec<String> = self
+            .engine_secrets()
+            .into_iter()
+            .map(|(_, name)| format!("{name}={}", secret_version(name)))
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(",")
+        }
     }
 
     /// The engine container environment for one role (the engine's
@@ -726,8 +770,7 @@ impl Builder<'_> {
         }
         let values = BTreeMap::from([
             ("config", config.to_string()),
-            ("event_keys", secret("event_keys")),
-            ("api_token", secret("api_token")),
+            ("secrets_version", self.secrets_version()),
             ("event_api_port", self.port(Role::EventApi).to_string()),
             ("runner_port", self.port(Role::Runner).to_string()),
             ("executor_port", self.port(Role::Executors).to_string()),

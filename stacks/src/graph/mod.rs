@@ -36,6 +36,7 @@
 //! | `elb.target-group`                  | target group                   | `s-event-api`                 | 32        |
 //! | `elb.listener`                      | listener (port 80)             | `s-api-80`                    | -         |
 //! | `apigateway.vpc-link` (`vpc_link`)  | API Gateway VPC link           | `s-api`                       | 255       |
+//! | `apigateway.rest-api` (`vpc_link`)  | API Gateway REST API (+ `/{proxy+}`, stage `v1`) | `s-api`     | 1024      |
 //! | `cloudmap.namespace` (`internal_dns`) | Cloud Map private DNS namespace | `s.internal`             | 253       |
 //! | `cloudmap.service`                  | Cloud Map service              | `event-api`                   | 127       |
 //! | `scaling.target.{svc}`              | Application Auto Scaling target | `service/s/s-{svc}`          | 1600      |
@@ -204,6 +205,8 @@ pub enum Kind {
     Listener,
     /// API Gateway VPC link.
     ApiGatewayVpcLink,
+    /// API Gateway REST API with its proxy integration and stage.
+    ApiGatewayRestApi,
     /// Cloud Map private DNS namespace.
     ServiceDiscoveryNamespace,
     /// Cloud Map service.
@@ -221,7 +224,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::SecurityGroup,
         Kind::IamRole,
         Kind::IamRolePolicy,
@@ -240,6 +243,7 @@ impl Kind {
         Kind::TargetGroup,
         Kind::Listener,
         Kind::ApiGatewayVpcLink,
+        Kind::ApiGatewayRestApi,
         Kind::ServiceDiscoveryNamespace,
         Kind::ServiceDiscoveryService,
         Kind::ScalableTarget,
@@ -269,6 +273,7 @@ impl Kind {
             Kind::TargetGroup => "target group",
             Kind::Listener => "listener",
             Kind::ApiGatewayVpcLink => "API Gateway VPC link",
+            Kind::ApiGatewayRestApi => "API Gateway REST API",
             Kind::ServiceDiscoveryNamespace => "Cloud Map namespace",
             Kind::ServiceDiscoveryService => "Cloud Map service",
             Kind::ScalableTarget => "scalable target",
@@ -295,6 +300,7 @@ impl Kind {
             Kind::LoadBalancer | Kind::TargetGroup => Some(32),
             Kind::Listener => None,
             Kind::ApiGatewayVpcLink => Some(255),
+            Kind::ApiGatewayRestApi => Some(1024),
             Kind::ServiceDiscoveryNamespace => Some(253),
             Kind::ServiceDiscoveryService => Some(127),
             Kind::ScalableTarget => Some(1600),
@@ -350,6 +356,7 @@ impl Kind {
             Kind::TargetGroup => &["protocol", "port", "target_type", "vpc_id"],
             Kind::Listener => &["load_balancer_arn"],
             Kind::ApiGatewayVpcLink => &["target_arns"],
+            Kind::ApiGatewayRestApi => &["endpoint_type"],
             Kind::ServiceDiscoveryNamespace => &["vpc_id"],
             Kind::ServiceDiscoveryService => &["namespace_id", "dns_record_type", "routing_policy"],
             Kind::ScalableTarget => &["service_namespace", "resource_id", "scalable_dimension"],
@@ -379,6 +386,7 @@ impl Kind {
             Kind::TargetGroup => &["arn", "arn_suffix"],
             Kind::Listener => &["arn"],
             Kind::ApiGatewayVpcLink => &["id"],
+            Kind::ApiGatewayRestApi => &["id", "invoke_url"],
             Kind::ServiceDiscoveryNamespace => &["id"],
             Kind::ServiceDiscoveryService => &["arn", "id"],
             Kind::ScalableTarget => &["resource_id"],

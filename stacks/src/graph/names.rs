@@ -47,8 +47,8 @@ pub fn check_stack_name(name: &str) -> Result<(), GraphError> {
     Ok(())
 }
 
-/// The SSM parameter holding a secret the provider generates for `stack`
-/// (`redis_auth_token` → `/stackctl/{stack}/redis-auth-token`): where `up`
+/// The SSM parameter holding a secret of `stack`, from the spec or
+/// generated (`redis_auth_token` → `/stackctl/{stack}/redis-auth-token`): where `up`
 /// stores it and where the engine's containers read it from.
 pub fn secret_parameter_name(stack: &str, secret: &str) -> String {
     format!("/stackctl/{stack}/{}", secret.replace('_', "-"))

@@ -4,7 +4,10 @@
 //! - `${region}`: a [`CONTEXT`] value of the target account (region, account,
 //!   default VPC, AMI, engine image), looked up once per apply;
 //! - `${secret:name}`: a [`SECRETS`] value (event keys, tokens); kept out of
-//!   the graph so plans and logs never show it;
+//!   the graph so plans and logs never show it. `${secret:name@version}`
+//!   ([`secret_version`]) is instead the version of the SSM parameter that
+//!   holds the secret: not secret itself, it changes exactly when the value
+//!   does, so what refers to it changes too;
 //! - `${ecs.cluster.arn}`: an output of another resource, named by logical id
 //!   (which always has a dot) and one of its kind's [`outputs`](super::Kind::outputs);
 //!   that resource is always among the dependencies.
@@ -87,6 +90,21 @@ pub fn context(name: &str) -> String {
 /// Builds `${secret:name}`.
 pub fn secret(name: &str) -> String {
     Placeholder::Secret(name.to_string()).to_text()
+}
+
+/// What ends the name of a secret's version placeholder.
+pub const VERSION_SUFFIX: &str = "@version";
+
+/// Builds `${secret:name@version}`: the version of the SSM parameter that
+/// holds the secret `name` (the provider keeps the secret there).
+pub fn secret_version(name: &str) -> String {
+    secret(&format!("{name}{VERSION_SUFFIX}"))
+}
+
+/// The secret whose version a secret placeholder's name asks for
+/// (`event_keys@version` → `event_keys`); `None` for a value.
+pub fn version_of(name: &str) -> Option<&str> {
+    name.strip_suffix(VERSION_SUFFIX)
 }
 
 /// Splits a string into literal text and placeholders.
@@ -218,6 +236,13 @@ mod tests {
             ]
         );
         assert_eq!(output("ecs.cluster", "arn"), "${ecs.cluster.arn}");
+        assert_eq!(secret_version("api_token"), "${secret:api_token@version}");
+        assert_eq!(
+            in_text(&secret_version("api_token")),
+            [Placeholder::Secret("api_token@version".into())]
+        );
+        assert_eq!(version_of("api_token@version"), Some("api_token"));
+        assert_eq!(version_of("api_token"), None);
     }
 
     #[test]

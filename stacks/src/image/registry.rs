@@ -133,6 +133,9 @@ pub struct PushReport {
     /// `registry/repository:tag`, when a tag was pushed.
     pub tag: Option<String>,
     pub manifest_digest: Digest,
+    /// False when the registry already had the manifest (pushed by digest
+    /// before): nothing was written.
+    pub manifest_pushed: bool,
     pub blobs: Vec<BlobReport>,
     /// Blob bytes uploaded.
     pub pushed_bytes: u64,
@@ -148,6 +151,37 @@ pub async fn push(
     progress: &mut (dyn FnMut(&PushEvent<'_>) + Send),
 ) -> Result<PushReport, ImageError> {
     let mut client = Client::new(target, opts)?;
+    // Pushed by digest before: the registry keeps a manifest only with every
+    // blob it names, so one HEAD answers for the whole image.
+    if target.tag.is_none() && client.manifest_exists(&image.manifest_digest).await? {
+        let blobs: Vec<BlobReport> = image
+            .blobs()
+            .iter()
+            .map(|b| {
+                progress(&PushEvent::BlobExists {
+                    kind: b.kind,
+                    digest: b.digest,
+                    size: b.bytes.len() as u64,
+                });
+                BlobReport {
+                    kind: b.kind,
+                    digest: b.digest.clone(),
+                    size: b.bytes.len() as u64,
+                    uploaded: false,
+                }
+            })
+            .collect();
+        let reference = format!("{}@{}", target.name(), image.manifest_digest);
+        return Ok(PushReport {
+            tag: None,
+            manifest_pushed: false,
+            manifest_digest: image.manifest_digest.clone(),
+            pushed_bytes: 0,
+            skipped_bytes: blobs.iter().map(|b| b.size).sum(),
+            blobs,
+            reference,
+        });
+    }
     let mut blobs = Vec::new();
     for blob in image.blobs() {
         let size = blob.bytes.len() as u64;
@@ -188,6 +222,7 @@ pub async fn push(
     };
     Ok(PushReport {
         tag: target.tag.as_ref().map(|_| target.to_string()),
+        manifest_pushed: true,
         manifest_digest: image.manifest_digest.clone(),
         pushed_bytes: sum(true),
         skipped_bytes: sum(false),
@@ -239,6 +274,20 @@ impl Client {
         let mut url = self.base.clone();
         url.set_path(&format!("/v2/{}/{path}", self.repository));
         url
+    }
+
+    async fn manifest_exists(&mut self, digest: &Digest) -> Result<bool, ImageError> {
+        let url = self.url(&format!("manifests/{digest}"));
+        let resp = self
+            .send(Method::HEAD, url.clone(), |r| {
+                r.header(reqwest::header::ACCEPT, MEDIA_TYPE_MANIFEST)
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(registry_error(&Method::HEAD, &url, resp).await),
+        }
     }
 
     async fn blob_exists(&mut self, digest: &Digest) -> Result<bool, ImageError> {

@@ -1,5 +1,6 @@
 //! Where the image's inputs come from: a release build of the engine binary
-//! through cargo, and the git revision for the image's labels.
+//! through cargo (the workspace's `dist` profile), and the git revision for
+//! the image's labels.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use serde::Deserialize;
 
 use super::ImageError;
 
-/// Runs `cargo build --release -p engine --bin stackctl-engine` in
+/// Runs `cargo build --profile dist -p engine --bin stackctl-engine` in
 /// `workspace` and returns the binary's path as cargo reports it (so a
 /// custom target dir or `CARGO_TARGET_DIR` just works). Cargo's own progress
 /// goes to this process's stderr.
@@ -25,7 +26,9 @@ pub fn build_engine(workspace: &Path, release: bool) -> Result<PathBuf, ImageErr
     let mut cmd = Command::new(&cargo);
     cmd.arg("build");
     if release {
-        cmd.arg("--release");
+        // Release code without debug info: see `[profile.dist]` in the
+        // workspace's Cargo.toml.
+        cmd.args(["--profile", "dist"]);
     }
     let mut child = cmd
         .args([

@@ -6,6 +6,7 @@
 //! re-run after a crash, or a concurrent create) reads it back and updates
 //! it instead. Deleting is part of `down` and lives next to these.
 
+pub mod apigateway;
 pub(crate) mod appscaling;
 pub(crate) mod autoscaling;
 pub(crate) mod cloudmap;
@@ -110,8 +111,8 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
         Kind::LoadBalancer => elbv2::read_load_balancer(ctx, t).await?,
         Kind::TargetGroup => elbv2::read_target_group(ctx, t).await?,
         Kind::Listener => elbv2::read_listener(ctx, t).await?,
-        // Not provided: API Gateway VPC links (see `apply`).
-        Kind::ApiGatewayVpcLink => None,
+        Kind::ApiGatewayVpcLink => apigateway::read_vpc_link(ctx, t).await?,
+        Kind::ApiGatewayRestApi => apigateway::read_rest_api(ctx, t).await?,
     };
     if let Some(o) = &found
         && t.kind.taggable()
@@ -232,13 +233,8 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         Kind::LoadBalancer => elbv2::apply_load_balancer(ctx, work).await,
         Kind::TargetGroup => elbv2::apply_target_group(ctx, work).await,
         Kind::Listener => elbv2::apply_listener(ctx, work).await,
-        // API Gateway VPC links (`event_api: vpc_link`) need the API Gateway
-        // SDK and an API to attach them to; not provided yet.
-        Kind::ApiGatewayVpcLink => Err(AwsError::Unsupported {
-            subject: work.subject(),
-            action: "create",
-            kind: work.desired.kind.label(),
-        }),
+        Kind::ApiGatewayVpcLink => apigateway::apply_vpc_link(ctx, work).await,
+        Kind::ApiGatewayRestApi => apigateway::apply_rest_api(ctx, work).await,
     }
 }
 
@@ -343,12 +339,8 @@ pub(crate) async fn delete(
         Kind::LoadBalancer => elbv2::delete_load_balancer(ctx, o).await,
         Kind::TargetGroup => elbv2::delete_target_group(ctx, o).await,
         Kind::Listener => elbv2::delete_listener(ctx, o).await,
-        // Never read (see `read`), so never found to delete.
-        Kind::ApiGatewayVpcLink => Err(AwsError::Unsupported {
-            subject: Subject::new(&o.resource.id, &o.resource.name),
-            action: "delete",
-            kind: o.resource.kind.label(),
-        }),
+        Kind::ApiGatewayVpcLink => apigateway::delete_vpc_link(ctx, o, deadline).await,
+        Kind::ApiGatewayRestApi => apigateway::delete_rest_api(ctx, o).await,
     };
     match result {
         Err(e) if e.is_not_found() => Ok(Deleted::AlreadyGone),

@@ -1,0 +1,288 @@
+//! `event_api: vpc_link` against the moto server: the example stack with
+//! that connection type (on an external Redis, so `down` can finish) applies
+//! fully. SDK calls, independent of the provider's readers, find a VPC link
+//! targeting the internal network load balancer, and a regional REST API
+//! tagged for the stack whose `/{proxy+}` resource has an `ANY` method with
+//! an `HTTP_PROXY` integration through the link to the load balancer's
+//! listener, deployed to stage `v1` (whose `vpcLinkId` variable is the
+//! link). The stage's invoke URL is what `apply` reports and `bench` finds.
+//! A second plan is empty and a second apply makes no write call; `down`
+//! deletes the API and the link and the sweep finds nothing.
+//!
+//! moto does not report an integration's `connectionId`; the provider takes
+//! a missing one as the stage variable it always sets (see
+//! `stacks::aws::kinds::apigateway`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harness::Moto;
+use stacks::aws::{self, ApplyOptions, Aws, DownOptions, Inputs};
+use stacks::graph::{Graph, Kind, LogicalId};
+use stacks::spec::LoadedSpec;
+
+const STACK: &str = "reference";
+
+/// The example spec with `event_api: vpc_link` on an external Redis, in a
+/// temp dir (with the function files it refers to).
+fn vpc_link_example(dir: &Path) -> LoadedSpec {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
+    assert!(text.contains("event_api: internal_dns"));
+    let text = text.replace("event_api: internal_dns", "event_api: vpc_link");
+    std::fs::create_dir_all(dir.join("functions")).unwrap();
+    for f in std::fs::read_dir(examples.join("functions")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join("functions").join(f.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("aws.yaml"), text).unwrap();
+    let mut loaded =
+        stacks::spec::load_with_env(dir.join("aws.yaml"), &|_| None).expect("the spec loads");
+    loaded.spec.state.url = Some("rediss://redis.example.internal:6379".into());
+    loaded
+}
+
+async fn connect(moto: &Moto) -> Aws {
+    Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
+    let moto = tokio::task::spawn_blocking(|| {
+        Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = vpc_link_example(dir.path());
+    let spec = &loaded.spec;
+    let graph = Graph::build(spec).unwrap();
+    assert!(graph.kinds().contains(&Kind::ApiGatewayVpcLink));
+    assert!(graph.kinds().contains(&Kind::ApiGatewayRestApi));
+    assert!(!graph.kinds().contains(&Kind::ElastiCacheReplicationGroup));
+    let aws = connect(&moto).await;
+    let inputs = Inputs::from_spec(spec, None);
+    let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    let report = aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    let out = |id: &str, key: &str| report.outputs[&LogicalId::new(id)][key].clone();
+
+    // Checked with the SDK, not the provider's readers.
+    let lbs = aws
+        .elbv2()
+        .describe_load_balancers()
+        .names("reference-api")
+        .send()
+        .await
+        .unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.r#type().map(|t| t.as_str()), Some("network"));
+    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internal"));
+    let lb_arn = lb.load_balancer_arn().unwrap().to_string();
+    let lb_dns = lb.dns_name().unwrap().to_string();
+
+    let gateway = aws.apigateway();
+    let links = gateway.get_vpc_links().send().await.unwrap();
+    assert_eq!(links.items().len(), 1, "{links:?}");
+    let link = &links.items()[0];
+    let link_id = link.id().unwrap().to_string();
+    assert_eq!(link_id, out("apigateway.vpc-link", "id"));
+    assert_eq!(link.name(), Some("reference-api"));
+    assert_eq!(link.target_arns(), std::slice::from_ref(&lb_arn));
+    assert_eq!(link.status().map(|s| s.as_str()), Some("AVAILABLE"));
+    let tags = link.tags().unwrap();
+    assert_eq!(tags.get("stackctl:stack").map(String::as_str), Some(STACK));
+    assert_eq!(
+        tags.get("stackctl:resource").map(String::as_str),
+        Some("apigateway.vpc-link")
+    );
+
+    let apis = gateway.get_rest_apis().send().await.unwrap();
+    assert_eq!(apis.items().len(), 1, "{apis:?}");
+    let api = &apis.items()[0];
+    let api_id = api.id().unwrap().to_string();
+    assert_eq!(api_id, out("apigateway.rest-api", "id"));
+    assert_eq!(api.name(), Some("reference-api"));
+    assert_eq!(
+        api.endpoint_configuration().map(|c| c
+            .types()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()),
+        Some(vec!["REGIONAL"])
+    );
+    assert_eq!(
+        api.tags()
+            .and_then(|t| t.get("stackctl:stack"))
+            .map(String::as_str),
+        Some(STACK)
+    );
+    let resources = gateway
+        .get_resources()
+        .rest_api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    let proxy = resources
+        .items()
+        .iter()
+        .find(|r| r.path() == Some("/{proxy+}"))
+        .unwrap_or_else(|| panic!("a greedy proxy resource: {resources:?}"));
+    let method = gateway
+        .get_method()
+        .rest_api_id(&api_id)
+        .resource_id(proxy.id().unwrap())
+        .http_method("ANY")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(method.authorization_type(), Some("NONE"));
+    assert_eq!(
+        method
+            .request_parameters()
+            .and_then(|p| p.get("method.request.path.proxy")),
+        Some(&true)
+    );
+    let integration = gateway
+        .get_integration()
+        .rest_api_id(&api_id)
+        .resource_id(proxy.id().unwrap())
+        .http_method("ANY")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(integration.r#type().map(|t| t.as_str()), Some("HTTP_PROXY"));
+    assert_eq!(
+        integration.connection_type().map(|t| t.as_str()),
+        Some("VPC_LINK")
+    );
+    assert_eq!(
+        integration.uri(),
+        Some(format!("http://{lb_dns}:80/{{proxy}}").as_str())
+    );
+    assert_eq!(
+        integration
+            .request_parameters()
+            .and_then(|p| p.get("integration.request.path.proxy"))
+            .map(String::as_str),
+        Some("method.request.path.proxy")
+    );
+    // moto leaves `connectionId` out; AWS reports the stage variable.
+    if let Some(c) = integration.connection_id() {
+        assert_eq!(c, "${stageVariables.vpcLinkId}");
+    }
+    let stages = gateway
+        .get_stages()
+        .rest_api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stages.item().len(), 1, "{stages:?}");
+    let stage = &stages.item()[0];
+    assert_eq!(stage.stage_name(), Some("v1"));
+    assert_eq!(
+        stage.variables().and_then(|v| v.get("vpcLinkId")),
+        Some(&link_id),
+        "the stage variable names the link"
+    );
+    let deployments = gateway
+        .get_deployments()
+        .rest_api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deployments
+            .items()
+            .iter()
+            .any(|d| d.id() == stage.deployment_id()),
+        "the stage serves a deployment: {deployments:?}"
+    );
+
+    // The event API's address is the stage's invoke URL, for `up`,
+    // `status` and `bench`.
+    let url = format!("https://{api_id}.execute-api.us-east-1.amazonaws.com/v1");
+    assert_eq!(out("apigateway.rest-api", "invoke_url"), url);
+    assert_eq!(
+        aws::event_api_url(&graph, &report.outputs).as_deref(),
+        Some(url.as_str())
+    );
+    let names = stacks::bench::aws::AwsNames::of(&loaded).unwrap();
+    assert_eq!(
+        stacks::bench::aws::event_api_url(&aws, &names)
+            .await
+            .unwrap(),
+        url
+    );
+
+    // Converged: no change planned, and a second apply writes nothing.
+    let again = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
+    let before = aws.calls().writes;
+    aws::apply(
+        &aws,
+        &again,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        aws.calls().writes,
+        before,
+        "{:?}",
+        aws.calls().write_operations()
+    );
+
+    // `down` deletes the API before the link and the link before the load
+    // balancer; nothing of the stack is left.
+    let down = aws::down(
+        &aws,
+        &graph,
+        &DownOptions {
+            parallelism: 6,
+            wait_timeout: Duration::from_secs(30),
+        },
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    assert!(down.clean(), "{down:#?}");
+    for id in ["apigateway.rest-api", "apigateway.vpc-link"] {
+        assert!(
+            down.deleted.iter().any(|i| i.id == id),
+            "{id} deleted: {down:#?}"
+        );
+    }
+    assert!(
+        gateway
+            .get_vpc_links()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .is_empty()
+    );
+    assert!(
+        gateway
+            .get_rest_apis()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .is_empty()
+    );
+}
