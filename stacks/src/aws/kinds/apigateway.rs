@@ -142,23 +142,15 @@ async fn apply_tags(ctx: &Ctx, work: &Work, path: &str) -> Result<()> {
 
 /// Every VPC link of the account and region.
 pub(crate) async fn vpc_links(aws: &crate::aws::Aws, subject: &Subject) -> Result<Vec<VpcLink>> {
-    let mut out = Vec::new();
-    let mut position = None;
-    loop {
-        let page = aws
-            .apigateway()
-            .get_vpc_links()
-            .limit(PAGE)
-            .set_position(position)
-            .send()
-            .await
-            .map_err(|e| AwsError::api(subject.clone(), "GetVpcLinks", e))?;
-        out.extend(page.items().iter().cloned());
-        position = page.position.filter(|p| !p.is_empty());
-        if position.is_none() {
-            return Ok(out);
-        }
-    }
+    aws.apigateway()
+        .get_vpc_links()
+        .into_paginator()
+        .page_size(PAGE)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::api(subject.clone(), "GetVpcLinks", e))
 }
 
 fn link_observed(t: &Target, link: &VpcLink) -> Result<Observed> {
@@ -330,23 +322,15 @@ pub(crate) async fn delete_vpc_link(ctx: &Ctx, o: &Observed, deadline: Instant) 
 
 /// Every REST API of the account and region.
 pub(crate) async fn rest_apis(aws: &crate::aws::Aws, subject: &Subject) -> Result<Vec<RestApi>> {
-    let mut out = Vec::new();
-    let mut position = None;
-    loop {
-        let page = aws
-            .apigateway()
-            .get_rest_apis()
-            .limit(PAGE)
-            .set_position(position)
-            .send()
-            .await
-            .map_err(|e| AwsError::api(subject.clone(), "GetRestApis", e))?;
-        out.extend(page.items().iter().cloned());
-        position = page.position.filter(|p| !p.is_empty());
-        if position.is_none() {
-            return Ok(out);
-        }
-    }
+    aws.apigateway()
+        .get_rest_apis()
+        .into_paginator()
+        .page_size(PAGE)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::api(subject.clone(), "GetRestApis", e))
 }
 
 /// The invoke URL of the stack's REST API `name` at `stage` (`None` when
@@ -391,59 +375,52 @@ struct Inside {
 async fn read_inside(ctx: &Ctx, subject: &Subject, api_id: &str) -> Result<Inside> {
     let gateway = ctx.aws.apigateway();
     let mut inside = Inside::default();
-    let mut position = None;
-    loop {
-        let page = gateway
-            .get_resources()
-            .rest_api_id(api_id)
-            .embed("methods")
-            .limit(PAGE)
-            .set_position(position)
-            .send()
-            .await
-            .map_err(|e| AwsError::api(subject.clone(), "GetResources", e))?;
-        for r in page.items() {
-            match r.path() {
-                Some("/") => inside.root_id = r.id().map(str::to_string),
-                Some(PROXY_PATH) => {
-                    inside.proxy_id = r.id().map(str::to_string);
-                    let method = r.resource_methods().and_then(|m| m.get(METHOD));
-                    inside.has_method = method.is_some();
-                    if let Some(i) = method.and_then(|m| m.method_integration()) {
-                        inside.integration_uri = integration_uri(i);
-                    } else if method.is_some()
-                        && let Some(id) = r.id()
-                    {
-                        // Not embedded: ask for it.
-                        let got = gateway
-                            .get_integration()
-                            .rest_api_id(api_id)
-                            .resource_id(id)
-                            .http_method(METHOD)
-                            .send()
-                            .await
-                            .map_err(|e| AwsError::api(subject.clone(), "GetIntegration", e));
-                        if let Some(i) = not_found_is_none(got)? {
-                            inside.integration_uri = if is_link_proxy(
-                                i.r#type(),
-                                i.connection_type(),
-                                i.connection_id(),
-                            ) {
+    let resources = gateway
+        .get_resources()
+        .rest_api_id(api_id)
+        .embed("methods")
+        .into_paginator()
+        .page_size(PAGE)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::api(subject.clone(), "GetResources", e))?;
+    for r in &resources {
+        match r.path() {
+            Some("/") => inside.root_id = r.id().map(str::to_string),
+            Some(PROXY_PATH) => {
+                inside.proxy_id = r.id().map(str::to_string);
+                let method = r.resource_methods().and_then(|m| m.get(METHOD));
+                inside.has_method = method.is_some();
+                if let Some(i) = method.and_then(|m| m.method_integration()) {
+                    inside.integration_uri = integration_uri(i);
+                } else if method.is_some()
+                    && let Some(id) = r.id()
+                {
+                    // Not embedded: ask for it.
+                    let got = gateway
+                        .get_integration()
+                        .rest_api_id(api_id)
+                        .resource_id(id)
+                        .http_method(METHOD)
+                        .send()
+                        .await
+                        .map_err(|e| AwsError::api(subject.clone(), "GetIntegration", e));
+                    if let Some(i) = not_found_is_none(got)? {
+                        inside.integration_uri =
+                            if is_link_proxy(i.r#type(), i.connection_type(), i.connection_id()) {
                                 i.uri().unwrap_or_default().to_string()
                             } else {
                                 String::new()
                             };
-                        }
                     }
                 }
-                _ => {}
             }
-        }
-        position = page.position.filter(|p| !p.is_empty());
-        if position.is_none() {
-            return Ok(inside);
+            _ => {}
         }
     }
+    Ok(inside)
 }
 
 /// Whether an integration is the proxy through the VPC link (a connection
