@@ -1,0 +1,918 @@
+"""The AWS data plane for tests: runs, as real podman containers, what moto's
+control plane says should run.
+
+moto records ECS services, task definitions, Auto Scaling groups and
+ElastiCache replication groups but runs none of them. This process watches
+moto through the AWS APIs (boto3, the way an ECS agent or EC2 would learn
+their work) and converges this machine to it:
+
+- ECS services: `desiredCount` containers of the service's current task
+  definition, image pulled from the docker-registry that ECR URIs map onto,
+  environment and `secrets` (resolved from SSM as the ECS agent does). A new
+  task definition rolls the containers (new ones healthy first, then the old
+  ones stopped); a container that exits is replaced; a deleted service loses
+  its containers. Cloud Map and load-balancer names resolve to the service's
+  containers inside the network.
+- Auto Scaling groups: each InService instance boots from its launch
+  template's user data, run unchanged by bash in a private mount namespace
+  (its own /etc and /var/run, hostname from EC2), with `dnf` and `systemctl`
+  stubbed, `aws` the real AWS CLI talking to moto and `docker` podman's CLI
+  on that instance's own podman service at /var/run/docker.sock. A terminated
+  instance loses its containers.
+- ElastiCache replication groups: a real redis-server per available group,
+  with the group's auth token, reachable at the endpoint moto reports.
+- Logs: containers whose log driver is awslogs have their output put into
+  the CloudWatch Logs group and stream the driver would use.
+
+Networking: one internal podman bridge (no route off the machine) plays the
+VPC. Containers reach the AWS endpoint, redis and any `--forward`ed loopback
+port through forwarders on the bridge's gateway address; the host reaches
+each ECS service through a loopback forwarder listed in the status.
+
+Nothing here is known to the product: it only reads what `up` asked AWS for.
+
+Ready when it prints `dataplane ready: http://127.0.0.1:PORT` (the status
+API: GET /status). Stops everything it started on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import http.server
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+HERE = Path(__file__).resolve().parent
+LABEL = "dataplane"
+# The hard limits of this sandbox are below what EC2 and Fargate allow.
+NOFILE_MAX = 20000
+POLL_SECONDS = 1.0
+
+
+def log(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+def epoch_millis(stamp: str) -> int:
+    """podman's RFC 3339 log timestamp (nanoseconds) in epoch milliseconds."""
+    try:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        whole = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.timezone.utc)
+        return int(whole.timestamp() * 1000) + int((frac + "000")[:3])
+    except ValueError:
+        return int(time.time() * 1000)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Forwarder:
+    """A TCP forwarder: `listen` -> one of `targets()` (round robin)."""
+
+    def __init__(self, listen: tuple[str, int], targets, name: str):
+        self.name = name
+        self.targets = targets
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(listen)
+        self.sock.listen(128)
+        self.address = self.sock.getsockname()
+        self.next = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name=f"fwd {name}").start()
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        targets = list(self.targets())
+        if not targets:
+            client.close()
+            return
+        self.next += 1
+        target = targets[self.next % len(targets)]
+        try:
+            upstream = socket.create_connection(target, timeout=5)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+                try:
+                    s.shutdown(how)
+                except OSError:
+                    pass
+
+
+class Podman:
+    """podman's CLI on the data plane's own storage (vfs, like the harness)."""
+
+    def __init__(self, state: Path):
+        self.state = state
+        for sub in ("root", "tmp", "networks"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        # podman refuses a run root of more than 50 characters.
+        self.runroot = Path(tempfile.mkdtemp(prefix="dp-run-"))
+        self.flags = [
+            "--root", str(state / "root"),
+            "--runroot", str(self.runroot),
+            "--tmpdir", str(state / "tmp"),
+            "--storage-driver", "vfs",
+        ]  # fmt: skip
+
+    def conf(
+        self, path: Path, network: str | None = None, env: list[str] | None = None, netns: str | None = None
+    ) -> None:
+        lines = [
+            "[containers]",
+            'default_ulimits = ["nproc=4096:4096", "nofile=1024:1024"]',
+        ]
+        if netns:
+            lines.append(f'netns = "{netns}"')
+        if env:
+            lines.append("env = [" + ", ".join(json.dumps(e) for e in env) + "]")
+        lines += [
+            "[engine]",
+            'runtime = "runc"',
+            'cgroup_manager = "cgroupfs"',
+            'events_logger = "file"',
+            'lock_type = "file"',
+            "[network]",
+            f'network_config_dir = "{self.state / "networks"}"',
+        ]
+        if network:
+            lines.append(f'default_network = "{network}"')
+        path.write_text("\n".join(lines) + "\n")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CONTAINERS_CONF"] = str(self.state / "containers.conf")
+        env["CONTAINERS_REGISTRIES_CONF"] = str(self.state / "registries.conf")
+        for k in ("CONTAINER_HOST", "CONTAINER_CONNECTION", "DOCKER_HOST"):
+            env.pop(k, None)
+        return env
+
+    def run(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        out = subprocess.run(
+            ["podman", *self.flags, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            input=input,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args[:3])}: {out.stderr.strip()}")
+        return out.stdout
+
+    def remove_all(self) -> None:
+        """Removes every container and the run root (the storage stays)."""
+        self.run("rm", "--all", "--force", "--time", "0", check=False)
+        shutil.rmtree(self.runroot, ignore_errors=True)
+
+    def containers(self) -> list[dict]:
+        out = self.run("ps", "-a", "--format", "json", "--filter", f"label={LABEL}")
+        return json.loads(out or "[]")
+
+
+class Task:
+    """One ECS task: a container the data plane started for a service."""
+
+    def __init__(self, row: dict):
+        labels = row.get("Labels") or {}
+        self.id = row["Id"]
+        self.name = row["Names"][0]
+        self.service = labels.get(f"{LABEL}.service", "")
+        self.cluster = labels.get(f"{LABEL}.cluster", "")
+        self.taskdef = labels.get(f"{LABEL}.taskdef", "")
+        self.port = int(labels.get(f"{LABEL}.port", "0") or 0)
+        self.running = row.get("State") == "running"
+        self.created = row.get("Created", 0)
+
+
+class Instance:
+    """An emulated EC2 instance: a network namespace in the VPC (held by a
+    pause container on the bridge) with a mount and UTS namespace of its own,
+    in which instance-boot.sh starts the instance's Docker engine and runs
+    the user data. Containers the user data starts share the instance's
+    network, as with host networking on EC2.
+    """
+
+    def __init__(self, plane: "Dataplane", instance_id: str, group: str, user_data: str, hostname: str):
+        self.id = instance_id
+        self.group = group
+        self.dir = plane.state / "instances" / instance_id
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        (self.dir / "user-data").write_text(user_data)
+        (self.dir / "hostname").write_text(hostname + "\n")
+        hosts = "".join(f"{ip}\t{name}\n" for name, ip in plane.host_entries().items())
+        (self.dir / "hosts").write_text(hosts)
+        # The instance's Docker engine has storage of its own: its own images
+        # (pulled by its user data) and its own container names.
+        self.podman = Podman(self.dir / "engine")
+        self.podman.conf(self.podman.state / "containers.conf", None, plane.container_aws_env(), netns="host")
+        plane.registries_conf(self.podman.state / "registries.conf", plane.ecr_host)
+        env = self.podman.env()
+        env.update(
+            INSTANCE_ID=instance_id,
+            INSTANCE_DIR=str(self.dir),
+            DATAPLANE_LABEL=LABEL,
+            DATAPLANE_ID=plane.name,
+            PODMAN_FLAGS=" ".join(self.podman.flags),
+            REGISTRY_AUTH_FILE=str(self.dir / "auth.json"),
+            PATH=f"{HERE / 'bin'}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        )
+        env.update(item.split("=", 1) for item in plane.container_aws_env())
+        self.pause = f"{plane.name}-{instance_id}"
+        plane.podman.run(
+            "run", "--detach", "--name", self.pause, "--network", plane.network,
+            "--hostname", hostname,
+            "--label", f"{LABEL}={plane.name}", "--label", f"{LABEL}.kind=instance",
+            "--label", f"{LABEL}.instance={instance_id}",
+            plane.busybox, "sleep", "2147483647",
+        )  # fmt: skip
+        pid = plane.podman.run("inspect", "--format", "{{.State.Pid}}", self.pause).strip()
+        self.log = open(self.dir / "instance.log", "wb")
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net=/proc/{pid}/ns/net",
+             "unshare", "--mount", "--uts", "--propagation", "private", "--",
+             "bash", str(HERE / "instance-boot.sh")],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def boot(self) -> str:
+        rc = self.dir / "boot.rc"
+        if rc.exists():
+            return "ok" if rc.read_text().strip() == "0" else "failed"
+        if self.proc.poll() is not None:
+            return "failed"
+        return "booting"
+
+    def status(self) -> dict:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "boot": self.boot(),
+            "boot_log": str(self.dir / "boot.log"),
+        }
+
+    def stop(self, podman: Podman) -> None:
+        # conmon outlives the engine: remove the containers first.
+        self.podman.remove_all()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        podman.run("rm", "--force", "--time", "0", self.pause, check=False)
+        self.log.close()
+
+
+class Redis:
+    """A real redis-server standing in for one ElastiCache replication group."""
+
+    def __init__(self, plane: "Dataplane", group: dict, settings: dict):
+        self.id = group["ReplicationGroupId"]
+        endpoint = group["NodeGroups"][0]["PrimaryEndpoint"]
+        self.address = endpoint["Address"]
+        self.endpoint_port = int(endpoint.get("Port") or 6379)
+        self.port = free_port()
+        self.dir = plane.state / "redis" / self.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = [f"port {self.port}", "bind 127.0.0.1", "save ''", "appendonly no", f"dir {self.dir}"]
+        if settings.get("auth_token"):
+            conf.append(f"requirepass {settings['auth_token']}")
+        self.tls = bool(settings.get("transit_encryption"))
+        conf_path = self.dir / "redis.conf"
+        conf_path.write_text("\n".join(conf) + "\n")
+        os.chmod(conf_path, 0o600)
+        self.log = open(self.dir / "redis.log", "wb")
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf_path)], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.forwarder = Forwarder(
+            (plane.gateway, self.endpoint_port), lambda: [("127.0.0.1", self.port)], f"redis {self.id}"
+        )
+
+    def stop(self) -> None:
+        self.forwarder.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+class LogShipper:
+    """Puts a container's output into CloudWatch Logs, as the awslogs driver does."""
+
+    def __init__(self, plane: "Dataplane", podman: Podman, container: str, group: str, stream: str):
+        self.plane = plane
+        self.podman = podman
+        self.container = container
+        self.group = group
+        self.stream = stream
+        self.since: str | None = None
+        self.thread: threading.Thread | None = None
+
+    def ensure(self) -> None:
+        if self.thread and self.thread.is_alive():
+            return
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"logs {self.container[:12]}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        logs = self.plane.logs
+        try:
+            logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        except Exception as e:  # noqa: BLE001 - the group may not exist (yet)
+            log(f"log stream {self.group}/{self.stream}: {e}")
+            return
+        args = ["logs", "--follow", "--timestamps"]
+        if self.since:
+            args += ["--since", self.since]
+        proc = subprocess.Popen(
+            ["podman", *self.podman.flags, *args, self.container],
+            env=self.podman.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        lines: queue.Queue[bytes | None] = queue.Queue()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                lines.put(raw)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        batch: list[dict] = []
+        done = False
+        while not done:
+            # Whatever arrived within half a second goes out in one call.
+            try:
+                raw = lines.get(timeout=0.5)
+                while raw is not None:
+                    line = raw.decode("utf-8", "replace").rstrip("\n")
+                    stamp, _, message = line.partition(" ")
+                    self.since = stamp or self.since
+                    batch.append({"timestamp": epoch_millis(stamp), "message": message})
+                    if len(batch) >= 500:
+                        break
+                    raw = lines.get_nowait()
+                done = raw is None
+            except queue.Empty:
+                pass
+            if batch:
+                self._put(batch)
+                batch = []
+        proc.wait()
+
+    def _put(self, events: list[dict]) -> None:
+        try:
+            self.plane.logs.put_log_events(
+                logGroupName=self.group, logStreamName=self.stream, logEvents=events
+            )
+        except Exception as e:  # noqa: BLE001 - a lost batch is reported, not fatal
+            log(f"put_log_events {self.group}/{self.stream}: {e}")
+
+
+class Dataplane:
+    def __init__(self, args: argparse.Namespace):
+        self.endpoint = args.endpoint.rstrip("/")
+        self.region = args.region
+        self.access_key = os.environ.get("AWS_ACCESS_KEY_ID", "testing")
+        self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY", "testing")
+        self.registry = args.registry
+        self.forward_ports = args.forward
+        self.state = Path(args.state_dir)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.name = args.name or f"dp{uuid.uuid4().hex[:8]}"
+        self.network = f"{self.name}-vpc"
+        self.podman = Podman(self.state)
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        cfg = Config(retries={"max_attempts": 3, "mode": "standard"})
+
+        def client(service: str):
+            return session.client(service, endpoint_url=self.endpoint, config=cfg)
+
+        self.ecs = client("ecs")
+        self.ec2 = client("ec2")
+        self.asg = client("autoscaling")
+        self.ssm = client("ssm")
+        self.logs = client("logs")
+        self.elasticache = client("elasticache")
+        self.cloudmap = client("servicediscovery")
+        self.elbv2 = client("elbv2")
+        self.sts = client("sts")
+        self.lock = threading.RLock()
+        self.instances: dict[str, Instance] = {}
+        self.redis: dict[str, Redis] = {}
+        self.shippers: dict[str, LogShipper] = {}
+        self.service_forwarders: dict[str, Forwarder] = {}
+        self.forwarders: list[Forwarder] = []
+        self.taskdefs: dict[str, dict] = {}
+        self.pulled: set[str] = set()
+        self.replaced: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.stopping = threading.Event()
+        self.gateway = ""
+        self.ecr_host = ""
+        self.busybox = ""
+        self.step_image = ""
+
+    # ----- setup and teardown
+
+    def setup(self) -> None:
+        account = self.sts.get_caller_identity()["Account"]
+        self.ecr_host = f"{account}.dkr.ecr.{self.region}.amazonaws.com"
+        self.podman.conf(self.state / "containers.conf", None, None)
+        # ECS pulls (from this host) reach the registry through a prefix
+        # rewrite; instances resolve the ECR host by their /etc/hosts to the
+        # gateway, where a forwarder leads to the registry, as a VPC endpoint would.
+        self.registries_conf(self.state / "registries.conf", self.registry)
+        self.podman.run("network", "create", "--internal", self.network)
+        self.busybox = image = self._busybox_image()
+        # The bridge exists only while a container is attached to it: this one
+        # keeps the "VPC" (and its gateway address) up for the forwarders.
+        self.podman.run(
+            "run", "--detach", "--name", f"{self.name}-router", "--network", self.network,
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=router",
+            image, "sleep", "2147483647",
+        )  # fmt: skip
+        # A small image in "ECR" for docker steps: instances pull it from there.
+        self.podman.run("push", "--quiet", "--tls-verify=false", image, f"{self.registry}/dataplane/busybox:latest")
+        self.step_image = f"{self.ecr_host}/dataplane/busybox:latest"
+        net = json.loads(self.podman.run("network", "inspect", self.network))[0]
+        self.gateway = net["subnets"][0]["gateway"]
+        host, _, port = self.endpoint.removeprefix("http://").partition(":")
+        self.forwarders.append(
+            Forwarder((self.gateway, int(port)), lambda: [(host, int(port))], "aws endpoint")
+        )
+        reg_host, _, reg_port = self.registry.partition(":")
+        self.forwarders.append(
+            Forwarder((self.gateway, 80), lambda: [(reg_host, int(reg_port))], "ecr")
+        )
+        for p in self.forward_ports:
+            self.forwarders.append(
+                Forwarder((self.gateway, p), lambda p=p: [("127.0.0.1", p)], f"forward {p}")
+            )
+
+    def registries_conf(self, path: Path, location: str) -> None:
+        path.write_text(f'[[registry]]\nprefix = "{self.ecr_host}"\nlocation = "{location}"\ninsecure = true\n')
+
+    def _busybox_image(self) -> str:
+        ref = f"localhost/{self.name}-busybox:latest"
+        work = Path(tempfile.mkdtemp(dir=self.state / "tmp"))
+        rootfs = work / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in ("sh", "sleep", "cat", "echo"):
+            os.symlink("busybox", rootfs / "bin" / applet)
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(work / "rootfs.tar"), "."], check=True)
+        self.podman.run("import", "--quiet", "--change", "ENV PATH=/bin", str(work / "rootfs.tar"), ref)
+        shutil.rmtree(work)
+        return ref
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            for inst in list(self.instances.values()):
+                inst.stop(self.podman)
+            self.instances.clear()
+            self.podman.run("network", "rm", "--force", self.network, check=False)
+            self.podman.remove_all()
+            for r in self.redis.values():
+                r.stop()
+            for f in [*self.forwarders, *self.service_forwarders.values()]:
+                f.close()
+
+    # ----- what containers see
+
+    def container_aws_env(self) -> list[str]:
+        """The AWS environment a task or instance gets from its platform
+        (endpoint and credentials, as the ECS agent and IMDS provide)."""
+        port = self.endpoint.rsplit(":", 1)[1]
+        return [
+            f"AWS_ENDPOINT_URL=http://{self.gateway}:{port}",
+            f"AWS_ACCESS_KEY_ID={self.access_key}",
+            f"AWS_SECRET_ACCESS_KEY={self.secret_key}",
+            f"AWS_REGION={self.region}",
+            f"AWS_DEFAULT_REGION={self.region}",
+        ]
+
+    def host_entries(self) -> dict[str, str]:
+        """Names the VPC's DNS resolves: ElastiCache endpoints and the ECR host."""
+        entries = {r.address: self.gateway for r in self.redis.values()}
+        entries[self.ecr_host] = self.gateway
+        return entries
+
+    # ----- reconciliation
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            for step in (self.reconcile_redis, self.reconcile_ecs, self.reconcile_instances, self.ship_logs):
+                try:
+                    with self.lock:
+                        if self.stopping.is_set():
+                            return
+                        step()
+                except Exception as e:  # noqa: BLE001 - reported in status, retried next round
+                    msg = f"{step.__name__}: {type(e).__name__}: {e}"
+                    log(msg)
+                    self.errors = (self.errors + [msg])[-20:]
+            self.stopping.wait(POLL_SECONDS)
+
+    def reconcile_redis(self) -> None:
+        groups = self.elasticache.describe_replication_groups()["ReplicationGroups"]
+        live = {}
+        for g in groups:
+            if g.get("Status") == "available" and g.get("NodeGroups"):
+                live[g["ReplicationGroupId"]] = g
+        for gid in list(self.redis):
+            if gid not in live:
+                log(f"redis {gid}: group deleted, stopping redis-server")
+                self.redis.pop(gid).stop()
+        for gid, g in live.items():
+            if gid in self.redis:
+                continue
+            settings_path = self.state / "elasticache" / f"{gid}.json"
+            settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+            self.redis[gid] = Redis(self, g, settings)
+            log(f"redis {gid}: redis-server on 127.0.0.1:{self.redis[gid].port} as {self.redis[gid].address}")
+
+    def _taskdef(self, arn: str) -> dict:
+        if arn not in self.taskdefs:
+            self.taskdefs[arn] = self.ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        return self.taskdefs[arn]
+
+    def _service_aliases(self, svc: dict) -> list[str]:
+        names = []
+        for reg in svc.get("serviceRegistries") or []:
+            service_id = reg["registryArn"].rsplit("/", 1)[-1]
+            cm = self.cloudmap.get_service(Id=service_id)["Service"]
+            ns = self.cloudmap.get_namespace(Id=cm["NamespaceId"])["Namespace"]
+            names.append(f"{cm['Name']}.{ns['Name']}")
+        for lb in svc.get("loadBalancers") or []:
+            tg = self.elbv2.describe_target_groups(TargetGroupArns=[lb["targetGroupArn"]])["TargetGroups"][0]
+            if tg.get("LoadBalancerArns"):
+                lbs = self.elbv2.describe_load_balancers(LoadBalancerArns=tg["LoadBalancerArns"])
+                names += [x["DNSName"] for x in lbs["LoadBalancers"]]
+        return names
+
+    def _secret(self, value_from: str) -> str:
+        name = value_from
+        if value_from.startswith("arn:") and ":parameter" in value_from:
+            name = value_from.split(":parameter", 1)[1]
+        return self.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+
+    def _pull(self, image: str) -> None:
+        if image in self.pulled:
+            return
+        self.podman.run("pull", "--quiet", "--tls-verify=false", image)
+        self.pulled.add(image)
+
+    def _start_task(self, cluster: str, svc: dict, td: dict) -> None:
+        container = td["containerDefinitions"][0]
+        image = container["image"]
+        self._pull(image)
+        task_id = uuid.uuid4().hex
+        env = {e["name"]: e["value"] for e in container.get("environment") or []}
+        for s in container.get("secrets") or []:
+            env[s["name"]] = self._secret(s["valueFrom"])
+        for item in self.container_aws_env():
+            k, _, v = item.partition("=")
+            env.setdefault(k, v)
+        env_file = self.state / "tmp" / f"env-{task_id}"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        os.chmod(env_file, 0o600)
+        ports = container.get("portMappings") or []
+        port = ports[0]["containerPort"] if ports else 0
+        args = [
+            "run", "--detach", "--name", f"{self.name}-{svc['serviceName']}-{task_id[:8]}",
+            "--network", self.network, "--env-file", str(env_file),
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=task",
+            "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName']}",
+            "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_id}",
+            "--label", f"{LABEL}.port={port}",
+        ]  # fmt: skip
+        for alias in self._service_aliases(svc):
+            args += ["--network-alias", alias]
+        for name, ip in self.host_entries().items():
+            args += ["--add-host", f"{name}:{ip}"]
+        logcfg = container.get("logConfiguration") or {}
+        if logcfg.get("logDriver") == "awslogs":
+            opts = logcfg.get("options") or {}
+            stream = f"{opts.get('awslogs-stream-prefix', 'ecs')}/{container['name']}/{task_id}"
+            args += ["--label", f"{LABEL}.awslogs-group={opts.get('awslogs-group', '')}",
+                     "--label", f"{LABEL}.awslogs-stream={stream}"]  # fmt: skip
+        if container.get("entryPoint"):
+            args += ["--entrypoint", json.dumps(container["entryPoint"])]
+        try:
+            self.podman.run(*args, image, *(container.get("command") or []))
+        finally:
+            env_file.unlink(missing_ok=True)
+        log(f"ecs {svc['serviceName']}: started task {task_id[:8]} of {td['taskDefinitionArn'].rsplit('/', 1)[-1]}")
+
+    def _healthy(self, task: Task, ips: dict[str, str]) -> bool:
+        if not task.running:
+            return False
+        ip = ips.get(task.id)
+        if not task.port or not ip:
+            return True
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{task.port}/health", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _ips(self, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        out = json.loads(self.podman.run("inspect", *ids, check=False) or "[]")
+        ips = {}
+        for c in out:
+            nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+            net = nets.get(self.network) or {}
+            if net.get("IPAddress"):
+                ips[c["Id"]] = net["IPAddress"]
+        return ips
+
+    def reconcile_ecs(self) -> None:
+        rows = [r for r in self.podman.containers() if (r.get("Labels") or {}).get(f"{LABEL}.kind") == "task"]
+        tasks = [Task(r) for r in rows]
+        wanted: set[str] = set()
+        for cluster in self.ecs.list_clusters().get("clusterArns", []):
+            arns = []
+            for page in self.ecs.get_paginator("list_services").paginate(cluster=cluster):
+                arns += page["serviceArns"]
+            for i in range(0, len(arns), 10):
+                for svc in self.ecs.describe_services(cluster=cluster, services=arns[i : i + 10])["services"]:
+                    if svc.get("status") != "ACTIVE":
+                        continue
+                    key = svc["serviceName"]
+                    wanted.add(key)
+                    self._converge_service(cluster, svc, [t for t in tasks if t.service == key])
+        stale = [t.id for t in tasks if t.service not in wanted]
+        if stale:
+            log(f"ecs: removing {len(stale)} task(s) of deleted services")
+            self.podman.run("rm", "--force", "--time", "0", *stale, check=False)
+        self._sync_service_forwarders(wanted)
+
+    def _converge_service(self, cluster: str, svc: dict, tasks: list[Task]) -> None:
+        name = svc["serviceName"]
+        desired = svc.get("desiredCount", 0)
+        td = self._taskdef(svc["taskDefinition"])
+        arn = td["taskDefinitionArn"]
+        exited = [t for t in tasks if not t.running]
+        if exited:
+            # ECS replaces a task whose essential container stopped.
+            self.replaced[name] = self.replaced.get(name, 0) + len(exited)
+            log(f"ecs {name}: {len(exited)} task(s) stopped, replacing")
+            self.podman.run("rm", "--force", "--time", "0", *[t.id for t in exited], check=False)
+        current = [t for t in tasks if t.running and t.taskdef == arn]
+        old = [t for t in tasks if t.running and t.taskdef != arn]
+        for _ in range(max(0, desired - len(current))):
+            self._start_task(cluster, svc, td)
+        if len(current) > desired:
+            extra = sorted(current, key=lambda t: t.created, reverse=True)[: len(current) - desired]
+            log(f"ecs {name}: scaling in by {len(extra)}")
+            self.podman.run("stop", "--time", "10", *[t.id for t in extra], check=False)
+            self.podman.run("rm", "--force", *[t.id for t in extra], check=False)
+            current = [t for t in current if t not in extra]
+        if old:
+            ips = self._ips([t.id for t in current])
+            if sum(self._healthy(t, ips) for t in current) >= desired:
+                log(f"ecs {name}: new tasks healthy, stopping {len(old)} of the previous task definition")
+                self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
+                self.podman.run("rm", "--force", *[t.id for t in old], check=False)
+
+    def _sync_service_forwarders(self, services: set[str]) -> None:
+        for name in list(self.service_forwarders):
+            if name not in services:
+                self.service_forwarders.pop(name).close()
+        for name in services:
+            if name not in self.service_forwarders:
+                self.service_forwarders[name] = Forwarder(
+                    ("127.0.0.1", 0), lambda name=name: self._service_targets(name), f"service {name}"
+                )
+
+    def _service_targets(self, service: str) -> list[tuple[str, int]]:
+        rows = [Task(r) for r in self.podman.containers()]
+        tasks = [t for t in rows if t.service == service and t.running and t.port]
+        ips = self._ips([t.id for t in tasks])
+        return [(ips[t.id], t.port) for t in tasks if t.id in ips]
+
+    def reconcile_instances(self) -> None:
+        wanted: dict[str, tuple[str, dict]] = {}
+        for page in self.asg.get_paginator("describe_auto_scaling_groups").paginate():
+            for group in page["AutoScalingGroups"]:
+                for inst in group.get("Instances", []):
+                    if inst.get("LifecycleState") == "InService":
+                        lt = inst.get("LaunchTemplate") or group.get("LaunchTemplate") or {}
+                        wanted[inst["InstanceId"]] = (group["AutoScalingGroupName"], lt)
+        for iid in list(self.instances):
+            if iid not in wanted:
+                log(f"ec2 {iid}: terminated, stopping its containers")
+                self.instances.pop(iid).stop(self.podman)
+        for iid, (group, lt) in wanted.items():
+            if iid in self.instances:
+                continue
+            versions = self.ec2.describe_launch_template_versions(
+                LaunchTemplateId=lt["LaunchTemplateId"], Versions=[str(lt.get("Version", "$Latest"))]
+            )["LaunchTemplateVersions"]
+            data = versions[0]["LaunchTemplateData"].get("UserData", "")
+            user_data = base64.b64decode(data).decode() if data else "#!/bin/bash\n"
+            described = self.ec2.describe_instances(InstanceIds=[iid])["Reservations"]
+            hostname = described[0]["Instances"][0].get("PrivateDnsName") or iid
+            log(f"ec2 {iid}: booting ({group}, launch template version {versions[0]['VersionNumber']})")
+            self.instances[iid] = Instance(self, iid, group, user_data, hostname)
+
+    def engines(self) -> list[tuple[Podman, Instance | None]]:
+        """Every container engine: the ECS one and each instance's own."""
+        return [(self.podman, None), *((i.podman, i) for i in self.instances.values())]
+
+    def ship_logs(self) -> None:
+        for podman, _ in self.engines():
+            for row in podman.containers():
+                labels = row.get("Labels") or {}
+                group = labels.get(f"{LABEL}.awslogs-group")
+                if not group or row.get("State") != "running":
+                    continue
+                cid = row["Id"]
+                if cid not in self.shippers:
+                    stream = labels.get(f"{LABEL}.awslogs-stream", cid[:12])
+                    self.shippers[cid] = LogShipper(self, podman, cid, group, stream)
+                self.shippers[cid].ensure()
+
+    def kill(self, container: str) -> bool:
+        """SIGKILL to a container of any engine, by name or id (for crash tests)."""
+        with self.lock:
+            for podman, _ in self.engines():
+                for row in podman.containers():
+                    if container in (row["Id"], row["Names"][0]):
+                        podman.run("kill", "--signal", "KILL", row["Id"])
+                        return True
+        return False
+
+    # ----- status
+
+    def status(self) -> dict:
+        with self.lock:
+            containers = []
+            for podman, instance in self.engines():
+                rows = podman.containers()
+                ips = self._ips([r["Id"] for r in rows]) if instance is None else {}
+                for r in rows:
+                    labels = r.get("Labels") or {}
+                    kind = labels.get(f"{LABEL}.kind") or "container"
+                    if kind == "router":
+                        continue
+                    containers.append({
+                        "id": r["Id"],
+                        "name": r["Names"][0],
+                        "kind": kind,
+                        "state": r.get("State"),
+                        "image": r.get("Image"),
+                        "ip": ips.get(r["Id"]),
+                        "service": labels.get(f"{LABEL}.service"),
+                        "task_definition": labels.get(f"{LABEL}.taskdef"),
+                        "instance": instance.id if instance else labels.get(f"{LABEL}.instance"),
+                        "log_group": labels.get(f"{LABEL}.awslogs-group"),
+                        "log_stream": labels.get(f"{LABEL}.awslogs-stream"),
+                    })  # fmt: skip
+            return {
+                "name": self.name,
+                "network": self.network,
+                "gateway": self.gateway,
+                "step_image": self.step_image,
+                "containers": containers,
+                "instances": [i.status() for i in self.instances.values()],
+                "redis": [
+                    {"id": r.id, "address": r.address, "port": r.port, "tls": r.tls}
+                    for r in self.redis.values()
+                ],
+                "services": {
+                    name: f"127.0.0.1:{f.address[1]}" for name, f in self.service_forwarders.items()
+                },
+                "replaced": self.replaced,
+                "errors": self.errors,
+            }
+
+
+def serve_status(plane: Dataplane) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path != "/status":
+                self.send_error(404)
+                return
+            body = json.dumps(plane.status()).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            parts = self.path.strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "containers" and parts[2] == "kill":
+                found = plane.kill(parts[1])
+                self.send_response(204 if found else 404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--endpoint", required=True, help="moto's endpoint, http://127.0.0.1:PORT")
+    p.add_argument("--registry", required=True, help="HOST:PORT of the registry ECR URIs map onto")
+    p.add_argument("--state-dir", required=True, help="podman storage, instance dirs, logs")
+    p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    p.add_argument("--name", help="prefix of every container and network (default: random)")
+    p.add_argument("--forward", type=int, action="append", default=[],
+                   help="a loopback port containers reach at the gateway address (repeatable)")  # fmt: skip
+    args = p.parse_args()
+    plane = Dataplane(args)
+
+    def stop(*_: object) -> None:
+        plane.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        plane.setup()
+        server = serve_status(plane)
+        print(f"dataplane ready: http://127.0.0.1:{server.server_address[1]} gateway {plane.gateway}", flush=True)
+        plane.loop()
+    finally:
+        plane.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
