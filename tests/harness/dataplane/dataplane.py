@@ -64,6 +64,8 @@ LABEL = "dataplane"
 # The hard limits of this sandbox are below what EC2 and Fargate allow.
 NOFILE_MAX = 20000
 POLL_SECONDS = 1.0
+# Containers get the data plane's CA bundle as their system bundle.
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def log(*parts: object) -> None:
@@ -153,10 +155,11 @@ class Podman:
 
     def __init__(self, state: Path):
         self.state = state
-        for sub in ("root", "tmp", "networks"):
+        for sub in ("root", "run", "tmp", "networks"):
             (state / sub).mkdir(parents=True, exist_ok=True)
-        # podman refuses a run root of more than 50 characters.
-        self.runroot = Path(tempfile.mkdtemp(prefix="dp-run-"))
+        self.runroot = state / "run"
+        if len(str(self.runroot)) > 50:
+            raise SystemExit(f"podman refuses a run root of more than 50 characters: {self.runroot}")
         self.flags = [
             "--root", str(state / "root"),
             "--runroot", str(self.runroot),
@@ -165,7 +168,12 @@ class Podman:
         ]  # fmt: skip
 
     def conf(
-        self, path: Path, network: str | None = None, env: list[str] | None = None, netns: str | None = None
+        self,
+        path: Path,
+        network: str | None = None,
+        env: list[str] | None = None,
+        netns: str | None = None,
+        volumes: list[str] | None = None,
     ) -> None:
         lines = [
             "[containers]",
@@ -173,6 +181,8 @@ class Podman:
         ]
         if netns:
             lines.append(f'netns = "{netns}"')
+        if volumes:
+            lines.append("volumes = [" + ", ".join(json.dumps(v) for v in volumes) + "]")
         if env:
             lines.append("env = [" + ", ".join(json.dumps(e) for e in env) + "]")
         lines += [
@@ -209,9 +219,8 @@ class Podman:
         return out.stdout
 
     def remove_all(self) -> None:
-        """Removes every container and the run root (the storage stays)."""
+        """Removes every container of this storage."""
         self.run("rm", "--all", "--force", "--time", "0", check=False)
-        shutil.rmtree(self.runroot, ignore_errors=True)
 
     def containers(self) -> list[dict]:
         out = self.run("ps", "-a", "--format", "json", "--filter", f"label={LABEL}")
@@ -244,7 +253,7 @@ class Instance:
     def __init__(self, plane: "Dataplane", instance_id: str, group: str, user_data: str, hostname: str):
         self.id = instance_id
         self.group = group
-        self.dir = plane.state / "instances" / instance_id
+        self.dir = plane.state / "i" / instance_id
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
@@ -254,8 +263,13 @@ class Instance:
         (self.dir / "hosts").write_text(hosts)
         # The instance's Docker engine has storage of its own: its own images
         # (pulled by its user data) and its own container names.
-        self.podman = Podman(self.dir / "engine")
-        self.podman.conf(self.podman.state / "containers.conf", None, plane.container_aws_env(), netns="host")
+        self.podman = Podman(self.dir)
+        self.podman.conf(
+            self.podman.state / "containers.conf",
+            env=plane.container_aws_env(),
+            netns="host",
+            volumes=[f"{plane.ca.bundle}:{CA_BUNDLE}:ro"],
+        )
         plane.registries_conf(self.podman.state / "registries.conf", plane.ecr_host)
         env = self.podman.env()
         env.update(
@@ -267,6 +281,7 @@ class Instance:
             REGISTRY_AUTH_FILE=str(self.dir / "auth.json"),
             PATH=f"{HERE / 'bin'}:{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         )
+        # The instance's AWS CLI talks to the endpoint as its containers do.
         env.update(item.split("=", 1) for item in plane.container_aws_env())
         self.pause = f"{plane.name}-{instance_id}"
         plane.podman.run(
@@ -284,6 +299,7 @@ class Instance:
              "bash", str(HERE / "instance-boot.sh")],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        (self.dir / "pid").write_text(str(self.proc.pid))
 
     def boot(self) -> str:
         rc = self.dir / "boot.rc"
@@ -317,6 +333,47 @@ class Instance:
         self.log.close()
 
 
+class CertificateAuthority:
+    """The CA behind the certificates of emulated endpoints (ElastiCache's
+    TLS). `bundle` is the system's CA bundle plus this CA: containers get it
+    as their system bundle, in place of the public roots that AWS's
+    certificates chain to."""
+
+    def __init__(self, dir: Path):
+        dir.mkdir(parents=True, exist_ok=True)
+        self.dir = dir
+        self.key = dir / "ca.key"
+        self.cert = dir / "ca.pem"
+        openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(self.key), "-out", str(self.cert), "-days", "7",
+            "-subj", "/CN=stackctl AWS data plane CA",
+        )  # fmt: skip
+        self.bundle = dir / "bundle.pem"
+        system = Path("/etc/ssl/certs/ca-certificates.crt")
+        self.bundle.write_text((system.read_text() if system.exists() else "") + self.cert.read_text())
+
+    def issue(self, name: str, dir: Path) -> tuple[Path, Path]:
+        key, csr, cert = dir / "server.key", dir / "server.csr", dir / "server.pem"
+        ext = dir / "server.ext"
+        ext.write_text(f"subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")
+        openssl(
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
+        )  # fmt: skip
+        openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
+            "-CAcreateserial", "-out", str(cert), "-days", "7", "-extfile", str(ext),
+        )  # fmt: skip
+        return key, cert
+
+
+def openssl(*args: str) -> None:
+    out = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]}: {out.stderr.strip()}")
+
+
 class Redis:
     """A real redis-server standing in for one ElastiCache replication group."""
 
@@ -328,10 +385,20 @@ class Redis:
         self.port = free_port()
         self.dir = plane.state / "redis" / self.id
         self.dir.mkdir(parents=True, exist_ok=True)
-        conf = [f"port {self.port}", "bind 127.0.0.1", "save ''", "appendonly no", f"dir {self.dir}"]
+        self.tls = bool(settings.get("transit_encryption"))
+        conf = ["bind 127.0.0.1", "save ''", "appendonly no", f"dir {self.dir}"]
+        if self.tls:
+            # In-transit encryption: a certificate for the endpoint's name,
+            # signed by the data plane's CA, which containers trust.
+            key, cert = plane.ca.issue(self.address, self.dir)
+            conf += [
+                "port 0", f"tls-port {self.port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
+                f"tls-ca-cert-file {plane.ca.cert}", "tls-auth-clients no",
+            ]  # fmt: skip
+        else:
+            conf.append(f"port {self.port}")
         if settings.get("auth_token"):
             conf.append(f"requirepass {settings['auth_token']}")
-        self.tls = bool(settings.get("transit_encryption"))
         conf_path = self.dir / "redis.conf"
         conf_path.write_text("\n".join(conf) + "\n")
         os.chmod(conf_path, 0o600)
@@ -340,6 +407,7 @@ class Redis:
             ["redis-server", str(conf_path)], stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        (self.dir / "pid").write_text(str(self.proc.pid))
         self.forwarder = Forwarder(
             (plane.gateway, self.endpoint_port), lambda: [("127.0.0.1", self.port)], f"redis {self.id}"
         )
@@ -476,6 +544,7 @@ class Dataplane:
         self.ecr_host = ""
         self.busybox = ""
         self.step_image = ""
+        self.ca = CertificateAuthority(self.state / "ca")
 
     # ----- setup and teardown
 
@@ -647,6 +716,7 @@ class Dataplane:
         args = [
             "run", "--detach", "--name", f"{self.name}-{svc['serviceName']}-{task_id[:8]}",
             "--network", self.network, "--env-file", str(env_file),
+            "--volume", f"{self.ca.bundle}:{CA_BUNDLE}:ro",
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=task",
             "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName']}",
             "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_id}",
@@ -736,12 +806,24 @@ class Dataplane:
             self.podman.run("stop", "--time", "10", *[t.id for t in extra], check=False)
             self.podman.run("rm", "--force", *[t.id for t in extra], check=False)
             current = [t for t in current if t not in extra]
-        if old:
-            ips = self._ips([t.id for t in current])
-            if sum(self._healthy(t, ips) for t in current) >= desired:
-                log(f"ecs {name}: new tasks healthy, stopping {len(old)} of the previous task definition")
-                self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
-                self.podman.run("rm", "--force", *[t.id for t in old], check=False)
+        ips = self._ips([t.id for t in current + old])
+        healthy = sum(self._healthy(t, ips) for t in current)
+        if old and healthy >= desired:
+            log(f"ecs {name}: new tasks healthy, stopping {len(old)} of the previous task definition")
+            self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
+            self.podman.run("rm", "--force", *[t.id for t in old], check=False)
+            old = []
+        # What DescribeServices reports (moto_dataplane.py reads it back).
+        observed: dict[str, dict[str, int]] = {arn: {"running": len(current), "healthy": healthy}}
+        for t in old:
+            counts = observed.setdefault(t.taskdef, {"running": 0, "healthy": 0})
+            counts["running"] += 1
+            counts["healthy"] += 1
+        path = self.state / "ecs" / cluster.rsplit("/", 1)[-1] / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"task_definitions": observed}))
+        tmp.replace(path)
 
     def _sync_service_forwarders(self, services: set[str]) -> None:
         for name in list(self.service_forwarders):
@@ -856,6 +938,27 @@ class Dataplane:
             }
 
 
+def cleanup(state: Path, network: str | None) -> None:
+    """What a killed data plane may have left behind under `state`: the
+    instances' process groups, containers of every engine, the network and
+    the redis-servers (their pids are recorded next to them)."""
+    for pid_file in [*state.glob("i/*/pid"), *state.glob("redis/*/pid")]:
+        try:
+            pid = int(pid_file.read_text())
+            # Instances run in a session of their own; redis-server alone.
+            if pid_file.parent.parent.name == "i":
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    for conf in [*state.glob("i/*/containers.conf"), state / "containers.conf"]:
+        if conf.exists():
+            Podman(conf.parent).remove_all()
+    if network and (state / "containers.conf").exists():
+        Podman(state).run("network", "rm", "--force", network, check=False)
+
+
 def serve_status(plane: Dataplane) -> http.server.ThreadingHTTPServer:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -896,7 +999,12 @@ def main() -> int:
     p.add_argument("--name", help="prefix of every container and network (default: random)")
     p.add_argument("--forward", type=int, action="append", default=[],
                    help="a loopback port containers reach at the gateway address (repeatable)")  # fmt: skip
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove what a killed data plane left under --state-dir (with --name: its network), then exit")  # fmt: skip
     args = p.parse_args()
+    if args.cleanup:
+        cleanup(Path(args.state_dir), f"{args.name}-vpc" if args.name else None)
+        return 0
     plane = Dataplane(args)
 
     def stop(*_: object) -> None:

@@ -7,6 +7,12 @@ test harness. What it changes, and only that:
   DATAPLANE_DELETE_SECONDS (AWS takes minutes; moto never finishes it).
 - ElastiCache `DeleteCacheSubnetGroup`, which moto does not implement (HTTP
   500): deletes the group, refused while a replication group uses it, as AWS does.
+- ECS services report what really runs: the data plane writes, per
+  service, how many of its containers run (and pass their health check) on
+  each task definition to $DATAPLANE_STATE_DIR/ecs/<cluster>/<service>.json,
+  and DescribeServices answers runningCount, pendingCount and deployments
+  (PRIMARY with rolloutState, ACTIVE for older task definitions still
+  running) from it, instead of moto's fixed MOTO_ECS_SERVICE_RUNNING.
 - Every replication group's data-plane settings (auth token, TLS, port) are
   written to $DATAPLANE_STATE_DIR/elasticache/<id>.json at creation, so the
   data plane can run a real redis-server that answers as the group would.
@@ -20,6 +26,8 @@ import threading
 from pathlib import Path
 
 from moto.core.responses import EmptyResult
+from moto.core.utils import utcnow
+from moto.ecs import models as ecs_models
 from moto.elasticache import models, responses
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound, ElastiCacheException
 from moto.server import main
@@ -80,6 +88,57 @@ def _delete_cache_subnet_group(self):
     return EmptyResult()
 
 
+_original_describe_services = ecs_models.EC2ContainerServiceBackend.describe_services
+
+
+def _observed(service) -> dict:
+    path = STATE_DIR / "ecs" / service.cluster_name / f"{service.name}.json"
+    try:
+        return json.loads(path.read_text()).get("task_definitions", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe_services(self, cluster_str, service_names_or_arns):
+    services, failures = _original_describe_services(self, cluster_str, service_names_or_arns)
+    for service in services:
+        observed = _observed(service)
+        current = observed.get(service.task_definition, {})
+        healthy = int(current.get("healthy", 0))
+        older = {td: c for td, c in observed.items() if td != service.task_definition and c.get("running")}
+        service.running_count = sum(int(c.get("running", 0)) for c in observed.values())
+        service.pending_count = max(service.desired_count - healthy, 0)
+        primary = dict(service.deployments[0]) if service.deployments else {}
+        done = healthy >= service.desired_count and not older
+        primary.update(
+            id=primary.get("id") or f"ecs-svc/{abs(hash(service.arn)) % 10**12}",
+            status="PRIMARY",
+            taskDefinition=service.task_definition,
+            desiredCount=service.desired_count,
+            runningCount=healthy,
+            pendingCount=service.pending_count,
+            rolloutState="COMPLETED" if done else "IN_PROGRESS",
+            rolloutStateReason="ECS deployment completed." if done else "ECS deployment in progress.",
+            updatedAt=utcnow(),
+        )
+        deployments = [primary]
+        for td, counts in older.items():
+            deployments.append({
+                "id": f"ecs-svc/{abs(hash(td)) % 10**12}",
+                "status": "ACTIVE",
+                "taskDefinition": td,
+                "desiredCount": 0,
+                "runningCount": int(counts.get("running", 0)),
+                "pendingCount": 0,
+                "launchType": primary.get("launchType"),
+                "createdAt": primary.get("createdAt", utcnow()),
+                "updatedAt": utcnow(),
+            })  # fmt: skip
+        service.deployments = deployments
+    return services, failures
+
+
+ecs_models.EC2ContainerServiceBackend.describe_services = _describe_services
 models.ReplicationGroup.__init__ = _init
 models.ElastiCacheBackend.delete_replication_group = _delete_replication_group
 responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group

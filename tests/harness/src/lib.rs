@@ -1,5 +1,7 @@
 //! Starts real components for tests on free loopback ports: the moto server
 //! (AWS), `redis-server`, Debian's `docker-registry` and podman's Docker API;
+//! an emulated AWS whose ECS services, Auto Scaling instances and ElastiCache
+//! groups run as real containers and processes ([`AwsEmulator`]);
 //! and a fault-injecting proxy that answers a seeded share of AWS calls with
 //! throttling errors and 5xx.
 //!
@@ -17,6 +19,7 @@
 //! Keep components in test-local variables, not in `static`s: statics are
 //! never dropped, so their processes would outlive the test binary.
 
+mod aws_emulator;
 mod error;
 mod fault_proxy;
 pub mod http;
@@ -26,6 +29,7 @@ mod process;
 mod redis;
 mod registry;
 
+pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
 pub use error::{Error, Result, TEST_COMMAND};
 pub use fault_proxy::{FaultProxy, FaultStats};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};

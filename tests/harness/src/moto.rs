@@ -20,6 +20,7 @@ pub const REGION: &str = "us-east-1";
 #[derive(Debug, Clone)]
 pub struct MotoBuilder {
     env: Vec<(String, String)>,
+    script: Option<PathBuf>,
 }
 
 impl MotoBuilder {
@@ -35,10 +36,25 @@ impl MotoBuilder {
         self
     }
 
+    /// Runs moto through this Python script (same arguments as
+    /// `moto_server`) with the venv's interpreter: a moto with extensions.
+    pub(crate) fn script(mut self, path: PathBuf) -> Self {
+        self.script = Some(path);
+        self
+    }
+
     pub fn start(self) -> Result<Moto> {
         let binary = moto_binary()?;
         let dir = process::temp_dir("moto")?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match &self.script {
+            // The venv's python sits beside its moto_server.
+            Some(script) => {
+                let mut cmd = Command::new(binary.with_file_name("python"));
+                cmd.arg(script);
+                cmd
+            }
+            None => Command::new(&binary),
+        };
         cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .current_dir(dir.path())
             // The port line is parsed from the log: it must not sit in a buffer.
@@ -83,7 +99,10 @@ impl Moto {
     }
 
     pub fn builder() -> MotoBuilder {
-        MotoBuilder { env: Vec::new() }
+        MotoBuilder {
+            env: Vec::new(),
+            script: None,
+        }
     }
 
     /// `http://127.0.0.1:<port>`: the value for `AWS_ENDPOINT_URL` or an SDK's `endpoint_url`.
@@ -166,6 +185,11 @@ fn moto_binary() -> Result<PathBuf> {
     }
     candidates.push(process::repo_root().join(".venv-moto/bin/moto_server"));
     process::find_binary(COMPONENT, "PyPI package `moto[server]`", &candidates)
+}
+
+/// The Python interpreter of moto's venv (it has boto3 and the AWS CLI).
+pub(crate) fn venv_python() -> Result<PathBuf> {
+    Ok(moto_binary()?.with_file_name("python"))
 }
 
 fn parse_port(log: &str) -> Option<u16> {

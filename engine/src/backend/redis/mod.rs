@@ -21,6 +21,9 @@
 //! URLs: `redis://[:PASSWORD@]HOST:PORT[/DB]`; `rediss://` for TLS (the
 //! ElastiCache auth token goes in PASSWORD, URL-encoded); a `#insecure`
 //! fragment skips certificate verification (self-signed local servers only).
+//! TLS trusts the Mozilla roots built in, or, when `SSL_CERT_FILE` names a PEM
+//! bundle (OpenSSL's convention), exactly the certificates in it: a Redis
+//! behind a private CA.
 
 mod keys;
 mod scripts;
@@ -35,6 +38,8 @@ pub use state::RedisState;
 
 use super::BackendError;
 
+/// The variable naming a PEM bundle of the CAs that TLS connections trust.
+const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one command may wait for its answer.
@@ -50,8 +55,26 @@ pub(crate) async fn connect(url: &str) -> Result<ConnectionManager, BackendError
         // means one is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let client = redis::Client::open(url)
-        .map_err(|e| BackendError::Other(format!("redis URL {}: {e}", redact(url))))?;
+    let roots = match std::env::var_os(SSL_CERT_FILE) {
+        Some(path) if url.starts_with("rediss://") => Some(std::fs::read(&path).map_err(|e| {
+            BackendError::Other(format!(
+                "cannot read the CA bundle {SSL_CERT_FILE}={}: {e}",
+                path.to_string_lossy()
+            ))
+        })?),
+        _ => None,
+    };
+    let client = match roots {
+        Some(root_cert) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+    .map_err(|e| BackendError::Other(format!("redis URL {}: {e}", redact(url))))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
