@@ -40,10 +40,11 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import fcntl
 import http.server
 import json
 import os
-import queue
+import random
 import shutil
 import signal
 import socket
@@ -309,6 +310,22 @@ class Instance:
             return "failed"
         return "booting"
 
+    def restart_exited(self) -> None:
+        """What Docker's `--restart always` does for the instance's containers."""
+        exited = self.podman.run(
+            "ps", "--all", "--quiet", "--filter", "restart-policy=always", "--filter", "status=exited", check=False
+        ).split()
+        if exited:
+            log(f"ec2 {self.id}: restarting {len(exited)} exited container(s) (restart policy always)")
+            # Through the instance's engine: its mounts (/var/run/docker.sock)
+            # and network are those of the instance's namespaces.
+            out = subprocess.run(
+                ["podman", "--url", f"unix://{self.dir / 'docker.sock'}", "start", *exited],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if out.returncode != 0:
+                log(f"ec2 {self.id}: restart failed: {out.stderr.strip()}")
+
     def status(self) -> dict:
         return {
             "id": self.id,
@@ -424,22 +441,18 @@ class Redis:
 
 
 class LogShipper:
-    """Puts a container's output into CloudWatch Logs, as the awslogs driver does."""
+    """Puts a container's output into CloudWatch Logs, as the awslogs driver
+    does: follows the container's k8s-file log (which survives restarts) and
+    sends what arrived every half second."""
 
     def __init__(self, plane: "Dataplane", podman: Podman, container: str, group: str, stream: str):
         self.plane = plane
-        self.podman = podman
         self.container = container
         self.group = group
         self.stream = stream
-        self.since: str | None = None
-        self.thread: threading.Thread | None = None
-
-    def ensure(self) -> None:
-        if self.thread and self.thread.is_alive():
-            return
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"logs {self.container[:12]}")
-        self.thread.start()
+        info = json.loads(podman.run("inspect", container))[0]
+        self.path = Path(info.get("LogPath") or info["HostConfig"]["LogConfig"]["Path"])
+        threading.Thread(target=self._run, daemon=True, name=f"logs {container[:12]}").start()
 
     def _run(self) -> None:
         logs = self.plane.logs
@@ -447,52 +460,33 @@ class LogShipper:
             logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
         except logs.exceptions.ResourceAlreadyExistsException:
             pass
-        except Exception as e:  # noqa: BLE001 - the group may not exist (yet)
+        except Exception as e:  # noqa: BLE001 - the group may not exist
             log(f"log stream {self.group}/{self.stream}: {e}")
             return
-        args = ["logs", "--follow", "--timestamps"]
-        if self.since:
-            args += ["--since", self.since]
-        proc = subprocess.Popen(
-            ["podman", *self.podman.flags, *args, self.container],
-            env=self.podman.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        lines: queue.Queue[bytes | None] = queue.Queue()
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                lines.put(raw)
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        batch: list[dict] = []
-        done = False
-        while not done:
-            # Whatever arrived within half a second goes out in one call.
+        offset = 0
+        partial = ""
+        while not self.plane.stopping.wait(0.5):
             try:
-                raw = lines.get(timeout=0.5)
-                while raw is not None:
-                    line = raw.decode("utf-8", "replace").rstrip("\n")
-                    stamp, _, message = line.partition(" ")
-                    self.since = stamp or self.since
-                    batch.append({"timestamp": epoch_millis(stamp), "message": message})
-                    if len(batch) >= 500:
-                        break
-                    raw = lines.get_nowait()
-                done = raw is None
-            except queue.Empty:
-                pass
-            if batch:
-                self._put(batch)
-                batch = []
-        proc.wait()
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    f.seek(offset)
+                    data = f.read()
+                    offset = f.tell()
+            except FileNotFoundError:
+                return  # the container was removed
+            lines = (partial + data).split("\n")
+            partial = lines.pop()
+            events = []
+            for line in lines:
+                # k8s-file: "<RFC 3339 time> <stream> <F|P> <text>"
+                parts = line.split(" ", 3)
+                if len(parts) == 4:
+                    events.append({"timestamp": epoch_millis(parts[0]), "message": parts[3]})
+            for i in range(0, len(events), 1000):
+                self._put(events[i : i + 1000])
 
     def _put(self, events: list[dict]) -> None:
         try:
-            self.plane.logs.put_log_events(
-                logGroupName=self.group, logStreamName=self.stream, logEvents=events
-            )
+            self.plane.logs.put_log_events(logGroupName=self.group, logStreamName=self.stream, logEvents=events)
         except Exception as e:  # noqa: BLE001 - a lost batch is reported, not fatal
             log(f"put_log_events {self.group}/{self.stream}: {e}")
 
@@ -556,15 +550,19 @@ class Dataplane:
         # rewrite; instances resolve the ECR host by their /etc/hosts to the
         # gateway, where a forwarder leads to the registry, as a VPC endpoint would.
         self.registries_conf(self.state / "registries.conf", self.registry)
-        self.podman.run("network", "create", "--internal", self.network)
         self.busybox = image = self._busybox_image()
-        # The bridge exists only while a container is attached to it: this one
-        # keeps the "VPC" (and its gateway address) up for the forwarders.
-        self.podman.run(
-            "run", "--detach", "--name", f"{self.name}-router", "--network", self.network,
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=router",
-            image, "sleep", "2147483647",
-        )  # fmt: skip
+        # Emulators on one machine pick their subnets one at a time: a subnet
+        # counts as taken once its bridge is up.
+        with open("/tmp/stackctl-dataplane-network.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._create_network()
+            # The bridge exists only while a container is attached to it: this
+            # one keeps the "VPC" (and its gateway address) up for the forwarders.
+            self.podman.run(
+                "run", "--detach", "--name", f"{self.name}-router", "--network", self.network,
+                "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=router",
+                image, "sleep", "2147483647",
+            )  # fmt: skip
         # A small image in "ECR" for docker steps: instances pull it from there.
         self.podman.run("push", "--quiet", "--tls-verify=false", image, f"{self.registry}/dataplane/busybox:latest")
         self.step_image = f"{self.ecr_host}/dataplane/busybox:latest"
@@ -582,6 +580,27 @@ class Dataplane:
             self.forwarders.append(
                 Forwarder((self.gateway, p), lambda p=p: [("127.0.0.1", p)], f"forward {p}")
             )
+
+    def _create_network(self) -> None:
+        """The "VPC": an internal bridge. Emulators keep separate podman
+        configs, so each picks a subnet and bridge name no other one uses."""
+        for _ in range(20):
+            used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+            third = random.randint(100, 254)
+            if f" 10.89.{third}." in used:
+                continue
+            try:
+                self.podman.run("network", "create", "--internal", "--subnet", f"10.89.{third}.0/24", self.network)
+            except RuntimeError as e:
+                log(f"network 10.89.{third}.0/24: {e}; trying another")
+                continue
+            # podman 4.3 has no --interface-name: name the bridge in its config.
+            path = self.state / "networks" / f"{self.network}.json"
+            config = json.loads(path.read_text())
+            config["network_interface"] = self.name[:15]
+            path.write_text(json.dumps(config, indent=2))
+            return
+        raise RuntimeError("no free subnet for the data plane's network")
 
     def registries_conf(self, path: Path, location: str) -> None:
         path.write_text(f'[[registry]]\nprefix = "{self.ecr_host}"\nlocation = "{location}"\ninsecure = true\n')
@@ -855,6 +874,7 @@ class Dataplane:
                 self.instances.pop(iid).stop(self.podman)
         for iid, (group, lt) in wanted.items():
             if iid in self.instances:
+                self.instances[iid].restart_exited()
                 continue
             versions = self.ec2.describe_launch_template_versions(
                 LaunchTemplateId=lt["LaunchTemplateId"], Versions=[str(lt.get("Version", "$Latest"))]
@@ -881,7 +901,6 @@ class Dataplane:
                 if cid not in self.shippers:
                     stream = labels.get(f"{LABEL}.awslogs-stream", cid[:12])
                     self.shippers[cid] = LogShipper(self, podman, cid, group, stream)
-                self.shippers[cid].ensure()
 
     def kill(self, container: str) -> bool:
         """SIGKILL to a container of any engine, by name or id (for crash tests)."""

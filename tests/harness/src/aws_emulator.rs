@@ -240,6 +240,15 @@ impl AwsEmulator {
         .map(drop)
     }
 
+    /// The AWS CLI (from moto's venv) pointed at this emulator's moto.
+    pub fn aws_cli(&self) -> Command {
+        let mut cmd = Command::new(&self.python);
+        self.moto.configure_command(&mut cmd);
+        // AWS CLI v1 reads the region from AWS_DEFAULT_REGION only.
+        cmd.env("AWS_DEFAULT_REGION", REGION).args(["-m", "awscli"]);
+        cmd
+    }
+
     /// The data plane's recent output.
     pub fn log(&self) -> String {
         self.dataplane.log()

@@ -1,0 +1,678 @@
+//! The example AWS stack running on the emulated AWS of the harness
+//! ([`harness::AwsEmulator`]): moto as the control plane, and real podman
+//! containers for what it says should run. `stackctl up examples/aws.yaml`
+//! builds and pushes the engine image; the data plane runs the event-API and
+//! runner tasks and boots the executor host from the launch template's user
+//! data, which fetches its secrets from SSM, logs in to "ECR" and starts the
+//! executor with the host's Docker socket. Events then go through SQS (moto),
+//! the runner, Redis (a real TLS redis-server with the group's auth token)
+//! and an executor, with an HTTP step and a Docker step.
+//!
+//! Until `up` ships the spec's functions, the test registers its function
+//! through the runs API.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::AwsEmulator;
+use serde_json::{Value, json};
+
+const EVENT_KEY: &str = "change-me-event-key";
+const API_TOKEN: &str = "change-me-api-token";
+const FUNCTION_EVENT: &str = "emulated/check";
+/// Generous: every container of the stack starts on a 2-core machine that
+/// runs other tests at the same time.
+const CONVERGE: Duration = Duration::from_secs(180);
+
+/// Marks a phase in the test's output (shown when it fails), with the time since start.
+fn phase(start: Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The engine binary `up` ships: the one `scripts/test` builds before the
+/// tests (`cargo build -p engine --bin stackctl-engine --features sqs,redis`),
+/// beside `stackctl`. Not built from here: a cargo build of the engine alone
+/// from inside the test run would invalidate the workspace's test build.
+fn engine_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_stackctl")).with_file_name("stackctl-engine");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p engine --bin stackctl-engine --features sqs,redis` \
+         (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The example step service (`examples/step-service`) on a free loopback
+/// port; the emulator forwards that port to the containers.
+struct StepService {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StepService {
+    fn start() -> Self {
+        let port = harness::free_port().unwrap();
+        let child = Command::new("python3")
+            .arg(repo_root().join("examples/step-service/step_service.py"))
+            .env("STEP_SERVICE_PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the step service");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the step service did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        StepService { child, port }
+    }
+}
+
+impl Drop for StepService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One emulated AWS with the example stack's files in a work dir.
+struct Stack {
+    emu: AwsEmulator,
+    engine: PathBuf,
+    dir: tempfile::TempDir,
+    _steps: StepService,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        tokio::task::spawn_blocking(|| {
+            let steps = StepService::start();
+            let emu = AwsEmulator::builder()
+                .forward(steps.port)
+                .start()
+                .expect("the AWS emulator starts (run scripts/test to install its parts)");
+            let engine = engine_binary();
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(&repo_root().join("examples"), dir.path());
+            Stack {
+                emu,
+                engine,
+                dir,
+                _steps: steps,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    fn spec(&self) -> PathBuf {
+        self.dir.path().join("aws.yaml")
+    }
+
+    fn stackctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        self.emu.configure_command(&mut cmd);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("STACKCTL_STACK")
+            .env_remove("STACKCTL_EVENT_KEY")
+            .env_remove("STACKCTL_API_TOKEN")
+            .env("STACKCTL_ENGINE_BINARY", &self.engine)
+            .output()
+            .expect("stackctl runs")
+    }
+
+    /// Runs stackctl in a blocking task and asserts its exit code.
+    async fn run(self: &Arc<Self>, args: &[&str], code: i32) -> Output {
+        let me = Arc::clone(self);
+        let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            me.stackctl(&args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stackctl {args:?}:\n{}\n{}\ndata plane log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.emu.log()
+        );
+        out
+    }
+
+    async fn wait_for<T: Send + 'static>(
+        self: &Arc<Self>,
+        what: &str,
+        check: impl FnMut(&Value) -> Result<T, String> + Send + 'static,
+    ) -> T {
+        let me = Arc::clone(self);
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || me.emu.wait_for(&what, CONVERGE, check))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn status(&self) -> Value {
+        self.emu.status().expect("data plane status")
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Running containers of an ECS service (by its name's suffix).
+fn tasks<'a>(status: &'a Value, service: &str) -> Vec<&'a Value> {
+    status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["kind"] == "task"
+                && c["state"] == "running"
+                && c["service"].as_str().is_some_and(|s| s.ends_with(service))
+        })
+        .collect()
+}
+
+/// Instances whose boot script finished with `boot` (ok, failed).
+fn instances(status: &Value, boot: &str) -> usize {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["boot"] == boot)
+        .count()
+}
+
+/// Executor containers running on the emulated hosts.
+fn executors(status: &Value) -> Vec<&Value> {
+    status["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "stackctl-executor" && c["state"] == "running")
+        .collect()
+}
+
+fn counts(status: &Value) -> String {
+    format!(
+        "event-api {}, runner {}, instances ok {} failed {}, executors {}, errors {}",
+        tasks(status, "event-api").len(),
+        tasks(status, "runner").len(),
+        instances(status, "ok"),
+        instances(status, "failed"),
+        executors(status).len(),
+        status["errors"]
+    )
+}
+
+/// The event API through the data plane's loopback address of the service.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn new(stack: &Arc<Stack>) -> Self {
+        let me = Arc::clone(stack);
+        let addr = tokio::task::spawn_blocking(move || {
+            me.emu
+                .service_address("reference-event-api")
+                .expect("event-API address")
+        })
+        .await
+        .unwrap();
+        Api {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Registers the test function: an HTTP step on the step service, then,
+    /// for events that ask for it, a Docker step on the executor host's
+    /// engine (a container per step is too heavy for the load phases on 2 cores).
+    async fn register(&self, step_url: &str, step_image: &str) {
+        let function = json!({
+            "id": "emulated-check",
+            "name": "An HTTP step, then a Docker step",
+            "triggers": [{"event": FUNCTION_EVENT}],
+            "steps": [
+                {"id": "call", "http": {"url": step_url}},
+                {"id": "box", "after": ["call"], "if": "event.data.boxed == true", "docker": {
+                    "image": step_image,
+                    "command": ["sh", "-c", "cat >/dev/null; echo '{\"boxed\": true}'"],
+                    "pull": "if_missing",
+                    "timeout": "2m"
+                }}
+            ]
+        });
+        let resp = self
+            .http
+            .post(format!("{}/v1/functions", self.base))
+            .bearer_auth(API_TOKEN)
+            .json(&function)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Sends one event; its id when the API acknowledged it.
+    async fn send(&self, n: u64, boxed: bool) -> Option<String> {
+        let resp = self
+            .http
+            .post(format!("{}/e/{EVENT_KEY}", self.base))
+            .json(&json!({"name": FUNCTION_EVENT, "data": {"n": n, "boxed": boxed}}))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let body: Value = resp.json().await.ok()?;
+        body["ids"][0].as_str().map(str::to_owned)
+    }
+
+    async fn runs_of(&self, event: &str) -> Vec<Value> {
+        let Ok(resp) = self
+            .http
+            .get(format!("{}/v1/events/{event}/runs", self.base))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+        else {
+            return Vec::new();
+        };
+        let body: Value = resp.json().await.unwrap_or_default();
+        body["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn run(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/runs/{id}", self.base))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends probes until one starts a run: a registered function reaches
+    /// every runner within the registry's refresh interval.
+    async fn until_function_active(&self) {
+        let deadline = Instant::now() + CONVERGE;
+        let mut n = 0;
+        loop {
+            n += 1;
+            if let Some(id) = self.send(1_000_000 + n, false).await {
+                let probe = Instant::now();
+                while probe.elapsed() < Duration::from_secs(3) {
+                    if !self.runs_of(&id).await.is_empty() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            assert!(Instant::now() < deadline, "no run started for {n} probes");
+        }
+    }
+
+    /// Waits until each event has exactly one run, completed, whose steps
+    /// each have one saved outcome (the Docker step's only when `boxed`).
+    async fn all_completed(&self, events: &[String], boxed: bool) -> Vec<Value> {
+        let deadline = Instant::now() + CONVERGE;
+        let mut pending: BTreeSet<&String> = events.iter().collect();
+        let mut runs = Vec::new();
+        while !pending.is_empty() {
+            let mut done = Vec::new();
+            for &event in &pending {
+                let found = self.runs_of(event).await;
+                assert!(
+                    found.len() <= 1,
+                    "event {event} started {} runs",
+                    found.len()
+                );
+                if let Some(run) = found.first() {
+                    assert_ne!(run["status"], "failed", "{run}");
+                    if run["status"] == "completed" {
+                        done.push(event);
+                        runs.push(self.run(run["id"].as_str().unwrap()).await);
+                    }
+                }
+            }
+            for event in done {
+                pending.remove(event);
+            }
+            if !pending.is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {} acknowledged events never completed, e.g. {:?}",
+                    pending.len(),
+                    events.len(),
+                    pending.iter().next()
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        for run in &runs {
+            let steps = run["steps"].as_array().unwrap();
+            assert_eq!(steps.len(), 2, "{run}");
+            assert_eq!(steps[0]["outcome"]["status"], "completed", "{run}");
+            if boxed {
+                assert_eq!(steps[1]["outcome"]["status"], "completed", "{run}");
+                assert_eq!(steps[1]["outcome"]["output"]["boxed"], true, "{run}");
+            } else {
+                assert_eq!(steps[1]["outcome"]["status"], "skipped", "{run}");
+            }
+            assert_eq!(steps[0]["outcome"]["output"]["path"], "/step", "{run}");
+        }
+        runs
+    }
+}
+
+/// Sends events at about `rate` per second until stopped; the acknowledged ids.
+fn send_at_rate(
+    api: Arc<Api>,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate));
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            n += 1;
+            if let Some(id) = api.send(n, false).await {
+                acked.push(id);
+            }
+        }
+        acked
+    })
+}
+
+async fn ready_stack(start: Instant) -> (Arc<Stack>, Arc<Api>) {
+    ready_stack_with(start, str::to_owned).await
+}
+
+/// Like [`ready_stack`], with the example spec changed by `edit` first.
+async fn ready_stack_with(
+    start: Instant,
+    edit: impl FnOnce(&str) -> String,
+) -> (Arc<Stack>, Arc<Api>) {
+    let stack = Arc::new(Stack::start().await);
+    let text = std::fs::read_to_string(stack.spec()).unwrap();
+    std::fs::write(stack.spec(), edit(&text)).unwrap();
+    phase(start, "emulator started");
+    let spec = stack.spec().display().to_string();
+    let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value =
+        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    let image = result["image"]
+        .as_str()
+        .expect("up names the image")
+        .to_string();
+    assert!(image.contains("@sha256:"), "deployed by digest: {image}");
+
+    // `up` waited for the services: the data plane reports their tasks
+    // healthy only when the containers answer /health.
+    let status = stack.status();
+    assert_eq!(tasks(&status, "event-api").len(), 2, "{}", counts(&status));
+    assert_eq!(tasks(&status, "runner").len(), 4, "{}", counts(&status));
+    for task in tasks(&status, "") {
+        assert_eq!(
+            task["image"],
+            image.as_str(),
+            "tasks run the pushed image by digest"
+        );
+    }
+    stack
+        .wait_for("the executor host boots", |s| {
+            (instances(s, "ok") == 1 && executors(s).len() == 1)
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    assert_eq!(executors(&stack.status())[0]["image"], image.as_str());
+
+    phase(start, "executor host booted");
+    let api = Arc::new(Api::new(&stack).await);
+    let status = stack.status();
+    let step_url = format!("http://{}:{}/step", stack.emu.gateway(), stack._steps.port);
+    api.register(&step_url, status["step_image"].as_str().unwrap())
+        .await;
+    api.until_function_active().await;
+    phase(start, "function active");
+    (stack, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
+    let start = Instant::now();
+    let (stack, api) = ready_stack(start).await;
+    let spec = stack.spec().display().to_string();
+
+    // Events through SQS, the runner, Redis and an executor.
+    let mut events = Vec::new();
+    for n in 0..5 {
+        events.push(api.send(n, true).await.expect("acknowledged"));
+    }
+    api.all_completed(&events, true).await;
+    let out = stack.run(&["status", "-f", &spec], 0).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("event-api") && text.contains("runner"),
+        "{text}"
+    );
+
+    phase(start, "5 events completed, status ok");
+    // Scaling: ECS tasks and Auto Scaling instances, each host through its boot script.
+    stack.run(&["scale", "-f", &spec, "runner", "6"], 0).await;
+    stack
+        .run(&["scale", "-f", &spec, "executors", "3"], 0)
+        .await;
+    stack
+        .wait_for("6 runners and 3 booted executor hosts", |s| {
+            (tasks(s, "runner").len() == 6 && instances(s, "ok") == 3 && executors(s).len() == 3)
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+
+    phase(start, "scaled");
+    // A changed runner cpu rolls the runner tasks while events keep coming.
+    let text = std::fs::read_to_string(stack.spec()).unwrap();
+    let at = text.find("  runner:").unwrap();
+    let cpu = at + text[at..].find("cpu: 512").unwrap();
+    let changed = format!(
+        "{}cpu: 1024{}",
+        &text[..cpu],
+        &text[cpu + "cpu: 512".len()..]
+    )
+    .replacen(
+        "memory: 1024\n    port: 8289",
+        "memory: 2048\n    port: 8289",
+        1,
+    );
+    std::fs::write(stack.spec(), changed).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = send_at_rate(Arc::clone(&api), 5, Arc::clone(&stop));
+    stack.run(&["up", "-f", &spec], 0).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = sender.await.unwrap();
+    assert!(
+        acked.len() >= 5,
+        "events were acknowledged during the roll: {}",
+        acked.len()
+    );
+    let status = stack.status();
+    let runners = tasks(&status, "runner");
+    assert!(
+        runners
+            .iter()
+            .all(|t| t["task_definition"].as_str().unwrap().ends_with(":2")),
+        "every runner runs the new task definition: {runners:?}"
+    );
+    api.all_completed(&acked, false).await;
+
+    phase(start, "events sent during the roll completed");
+    // The runner's output is in CloudWatch Logs.
+    let out = stack
+        .run(&["logs", "-f", &spec, "runner", "--since", "1h"], 0)
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("runner started"), "{text}");
+
+    phase(start, "logs shown");
+    // down leaves no container and nothing of the stack (ElastiCache included).
+    let out = stack
+        .run(&["--output", "json", "down", "-f", &spec, "--yes"], 0)
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    phase(start, "down done");
+    stack
+        .wait_for("every container is gone", |s| {
+            let left = s["containers"].as_array().unwrap().len()
+                + s["instances"].as_array().unwrap().len();
+            (left == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{left} left: {}", counts(s)))
+        })
+        .await;
+    assert!(
+        stack.status()["redis"].as_array().unwrap().is_empty(),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_containers_are_replaced_and_a_broken_boot_is_seen() {
+    let start = Instant::now();
+    // A step job leased by a killed executor comes back when its SQS
+    // visibility timeout ends: 5 minutes in the example spec, 30 s here.
+    let (stack, api) = ready_stack_with(start, |spec| {
+        spec.replacen("visibility_timeout: 5m", "visibility_timeout: 30s", 1)
+    })
+    .await;
+    let spec = stack.spec().display().to_string();
+
+    // kill -9 of a runner and of the executor while events arrive.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = send_at_rate(Arc::clone(&api), 5, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = stack.status();
+    let runner = tasks(&status, "runner")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let executor = executors(&status)[0]["id"].as_str().unwrap().to_string();
+    for container in [&runner, &executor] {
+        let me = Arc::clone(&stack);
+        let container = container.clone();
+        tokio::task::spawn_blocking(move || me.emu.kill_container(&container))
+            .await
+            .unwrap()
+            .expect("kill -9");
+    }
+    stack
+        .wait_for("a new runner task and the executor back", move |s| {
+            let runners = tasks(s, "runner");
+            (runners.len() == 4
+                && runners.iter().all(|t| t["id"] != runner.as_str())
+                && executors(s).len() == 1)
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = sender.await.unwrap();
+    assert!(acked.len() >= 10, "{}", acked.len());
+    phase(start, "replaced");
+    api.all_completed(&acked, false).await;
+    phase(start, "events sent during the kills completed");
+    assert!(stack.status()["replaced"]["reference-runner"].as_u64() >= Some(1));
+
+    // A boot script that cannot read its SSM parameter: the host never
+    // runs an executor, and the data plane reports the failed boot.
+    let me = Arc::clone(&stack);
+    tokio::task::spawn_blocking(move || {
+        let out = me
+            .emu
+            .aws_cli()
+            .args([
+                "ssm",
+                "delete-parameter",
+                "--name",
+                "/stackctl/reference/event-keys",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .unwrap();
+    stack
+        .run(&["scale", "-f", &spec, "executors", "2"], 0)
+        .await;
+    stack
+        .wait_for("the second host's boot fails", |s| {
+            (instances(s, "failed") == 1)
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    phase(start, "broken boot seen");
+    let status = stack.status();
+    assert_eq!(executors(&status).len(), 1, "{}", counts(&status));
+    let failed = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["boot"] == "failed")
+        .unwrap();
+    let log = std::fs::read_to_string(failed["boot_log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("cannot read SSM parameter /stackctl/reference/event-keys"),
+        "{log}"
+    );
+
+    stack.run(&["down", "-f", &spec, "--yes"], 0).await;
+}
