@@ -171,7 +171,6 @@ class Podman:
     def conf(
         self,
         path: Path,
-        network: str | None = None,
         env: list[str] | None = None,
         netns: str | None = None,
         volumes: list[str] | None = None,
@@ -195,8 +194,6 @@ class Podman:
             "[network]",
             f'network_config_dir = "{self.state / "networks"}"',
         ]
-        if network:
-            lines.append(f'default_network = "{network}"')
         path.write_text("\n".join(lines) + "\n")
 
     def env(self) -> dict[str, str]:
@@ -207,13 +204,12 @@ class Podman:
             env.pop(k, None)
         return env
 
-    def run(self, *args: str, check: bool = True, input: str | None = None) -> str:
+    def run(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(
             ["podman", *self.flags, *args],
             env=self.env(),
             capture_output=True,
             text=True,
-            input=input,
         )
         if check and out.returncode != 0:
             raise RuntimeError(f"podman {' '.join(args[:3])}: {out.stderr.strip()}")
@@ -545,7 +541,7 @@ class Dataplane:
     def setup(self) -> None:
         account = self.sts.get_caller_identity()["Account"]
         self.ecr_host = f"{account}.dkr.ecr.{self.region}.amazonaws.com"
-        self.podman.conf(self.state / "containers.conf", None, None)
+        self.podman.conf(self.state / "containers.conf")
         # ECS pulls (from this host) reach the registry through a prefix
         # rewrite; instances resolve the ECR host by their /etc/hosts to the
         # gateway, where a forwarder leads to the registry, as a VPC endpoint would.
