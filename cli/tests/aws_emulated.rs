@@ -8,8 +8,10 @@
 //! the runner, Redis (a real TLS redis-server with the group's auth token)
 //! and an executor, with an HTTP step and a Docker step.
 //!
-//! Until `up` ships the spec's functions, the test registers its function
-//! through the runs API.
+//! The second test kills a runner and the executor under load, runs a
+//! one-off task (RunTask) and boots a host whose user data cannot read its
+//! SSM parameter. Until `up` ships the spec's functions, the tests register
+//! their function through the runs API.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -579,7 +581,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_containers_are_replaced_and_a_broken_boot_is_seen() {
+async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     let start = Instant::now();
     // A step job leased by a killed executor comes back when its SQS
     // visibility timeout ends: 5 minutes in the example spec, 30 s here.
@@ -625,6 +627,16 @@ async fn killed_containers_are_replaced_and_a_broken_boot_is_seen() {
     api.all_completed(&acked, false).await;
     phase(start, "events sent during the kills completed");
     assert!(stack.status()["replaced"]["reference-runner"].as_u64() >= Some(1));
+
+    // A one-off task (RunTask) runs once: its exit code comes back through
+    // DescribeTasks and its output through CloudWatch Logs.
+    let me = Arc::clone(&stack);
+    let (code, lines) = tokio::task::spawn_blocking(move || one_off_version(&me.emu))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{lines}");
+    assert!(lines.contains("stackctl-engine "), "{lines}");
+    phase(start, "one-off task reported");
 
     // A boot script that cannot read its SSM parameter: the host never
     // runs an executor, and the data plane reports the failed boot.
@@ -675,4 +687,93 @@ async fn killed_containers_are_replaced_and_a_broken_boot_is_seen() {
     );
 
     stack.run(&["down", "-f", &spec, "--yes"], 0).await;
+}
+
+/// Runs the runner's task definition once with the command `--version`
+/// (RunTask, through the AWS CLI as any client would); its container's exit
+/// code once the task stopped, and its log lines.
+fn one_off_version(emu: &AwsEmulator) -> (i64, String) {
+    let aws = |args: &[&str]| -> Value {
+        let out = emu
+            .aws_cli()
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let overrides = json!({"containerOverrides": [{"name": "runner", "command": ["--version"]}]});
+    let subnet = aws(&["ec2", "describe-subnets"])["Subnets"][0]["SubnetId"].clone();
+    let group = aws(&[
+        "ec2",
+        "describe-security-groups",
+        "--filters",
+        "Name=group-name,Values=reference-runner",
+    ])["SecurityGroups"][0]["GroupId"]
+        .clone();
+    let network = json!({"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}});
+    let run = aws(&[
+        "ecs",
+        "run-task",
+        "--cluster",
+        "reference",
+        "--task-definition",
+        "reference-runner",
+        "--launch-type",
+        "FARGATE",
+        "--overrides",
+        &overrides.to_string(),
+        "--network-configuration",
+        &network.to_string(),
+    ]);
+    let arn = run["tasks"][0]["taskArn"]
+        .as_str()
+        .expect("a task")
+        .to_string();
+    let deadline = Instant::now() + CONVERGE;
+    let task = loop {
+        let task = aws(&[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            "reference",
+            "--tasks",
+            &arn,
+        ])["tasks"][0]
+            .clone();
+        if task["lastStatus"] == "STOPPED" {
+            break task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the one-off task never stopped: {task}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(task["stopCode"], "EssentialContainerExited", "{task}");
+    let id = arn.rsplit('/').next().unwrap();
+    let events = aws(&[
+        "logs",
+        "filter-log-events",
+        "--log-group-name",
+        "/stackctl/reference/runner",
+        "--log-stream-name-prefix",
+        &format!("runner/runner/{id}"),
+    ]);
+    let lines = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (
+        task["containers"][0]["exitCode"].as_i64().unwrap_or(-1),
+        lines,
+    )
 }

@@ -439,7 +439,7 @@ class Redis:
 class LogShipper:
     """Puts a container's output into CloudWatch Logs, as the awslogs driver
     does: follows the container's k8s-file log (which survives restarts) and
-    sends what arrived every half second."""
+    sends what arrived every half second, or at once on `drain`."""
 
     def __init__(self, plane: "Dataplane", podman: Podman, container: str, group: str, stream: str):
         self.plane = plane
@@ -448,29 +448,39 @@ class LogShipper:
         self.stream = stream
         info = json.loads(podman.run("inspect", container))[0]
         self.path = Path(info.get("LogPath") or info["HostConfig"]["LogConfig"]["Path"])
+        self.lock = threading.Lock()
+        self.offset = 0
+        self.partial = ""
+        self.ready = False
         threading.Thread(target=self._run, daemon=True, name=f"logs {container[:12]}").start()
 
     def _run(self) -> None:
-        logs = self.plane.logs
-        try:
-            logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
-        except Exception as e:  # noqa: BLE001 - the group may not exist
-            log(f"log stream {self.group}/{self.stream}: {e}")
-            return
-        offset = 0
-        partial = ""
         while not self.plane.stopping.wait(0.5):
+            if not self.drain():
+                return
+
+    def drain(self) -> bool:
+        """Sends every complete line written so far; False once the log is gone."""
+        with self.lock:
+            logs = self.plane.logs
+            if not self.ready:
+                try:
+                    logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
+                except logs.exceptions.ResourceAlreadyExistsException:
+                    pass
+                except Exception as e:  # noqa: BLE001 - the group may not exist
+                    log(f"log stream {self.group}/{self.stream}: {e}")
+                    return False
+                self.ready = True
             try:
                 with open(self.path, encoding="utf-8", errors="replace") as f:
-                    f.seek(offset)
+                    f.seek(self.offset)
                     data = f.read()
-                    offset = f.tell()
+                    self.offset = f.tell()
             except FileNotFoundError:
-                return  # the container was removed
-            lines = (partial + data).split("\n")
-            partial = lines.pop()
+                return False  # the container was removed
+            lines = (self.partial + data).split("\n")
+            self.partial = lines.pop()
             events = []
             for line in lines:
                 # k8s-file: "<RFC 3339 time> <stream> <F|P> <text>"
@@ -479,6 +489,7 @@ class LogShipper:
                     events.append({"timestamp": epoch_millis(parts[0]), "message": parts[3]})
             for i in range(0, len(events), 1000):
                 self._put(events[i : i + 1000])
+            return True
 
     def _put(self, events: list[dict]) -> None:
         try:
@@ -528,6 +539,7 @@ class Dataplane:
         self.taskdefs: dict[str, dict] = {}
         self.pulled: set[str] = set()
         self.replaced: dict[str, int] = {}
+        self.oneoff_done: set[str] = set()
         self.errors: list[str] = []
         self.stopping = threading.Event()
         self.gateway = ""
@@ -651,7 +663,9 @@ class Dataplane:
 
     def loop(self) -> None:
         while not self.stopping.is_set():
-            for step in (self.reconcile_redis, self.reconcile_ecs, self.reconcile_instances, self.ship_logs):
+            steps = (self.reconcile_redis, self.reconcile_ecs, self.reconcile_oneoff, self.reconcile_instances,
+                     self.ship_logs)  # fmt: skip
+            for step in steps:
                 try:
                     with self.lock:
                         if self.stopping.is_set():
@@ -712,12 +726,20 @@ class Dataplane:
         self.podman.run("pull", "--quiet", "--tls-verify=false", image)
         self.pulled.add(image)
 
-    def _start_task(self, cluster: str, svc: dict, td: dict) -> None:
+    def _start_task(
+        self, cluster: str, td: dict, svc: dict | None = None, task_arn: str = "", overrides: dict | None = None
+    ) -> None:
+        """Starts one task of `td`: for the service `svc`, or the one-off task
+        `task_arn` (RunTask) with its container `overrides`."""
         container = td["containerDefinitions"][0]
+        override = next(
+            (o for o in (overrides or {}).get("containerOverrides", []) if o.get("name") == container["name"]), {}
+        )
         image = container["image"]
         self._pull(image)
-        task_id = uuid.uuid4().hex
+        task_id = task_arn.rsplit("/", 1)[-1] if task_arn else uuid.uuid4().hex
         env = {e["name"]: e["value"] for e in container.get("environment") or []}
+        env.update({e["name"]: e["value"] for e in override.get("environment") or []})
         for s in container.get("secrets") or []:
             env[s["name"]] = self._secret(s["valueFrom"])
         for item in self.container_aws_env():
@@ -728,16 +750,17 @@ class Dataplane:
         os.chmod(env_file, 0o600)
         ports = container.get("portMappings") or []
         port = ports[0]["containerPort"] if ports else 0
+        owner = svc["serviceName"] if svc else "run"
         args = [
-            "run", "--detach", "--name", f"{self.name}-{svc['serviceName']}-{task_id[:8]}",
+            "run", "--detach", "--name", f"{self.name}-{owner}-{task_id[:8]}",
             "--network", self.network, "--env-file", str(env_file),
             "--volume", f"{self.ca.bundle}:{CA_BUNDLE}:ro",
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=task",
-            "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName']}",
-            "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_id}",
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind={'task' if svc else 'oneoff'}",
+            "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName'] if svc else ''}",
+            "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_arn or task_id}",
             "--label", f"{LABEL}.port={port}",
         ]  # fmt: skip
-        for alias in self._service_aliases(svc):
+        for alias in self._service_aliases(svc) if svc else []:
             args += ["--network-alias", alias]
         for name, ip in self.host_entries().items():
             args += ["--add-host", f"{name}:{ip}"]
@@ -749,11 +772,72 @@ class Dataplane:
                      "--label", f"{LABEL}.awslogs-stream={stream}"]  # fmt: skip
         if container.get("entryPoint"):
             args += ["--entrypoint", json.dumps(container["entryPoint"])]
+        command = override.get("command") or container.get("command") or []
         try:
-            self.podman.run(*args, image, *(container.get("command") or []))
+            self.podman.run(*args, image, *command)
         finally:
             env_file.unlink(missing_ok=True)
-        log(f"ecs {svc['serviceName']}: started task {task_id[:8]} of {td['taskDefinitionArn'].rsplit('/', 1)[-1]}")
+        log(f"ecs {owner}: started task {task_id[:8]} of {td['taskDefinitionArn'].rsplit('/', 1)[-1]}")
+
+    def reconcile_oneoff(self) -> None:
+        """RunTask: each task moto lists as RUNNING that no service owns runs
+        once; its state and exit code go back through DescribeTasks
+        (moto_dataplane.py reads them from ecs-tasks/<id>.json) and StopTask."""
+        rows = {
+            (r.get("Labels") or {}).get(f"{LABEL}.task"): r
+            for r in self.podman.containers()
+            if (r.get("Labels") or {}).get(f"{LABEL}.kind") == "oneoff"
+        }
+        for cluster in self.ecs.list_clusters().get("clusterArns", []):
+            arns = self.ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING").get("taskArns", [])
+            for i in range(0, len(arns), 100):
+                for task in self.ecs.describe_tasks(cluster=cluster, tasks=arns[i : i + 100])["tasks"]:
+                    arn = task["taskArn"]
+                    if task.get("group", "").startswith("service:") or arn in rows or arn in self.oneoff_done:
+                        continue
+                    try:
+                        self._start_task(cluster, self._taskdef(task["taskDefinitionArn"]), task_arn=arn,
+                                         overrides=task.get("overrides"))  # fmt: skip
+                    except Exception as e:  # noqa: BLE001 - a pull, a secret, podman: all stop the task
+                        # As ECS: the task stops without having run.
+                        reason = f"CannotStartContainerError: {str(e)[-200:]}"
+                        self._task_state(arn.rsplit("/", 1)[-1], {
+                            "lastStatus": "STOPPED", "stopCode": "TaskFailedToStart", "stoppedReason": reason,
+                        })  # fmt: skip
+                        self.ecs.stop_task(cluster=cluster, task=arn, reason=reason)
+                        self.oneoff_done.add(arn)
+                        log(f"ecs run: task {arn.rsplit('/', 1)[-1][:8]} failed to start: {e}")
+        for arn, row in rows.items():
+            task_id = arn.rsplit("/", 1)[-1]
+            labels = row.get("Labels") or {}
+            if row.get("State") == "running":
+                self._task_state(task_id, {"lastStatus": "RUNNING"})
+                continue
+            if arn in self.oneoff_done:
+                # Removed a round after it stopped, once its log lines were shipped.
+                self.podman.run("rm", "--force", row["Id"], check=False)
+                continue
+            info = json.loads(self.podman.run("inspect", row["Id"]))[0]
+            code = int(info["State"].get("ExitCode", -1))
+            # Its output is in CloudWatch Logs before the task reads as stopped.
+            self.ship_logs()
+            if row["Id"] in self.shippers:
+                self.shippers[row["Id"]].drain()
+            reason = f"Essential container in task exited (exit code {code})"
+            self._task_state(task_id, {
+                "lastStatus": "STOPPED", "exitCode": code, "stopCode": "EssentialContainerExited",
+                "stoppedReason": reason,
+            })  # fmt: skip
+            self.ecs.stop_task(cluster=labels.get(f"{LABEL}.cluster", ""), task=arn, reason=reason)
+            self.oneoff_done.add(arn)
+            log(f"ecs run: task {task_id[:8]} stopped, exit code {code}")
+
+    def _task_state(self, task_id: str, state: dict) -> None:
+        path = self.state / "ecs-tasks" / f"{task_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(path)
 
     def _healthy(self, task: Task, ips: dict[str, str]) -> bool:
         if not task.running:
@@ -814,7 +898,7 @@ class Dataplane:
         current = [t for t in tasks if t.running and t.taskdef == arn]
         old = [t for t in tasks if t.running and t.taskdef != arn]
         for _ in range(max(0, desired - len(current))):
-            self._start_task(cluster, svc, td)
+            self._start_task(cluster, td, svc=svc)
         if len(current) > desired:
             extra = sorted(current, key=lambda t: t.created, reverse=True)[: len(current) - desired]
             log(f"ecs {name}: scaling in by {len(extra)}")
@@ -891,7 +975,7 @@ class Dataplane:
             for row in podman.containers():
                 labels = row.get("Labels") or {}
                 group = labels.get(f"{LABEL}.awslogs-group")
-                if not group or row.get("State") != "running":
+                if not group:
                     continue
                 cid = row["Id"]
                 if cid not in self.shippers:

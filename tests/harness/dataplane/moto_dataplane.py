@@ -13,6 +13,11 @@ test harness. What it changes, and only that:
   and DescribeServices answers runningCount, pendingCount and deployments
   (PRIMARY with rolloutState, ACTIVE for older task definitions still
   running) from it, instead of moto's fixed MOTO_ECS_SERVICE_RUNNING.
+- One-off ECS tasks (RunTask) report what their container did: the data
+  plane writes its state and exit code to $DATAPLANE_STATE_DIR/ecs-tasks/<id>.json
+  and stops the task with StopTask; DescribeTasks answers lastStatus,
+  stopCode and the container's exitCode from it. moto's own progression of
+  task states on every describe is turned off.
 - Every replication group's data-plane settings (auth token, TLS, port) are
   written to $DATAPLANE_STATE_DIR/elasticache/<id>.json at creation, so the
   data plane can run a real redis-server that answers as the group would.
@@ -30,6 +35,7 @@ from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
 from moto.elasticache import models, responses
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound, ElastiCacheException
+from moto.moto_api import state_manager
 from moto.server import main
 
 STATE_DIR = Path(os.environ.get("DATAPLANE_STATE_DIR", "."))
@@ -139,6 +145,31 @@ def _describe_services(self, cluster_str, service_names_or_arns):
 
 
 ecs_models.EC2ContainerServiceBackend.describe_services = _describe_services
+
+_original_describe_tasks = ecs_models.EC2ContainerServiceBackend.describe_tasks
+
+
+def _describe_tasks(self, *args, **kwargs):
+    tasks = _original_describe_tasks(self, *args, **kwargs)
+    for task in tasks:
+        try:
+            state = json.loads((STATE_DIR / "ecs-tasks" / f"{task.id}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        task.status = state["lastStatus"]
+        for container in task.containers:
+            container.last_status = state["lastStatus"]
+            if "exitCode" in state:
+                container.exitCode = state["exitCode"]
+        if "stopCode" in state:
+            task.stop_code = state["stopCode"]
+            task.stopped_reason = state["stoppedReason"]
+    return tasks
+
+
+ecs_models.EC2ContainerServiceBackend.describe_tasks = _describe_tasks
+# Task states move only when the data plane says so.
+state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
 models.ReplicationGroup.__init__ = _init
 models.ElastiCacheBackend.delete_replication_group = _delete_replication_group
 responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group
