@@ -336,7 +336,7 @@ class Instance:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=3)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -632,8 +632,10 @@ class Dataplane:
             for inst in list(self.instances.values()):
                 inst.stop(self.podman)
             self.instances.clear()
-            self.podman.run("network", "rm", "--force", self.network, check=False)
+            # Containers before their network: without its config podman
+            # cannot tear a container's networking down, and keeps it.
             self.podman.remove_all()
+            self.podman.run("network", "rm", "--force", self.network, check=False)
             for r in self.redis.values():
                 r.stop()
             for f in [*self.forwarders, *self.service_forwarders.values()]:
