@@ -642,22 +642,15 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     // runs an executor, and the data plane reports the failed boot.
     let me = Arc::clone(&stack);
     tokio::task::spawn_blocking(move || {
-        let out = me
-            .emu
-            .aws_cli()
-            .args([
+        aws(
+            &me.emu,
+            &[
                 "ssm",
                 "delete-parameter",
                 "--name",
                 "/stackctl/reference/event-keys",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            ],
+        )
     })
     .await
     .unwrap();
@@ -689,24 +682,27 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     stack.run(&["down", "-f", &spec, "--yes"], 0).await;
 }
 
+/// The AWS CLI on the emulator's moto; its JSON answer (null when it printed none).
+fn aws(emu: &AwsEmulator, args: &[&str]) -> Value {
+    let out = emu
+        .aws_cli()
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
 /// Runs the runner's task definition once with the command `--version`
 /// (RunTask, through the AWS CLI as any client would); its container's exit
 /// code once the task stopped, and its log lines.
 fn one_off_version(emu: &AwsEmulator) -> (i64, String) {
-    let aws = |args: &[&str]| -> Value {
-        let out = emu
-            .aws_cli()
-            .args(args)
-            .args(["--output", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
+    let aws = |args: &[&str]| aws(emu, args);
     let overrides = json!({"containerOverrides": [{"name": "runner", "command": ["--version"]}]});
     let subnet = aws(&["ec2", "describe-subnets"])["Subnets"][0]["SubnetId"].clone();
     let group = aws(&[

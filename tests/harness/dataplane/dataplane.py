@@ -230,9 +230,7 @@ class Task:
     def __init__(self, row: dict):
         labels = row.get("Labels") or {}
         self.id = row["Id"]
-        self.name = row["Names"][0]
         self.service = labels.get(f"{LABEL}.service", "")
-        self.cluster = labels.get(f"{LABEL}.cluster", "")
         self.taskdef = labels.get(f"{LABEL}.taskdef", "")
         self.port = int(labels.get(f"{LABEL}.port", "0") or 0)
         self.running = row.get("State") == "running"
@@ -535,6 +533,7 @@ class Dataplane:
         self.redis: dict[str, Redis] = {}
         self.shippers: dict[str, LogShipper] = {}
         self.service_forwarders: dict[str, Forwarder] = {}
+        self.targets: dict[str, list[tuple[str, int]]] = {}
         self.forwarders: list[Forwarder] = []
         self.taskdefs: dict[str, dict] = {}
         self.pulled: set[str] = set()
@@ -914,6 +913,8 @@ class Dataplane:
             self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
             self.podman.run("rm", "--force", *[t.id for t in old], check=False)
             old = []
+        # Where the service's loopback forwarder sends connections until the next round.
+        self.targets[name] = [(ips[t.id], t.port) for t in current + old if t.port and t.id in ips]
         # What DescribeServices reports (moto_dataplane.py reads it back).
         observed: dict[str, dict[str, int]] = {arn: {"running": len(current), "healthy": healthy}}
         for t in old:
@@ -930,17 +931,12 @@ class Dataplane:
         for name in list(self.service_forwarders):
             if name not in services:
                 self.service_forwarders.pop(name).close()
+                self.targets.pop(name, None)
         for name in services:
             if name not in self.service_forwarders:
                 self.service_forwarders[name] = Forwarder(
-                    ("127.0.0.1", 0), lambda name=name: self._service_targets(name), f"service {name}"
+                    ("127.0.0.1", 0), lambda name=name: self.targets.get(name, []), f"service {name}"
                 )
-
-    def _service_targets(self, service: str) -> list[tuple[str, int]]:
-        rows = [Task(r) for r in self.podman.containers()]
-        tasks = [t for t in rows if t.service == service and t.running and t.port]
-        ips = self._ips([t.id for t in tasks])
-        return [(ips[t.id], t.port) for t in tasks if t.id in ips]
 
     def reconcile_instances(self) -> None:
         wanted: dict[str, tuple[str, dict]] = {}
