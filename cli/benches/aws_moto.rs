@@ -142,7 +142,7 @@ fn main() {
 async fn library_plan_calls(moto: &Moto) -> (u64, u64) {
     let loaded = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
         .expect("the example loads");
-    let graph = stacks::graph::Graph::build(&loaded.spec).unwrap();
+    let graph = stacks::graph::Graph::build(&loaded).unwrap();
     let aws = stacks::aws::Aws::with_endpoint(
         &moto.endpoint(),
         harness::REGION,

@@ -217,10 +217,10 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
     for family in ["reference-event-api", "reference-runner"] {
         assert_eq!(image_of(&aws, family).await, image, "{family}");
     }
-    let spec = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
-        .unwrap()
-        .spec;
-    let graph = Graph::build(&spec).unwrap();
+    let loaded =
+        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
+    let spec = loaded.spec.clone();
+    let graph = Graph::build(&loaded).unwrap();
     let inputs = Inputs::from_spec(&spec, None).with_built_image(digest);
     let planned = aws::plan(&aws, &graph, &inputs).await.unwrap();
     assert!(

@@ -51,8 +51,9 @@ async fn changes(moto: &Moto) -> usize {
         .await
         .unwrap();
     let path = repo_root().join("examples/aws.yaml");
-    let spec = stacks::spec::load_with_env(&path, &|_| None).unwrap().spec;
-    let graph = Graph::build(&spec).unwrap();
+    let loaded = stacks::spec::load_with_env(&path, &|_| None).unwrap();
+    let spec = loaded.spec.clone();
+    let graph = Graph::build(&loaded).unwrap();
     let plan = aws::plan(
         &aws,
         &graph,

@@ -8,10 +8,11 @@
 //! the runner, Redis (a real TLS redis-server with the group's auth token)
 //! and an executor, with an HTTP step and a Docker step.
 //!
-//! The second test kills a runner and the executor under load, runs a
-//! one-off task (RunTask) and boots a host whose user data cannot read its
-//! SSM parameter. Until `up` ships the spec's functions, the tests register
-//! their function through the runs API.
+//! `up` deploys the spec's functions (the test adds one with an HTTP step on
+//! the example step service and a Docker step) and verifies the stack with
+//! its canary from inside the VPC. The second test kills a runner and the
+//! executor under load, runs a one-off task (RunTask) and boots a host whose
+//! user data cannot read its SSM parameter.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,8 @@ impl Drop for StepService {
 struct Stack {
     emu: AwsEmulator,
     engine: PathBuf,
+    /// The busybox image the data plane pushed to its registry, for Docker steps.
+    step_image: String,
     dir: tempfile::TempDir,
     _steps: StepService,
 }
@@ -107,11 +110,21 @@ impl Stack {
                 .start()
                 .expect("the AWS emulator starts (run scripts/test to install its parts)");
             let engine = engine_binary();
+            let step_image = emu.status().expect("data plane status")["step_image"]
+                .as_str()
+                .expect("the data plane names its step image")
+                .to_string();
             let dir = tempfile::tempdir().unwrap();
             copy_dir(&repo_root().join("examples"), dir.path());
+            std::fs::write(
+                dir.path().join("functions/emulated-check.yaml"),
+                check_function(""),
+            )
+            .unwrap();
             Stack {
                 emu,
                 engine,
+                step_image,
                 dir,
                 _steps: steps,
             }
@@ -133,6 +146,11 @@ impl Stack {
             .env_remove("STACKCTL_EVENT_KEY")
             .env_remove("STACKCTL_API_TOKEN")
             .env("STACKCTL_ENGINE_BINARY", &self.engine)
+            .env(
+                "STEP_URL",
+                format!("http://{}:{}", self.emu.gateway(), self._steps.port),
+            )
+            .env("STEP_IMAGE", &self.step_image)
             .output()
             .expect("stackctl runs")
     }
@@ -174,6 +192,38 @@ impl Stack {
     fn status(&self) -> Value {
         self.emu.status().expect("data plane status")
     }
+}
+
+/// The last JSON line of a command's output (its result).
+fn last_json(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap()
+}
+
+/// The test's function file: an HTTP step on the step service, then, for
+/// events that ask for it, a Docker step on the executor host's engine (a
+/// container per step is too heavy for the load phases on 2 cores).
+/// `extra` is appended to the steps (a new version of the function).
+fn check_function(extra: &str) -> String {
+    format!(
+        r#"id: emulated-check
+name: An HTTP step, then a Docker step
+triggers:
+  - event: {FUNCTION_EVENT}
+steps:
+  - id: call
+    http:
+      url: ${{STEP_URL}}/step
+  - id: box
+    after: [call]
+    if: event.data.boxed == true
+    docker:
+      image: ${{STEP_IMAGE}}
+      command: ["sh", "-c", "cat >/dev/null; echo '{{\"boxed\": true}}'"]
+      pull: if_missing
+      timeout: 2m
+{extra}"#
+    )
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -260,35 +310,6 @@ impl Api {
         }
     }
 
-    /// Registers the test function: an HTTP step on the step service, then,
-    /// for events that ask for it, a Docker step on the executor host's
-    /// engine (a container per step is too heavy for the load phases on 2 cores).
-    async fn register(&self, step_url: &str, step_image: &str) {
-        let function = json!({
-            "id": "emulated-check",
-            "name": "An HTTP step, then a Docker step",
-            "triggers": [{"event": FUNCTION_EVENT}],
-            "steps": [
-                {"id": "call", "http": {"url": step_url}},
-                {"id": "box", "after": ["call"], "if": "event.data.boxed == true", "docker": {
-                    "image": step_image,
-                    "command": ["sh", "-c", "cat >/dev/null; echo '{\"boxed\": true}'"],
-                    "pull": "if_missing",
-                    "timeout": "2m"
-                }}
-            ]
-        });
-        let resp = self
-            .http
-            .post(format!("{}/v1/functions", self.base))
-            .bearer_auth(API_TOKEN)
-            .json(&function)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    }
-
     /// Sends one event; its id when the API acknowledged it.
     async fn send(&self, n: u64, boxed: bool) -> Option<String> {
         let resp = self
@@ -331,23 +352,22 @@ impl Api {
             .unwrap()
     }
 
-    /// Sends probes until one starts a run: a registered function reaches
-    /// every runner within the registry's refresh interval.
-    async fn until_function_active(&self) {
+    /// Waits until the event's one run completed; the run with its steps.
+    async fn completed_run(&self, event: &str) -> Value {
         let deadline = Instant::now() + CONVERGE;
-        let mut n = 0;
         loop {
-            n += 1;
-            if let Some(id) = self.send(1_000_000 + n, false).await {
-                let probe = Instant::now();
-                while probe.elapsed() < Duration::from_secs(3) {
-                    if !self.runs_of(&id).await.is_empty() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let found = self.runs_of(event).await;
+            if let Some(run) = found.first() {
+                assert_ne!(run["status"], "failed", "{run}");
+                if run["status"] == "completed" {
+                    return self.run(run["id"].as_str().unwrap()).await;
                 }
             }
-            assert!(Instant::now() < deadline, "no run started for {n} probes");
+            assert!(
+                Instant::now() < deadline,
+                "event {event} did not complete: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -440,9 +460,7 @@ async fn ready_stack_with(
     phase(start, "emulator started");
     let spec = stack.spec().display().to_string();
     let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value =
-        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    let result = last_json(&out);
     let image = result["image"]
         .as_str()
         .expect("up names the image")
@@ -470,14 +488,17 @@ async fn ready_stack_with(
         .await;
     assert_eq!(executors(&stack.status())[0]["image"], image.as_str());
 
-    phase(start, "executor host booted");
+    // `up` said so only after its canary's run completed, sent from a
+    // one-off task inside the VPC through the event API's Cloud Map name.
+    assert_eq!(result["verified"], true, "{result}");
+    assert!(
+        result["canary"]["run_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{result}"
+    );
+    phase(start, "executor host booted, canary verified");
     let api = Arc::new(Api::new(&stack).await);
-    let status = stack.status();
-    let step_url = format!("http://{}:{}/step", stack.emu.gateway(), stack._steps.port);
-    api.register(&step_url, status["step_image"].as_str().unwrap())
-        .await;
-    api.until_function_active().await;
-    phase(start, "function active");
     (stack, api)
 }
 
@@ -551,6 +572,40 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     api.all_completed(&acked, false).await;
 
     phase(start, "events sent during the roll completed");
+    // A changed function file: `plan` names the function, `up` rolls the
+    // services, and the next event runs the new version.
+    std::fs::write(
+        stack.dir.path().join("functions/emulated-check.yaml"),
+        check_function("  - id: v2\n    after: [call]\n    sleep: 10ms\n"),
+    )
+    .unwrap();
+    let out = stack
+        .run(&["plan", "-f", &spec, "--detailed-exitcode"], 2)
+        .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("functions.emulated-check") && !text.contains("functions.hello"),
+        "{text}"
+    );
+    let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
+    let result = last_json(&out);
+    assert_eq!(result["verified"], true, "{result}");
+    let event = api.send(7, false).await.expect("acknowledged");
+    let run = api.completed_run(&event).await;
+    let steps: BTreeSet<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, BTreeSet::from(["call", "box", "v2"]), "{run}");
+    // Nothing changed: no AWS write (and so no canary task).
+    let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
+    let result = last_json(&out);
+    assert_eq!(result["aws_calls"]["writes"], 0, "{result}");
+    assert_eq!(result["verified"], false, "{result}");
+
+    phase(start, "a changed function rolled out");
     // The runner's output is in CloudWatch Logs.
     let out = stack
         .run(&["logs", "-f", &spec, "runner", "--since", "1h"], 0)
@@ -772,4 +827,94 @@ fn one_off_version(emu: &AwsEmulator) -> (i64, String) {
         task["containers"][0]["exitCode"].as_i64().unwrap_or(-1),
         lines,
     )
+}
+
+/// `up --verify` on a stack with a broken stage: exit 1, naming the stage
+/// and showing the end of the log of the service at fault.
+async fn up_fails_at(stack: &Arc<Stack>, spec: &str, stage: &str, service: &str) {
+    let out = stack.run(&["up", "-f", spec, "--verify"], 1).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(stage) && err.contains(&format!("the end of the {service} log")),
+        "{err}"
+    );
+}
+
+fn set_service_count(stack: &Stack, service: &str, count: u32) {
+    aws(
+        &stack.emu,
+        &[
+            "ecs",
+            "update-service",
+            "--cluster",
+            "reference",
+            "--service",
+            &format!("reference-{service}"),
+            "--desired-count",
+            &count.to_string(),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
+    let start = Instant::now();
+    // A short canary timeout: each broken stage below waits it out.
+    let (stack, _api) = ready_stack_with(start, |s| s.replace("canary: 2m", "canary: 30s")).await;
+    let spec = stack.spec().display().to_string();
+
+    // A hung executor: the run is created, its step never runs.
+    let executor = executors(&stack.status())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack.emu.pause_container(&executor).unwrap();
+    up_fails_at(
+        &stack,
+        &spec,
+        "the canary run's step never completed",
+        "executors",
+    )
+    .await;
+    stack.emu.unpause_container(&executor).unwrap();
+    phase(start, "hung executor named");
+
+    // No runner: the event is accepted, no run is created. (The runner's
+    // count is auto-scaled, so `up` leaves it as it is.)
+    set_service_count(&stack, "runner", 0);
+    stack
+        .wait_for("no runner task", |s| {
+            tasks(s, "runner")
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    up_fails_at(
+        &stack,
+        &spec,
+        "no run was created for the canary event",
+        "runner",
+    )
+    .await;
+    phase(start, "missing runner named");
+
+    // No event API: nothing accepts the event.
+    set_service_count(&stack, "event-api", 0);
+    stack
+        .wait_for("no event-API task", |s| {
+            tasks(s, "event-api")
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    up_fails_at(
+        &stack,
+        &spec,
+        "the event API did not accept the canary event",
+        "event-api",
+    )
+    .await;
+    phase(start, "missing event API named");
 }

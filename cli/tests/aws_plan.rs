@@ -44,10 +44,10 @@ async fn plan_reads_live_state_and_exits_0_when_nothing_changes() {
         String::from_utf8_lossy(&before.stderr)
     );
 
-    let spec = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
-        .unwrap()
-        .spec;
-    let graph = Graph::build(&spec).unwrap();
+    let loaded =
+        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
+    let spec = loaded.spec.clone();
+    let graph = Graph::build(&loaded).unwrap();
     let aws = Aws::with_endpoint(
         &moto.endpoint(),
         harness::REGION,

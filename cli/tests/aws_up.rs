@@ -107,9 +107,9 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         "progress events come before the result: {lines:?}"
     );
 
-    let spec = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
-        .unwrap()
-        .spec;
+    let loaded =
+        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
+    let spec = loaded.spec.clone();
     let aws = Aws::with_endpoint(
         &moto.endpoint(),
         harness::REGION,
@@ -118,7 +118,7 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
     )
     .await
     .unwrap();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::build(&loaded).unwrap();
     let planned = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await
         .unwrap();

@@ -57,7 +57,7 @@ async fn bench_without_a_file_uses_the_last_aws_up_and_samples_it() {
         .await
         .unwrap();
     let loaded = stacks::spec::load_with_env(example(), &|_| None).unwrap();
-    let graph = Graph::build(&loaded.spec).unwrap();
+    let graph = Graph::build(&loaded).unwrap();
     let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&loaded.spec, None))
         .await
         .unwrap();

@@ -169,16 +169,21 @@ fn init_writes_valid_specs_and_never_overwrites() {
 }
 
 #[test]
-fn init_defaults_to_stack_yaml() {
+fn init_names_the_file_after_the_provider() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_stackctl"))
-        .arg("init")
-        .current_dir(dir.path())
-        .output()
-        .expect("run stackctl");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let written = std::fs::read_to_string(dir.path().join("stack.yaml")).expect("stack.yaml");
-    assert!(written.contains("provider: local"));
+    for (args, file, provider) in [
+        (&["init"][..], "local.yaml", "provider: local"),
+        (&["init", "--provider", "aws"][..], "aws.yaml", "provider: aws"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stackctl"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run stackctl");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let written = std::fs::read_to_string(dir.path().join(file)).expect(file);
+        assert!(written.contains(provider), "{file}");
+    }
 }
 
 #[test]

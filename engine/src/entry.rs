@@ -83,10 +83,18 @@ pub struct Options {
 }
 
 const USAGE: &str = "usage: stackctl-engine [--role event-api|runner|executor|all]... [--config PATH] [--log-format text|json]
+       stackctl-engine health --port PORT
+       stackctl-engine canary --url URL [--timeout SECONDS]
 
   --role ROLE        role to run; repeatable or a comma list (default: the config's `roles`, else all)
   --config PATH      the engine's JSON configuration (default: $STACKCTL_ENGINE_CONFIG)
   --log-format FMT   text or json (default: the config's `log_format`)
+
+  health             exits 0 when the role listening on 127.0.0.1:PORT answers /health (container health checks)
+  canary             sends the canary event to the event API at URL and waits for its run to complete;
+                     prints one JSON line (the outcome) and exits 0 when the run completed, 1 otherwise.
+                     The event key and runs-API token come from $STACKCTL_ENGINE_EVENT_KEYS (the first)
+                     and $STACKCTL_ENGINE_API_TOKEN
 ";
 
 /// Parses the engine's arguments (without the program name).
@@ -131,6 +139,11 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     if rest.iter().any(|a| a == "--version" || a == "-V") {
         println!("stackctl-engine {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    match rest.first().and_then(|a| a.to_str()) {
+        Some("health") => return crate::probe::health(&rest[1..]),
+        Some("canary") => return crate::probe::canary(&rest[1..]),
+        _ => {}
     }
     match parse_args(rest) {
         Ok(opts) => run(opts),

@@ -3,6 +3,7 @@
 //! and on SQS + Redis in AWS.
 
 pub mod backend;
+pub mod canary;
 pub mod config;
 pub mod drivers;
 pub mod entry;
@@ -10,6 +11,7 @@ pub mod event_api;
 pub mod executor;
 pub mod functions;
 pub mod metrics;
+pub mod probe;
 pub mod runner;
 
 /// The signal every role watches to stop: cancelled on SIGTERM/SIGINT.

@@ -4,6 +4,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
+pub mod engine_config;
 pub mod graph;
 pub mod image;
 pub mod local;

@@ -63,7 +63,7 @@ async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = vpc_link_example(dir.path());
     let spec = &loaded.spec;
-    let graph = Graph::build(spec).unwrap();
+    let graph = Graph::from_spec(spec).unwrap();
     assert!(graph.kinds().contains(&Kind::ApiGatewayVpcLink));
     assert!(graph.kinds().contains(&Kind::ApiGatewayRestApi));
     assert!(!graph.kinds().contains(&Kind::ElastiCacheReplicationGroup));

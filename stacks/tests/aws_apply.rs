@@ -50,7 +50,7 @@ fn start_moto() -> Moto {
 }
 
 async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
-    let graph = Graph::build(spec).expect("graph");
+    let graph = Graph::from_spec(spec).expect("graph");
     let inputs = Inputs::from_spec(spec, None);
     let plan = aws::plan(aws, &graph, &inputs).await.expect("plan");
     let progress = Recorder::default();
@@ -89,7 +89,7 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
     let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
     let aws = connect(&moto).await;
     let spec = example();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
 
     let first = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await
@@ -314,7 +314,7 @@ async fn changing_runner_cpu_replaces_its_task_definition_and_updates_the_servic
     up(&aws, &spec).await;
 
     spec.services.runner.cpu = 1024;
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await
         .unwrap();
@@ -398,7 +398,7 @@ async fn a_resource_with_the_stacks_name_but_not_its_tag_is_refused() {
         .await
         .unwrap();
     let spec = example();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     let err = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await
         .unwrap_err();

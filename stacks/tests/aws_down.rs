@@ -69,7 +69,7 @@ impl Progress for Recorder {
 }
 
 async fn up(aws: &Aws, spec: &Spec) {
-    let graph = Graph::build(spec).expect("graph");
+    let graph = Graph::from_spec(spec).expect("graph");
     let plan = aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
         .await
         .expect("plan");
@@ -79,7 +79,7 @@ async fn up(aws: &Aws, spec: &Spec) {
 }
 
 async fn down(aws: &Aws, spec: &Spec) -> (DownReport, Vec<ProgressEvent>) {
-    let graph = Graph::build(spec).expect("graph");
+    let graph = Graph::from_spec(spec).expect("graph");
     let progress = Recorder::default();
     let opts = DownOptions {
         // moto's ElastiCache never finishes deleting: do not wait for it.
@@ -441,7 +441,7 @@ async fn down_after_up_leaves_nothing_with_the_stack_tags() {
     let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
     let aws = connect(&moto.endpoint()).await;
     let spec = example();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     up(&aws, &spec).await;
     assert!(remaining(&moto.endpoint()).await.len() > 25);
 
@@ -510,7 +510,7 @@ async fn down_without_elasticache_is_clean_and_a_second_down_writes_nothing() {
     let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
     let aws = connect(&moto.endpoint()).await;
     let spec = example_without_elasticache();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     assert!(!graph.kinds().contains(&Kind::ElastiCacheReplicationGroup));
     up(&aws, &spec).await;
 
@@ -570,7 +570,7 @@ async fn down_after_an_interrupted_up_cleans_up() {
     let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
     let aws = connect(&moto.endpoint()).await;
     let spec = example();
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await
         .unwrap();

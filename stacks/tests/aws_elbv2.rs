@@ -57,7 +57,7 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spec = example_with("public", dir.path());
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     for id in ["elb.load-balancer", "elb.target-group", "elb.listener"] {
         assert!(
             graph.get(&LogicalId::new(id)).is_some(),

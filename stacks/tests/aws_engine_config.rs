@@ -129,7 +129,7 @@ async fn connect(moto: &harness::Moto) -> (Aws, aws_config::SdkConfig) {
 }
 
 async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
-    let graph = Graph::build(spec).expect("graph");
+    let graph = Graph::from_spec(spec).expect("graph");
     let plan = aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
         .await
         .expect("plan");
@@ -405,7 +405,7 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
     // revisions and launch template version without the value.
     const ROTATED: &str = "rotated-event-key";
     spec.event_keys.insert("default".into(), ROTATED.into());
-    let graph = Graph::build(&spec).unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
     let before = aws.calls();
     let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
         .await

@@ -52,7 +52,7 @@ async fn start_moto() -> Moto {
 }
 
 async fn apply(aws: &Aws, loaded: &LoadedSpec) {
-    let graph = Graph::build(&loaded.spec).expect("graph");
+    let graph = Graph::build(loaded).expect("graph");
     let inputs = Inputs::from_spec(&loaded.spec, None);
     let plan = aws::plan(aws, &graph, &inputs).await.expect("plan");
     aws::apply(aws, &plan, &ApplyOptions::default(), &stacks::local::Silent)

@@ -53,7 +53,7 @@ fn spec(value: Value) -> Spec {
 }
 
 fn graph(stack: &str, connection: &str) -> Graph {
-    Graph::build(&spec(spec_json(stack, connection))).expect("graph builds")
+    Graph::from_spec(&spec(spec_json(stack, connection))).expect("graph builds")
 }
 
 fn ids(g: &Graph) -> BTreeSet<&str> {
@@ -215,7 +215,7 @@ fn every_connection_type_has_its_resource_kinds() {
     let mut v = spec_json("demo", "public");
     v["services"]["event-api"]["scaling"] =
         json!({ "strategy": "alb", "max": 6, "target_requests": 1000 });
-    let g = Graph::build(&spec(v)).unwrap();
+    let g = Graph::from_spec(&spec(v)).unwrap();
     let policy = g
         .get(&"scaling.policy.event-api.requests".into())
         .expect("target tracking policy");
@@ -382,7 +382,7 @@ fn a_twenty_character_stack_name_stays_within_aws_limits() {
         assert_eq!(redis.name, redis.name.to_lowercase());
     }
 
-    let err = Graph::build(&spec(spec_json("abcdefghij-klmnopqrst", "public"))).unwrap_err();
+    let err = Graph::from_spec(&spec(spec_json("abcdefghij-klmnopqrst", "public"))).unwrap_err();
     assert!(matches!(err, GraphError::StackName { .. }), "{err}");
     assert!(err.to_string().contains("21 characters"), "{err}");
 }
@@ -457,7 +457,7 @@ fn alb_scaling_needs_a_public_event_api_and_sqs_scaling_a_known_queue() {
     let mut v = spec_json("demo", "internal_dns");
     v["services"]["event-api"]["scaling"] =
         json!({ "strategy": "alb", "max": 4, "target_requests": 500 });
-    let err = Graph::build(&spec(v)).unwrap_err();
+    let err = Graph::from_spec(&spec(v)).unwrap_err();
     assert!(
         matches!(&err, GraphError::AlbScalingWithoutAlb { target } if target == "event-api"),
         "{err}"
@@ -465,7 +465,7 @@ fn alb_scaling_needs_a_public_event_api_and_sqs_scaling_a_known_queue() {
 
     let mut v = spec_json("demo", "public");
     v["executors"]["scaling"] = json!({ "strategy": "alb", "max": 4, "target_requests": 500 });
-    let err = Graph::build(&spec(v)).unwrap_err();
+    let err = Graph::from_spec(&spec(v)).unwrap_err();
     assert!(
         matches!(&err, GraphError::AlbScalingWithoutAlb { target } if target == "executors"),
         "{err}"
@@ -473,13 +473,13 @@ fn alb_scaling_needs_a_public_event_api_and_sqs_scaling_a_known_queue() {
 
     let mut v = spec_json("demo", "public");
     v["services"]["runner"]["scaling"]["queue"] = json!("jobs");
-    let err = Graph::build(&spec(v)).unwrap_err();
+    let err = Graph::from_spec(&spec(v)).unwrap_err();
     assert!(err.to_string().contains("`jobs`"), "{err}");
 
     let mut v = spec_json("demo", "public");
     v["provider"] = json!("local");
     assert!(matches!(
-        Graph::build(&spec(v)),
+        Graph::from_spec(&spec(v)),
         Err(GraphError::NotAws { .. })
     ));
 }
@@ -497,7 +497,7 @@ fn fixed_counts_and_prebuilt_images_leave_out_scaling_and_ecr() {
         .remove("scaling");
     v["executors"].as_object_mut().unwrap().remove("scaling");
     v["image"] = json!({ "uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/engine@sha256:00" });
-    let g = Graph::build(&spec(v)).unwrap();
+    let g = Graph::from_spec(&spec(v)).unwrap();
     for kind in [
         Kind::ScalableTarget,
         Kind::ScalingPolicy,
@@ -661,7 +661,7 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
     let mut v = spec_json("demo", "internal");
     v["executors"]["scaling"]["min"] = json!(2);
     v["executors"]["scaling"]["max"] = json!(9);
-    let g = Graph::build(&spec(v)).unwrap();
+    let g = Graph::from_spec(&spec(v)).unwrap();
     let Attributes::ScalableTarget(t) = &g.get(&"scaling.target.runner".into()).unwrap().attributes
     else {
         panic!("scalable target");

@@ -31,7 +31,7 @@ fn spec_json() -> Value {
 
 fn graph(v: Value) -> Graph {
     let spec: Spec = serde_json::from_value(v).expect("spec");
-    Graph::build(&spec).expect("graph")
+    Graph::from_spec(&spec).expect("graph")
 }
 
 fn change<'a>(plan: &'a Plan, id: &str) -> &'a stacks::graph::plan::Change {

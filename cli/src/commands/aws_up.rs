@@ -25,6 +25,11 @@ pub struct AwsUp {
     pub registry_endpoint: Option<String>,
     /// Whether and how long to wait for readiness (`--no-wait`, `--wait-timeout`).
     pub wait: super::aws_wait::WaitArgs,
+    /// Send the canary after the waits (not `--no-verify`).
+    pub verify: bool,
+    /// Send it even when nothing changed (`--verify`); otherwise a no-op
+    /// `up` stays free of AWS writes (the canary's task is one).
+    pub verify_unchanged: bool,
 }
 
 /// Runs `stackctl up` for an aws stack.
@@ -35,7 +40,7 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     // `down` without FILE still find the stack.
     stacks::stackref::record_last(&cwd, &loaded.path)?;
     let stack = loaded.spec.stack.clone();
-    let graph = Graph::build(&loaded.spec)
+    let graph = Graph::build(&loaded)
         .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await
@@ -96,6 +101,16 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
             output,
         )
         .await?;
+        let canary = verify(
+            &aws,
+            &graph,
+            &outputs,
+            &loaded.spec,
+            opts.verify_unchanged,
+            waited.is_some(),
+            output,
+        )
+        .await?;
         // Taking the lock is itself a write: an up-to-date stack gets none.
         print_result(
             &stack,
@@ -103,10 +118,16 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
             first.engine_image(),
             aws::event_api_url(&graph, &outputs).as_deref(),
             &aws.calls(),
+            canary.as_ref(),
             output,
             "is up to date: nothing to change",
         )?;
-        print_readiness(waited.as_deref(), output);
+        print_readiness(
+            waited.as_deref(),
+            canary.as_ref(),
+            "nothing changed; `up --verify` checks anyway",
+            output,
+        );
         return Ok(Exit::Ok);
     }
     let lock = StackLock::acquire(&aws, &stack, "up", aws::lock::DEFAULT_TTL)
@@ -141,6 +162,16 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         output,
     )
     .await?;
+    let canary = verify(
+        &aws,
+        &graph,
+        &report.outputs,
+        &loaded.spec,
+        opts.verify,
+        waited.is_some(),
+        output,
+    )
+    .await?;
     let applied: Vec<(String, String)> = report
         .applied
         .iter()
@@ -152,15 +183,48 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         first.engine_image(),
         aws::event_api_url(&graph, &report.outputs).as_deref(),
         &aws.calls(),
+        canary.as_ref(),
         output,
         &format!("is applied: {} resources changed", applied.len()),
     )?;
-    print_readiness(waited.as_deref(), output);
+    print_readiness(waited.as_deref(), canary.as_ref(), "--no-verify", output);
     Ok(Exit::Ok)
 }
 
-/// Says what was (and was not) verified: the waits, never a canary yet.
-fn print_readiness(waited: Option<&[aws::wait::Waited]>, output: Output) {
+/// Runs the canary inside the VPC after the waits, unless `--no-verify` or
+/// `--no-wait` (nothing is known to be running then).
+async fn verify(
+    aws: &Aws,
+    graph: &Graph,
+    outputs: &std::collections::BTreeMap<stacks::graph::LogicalId, aws::Outputs>,
+    spec: &stacks::spec::Spec,
+    asked: bool,
+    waited: bool,
+    output: Output,
+) -> anyhow::Result<Option<engine::canary::CanaryReport>> {
+    if !asked || !waited {
+        return Ok(None);
+    }
+    let reporter = Reporter::new(output);
+    let result = aws::canary::run(aws, graph, outputs, spec.timeouts.canary.std(), &reporter).await;
+    reporter.finish();
+    let report = result.with_context(|| {
+        format!(
+            "`up` of stack `{}` failed its end-to-end check (the stack is left as it is: \
+             `stackctl status`, `stackctl logs SERVICE`; `--no-verify` skips the check)",
+            spec.stack
+        )
+    })?;
+    Ok(Some(report))
+}
+
+/// Says what was (and was not) verified: the waits and the canary.
+fn print_readiness(
+    waited: Option<&[aws::wait::Waited]>,
+    canary: Option<&engine::canary::CanaryReport>,
+    skipped: &str,
+    output: Output,
+) {
     if output != Output::Human {
         return;
     }
@@ -169,7 +233,13 @@ fn print_readiness(waited: Option<&[aws::wait::Waited]>, output: Output) {
             for w in waited {
                 println!("  ready: {}: {}", w.what, w.state);
             }
-            println!("  not verified end to end: no canary event is sent yet");
+            match canary {
+                Some(c) => println!(
+                    "  verified end to end: canary run {} completed in {} ms (from inside the VPC)",
+                    c.run_id, c.millis
+                ),
+                None => println!("  not verified end to end ({skipped})"),
+            }
         }
         None => println!(
             "  not waited (--no-wait): services, executors and Redis may still be starting; \
@@ -237,6 +307,7 @@ fn print_result(
     image: Option<&str>,
     event_api: Option<&str>,
     calls: &aws::CallCounts,
+    canary: Option<&engine::canary::CanaryReport>,
     output: Output,
     human: &str,
 ) -> anyhow::Result<()> {
@@ -247,7 +318,8 @@ fn print_result(
                 "stack": stack,
                 "provider": "aws",
                 "applied": applied.iter().map(|(id, a)| serde_json::json!({"resource": id, "action": a})).collect::<Vec<_>>(),
-                "verified": false,
+                "verified": canary.is_some(),
+                "canary": canary,
                 "image": image,
                 "event_api": event_api,
                 // What this command cost in AWS API operations (retries not counted).

@@ -18,9 +18,8 @@ pub struct InitArgs {
     /// Overwrite FILE if it exists.
     #[arg(long)]
     force: bool,
-    /// The file to write.
-    #[arg(default_value = "stack.yaml")]
-    file: PathBuf,
+    /// The file to write (default: `local.yaml` or `aws.yaml`, after the provider).
+    file: Option<PathBuf>,
 }
 
 /// The providers `init` has a template for.
@@ -33,6 +32,14 @@ enum InitProvider {
 }
 
 impl InitProvider {
+    /// The file name users type for this provider's spec.
+    fn default_file(self) -> &'static str {
+        match self {
+            Self::Aws => "aws.yaml",
+            Self::Local => "local.yaml",
+        }
+    }
+
     fn template(self) -> &'static str {
         match self {
             Self::Aws => stacks::spec::templates::INIT_AWS,
@@ -43,23 +50,26 @@ impl InitProvider {
 
 /// Runs `init`.
 pub fn run(args: InitArgs, out: Output) -> anyhow::Result<Exit> {
-    if args.file.exists() && !args.force {
+    let file = args
+        .file
+        .unwrap_or_else(|| PathBuf::from(args.provider.default_file()));
+    if file.exists() && !args.force {
         bail!(
             "{} already exists; pass --force to overwrite it",
-            args.file.display()
+            file.display()
         );
     }
-    std::fs::write(&args.file, args.provider.template())
-        .with_context(|| format!("cannot write {}", args.file.display()))?;
+    std::fs::write(&file, args.provider.template())
+        .with_context(|| format!("cannot write {}", file.display()))?;
     match out {
         Output::Json => output::print_json(&serde_json::json!({
-            "file": args.file,
+            "file": file,
             "provider": args.provider.to_possible_value().map(|v| v.get_name().to_string()),
         }))?,
         Output::Human => println!(
             "wrote {}; check it with `stackctl validate {}`",
-            args.file.display(),
-            args.file.display()
+            file.display(),
+            file.display()
         ),
     }
     Ok(Exit::Ok)

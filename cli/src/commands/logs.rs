@@ -53,7 +53,7 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
     }
     super::aws_up::require_credentials(&loaded, "logs")?;
     let stack = &loaded.spec.stack;
-    let graph = Graph::build(&loaded.spec)
+    let graph = Graph::build(&loaded)
         .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
     let group = logs::log_group(&graph, args.service).with_context(|| {
         format!(

@@ -65,8 +65,7 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
         }
         Err(err) => return Err(err).with_context(|| format!("cannot plan {}", path.display())),
     };
-    let graph =
-        Graph::build(&loaded.spec).with_context(|| format!("cannot plan {}", path.display()))?;
+    let graph = Graph::build(&loaded).with_context(|| format!("cannot plan {}", path.display()))?;
     let plan = if args.offline {
         Plan::create_all(&graph)
     } else {

@@ -110,6 +110,14 @@ pub struct UpArgs {
     registry_endpoint: Option<String>,
     #[command(flatten)]
     wait: super::aws_wait::WaitArgs,
+    /// (aws stacks) Skip the end-to-end check (a canary event sent from inside the VPC,
+    /// followed until its run completes) after the waits.
+    #[arg(long, conflicts_with = "verify")]
+    no_verify: bool,
+    /// (aws stacks) Run the end-to-end check even when nothing changed (it starts a one-off
+    /// ECS task, so a no-op `up` skips it by default and makes no AWS writes).
+    #[arg(long)]
+    verify: bool,
 }
 
 /// Runs `stackctl up`.
@@ -125,6 +133,8 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
             engine_binary: args.engine_binary,
             registry_endpoint: args.registry_endpoint,
             wait: args.wait,
+            verify: !args.no_verify,
+            verify_unchanged: args.verify,
         };
         return super::aws_up::run(&loaded, opts, output).await;
     }
@@ -149,6 +159,8 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
             let doc = serde_json::json!({
                 "type": "result",
                 "stack": report.stack,
+                "provider": "local",
+                "verified": true,
                 "event_api": ep.event_api,
                 "event_key": ep.event_key,
                 "runs_api": ep.runs_api,

@@ -18,12 +18,14 @@
 //! - [`scale`]: the `scale` command's changes (counts and bounds);
 //! - [`logs`](mod@logs): reading and following CloudWatch Logs;
 //! - [`wait`]: bounded waits for services, executors and Redis, and
-//!   their live state.
+//!   their live state;
+//! - [`canary`]: the end-to-end check, run as a one-off task in the VPC.
 //!
 //! Waiting for services, `down`, `status`, `scale` and `logs` build on
 //! these (issue 3, part 2).
 
 pub mod apply;
+pub mod canary;
 pub mod context;
 pub mod destroy;
 pub mod error;

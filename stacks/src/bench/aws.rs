@@ -78,7 +78,7 @@ impl AwsNames {
     /// The names of `loaded`'s resources.
     pub fn of(loaded: &LoadedSpec) -> Result<Self, BenchError> {
         let spec = &loaded.spec;
-        let graph = Graph::build(spec).map_err(|e| BenchError::Stack(e.to_string()))?;
+        let graph = Graph::build(loaded).map_err(|e| BenchError::Stack(e.to_string()))?;
         let name = |id: &str| graph.get(&LogicalId::from(id)).map(|r| r.name.clone());
         let services = ["event-api", "runner"]
             .into_iter()

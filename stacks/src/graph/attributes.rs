@@ -623,8 +623,11 @@ impl Attributes {
     }
 
     /// Dotted paths whose values differ between `self` (desired) and
-    /// `observed`. Objects are compared key by key; arrays and scalars as a
-    /// whole.
+    /// `observed`. Objects are compared key by key, and so are strings that
+    /// hold JSON objects (the engine configuration in a container's
+    /// environment) and arrays of objects with an `id` (its functions, by
+    /// id), so that a plan names the function that changed; other arrays and
+    /// scalars are compared as a whole.
     pub fn diff(&self, observed: &Attributes) -> Vec<String> {
         let mut changed = Vec::new();
         diff_values("", &self.to_value(), &observed.to_value(), &mut changed);
@@ -648,14 +651,45 @@ fn diff_values(path: &str, desired: &Value, observed: &Value, out: &mut Vec<Stri
                 }
             }
         }
+        (Value::String(a), Value::String(b)) if a != b => match (json_object(a), json_object(b)) {
+            (Some(a), Some(b)) => diff_values(path, &a, &b, out),
+            _ => out.push(path.to_string()),
+        },
+        (Value::Array(a), Value::Array(b)) if a != b => match (by_id(a), by_id(b)) {
+            (Some(a), Some(b)) => diff_values(path, &a, &b, out),
+            _ => out.push(path.to_string()),
+        },
         (a, b) if a != b => out.push(path.to_string()),
         _ => {}
     }
 }
 
+/// A string's JSON object, if it holds one.
+fn json_object(s: &str) -> Option<Value> {
+    if !s.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Value>(s)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// An array of objects with distinct string `id`s, as an object keyed by id.
+fn by_id(items: &[Value]) -> Option<Value> {
+    let mut map = serde_json::Map::new();
+    for item in items {
+        let id = item.get("id")?.as_str()?;
+        if map.insert(id.to_string(), item.clone()).is_some() {
+            return None;
+        }
+    }
+    Some(Value::Object(map))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn diff_lists_nested_paths() {
@@ -681,5 +715,25 @@ mod tests {
         };
         assert_eq!(q(r(5)).diff(&q(r(6))), vec!["redrive.max_receive_count"]);
         assert_eq!(q(r(5)).diff(&q(None)), vec!["redrive"]);
+    }
+
+    #[test]
+    fn diff_names_the_function_that_changed_inside_a_json_environment_value() {
+        let config = |steps: &str| {
+            serde_json::json!({
+                "env": format!(
+                    r#"{{"functions":[{{"id":"a","steps":[]}},{{"id":"b","steps":{steps}}}],"log":"json"}}"#
+                )
+            })
+        };
+        let mut out = Vec::new();
+        diff_values("", &config("[1]"), &config("[2]"), &mut out);
+        assert_eq!(out, vec!["env.functions.b"]);
+        let mut out = Vec::new();
+        diff_values("", &json!({"e": "x"}), &json!({"e": "y"}), &mut out);
+        assert_eq!(out, vec!["e"], "plain strings stay whole");
+        let mut out = Vec::new();
+        diff_values("", &json!({"l": [1, 2]}), &json!({"l": [2]}), &mut out);
+        assert_eq!(out, vec!["l"], "arrays without ids stay whole");
     }
 }

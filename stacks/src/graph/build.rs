@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use super::attributes::*;
 use super::names::{Names, check_stack_name};
 use super::placeholder::{context, output, secret, secret_version};
 use super::template;
 use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
-use crate::spec::{Connection, Driver, Provider, Scaling, Service, Spec, Step};
+use crate::engine_config::{Placement, engine_config};
+use crate::spec::{Connection, Provider, Scaling, Service, Spec, Step};
+use engine::functions::FunctionDef;
 
 /// Port of the event API unless the spec sets one.
 pub const EVENT_API_PORT: u16 = 8288;
@@ -26,6 +26,11 @@ pub const LISTENER_PORT: u16 = 80;
 pub const API_STAGE: &str = "v1";
 /// Redis port.
 pub const REDIS_PORT: u16 = 6379;
+/// The Docker Engine socket on executor hosts (the docker driver's).
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// The most the engine configuration may take in a task definition (whose
+/// whole JSON AWS caps at 64 KiB), leaving room for everything else.
+const MAX_ENGINE_CONFIG_BYTES: usize = 48 * 1024;
 /// Seconds per alarm period.
 const ALARM_PERIOD: u32 = 60;
 /// Periods a scale-out alarm must breach: react within two minutes.
@@ -35,7 +40,7 @@ const IN_EVALUATION_PERIODS: u32 = 5;
 /// Retention of dead-letter queues: the SQS maximum, to leave time to look.
 const DLQ_RETENTION_SECS: u64 = 14 * 86_400;
 
-pub(crate) fn build(spec: &Spec) -> Result<Graph, GraphError> {
+pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, GraphError> {
     if spec.provider != Provider::Aws {
         return Err(GraphError::NotAws {
             stack: spec.stack.clone(),
@@ -44,6 +49,7 @@ pub(crate) fn build(spec: &Spec) -> Result<Graph, GraphError> {
     check_stack_name(&spec.stack)?;
     let mut b = Builder {
         spec,
+        functions,
         names: Names::new(&spec.stack),
         graph: Graph::empty(&spec.stack, spec.region.clone()),
     };
@@ -78,18 +84,25 @@ impl Role {
         }
     }
 
+    /// The engine role these containers run.
+    fn engine(self) -> engine::config::Role {
+        match self {
+            Role::EventApi => engine::config::Role::EventApi,
+            Role::Runner => engine::config::Role::Runner,
+            Role::Executors => engine::config::Role::Executor,
+        }
+    }
+
     /// The `--role` argument of the engine binary.
     fn engine_role(self) -> &'static str {
-        match self {
-            Role::EventApi => "event-api",
-            Role::Runner => "runner",
-            Role::Executors => "executor",
-        }
+        self.engine().as_str()
     }
 }
 
 struct Builder<'a> {
     spec: &'a Spec,
+    /// Every function of the stack (inline and from files).
+    functions: &'a [FunctionDef],
     names: Names<'a>,
     graph: Graph,
 }
@@ -736,44 +749,27 @@ impl Builder<'_> {
         if self.builds_image() {
             deps.push("ecr.engine");
         }
-        let queue = |q: &crate::spec::Queue| {
-            json!({
-                "visibility_timeout": q.visibility_timeout.to_string(),
-                "max_receives": q.max_receives,
-                "retention": q.retention.to_string(),
-            })
+        let placement = Placement::Aws {
+            // URLs, not names: no GetQueueUrl round trip at start, and
+            // exactly the queues this stack created.
+            events_queue: output("sqs.events", "url"),
+            work_queue: output("sqs.work", "url"),
+            redis_url,
+            port: self.port(role),
+            docker_socket: DOCKER_SOCKET.into(),
         };
-        let mut config = json!({
-            // The SQS + Redis backend of the engine (issue 4) reads this shape.
-            "backend": {
-                "kind": "sqs_redis",
-                // URLs, not names: no GetQueueUrl round trip at start, and
-                // exactly the queues this stack created.
-                "events_queue": output("sqs.events", "url"),
-                "work_queue": output("sqs.work", "url"),
-                "redis_url": redis_url,
-            },
-            "queues": {
-                "events": queue(&self.spec.queues.events),
-                "work": queue(&self.spec.queues.work),
-            },
-        });
-        if role == Role::Executors {
-            let mut drivers = json!({});
-            if self.spec.executors.drivers.contains(&Driver::Docker) {
-                drivers["docker"] = json!({ "socket": "/var/run/docker.sock" });
-            }
-            config["executor"] = json!({
-                "concurrency": self.spec.executors.concurrency,
-                "drivers": drivers,
+        let config = engine_config(self.spec, self.functions, role.engine(), &placement);
+        let config = serde_json::to_string(&config).expect("a configuration serializes");
+        if config.len() > MAX_ENGINE_CONFIG_BYTES {
+            return Err(GraphError::EngineConfigTooLarge {
+                role: role.key().into(),
+                len: config.len(),
+                limit: MAX_ENGINE_CONFIG_BYTES,
             });
         }
         let values = BTreeMap::from([
-            ("config", config.to_string()),
+            ("config", config),
             ("secrets_version", self.secrets_version()),
-            ("event_api_port", self.port(Role::EventApi).to_string()),
-            ("runner_port", self.port(Role::Runner).to_string()),
-            ("executor_port", self.port(Role::Executors).to_string()),
         ]);
         Ok((template::engine_env(&values)?, deps))
     }

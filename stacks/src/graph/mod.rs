@@ -63,7 +63,8 @@ use serde::Serialize;
 pub use attributes::*;
 pub use names::{STACK_NAME_MAX, check_stack_name, secret_parameter_name};
 
-use crate::spec::Spec;
+use crate::spec::{LoadedSpec, Spec};
+use engine::functions::FunctionDef;
 
 /// Tag carrying the stack name on every taggable resource.
 pub const TAG_STACK: &str = "stackctl:stack";
@@ -131,6 +132,18 @@ pub enum GraphError {
     /// A template could not be rendered (a bug in a template).
     #[error(transparent)]
     Template(#[from] template::TemplateError),
+    /// The engine configuration of a role does not fit where AWS keeps it.
+    #[error(
+        "{role}: the engine configuration is {len} bytes with the spec's functions, above the {limit} a task definition leaves for it; make the function files smaller (long inline step inputs, many functions in one stack)"
+    )]
+    EngineConfigTooLarge {
+        /// `event-api` or `runner`.
+        role: String,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A resource's stable logical id, e.g. `sqs.events` or `ecs.service.runner`.
@@ -435,9 +448,17 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Builds the desired graph of an `aws` spec.
-    pub fn build(spec: &Spec) -> Result<Self, GraphError> {
-        build::build(spec)
+    /// Builds the desired graph of an `aws` spec with all its functions
+    /// (inline and from its function files).
+    pub fn build(loaded: &LoadedSpec) -> Result<Self, GraphError> {
+        let functions: Vec<FunctionDef> = loaded.function_defs().cloned().collect();
+        build::build(&loaded.spec, &functions)
+    }
+
+    /// Builds the graph of a spec whose function files were not read: its
+    /// inline functions only. For specs without function files.
+    pub fn from_spec(spec: &Spec) -> Result<Self, GraphError> {
+        build::build(spec, &spec.functions.inline)
     }
 
     pub(crate) fn empty(stack: &str, region: Option<String>) -> Self {

@@ -1,48 +1,15 @@
-//! The engine configuration each local process gets, derived from the spec:
-//! one embedded database in the state directory shared by every process,
-//! the spec's event keys, token, queue settings and functions (plus the
-//! built-in canary function), and the process's own listen address.
+//! Where local processes run, for [`crate::engine_config`]: one embedded
+//! database in the state directory shared by every process (plus SQS or
+//! Redis when the spec asks for them), the spec's event keys and token, the
+//! Docker socket, and each process's own loopback port.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use engine::backend::BackendConfig;
-use engine::config::{Config, DockerDriverConfig, QueueConfig, Role};
-use engine::functions::{Duration, FunctionDef, Step, Trigger};
+use engine::config::{Config, Role};
 
-use crate::spec::{Driver, LoadedSpec, Queue, QueueBackend};
-
-/// The canary function `up` runs to verify the stack end to end.
-pub const CANARY_FUNCTION: &str = "stackctl-canary";
-/// The event that triggers it.
-pub const CANARY_EVENT: &str = "stackctl/canary";
-
-/// The canary: one short `sleep` step, so a run goes through the runner,
-/// the delayed work queue and an executor without any outside service.
-pub fn canary_function() -> FunctionDef {
-    FunctionDef {
-        id: CANARY_FUNCTION.into(),
-        name: Some("stackctl deployment check".into()),
-        triggers: vec![Trigger::Event {
-            event: CANARY_EVENT.into(),
-            expression: None,
-        }],
-        retries: None,
-        concurrency: None,
-        cancel_on: Vec::new(),
-        steps: vec![Step {
-            id: "pause".into(),
-            name: Some("short durable sleep".into()),
-            after: Vec::new(),
-            condition: None,
-            retries: None,
-            http: None,
-            docker: None,
-            sleep: Some(Duration::from_millis(100)),
-            wait_for_event: None,
-        }],
-    }
-}
+use crate::engine_config::{Placement, engine_config};
+use crate::spec::{Driver, LoadedSpec, QueueBackend};
 
 /// What the configuration of every process of a stack shares.
 #[derive(Debug, Clone)]
@@ -59,46 +26,20 @@ pub struct Shared {
     pub docker_socket: Option<PathBuf>,
 }
 
-/// The configuration of process `index` of `role`, whose health port
-/// (the event API's own port for the event API) is `port`.
+/// The configuration of a process of `role` whose health port (the event
+/// API's own port for the event API) is `port`: [`engine_config`] placed
+/// on this machine.
 pub fn process_config(loaded: &LoadedSpec, shared: &Shared, role: Role, port: u16) -> Config {
-    let spec = &loaded.spec;
-    let mut c = Config::new(backend_config(loaded, &shared.db));
-    c.roles = vec![role];
-    let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    c.event_api.bind = local(if role == Role::EventApi {
-        port
-    } else {
-        shared.event_api_port
-    });
-    // Settings of one role go only into that role's configuration, so that
-    // changing them restarts only its processes.
-    match role {
-        Role::Runner => c.runner.bind = Some(local(port)),
-        Role::Executor => {
-            c.executor.bind = Some(local(port));
-            c.executor.concurrency = usize::try_from(spec.executors.concurrency)
-                .unwrap_or(1)
-                .max(1);
-            c.executor.drivers.docker =
-                shared
-                    .docker_socket
-                    .clone()
-                    .map(|socket| DockerDriverConfig {
-                        socket,
-                        network: None,
-                    });
-        }
-        Role::EventApi | Role::All => {}
-    }
-    c.event_keys = shared.event_keys.clone();
-    c.api_token = Some(shared.api_token.clone());
-    c.queues.events = queue(&spec.queues.events);
-    c.queues.work = queue(&spec.queues.work);
-    c.functions = loaded.function_defs().cloned().collect();
-    c.functions.retain(|f| f.id != CANARY_FUNCTION);
-    c.functions.push(canary_function());
-    c
+    let functions: Vec<_> = loaded.function_defs().cloned().collect();
+    let placement = Placement::Local {
+        backend: backend_config(loaded, &shared.db),
+        port,
+        event_api_port: shared.event_api_port,
+        event_keys: shared.event_keys.clone(),
+        api_token: shared.api_token.clone(),
+        docker_socket: shared.docker_socket.clone(),
+    };
+    engine_config(&loaded.spec, &functions, role, &placement)
 }
 
 /// The engine backends the spec asks for: SQS queues with `queues.backend:
@@ -133,14 +74,6 @@ pub fn backend_config(loaded: &LoadedSpec, db: &Path) -> BackendConfig {
     }
 }
 
-fn queue(q: &Queue) -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: q.visibility_timeout,
-        max_receives: q.max_receives,
-        retention: q.retention,
-    }
-}
-
 /// The Docker Engine socket to hand the executors, if the spec lists the
 /// docker driver: `DOCKER_HOST` when it is a `unix://` socket, else
 /// `/var/run/docker.sock` when it exists.
@@ -158,6 +91,7 @@ pub fn docker_socket(loaded: &LoadedSpec, docker_host: Option<String>) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::functions::Duration;
 
     const SPEC: &str = "stack: demo
 provider: local
@@ -194,8 +128,13 @@ functions:
         assert_eq!(c.executor.concurrency, 4);
         assert_eq!(c.queues.work.visibility_timeout, Duration::from_secs(45));
         assert_eq!(c.api_token.as_deref(), Some("tok"));
-        let ids: Vec<&str> = c.functions.iter().map(|f| f.id.as_str()).collect();
-        assert_eq!(ids, ["hello", CANARY_FUNCTION]);
+        assert!(
+            c.functions.is_empty(),
+            "executors read functions from the state store"
+        );
+        let runner = process_config(&loaded, &shared(), Role::Runner, 40002);
+        let ids: Vec<&str> = runner.functions.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["hello", engine::canary::CANARY_FUNCTION]);
         let api = process_config(&loaded, &shared(), Role::EventApi, 18289);
         assert_eq!(api.event_api.bind, "127.0.0.1:18289".parse().unwrap());
         assert_eq!(
@@ -211,11 +150,5 @@ functions:
             None,
             "http-only spec"
         );
-    }
-
-    #[test]
-    fn canary_is_a_valid_function() {
-        let problems = engine::functions::validate_function(&canary_function());
-        assert!(problems.is_empty(), "{problems:?}");
     }
 }

@@ -22,10 +22,9 @@ use engine::config::Role;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-pub use config::{CANARY_EVENT, CANARY_FUNCTION, canary_function};
+pub use engine::canary::{CANARY_EVENT, CANARY_FUNCTION, CanaryReport, canary_function};
 pub use process::{Launcher, Stopped};
 pub use state::{Counts, ProcessRecord, STATE_FILE, StackState};
-pub use verify::CanaryReport;
 
 use crate::spec::{LoadedSpec, Provider};
 use crate::stackref::write_atomic;
@@ -128,7 +127,7 @@ pub enum LocalError {
     },
     /// The canary did not complete.
     #[error("end-to-end check failed: {0}")]
-    Canary(String),
+    Canary(#[from] engine::canary::CanaryError),
     /// The stack has no event key to send with.
     #[error("the spec has no event key; add one under event_keys")]
     NoEventKey,

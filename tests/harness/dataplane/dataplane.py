@@ -980,13 +980,15 @@ class Dataplane:
                     stream = labels.get(f"{LABEL}.awslogs-stream", cid[:12])
                     self.shippers[cid] = LogShipper(self, podman, cid, group, stream)
 
-    def kill(self, container: str) -> bool:
-        """SIGKILL to a container of any engine, by name or id (for crash tests)."""
+    def signal(self, container: str, action: str) -> bool:
+        """`kill` (SIGKILL), `pause` or `unpause` a container of any engine, by
+        name or id: crashes and hung processes for the tests."""
+        args = {"kill": ["kill", "--signal", "KILL"], "pause": ["pause"], "unpause": ["unpause"]}[action]
         with self.lock:
             for podman, _ in self.engines():
                 for row in podman.containers():
                     if container in (row["Id"], row["Names"][0]):
-                        podman.run("kill", "--signal", "KILL", row["Id"])
+                        podman.run(*args, row["Id"])
                         return True
         return False
 
@@ -1071,8 +1073,8 @@ def serve_status(plane: Dataplane) -> http.server.ThreadingHTTPServer:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             parts = self.path.strip("/").split("/")
-            if len(parts) == 3 and parts[0] == "containers" and parts[2] == "kill":
-                found = plane.kill(parts[1])
+            if len(parts) == 3 and parts[0] == "containers" and parts[2] in ("kill", "pause", "unpause"):
+                found = plane.signal(parts[1], parts[2])
                 self.send_response(204 if found else 404)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -18,6 +18,8 @@ test harness. What it changes, and only that:
   and stops the task with StopTask; DescribeTasks answers lastStatus,
   stopCode and the container's exitCode from it. moto's own progression of
   task states on every describe is turned off.
+- A task's containers describe `cpu` and `memory` as strings, as ECS does
+  (moto copies the task definition's numbers, which typed SDKs refuse).
 - Every replication group's data-plane settings (auth token, TLS, port) are
   written to $DATAPLANE_STATE_DIR/elasticache/<id>.json at creation, so the
   data plane can run a real redis-server that answers as the group would.
@@ -168,6 +170,19 @@ def _describe_tasks(self, *args, **kwargs):
 
 
 ecs_models.EC2ContainerServiceBackend.describe_tasks = _describe_tasks
+
+_original_container_init = ecs_models.Container.__init__
+
+
+def _container_init(self, *args, **kwargs):
+    _original_container_init(self, *args, **kwargs)
+    for field in ("cpu", "memory"):
+        value = getattr(self, field, None)
+        if value is not None:
+            setattr(self, field, str(value))
+
+
+ecs_models.Container.__init__ = _container_init
 # Task states move only when the data plane says so.
 state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
 models.ReplicationGroup.__init__ = _init

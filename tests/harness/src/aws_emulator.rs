@@ -230,13 +230,28 @@ impl AwsEmulator {
 
     /// SIGKILL to a container (by name or id), whichever engine runs it.
     pub fn kill_container(&self, container: &str) -> Result<()> {
+        self.container_action(container, "kill")
+    }
+
+    /// Freezes a container's processes (`podman pause`): a hung process
+    /// that still counts as running.
+    pub fn pause_container(&self, container: &str) -> Result<()> {
+        self.container_action(container, "pause")
+    }
+
+    /// Thaws a container frozen by [`Self::pause_container`].
+    pub fn unpause_container(&self, container: &str) -> Result<()> {
+        self.container_action(container, "unpause")
+    }
+
+    fn container_action(&self, container: &str, action: &str) -> Result<()> {
         http::request(
             &self.status,
             "POST",
-            &format!("/containers/{container}/kill"),
+            &format!("/containers/{container}/{action}"),
             None,
         )?
-        .success(format!("kill container {container}"))
+        .success(format!("{action} container {container}"))
         .map(drop)
     }
 
