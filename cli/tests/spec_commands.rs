@@ -173,7 +173,11 @@ fn init_names_the_file_after_the_provider() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (args, file, provider) in [
         (&["init"][..], "local.yaml", "provider: local"),
-        (&["init", "--provider", "aws"][..], "aws.yaml", "provider: aws"),
+        (
+            &["init", "--provider", "aws"][..],
+            "aws.yaml",
+            "provider: aws",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_stackctl"))
             .args(args)

@@ -545,9 +545,17 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         "api_token=${secret:api_token@version},event_keys=${secret:event_keys@version},\
          redis_auth_token=${secret:redis_auth_token@version}"
     );
-    assert_eq!(env["STACKCTL_ENGINE_RUNNER_BIND"], "0.0.0.0:8289");
     let config: Value =
         serde_json::from_str(&env["STACKCTL_ENGINE_CONFIG"]).expect("config is JSON");
+    assert_eq!(config["runner"]["bind"], "0.0.0.0:8289");
+    // The runner registers the functions, the canary among them.
+    let functions: Vec<&str> = config["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert!(functions.contains(&"stackctl-canary"), "{functions:?}");
     assert_eq!(config["backend"]["events_queue"], "${sqs.events.url}");
     assert_eq!(config["backend"]["work_queue"], "${sqs.work.url}");
     // TLS, and no auth token in the environment: ECS puts it in

@@ -31,7 +31,7 @@ pub struct AwsScale {
 pub async fn run(loaded: &LoadedSpec, opts: AwsScale, output: Output) -> anyhow::Result<Exit> {
     super::aws_up::require_credentials(loaded, "scale")?;
     let stack = loaded.spec.stack.clone();
-    let graph = Graph::build(&loaded)
+    let graph = Graph::build(loaded)
         .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await

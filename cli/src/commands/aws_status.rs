@@ -20,7 +20,7 @@ use crate::output::{self, Exit, Output};
 pub async fn run(loaded: &LoadedSpec, output: Output) -> anyhow::Result<Exit> {
     super::aws_up::require_credentials(loaded, "status")?;
     let stack = &loaded.spec.stack;
-    let graph = Graph::build(&loaded)
+    let graph = Graph::build(loaded)
         .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await

@@ -40,7 +40,7 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     // `down` without FILE still find the stack.
     stacks::stackref::record_last(&cwd, &loaded.path)?;
     let stack = loaded.spec.stack.clone();
-    let graph = Graph::build(&loaded)
+    let graph = Graph::build(loaded)
         .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await
@@ -113,12 +113,14 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         .await?;
         // Taking the lock is itself a write: an up-to-date stack gets none.
         print_result(
-            &stack,
-            &[],
-            first.engine_image(),
-            aws::event_api_url(&graph, &outputs).as_deref(),
-            &aws.calls(),
-            canary.as_ref(),
+            &UpResult {
+                stack: &stack,
+                applied: &[],
+                image: first.engine_image(),
+                event_api: aws::event_api_url(&graph, &outputs).as_deref(),
+                calls: &aws.calls(),
+                canary: canary.as_ref(),
+            },
             output,
             "is up to date: nothing to change",
         )?;
@@ -178,12 +180,14 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
         .map(|(id, action)| (id.to_string(), format!("{action:?}").to_lowercase()))
         .collect();
     print_result(
-        &stack,
-        &applied,
-        first.engine_image(),
-        aws::event_api_url(&graph, &report.outputs).as_deref(),
-        &aws.calls(),
-        canary.as_ref(),
+        &UpResult {
+            stack: &stack,
+            applied: &applied,
+            image: first.engine_image(),
+            event_api: aws::event_api_url(&graph, &report.outputs).as_deref(),
+            calls: &aws.calls(),
+            canary: canary.as_ref(),
+        },
         output,
         &format!("is applied: {} resources changed", applied.len()),
     )?;
@@ -301,16 +305,27 @@ pub fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()
     )
 }
 
-fn print_result(
-    stack: &str,
-    applied: &[(String, String)],
-    image: Option<&str>,
-    event_api: Option<&str>,
-    calls: &aws::CallCounts,
-    canary: Option<&engine::canary::CanaryReport>,
-    output: Output,
-    human: &str,
-) -> anyhow::Result<()> {
+/// What `up` of an aws stack did, for its result line.
+struct UpResult<'a> {
+    stack: &'a str,
+    /// (resource, action) of each change applied.
+    applied: &'a [(String, String)],
+    image: Option<&'a str>,
+    event_api: Option<&'a str>,
+    calls: &'a aws::CallCounts,
+    /// The canary's run, when `up` verified the stack.
+    canary: Option<&'a engine::canary::CanaryReport>,
+}
+
+fn print_result(r: &UpResult<'_>, output: Output, human: &str) -> anyhow::Result<()> {
+    let UpResult {
+        stack,
+        applied,
+        image,
+        event_api,
+        calls,
+        canary,
+    } = *r;
     match output {
         Output::Json => {
             let doc = serde_json::json!({

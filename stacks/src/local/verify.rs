@@ -130,7 +130,7 @@ pub async fn canary(
             Ok(report)
         }
         Err(e) => {
-            progress.fail("canary", &e.stage.describe().to_string());
+            progress.fail("canary", e.stage.describe());
             Err(LocalError::Canary(e))
         }
     }

@@ -449,6 +449,8 @@ class LogShipper:
         self.lock = threading.Lock()
         self.offset = 0
         self.partial = ""
+        # Text of a line podman split into partial (P) records, until its final (F) record.
+        self.pending = ""
         self.ready = False
         threading.Thread(target=self._run, daemon=True, name=f"logs {container[:12]}").start()
 
@@ -481,10 +483,18 @@ class LogShipper:
             self.partial = lines.pop()
             events = []
             for line in lines:
-                # k8s-file: "<RFC 3339 time> <stream> <F|P> <text>"
+                # k8s-file: "<RFC 3339 time> <stream> <F|P> <text>"; a long
+                # line comes as P records ending with an F record.
                 parts = line.split(" ", 3)
-                if len(parts) == 4:
-                    events.append({"timestamp": epoch_millis(parts[0]), "message": parts[3]})
+                if len(parts) < 3:
+                    continue
+                self.pending += parts[3] if len(parts) == 4 else ""
+                if parts[2] == "P":
+                    continue
+                message, self.pending = self.pending, ""
+                # The awslogs driver skips empty lines; CloudWatch refuses them.
+                if message:
+                    events.append({"timestamp": epoch_millis(parts[0]), "message": message})
             for i in range(0, len(events), 1000):
                 self._put(events[i : i + 1000])
             return True
