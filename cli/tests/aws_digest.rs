@@ -60,7 +60,7 @@ impl Setup {
 
     /// `up --output json`; the result line.
     fn up(&self, binary: &str) -> serde_json::Value {
-        let out = self.stackctl(binary, &["--output", "json", "up", "-f"]);
+        let out = self.stackctl(binary, &["--output", "json", "up", "--no-verify", "-f"]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -322,7 +322,10 @@ async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
         404
     );
 
-    let out = s.stackctl(FIRST_BINARY, &["--output", "json", "up", "-f"]);
+    let out = s.stackctl(
+        FIRST_BINARY,
+        &["--output", "json", "up", "--no-verify", "-f"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -347,7 +350,10 @@ async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
     );
 
     // Now it is there: the next up only looks.
-    let out = s.stackctl(FIRST_BINARY, &["--output", "json", "up", "-f"]);
+    let out = s.stackctl(
+        FIRST_BINARY,
+        &["--output", "json", "up", "--no-verify", "-f"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("was missing"), "{stderr}");

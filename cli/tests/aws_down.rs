@@ -82,6 +82,7 @@ async fn down_refuses_without_yes_then_deletes_the_stack_with_yes() {
             "--output",
             "json",
             "up",
+            "--no-verify",
             "--image",
             "public.ecr.aws/stackctl/engine:test",
         ],

@@ -216,7 +216,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
     let aws = sdk(&moto).await;
 
     // up: the waits are reported and complete.
-    let up = stackctl(&moto, cwd.path(), &["up"]);
+    let up = stackctl(&moto, cwd.path(), &["up", "--no-verify"]);
     assert_eq!(up.code, Some(0), "{}\n{:?}", up.stderr, up.lines);
     assert_eq!(up.last()["type"], "result", "{:?}", up.lines);
     for key in [
@@ -439,7 +439,11 @@ async fn waits_time_out_naming_what_they_wait_for() {
     let cwd = tempfile::tempdir().unwrap();
     write_spec(cwd.path());
 
-    let up = stackctl(&moto, cwd.path(), &["up", "--wait-timeout", "2s"]);
+    let up = stackctl(
+        &moto,
+        cwd.path(),
+        &["up", "--no-verify", "--wait-timeout", "2s"],
+    );
     assert_eq!(up.code, Some(1), "{}\n{:?}", up.stderr, up.lines);
     let err = up.error();
     assert!(
