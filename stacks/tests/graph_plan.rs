@@ -163,7 +163,7 @@ fn a_redis_setting_that_cannot_change_in_place_replaces_it_and_reaches_its_users
             // Without auth the task no longer reads the token from SSM
             // (nor has its parameter's version in the environment).
             [
-                "container.environment.STACKCTL_ENGINE_CONFIG",
+                "container.environment.STACKCTL_ENGINE_CONFIG.backend.redis_url",
                 "container.environment.STACKCTL_ENGINE_SECRETS_VERSION",
                 "container.secrets.STACKCTL_ENGINE_REDIS_AUTH_TOKEN"
             ],

@@ -728,7 +728,7 @@ mod tests {
         };
         let mut out = Vec::new();
         diff_values("", &config("[1]"), &config("[2]"), &mut out);
-        assert_eq!(out, vec!["env.functions.b"]);
+        assert_eq!(out, vec!["env.functions.b.steps"]);
         let mut out = Vec::new();
         diff_values("", &json!({"e": "x"}), &json!({"e": "y"}), &mut out);
         assert_eq!(out, vec!["e"], "plain strings stay whole");
