@@ -27,6 +27,15 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Installed as `stackctl-engine` (the engine image `up` builds from an
+    // installed stackctl), this binary is the engine's command line.
+    let mut args = std::env::args_os();
+    if let Some(program) = args.next()
+        && std::path::Path::new(&program).file_stem()
+            == Some(std::ffi::OsStr::new("stackctl-engine"))
+    {
+        return engine::entry::main_with_args(std::iter::once(program).chain(args));
+    }
     let cli = Cli::parse();
     // Engine roles set up their own logging and runtime (engine::entry).
     if let Command::Engine(args) = cli.command {

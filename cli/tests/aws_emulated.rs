@@ -94,7 +94,9 @@ impl Drop for StepService {
 /// One emulated AWS with the example stack's files in a work dir.
 struct Stack {
     emu: AwsEmulator,
-    engine: PathBuf,
+    /// The engine binary `up` ships; `None`: the running stackctl's own
+    /// engine, as an installed stackctl outside any workspace does.
+    engine: Option<PathBuf>,
     /// The busybox image the data plane pushed to its registry, for Docker steps.
     step_image: String,
     dir: tempfile::TempDir,
@@ -102,14 +104,14 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start() -> Self {
-        tokio::task::spawn_blocking(|| {
+    async fn start(own_engine: bool) -> Self {
+        tokio::task::spawn_blocking(move || {
             let steps = StepService::start();
             let emu = AwsEmulator::builder()
                 .forward(steps.port)
                 .start()
                 .expect("the AWS emulator starts (run scripts/test to install its parts)");
-            let engine = engine_binary();
+            let engine = (!own_engine).then(engine_binary);
             let step_image = emu.status().expect("data plane status")["step_image"]
                 .as_str()
                 .expect("the data plane names its step image")
@@ -140,12 +142,15 @@ impl Stack {
     fn stackctl(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
         self.emu.configure_command(&mut cmd);
+        match &self.engine {
+            Some(engine) => cmd.env("STACKCTL_ENGINE_BINARY", engine),
+            None => cmd.env_remove("STACKCTL_ENGINE_BINARY"),
+        };
         cmd.args(args)
             .current_dir(self.dir.path())
             .env_remove("STACKCTL_STACK")
             .env_remove("STACKCTL_EVENT_KEY")
             .env_remove("STACKCTL_API_TOKEN")
-            .env("STACKCTL_ENGINE_BINARY", &self.engine)
             .env(
                 "STEP_URL",
                 format!("http://{}:{}", self.emu.gateway(), self._steps.port),
@@ -446,15 +451,17 @@ fn send_at_rate(
 }
 
 async fn ready_stack(start: Instant) -> (Arc<Stack>, Arc<Api>) {
-    ready_stack_with(start, str::to_owned).await
+    ready_stack_with(start, false, str::to_owned).await
 }
 
-/// Like [`ready_stack`], with the example spec changed by `edit` first.
+/// Like [`ready_stack`], with the example spec changed by `edit` first;
+/// `own_engine`: `up` ships the running stackctl's engine.
 async fn ready_stack_with(
     start: Instant,
+    own_engine: bool,
     edit: impl FnOnce(&str) -> String,
 ) -> (Arc<Stack>, Arc<Api>) {
-    let stack = Arc::new(Stack::start().await);
+    let stack = Arc::new(Stack::start(own_engine).await);
     let text = std::fs::read_to_string(stack.spec()).unwrap();
     std::fs::write(stack.spec(), edit(&text)).unwrap();
     phase(start, "emulator started");
@@ -640,7 +647,9 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     let start = Instant::now();
     // A step job leased by a killed executor comes back when its SQS
     // visibility timeout ends: 5 minutes in the example spec, 30 s here.
-    let (stack, api) = ready_stack_with(start, |spec| {
+    // This stack ships the engine inside the running stackctl, as an
+    // installed stackctl outside any workspace does.
+    let (stack, api) = ready_stack_with(start, true, |spec| {
         spec.replacen("visibility_timeout: 5m", "visibility_timeout: 30s", 1)
     })
     .await;
@@ -860,7 +869,8 @@ fn set_service_count(stack: &Stack, service: &str, count: u32) {
 async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     let start = Instant::now();
     // A short canary timeout: each broken stage below waits it out.
-    let (stack, _api) = ready_stack_with(start, |s| s.replace("canary: 2m", "canary: 30s")).await;
+    let (stack, _api) =
+        ready_stack_with(start, false, |s| s.replace("canary: 2m", "canary: 30s")).await;
     let spec = stack.spec().display().to_string();
 
     // A hung executor: the run is created, its step never runs.

@@ -201,3 +201,31 @@ fn schema_prints_the_checked_in_schema() {
     .expect("JSON");
     assert_eq!(printed, checked_in);
 }
+
+#[test]
+fn named_stackctl_engine_the_binary_is_the_engine() {
+    // How the engine image built from an installed stackctl runs it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = dir.path().join("stackctl-engine");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_stackctl"), &engine).expect("symlink");
+    let out = Command::new(&engine)
+        .arg("--version")
+        .output()
+        .expect("run it");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("stackctl-engine "),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(&engine)
+        .args(["health", "--port", "1"])
+        .output()
+        .expect("run it");
+    assert_eq!(out.status.code(), Some(1), "nothing listens on port 1");
+    assert!(
+        text(&out.stderr).contains("unhealthy"),
+        "{}",
+        text(&out.stderr)
+    );
+}

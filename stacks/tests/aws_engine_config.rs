@@ -246,6 +246,13 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             .task_definition
             .unwrap();
         let c = &td.container_definitions()[0];
+        // ECS checks the role with the engine binary itself (no curl in the image).
+        let health = c.health_check().expect("a container health check");
+        assert_eq!(
+            &health.command()[..3],
+            ["CMD", stacks::image::ENGINE_PATH, "health"],
+            "{family}"
+        );
         let mut env: BTreeMap<String, String> = c
             .environment()
             .iter()

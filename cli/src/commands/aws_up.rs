@@ -265,10 +265,16 @@ pub async fn build_engine_image(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let source = aws::EngineSource::find(binary, &[&spec_dir, &cwd])?;
+    // Outside a workspace, ship the engine this very binary contains.
+    let running = std::env::current_exe().ok();
+    let source = aws::EngineSource::find(binary, &[&spec_dir, &cwd], running.as_deref())?;
     let reporter = Reporter::new(output);
     let what = match &source {
         aws::EngineSource::Binary(p) => format!("build engine image from {}", p.display()),
+        aws::EngineSource::Running(p) => format!(
+            "build engine image from this stackctl ({}), which contains the engine",
+            p.display()
+        ),
         aws::EngineSource::Workspace(d) => format!(
             "build engine image (cargo build --profile dist -p engine in {})",
             d.display()

@@ -53,14 +53,21 @@ pub enum EngineSource {
     Binary(PathBuf),
     /// `cargo build --profile dist -p engine` in this stackctl workspace.
     Workspace(PathBuf),
+    /// The running `stackctl` itself, which contains the engine: installed
+    /// as the image's `stackctl-engine`, it runs the engine (a binary named
+    /// `stackctl-engine` is the engine's command line).
+    Running(PathBuf),
 }
 
 impl EngineSource {
     /// `binary` when given; else the stackctl workspace containing one of
-    /// `search_from` (the spec's directory, then the current one).
+    /// `search_from` (the spec's directory, then the current one); else
+    /// `running`, the stackctl binary that runs this (an installed stackctl
+    /// ships its own engine).
     pub fn find(
         binary: Option<&Path>,
         search_from: &[&Path],
+        running: Option<&Path>,
     ) -> std::result::Result<Self, ImageError> {
         if let Some(binary) = binary {
             return Ok(Self::Binary(binary.to_path_buf()));
@@ -69,6 +76,7 @@ impl EngineSource {
             .iter()
             .find_map(|start| workspace_above(start))
             .map(Self::Workspace)
+            .or_else(|| running.map(|p| Self::Running(p.to_path_buf())))
             .ok_or_else(|| {
                 ImageError::Cargo(format!(
                     "the spec builds the engine image from source (no `image.uri`), but no stackctl \
@@ -97,7 +105,7 @@ fn workspace_above(start: &Path) -> Option<PathBuf> {
 /// Builds the engine image (blocking: may run cargo).
 pub fn build(source: &EngineSource) -> std::result::Result<BuiltImage, ImageError> {
     let (binary, revision) = match source {
-        EngineSource::Binary(path) => (path.clone(), None),
+        EngineSource::Binary(path) | EngineSource::Running(path) => (path.clone(), None),
         EngineSource::Workspace(dir) => {
             (image::build_engine_release(dir)?, image::git_revision(dir))
         }
@@ -190,14 +198,22 @@ mod tests {
     fn finds_the_workspace_above_a_spec() {
         let here = Path::new(env!("CARGO_MANIFEST_DIR"));
         let root = here.parent().unwrap();
-        match EngineSource::find(None, &[&root.join("examples")]).unwrap() {
+        let running = Path::new("/usr/local/bin/stackctl");
+        match EngineSource::find(None, &[&root.join("examples")], Some(running)).unwrap() {
             EngineSource::Workspace(dir) => assert_eq!(dir, root.canonicalize().unwrap()),
             other => panic!("{other:?}"),
         }
         let elsewhere = tempfile::tempdir().unwrap();
-        let err = EngineSource::find(None, &[elsewhere.path()]).unwrap_err();
+        let err = EngineSource::find(None, &[elsewhere.path()], None).unwrap_err();
         assert!(err.to_string().contains("--engine-binary"), "{err}");
-        let given = EngineSource::find(Some(Path::new("/bin/echo")), &[elsewhere.path()]).unwrap();
+        let given = EngineSource::find(
+            Some(Path::new("/bin/echo")),
+            &[elsewhere.path()],
+            Some(running),
+        )
+        .unwrap();
         assert!(matches!(given, EngineSource::Binary(p) if p == Path::new("/bin/echo")));
+        let own = EngineSource::find(None, &[elsewhere.path()], Some(running)).unwrap();
+        assert!(matches!(own, EngineSource::Running(p) if p == running));
     }
 }

@@ -255,6 +255,10 @@ pub struct Container {
     pub log_stream_prefix: String,
     /// Hard memory limit in MiB (equal to the task's).
     pub memory: u32,
+    /// The container health check's command (`["CMD", program, args...]`);
+    /// empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check: Vec<String>,
 }
 
 /// [`Kind::EcsTaskDefinition`](super::Kind::EcsTaskDefinition).

@@ -812,6 +812,15 @@ impl Builder<'_> {
                         log_group: self.names.log_group(key),
                         log_stream_prefix: key.into(),
                         memory: service.memory,
+                        // The image has no shell or curl: the engine binary
+                        // checks its own role's /health.
+                        health_check: vec![
+                            "CMD".into(),
+                            crate::image::ENGINE_PATH.into(),
+                            "health".into(),
+                            "--port".into(),
+                            self.port(role).to_string(),
+                        ],
                     },
                 })),
             )?;

@@ -215,6 +215,10 @@ class Podman:
             raise RuntimeError(f"podman {' '.join(args[:3])}: {out.stderr.strip()}")
         return out.stdout
 
+    def succeeds(self, *args: str) -> bool:
+        """Whether a podman command exits 0 (its output is dropped)."""
+        return subprocess.run(["podman", *self.flags, *args], env=self.env(), capture_output=True).returncode == 0
+
     def remove_all(self) -> None:
         """Removes every container of this storage."""
         self.run("rm", "--all", "--force", "--time", "0", check=False)
@@ -546,6 +550,8 @@ class Dataplane:
         self.targets: dict[str, list[tuple[str, int]]] = {}
         self.forwarders: list[Forwarder] = []
         self.taskdefs: dict[str, dict] = {}
+        # Task id -> (monotonic time of its last health check, whether it passed).
+        self.health_checked: dict[str, tuple[float, bool]] = {}
         self.pulled: set[str] = set()
         self.replaced: dict[str, int] = {}
         self.oneoff_done: set[str] = set()
@@ -851,8 +857,18 @@ class Dataplane:
         tmp.replace(path)
 
     def _healthy(self, task: Task, ips: dict[str, str]) -> bool:
+        """As ECS judges a task: by its container health check when the task
+        definition has one (run in the container, as the ECS agent does),
+        else by the container answering /health on its port."""
         if not task.running:
             return False
+        try:
+            container = self._taskdef(task.taskdef)["containerDefinitions"][0]
+        except Exception:  # noqa: BLE001 - a deregistered revision: no check known
+            container = {}
+        command = (container.get("healthCheck") or {}).get("command") or []
+        if command:
+            return self._health_command(task, command)
         ip = ips.get(task.id)
         if not task.port or not ip:
             return True
@@ -861,6 +877,20 @@ class Dataplane:
                 return r.status == 200
         except OSError:
             return False
+
+    def _health_command(self, task: Task, command: list[str]) -> bool:
+        """Runs a health check command in the task's container, at most every
+        2 s while it fails and every 10 s once it passed (ECS: `interval`)."""
+        now = time.monotonic()
+        checked = self.health_checked.get(task.id)
+        if checked and now - checked[0] < (10 if checked[1] else 2):
+            return checked[1]
+        argv = ["/bin/sh", "-c", command[1]] if command[0] == "CMD-SHELL" else command[1:]
+        healthy = self.podman.succeeds("exec", task.id, *argv)
+        if checked is None or checked[1] != healthy:
+            log(f"ecs {task.service}: task {task.id[:8]} health check {'passed' if healthy else 'failed'}")
+        self.health_checked[task.id] = (now, healthy)
+        return healthy
 
     def _ips(self, ids: list[str]) -> dict[str, str]:
         if not ids:

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ClusterField, ClusterSetting, ClusterSettingName,
     Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker,
-    DeploymentConfiguration, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration, LogDriver,
-    NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RuntimePlatform, ServiceField,
-    ServiceRegistry, Tag, TaskDefinitionField, TransportProtocol,
+    DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration,
+    LogDriver, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
+    ServiceField, ServiceRegistry, Tag, TaskDefinitionField, TransportProtocol,
 };
 
 use super::{
@@ -159,6 +159,12 @@ pub(crate) async fn apply_cluster(ctx: &Ctx, work: &Work) -> Result<Outputs> {
 /// region and not part of the compared attributes.
 const LOG_GROUP: &str = "awslogs-group";
 const LOG_PREFIX: &str = "awslogs-stream-prefix";
+/// Container health checks: every 10 s, 3 failures of 5 s make the task
+/// unhealthy (ECS replaces it); failures in the first 15 s do not count.
+const HEALTH_INTERVAL_SECS: i32 = 10;
+const HEALTH_TIMEOUT_SECS: i32 = 5;
+const HEALTH_RETRIES: i32 = 3;
+const HEALTH_START_PERIOD_SECS: i32 = 15;
 
 pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
     // Describing a family answers with its latest ACTIVE revision.
@@ -243,6 +249,10 @@ pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option
             log_group: log_options.get(LOG_GROUP).cloned().unwrap_or_default(),
             log_stream_prefix: log_options.get(LOG_PREFIX).cloned().unwrap_or_default(),
             memory: c.memory.and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
+            health_check: c
+                .health_check()
+                .map(|h| h.command().to_vec())
+                .unwrap_or_default(),
         },
     }));
     Ok(Some(t.observed(tags, attributes, outputs([("arn", arn)]))))
@@ -306,6 +316,20 @@ pub(crate) async fn apply_task_definition(ctx: &Ctx, work: &Work) -> Result<Outp
                 .map_err(|e| AwsError::Config(e.to_string()))?,
         )
         .memory(c.memory as i32)
+        .set_health_check(
+            (!c.health_check.is_empty())
+                .then(|| {
+                    HealthCheck::builder()
+                        .set_command(Some(c.health_check.clone()))
+                        .interval(HEALTH_INTERVAL_SECS)
+                        .timeout(HEALTH_TIMEOUT_SECS)
+                        .retries(HEALTH_RETRIES)
+                        .start_period(HEALTH_START_PERIOD_SECS)
+                        .build()
+                })
+                .transpose()
+                .map_err(|e| AwsError::Config(e.to_string()))?,
+        )
         .build();
     let out = ctx
         .aws
