@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stacks::local::{Phase, Progress, ProgressEvent};
+use stacks::progress::{Phase, Progress, ProgressEvent};
 
 use crate::output::Output;
 

@@ -328,11 +328,12 @@ async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("was missing from its repository; pushed"),
-        "{stderr}"
-    );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Said as a progress event (NDJSON on stdout with --output json).
+    assert!(
+        stdout.contains("was missing from its repository; pushed"),
+        "{stdout}"
+    );
     let result: serde_json::Value =
         serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
     assert_eq!(

@@ -8,5 +8,6 @@ pub mod engine_config;
 pub mod graph;
 pub mod image;
 pub mod local;
+pub mod progress;
 pub mod spec;
 pub mod stackref;

@@ -133,8 +133,13 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
             engine_binary: args.engine_binary,
             registry_endpoint: args.registry_endpoint,
             wait: args.wait,
-            verify: !args.no_verify,
-            verify_unchanged: args.verify,
+            verify: if args.no_verify {
+                stacks::aws::up::Verify::Never
+            } else if args.verify {
+                stacks::aws::up::Verify::Always
+            } else {
+                stacks::aws::up::Verify::IfChanged
+            },
         };
         return super::aws_up::run(&loaded, opts, output).await;
     }

@@ -23,7 +23,7 @@ use super::resolve::{self, Outputs, Resolver};
 use super::secrets;
 use crate::graph::plan::Action;
 use crate::graph::{LogicalId, Resource, placeholder};
-use crate::local::Progress;
+use crate::progress::Progress;
 
 /// How `apply` runs.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use super::context::Aws;
 use super::error::{AwsError, Subject};
 use super::resolve::Outputs;
 use crate::graph::{Attributes, Graph, LogicalId};
-use crate::local::Progress;
+use crate::progress::Progress;
 
 /// How often the task's state is read.
 const POLL: Duration = Duration::from_secs(1);

@@ -38,7 +38,7 @@ use super::error::{AwsError, Class, Result, Subject};
 use super::kinds::{self, Ctx, Deleted, Observed, Target};
 use super::sweep::{self, SweepReport};
 use crate::graph::{Attributes, Graph, Kind, LogicalId, TAG_STACK};
-use crate::local::Progress;
+use crate::progress::Progress;
 
 /// Reads in flight at once while observing.
 const READ_PARALLELISM: usize = 8;

@@ -19,7 +19,8 @@
 //! - [`logs`](mod@logs): reading and following CloudWatch Logs;
 //! - [`wait`]: bounded waits for services, executors and Redis, and
 //!   their live state;
-//! - [`canary`]: the end-to-end check, run as a one-off task in the VPC.
+//! - [`canary`]: the end-to-end check, run as a one-off task in the VPC;
+//! - [`up`](mod@up): the `up` operation (build, plan, lock, apply, wait, verify).
 //!
 //! Waiting for services, `down`, `status`, `scale` and `logs` build on
 //! these (issue 3, part 2).
@@ -38,6 +39,7 @@ pub mod resolve;
 pub mod scale;
 pub mod secrets;
 pub mod sweep;
+pub mod up;
 pub mod wait;
 
 pub use apply::{ApplyOptions, ApplyReport, apply};

@@ -25,7 +25,7 @@ use super::context::Aws;
 use super::error::{AwsError, Subject};
 use super::resolve::Outputs;
 use crate::graph::{Graph, LogicalId};
-use crate::local::Progress;
+use crate::progress::Progress;
 
 /// First pause between two polls; it grows to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(500);

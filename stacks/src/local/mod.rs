@@ -22,6 +22,7 @@ use engine::config::Role;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
+pub use crate::progress::{Phase, Progress, ProgressEvent, Silent};
 pub use engine::canary::{CANARY_EVENT, CANARY_FUNCTION, CanaryReport, canary_function};
 pub use process::{Launcher, Stopped};
 pub use state::{Counts, ProcessRecord, STATE_FILE, StackState};
@@ -155,70 +156,6 @@ impl LocalError {
             source,
         }
     }
-}
-
-/// The phase of a progress event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// A check or action began.
-    Start,
-    /// It succeeded.
-    Ok,
-    /// It failed.
-    Fail,
-    /// A fact worth showing, not tied to a check.
-    Info,
-}
-
-/// One progress event; `key` ties a `start` to its `ok` or `fail`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProgressEvent {
-    /// What happened.
-    pub phase: Phase,
-    /// Identifies the action, e.g. `health:runner-0`.
-    pub key: String,
-    /// For people.
-    pub message: String,
-}
-
-/// Where the provider reports what it is doing; the CLI draws it.
-pub trait Progress: Send + Sync {
-    /// Receives one event.
-    fn report(&self, event: ProgressEvent);
-
-    /// Reports that `key` started.
-    fn start(&self, key: &str, message: &str) {
-        self.emit(Phase::Start, key, message);
-    }
-    /// Reports that `key` succeeded.
-    fn ok(&self, key: &str, message: &str) {
-        self.emit(Phase::Ok, key, message);
-    }
-    /// Reports that `key` failed.
-    fn fail(&self, key: &str, message: &str) {
-        self.emit(Phase::Fail, key, message);
-    }
-    /// Reports a fact.
-    fn info(&self, message: &str) {
-        self.emit(Phase::Info, "", message);
-    }
-    /// Builds and reports an event.
-    fn emit(&self, phase: Phase, key: &str, message: &str) {
-        self.report(ProgressEvent {
-            phase,
-            key: key.to_string(),
-            message: message.to_string(),
-        });
-    }
-}
-
-/// A [`Progress`] that drops everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Silent;
-
-impl Progress for Silent {
-    fn report(&self, _: ProgressEvent) {}
 }
 
 /// A scalable service, named as on AWS.
