@@ -20,7 +20,8 @@
 //! - [`wait`]: bounded waits for services, executors and Redis, and
 //!   their live state;
 //! - [`canary`]: the end-to-end check, run as a one-off task in the VPC;
-//! - [`up`](mod@up): the `up` operation (build, plan, lock, apply, wait, verify).
+//! - [`ops`]: the operations the CLI calls (`down`, `scale`, and what they
+//!   share with [`up`](mod@up): build, plan, lock, apply, wait, verify).
 //!
 //! Waiting for services, `down`, `status`, `scale` and `logs` build on
 //! these (issue 3, part 2).
@@ -33,6 +34,7 @@ pub mod error;
 pub mod kinds;
 pub mod lock;
 pub mod logs;
+pub mod ops;
 pub mod plan;
 pub mod publish;
 pub mod resolve;

@@ -16,11 +16,10 @@ use std::time::SystemTime;
 use engine::canary::CanaryReport;
 use serde::Serialize;
 
-use super::canary::AwsCanaryError;
-use super::error::AwsError;
-use super::wait::{Timeouts, WaitError, Waited};
-use super::{ApplyOptions, Aws, EngineImage, EngineSource, Inputs, StackLock};
-use crate::graph::{Graph, GraphError, LogicalId};
+use super::ops::{Calls, OpError};
+use super::wait::{Timeouts, Waited};
+use super::{ApplyOptions, EngineImage, EngineSource, Inputs};
+use crate::graph::LogicalId;
 use crate::image::ImageError;
 use crate::progress::Progress;
 use crate::spec::LoadedSpec;
@@ -69,15 +68,6 @@ pub struct Applied {
     pub action: String,
 }
 
-/// AWS API operations a command made (retries not counted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Calls {
-    /// Read operations.
-    pub reads: u64,
-    /// Write operations.
-    pub writes: u64,
-}
-
 /// What `up` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpReport {
@@ -109,78 +99,14 @@ impl UpReport {
     }
 }
 
-/// Why `up` failed, with the step that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpError {
-    /// The spec's resources could not be built.
-    #[error("cannot build the resources of stack `{stack}`")]
-    Graph {
-        /// The stack.
-        stack: String,
-        /// Why.
-        source: GraphError,
-    },
-    /// The AWS configuration (credentials, region) could not be loaded.
-    #[error("cannot load the AWS configuration")]
-    Config(#[source] AwsError),
-    /// The engine image could not be built.
-    #[error("cannot build the engine image")]
-    Image(#[source] ImageError),
-    /// An AWS step failed: `what` says which.
-    #[error("{what} of stack `{stack}`")]
-    Aws {
-        /// e.g. `cannot take the lock`.
-        what: &'static str,
-        /// The stack.
-        stack: String,
-        /// The AWS error.
-        source: AwsError,
-    },
-    /// The stack did not become ready.
-    #[error(
-        "stack `{stack}` is not ready (the changes were made; `stackctl status` shows the live state)"
-    )]
-    NotReady {
-        /// The stack.
-        stack: String,
-        /// What the waits saw.
-        source: WaitError,
-    },
-    /// The canary did not complete.
-    #[error(
-        "`up` of stack `{stack}` failed its end-to-end check (the stack is left as it is: \
-         `stackctl status`, `stackctl logs SERVICE`; `--no-verify` skips the check)"
-    )]
-    Canary {
-        /// The stack.
-        stack: String,
-        /// The failed stage, or why the check could not run.
-        source: AwsCanaryError,
-    },
-}
-
 /// Brings an aws stack up; see the module documentation.
 pub async fn up(
     loaded: &LoadedSpec,
     opts: UpOptions,
     progress: &dyn Progress,
-) -> Result<UpReport, UpError> {
-    let stack = loaded.spec.stack.clone();
-    let aws_err = |what: &'static str| {
-        let stack = stack.clone();
-        move |source: AwsError| UpError::Aws {
-            what,
-            stack,
-            source,
-        }
-    };
-    let graph = Graph::build(loaded).map_err(|source| UpError::Graph {
-        stack: stack.clone(),
-        source,
-    })?;
-    let aws = Aws::load(loaded.spec.region.as_deref())
-        .await
-        .map_err(UpError::Config)?;
+) -> Result<UpReport, OpError> {
+    let opened = super::ops::open(loaded, opts.force_unlock, progress).await?;
+    let (stack, graph, aws) = (&opened.stack, &opened.graph, &opened.aws);
     let mut inputs = Inputs::from_spec(&loaded.spec, opts.image.clone());
     // Deploy by digest: build before planning, so the plan compares the
     // digest the task definitions would get (unchanged engine, no change).
@@ -201,43 +127,27 @@ pub async fn up(
     } else {
         None
     };
-    if opts.force_unlock
-        && let Some(old) = super::lock::force_unlock(&aws, &stack)
-            .await
-            .map_err(aws_err("cannot break the lock"))?
-    {
-        progress.info(&format!(
-            "broke the lock of stack `{stack}` held by {} for `{}`",
-            old.owner, old.command
-        ));
-    }
-    let first = super::plan(&aws, &graph, &inputs)
+    let first = super::plan(aws, graph, &inputs)
         .await
-        .map_err(aws_err("cannot read the state"))?;
+        .map_err(OpError::aws("cannot read the state", stack))?;
     // Failures the waits report must be newer than this.
     let since = SystemTime::now();
     let image = first.engine_image().map(str::to_owned);
     let (applied, outputs) = if first.plan.has_changes() {
         // Taking the lock is itself a write: only a change takes it.
-        let lock = StackLock::acquire(&aws, &stack, "up", super::lock::DEFAULT_TTL)
-            .await
-            .map_err(aws_err("cannot take the lock"))?;
-        let result = async {
-            let planned = super::plan(&aws, &graph, &inputs)
+        let report = super::ops::locked(&opened, "up", async {
+            let planned = super::plan(aws, graph, &inputs)
                 .await
-                .map_err(aws_err("cannot read the state"))?;
+                .map_err(OpError::aws("cannot read the state", stack))?;
             let apply_opts = ApplyOptions {
                 engine_image,
                 ..ApplyOptions::default()
             };
-            super::apply(&aws, &planned, &apply_opts, progress)
+            super::apply(aws, &planned, &apply_opts, progress)
                 .await
-                .map_err(aws_err("`up` failed"))
-        }
-        .await;
-        let released = lock.release().await;
-        let report = result?;
-        released.map_err(aws_err("cannot release the lock"))?;
+                .map_err(OpError::aws("`up` failed", stack))
+        })
+        .await?;
         let applied = report
             .applied
             .iter()
@@ -251,9 +161,9 @@ pub async fn up(
         // The task definitions name this digest; make sure the registry
         // still serves it (no AWS write, and none when it does).
         if let Some(engine) = &engine_image
-            && let Some(pushed) = super::publish::ensure_pushed(&aws, &first, engine)
+            && let Some(pushed) = super::publish::ensure_pushed(aws, &first, engine)
                 .await
-                .map_err(aws_err("cannot check the engine image"))?
+                .map_err(OpError::aws("cannot check the engine image", stack))?
         {
             progress.info(&format!(
                 "the engine image was missing from its repository; pushed {pushed} again"
@@ -267,12 +177,12 @@ pub async fn up(
         (Vec::new(), outputs)
     };
     // Up to date is not the same as ready: wait (reads only) before saying so.
-    let targets = super::wait::targets(&graph, &outputs);
+    let targets = super::wait::targets(graph, &outputs);
     let waited = match &opts.wait {
         Some(timeouts) if !targets.is_empty() => Some(
-            super::wait::wait_all(&aws, targets, timeouts, since, progress)
+            super::wait::wait_all(aws, targets, timeouts, since, progress)
                 .await
-                .map_err(|source| UpError::NotReady {
+                .map_err(|source| OpError::NotReady {
                     stack: stack.clone(),
                     source,
                 })?,
@@ -288,14 +198,14 @@ pub async fn up(
     let canary = if verify && waited.is_some() {
         Some(
             super::canary::run(
-                &aws,
-                &graph,
+                aws,
+                graph,
                 &outputs,
                 loaded.spec.timeouts.canary.std(),
                 progress,
             )
             .await
-            .map_err(|source| UpError::Canary {
+            .map_err(|source| OpError::Canary {
                 stack: stack.clone(),
                 source,
             })?,
@@ -303,19 +213,15 @@ pub async fn up(
     } else {
         None
     };
-    let calls = aws.calls();
     Ok(UpReport {
-        stack,
+        stack: stack.clone(),
         provider: "aws",
         applied,
         verified: canary.is_some(),
         canary,
         image,
-        event_api: super::event_api_url(&graph, &outputs),
-        aws_calls: Calls {
-            reads: calls.reads,
-            writes: calls.writes,
-        },
+        event_api: super::event_api_url(graph, &outputs),
+        aws_calls: Calls::of(aws),
         waited,
     })
 }
@@ -329,7 +235,7 @@ pub async fn build_engine_image(
     search_from: &[PathBuf],
     running: Option<&std::path::Path>,
     progress: &dyn Progress,
-) -> Result<crate::image::BuiltImage, UpError> {
+) -> Result<crate::image::BuiltImage, OpError> {
     let mut dirs: Vec<PathBuf> = loaded
         .path
         .parent()
@@ -338,7 +244,7 @@ pub async fn build_engine_image(
         .collect();
     dirs.extend(search_from.iter().cloned());
     let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
-    let source = EngineSource::find(binary, &dirs, running).map_err(UpError::Image)?;
+    let source = EngineSource::find(binary, &dirs, running).map_err(OpError::Image)?;
     let what = match &source {
         EngineSource::Binary(p) => format!("build engine image from {}", p.display()),
         EngineSource::Running(p) => format!(
@@ -354,7 +260,7 @@ pub async fn build_engine_image(
     let built = tokio::task::spawn_blocking(move || super::publish::build(&source))
         .await
         .map_err(|e| {
-            UpError::Image(ImageError::Cargo(format!(
+            OpError::Image(ImageError::Cargo(format!(
                 "the image build task failed: {e}"
             )))
         })?;
@@ -365,5 +271,5 @@ pub async fn build_engine_image(
         ),
         Err(e) => progress.fail("ecr.engine.build", &e.to_string()),
     }
-    built.map_err(UpError::Image)
+    built.map_err(OpError::Image)
 }
