@@ -53,22 +53,6 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     Ok(Exit::Ok)
 }
 
-/// Builds the engine image as `up` would (for `plan --engine-binary`).
-pub async fn build_engine_image(
-    loaded: &LoadedSpec,
-    binary: Option<&std::path::Path>,
-    output: Output,
-) -> anyhow::Result<stacks::image::BuiltImage> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let running = std::env::current_exe().ok();
-    let reporter = Reporter::new(output);
-    let built =
-        stacks::aws::up::build_engine_image(loaded, binary, &[cwd], running.as_deref(), &reporter)
-            .await;
-    reporter.finish();
-    Ok(built?)
-}
-
 /// Refuses to go on without configured AWS credentials: otherwise the SDK
 /// would probe the instance metadata service of whatever machine this is.
 pub fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()> {

@@ -1,18 +1,15 @@
 //! `stackctl logs SERVICE [--since 10m] [-F/--follow] [-f FILE]`: a
-//! service's CloudWatch Logs of an aws stack (`stacks::aws::logs`), one
+//! service's CloudWatch Logs of an aws stack (`stacks::aws::ops::logs`), one
 //! event per line: `TIME STREAM MESSAGE`, or NDJSON with `--output json`.
 //!
 //! `-f` means `--file` here as in every stackctl command that acts on a
 //! stack; following is `--follow` or `-F` (as `tail -F`), so `-f FILE`
 //! never changes meaning between commands.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
-use stacks::aws::Aws;
-use stacks::aws::logs::{self, Follower, LogEvent};
-use stacks::graph::Graph;
+use stacks::aws::logs::LogEvent;
 use stacks::local::Service;
 use stacks::spec::Provider;
 
@@ -52,34 +49,10 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
         );
     }
     super::aws_up::require_credentials(&loaded, "logs")?;
-    let stack = &loaded.spec.stack;
-    let graph = Graph::build(&loaded)
-        .with_context(|| format!("cannot build the resources of stack `{stack}`"))?;
-    let group = logs::log_group(&graph, args.service).with_context(|| {
-        format!(
-            "stack `{stack}` has no log group for {}",
-            args.service.as_str()
-        )
-    })?;
-    let aws = Aws::load(loaded.spec.region.as_deref())
-        .await
-        .context("cannot load the AWS configuration")?;
-    let now_ms = i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
-    let since_ms = now_ms.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX));
-    let mut follower = Follower::new(args.service, &group, since_ms);
-    let context = || {
-        format!(
-            "cannot read the logs of {} ({group})",
-            args.service.as_str()
-        )
-    };
-    let first = follower.poll(&aws).await.with_context(context)?;
+    let mut tail =
+        stacks::aws::ops::logs(&loaded, args.service, args.since, &stacks::progress::Silent)
+            .await?;
+    let first = tail.poll().await?;
     print_events(&first, output)?;
     if !args.follow {
         return Ok(Exit::Ok);
@@ -94,7 +67,7 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
         }
         let events = tokio::select! {
             _ = &mut stop => return Ok(Exit::Ok),
-            polled = follower.poll(&aws) => polled.with_context(context)?,
+            polled = tail.poll() => polled?,
         };
         print_events(&events, output)?;
     }

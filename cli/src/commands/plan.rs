@@ -8,11 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use stacks::graph::Graph;
-use stacks::graph::plan::Plan;
 use stacks::spec::LoadError;
 
 use crate::output::{self, Exit, Output};
+use crate::progress::Reporter;
 
 /// Arguments of `stackctl plan`.
 #[derive(Debug, Args)]
@@ -65,35 +64,23 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
         }
         Err(err) => return Err(err).with_context(|| format!("cannot plan {}", path.display())),
     };
-    let graph = Graph::build(&loaded).with_context(|| format!("cannot plan {}", path.display()))?;
-    let plan = if args.offline {
-        Plan::create_all(&graph)
-    } else {
-        if stacks::aws::context::credentials_configured() {
-            let aws = stacks::aws::Aws::load(loaded.spec.region.as_deref())
-                .await
-                .context("cannot load the AWS configuration")?;
-            let mut inputs = stacks::aws::Inputs::from_spec(&loaded.spec, args.image);
-            if inputs.builds_image()
-                && let Some(binary) = &args.engine_binary
-            {
-                let built =
-                    super::aws_up::build_engine_image(&loaded, Some(binary), output).await?;
-                inputs = inputs.with_built_image(built.manifest_digest.to_string());
-            }
-            stacks::aws::plan(&aws, &graph, &inputs)
-                .await
-                .with_context(|| format!("cannot read the state of stack `{}`", graph.stack))?
-                .plan
-        } else {
-            eprintln!(
-                "stackctl: no AWS credentials configured: planning offline (every resource a create); pass --offline to say so"
-            );
-            Plan::create_all(&graph)
-        }
+    let live = !args.offline && stacks::aws::context::credentials_configured();
+    if !args.offline && !live {
+        eprintln!(
+            "stackctl: no AWS credentials configured: planning offline (every resource a create); pass --offline to say so"
+        );
+    }
+    let options = stacks::aws::ops::PlanOptions {
+        live,
+        image: args.image,
+        engine_binary: args.engine_binary,
     };
+    let reporter = Reporter::new(output);
+    let result = stacks::aws::ops::plan(&loaded, options, &reporter).await;
+    reporter.finish();
+    let plan = result.with_context(|| format!("cannot plan {}", path.display()))?;
     match output {
-        Output::Human => print!("{}", plan.render_text()),
+        Output::Human => output::print_line(plan.render_text().trim_end_matches('\n'))?,
         Output::Json => output::print_json(&plan)?,
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {

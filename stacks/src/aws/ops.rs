@@ -1,11 +1,13 @@
 //! The operations of the AWS provider that the CLI calls, one per command:
-//! [`up`](super::up::up), [`down`] and [`scale`] (with `status`, `logs` and
-//! the bench target reading through [`open`]). Each takes the loaded spec
+//! [`plan`](fn@plan), [`up`](super::up::up), [`status`], [`logs`], [`down`]
+//! and [`scale`] (the bench target reads through [`open`]). Each takes the loaded spec
 //! and a [`Progress`], and returns a typed, serializable report or an
 //! [`OpError`] naming the step that failed. What they share is here: the
 //! graph, the AWS context, breaking a stale lock, and the stack lock around
 //! every change.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -13,10 +15,12 @@ use serde::Serialize;
 use super::canary::AwsCanaryError;
 use super::destroy::{DownOptions, DownReport};
 use super::error::AwsError;
+use super::logs::{Follower, LogEvent};
 use super::scale::{ScaleError, ScaleReport};
-use super::wait::{Timeouts, WaitError};
+use super::wait::{GroupState, RedisState, ServiceState, Timeouts, WaitError};
 use super::{Aws, StackLock};
-use crate::graph::{Graph, GraphError};
+use crate::graph::plan::{Action, Plan};
+use crate::graph::{Graph, GraphError, LogicalId};
 use crate::image::ImageError;
 use crate::local::Service;
 use crate::progress::Progress;
@@ -69,6 +73,24 @@ pub enum OpError {
         stack: String,
         /// The failed stage, or why the check could not run.
         source: AwsCanaryError,
+    },
+    /// The stack has no log group for a service.
+    #[error("stack `{stack}` has no log group for {service}")]
+    NoLogGroup {
+        /// The stack.
+        stack: String,
+        /// The service.
+        service: &'static str,
+    },
+    /// A service's logs could not be read.
+    #[error("cannot read the logs of {service} ({group})")]
+    Logs {
+        /// The service.
+        service: &'static str,
+        /// Its log group.
+        group: String,
+        /// The AWS error.
+        source: AwsError,
     },
     /// A service could not be scaled.
     #[error("cannot scale {service} of stack `{stack}` to {count}")]
@@ -303,4 +325,359 @@ pub async fn scale(
         })
     })
     .await
+}
+
+/// One resource of the stack as `status` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceStatus {
+    /// The logical id.
+    pub resource: String,
+    /// Its kind, in words.
+    pub kind: String,
+    /// Its physical name.
+    pub name: String,
+    /// Whether it exists.
+    pub exists: bool,
+    /// `missing`, `not in spec`, `in sync` or `drifted`.
+    pub state: &'static str,
+    /// The attributes that differ from the spec.
+    pub drift: Vec<String>,
+    /// Its live status, for what runs (services, executors, Redis).
+    pub status: Option<String>,
+    /// Desired count, for what runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
+    /// Running count, for what runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+}
+
+/// One service (`event-api`, `runner`, `executors`) as `status` sees it;
+/// one that does not exist has zero counts and `exists: false`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// Whether it exists.
+    pub exists: bool,
+    /// ECS's status (`ACTIVE`); `None` when it does not exist.
+    pub status: Option<String>,
+    /// Desired count.
+    pub desired: u32,
+    /// Running (ECS) or InService (executors).
+    pub running: u32,
+    /// Starting.
+    pub pending: u32,
+    /// The task definition of an ECS service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    /// The primary deployment's rollout state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// Deployments of an ECS service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<usize>,
+    /// The executors' lower bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// The executors' upper bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// One line for people.
+    pub detail: String,
+}
+
+impl ServiceStatus {
+    fn missing() -> Self {
+        Self {
+            exists: false,
+            status: None,
+            desired: 0,
+            running: 0,
+            pending: 0,
+            task_definition: None,
+            rollout: None,
+            deployments: None,
+            min: None,
+            max: None,
+            detail: "does not exist".into(),
+        }
+    }
+
+    fn of_service(s: &ServiceState) -> Self {
+        let primary = s.primary();
+        let rollout = primary.and_then(|d| d.rollout_state.clone());
+        Self {
+            exists: true,
+            status: Some(s.status.clone()),
+            desired: s.desired,
+            running: s.running,
+            pending: s.pending,
+            task_definition: Some(s.task_definition.clone()),
+            detail: format!(
+                "taskdef {}, rollout {}, {} deployment(s)",
+                super::wait::revision(&s.task_definition),
+                rollout.as_deref().unwrap_or("-"),
+                s.deployments.len()
+            ),
+            rollout,
+            deployments: Some(s.deployments.len()),
+            min: None,
+            max: None,
+        }
+    }
+
+    fn of_group(g: &GroupState) -> Self {
+        Self {
+            exists: true,
+            status: Some("ACTIVE".into()),
+            desired: g.desired,
+            running: g.in_service,
+            pending: g.instances.saturating_sub(g.in_service),
+            task_definition: None,
+            rollout: None,
+            deployments: None,
+            min: Some(g.min),
+            max: Some(g.max),
+            detail: format!("{} instance(s), bounds [{}, {}]", g.instances, g.min, g.max),
+        }
+    }
+}
+
+/// A stack's state: every resource against its spec, and what runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    /// The stack.
+    pub stack: String,
+    /// `aws`.
+    pub provider: &'static str,
+    /// The region.
+    pub region: String,
+    /// Every resource exists as specified.
+    pub in_sync: bool,
+    /// Every service runs at least its desired count and Redis is available.
+    pub ready: bool,
+    /// The event API's address from outside the VPC, when it has one.
+    pub event_api: Option<String>,
+    /// `event-api`, `runner` and `executors`.
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// The Redis replication group.
+    pub redis: Option<RedisState>,
+    /// Every resource, in apply order.
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// Reads the stack: the plan against the live account (existence and
+/// drift) and the live state of its services, executors and Redis.
+pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<StackStatus, OpError> {
+    let opened = open(loaded, false, progress).await?;
+    let (stack, graph, aws) = (&opened.stack, &opened.graph, &opened.aws);
+    let planned = super::plan(aws, graph, &super::Inputs::from_spec(&loaded.spec, None))
+        .await
+        .map_err(OpError::aws("cannot read the state", stack))?;
+    let name = |id: &str| graph.get(&LogicalId::new(id)).map(|r| r.name.clone());
+    let cluster = name("ecs.cluster").unwrap_or_default();
+    let service = |label: &'static str| {
+        let svc = name(&format!("ecs.service.{label}"));
+        let cluster = cluster.clone();
+        async move {
+            match svc {
+                Some(s) => super::wait::service_state(aws, &cluster, &s).await,
+                None => Ok(None),
+            }
+        }
+    };
+    let group = name("autoscaling.group.executors");
+    let redis = name("elasticache.redis");
+    let (event_api, runner, executors, redis) = tokio::join!(
+        service("event-api"),
+        service("runner"),
+        async {
+            match &group {
+                Some(g) => super::wait::group_state(aws, g).await,
+                None => Ok(None),
+            }
+        },
+        async {
+            match &redis {
+                Some(r) => super::wait::redis_state(aws, r).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let live = OpError::aws("cannot read the live state", stack);
+    let (event_api, runner, executors, redis) = match (event_api, runner, executors, redis) {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return Err(live(e)),
+    };
+    let services_live = [("event-api", &event_api), ("runner", &runner)];
+    let ready = services_live
+        .iter()
+        .all(|(_, s)| s.as_ref().is_some_and(|s| s.running >= s.desired))
+        && executors
+            .as_ref()
+            .is_some_and(|g| g.in_service >= g.desired)
+        && redis.as_ref().is_some_and(|r| r.status == "available");
+    let mut services: BTreeMap<String, ServiceStatus> = services_live
+        .iter()
+        .map(|(label, s)| {
+            (
+                (*label).to_string(),
+                s.as_ref()
+                    .map_or_else(ServiceStatus::missing, ServiceStatus::of_service),
+            )
+        })
+        .collect();
+    services.insert(
+        "executors".into(),
+        executors
+            .as_ref()
+            .map_or_else(ServiceStatus::missing, ServiceStatus::of_group),
+    );
+    let resources = planned
+        .plan
+        .changes
+        .iter()
+        .map(|c| {
+            let id = c.resource.id.as_str();
+            let (status, desired, running) = if let Some(label) = id.strip_prefix("ecs.service.")
+                && let Some((_, Some(s))) = services_live.iter().find(|(l, _)| *l == label)
+            {
+                (Some(s.status.clone()), Some(s.desired), Some(s.running))
+            } else if id == "autoscaling.group.executors"
+                && let Some(g) = &executors
+            {
+                (
+                    Some(format!("{}/{} InService", g.in_service, g.desired)),
+                    Some(g.desired),
+                    Some(g.in_service),
+                )
+            } else if id == "elasticache.redis"
+                && let Some(r) = &redis
+            {
+                (Some(r.status.clone()), None, None)
+            } else {
+                (None, None, None)
+            };
+            ResourceStatus {
+                resource: id.to_string(),
+                kind: c.resource.kind.to_string(),
+                name: c.resource.name.clone(),
+                exists: planned.observed(&c.resource.id).is_some(),
+                state: match c.action {
+                    Action::Create => "missing",
+                    Action::Delete => "not in spec",
+                    Action::NoChange => "in sync",
+                    Action::Update | Action::Replace => "drifted",
+                },
+                drift: c.changed_attributes.clone(),
+                status,
+                desired,
+                running,
+            }
+        })
+        .collect();
+    let outputs: BTreeMap<LogicalId, super::Outputs> = planned
+        .all_observed()
+        .iter()
+        .map(|(id, o)| (id.clone(), o.outputs.clone()))
+        .collect();
+    Ok(StackStatus {
+        stack: stack.clone(),
+        provider: "aws",
+        region: aws.region().to_string(),
+        in_sync: !planned.plan.has_changes(),
+        ready,
+        event_api: super::event_api_url(graph, &outputs),
+        services,
+        redis,
+        resources,
+    })
+}
+
+/// A service's CloudWatch Logs from some time on, read (and followed) by
+/// polling: each [`LogTail::poll`] returns the events not returned before.
+#[derive(Debug)]
+pub struct LogTail {
+    aws: Aws,
+    service: Service,
+    group: String,
+    follower: Follower,
+}
+
+impl LogTail {
+    /// The events that arrived since the last poll (the first: since the start).
+    pub async fn poll(&mut self) -> Result<Vec<LogEvent>, OpError> {
+        self.follower
+            .poll(&self.aws)
+            .await
+            .map_err(|source| OpError::Logs {
+                service: self.service.as_str(),
+                group: self.group.clone(),
+                source,
+            })
+    }
+}
+
+/// Opens `service`'s logs from `since` ago.
+pub async fn logs(
+    loaded: &LoadedSpec,
+    service: Service,
+    since: Duration,
+    progress: &dyn Progress,
+) -> Result<LogTail, OpError> {
+    let opened = open(loaded, false, progress).await?;
+    let group =
+        super::logs::log_group(&opened.graph, service).ok_or_else(|| OpError::NoLogGroup {
+            stack: opened.stack.clone(),
+            service: service.as_str(),
+        })?;
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let since_ms = now_ms.saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    Ok(LogTail {
+        follower: Follower::new(service, &group, since_ms),
+        aws: opened.aws,
+        service,
+        group,
+    })
+}
+
+/// What `plan` takes besides the spec.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Read the live account; `false`: every resource is a create.
+    pub live: bool,
+    /// The engine image to deploy instead of the spec's (`--image`).
+    pub image: Option<String>,
+    /// Build the engine image from this binary and plan with its digest;
+    /// `None`: assume the image the stack runs now.
+    pub engine_binary: Option<PathBuf>,
+}
+
+/// What applying the spec would change.
+pub async fn plan(
+    loaded: &LoadedSpec,
+    opts: PlanOptions,
+    progress: &dyn Progress,
+) -> Result<Plan, OpError> {
+    if !opts.live {
+        let graph = Graph::build(loaded).map_err(|source| OpError::Graph {
+            stack: loaded.spec.stack.clone(),
+            source,
+        })?;
+        return Ok(Plan::create_all(&graph));
+    }
+    let opened = open(loaded, false, progress).await?;
+    let mut inputs = super::Inputs::from_spec(&loaded.spec, opts.image);
+    if inputs.builds_image()
+        && let Some(binary) = &opts.engine_binary
+    {
+        let built =
+            super::up::build_engine_image(loaded, Some(binary), &[], None, progress).await?;
+        inputs = inputs.with_built_image(built.manifest_digest.to_string());
+    }
+    Ok(super::plan(&opened.aws, &opened.graph, &inputs)
+        .await
+        .map_err(OpError::aws("cannot read the state", &opened.stack))?
+        .plan)
 }

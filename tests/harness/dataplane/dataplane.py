@@ -858,36 +858,35 @@ class Dataplane:
 
     def _healthy(self, task: Task, ips: dict[str, str]) -> bool:
         """As ECS judges a task: by its container health check when the task
-        definition has one (run in the container, as the ECS agent does),
-        else by the container answering /health on its port."""
+        definition has one (run in the container, as the ECS agent does, at
+        the check's interval), else by the container answering /health on its
+        port. A task whose port does not answer yet is not checked: a check
+        costs a `podman exec`, too dear to spend on a process still starting."""
         if not task.running:
             return False
+        ip = ips.get(task.id)
+        if task.port and ip:
+            try:
+                with urllib.request.urlopen(f"http://{ip}:{task.port}/health", timeout=1) as r:
+                    if r.status != 200:
+                        return False
+            except OSError:
+                return False
         try:
             container = self._taskdef(task.taskdef)["containerDefinitions"][0]
         except Exception:  # noqa: BLE001 - a deregistered revision: no check known
             container = {}
-        command = (container.get("healthCheck") or {}).get("command") or []
-        if command:
-            return self._health_command(task, command)
-        ip = ips.get(task.id)
-        if not task.port or not ip:
+        check = container.get("healthCheck") or {}
+        if not check.get("command"):
             return True
-        try:
-            with urllib.request.urlopen(f"http://{ip}:{task.port}/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def _health_command(self, task: Task, command: list[str]) -> bool:
-        """Runs a health check command in the task's container, at most every
-        2 s while it fails and every 10 s once it passed (ECS: `interval`)."""
         now = time.monotonic()
-        checked = self.health_checked.get(task.id)
-        if checked and now - checked[0] < (10 if checked[1] else 2):
-            return checked[1]
+        last = self.health_checked.get(task.id)
+        if last and last[1] and now - last[0] < check.get("interval", 30):
+            return True
+        command = check["command"]
         argv = ["/bin/sh", "-c", command[1]] if command[0] == "CMD-SHELL" else command[1:]
         healthy = self.podman.succeeds("exec", task.id, *argv)
-        if checked is None or checked[1] != healthy:
+        if last is None or last[1] != healthy:
             log(f"ecs {task.service}: task {task.id[:8]} health check {'passed' if healthy else 'failed'}")
         self.health_checked[task.id] = (now, healthy)
         return healthy
