@@ -849,7 +849,9 @@ async fn up_fails_at(stack: &Arc<Stack>, spec: &str, stage: &str, service: &str)
     );
 }
 
-fn set_service_count(stack: &Stack, service: &str, count: u32) {
+/// Sets an ECS service's desired count to 0 behind `up`'s back (it is
+/// auto-scaled, so `up` leaves the count alone) and waits until no task runs.
+async fn stop_service(stack: &Arc<Stack>, service: &'static str) {
     aws(
         &stack.emu,
         &[
@@ -860,17 +862,30 @@ fn set_service_count(stack: &Stack, service: &str, count: u32) {
             "--service",
             &format!("reference-{service}"),
             "--desired-count",
-            &count.to_string(),
+            "0",
         ],
     );
+    stack
+        .wait_for(&format!("no {service} task"), move |s| {
+            tasks(s, service)
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     let start = Instant::now();
-    // A short canary timeout: each broken stage below waits it out.
-    let (stack, _api) =
-        ready_stack_with(start, false, |s| s.replace("canary: 2m", "canary: 30s")).await;
+    // A short canary timeout: each broken stage below waits it out. The
+    // event API sits behind a VPC link's network load balancer, which the
+    // canary reaches by its DNS name inside the VPC.
+    let (stack, _api) = ready_stack_with(start, false, |s| {
+        s.replace("canary: 2m", "canary: 30s")
+            .replace("event_api: internal_dns", "event_api: vpc_link")
+    })
+    .await;
     let spec = stack.spec().display().to_string();
 
     // A hung executor: the run is created, its step never runs.
@@ -889,17 +904,8 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     stack.emu.unpause_container(&executor).unwrap();
     phase(start, "hung executor named");
 
-    // No runner: the event is accepted, no run is created. (The runner's
-    // count is auto-scaled, so `up` leaves it as it is.)
-    set_service_count(&stack, "runner", 0);
-    stack
-        .wait_for("no runner task", |s| {
-            tasks(s, "runner")
-                .is_empty()
-                .then_some(())
-                .ok_or_else(|| counts(s))
-        })
-        .await;
+    // No runner: the event is accepted, no run is created.
+    stop_service(&stack, "runner").await;
     up_fails_at(
         &stack,
         &spec,
@@ -910,15 +916,7 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     phase(start, "missing runner named");
 
     // No event API: nothing accepts the event.
-    set_service_count(&stack, "event-api", 0);
-    stack
-        .wait_for("no event-API task", |s| {
-            tasks(s, "event-api")
-                .is_empty()
-                .then_some(())
-                .ok_or_else(|| counts(s))
-        })
-        .await;
+    stop_service(&stack, "event-api").await;
     up_fails_at(
         &stack,
         &spec,

@@ -11,8 +11,13 @@ their work) and converges this machine to it:
   environment and `secrets` (resolved from SSM as the ECS agent does). A new
   task definition rolls the containers (new ones healthy first, then the old
   ones stopped); a container that exits is replaced; a deleted service loses
-  its containers. Cloud Map and load-balancer names resolve to the service's
-  containers inside the network.
+  its containers. Cloud Map names resolve to the service's containers
+  inside the network; a task runs its container health check (podman exec)
+  once its port answers.
+- Elastic Load Balancing: each listener is a forwarder (lb_forward.py) in
+  the router container's network namespace on the listener's port, to the
+  running tasks of the services registered in its target group; the load
+  balancer's DNS name resolves to the router's address.
 - Auto Scaling groups: each InService instance boots from its launch
   template's user data, run unchanged by bash in a private mount namespace
   (its own /etc and /var/run, hostname from EC2), with `dnf` and `systemctl`
@@ -548,6 +553,12 @@ class Dataplane:
         self.shippers: dict[str, LogShipper] = {}
         self.service_forwarders: dict[str, Forwarder] = {}
         self.targets: dict[str, list[tuple[str, int]]] = {}
+        # Target group ARN -> the services that register their tasks in it.
+        self.service_lbs: dict[str, list[str]] = {}
+        # (load balancer ARN, listener port) -> its forwarder process (lb_forward.py).
+        self.lb_listeners: dict[tuple[str, int], subprocess.Popen] = {}
+        # DNS names of the load balancers, resolved to the router's address.
+        self.lb_names: set[str] = set()
         self.forwarders: list[Forwarder] = []
         self.taskdefs: dict[str, dict] = {}
         # Task id -> (monotonic time of its last health check, whether it passed).
@@ -586,6 +597,9 @@ class Dataplane:
                 "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind=router",
                 image, "sleep", "2147483647",
             )  # fmt: skip
+        router = json.loads(self.podman.run("inspect", f"{self.name}-router"))[0]
+        self.router_pid = router["State"]["Pid"]
+        self.router_ip = router["NetworkSettings"]["Networks"][self.network]["IPAddress"]
         # A small image in "ECR" for docker steps: instances pull it from there.
         self.podman.run("push", "--quiet", "--tls-verify=false", image, f"{self.registry}/dataplane/busybox:latest")
         self.step_image = f"{self.ecr_host}/dataplane/busybox:latest"
@@ -655,6 +669,8 @@ class Dataplane:
                 r.stop()
             for f in [*self.forwarders, *self.service_forwarders.values()]:
                 f.close()
+            for proc in self.lb_listeners.values():
+                proc.terminate()
 
     # ----- what containers see
 
@@ -671,17 +687,19 @@ class Dataplane:
         ]
 
     def host_entries(self) -> dict[str, str]:
-        """Names the VPC's DNS resolves: ElastiCache endpoints and the ECR host."""
+        """Names the VPC's DNS resolves: ElastiCache endpoints, the ECR host and
+        the load balancers."""
         entries = {r.address: self.gateway for r in self.redis.values()}
         entries[self.ecr_host] = self.gateway
+        entries.update({name: self.router_ip for name in self.lb_names})
         return entries
 
     # ----- reconciliation
 
     def loop(self) -> None:
         while not self.stopping.is_set():
-            steps = (self.reconcile_redis, self.reconcile_ecs, self.reconcile_oneoff, self.reconcile_instances,
-                     self.ship_logs)  # fmt: skip
+            steps = (self.reconcile_redis, self.reconcile_lbs, self.reconcile_ecs, self.reconcile_oneoff,
+                     self.reconcile_instances, self.ship_logs)  # fmt: skip
             for step in steps:
                 try:
                     with self.lock:
@@ -724,11 +742,6 @@ class Dataplane:
             cm = self.cloudmap.get_service(Id=service_id)["Service"]
             ns = self.cloudmap.get_namespace(Id=cm["NamespaceId"])["Namespace"]
             names.append(f"{cm['Name']}.{ns['Name']}")
-        for lb in svc.get("loadBalancers") or []:
-            tg = self.elbv2.describe_target_groups(TargetGroupArns=[lb["targetGroupArn"]])["TargetGroups"][0]
-            if tg.get("LoadBalancerArns"):
-                lbs = self.elbv2.describe_load_balancers(LoadBalancerArns=tg["LoadBalancerArns"])
-                names += [x["DNSName"] for x in lbs["LoadBalancers"]]
         return names
 
     def _secret(self, value_from: str) -> str:
@@ -926,6 +939,10 @@ class Dataplane:
 
     def _converge_service(self, cluster: str, svc: dict, tasks: list[Task]) -> None:
         name = svc["serviceName"]
+        for lb in svc.get("loadBalancers") or []:
+            users = self.service_lbs.setdefault(lb["targetGroupArn"], [])
+            if name not in users:
+                users.append(name)
         desired = svc.get("desiredCount", 0)
         td = self._taskdef(svc["taskDefinition"])
         arn = td["taskDefinitionArn"]
@@ -965,6 +982,39 @@ class Dataplane:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"task_definitions": observed}))
         tmp.replace(path)
+
+    def reconcile_lbs(self) -> None:
+        """Each listener of each load balancer: a forwarder process in the
+        router's network namespace (the address the load balancer's DNS name
+        resolves to in the VPC) on the listener's port, to the running tasks
+        of the services registered in its target group."""
+        wanted: dict[tuple[str, int], tuple[str, str | None]] = {}
+        for lb in self.elbv2.describe_load_balancers().get("LoadBalancers", []):
+            for listener in self.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"]).get("Listeners", []):
+                group = next((a.get("TargetGroupArn") for a in listener.get("DefaultActions", [])
+                              if a.get("Type") == "forward"), None)  # fmt: skip
+                wanted[(lb["LoadBalancerArn"], listener["Port"])] = (lb["DNSName"], group)
+        for key in [k for k in self.lb_listeners if k not in wanted]:
+            log(f"elb: listener {key[1]} of {key[0].rsplit('/', 2)[-2]} removed")
+            self.lb_listeners.pop(key).terminate()
+        (self.state / "lb").mkdir(exist_ok=True)
+        for (arn, port), (_, group) in wanted.items():
+            slug = f"{arn.rsplit('/', 1)[-1]}-{port}"
+            targets = [t for svc in self.service_lbs.get(group or "", []) for t in self.targets.get(svc, [])]
+            path = self.state / "lb" / f"{slug}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(targets))
+            tmp.replace(path)
+            proc = self.lb_listeners.get((arn, port))
+            if proc is None or proc.poll() is not None:
+                self.lb_listeners[(arn, port)] = proc = subprocess.Popen(
+                    ["nsenter", f"--net=/proc/{self.router_pid}/ns/net",
+                     sys.executable, str(HERE / "lb_forward.py"), str(port), str(path)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+                (self.state / "lb" / f"{slug}.pid").write_text(str(proc.pid))
+                log(f"elb: listener {port} of {arn.rsplit('/', 2)[-2]} at {self.router_ip}")
+        self.lb_names = {dns for dns, _ in wanted.values()}
 
     def _sync_service_forwarders(self, services: set[str]) -> None:
         for name in list(self.service_forwarders):
@@ -1078,13 +1128,14 @@ class Dataplane:
 
 def cleanup(state: Path, network: str | None) -> None:
     """What a killed data plane may have left behind under `state`: the
-    instances' process groups, containers of every engine, the network and
-    the redis-servers (their pids are recorded next to them)."""
-    for pid_file in [*state.glob("i/*/pid"), *state.glob("redis/*/pid")]:
+    instances' process groups, the load balancers' listeners, containers of
+    every engine, the network and the redis-servers (their pids are recorded
+    next to them)."""
+    for pid_file in [*state.glob("i/*/pid"), *state.glob("redis/*/pid"), *state.glob("lb/*.pid")]:
         try:
             pid = int(pid_file.read_text())
-            # Instances run in a session of their own; redis-server alone.
-            if pid_file.parent.parent.name == "i":
+            # Instances and listeners run in sessions of their own; redis-server alone.
+            if pid_file.parent.parent.name == "i" or pid_file.parent.name == "lb":
                 os.killpg(pid, signal.SIGKILL)
             else:
                 os.kill(pid, signal.SIGKILL)
