@@ -291,7 +291,14 @@ impl DockerDriver {
         if let Some(e) = &broken {
             tracing::debug!(container = %id, error = %e, "attach session broke; reading the log");
         }
-        if broken.is_some() || collected.stdout.is_empty() {
+        // A successful step whose attached stdout is not JSON: the session
+        // may have carried the runtime's own error instead of the step's
+        // output (podman 4.3 writes "write unixpacket ...: broken pipe" into
+        // it when the step stops reading stdin early).
+        let unreadable = code == 0
+            && !collected.stdout_overflow
+            && parse_output(&String::from_utf8_lossy(&collected.stdout)).is_err();
+        if broken.is_some() || collected.stdout.is_empty() || unreadable {
             // An attach session to a container that exits at once can end
             // (or be reset) before the runtime copied its last output into
             // it (seen with podman 4.3 under load); the stopped container's
