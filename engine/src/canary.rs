@@ -205,7 +205,7 @@ pub async fn check(
             Err(e) if Instant::now() >= deadline => {
                 return Err(CanaryError::new(
                     Stage::Send,
-                    format!("POST {event_api}/e/<key>: {}", error_chain(&e)),
+                    format!("POST {event_api}/e/<key>: {}", crate::error_chain(&e)),
                 ));
             }
             Err(_) => {}
@@ -308,7 +308,7 @@ async fn poll_runs(
         .bearer_auth(api_token)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("GET {url}: {}", crate::error_chain(&e)))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -317,17 +317,6 @@ async fn poll_runs(
     serde_json::from_str::<RunsOfEvent>(&text)
         .map(|r| r.runs)
         .map_err(|e| format!("unexpected answer of the runs API ({e}): {text}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// The one line `stackctl-engine canary` prints on stdout: the report or

@@ -16,3 +16,16 @@ pub mod runner;
 
 /// The signal every role watches to stop: cancelled on SIGTERM/SIGINT.
 pub use tokio_util::sync::CancellationToken as Shutdown;
+
+/// An error with its sources (`top: cause: cause`), for errors whose own
+/// message hides the cause one level down (HTTP and SDK clients).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

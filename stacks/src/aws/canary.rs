@@ -87,13 +87,6 @@ pub fn in_vpc_event_api_url(
     graph: &Graph,
     outputs: &BTreeMap<LogicalId, Outputs>,
 ) -> Option<String> {
-    let output = |id: &str, name: &str| {
-        outputs
-            .get(&LogicalId::new(id))
-            .and_then(|o| o.get(name))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
     let port = graph
         .get(&LogicalId::new("ecs.taskdef.event-api"))
         .and_then(|r| match &r.attributes {
@@ -106,7 +99,7 @@ pub fn in_vpc_event_api_url(
     ) {
         return Some(format!("http://{}.{}:{port}", service.name, namespace.name));
     }
-    let dns = output("elb.load-balancer", "dns_name")?;
+    let dns = super::output_value(outputs, "elb.load-balancer", "dns_name")?;
     Some(
         match graph
             .get(&LogicalId::new("elb.listener"))
@@ -220,13 +213,6 @@ async fn run_task(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Outcome, AwsCanaryError> {
-    let state = super::wait::service_state(aws, cluster, service)
-        .await?
-        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} does not exist")))?;
-    let task_definition = state
-        .primary()
-        .map(|d| d.task_definition.clone())
-        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} has no deployment")))?;
     let subject = Subject::other("ecs service", service);
     let described = aws
         .ecs()
@@ -235,11 +221,21 @@ async fn run_task(
         .services(service)
         .send()
         .await
-        .map_err(|e| AwsError::api(subject.clone(), "DescribeServices", e))?;
-    let network = described
+        .map_err(|e| AwsError::api(subject, "DescribeServices", e))?;
+    let svc = described
         .services()
-        .first()
-        .and_then(|s| s.network_configuration())
+        .iter()
+        .find(|s| s.status() != Some("INACTIVE"))
+        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} does not exist")))?;
+    let task_definition = svc
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
+        .and_then(|d| d.task_definition())
+        .map(str::to_owned)
+        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} has no deployment")))?;
+    let network = svc
+        .network_configuration()
         .and_then(|n| n.awsvpc_configuration())
         .cloned()
         .ok_or_else(|| {

@@ -59,18 +59,25 @@ use std::collections::BTreeMap;
 
 use crate::graph::{Attributes, Graph, LogicalId};
 
+/// A resource's non-empty output, when known.
+pub(crate) fn output_value(
+    outputs: &BTreeMap<LogicalId, Outputs>,
+    id: &str,
+    name: &str,
+) -> Option<String> {
+    outputs
+        .get(&LogicalId::new(id))
+        .and_then(|o| o.get(name))
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
 /// The event API's address from the resources' outputs (after `apply`, or
 /// as observed): the API Gateway stage's invoke URL (`vpc_link`), the
 /// internet-facing load balancer (`public`); `None` for the other
 /// connection types, or while the resource does not exist.
 pub fn event_api_url(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> Option<String> {
-    let output = |id: &str, name: &str| {
-        outputs
-            .get(&LogicalId::new(id))
-            .and_then(|o| o.get(name))
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
+    let output = |id: &str, name: &str| output_value(outputs, id, name);
     if graph.get(&LogicalId::new("apigateway.rest-api")).is_some() {
         return output("apigateway.rest-api", "invoke_url");
     }

@@ -52,10 +52,10 @@ where
 {
     match &err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            BackendError::Unavailable(format!("sqs {op}: {}", describe(&err)))
+            BackendError::Unavailable(format!("sqs {op}: {}", crate::error_chain(&err)))
         }
         SdkError::ResponseError(_) => {
-            BackendError::Unavailable(format!("sqs {op}: {}", describe(&err)))
+            BackendError::Unavailable(format!("sqs {op}: {}", crate::error_chain(&err)))
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
@@ -68,21 +68,8 @@ where
                 BackendError::Other(text)
             }
         }
-        _ => BackendError::Other(format!("sqs {op}: {}", describe(&err))),
+        _ => BackendError::Other(format!("sqs {op}: {}", crate::error_chain(&err))),
     }
-}
-
-/// The error with its sources, for the SDK's terse top-level messages
-/// ("dispatch failure") that hide the cause one level down.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
