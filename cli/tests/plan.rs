@@ -1,6 +1,7 @@
 //! `stackctl plan` run as a binary on the examples: JSON lists every
 //! resource kind for each connection type, exit codes follow
-//! `--detailed-exitcode`, and local or invalid specs are refused.
+//! `--detailed-exitcode`, the spec's warnings are shown without stopping the
+//! plan, and local or invalid specs are refused.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,51 @@ fn json_plan_of_the_aws_example_lists_every_resource_kind() {
             );
         }
     }
+}
+
+#[test]
+fn plan_shows_the_specs_warnings_and_goes_on() {
+    let plan = |args: &[&str], step_url: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        command
+            .args(["plan", "--offline", "examples/aws.yaml"])
+            .args(args)
+            .current_dir(repo_root())
+            .env_remove("STACKCTL_STACK")
+            .env_remove("STEP_URL")
+            .env("AWS_REGION", "us-east-1");
+        if let Some(url) = step_url {
+            command.env("STEP_URL", url);
+        }
+        let out = command.output().expect("stackctl runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+
+    let (stdout, stderr) = plan(&[], None);
+    assert!(stdout.starts_with("Plan for stack `reference`"), "{stdout}");
+    assert!(
+        stderr.contains("warning: step `charge` of function `charge-pro-plan` calls `http://127.0.0.1:8300/charge`, a loopback address")
+            && stderr.contains("--> examples/functions/billing.yaml:14:14")
+            && stderr.contains("4 warnings"),
+        "{stderr}"
+    );
+    let (stdout, _) = plan(&["--output", "json"], None);
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["warnings"].as_array().map(Vec::len), Some(4), "{doc}");
+    assert_eq!(
+        doc["warnings"][0]["file"],
+        "examples/functions/billing.yaml"
+    );
+    assert!(doc["changes"].as_array().is_some_and(|c| !c.is_empty()));
+
+    let internal = Some("http://steps.internal:8300");
+    let (_, stderr) = plan(&[], internal);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (stdout, _) = plan(&["--output", "json"], internal);
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["warnings"], serde_json::json!([]));
 }
 
 #[test]

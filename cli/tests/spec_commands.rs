@@ -14,15 +14,23 @@ fn root() -> PathBuf {
 /// Runs stackctl in the workspace root with a clean interpolation
 /// environment (the examples' defaults apply).
 fn stackctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stackctl"))
+    stackctl_with(args, &[])
+}
+
+/// [`stackctl`] with these variables set.
+fn stackctl_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    command
         .args(args)
         .current_dir(root())
         .env_remove("STACKCTL_EVENT_KEY")
         .env_remove("STACKCTL_API_TOKEN")
         .env_remove("STACKCTL_STACK")
-        .env_remove("STEP_URL")
-        .output()
-        .expect("run stackctl")
+        .env_remove("STEP_URL");
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command.output().expect("run stackctl")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -43,6 +51,61 @@ fn examples_are_valid() {
         let stdout = text(&out.stdout);
         assert!(stdout.starts_with(&format!("{file} is valid")), "{stdout}");
         assert_eq!(stdout.lines().count(), 1, "a one-line summary: {stdout}");
+    }
+}
+
+#[test]
+fn aws_example_warns_of_loopback_step_urls_and_stays_valid() {
+    let out = stackctl(&["validate", "examples/aws.yaml"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "examples/aws.yaml is valid: stack `reference` on aws, 4 functions (4 warnings)\n"
+    );
+    for expected in [
+        "warning: step `charge` of function `charge-pro-plan` calls `http://127.0.0.1:8300/charge`, a loopback address\n",
+        "--> examples/functions/billing.yaml:14:14\n",
+        "--> examples/functions/onboarding.yaml:35:12\n",
+        "= help: on AWS this calls the executor host itself; set `STEP_URL` (or the url) to an address the executors can reach",
+    ] {
+        assert!(stderr.contains(expected), "no `{expected}` in\n{stderr}");
+    }
+    assert!(stderr.ends_with("\n4 warnings\n"), "{stderr}");
+
+    let out = stackctl(&["validate", "-o", "json", "examples/aws.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(
+        (&doc["valid"], &doc["errors"]),
+        (&true.into(), &serde_json::json!([]))
+    );
+    let warnings = doc["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 4, "{doc}");
+    assert_eq!(warnings[0]["file"], "examples/functions/billing.yaml");
+    assert_eq!(
+        (warnings[0]["line"].as_u64(), warnings[0]["column"].as_u64()),
+        (Some(14), Some(14))
+    );
+    assert_eq!(warnings[0]["path"], "[0].steps[0].http.url");
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+
+    let steps = [("STEP_URL", "http://steps.internal:8300")];
+    for (file, vars) in [
+        ("examples/aws.yaml", &steps[..]),
+        ("examples/local.yaml", &[][..]),
+    ] {
+        let out = stackctl_with(&["validate", file], vars);
+        assert_eq!(out.status.code(), Some(0), "{file}");
+        assert!(
+            text(&out.stderr).is_empty(),
+            "{file}: {}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stdout).contains("warning"), "{file}");
+        let out = stackctl_with(&["validate", "-o", "json", file], vars);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(doc["warnings"], serde_json::json!([]), "{file}");
     }
 }
 

@@ -1,12 +1,12 @@
 //! Loading real files: the examples and the `init` templates validate and
 //! load to the stacks they describe; interpolation reads the environment;
-//! errors come out with their place, as text and as JSON.
+//! errors and warnings come out with their place, as text and as JSON.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use stacks::spec::templates::{INIT_AWS, INIT_LOCAL};
-use stacks::spec::{LoadError, Provider, Scaling, load_str, load_with_env};
+use stacks::spec::{LoadError, Provider, Scaling, Severity, load_str, load_with_env};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -173,6 +173,78 @@ fn every_error_is_reported_at_once_with_its_place() {
     }
     assert_eq!(first["file"], "s.yaml");
     assert!(errors.render().ends_with("4 errors\n"));
+}
+
+/// The `file:line:column` of each warning, relative to the workspace.
+fn warning_places(loaded: stacks::spec::LoadedSpec) -> Vec<String> {
+    loaded
+        .warnings
+        .relative_to(&root())
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}:{}:{}", d.file.display(), d.line, d.column))
+        .collect()
+}
+
+#[test]
+fn aws_example_warns_of_loopback_step_urls_until_step_url_is_set() {
+    let loaded = load_with_env(root().join("examples/aws.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let warnings = loaded.warnings.clone().relative_to(&root());
+    insta::assert_snapshot!(warnings.render());
+    for d in &warnings.diagnostics {
+        assert_eq!(d.severity, Severity::Warning, "{d:?}");
+        assert!(d.help.contains("set `STEP_URL`"), "{d:?}");
+    }
+    assert_eq!(
+        warning_places(loaded),
+        [
+            "examples/functions/billing.yaml:14:14",
+            "examples/functions/billing.yaml:21:14",
+            "examples/functions/onboarding.yaml:20:12",
+            "examples/functions/onboarding.yaml:35:12",
+        ]
+    );
+
+    let step_url =
+        |url: &'static str| move |name: &str| (name == "STEP_URL").then(|| url.to_string());
+    let internal = step_url("http://steps.internal:8300");
+    let loaded = load_with_env(root().join("examples/aws.yaml"), &internal)
+        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    assert!(loaded.warnings.is_empty(), "{}", loaded.warnings.render());
+    let loopback = step_url("http://localhost:8300");
+    let loaded = load_with_env(root().join("examples/aws.yaml"), &loopback)
+        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    assert_eq!(loaded.warnings.diagnostics.len(), 4);
+
+    // A local stack's executors are this machine: loopback is where its steps are.
+    let loaded = load_with_env(root().join("examples/local.yaml"), &no_env)
+        .unwrap_or_else(|e| panic!("examples/local.yaml: {}", render(e)));
+    assert!(loaded.warnings.is_empty(), "{}", loaded.warnings.render());
+}
+
+#[test]
+fn warnings_are_shown_beside_errors() {
+    let text = "stack: demo\nprovider: aws\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 2, desired: 1, max: 4}\nevent_keys: {default: k}\nfunctions:\n  inline:\n    - id: f\n      triggers: [{event: a}]\n      steps:\n        - id: s\n          http: {url: \"http://127.0.0.1:8300/s\"}\n";
+    let errors = errors_of(load_str(Path::new("s.yaml"), text, &no_env));
+    assert_eq!(errors.to_string(), "1 error in s.yaml");
+    let rendered = errors.render();
+    assert!(
+        rendered.contains("warning: step `s` of function `f` calls `http://127.0.0.1:8300/s`, a loopback address\n  --> s.yaml:14:23\n"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("= help: on AWS this calls the executor host itself; point the url at"),
+        "{rendered}"
+    );
+    assert!(rendered.ends_with("\n1 error, 1 warning\n"), "{rendered}");
+    let json = errors.to_json();
+    assert_eq!(json["errors"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(
+        json["warnings"][0]["path"],
+        "functions.inline[0].steps[0].http.url"
+    );
+    assert_eq!(json["warnings"][0]["line"], 14);
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     let result = stacks::aws::up::up(loaded, options, &reporter).await;
     reporter.finish();
     let report = result?;
-    print(&report, opts.verify, output)?;
+    print(loaded, &report, opts.verify, output)?;
     Ok(Exit::Ok)
 }
 
@@ -68,10 +68,16 @@ pub fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()
     )
 }
 
-fn print(report: &UpReport, verify: Verify, output: Output) -> anyhow::Result<()> {
+fn print(
+    loaded: &LoadedSpec,
+    report: &UpReport,
+    verify: Verify,
+    output: Output,
+) -> anyhow::Result<()> {
     if output == Output::Json {
         let mut doc = serde_json::to_value(report)?;
         doc["type"] = "result".into();
+        doc["warnings"] = serde_json::to_value(&loaded.warnings.diagnostics)?;
         output::print_line(&doc.to_string())?;
         return Ok(());
     }

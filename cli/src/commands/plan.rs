@@ -64,6 +64,7 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
         }
         Err(err) => return Err(err).with_context(|| format!("cannot plan {}", path.display())),
     };
+    super::up::show_warnings(&loaded, output);
     let live = !args.offline && stacks::aws::context::credentials_configured();
     if !args.offline && !live {
         eprintln!(
@@ -81,7 +82,11 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
     let plan = result.with_context(|| format!("cannot plan {}", path.display()))?;
     match output {
         Output::Human => output::print_line(plan.render_text().trim_end_matches('\n'))?,
-        Output::Json => output::print_json(&plan)?,
+        Output::Json => {
+            let mut doc = serde_json::to_value(&plan)?;
+            doc["warnings"] = serde_json::to_value(&loaded.warnings.diagnostics)?;
+            output::print_json(&doc)?;
+        }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         Exit::Invalid

@@ -58,6 +58,14 @@ pub fn load_stack(
     }
 }
 
+/// Shows the spec's warnings on stderr. With `--output json` they go in the
+/// command's JSON document instead (a `warnings` list, as `validate` prints).
+pub fn show_warnings(loaded: &LoadedSpec, output: Output) {
+    if output == Output::Human {
+        eprint!("{}", loaded.warnings.render());
+    }
+}
+
 /// Loads the stack named by `file`; see [`load_stack`].
 pub fn load(file: &StackFile, output: Output) -> anyhow::Result<Result<LoadedSpec, Exit>> {
     load_stack(file.given(), output)
@@ -126,6 +134,7 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
         Ok(l) => l,
         Err(exit) => return Ok(exit),
     };
+    show_warnings(&loaded, output);
     if loaded.spec.provider == Provider::Aws {
         let opts = super::aws_up::AwsUp {
             image: args.image,
@@ -175,6 +184,7 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
                 "changes": report.changes,
                 "canary": report.canary,
                 "curl": curl,
+                "warnings": loaded.warnings.diagnostics,
             });
             println!("{doc}");
         }

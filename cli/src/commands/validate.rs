@@ -1,6 +1,6 @@
 //! `stackctl validate FILE`: loads a spec and its function files and reports
-//! every problem. Exit 0 when valid, 2 when invalid, 1 when the file cannot
-//! be read.
+//! every problem. Exit 0 when valid (warnings or not), 2 when invalid, 1 when
+//! the file cannot be read.
 
 use std::path::PathBuf;
 
@@ -21,20 +21,28 @@ pub fn run(args: ValidateArgs, out: Output) -> anyhow::Result<Exit> {
     match spec::load(&args.file) {
         Ok(loaded) => {
             let functions = loaded.functions.len();
+            let warnings = loaded.warnings.diagnostics.len();
+            super::up::show_warnings(&loaded, out);
             match out {
                 Output::Json => output::print_json(&serde_json::json!({
                     "valid": true,
                     "errors": [],
+                    "warnings": loaded.warnings.diagnostics,
                     "stack": loaded.spec.stack,
                     "provider": loaded.spec.provider,
                     "functions": functions,
                 }))?,
                 Output::Human => println!(
-                    "{} is valid: stack `{}` on {}, {functions} function{}",
+                    "{} is valid: stack `{}` on {}, {functions} function{}{}",
                     args.file.display(),
                     loaded.spec.stack,
                     loaded.spec.provider,
                     if functions == 1 { "" } else { "s" },
+                    match warnings {
+                        0 => String::new(),
+                        1 => " (1 warning)".into(),
+                        n => format!(" ({n} warnings)"),
+                    },
                 ),
             }
             Ok(Exit::Ok)

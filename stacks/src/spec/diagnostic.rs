@@ -1,6 +1,7 @@
-//! Validation errors with their place and their fix, and how they are shown:
-//! rustc-style text (`error:` / `-->` file:line:col / source line / `^^^` /
-//! `= help:`) or JSON.
+//! Validation problems with their place and their fix, and how they are
+//! shown: rustc-style text (`error:` or `warning:` / `-->` file:line:col /
+//! source line / `^^^` / `= help:`) or JSON. Errors make a spec invalid;
+//! warnings point at something that loads but will not work as meant.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -97,9 +98,31 @@ impl Problem {
     }
 }
 
+/// Whether a problem stops the spec from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The spec is invalid.
+    Error,
+    /// The spec is valid, but something in it will not work as meant.
+    Warning,
+}
+
+impl Severity {
+    /// `error` or `warning`, as the rendered text labels it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        }
+    }
+}
+
 /// One problem in a spec or function file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
+    /// Error or warning; in JSON, the list a diagnostic is in says which.
+    #[serde(skip)]
+    pub severity: Severity,
     /// The file, as it was named to the loader (or joined to the spec's folder).
     pub file: PathBuf,
     /// 1-based line.
@@ -118,7 +141,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic at `span` in `file`.
+    /// An error at `span` in `file`.
     pub fn new(
         file: &FsPath,
         span: Span,
@@ -127,6 +150,7 @@ impl Diagnostic {
         help: impl Into<String>,
     ) -> Self {
         Self {
+            severity: Severity::Error,
             file: file.to_path_buf(),
             line: span.pos.line,
             column: span.pos.column,
@@ -136,26 +160,104 @@ impl Diagnostic {
             path: path.to_string(),
         }
     }
+
+    /// The same problem as a warning.
+    pub fn warning(self) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..self
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
 }
 
-/// Every problem found in a spec and its function files.
+/// Every problem found in a spec and its function files: at least one error,
+/// and the warnings found beside them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} in {}", count(self.diagnostics.len()), self.spec_file.display())]
+#[error("{} in {}", count(self.errors().count(), "error"), self.spec_file.display())]
 pub struct SpecErrors {
     /// The spec file that was loaded.
     pub spec_file: PathBuf,
-    /// The problems, in file order, then line and column.
+    /// The problems, errors and warnings, in file order, then line and column.
     pub diagnostics: Vec<Diagnostic>,
     /// Source text by file, to show the offending lines.
     sources: BTreeMap<PathBuf, String>,
 }
 
-fn count(n: usize) -> String {
+/// The warnings of a spec that loaded (none for most specs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecWarnings {
+    /// The warnings, in file order, then line and column.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Source text of the files they are in.
+    sources: BTreeMap<PathBuf, String>,
+}
+
+fn count(n: usize, what: &str) -> String {
     if n == 1 {
-        "1 error".into()
+        format!("1 {what}")
     } else {
-        format!("{n} errors")
+        format!("{n} {what}s")
     }
+}
+
+/// `3 errors`, `3 errors, 1 warning` or `2 warnings`.
+fn tally(diagnostics: &[Diagnostic]) -> String {
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    match (errors, warnings) {
+        (e, 0) => count(e, "error"),
+        (0, w) => count(w, "warning"),
+        (e, w) => format!("{}, {}", count(e, "error"), count(w, "warning")),
+    }
+}
+
+/// Sorts by file (in load order), line and column, and drops repeats.
+fn sort(diagnostics: &mut Vec<Diagnostic>, file_order: &[PathBuf]) {
+    let rank = |f: &PathBuf| file_order.iter().position(|o| o == f).unwrap_or(usize::MAX);
+    diagnostics.sort_by(|a, b| {
+        (rank(&a.file), a.line, a.column, &a.message).cmp(&(
+            rank(&b.file),
+            b.line,
+            b.column,
+            &b.message,
+        ))
+    });
+    diagnostics.dedup();
+}
+
+fn strip(path: &FsPath, base: &FsPath) -> PathBuf {
+    path.strip_prefix(base)
+        .map_or_else(|_| path.to_path_buf(), FsPath::to_path_buf)
+}
+
+/// [`SpecErrors::relative_to`] and [`SpecWarnings::relative_to`].
+fn relative(
+    diagnostics: &mut [Diagnostic],
+    sources: BTreeMap<PathBuf, String>,
+    base: &FsPath,
+) -> BTreeMap<PathBuf, String> {
+    for d in diagnostics {
+        d.file = strip(&d.file, base);
+    }
+    sources
+        .into_iter()
+        .map(|(k, v)| (strip(&k, base), v))
+        .collect()
+}
+
+/// rustc-style text of every diagnostic, then the tally.
+fn render_all(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -> String {
+    let mut out = String::new();
+    for d in diagnostics {
+        render_one(&mut out, d, sources.get(&d.file).map(String::as_str));
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", tally(diagnostics));
+    out
 }
 
 impl SpecErrors {
@@ -165,16 +267,7 @@ impl SpecErrors {
         sources: BTreeMap<PathBuf, String>,
         file_order: &[PathBuf],
     ) -> Self {
-        let rank = |f: &PathBuf| file_order.iter().position(|o| o == f).unwrap_or(usize::MAX);
-        diagnostics.sort_by(|a, b| {
-            (rank(&a.file), a.line, a.column, &a.message).cmp(&(
-                rank(&b.file),
-                b.line,
-                b.column,
-                &b.message,
-            ))
-        });
-        diagnostics.dedup();
+        sort(&mut diagnostics, file_order);
         Self {
             spec_file,
             diagnostics,
@@ -182,44 +275,75 @@ impl SpecErrors {
         }
     }
 
+    /// The errors (what makes the spec invalid).
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    /// The warnings found beside the errors.
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| !d.is_error())
+    }
+
     /// Shows file paths relative to `base` (used by tests so that output does
     /// not depend on where the repository is checked out).
     pub fn relative_to(mut self, base: &FsPath) -> Self {
-        let strip = |p: &PathBuf| {
-            p.strip_prefix(base)
-                .map_or_else(|_| p.clone(), FsPath::to_path_buf)
-        };
-        self.spec_file = strip(&self.spec_file);
-        for d in &mut self.diagnostics {
-            d.file = strip(&d.file);
-        }
-        self.sources = self
-            .sources
-            .iter()
-            .map(|(k, v)| (strip(k), v.clone()))
-            .collect();
+        self.spec_file = strip(&self.spec_file, base);
+        self.sources = relative(&mut self.diagnostics, self.sources, base);
         self
     }
 
-    /// rustc-style text of every diagnostic, then the count (`3 errors`).
+    /// rustc-style text of every diagnostic, then the count (`3 errors`, or
+    /// `3 errors, 1 warning`).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for d in &self.diagnostics {
-            render_one(&mut out, d, self.sources.get(&d.file).map(String::as_str));
-            out.push('\n');
-        }
-        let _ = writeln!(out, "{}", count(self.diagnostics.len()));
-        out
+        render_all(&self.diagnostics, &self.sources)
     }
 
-    /// `{"valid": false, "errors": [{file, line, column, message, help, path}]}`.
+    /// `{"valid": false, "errors": [{file, line, column, message, help, path}], "warnings": [...]}`.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "valid": false, "errors": self.diagnostics })
+        let errors: Vec<&Diagnostic> = self.errors().collect();
+        let warnings: Vec<&Diagnostic> = self.warnings().collect();
+        serde_json::json!({ "valid": false, "errors": errors, "warnings": warnings })
+    }
+}
+
+impl SpecWarnings {
+    pub(crate) fn new(
+        mut diagnostics: Vec<Diagnostic>,
+        mut sources: BTreeMap<PathBuf, String>,
+        file_order: &[PathBuf],
+    ) -> Self {
+        sort(&mut diagnostics, file_order);
+        sources.retain(|file, _| diagnostics.iter().any(|d| &d.file == file));
+        Self {
+            diagnostics,
+            sources,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    /// Shows file paths relative to `base`, as [`SpecErrors::relative_to`].
+    pub fn relative_to(mut self, base: &FsPath) -> Self {
+        self.sources = relative(&mut self.diagnostics, self.sources, base);
+        self
+    }
+
+    /// rustc-style text of every warning, then the count (`2 warnings`);
+    /// empty when there are none.
+    pub fn render(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        render_all(&self.diagnostics, &self.sources)
     }
 }
 
 fn render_one(out: &mut String, d: &Diagnostic, source: Option<&str>) {
-    let _ = writeln!(out, "error: {}", d.message);
+    let _ = writeln!(out, "{}: {}", d.severity.as_str(), d.message);
     let line_text = source.and_then(|s| s.lines().nth(d.line.saturating_sub(1)));
     let gutter = d.line.to_string().len();
     let pad = " ".repeat(gutter);
@@ -264,5 +388,42 @@ mod tests {
         );
         assert_eq!(errors.to_json()["errors"][0]["line"], 2);
         assert_eq!(errors.to_string(), "1 error in stack.yaml");
+    }
+
+    #[test]
+    fn warnings_are_labelled_and_counted_apart() {
+        let file = PathBuf::from("f.yaml");
+        let at = |line| Span {
+            pos: Pos { line, column: 1 },
+            len: 1,
+        };
+        let error = Diagnostic::new(&file, at(2), "b", "bad", "fix b");
+        let warning = Diagnostic::new(&file, at(1), "a", "odd", "fix a").warning();
+        let mut sources = BTreeMap::new();
+        sources.insert(file.clone(), "a: 1\nb: 2\n".to_string());
+        let order = [file.clone()];
+        let errors = SpecErrors::new(
+            file.clone(),
+            vec![error, warning.clone()],
+            sources.clone(),
+            &order,
+        );
+        let text = errors.render();
+        assert!(text.starts_with("warning: odd\n"), "{text}");
+        assert!(text.contains("\nerror: bad\n"), "{text}");
+        assert!(text.ends_with("\n1 error, 1 warning\n"), "{text}");
+        assert_eq!(errors.to_string(), "1 error in f.yaml");
+        let json = errors.to_json();
+        assert_eq!(
+            (
+                json["errors"][0]["path"].as_str(),
+                json["warnings"][0]["path"].as_str()
+            ),
+            (Some("b"), Some("a"))
+        );
+
+        let warnings = SpecWarnings::new(vec![warning], sources, &order);
+        assert!(warnings.render().ends_with("\n1 warning\n"));
+        assert!(SpecWarnings::default().render().is_empty());
     }
 }

@@ -25,6 +25,23 @@ pub struct InterpolationError {
     pub help: String,
 }
 
+/// The variables `text` reads, each once, in order; none when it does not
+/// interpolate.
+pub fn variables(text: &str) -> Vec<String> {
+    let names = std::cell::RefCell::new(Vec::<String>::new());
+    let record = |name: &str| {
+        let mut names = names.borrow_mut();
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+        Some(String::new())
+    };
+    match interpolate(text, &record) {
+        Ok(_) => names.into_inner(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Expands every `${...}` in `text`.
 pub fn interpolate(text: &str, env: &Lookup<'_>) -> Result<String, InterpolationError> {
     if !text.contains('$') {
@@ -119,6 +136,16 @@ mod tests {
         ] {
             assert_eq!(interpolate(input, &env).unwrap(), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn lists_the_variables_read() {
+        assert_eq!(
+            variables("${STEP_URL:-http://127.0.0.1:8300}/a/${STEP_URL}/${B}"),
+            ["STEP_URL", "B"]
+        );
+        assert!(variables("$${NOT} plain").is_empty());
+        assert!(variables("${1X}").is_empty());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! build located trees (with `${VAR}` interpolation), check them against the
 //! JSON Schema, deserialize the typed [`Spec`] and functions, then run the
 //! semantic checks. Every problem of every file is collected before
-//! anything is returned, each placed at its file, line and column.
+//! anything is returned, each placed at its file, line and column; warnings
+//! come back with the loaded spec, or beside the errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path as FsPath, PathBuf};
@@ -10,12 +11,12 @@ use std::path::{Path as FsPath, PathBuf};
 use engine::functions::{FunctionDef, Path, PathSegment, validate_function};
 use serde_json::Value as J;
 
-use super::diagnostic::{At, Diagnostic, Problem, SpecErrors};
+use super::diagnostic::{At, Diagnostic, Problem, SpecErrors, SpecWarnings};
 use super::interpolate::{Lookup, process_env};
 use super::schema::{Document, check_structure};
-use super::semantic::check_sections;
+use super::semantic::{check_loopback_steps, check_sections};
 use super::yaml::{Node, parse};
-use super::{Driver, Spec};
+use super::{Driver, Provider, Spec};
 
 /// A spec that loaded and validated, with all its functions.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,8 @@ pub struct LoadedSpec {
     pub spec: Spec,
     /// Every function: inline ones first, then those of each file in glob order.
     pub functions: Vec<LoadedFunction>,
+    /// What is valid but will not work as meant (commands show it, then go on).
+    pub warnings: SpecWarnings,
 }
 
 impl LoadedSpec {
@@ -122,6 +125,8 @@ struct Loader<'e> {
     files: Vec<FileDoc>,
     /// Problems by file index.
     problems: Vec<(usize, Problem)>,
+    /// Warnings by file index.
+    warnings: Vec<(usize, Problem)>,
     /// Direct diagnostics (syntax errors) that already have a position.
     diagnostics: Vec<Diagnostic>,
 }
@@ -132,6 +137,7 @@ impl<'e> Loader<'e> {
             env,
             files: Vec::new(),
             problems: Vec::new(),
+            warnings: Vec::new(),
             diagnostics: Vec::new(),
         }
     }
@@ -193,6 +199,9 @@ impl<'e> Loader<'e> {
         let functions = self.functions(candidates);
         if let Some(spec) = &spec {
             self.check_drivers(spec, &functions);
+            if spec.provider == Provider::Aws {
+                self.check_loopback_steps(&functions);
+            }
         }
         self.check_duplicate_functions(&functions);
         self.finish(spec, functions)
@@ -439,6 +448,28 @@ impl<'e> Loader<'e> {
         }
     }
 
+    fn check_loopback_steps(&mut self, functions: &[LoadedFunction]) {
+        for f in functions {
+            let idx = self.file_index(&f.file);
+            let found = check_loopback_steps(&f.def, &f.path, |path| self.written(idx, path));
+            self.warnings.extend(found.into_iter().map(|p| (idx, p)));
+        }
+    }
+
+    /// The text of the value at `path` as written in file `idx`, before
+    /// interpolation (one line at most).
+    fn written(&self, idx: usize, path: &Path) -> Option<String> {
+        let file = &self.files[idx];
+        let span = file.tree.as_ref()?.get(path.segments())?.span;
+        let line = file.source.lines().nth(span.pos.line.checked_sub(1)?)?;
+        Some(
+            line.chars()
+                .skip(span.pos.column.saturating_sub(1))
+                .take(span.len)
+                .collect(),
+        )
+    }
+
     fn file_index(&self, file: &FsPath) -> usize {
         self.files.iter().position(|f| f.path == file).unwrap_or(0)
     }
@@ -465,28 +496,37 @@ impl<'e> Loader<'e> {
         spec: Option<Spec>,
         functions: Vec<LoadedFunction>,
     ) -> Result<LoadedSpec, SpecErrors> {
-        for (idx, problem) in std::mem::take(&mut self.problems) {
-            let file = &self.files[idx];
-            let Some(tree) = &file.tree else { continue };
-            let span = problem.span(tree);
-            self.diagnostics.push(Diagnostic::new(
+        let place = |files: &[FileDoc], (idx, problem): (usize, Problem)| {
+            let file = &files[idx];
+            let tree = file.tree.as_ref()?;
+            Some(Diagnostic::new(
                 &file.path,
-                span,
+                problem.span(tree),
                 &problem.path,
                 problem.message,
                 problem.help,
-            ));
+            ))
+        };
+        for problem in std::mem::take(&mut self.problems) {
+            self.diagnostics.extend(place(&self.files, problem));
         }
+        let warnings: Vec<Diagnostic> = std::mem::take(&mut self.warnings)
+            .into_iter()
+            .filter_map(|problem| place(&self.files, problem))
+            .map(Diagnostic::warning)
+            .collect();
         let order: Vec<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
+        let sources: BTreeMap<PathBuf, String> =
+            self.files.into_iter().map(|f| (f.path, f.source)).collect();
         match spec {
             Some(spec) if self.diagnostics.is_empty() => Ok(LoadedSpec {
                 path: order[0].clone(),
                 spec,
                 functions,
+                warnings: SpecWarnings::new(warnings, sources, &order),
             }),
             _ => {
-                let sources: BTreeMap<PathBuf, String> =
-                    self.files.into_iter().map(|f| (f.path, f.source)).collect();
+                self.diagnostics.extend(warnings);
                 Err(SpecErrors::new(
                     order[0].clone(),
                     self.diagnostics,

@@ -5,8 +5,9 @@
 //! `${VAR}` interpolation ([`interpolate`]), checks the tree against the JSON
 //! Schema generated from the types ([`schema`]), deserializes the typed
 //! [`Spec`] and functions, runs the semantic checks ([`semantic`], and the
-//! engine's function checks), and returns either the loaded spec or every
-//! problem as a [`SpecErrors`] ([`diagnostic`]).
+//! engine's function checks), and returns either the loaded spec with its
+//! warnings ([`SpecWarnings`]) or every problem as a [`SpecErrors`]
+//! ([`diagnostic`]).
 
 pub mod diagnostic;
 pub mod interpolate;
@@ -17,7 +18,7 @@ pub mod semantic;
 pub mod templates;
 pub mod yaml;
 
-pub use diagnostic::{Diagnostic, SpecErrors};
+pub use diagnostic::{Diagnostic, Severity, SpecErrors, SpecWarnings};
 pub use load::{LoadError, LoadedFunction, LoadedSpec, load, load_str, load_with_env};
 pub use model::*;
 pub use schema::{function_schema, spec_schema};

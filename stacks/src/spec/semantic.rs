@@ -1,13 +1,16 @@
 //! Checks on the typed spec that the JSON Schema cannot express: AWS limits
 //! (Fargate sizes, SQS ranges, CloudWatch retention values), consistency
 //! between fields (min <= desired <= max, scale-in below scale-out, an
-//! `sqs` strategy naming a real queue) and naming rules. Each problem keeps
-//! the path of the value it is about, so it can be placed in the file.
+//! `sqs` strategy naming a real queue) and naming rules; and, as warnings,
+//! what is valid but cannot work where the stack runs (an AWS stack's http
+//! step aimed at the loopback address). Each problem keeps the path of the
+//! value it is about, so it can be placed in the file.
 
-use engine::functions::{Duration, Path, closest};
+use engine::functions::{Duration, FunctionDef, Path, closest};
 use engine::path;
 
 use super::diagnostic::{At, Problem};
+use super::interpolate::variables;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
@@ -589,6 +592,70 @@ fn check_event_keys(event_keys: &BTreeMap<String, String>, out: &mut Vec<Problem
     }
 }
 
+/// Whether `url`'s host is the machine that sends the request: `localhost`
+/// (or a name under it), 127.0.0.0/8, or ::1 (also as `::ffff:127.x.y.z`).
+pub fn is_loopback_url(url: &str) -> bool {
+    use std::net::IpAddr;
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
+/// Warnings for the `http` steps of an AWS stack's function that call a
+/// loopback address: the executors send them from their EC2 hosts, where no
+/// step service listens, so every run of the function would fail there.
+/// `at` is where the function is in its file; `written` gives a value's text
+/// as written, so the help can name the variable the URL is read from.
+pub(crate) fn check_loopback_steps(
+    def: &FunctionDef,
+    at: &Path,
+    written: impl Fn(&Path) -> Option<String>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, step) in def.steps.iter().enumerate() {
+        let Some(http) = &step.http else { continue };
+        if !is_loopback_url(&http.url) {
+            continue;
+        }
+        let path = at.join("steps").join(i).join("http").join("url");
+        let names = written(&path).map(|w| variables(&w)).unwrap_or_default();
+        let fix = if names.is_empty() {
+            "point the url at an address the executors can reach (a name or address inside the VPC)"
+                .to_string()
+        } else {
+            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            format!(
+                "set {} (or the url) to an address the executors can reach (a name or address inside the VPC)",
+                names.join(" or ")
+            )
+        };
+        out.push(Problem::new(
+            path,
+            At::Value,
+            format!(
+                "step `{}` of function `{}` calls `{}`, a loopback address",
+                step.id, def.id, http.url
+            ),
+            format!("on AWS this calls the executor host itself; {fix}"),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,5 +696,30 @@ mod tests {
         assert!(is_cidr("10.0.0.0/8"));
         assert!(!is_cidr("10.0.0.0/33"));
         assert!(!is_cidr("10.0.0.0"));
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for url in [
+            "http://127.0.0.1:8300/a",
+            "http://127.9.8.7/",
+            "https://localhost/x",
+            "http://LOCALHOST.:80",
+            "http://steps.localhost:8300",
+            "http://[::1]:8300/a",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://steps.internal:8300/a",
+            "http://10.0.0.5/",
+            "http://128.0.0.1/",
+            "http://[::2]/",
+            "http://localhost.example.com/",
+            "not a url",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }
