@@ -221,7 +221,9 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
         stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
     let spec = loaded.spec.clone();
     let graph = Graph::build(&loaded).unwrap();
-    let inputs = Inputs::from_spec(&spec, None).with_built_image(digest);
+    let inputs = Inputs::from_spec(&spec, None)
+        .with_built_image(digest, stacks::arch::Architecture::host().unwrap())
+        .unwrap();
     let planned = aws::plan(&aws, &graph, &inputs).await.unwrap();
     assert!(
         !planned.plan.has_changes(),

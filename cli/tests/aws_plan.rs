@@ -1,7 +1,8 @@
 //! `stackctl plan` against the moto server: with AWS reachable it reads
 //! the live state, so after the example stack is applied (through the
 //! library) `--detailed-exitcode` exits 0, and `--offline` still plans
-//! every resource as a create (exit 2).
+//! every resource as a create (exit 2). A prebuilt arm64 image on x86_64
+//! executors is refused, offline too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,4 +87,51 @@ async fn plan_reads_live_state_and_exits_0_when_nothing_changes() {
 
     let offline = plan(&moto, &["--offline"]);
     assert_eq!(offline.status.code(), Some(2));
+}
+
+#[test]
+fn a_prebuilt_arm64_image_needs_graviton_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo_root().join("examples/aws.yaml")).unwrap();
+    let functions = dir.path().join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("examples/functions")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), functions.join(entry.file_name())).unwrap();
+    }
+    let plan = |instance_type: &str| {
+        let text = format!(
+            "{}\nimage:\n  uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/engine:1\n  architecture: arm64\n",
+            example.replace(
+                "instance_type: t3.medium",
+                &format!("instance_type: {instance_type}")
+            )
+        );
+        let spec = dir.path().join("aws.yaml");
+        std::fs::write(&spec, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_stackctl"))
+            .args(["plan", "--offline", "--detailed-exitcode"])
+            .arg(&spec)
+            .current_dir(dir.path())
+            .env_remove("STACKCTL_STACK")
+            .output()
+            .expect("stackctl runs")
+    };
+
+    let refused = plan("t3.medium");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`t3.medium` is an x86_64 instance type, but the engine image is arm64"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`t4g.medium` for arm64"), "{stderr}");
+
+    let planned = plan("c7g.large");
+    assert_eq!(
+        planned.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&planned.stderr)
+    );
 }

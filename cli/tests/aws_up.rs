@@ -7,6 +7,10 @@
 //! The spec builds the engine image from source: `up` ships a small binary
 //! (`STACKCTL_ENGINE_BINARY`) and pushes to a local registry standing in for
 //! ECR (`STACKCTL_REGISTRY_ENDPOINT`; moto's ECR has no registry protocol).
+//! An arm64 engine (an ELF header written by the test: moto never runs it)
+//! is refused on the example's x86_64 executors before any AWS write, and
+//! on Graviton executors registers ARM64 task definitions and a launch
+//! template with the arm64 AMI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -164,5 +168,192 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         result["applied"].as_array().map(Vec::len),
         Some(0),
         "{result}"
+    );
+}
+
+/// `examples/aws.yaml` (with its function files) in `dir`, its executors on
+/// `instance_type`.
+fn example_on(dir: &Path, instance_type: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/aws.yaml")).unwrap();
+    assert!(text.contains("instance_type: t3.medium"), "{text}");
+    let text = text.replace(
+        "instance_type: t3.medium",
+        &format!("instance_type: {instance_type}"),
+    );
+    let functions = dir.join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("examples/functions")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), functions.join(entry.file_name())).unwrap();
+    }
+    let path = dir.join(format!("aws-{instance_type}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `stackctl ARGS SPEC` shipping `engine`.
+fn stackctl_with(
+    moto: &Moto,
+    registry: &Registry,
+    engine: &Path,
+    args: &[&str],
+    spec: &Path,
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    moto.configure_command(&mut cmd);
+    cmd.env("STACKCTL_ENGINE_BINARY", engine)
+        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url())
+        .args(args)
+        .arg(spec)
+        .current_dir(spec.parent().unwrap())
+        .env_remove("STACKCTL_STACK")
+        .output()
+        .expect("stackctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_only() {
+    use stacks::arch::Architecture;
+    use stacks::image::elf;
+
+    let (moto, registry) = tokio::task::spawn_blocking(|| {
+        let moto = Moto::builder()
+            .ecs_service_running(8)
+            .start()
+            .expect("moto_server starts (run scripts/test to install it)");
+        (moto, Registry::start().expect("docker-registry starts"))
+    })
+    .await
+    .unwrap();
+    let aws = Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Engine binaries by their ELF headers, whatever this host is.
+    let engine = |arch: Architecture| {
+        let path = dir.path().join(format!("stackctl-engine-{arch}"));
+        std::fs::write(&path, elf::fixture(arch, false)).unwrap();
+        path
+    };
+    let (arm64, x86_64) = (engine(Architecture::Arm64), engine(Architecture::X86_64));
+    let example = repo_root().join("examples/aws.yaml");
+    let graviton = example_on(dir.path(), "t4g.medium");
+
+    // Refused before any AWS write, naming the instance type and the fix.
+    for (engine, spec, expected) in [
+        (
+            &arm64,
+            &example,
+            "executors.instance_type `t3.medium` is an x86_64 instance type, but the engine image is arm64: use an arm64 instance type (e.g. `t4g.medium` for arm64)",
+        ),
+        (
+            &x86_64,
+            &graviton,
+            "executors.instance_type `t4g.medium` is an arm64 instance type, but the engine image is x86_64: use an x86_64 instance type (e.g. `t3.medium` for x86_64)",
+        ),
+    ] {
+        let out = stackctl_with(&moto, &registry, engine, &["up", "--no-verify", "-f"], spec);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let written = aws
+        .ecr()
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{written:?}");
+    let families = aws
+        .ecs()
+        .list_task_definitions()
+        .send()
+        .await
+        .unwrap()
+        .task_definition_arns
+        .unwrap_or_default();
+    assert!(families.is_empty(), "{families:?}");
+
+    // Graviton executors run it: ARM64 task definitions, the arm64 AMI.
+    let out = stackctl_with(
+        &moto,
+        &registry,
+        &arm64,
+        &["--output", "json", "up", "--no-verify", "-f"],
+        &graviton,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    assert_eq!(result["architecture"], "arm64", "{result}");
+    for family in ["reference-event-api", "reference-runner"] {
+        let td = aws
+            .ecs()
+            .describe_task_definition()
+            .task_definition(family)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        let platform = td.runtime_platform.unwrap();
+        assert_eq!(
+            platform.cpu_architecture.map(|a| a.as_str().to_string()),
+            Some("ARM64".to_string()),
+            "{family}"
+        );
+    }
+    let arm_ami = aws
+        .ssm()
+        .get_parameter()
+        .name(Architecture::Arm64.ami_parameter())
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .and_then(|p| p.value)
+        .unwrap();
+    let launch = aws
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name("reference-executors")
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap()
+        .launch_template_versions
+        .unwrap_or_default()
+        .remove(0)
+        .launch_template_data
+        .unwrap();
+    assert_eq!(launch.image_id, Some(arm_ami));
+
+    // The same engine again: nothing to change.
+    let plan = stackctl_with(
+        &moto,
+        &registry,
+        &arm64,
+        &["plan", "--detailed-exitcode", "-f"],
+        &graviton,
+    );
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
     );
 }

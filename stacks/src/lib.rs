@@ -1,6 +1,7 @@
 //! stackctl's library: the stack spec and its validation, the resource graph
 //! and plan, and the providers that apply it (aws, local).
 
+pub mod arch;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;

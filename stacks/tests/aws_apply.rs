@@ -2,8 +2,10 @@
 //! `examples/aws.yaml` creates every resource (checked with SDK describe
 //! calls, independently of the provider's readers), the plan after it is
 //! empty, a second apply makes no write call, a cpu change replaces the
-//! task definition and updates the service, and the stack lock excludes a
-//! second holder until released or expired. Each test starts its own moto.
+//! task definition and updates the service, the engine image's architecture
+//! sets the task definitions' and the executors' AMI, and the stack lock
+//! excludes a second holder until released or expired. Each test starts its
+//! own moto.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use aws_config::BehaviorVersion;
 use aws_sdk_sts::config::Credentials;
 use harness::Moto;
+use stacks::arch::Architecture;
 use stacks::aws::{self, ApplyOptions, Aws, AwsError, Inputs, StackLock};
 use stacks::graph::plan::Action;
 use stacks::graph::{Graph, LogicalId};
@@ -385,6 +388,165 @@ async fn changing_runner_cpu_replaces_its_task_definition_and_updates_the_servic
         .await
         .unwrap();
     assert!(!after.plan.has_changes(), "{:#?}", changes(&after));
+}
+
+/// The CPU architecture of the latest revision of `family`.
+async fn cpu_architecture(aws: &Aws, family: &str) -> String {
+    aws.ecs()
+        .describe_task_definition()
+        .task_definition(family)
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .and_then(|td| td.runtime_platform)
+        .and_then(|p| p.cpu_architecture)
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// The AMI and instance type of the executors' latest launch template version.
+async fn executor_launch(aws: &Aws) -> (String, String) {
+    let data = aws
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name("reference-executors")
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap()
+        .launch_template_versions
+        .unwrap_or_default()
+        .remove(0)
+        .launch_template_data
+        .unwrap();
+    (
+        data.image_id.unwrap_or_default(),
+        data.instance_type
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// The AMI the public SSM parameter for `arch` names.
+async fn ami_of(aws: &Aws, arch: Architecture) -> String {
+    aws.ssm()
+        .get_parameter()
+        .name(arch.ami_parameter())
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .and_then(|p| p.value)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_images_architecture_sets_the_task_definitions_and_the_executor_ami() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let mut spec = example();
+    let (x86_ami, arm_ami) = (
+        ami_of(&aws, Architecture::X86_64).await,
+        ami_of(&aws, Architecture::Arm64).await,
+    );
+    assert_ne!(x86_ami, arm_ami);
+
+    // Nothing says otherwise: x86_64.
+    up(&aws, &spec).await;
+    for family in ["reference-event-api", "reference-runner"] {
+        assert_eq!(cpu_architecture(&aws, family).await, "X86_64", "{family}");
+    }
+    assert_eq!(
+        executor_launch(&aws).await,
+        (x86_ami.clone(), "t3.medium".to_string())
+    );
+
+    // An arm64 engine image (declared here; `up` learns a built one's from
+    // its binary) on Graviton executors.
+    spec.executors.instance_type = "t4g.medium".into();
+    spec.image.architecture = Some(Architecture::Arm64);
+    let graph = Graph::from_spec(&spec).unwrap();
+    let inputs = Inputs::from_spec(&spec, None);
+    assert_eq!(inputs.architecture, Some(Architecture::Arm64));
+    let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    assert_eq!(plan.architecture(), Architecture::Arm64);
+    let action = |id: &str| {
+        plan.plan
+            .changes
+            .iter()
+            .find(|c| c.resource.id == LogicalId::new(id))
+            .map(|c| (c.action, c.changed_attributes.clone()))
+            .unwrap()
+    };
+    for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
+        assert_eq!(
+            action(id),
+            (Action::Replace, vec!["cpu_architecture".to_string()]),
+            "{id}: a new revision"
+        );
+    }
+    assert_eq!(
+        action("ec2.launch-template.executors"),
+        (
+            Action::Update,
+            vec!["image_id".to_string(), "instance_type".to_string()]
+        ),
+        "a new launch template version"
+    );
+    let text = plan.plan.render_text();
+    assert!(text.contains("changed: cpu_architecture"), "{text}");
+
+    aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    for family in ["reference-event-api", "reference-runner"] {
+        assert_eq!(cpu_architecture(&aws, family).await, "ARM64", "{family}");
+    }
+    assert_eq!(
+        executor_launch(&aws).await,
+        (arm_ami, "t4g.medium".to_string())
+    );
+
+    // A plan that builds nothing keeps the architecture the stack runs.
+    spec.image.architecture = None;
+    let after = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert_eq!(after.architecture(), Architecture::Arm64);
+    assert!(!after.plan.has_changes(), "{:#?}", changes(&after));
+}
+
+#[test]
+fn a_built_image_must_have_the_architecture_the_spec_declares() {
+    let mut spec = example();
+    let built = Inputs::from_spec(&spec, None);
+    assert_eq!(built.architecture, None, "known once built");
+    let arm = built
+        .clone()
+        .with_built_image("sha256:00", Architecture::Arm64)
+        .unwrap();
+    assert_eq!(arm.architecture, Some(Architecture::Arm64));
+
+    spec.image.architecture = Some(Architecture::Arm64);
+    let err = Inputs::from_spec(&spec, None)
+        .with_built_image("sha256:00", Architecture::X86_64)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the spec says the engine image is arm64 (`image.architecture`), but the engine binary it is built from is x86_64"),
+        "{err}"
+    );
+
+    // A prebuilt image is x86_64 unless the spec says otherwise.
+    spec.image.architecture = None;
+    let prebuilt = Inputs::from_spec(&spec, Some("registry.example/engine:1".into()));
+    assert_eq!(prebuilt.architecture, Some(Architecture::X86_64));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -708,3 +708,75 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
         ["${autoscaling.policy.executors.out.arn}"]
     );
 }
+
+#[test]
+fn task_definitions_follow_the_engine_images_architecture_and_executors_must_run_it() {
+    use stacks::arch::{Architecture, ArchitectureError};
+
+    let g = graph("demo", "internal");
+    for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
+        let Attributes::EcsTaskDefinition(td) = &g.get(&id.into()).unwrap().attributes else {
+            panic!("{id}");
+        };
+        // Known once the image is: the provider resolves it per command.
+        assert_eq!(td.cpu_architecture, "${cpu_architecture}", "{id}");
+    }
+    let Attributes::LaunchTemplate(lt) = &g
+        .get(&"ec2.launch-template.executors".into())
+        .unwrap()
+        .attributes
+    else {
+        panic!("launch template");
+    };
+    assert_eq!(lt.image_id, "${ami_id}");
+
+    // The example's t3.medium runs x86_64 only.
+    assert_eq!(g.check_architecture(Architecture::X86_64), Ok(()));
+    let err = g.check_architecture(Architecture::Arm64).unwrap_err();
+    assert!(
+        matches!(&err, ArchitectureError::InstanceType { instance_type, .. } if instance_type == "t3.medium"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("t3.medium"), "{text}");
+    assert!(text.contains("engine image is arm64"), "{text}");
+    assert!(text.contains("`t4g.medium` for arm64"), "{text}");
+
+    let mut v = spec_json("demo", "internal");
+    v["executors"]["instance_type"] = json!("t4g.medium");
+    v["image"] = json!({ "architecture": "arm64" });
+    let s = spec(v);
+    assert_eq!(s.image.architecture, Some(Architecture::Arm64));
+    let g = Graph::from_spec(&s).unwrap();
+    assert_eq!(g.check_architecture(Architecture::Arm64), Ok(()));
+    let err = g.check_architecture(Architecture::X86_64).unwrap_err();
+    assert!(err.to_string().contains("`t3.medium` for x86_64"), "{err}");
+}
+
+#[test]
+fn the_spec_names_a_prebuilt_images_architecture_as_x86_64_or_arm64() {
+    use stacks::arch::Architecture;
+    use stacks::spec::{LoadError, load_str};
+
+    let text = |arch: &str| {
+        format!(
+            "stack: demo\nprovider: aws\nimage:\n  uri: registry.example/engine:1\n  architecture: {arch}\n\
+             services:\n  event-api: {{count: 1}}\n  runner: {{count: 1}}\n\
+             executors: {{instance_type: t4g.small, min: 1, desired: 1, max: 1}}\nevent_keys: {{default: k}}\n"
+        )
+    };
+    let path = std::path::Path::new("s.yaml");
+    let loaded = load_str(path, &text("arm64"), &|_| None).expect("arm64 is valid");
+    assert_eq!(loaded.spec.image.architecture, Some(Architecture::Arm64));
+    match load_str(path, &text("amd64"), &|_| None) {
+        Err(LoadError::Invalid(errors)) => {
+            let d = &errors.diagnostics[0];
+            assert_eq!(
+                (d.path.as_str(), d.line),
+                ("image.architecture", 5),
+                "{d:?}"
+            );
+        }
+        other => panic!("amd64 must be refused: {:?}", other.map(|l| l.spec.image)),
+    }
+}

@@ -92,7 +92,7 @@ fn print(
         format!("stack `{}` is up to date: nothing to change", report.stack)
     });
     if let Some(image) = &report.image {
-        lines.push(format!("  engine image {image}"));
+        lines.push(format!("  engine image {image} ({})", report.architecture));
     }
     if let Some(url) = &report.event_api {
         lines.push(format!("  event API    {url}"));

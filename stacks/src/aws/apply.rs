@@ -216,6 +216,7 @@ pub async fn apply(
                 env: &plan.env,
                 ami: plan.ami.as_deref(),
                 image: plan.image.clone(),
+                architecture: plan.architecture,
                 secrets: &secrets,
                 outputs: &report.outputs,
                 pending: &BTreeMap::new(),

@@ -2,7 +2,7 @@
 //! default chain (profiles, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), one
 //! client per service created on first use, the retry policy, the call log
 //! every client reports to, and the account facts (account id, default VPC
-//! and its subnets, executor AMI) looked up once.
+//! and its subnets, executor AMI per architecture) looked up once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use tokio::sync::OnceCell;
 
 use super::error::{AwsError, Result, Subject};
-use crate::graph::EXECUTOR_AMI_PARAMETER;
+use crate::arch::Architecture;
 
 /// Attempts per call (first try included): standard mode backs off
 /// exponentially with jitter on throttling, 5xx and transport errors, so a
@@ -218,7 +218,8 @@ struct Inner {
     calls: CallLog,
     clients: Clients,
     env: OnceCell<Env>,
-    ami: OnceCell<String>,
+    /// x86_64, arm64.
+    amis: [OnceCell<String>; 2],
 }
 
 /// The AWS context of one command; cheap to clone (shared).
@@ -292,7 +293,7 @@ impl Aws {
                 calls: CallLog::default(),
                 clients: Clients::default(),
                 env: OnceCell::new(),
-                ami: OnceCell::new(),
+                amis: [OnceCell::new(), OnceCell::new()],
             }),
         }
     }
@@ -316,29 +317,33 @@ impl Aws {
         self.inner.env.get_or_try_init(|| self.lookup_env()).await
     }
 
-    /// The executor AMI from the public SSM parameter (looked up on first use).
-    pub async fn ami(&self) -> Result<&str> {
-        self.inner
-            .ami
-            .get_or_try_init(|| async {
-                let subject = Subject::other("ami", EXECUTOR_AMI_PARAMETER);
-                let out = self
-                    .ssm()
-                    .get_parameter()
-                    .name(EXECUTOR_AMI_PARAMETER)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::api(subject.clone(), "GetParameter", e))?;
-                out.parameter
-                    .and_then(|p| p.value)
-                    .ok_or(AwsError::Incomplete {
-                        subject,
-                        action: "GetParameter",
-                        missing: "Parameter.Value",
-                    })
-            })
-            .await
-            .map(String::as_str)
+    /// The executor AMI for `architecture` from its public SSM parameter
+    /// (looked up on first use).
+    pub async fn ami(&self, architecture: Architecture) -> Result<&str> {
+        let slot = match architecture {
+            Architecture::X86_64 => &self.inner.amis[0],
+            Architecture::Arm64 => &self.inner.amis[1],
+        };
+        slot.get_or_try_init(|| async {
+            let parameter = architecture.ami_parameter();
+            let subject = Subject::other("ami", parameter);
+            let out = self
+                .ssm()
+                .get_parameter()
+                .name(parameter)
+                .send()
+                .await
+                .map_err(|e| AwsError::api(subject.clone(), "GetParameter", e))?;
+            out.parameter
+                .and_then(|p| p.value)
+                .ok_or(AwsError::Incomplete {
+                    subject,
+                    action: "GetParameter",
+                    missing: "Parameter.Value",
+                })
+        })
+        .await
+        .map(String::as_str)
     }
 
     async fn lookup_env(&self) -> Result<Env> {

@@ -19,6 +19,7 @@ use super::logs::{Follower, LogEvent};
 use super::scale::{ScaleError, ScaleReport};
 use super::wait::{GroupState, RedisState, ServiceState, Timeouts, WaitError};
 use super::{Aws, StackLock};
+use crate::arch::ArchitectureError;
 use crate::graph::plan::{Action, Plan};
 use crate::graph::{Graph, GraphError, LogicalId};
 use crate::image::ImageError;
@@ -43,6 +44,14 @@ pub enum OpError {
     /// The engine image could not be built.
     #[error("cannot build the engine image")]
     Image(#[source] ImageError),
+    /// The engine image's architecture does not fit the stack.
+    #[error("stack `{stack}` cannot run its engine image")]
+    Architecture {
+        /// The stack.
+        stack: String,
+        /// Why.
+        source: ArchitectureError,
+    },
     /// An AWS step failed: `what` says which.
     #[error("{what} of stack `{stack}`")]
     Aws {
@@ -107,6 +116,12 @@ pub enum OpError {
 }
 
 impl OpError {
+    /// An architecture error, for `map_err`.
+    pub(crate) fn architecture(stack: &str) -> impl FnOnce(ArchitectureError) -> Self {
+        let stack = stack.to_string();
+        move |source| Self::Architecture { stack, source }
+    }
+
     /// An AWS step's error, for `map_err`.
     pub(crate) fn aws(what: &'static str, stack: &str) -> impl FnOnce(AwsError) -> Self {
         let stack = stack.to_string();
@@ -164,17 +179,27 @@ pub async fn open(
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await
         .map_err(OpError::Config)?;
-    if force_unlock
-        && let Some(old) = super::lock::force_unlock(&aws, &stack)
-            .await
-            .map_err(OpError::aws("cannot break the lock", &stack))?
+    let opened = Opened { stack, graph, aws };
+    if force_unlock {
+        break_lock(&opened, progress).await?;
+    }
+    Ok(opened)
+}
+
+/// Breaks a stale lock of the stack (reported as progress), for
+/// `--force-unlock`.
+pub(crate) async fn break_lock(opened: &Opened, progress: &dyn Progress) -> Result<(), OpError> {
+    let stack = &opened.stack;
+    if let Some(old) = super::lock::force_unlock(&opened.aws, stack)
+        .await
+        .map_err(OpError::aws("cannot break the lock", stack))?
     {
         progress.info(&format!(
             "broke the lock of stack `{stack}` held by {} for `{}`",
             old.owner, old.command
         ));
     }
-    Ok(Opened { stack, graph, aws })
+    Ok(())
 }
 
 /// Runs `work` under the stack lock (taken for `command`), releasing it
@@ -660,21 +685,37 @@ pub async fn plan(
     opts: PlanOptions,
     progress: &dyn Progress,
 ) -> Result<Plan, OpError> {
+    let stack = &loaded.spec.stack;
+    let mut inputs = super::Inputs::from_spec(&loaded.spec, opts.image);
     if !opts.live {
         let graph = Graph::build(loaded).map_err(|source| OpError::Graph {
-            stack: loaded.spec.stack.clone(),
+            stack: stack.clone(),
             source,
         })?;
+        if let Some(architecture) = inputs.architecture {
+            graph
+                .check_architecture(architecture)
+                .map_err(OpError::architecture(stack))?;
+        }
         return Ok(Plan::create_all(&graph));
     }
     let opened = open(loaded, false, progress).await?;
-    let mut inputs = super::Inputs::from_spec(&loaded.spec, opts.image);
     if inputs.builds_image()
         && let Some(binary) = &opts.engine_binary
     {
         let built =
             super::up::build_engine_image(loaded, Some(binary), &[], None, progress).await?;
-        inputs = inputs.with_built_image(built.manifest_digest.to_string());
+        inputs = inputs
+            .with_built_image(built.manifest_digest.to_string(), built.architecture)
+            .map_err(OpError::architecture(stack))?;
+    }
+    // Only an architecture this command knows: without a build, `up`'s
+    // image may be another than the one the stack runs now.
+    if let Some(architecture) = inputs.architecture {
+        opened
+            .graph
+            .check_architecture(architecture)
+            .map_err(OpError::architecture(stack))?;
     }
     Ok(super::plan(&opened.aws, &opened.graph, &inputs)
         .await

@@ -13,6 +13,7 @@ use super::error::{AwsError, Result};
 use super::kinds::{self, Ctx, Observed, Target};
 use super::resolve::{self, Inputs, Outputs, Resolver, Secrets};
 use super::secrets;
+use crate::arch::Architecture;
 use crate::graph::plan::{Action, Plan};
 use crate::graph::{Graph, Kind, LogicalId, Resource};
 
@@ -29,6 +30,7 @@ pub struct AwsPlan {
     pub(crate) env: Env,
     pub(crate) ami: Option<String>,
     pub(crate) image: Option<String>,
+    pub(crate) architecture: Architecture,
     pub(crate) inputs: Inputs,
 }
 
@@ -42,6 +44,12 @@ impl AwsPlan {
     /// when built from source).
     pub fn engine_image(&self) -> Option<&str> {
         self.image.as_deref()
+    }
+
+    /// The engine image's CPU architecture, which the task definitions and
+    /// the executors' AMI follow.
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
     }
 
     /// Every resource found, by logical id.
@@ -192,20 +200,22 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
         stack: graph.stack.clone(),
         env: env.clone(),
     };
-    let ami = if graph.kinds().contains(&Kind::LaunchTemplate) {
-        Some(aws.ami().await?.to_string())
-    } else {
-        None
-    };
     let secrets = secrets::load(aws, graph, inputs, false).await?;
     let observed = observe(&ctx, graph).await?;
     let image = engine_image(graph, inputs, &env, &observed);
+    let architecture = engine_architecture(graph, inputs, &observed);
+    let ami = if graph.kinds().contains(&Kind::LaunchTemplate) {
+        Some(aws.ami(architecture).await?.to_string())
+    } else {
+        None
+    };
     let plan = diff(
         graph,
         &observed,
         &env,
         ami.as_deref(),
         image.clone(),
+        architecture,
         &secrets,
     )?;
     Ok(AwsPlan {
@@ -215,6 +225,7 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
         env,
         ami,
         image,
+        architecture,
         inputs: inputs.clone(),
     })
 }
@@ -252,6 +263,29 @@ pub(crate) fn engine_image(
     Some(deployed.unwrap_or_else(|| format!("{uri}:latest")))
 }
 
+/// The engine image's architecture: the one the inputs know; without a
+/// build, the one the stack's task definitions run now, so not building
+/// shows no change (x86_64 when nothing runs yet).
+pub(crate) fn engine_architecture(
+    graph: &Graph,
+    inputs: &Inputs,
+    observed: &BTreeMap<LogicalId, Observed>,
+) -> Architecture {
+    if let Some(architecture) = inputs.architecture {
+        return architecture;
+    }
+    observed
+        .iter()
+        .filter(|(id, _)| graph.get(id).is_some())
+        .find_map(|(_, o)| match &o.resource.attributes {
+            crate::graph::Attributes::EcsTaskDefinition(t) => {
+                Architecture::from_ecs(&t.cpu_architecture)
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME`: what ECR calls the
 /// repository's URI.
 pub(crate) fn ecr_repository_uri(env: &Env, name: &str) -> String {
@@ -271,6 +305,7 @@ fn diff(
     env: &Env,
     ami: Option<&str>,
     image: Option<String>,
+    architecture: Architecture,
     secrets: &Secrets,
 ) -> Result<Plan> {
     let outputs: BTreeMap<LogicalId, Outputs> = observed
@@ -283,6 +318,7 @@ fn diff(
             env,
             ami,
             image: image.clone(),
+            architecture,
             secrets,
             outputs: &outputs,
             pending: &pending,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::context::Env;
 use super::error::{AwsError, Result, Subject};
+use crate::arch::{Architecture, ArchitectureError};
 use crate::graph::placeholder::{self, Placeholder};
 use crate::graph::{Attributes, Kind, LogicalId, Resource};
 use crate::spec::Spec;
@@ -43,6 +44,12 @@ pub struct Inputs {
     /// with `image` also `None`: the image the stack deploys now from its
     /// repository is kept (`repo:latest` when nothing is deployed yet).
     pub image_digest: Option<String>,
+    /// The engine image's CPU architecture, when this command knows it:
+    /// the spec's `image.architecture`, x86_64 for a prebuilt image
+    /// without one, or the built image's. `None`: the image is built from
+    /// source but not by this command (`plan`, `status`), so the task
+    /// definitions keep the architecture they run now, like the image.
+    pub architecture: Option<Architecture>,
     /// The event keys, comma-separated (the engine's format); `up` stores
     /// them in SSM.
     pub event_keys: String,
@@ -56,10 +63,18 @@ pub struct Inputs {
 impl Inputs {
     /// The inputs of a spec; `image` (from `--image`) wins over the spec's.
     pub fn from_spec(spec: &Spec, image: Option<String>) -> Self {
+        let image = image.or_else(|| spec.image.uri.clone());
+        // Without a registry round trip a prebuilt image's platform is
+        // unknown: the spec says it, else x86_64 (what ECS assumes).
+        let architecture = spec
+            .image
+            .architecture
+            .or_else(|| image.is_some().then_some(Architecture::default()));
         Self {
             stack: spec.stack.clone(),
-            image: image.or_else(|| spec.image.uri.clone()),
+            image,
             image_digest: None,
+            architecture,
             event_keys: spec
                 .event_keys
                 .values()
@@ -74,10 +89,28 @@ impl Inputs {
 
 impl Inputs {
     /// Deploys the engine image built from source with this manifest
-    /// digest (ignored when a prebuilt image is given).
-    pub fn with_built_image(mut self, digest: impl Into<String>) -> Self {
+    /// digest, for `architecture` (its binary's; ignored when a prebuilt
+    /// image is given). Refuses an architecture other than the one the
+    /// spec declares.
+    pub fn with_built_image(
+        mut self,
+        digest: impl Into<String>,
+        architecture: Architecture,
+    ) -> std::result::Result<Self, ArchitectureError> {
+        if self.image.is_some() {
+            return Ok(self);
+        }
+        if let Some(declared) = self.architecture
+            && declared != architecture
+        {
+            return Err(ArchitectureError::Built {
+                declared,
+                built: architecture,
+            });
+        }
         self.image_digest = Some(digest.into());
-        self
+        self.architecture = Some(architecture);
+        Ok(self)
     }
 
     /// Whether the engine image comes from a build of the source (no
@@ -96,6 +129,7 @@ pub(crate) struct Resolver<'a> {
     pub env: &'a Env,
     pub ami: Option<&'a str>,
     pub image: Option<String>,
+    pub architecture: Architecture,
     pub secrets: &'a Secrets,
     pub outputs: &'a BTreeMap<LogicalId, Outputs>,
     /// Resources whose outputs are not known yet (plan only): all of them
@@ -155,6 +189,7 @@ impl Resolver<'_> {
                     Some(ami) => Value::String(ami.to_string()),
                     None => return self.unknown(subject, p, "the AMI was not looked up"),
                 },
+                "cpu_architecture" => Value::String(self.architecture.ecs().to_string()),
                 "image" => match &self.image {
                     Some(image) => Value::String(image.clone()),
                     None => return self.unknown(subject, p, "no engine image"),

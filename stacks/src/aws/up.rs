@@ -1,6 +1,7 @@
 //! `up` of an aws stack as one operation: builds the engine image (the
 //! task definitions name it by digest, so it is built before planning),
-//! plans against the live account and stops there with zero writes when
+//! refuses it when the executors' instance type cannot run its
+//! architecture, plans against the live account and stops there with zero writes when
 //! nothing changed; otherwise takes the stack lock, plans again under it
 //! (the state may have moved while it waited) and applies. Then it waits
 //! for readiness (reads only, outside the lock: a `scale` meanwhile is just
@@ -19,6 +20,7 @@ use serde::Serialize;
 use super::ops::{Calls, OpError};
 use super::wait::{Timeouts, Waited};
 use super::{ApplyOptions, EngineImage, EngineSource, Inputs};
+use crate::arch::Architecture;
 use crate::graph::LogicalId;
 use crate::image::ImageError;
 use crate::progress::Progress;
@@ -83,6 +85,9 @@ pub struct UpReport {
     pub canary: Option<CanaryReport>,
     /// The engine image the task definitions name.
     pub image: Option<String>,
+    /// Its CPU architecture, which the task definitions and the executors'
+    /// AMI and instance type follow.
+    pub architecture: Architecture,
     /// The event API's address from outside the VPC, when it has one.
     pub event_api: Option<String>,
     /// What this command cost in AWS API operations.
@@ -105,7 +110,8 @@ pub async fn up(
     opts: UpOptions,
     progress: &dyn Progress,
 ) -> Result<UpReport, OpError> {
-    let opened = super::ops::open(loaded, opts.force_unlock, progress).await?;
+    // The lock is broken (a write) only once the image is known to fit.
+    let opened = super::ops::open(loaded, false, progress).await?;
     let (stack, graph, aws) = (&opened.stack, &opened.graph, &opened.aws);
     let mut inputs = Inputs::from_spec(&loaded.spec, opts.image.clone());
     // Deploy by digest: build before planning, so the plan compares the
@@ -119,7 +125,9 @@ pub async fn up(
             progress,
         )
         .await?;
-        inputs = inputs.with_built_image(built.manifest_digest.to_string());
+        inputs = inputs
+            .with_built_image(built.manifest_digest.to_string(), built.architecture)
+            .map_err(OpError::architecture(stack))?;
         Some(EngineImage {
             image: Arc::new(built),
             registry_endpoint: opts.registry_endpoint.clone(),
@@ -127,12 +135,19 @@ pub async fn up(
     } else {
         None
     };
+    graph
+        .check_architecture(inputs.architecture.unwrap_or_default())
+        .map_err(OpError::architecture(stack))?;
+    if opts.force_unlock {
+        super::ops::break_lock(&opened, progress).await?;
+    }
     let first = super::plan(aws, graph, &inputs)
         .await
         .map_err(OpError::aws("cannot read the state", stack))?;
     // Failures the waits report must be newer than this.
     let since = SystemTime::now();
     let image = first.engine_image().map(str::to_owned);
+    let architecture = first.architecture();
     let (applied, outputs) = if first.plan.has_changes() {
         // Taking the lock is itself a write: only a change takes it.
         let report = super::ops::locked(&opened, "up", async {
@@ -220,6 +235,7 @@ pub async fn up(
         verified: canary.is_some(),
         canary,
         image,
+        architecture,
         event_api: super::event_api_url(graph, &outputs),
         aws_calls: Calls::of(aws),
         waited,

@@ -272,7 +272,7 @@ pub struct EcsTaskDefinition {
     pub network_mode: String,
     /// `FARGATE`.
     pub requires_compatibilities: Vec<String>,
-    /// `X86_64`.
+    /// `X86_64` or `ARM64`: the engine image's (`${cpu_architecture}`).
     pub cpu_architecture: String,
     /// Execution role (`${iam.role.execution.arn}`).
     pub execution_role_arn: String,
@@ -333,7 +333,8 @@ pub struct EcsService {
 /// [`Kind::LaunchTemplate`](super::Kind::LaunchTemplate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchTemplate {
-    /// AMI (`${ami_id}`, from [`EXECUTOR_AMI_PARAMETER`]).
+    /// AMI (`${ami_id}`: Amazon Linux 2023 for the engine image's
+    /// architecture, from [`Architecture::ami_parameter`](crate::arch::Architecture::ami_parameter)).
     pub image_id: String,
     /// Instance type.
     pub instance_type: String,
@@ -351,10 +352,6 @@ pub struct LaunchTemplate {
     /// (plain text here; base64-encoded when sent).
     pub user_data: String,
 }
-
-/// The public SSM parameter holding the executors' AMI (Amazon Linux 2023).
-pub const EXECUTOR_AMI_PARAMETER: &str =
-    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 
 /// [`Kind::AutoScalingGroup`](super::Kind::AutoScalingGroup).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

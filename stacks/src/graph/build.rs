@@ -795,7 +795,8 @@ impl Builder<'_> {
                     memory: service.memory,
                     network_mode: "awsvpc".into(),
                     requires_compatibilities: vec!["FARGATE".into()],
-                    cpu_architecture: "X86_64".into(),
+                    // The engine image's, known once it is built.
+                    cpu_architecture: context("cpu_architecture"),
                     execution_role_arn: output("iam.role.execution", "arn"),
                     task_role_arn: output("iam.role.task", "arn"),
                     container: Container {

@@ -45,8 +45,9 @@
 //! | `cloudwatch.alarm.{svc}.{out,in}`   | CloudWatch alarm               | `s-{svc}-scale-{out,in}`      | 255       |
 //!
 //! Values only known while applying (the account, the default VPC, another
-//! resource's ARN, secrets) are [`placeholder`]s inside attribute strings,
-//! so the graph itself never holds a secret and never needs AWS to be built.
+//! resource's ARN, secrets, the engine image and its CPU architecture) are
+//! [`placeholder`]s inside attribute strings, so the graph itself never holds
+//! a secret and never needs AWS (or a built image) to be built.
 
 mod attributes;
 mod build;
@@ -63,6 +64,7 @@ use serde::Serialize;
 pub use attributes::*;
 pub use names::{STACK_NAME_MAX, check_stack_name, secret_parameter_name};
 
+use crate::arch::{Architecture, ArchitectureError};
 use crate::spec::{LoadedSpec, Spec};
 use engine::functions::FunctionDef;
 
@@ -518,6 +520,19 @@ impl Graph {
     /// Whether the graph has no resources.
     pub fn is_empty(&self) -> bool {
         self.resources.is_empty()
+    }
+
+    /// Refuses an engine image of `architecture` when the executors'
+    /// instance type cannot run it (before anything is written: a mismatch
+    /// would only show as executors that never start).
+    pub fn check_architecture(&self, architecture: Architecture) -> Result<(), ArchitectureError> {
+        self.resources
+            .iter()
+            .filter_map(|r| match &r.attributes {
+                Attributes::LaunchTemplate(t) => Some(t.instance_type.as_str()),
+                _ => None,
+            })
+            .try_for_each(|instance_type| architecture.check_instance_type(instance_type))
     }
 
     /// Every kind present.

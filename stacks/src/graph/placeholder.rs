@@ -2,7 +2,8 @@
 //!
 //! Three forms, told apart by their punctuation:
 //! - `${region}`: a [`CONTEXT`] value of the target account (region, account,
-//!   default VPC, AMI, engine image), looked up once per apply;
+//!   default VPC, AMI, engine image and its CPU architecture), looked up once
+//!   per apply;
 //! - `${secret:name}`: a [`SECRETS`] value (event keys, tokens); kept out of
 //!   the graph so plans and logs never show it. `${secret:name@version}`
 //!   ([`secret_version`]) is instead the version of the SSM parameter that
@@ -28,6 +29,7 @@ pub const CONTEXT: &[&str] = &[
     "default_subnets",
     "ami_id",
     "image",
+    "cpu_architecture",
 ];
 
 /// Secret placeholders (`${secret:NAME}`) the provider fills in at apply.

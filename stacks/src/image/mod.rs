@@ -1,13 +1,15 @@
 //! Daemonless OCI images of the engine, built and pushed in-process the way
 //! ko and jib do: no Docker daemon, no base image.
 //!
-//! [`build`] makes a `linux/<host arch>` image with two reproducible layers:
+//! [`build`] makes a `linux/<arch>` image, for the architecture the binary's
+//! ELF header names ([`elf`]), with two reproducible layers:
 //! a base layer (passwd/group for a non-root user, CA certificates and the
 //! shared libraries the binary links) and a layer with only the engine
 //! binary, so a new binary leaves the base layer's digest unchanged.
 //! [`BuiltImage::write_oci_layout`] writes an OCI image layout directory and
 //! [`push`] uploads the image over the OCI distribution API.
 
+pub mod elf;
 mod layer;
 mod libs;
 pub mod oci;
@@ -19,12 +21,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use elf::ElfError;
 pub use layer::{Layer, LayerBuilder, Owner};
 pub use oci::Digest;
 pub use reference::ImageRef;
 pub use registry::{BlobKind, BlobReport, Credentials, PushEvent, PushOptions, PushReport, push};
 pub use source::{build_engine, build_engine_release, git_revision};
 
+use crate::arch::Architecture;
 use oci::{
     Descriptor, EmptyObject, History, ImageConfig, Index, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX,
     MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST, Manifest, Platform, RootFs, RuntimeConfig,
@@ -59,8 +63,22 @@ pub enum ImageError {
     Ldd { binary: PathBuf, message: String },
     #[error("{binary} needs {library}, which this host does not have")]
     MissingLibrary { binary: PathBuf, library: String },
-    #[error("no image platform for host architecture {0}")]
-    UnsupportedArch(String),
+    #[error("{binary} cannot be the engine binary: {source}")]
+    Elf {
+        binary: PathBuf,
+        #[source]
+        source: ElfError,
+    },
+    #[error(
+        "{binary} is a dynamically linked {architecture} binary, but this host is {host}: the \
+         image would carry the host's shared libraries; ship a statically linked binary or \
+         build the image on an {architecture} host"
+    )]
+    ForeignLibraries {
+        binary: PathBuf,
+        architecture: Architecture,
+        host: &'static str,
+    },
     #[error("cannot build the engine with cargo: {0}")]
     Cargo(String),
     #[error("invalid image reference {reference:?}: {reason}")]
@@ -124,6 +142,9 @@ impl BuildOptions {
 /// A built image, all blobs in memory.
 #[derive(Debug, Clone)]
 pub struct BuiltImage {
+    /// The binary's architecture, which the stack's task definitions and
+    /// executor hosts follow.
+    pub architecture: Architecture,
     pub platform: Platform,
     /// Base layer first, then the binary layer.
     pub layers: Vec<Layer>,
@@ -210,9 +231,9 @@ impl BuiltImage {
     }
 }
 
-/// Builds the engine image from `opts.binary`.
+/// Builds the engine image from `opts.binary`, for the binary's
+/// architecture.
 pub fn build(opts: &BuildOptions) -> Result<BuiltImage, ImageError> {
-    let platform = host_platform()?;
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| ImageError::Read {
             path: path.to_owned(),
@@ -220,7 +241,28 @@ pub fn build(opts: &BuildOptions) -> Result<BuiltImage, ImageError> {
         })
     };
     let binary = read(&opts.binary)?;
-    let shared_libraries = libs::shared_libraries(&opts.binary)?;
+    let elf = elf::read(&binary).map_err(|source| ImageError::Elf {
+        binary: opts.binary.clone(),
+        source,
+    })?;
+    let architecture = elf.architecture;
+    let platform = Platform {
+        architecture: architecture.oci().to_owned(),
+        os: "linux".to_owned(),
+    };
+    // The libraries copied are the host's, which only a binary of the
+    // host's architecture can load.
+    let shared_libraries = if Architecture::host() == Some(architecture) {
+        libs::shared_libraries(&opts.binary)?
+    } else if elf.dynamic {
+        return Err(ImageError::ForeignLibraries {
+            binary: opts.binary.clone(),
+            architecture,
+            host: std::env::consts::ARCH,
+        });
+    } else {
+        Vec::new()
+    };
 
     let mut base = LayerBuilder::new(opts.source_date_epoch);
     base.dir("/tmp", 0o1777, Owner::ROOT)
@@ -342,6 +384,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuiltImage, ImageError> {
     };
     let manifest = to_json(&manifest);
     Ok(BuiltImage {
+        architecture,
         platform,
         layers,
         manifest_digest: Digest::sha256(&manifest),
@@ -352,20 +395,64 @@ pub fn build(opts: &BuildOptions) -> Result<BuiltImage, ImageError> {
     })
 }
 
-/// The OCI platform of this host; the copied libraries are the host's, so
-/// the image can only be for the host's architecture.
-fn host_platform() -> Result<Platform, ImageError> {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => return Err(ImageError::UnsupportedArch(other.to_owned())),
-    };
-    Ok(Platform {
-        architecture: architecture.to_owned(),
-        os: "linux".to_owned(),
-    })
-}
-
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("OCI documents are plain structs with string keys")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An architecture this host is not.
+    fn foreign() -> Architecture {
+        match Architecture::host() {
+            Some(Architecture::Arm64) => Architecture::X86_64,
+            _ => Architecture::Arm64,
+        }
+    }
+
+    fn options(binary: &Path) -> BuildOptions {
+        BuildOptions {
+            source_date_epoch: 0,
+            ca_certificates: None,
+            ..BuildOptions::new(binary)
+        }
+    }
+
+    #[test]
+    fn the_image_is_for_the_binarys_architecture_not_the_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("stackctl-engine");
+        let arch = foreign();
+        std::fs::write(&binary, elf::fixture(arch, false)).unwrap();
+        let image = build(&options(&binary)).unwrap();
+        assert_eq!(image.architecture, arch);
+        assert_eq!(image.platform.architecture, arch.oci());
+        let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+        assert_eq!(config["architecture"], arch.oci());
+        assert_eq!(config["os"], "linux");
+        assert!(image.shared_libraries.is_empty());
+
+        // Its loader and libc would be the host's.
+        std::fs::write(&binary, elf::fixture(arch, true)).unwrap();
+        let err = build(&options(&binary)).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::ForeignLibraries { architecture, .. } if *architecture == arch),
+            "{err}"
+        );
+        assert!(err.to_string().contains("statically linked"), "{err}");
+
+        std::fs::write(&binary, "#!/bin/sh\nexec true\n").unwrap();
+        let err = build(&options(&binary)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ImageError::Elf {
+                    source: ElfError::NotElf(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }

@@ -93,6 +93,12 @@ pub struct Image {
     /// Without it `up` builds the engine image and pushes it to the stack's ECR repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    /// The CPU architecture of the prebuilt image: `x86_64` (the default) or `arm64`. The task
+    /// definitions and the executors' AMI follow it, and `executors.instance_type` must run it
+    /// (a Graviton type such as `t4g.medium` for arm64). An image `up` builds has its engine
+    /// binary's architecture; set here, the binary must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<crate::arch::Architecture>,
 }
 
 /// Networking. The stack is built in the default VPC.
