@@ -123,6 +123,11 @@ impl Stack {
                 check_function(""),
             )
             .unwrap();
+            std::fs::write(
+                dir.path().join("functions/emulated-cron.yaml"),
+                CRON_FUNCTION,
+            )
+            .unwrap();
             Stack {
                 emu,
                 engine,
@@ -229,6 +234,45 @@ steps:
       timeout: 2m
 {extra}"#
     )
+}
+
+/// A cron function of the test's stacks: every minute, one HTTP step.
+const CRON_FUNCTION: &str = r#"id: emulated-cron
+name: Every minute, one HTTP step
+triggers:
+  - cron: "* * * * *"
+steps:
+  - id: tick
+    http:
+      url: ${STEP_URL}/cron
+"#;
+
+/// Checks that every minute due after `since_ms` (and long enough ago for
+/// its run to have ended) started exactly one run of the cron function,
+/// whose step ran once, however many runners ticked; the ticks checked.
+async fn cron_ran_once_per_tick(api: &Api, since_ms: i64) -> usize {
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let first = (since_ms / 60_000 + 1) * 60_000;
+    let mut ticks = 0;
+    let mut at = first;
+    while at <= now_ms - 15_000 {
+        // Cron runs are keyed by the function and the due time.
+        let runs = api.runs_of(&format!("cron:emulated-cron:{at}")).await;
+        assert_eq!(runs.len(), 1, "one run for the tick at {at}: {runs:?}");
+        let run = api.run(runs[0]["id"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        let steps = run["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "the tick's step ran once: {run}");
+        ticks += 1;
+        at += 60_000;
+    }
+    ticks
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -514,6 +558,13 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     let start = Instant::now();
     let (stack, api) = ready_stack(start).await;
     let spec = stack.spec().display().to_string();
+    let deployed_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
 
     // Events through SQS, the runner, Redis and an executor.
     let mut events = Vec::new();
@@ -529,6 +580,29 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     );
 
     phase(start, "5 events completed, status ok");
+    // `bench` with no address: the Cloud Map name does not resolve here,
+    // so the load comes from an agent task inside the VPC.
+    let out = stack
+        .run(
+            &[
+                "--output", "json", "bench", "-f", &spec, "-r", "20", "-d", "4s",
+            ],
+            0,
+        )
+        .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["agents"], 1, "{report}");
+    assert_eq!(report["http_reqs"]["count"], 80, "{report}");
+    assert_eq!(report["status_codes"]["200"], 80, "{report}");
+    assert!(
+        report["target"]
+            .as_str()
+            .unwrap()
+            .contains("event-api.reference.internal"),
+        "{report}"
+    );
+
+    phase(start, "bench through an agent in the VPC");
     // Scaling: ECS tasks and Auto Scaling instances, each host through its boot script.
     stack.run(&["scale", "-f", &spec, "runner", "6"], 0).await;
     stack
@@ -621,6 +695,11 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     assert!(text.contains("runner started"), "{text}");
 
     phase(start, "logs shown");
+    // Four runners ticked every second: each minute started one run.
+    let ticks = cron_ran_once_per_tick(&api, deployed_ms).await;
+    assert!(ticks >= 2, "the test saw {ticks} cron ticks");
+
+    phase(start, "cron ran once per tick");
     // down leaves no container and nothing of the stack (ElastiCache included).
     let out = stack
         .run(&["--output", "json", "down", "-f", &spec, "--yes"], 0)
@@ -887,6 +966,23 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     })
     .await;
     let spec = stack.spec().display().to_string();
+
+    // Two load agents inside the VPC, through the network load balancer;
+    // one summary of both.
+    let out = stack
+        .run(
+            &[
+                "--output", "json", "bench", "-f", &spec, "--agents", "2", "-r", "40", "-d", "4s",
+            ],
+            0,
+        )
+        .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["agents"], 2, "{report}");
+    assert_eq!(report["http_reqs"]["count"], 160, "{report}");
+    assert_eq!(report["status_codes"]["200"], 160, "{report}");
+    assert_eq!(report["http_req_duration"]["count"], 160, "{report}");
+    phase(start, "bench from two agents");
 
     // A hung executor: the run is created, its step never runs.
     let executor = executors(&stack.status())[0]["id"]

@@ -52,6 +52,117 @@ async fn serve(status: u16) -> (SocketAddr, Arc<Server>) {
     (addr, server)
 }
 
+/// A TLS front on loopback (a certificate for 127.0.0.1 from a CA of its
+/// own, made with openssl) forwarding to `backend`, as API Gateway fronts
+/// the event API; its port and the CA's PEM file.
+async fn tls_front(backend: SocketAddr, dir: &Path) -> (u16, std::path::PathBuf) {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{ServerConfig, crypto::ring};
+
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=bench test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    let certs = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut up = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, dir.join("ca.pem"))
+}
+
 async fn stackctl(dir: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
         .args(args)
@@ -228,6 +339,50 @@ event_keys: {{default: {KEY}}}
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(server.requests.load(Ordering::SeqCst), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_verified_against_the_systems_roots() {
+    let (addr, server) = serve(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ca) = tls_front(addr, dir.path()).await;
+    let url = format!("https://127.0.0.1:{port}");
+    let args = [
+        "bench", "--url", &url, "--key", KEY, "--rate", "50", "-d", "1s", "-o", "json",
+    ];
+
+    // A certificate from a CA this machine does not trust: refused, and why.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .await
+        .unwrap();
+    // With --output json the error is a JSON object on stdout.
+    let err = json(&out).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tls: invalid peer certificate"), "{err}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+
+    // The same CA named by SSL_CERT_FILE, as the system's roots: every request answered.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .await
+        .unwrap();
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["http_reqs"]["count"], 50, "{report}");
+    assert_eq!(report["status_codes"]["200"], 50, "{report}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 50);
+    assert!(
+        report["target"].as_str().unwrap().starts_with("https://"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

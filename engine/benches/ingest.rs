@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use stacks::bench::{BenchConfig, Body, E2eConfig, Load, Report, ms};
+use engine::loadgen::{BenchConfig, Body, E2eConfig, Load, Report, ms};
 
 struct Row {
     server: &'static str,

@@ -67,7 +67,7 @@ fn main() {
                 "  {:>5}  {w:>12.0}  {b:>12.0}  {:>6.2}  {wrk_p99:>10}  {:>10}",
                 round + 1,
                 b / w,
-                stacks::bench::ms(r.http_req_duration.p99)
+                engine::loadgen::ms(r.http_req_duration.p99)
             );
             wrk_rps.push(w);
             bench_rps.push(b);

@@ -85,6 +85,7 @@ pub struct Options {
 const USAGE: &str = "usage: stackctl-engine [--role event-api|runner|executor|all]... [--config PATH] [--log-format text|json]
        stackctl-engine health --port PORT
        stackctl-engine canary --url URL [--timeout SECONDS]
+       stackctl-engine bench-agent --plan JSON
 
   --role ROLE        role to run; repeatable or a comma list (default: the config's `roles`, else all)
   --config PATH      the engine's JSON configuration (default: $STACKCTL_ENGINE_CONFIG)
@@ -95,6 +96,9 @@ const USAGE: &str = "usage: stackctl-engine [--role event-api|runner|executor|al
                      prints one JSON line (the outcome) and exits 0 when the run completed, 1 otherwise.
                      The event key and runs-API token come from $STACKCTL_ENGINE_EVENT_KEYS (the first)
                      and $STACKCTL_ENGINE_API_TOKEN
+  bench-agent        runs one load agent's share of `stackctl bench --agents` (a JSON plan) against the
+                     event API with the first key of $STACKCTL_ENGINE_EVENT_KEYS; prints its figures as
+                     JSON lines tagged `bench_agent`
 ";
 
 /// Parses the engine's arguments (without the program name).
@@ -143,6 +147,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     match rest.first().and_then(|a| a.to_str()) {
         Some("health") => return crate::probe::health(&rest[1..]),
         Some("canary") => return crate::probe::canary(&rest[1..]),
+        Some("bench-agent") => return crate::probe::bench_agent(&rest[1..]),
         _ => {}
     }
     match parse_args(rest) {

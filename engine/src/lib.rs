@@ -10,6 +10,7 @@ pub mod entry;
 pub mod event_api;
 pub mod executor;
 pub mod functions;
+pub mod loadgen;
 pub mod metrics;
 pub mod probe;
 pub mod runner;

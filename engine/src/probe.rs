@@ -1,7 +1,9 @@
-//! The engine binary's two client commands, for containers that have no
-//! shell or curl: `health` (a container health check against the role's own
-//! `/health`) and `canary` (the deployment check of [`crate::canary`], run
-//! inside the stack's network, printing its outcome as one JSON line).
+//! The engine binary's client commands, for containers that have no shell
+//! or curl: `health` (a container health check against the role's own
+//! `/health`), `canary` (the deployment check of [`crate::canary`], run
+//! inside the stack's network, printing its outcome as one JSON line) and
+//! `bench-agent` (a share of a load test from inside the stack's network,
+//! see [`crate::loadgen::agent`]).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use crate::canary::{self, Outcome};
 use crate::config::{ENV_API_TOKEN, ENV_EVENT_KEYS};
+use crate::loadgen::{self, agent};
 
 fn flags(args: &[OsString], known: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -107,13 +110,7 @@ pub fn canary(args: &[OsString]) -> ExitCode {
     let Some(url) = url else {
         return usage_error("--url is required");
     };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let Some(key) = env(ENV_EVENT_KEYS).and_then(|k| {
-        k.split(',')
-            .map(str::trim)
-            .find(|k| !k.is_empty())
-            .map(str::to_owned)
-    }) else {
+    let Some(key) = event_key() else {
         return usage_error(&format!("{ENV_EVENT_KEYS} is not set"));
     };
     let Some(token) = env(ENV_API_TOKEN) else {
@@ -141,6 +138,117 @@ pub fn canary(args: &[OsString]) -> ExitCode {
                 Outcome::Completed(_) => ExitCode::SUCCESS,
                 Outcome::Failed(_) => ExitCode::FAILURE,
             }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The first of the event keys the engine's role would accept.
+fn event_key() -> Option<String> {
+    env(ENV_EVENT_KEYS).and_then(|k| {
+        k.split(',')
+            .map(str::trim)
+            .find(|k| !k.is_empty())
+            .map(str::to_owned)
+    })
+}
+
+/// Progress of a load agent: a plain line on stderr every [`AGENT_EVERY`].
+struct AgentProgress(std::sync::Mutex<Option<std::time::Instant>>);
+
+/// How often a load agent logs its progress.
+const AGENT_EVERY: Duration = Duration::from_secs(10);
+
+impl loadgen::Observer for AgentProgress {
+    fn tick(&self, s: &loadgen::Sample, p: &loadgen::Progress) {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= AGENT_EVERY) {
+            *last = Some(std::time::Instant::now());
+            eprintln!(
+                "bench agent: {:.0}s/{}s requests {} ({:.1}/s) p99 {} failed {}",
+                p.elapsed.as_secs_f64(),
+                p.planned.as_secs(),
+                s.total,
+                s.rate,
+                loadgen::ms(s.p99),
+                s.failed
+            );
+        }
+    }
+
+    fn phase(&self, message: &str) {
+        eprintln!("bench agent: {message}");
+    }
+}
+
+/// `bench-agent --plan JSON`: runs one share of a load test (an
+/// [`agent::AgentPlan`]) with the first key of `STACKCTL_ENGINE_EVENT_KEYS`
+/// and prints its figures as result lines (see [`agent::result_lines`]).
+/// SIGTERM or Ctrl-C ends the load early; what was measured is still
+/// printed. Exit 0 when the load ran (whatever the answers), 1 when it
+/// could not, 2 on bad arguments.
+pub fn bench_agent(args: &[OsString]) -> ExitCode {
+    let plan = match flags(args, &["--plan"]).and_then(|f| {
+        let (_, json) = f
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| "--plan is required".to_string())?;
+        serde_json::from_str::<agent::AgentPlan>(&json).map_err(|e| format!("--plan: {e}"))
+    }) {
+        Ok(p) => p,
+        Err(e) => return usage_error(&e),
+    };
+    let Some(key) = event_key() else {
+        return usage_error(&format!("{ENV_EVENT_KEYS} is not set"));
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                let term = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    () = term => {}
+                }
+                on_signal.cancel();
+            });
+            eprintln!(
+                "bench agent: {} connection(s) against {} for {}",
+                plan.connections,
+                plan.base_url,
+                loadgen::fmt_duration(plan.load.duration())
+            );
+            let progress = AgentProgress(std::sync::Mutex::new(None));
+            agent::run(&plan, &key, &progress, stop)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    match result {
+        Ok(part) => {
+            for line in agent::result_lines(&part) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -271,10 +271,14 @@ enum Framing {
     /// In turn: `100 Continue` then a chunked body; a `Content-Length` body
     /// with `Connection: close`; an HTTP/1.0 body ended by closing.
     Mixed,
-    /// HTTP/1.1 with `Content-Length`, then the connection is closed
-    /// without notice (a keep-alive timeout on the server's side).
+    /// HTTP/1.1 with `Content-Length`; a connection idle for
+    /// [`KEEP_ALIVE`] is closed without notice (a keep-alive timeout on the
+    /// server's side).
     SilentClose,
 }
+
+/// How long a `SilentClose` server keeps an idle connection.
+const KEEP_ALIVE: Duration = Duration::from_millis(20);
 
 /// A minimal HTTP/1.1 server written on a raw socket, so the answers'
 /// framing is exactly what the test asks for; counts requests.
@@ -328,12 +332,23 @@ async fn raw_server(framing: Framing, served: Arc<AtomicU64>) -> SocketAddr {
                         ),
                         (Framing::Mixed, _) => (b"HTTP/1.0 200 OK\r\n\r\n{\"ids\":[]}", true),
                         (Framing::SilentClose, _) => {
-                            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true)
+                            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", false)
                         }
                     };
                     if sock.write_all(answer).await.is_err() || close {
                         let _ = sock.shutdown().await;
                         return;
+                    }
+                    if matches!(framing, Framing::SilentClose) && buf.is_empty() {
+                        let mut chunk = [0u8; 4096];
+                        match tokio::time::timeout(KEEP_ALIVE, sock.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            Ok(_) => return,
+                            Err(_) => {
+                                let _ = sock.shutdown().await;
+                                return;
+                            }
+                        }
                     }
                 }
             });
@@ -364,8 +379,10 @@ async fn chunked_closing_and_http_1_0_answers_are_read_and_counted() {
     // Every third answer is the 201; the workers run concurrently, so allow one per worker.
     assert!(created.abs_diff(n / 3) <= 4, "{created} of {n}");
 
-    // A server that drops idle keep-alive connections without notice: the
-    // connection is replaced before the next request, not counted as failed.
+    // A server that drops keep-alive connections idle for 20 ms without
+    // notice, and requests 40 ms apart on each connection: every connection
+    // is dropped between requests, and replaced before the next one, not
+    // counted as failed.
     let served = Arc::new(AtomicU64::new(0));
     let addr = raw_server(Framing::SilentClose, Arc::clone(&served)).await;
     let r = run(config(

@@ -3,7 +3,9 @@
 //! the report as JSON). Without a target it uses the last `up`'s spec. On a
 //! `provider: aws` stack the endpoint, key and token come from AWS and the
 //! timeline carries the ECS/ASG counts and SQS depths; `--url` without
-//! `--key` overrides only the address (e.g. a forwarded port).
+//! `--key` overrides only the address (e.g. a forwarded port); when the
+//! event API cannot be reached from here, or with `--agents N`, the load
+//! comes from load agents inside the stack's VPC (`stacks::bench::agents`).
 //! Exit 0, or 3 when a `--threshold` failed (1 on errors, 2 on an invalid spec).
 
 use std::io::{IsTerminal as _, Write as _};
@@ -34,6 +36,7 @@ use crate::output::{self, Exit, Output};
   stackctl bench --url http://127.0.0.1:8288 --key KEY --threshold 'p99<50ms' --threshold 'failed<1%'
   stackctl bench -f aws.yaml --timeline            # an aws stack: endpoint, key and scaling gauges from AWS
   stackctl bench -f aws.yaml --url http://127.0.0.1:9000   # same stack, through a forwarded port
+  stackctl bench -f aws.yaml --agents 4 --rate 2000 -d 2m  # the load from 4 ECS tasks inside the VPC
 
 Exit codes: 0 ok, 1 error, 2 invalid spec, 3 a threshold failed.")]
 pub struct BenchArgs {
@@ -47,6 +50,11 @@ pub struct BenchArgs {
     /// The event key to send with (with --url).
     #[arg(long, value_name = "KEY", requires = "url")]
     key: Option<String>,
+    /// (aws stacks) Generate the load from N one-off ECS tasks inside the stack's VPC, each
+    /// with its share of the rate and connections, and merge their figures. Without it the
+    /// load comes from here, or from one agent when the event API is unreachable from here.
+    #[arg(long, value_name = "N", conflicts_with = "url", value_parser = clap::value_parser!(u16).range(1..=100))]
+    agents: Option<u16>,
     /// (aws stacks) How often the ECS, Auto Scaling and SQS gauges are read during the run.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = bench::parse_duration)]
     sample_every: Duration,
@@ -117,24 +125,30 @@ pub struct BenchArgs {
 
 /// Runs `stackctl bench`.
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
-    let (target, sampler) = match (&args.url, &args.key, args.stack.given()) {
+    let live = Live::new(args.quiet, output);
+    let (target, sampler, agents) = match (&args.url, &args.key, args.stack.given()) {
         (Some(url), Some(key), None) => {
             let t = Target::from_url(url, key, args.token.clone());
             let s = metrics_sampler(&t);
-            (t, s)
+            (t, s, None)
         }
         _ => {
             let loaded = match load(&args.stack, output)? {
                 Ok(l) => l,
                 Err(exit) => return Ok(exit),
             };
-            let (mut t, s) = match loaded.spec.provider {
+            let (mut t, s, agents) = match loaded.spec.provider {
                 Provider::Local => {
+                    anyhow::ensure!(
+                        args.agents.is_none(),
+                        "--agents runs load agents inside an AWS stack's VPC; `{}` is a local stack",
+                        loaded.spec.stack
+                    );
                     let t = Target::from_spec(&loaded)?;
                     let s = metrics_sampler(&t);
-                    (t, s)
+                    (t, s, None)
                 }
-                Provider::Aws => aws_target(&loaded, &args).await?,
+                Provider::Aws => aws_target(&loaded, &args, &live).await?,
             };
             if let Some(url) = &args.url {
                 // Only the address changes: the runs API and metrics stay the stack's.
@@ -146,7 +160,7 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
             if args.token.is_some() {
                 t.api_token.clone_from(&args.token);
             }
-            (t, s)
+            (t, s, agents)
         }
     };
     let cfg = config(&args, &target)?;
@@ -157,8 +171,12 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
             on_signal.cancel();
         }
     });
-    let live = Live::new(args.quiet, output);
-    let report = bench::run(cfg, &live, sampler, stop).await;
+    let report = match agents {
+        None => bench::run(cfg, &live, sampler, stop)
+            .await
+            .map_err(bench::BenchError::from),
+        Some(a) => bench::agents::run(&a.aws, &a.names, &cfg, a.count, &live, sampler, stop).await,
+    };
     live.finish();
     let report = report.with_context(|| {
         format!(
@@ -188,32 +206,49 @@ fn metrics_sampler(t: &Target) -> Option<Arc<dyn Sampler>> {
         .map(|m| Arc::new(MetricsSampler::new(m.clone())) as Arc<dyn Sampler>)
 }
 
-/// An aws stack's target (found through AWS, checked reachable unless
-/// `--url` replaces the address) and its ECS/ASG/SQS sampler.
+/// Load agents inside an AWS stack's VPC.
+struct Agents {
+    aws: Aws,
+    names: bench::aws::AwsNames,
+    count: usize,
+}
+
+/// An aws stack's target (found through AWS), its ECS/ASG/SQS sampler, and
+/// the load agents to send from when the load does not come from here.
 async fn aws_target(
     loaded: &LoadedSpec,
     args: &BenchArgs,
-) -> anyhow::Result<(Target, Option<Arc<dyn Sampler>>)> {
+    live: &Live,
+) -> anyhow::Result<(Target, Option<Arc<dyn Sampler>>, Option<Agents>)> {
     super::aws_up::require_credentials(loaded, "bench")?;
     let stack = &loaded.spec.stack;
     let aws = Aws::load(loaded.spec.region.as_deref())
         .await
         .context("cannot load the AWS configuration")?;
-    let target = bench::aws::discover(&aws, loaded, args.url.as_deref())
-        .await
-        .with_context(|| format!("cannot find the event API of stack `{stack}`"))?;
-    if args.url.is_none() {
-        bench::aws::check_reachable(
-            &target.event_api,
-            loaded.spec.network.event_api,
-            Duration::from_secs(5),
-        )
-        .await
-        .with_context(|| format!("cannot reach the event API of stack `{stack}`"))?;
-    }
+    let (target, route) = bench::aws::route(
+        &aws,
+        loaded,
+        args.url.as_deref(),
+        args.agents.map(usize::from),
+        Duration::from_secs(5),
+    )
+    .await
+    .with_context(|| format!("cannot find the event API of stack `{stack}`"))?;
     let names = bench::aws::AwsNames::of(loaded)?;
-    let sampler = bench::aws::AwsSampler::new(aws, names, args.sample_every);
-    Ok((target, Some(Arc::new(sampler) as Arc<dyn Sampler>)))
+    let sampler = bench::aws::AwsSampler::new(aws.clone(), names.clone(), args.sample_every);
+    let agents = match route {
+        bench::aws::Route::Direct => None,
+        bench::aws::Route::Agents { count, reason } => {
+            if let Some(reason) = reason {
+                live.phase(&format!(
+                    "{reason}; the load comes from {count} agent inside the VPC instead \
+                     (--agents N for more, --url for a forwarded port)"
+                ));
+            }
+            Some(Agents { aws, names, count })
+        }
+    };
+    Ok((target, Some(Arc::new(sampler) as Arc<dyn Sampler>), agents))
 }
 
 fn config(args: &BenchArgs, target: &Target) -> anyhow::Result<BenchConfig> {

@@ -2,7 +2,7 @@
 //! app that reads the body and answers 200, run as a child process of the
 //! bench program so it gets its own runtime like the engine does), engine
 //! processes from the built `stackctl-engine`, the load generator
-//! (`stacks::bench`) and the machine's load.
+//! (`engine::loadgen`) and the machine's load.
 
 #![allow(dead_code)]
 
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stacks::bench::{self, BenchConfig, Load, Quiet, Report};
+use engine::loadgen::{self as bench, BenchConfig, Load, Quiet, Report};
 use tokio_util::sync::CancellationToken;
 
 /// The event key every server in the benchmarks accepts.

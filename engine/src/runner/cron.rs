@@ -23,10 +23,13 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// that is at most [`LOOKBACK`] ago.
 pub fn due(cron: &croner::Cron, now: DateTime<Utc>) -> Option<i64> {
     let at = cron.find_previous_occurrence(&now, true).ok()?;
-    let age = now.signed_duration_since(at).num_milliseconds();
+    // croner keeps `now`'s fraction of a second in the occurrence; the due
+    // time (and so the run id) must be the same whenever a runner ticks.
+    let at = at.timestamp() * 1000;
+    let age = now.timestamp_millis() - at;
     (0..=LOOKBACK.as_millis() as i64)
         .contains(&age)
-        .then(|| at.timestamp_millis())
+        .then_some(at)
 }
 
 /// The synthetic event of a cron run due at `at`.
@@ -70,6 +73,24 @@ mod tests {
             None,
             "older than the lookback"
         );
+    }
+
+    #[test]
+    fn every_tick_of_a_minute_names_the_same_due_time() {
+        let every = parse_cron("* * * * *").unwrap();
+        let t = |s| at(s).timestamp_millis();
+        for now in [
+            "2026-01-01T00:05:00.481Z",
+            "2026-01-01T00:05:01.484Z",
+            "2026-01-01T00:05:37.002Z",
+            "2026-01-01T00:05:59.999Z",
+        ] {
+            assert_eq!(
+                due(&every, at(now)),
+                Some(t("2026-01-01T00:05:00Z")),
+                "{now}"
+            );
+        }
     }
 
     #[test]

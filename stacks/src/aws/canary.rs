@@ -9,20 +9,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
-    TaskOverride,
-};
 use engine::canary::{CanaryError, CanaryReport, Outcome, Stage};
 
 use super::context::Aws;
-use super::error::{AwsError, Subject};
+use super::error::AwsError;
 use super::resolve::Outputs;
+use super::task::{self, TaskError};
 use crate::graph::{Attributes, Graph, LogicalId};
 use crate::progress::Progress;
 
-/// How often the task's state is read.
-const POLL: Duration = Duration::from_secs(1);
 /// Time for the task to start and its log to arrive, on top of the canary's own timeout.
 const TASK_MARGIN: Duration = Duration::from_secs(120);
 /// Lines of the failing service's log shown with a failure.
@@ -57,6 +52,15 @@ pub enum AwsCanaryError {
         /// The last lines of its log.
         log_tail: Vec<String>,
     },
+}
+
+impl From<TaskError> for AwsCanaryError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::Aws(e) => Self::Aws(e),
+            TaskError::Setup(m) => Self::Setup(m),
+        }
+    }
 }
 
 impl AwsCanaryError {
@@ -213,61 +217,6 @@ async fn run_task(
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Outcome, AwsCanaryError> {
-    let subject = Subject::other("ecs service", service);
-    let described = aws
-        .ecs()
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .map_err(|e| AwsError::api(subject, "DescribeServices", e))?;
-    let svc = described
-        .services()
-        .iter()
-        .find(|s| s.status() != Some("INACTIVE"))
-        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} does not exist")))?;
-    let task_definition = svc
-        .deployments()
-        .iter()
-        .find(|d| d.status() == Some("PRIMARY"))
-        .and_then(|d| d.task_definition())
-        .map(str::to_owned)
-        .ok_or_else(|| AwsCanaryError::Setup(format!("ECS service {service} has no deployment")))?;
-    let network = svc
-        .network_configuration()
-        .and_then(|n| n.awsvpc_configuration())
-        .cloned()
-        .ok_or_else(|| {
-            AwsCanaryError::Setup(format!("ECS service {service} has no awsvpc network"))
-        })?;
-    let taskdef = aws
-        .ecs()
-        .describe_task_definition()
-        .task_definition(&task_definition)
-        .send()
-        .await
-        .map_err(|e| {
-            AwsError::api(
-                Subject::other("ecs task definition", &task_definition),
-                "DescribeTaskDefinition",
-                e,
-            )
-        })?;
-    let container = taskdef
-        .task_definition()
-        .and_then(|t| t.container_definitions().first())
-        .cloned()
-        .ok_or_else(|| {
-            AwsCanaryError::Setup(format!(
-                "task definition {task_definition} has no container"
-            ))
-        })?;
-    let container_name = container.name().unwrap_or_default().to_string();
-    let log = container
-        .log_configuration()
-        .map(|l| l.options().cloned().unwrap_or_default())
-        .unwrap_or_default();
     let command = vec![
         "canary".to_string(),
         "--url".to_string(),
@@ -275,163 +224,44 @@ async fn run_task(
         "--timeout".to_string(),
         timeout.as_secs().max(1).to_string(),
     ];
-    let run = aws
-        .ecs()
-        .run_task()
-        .cluster(cluster)
-        .task_definition(&task_definition)
-        .launch_type(LaunchType::Fargate)
-        .count(1)
-        .started_by("stackctl-canary")
-        .network_configuration(
-            NetworkConfiguration::builder()
-                .awsvpc_configuration(
-                    AwsVpcConfiguration::builder()
-                        .set_subnets(Some(network.subnets().to_vec()))
-                        .set_security_groups(Some(network.security_groups().to_vec()))
-                        .assign_public_ip(
-                            network
-                                .assign_public_ip()
-                                .cloned()
-                                .unwrap_or(AssignPublicIp::Disabled),
-                        )
-                        .build()
-                        .map_err(|e| AwsCanaryError::Setup(e.to_string()))?,
-                )
-                .build(),
-        )
-        .overrides(
-            TaskOverride::builder()
-                .container_overrides(
-                    ContainerOverride::builder()
-                        .name(&container_name)
-                        .set_command(Some(command))
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| AwsError::api(Subject::other("ecs cluster", cluster), "RunTask", e))?;
-    if let Some(f) = run.failures().first() {
-        return Err(AwsCanaryError::Setup(format!(
-            "RunTask failed: {} {}",
-            f.reason().unwrap_or_default(),
-            f.detail().unwrap_or_default()
-        )));
-    }
-    let task_arn = run
-        .tasks()
-        .first()
-        .and_then(|t| t.task_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| AwsCanaryError::Setup("RunTask started no task".into()))?;
-    progress.info(&format!("canary task {task_arn} started"));
-    let task_id = task_arn.rsplit('/').next().unwrap_or_default().to_string();
-    let group = log.get("awslogs-group").cloned().unwrap_or_default();
-    let stream = format!(
-        "{}/{container_name}/{task_id}",
-        log.get("awslogs-stream-prefix")
-            .map_or("ecs", String::as_str)
-    );
-    let deadline = Instant::now() + timeout + TASK_MARGIN;
-    let stopped = loop {
-        let out = aws
-            .ecs()
-            .describe_tasks()
-            .cluster(cluster)
-            .tasks(&task_arn)
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::api(Subject::other("ecs task", &task_arn), "DescribeTasks", e)
-            })?;
-        if let Some(t) = out.tasks().first()
-            && t.last_status() == Some("STOPPED")
-        {
-            break t.clone();
-        }
-        if Instant::now() >= deadline {
-            // Leave nothing running behind the check.
-            let _ = aws
-                .ecs()
-                .stop_task()
-                .cluster(cluster)
-                .task(&task_arn)
-                .reason("stackctl canary timed out")
-                .send()
-                .await;
+    let tasks = task::start(aws, cluster, service, command, 1, "stackctl-canary").await?;
+    progress.info(&format!("canary task {} started", tasks.tasks[0].0));
+    let stopped = tasks
+        .wait(aws, Instant::now() + timeout + TASK_MARGIN)
+        .await?
+        .remove(0);
+    let stopped = match stopped {
+        Ok(s) => s,
+        Err(s) => {
             return Err(AwsCanaryError::Task {
-                task: task_arn,
+                task: s.task,
                 what: format!(
                     "did not stop within {} s",
                     (timeout + TASK_MARGIN).as_secs()
                 ),
-                log_tail: stream_lines(aws, &group, &stream).await,
+                log_tail: s.lines,
             });
         }
-        tokio::time::sleep(POLL).await;
     };
-    let lines = stream_lines(aws, &group, &stream).await;
-    if let Some(outcome) = Outcome::find(&lines) {
+    if let Some(outcome) = Outcome::find(&stopped.lines) {
         return Ok(outcome);
     }
     let exit = stopped
-        .containers()
-        .first()
-        .and_then(|c| c.exit_code())
+        .exit_code
         .map_or("no exit code".to_string(), |c| format!("exit code {c}"));
     Err(AwsCanaryError::Task {
-        task: task_arn,
+        task: stopped.task,
         what: format!(
-            "stopped ({}, {exit}: {}) without printing an outcome",
-            stopped
-                .stop_code()
-                .map_or("no stop code".to_string(), |c| c.as_str().to_string()),
-            stopped.stopped_reason().unwrap_or_default()
+            "stopped ({exit}, {}) without printing an outcome",
+            stopped.reason
         ),
-        log_tail: lines.iter().rev().take(TAIL_LINES).rev().cloned().collect(),
+        log_tail: stopped
+            .lines
+            .iter()
+            .rev()
+            .take(TAIL_LINES)
+            .rev()
+            .cloned()
+            .collect(),
     })
-}
-
-/// Every line of one log stream (empty when it does not exist).
-async fn stream_lines(aws: &Aws, group: &str, stream: &str) -> Vec<String> {
-    if group.is_empty() {
-        return Vec::new();
-    }
-    let mut lines = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = match aws
-            .logs()
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let e = AwsError::api(Subject::other("log stream", stream), "GetLogEvents", e);
-                if !e.is_not_found() {
-                    lines.push(format!("(cannot read log stream {stream}: {e})"));
-                }
-                return lines;
-            }
-        };
-        let before = lines.len();
-        lines.extend(
-            page.events()
-                .iter()
-                .filter_map(|e| e.message().map(str::to_owned)),
-        );
-        match page.next_forward_token() {
-            Some(t) if lines.len() > before && token.as_deref() != Some(t) => {
-                token = Some(t.to_string());
-            }
-            _ => return lines,
-        }
-    }
 }

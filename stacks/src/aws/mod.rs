@@ -41,6 +41,7 @@ pub mod resolve;
 pub mod scale;
 pub mod secrets;
 pub mod sweep;
+pub mod task;
 pub mod up;
 pub mod wait;
 

@@ -1,13 +1,14 @@
 //! `stackctl bench` on a `provider: aws` stack: finds the event API from
 //! the spec's connection type (the load balancer's DNS name for `public`,
 //! the API Gateway stage's invoke URL for `vpc_link`, the Cloud Map name
-//! for `internal_dns`), the event key the
-//! deployed event-API task definition carries, and the runs-API token (the
-//! one `up` stored in SSM, else the spec's); checks the endpoint can be
-//! reached from here and says how to get there when it cannot; and samples
-//! the ECS services' desired/running counts, the executor ASG's
-//! desired/InService and the SQS queue depths for the timeline, so a user
-//! sees auto-scaling react to the load.
+//! for `internal_dns`), its address inside the VPC (where load agents send
+//! to), the event key the deployed event-API task definition carries and
+//! the runs-API token (the one `up` stored in SSM, else the spec's); decides
+//! where the load comes from ([`route`]: from here when the event API
+//! answers here, else from agents inside the VPC); says how to reach the
+//! endpoint when asked to check it; and samples the ECS services'
+//! desired/running counts, the executor ASG's desired/InService and the SQS
+//! queue depths for the timeline, so a user sees auto-scaling react.
 //!
 //! Resources are found by the deterministic names of the stack's graph,
 //! one describe call per service, never through the tagging API.
@@ -26,7 +27,7 @@ use aws_sdk_servicediscovery::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio::sync::OnceCell;
 
-use super::{BenchError, Sampler, Target};
+use super::{BenchError, LoadError, Sampler, Target};
 use crate::aws::{Aws, AwsError, Subject};
 use crate::graph::{Attributes, Graph, LogicalId};
 use crate::spec::{Connection, LoadedSpec};
@@ -123,6 +124,14 @@ impl AwsNames {
     }
 }
 
+/// `what` (a resource of the stack) does not exist.
+fn not_up(names: &AwsNames, what: &str) -> BenchError {
+    BenchError::Stack(format!(
+        "{what} of stack `{}` does not exist: is it up? (`stackctl up`)",
+        names.stack
+    ))
+}
+
 fn aws_err(e: AwsError) -> BenchError {
     BenchError::Stack(e.to_string())
 }
@@ -157,14 +166,62 @@ pub async fn discover(
     Ok(target)
 }
 
+/// Where `bench`'s load comes from on an AWS stack.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// From this machine, straight to the event API.
+    Direct,
+    /// From load agents inside the VPC ([`super::agents`]).
+    Agents {
+        /// How many.
+        count: usize,
+        /// Why the load does not come from here when nobody asked for
+        /// agents (the event API is unreachable from here, and how).
+        reason: Option<String>,
+    },
+}
+
+/// The target of `bench` on an AWS stack (see [`discover`]) and where its
+/// load comes from: `agents` when given, else from here when the event API
+/// answers a TCP connection within `within`, else from one agent inside
+/// the VPC. `address` (`--url`) always means from here.
+pub async fn route(
+    aws: &Aws,
+    loaded: &LoadedSpec,
+    address: Option<&str>,
+    agents: Option<usize>,
+    within: Duration,
+) -> Result<(Target, Route), BenchError> {
+    let target = discover(aws, loaded, address).await?;
+    if let Some(count) = agents {
+        return Ok((
+            target,
+            Route::Agents {
+                count,
+                reason: None,
+            },
+        ));
+    }
+    if address.is_some() {
+        return Ok((target, Route::Direct));
+    }
+    match unreachable(&target.event_api, within).await? {
+        None => Ok((target, Route::Direct)),
+        Some(why) => Ok((
+            target.clone(),
+            Route::Agents {
+                count: 1,
+                reason: Some(format!(
+                    "the event API at {} cannot be reached from here: {why}",
+                    target.event_api
+                )),
+            },
+        )),
+    }
+}
+
 /// The event API's base URL for the spec's connection type.
 pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
-    let not_up = |what: String| {
-        BenchError::Stack(format!(
-            "{what} of stack `{}` does not exist: is it up? (`stackctl up`)",
-            names.stack
-        ))
-    };
     match names.connection {
         Connection::VpcLink => {
             let (api, stage) = names
@@ -175,46 +232,13 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
                 .await
                 .map_err(aws_err)?;
             found.ok_or_else(|| {
-                not_up(format!(
-                    "the API Gateway REST API `{api}` (stage `{stage}`)"
-                ))
+                not_up(
+                    names,
+                    &format!("the API Gateway REST API `{api}` (stage `{stage}`)"),
+                )
             })
         }
-        Connection::Public => {
-            let lb = names
-                .load_balancer
-                .as_deref()
-                .ok_or_else(|| BenchError::Stack("the stack has no load balancer".into()))?;
-            let out = aws
-                .elbv2()
-                .describe_load_balancers()
-                .names(lb)
-                .send()
-                .await
-                .map_err(|e| {
-                    AwsError::api(
-                        Subject::other("load balancer", lb),
-                        "DescribeLoadBalancers",
-                        e,
-                    )
-                });
-            let out = match out {
-                Ok(o) => o,
-                Err(e) if e.is_not_found() => {
-                    return Err(not_up(format!("the load balancer `{lb}`")));
-                }
-                Err(e) => return Err(aws_err(e)),
-            };
-            let dns = out
-                .load_balancers()
-                .iter()
-                .find_map(|l| l.dns_name())
-                .ok_or_else(|| not_up(format!("the load balancer `{lb}`")))?;
-            Ok(match names.listener_port {
-                80 => format!("http://{dns}"),
-                port => format!("http://{dns}:{port}"),
-            })
-        }
+        Connection::Public => load_balancer_url(aws, names).await,
         Connection::InternalDns => {
             let (ns, service) = names
                 .cloud_map
@@ -222,9 +246,12 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
                 .ok_or_else(|| BenchError::Stack("the stack has no Cloud Map service".into()))?;
             let ns_id = find_namespace(aws, ns)
                 .await?
-                .ok_or_else(|| not_up(format!("the Cloud Map namespace `{ns}`")))?;
+                .ok_or_else(|| not_up(names, &format!("the Cloud Map namespace `{ns}`")))?;
             if !has_service(aws, ns, &ns_id, service).await? {
-                return Err(not_up(format!("the Cloud Map service `{service}.{ns}`")));
+                return Err(not_up(
+                    names,
+                    &format!("the Cloud Map service `{service}.{ns}`"),
+                ));
             }
             Ok(format!("http://{service}.{ns}:{}", names.port))
         }
@@ -237,13 +264,66 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
     }
 }
 
+/// The event API's address inside the VPC, where load agents send from:
+/// the Cloud Map name (`internal_dns`) or the load balancer's DNS name
+/// (`public`, and the internal one behind a `vpc_link`).
+pub async fn in_vpc_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
+    match names.connection {
+        Connection::InternalDns => event_api_url(aws, names).await,
+        Connection::Public | Connection::VpcLink => load_balancer_url(aws, names).await,
+        Connection::Internal => Err(BenchError::Stack(format!(
+            "stack `{}` has `network.event_api: internal`: its event API has no name inside the \
+             VPC either (only the tasks' private IPs), so load agents have nothing to aim at; \
+             use internal_dns, vpc_link or public, or pass --url",
+            names.stack
+        ))),
+    }
+}
+
+/// `http://DNS[:port]` of the stack's load balancer (its listener).
+async fn load_balancer_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
+    let lb = names
+        .load_balancer
+        .as_deref()
+        .ok_or_else(|| BenchError::Stack("the stack has no load balancer".into()))?;
+    let out = aws
+        .elbv2()
+        .describe_load_balancers()
+        .names(lb)
+        .send()
+        .await
+        .map_err(|e| {
+            AwsError::api(
+                Subject::other("load balancer", lb),
+                "DescribeLoadBalancers",
+                e,
+            )
+        });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() => {
+            return Err(not_up(names, &format!("the load balancer `{lb}`")));
+        }
+        Err(e) => return Err(aws_err(e)),
+    };
+    let dns = out
+        .load_balancers()
+        .iter()
+        .find_map(|l| l.dns_name())
+        .ok_or_else(|| not_up(names, &format!("the load balancer `{lb}`")))?;
+    Ok(match names.listener_port {
+        80 => format!("http://{dns}"),
+        port => format!("http://{dns}:{port}"),
+    })
+}
+
 async fn find_namespace(aws: &Aws, name: &str) -> Result<Option<String>, BenchError> {
     let filter = NamespaceFilter::builder()
         .name(NamespaceFilterName::Type)
         .values(NamespaceType::DnsPrivate.as_str())
         .condition(FilterCondition::Eq)
         .build()
-        .map_err(|e| BenchError::Internal(e.to_string()))?;
+        .map_err(|e| BenchError::Load(LoadError::Internal(e.to_string())))?;
     let mut token = None;
     loop {
         let out = aws
@@ -276,7 +356,7 @@ async fn has_service(aws: &Aws, ns: &str, ns_id: &str, service: &str) -> Result<
         .values(ns_id)
         .condition(FilterCondition::Eq)
         .build()
-        .map_err(|e| BenchError::Internal(e.to_string()))?;
+        .map_err(|e| BenchError::Load(LoadError::Internal(e.to_string())))?;
     let mut token = None;
     loop {
         let out = aws
@@ -426,15 +506,10 @@ async fn ssm_value(aws: &Aws, parameter: &str) -> Result<Option<String>, AwsErro
     }
 }
 
-/// Checks the event API at `base` (`http://host[:port]`) resolves and
-/// accepts a TCP connection from this machine within `within`; the error
-/// names the connection type and the fix (`--url`).
-pub async fn check_reachable(
-    base: &str,
-    connection: Connection,
-    within: Duration,
-) -> Result<(), BenchError> {
-    let uri: hyper::http::Uri = base.parse().map_err(|e| BenchError::Option {
+/// Why the event API at `base` cannot be reached from here within
+/// `within` (`None`: it accepted a TCP connection).
+async fn unreachable(base: &str, within: Duration) -> Result<Option<String>, BenchError> {
+    let uri: hyper::http::Uri = base.parse().map_err(|e| LoadError::Option {
         option: "--url",
         message: format!("`{base}`: {e}"),
     })?;
@@ -455,12 +530,26 @@ pub async fn check_reachable(
             None => format!("`{host}` has no address"),
             Some(addr) => {
                 match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => return Ok(None),
                     Ok(Err(e)) => format!("connecting to {addr} failed ({e})"),
                     Err(_) => format!("connecting to {addr} timed out after {}s", within.as_secs()),
                 }
             }
         },
+    };
+    Ok(Some(why))
+}
+
+/// Checks the event API at `base` (`http://host[:port]`) resolves and
+/// accepts a TCP connection from this machine within `within`; the error
+/// names the connection type and the fix (`--url`).
+pub async fn check_reachable(
+    base: &str,
+    connection: Connection,
+    within: Duration,
+) -> Result<(), BenchError> {
+    let Some(why) = unreachable(base, within).await? else {
+        return Ok(());
     };
     let (kind, fix) = match connection {
         Connection::InternalDns => (

@@ -1,75 +1,31 @@
-//! The load generator behind `stackctl bench`: HTTP/1.1 keep-alive load on
-//! the event API over N connections, either at a fixed (optionally ramping)
-//! arrival rate with latency measured from each request's due time, or at
-//! maximum throughput; HDR histograms; a k6-style summary; thresholds for
-//! CI; event-to-completed-run latency through the runs API; and a sampler
-//! hook that puts the stack's own gauges (queue depths, service counts)
-//! beside the latency timeline.
+//! `stackctl bench`'s targets: finding a stack's event API, key, token and
+//! gauges from its spec (local stacks, [`Target`]) or through AWS
+//! ([`aws`], feature `aws`, which also runs load agents inside the VPC).
+//! The load generator itself is [`engine::loadgen`], re-exported here.
 //!
 //! It prints nothing: progress goes to an [`Observer`], the result is a
 //! [`Report`] the caller renders.
 
 #[cfg(feature = "aws")]
+pub mod agents;
+#[cfg(feature = "aws")]
 pub mod aws;
-mod client;
-mod e2e;
-mod payload;
-mod run;
-mod schedule;
-mod stats;
 mod target;
-mod threshold;
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
-use std::pin::Pin;
-
-pub use client::mask_key;
-pub use payload::{Body, Template};
-pub use run::{BenchConfig, E2eConfig, Load, Progress, run};
-pub use schedule::{Schedule, Stage, fmt_duration, parse_duration};
-pub use stats::{Counted, E2eReport, Failed, Latency, ModeReport, Report, Sample, ms};
+pub use engine::loadgen::{BenchConfig, agent};
+pub use engine::loadgen::{
+    Body, Counted, E2eConfig, E2eReport, Failed, Latency, Load, LoadError, ModeReport, Observer,
+    Progress, Quiet, Report, Sample, Sampler, Schedule, Stage, Template, Threshold,
+    ThresholdResult, fmt_duration, mask_key, ms, parse_duration, run,
+};
 pub use target::{MetricsSampler, Target, parse_prometheus, prometheus_sum};
-pub use threshold::{Threshold, ThresholdResult};
 
-/// Why a run could not be made.
+/// Why a bench could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// An option has a bad value.
-    #[error("{option}: {message}")]
-    Option {
-        /// The option.
-        option: &'static str,
-        /// What is wrong and what is expected.
-        message: String,
-    },
-    /// A file could not be read.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The target did not accept connections before the run.
-    #[error("cannot connect to {url} ({message}): is the stack up? (`stackctl status`)")]
-    Unreachable {
-        /// The target, key masked.
-        url: String,
-        /// The connect error.
-        message: String,
-    },
-    /// The runs API refused or failed a lookup.
-    #[error("runs API {url}: {message}")]
-    RunsApi {
-        /// The URL called.
-        url: String,
-        /// What went wrong.
-        message: String,
-    },
+    /// The load generator failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// The spec has no event key.
     #[error("the spec has no event key; add one under event_keys, or pass --url and --key")]
     NoEventKey,
@@ -83,31 +39,7 @@ pub enum BenchError {
          pass --url URL --key KEY to a build without the AWS provider"
     )]
     AwsDiscovery,
-    /// A bug: a worker task panicked.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// Receives progress while a run goes on.
-pub trait Observer: Send + Sync {
-    /// One interval ended.
-    fn tick(&self, sample: &Sample, progress: &Progress);
-    /// A phase began (e.g. waiting for runs).
-    fn phase(&self, message: &str);
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-
-impl Observer for Quiet {
-    fn tick(&self, _: &Sample, _: &Progress) {}
-    fn phase(&self, _: &str) {}
-}
-
-/// Reads gauges of the stack under load (service counts, queue depths) once
-/// per interval; they appear in the timeline beside the latency. Reads that
-/// fail return an empty map; a slow read is abandoned after one interval.
-pub trait Sampler: Send + Sync {
-    /// The current value of each gauge, by name.
-    fn sample(&self) -> Pin<Box<dyn Future<Output = BTreeMap<String, f64>> + Send + '_>>;
+    /// Load agents inside the stack's network failed.
+    #[error("load agents: {0}")]
+    Agents(String),
 }

@@ -14,21 +14,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use hyper::body::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Conn, Endpoint, Failure};
+use super::client::{Conn, Endpoint, Failure, mask_key};
 use super::payload::Body;
 use super::schedule::{Schedule, Stage};
-use super::stats::{self, Counted, Failed, Latency, ModeReport, Report, Sample};
+use super::stats::{self, Buckets, Latency, Part, Report, Sample};
 use super::threshold::{Measured, Threshold};
-use super::{BenchError, Observer, Sampler, e2e};
+use super::{LoadError, Observer, Sampler, e2e};
 
 /// How load is applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Load {
     /// Closed loop: as fast as the server answers, for `duration`.
     Max {
         /// How long.
+        #[serde(with = "super::schedule::secs_f64")]
         duration: Duration,
     },
     /// Open model: requests due at a rate ramping through `stages` from `start_rate`.
@@ -119,9 +122,9 @@ impl BenchConfig {
         }
     }
 
-    fn check(&self) -> Result<(), BenchError> {
+    fn check(&self) -> Result<(), LoadError> {
         let bad = |option, message: &str| {
-            Err(BenchError::Option {
+            Err(LoadError::Option {
                 option,
                 message: message.to_string(),
             })
@@ -232,7 +235,54 @@ pub async fn run(
     observer: &dyn Observer,
     sampler: Option<Arc<dyn Sampler>>,
     stop: CancellationToken,
-) -> Result<Report, BenchError> {
+) -> Result<Report, LoadError> {
+    let part = measure(cfg.clone(), observer, sampler, stop.clone()).await?;
+    conclude(&cfg, vec![part], observer, stop).await
+}
+
+/// Merges the figures of one or more generators that ran `cfg` (each its
+/// share of it) into one report, measures the sampled events' runs (with
+/// `e2e`) and evaluates the thresholds on the merged histograms.
+pub async fn conclude(
+    cfg: &BenchConfig,
+    parts: Vec<Part>,
+    observer: &dyn Observer,
+    stop: CancellationToken,
+) -> Result<Report, LoadError> {
+    let (mut report, all, ids) = Report::assemble(&mask_key(&cfg.url), cfg, parts);
+    let mut e2e_hist = None;
+    if let Some(e) = &cfg.e2e {
+        observer.phase(&format!(
+            "waiting up to {}s for the runs of {} sampled events",
+            e.wait.as_secs(),
+            ids.len()
+        ));
+        let (r, h) = e2e::measure(e, &ids, stop).await?;
+        report.e2e = Some(r);
+        e2e_hist = Some(h);
+    }
+    let measured = Measured {
+        report: &report,
+        requests: &all,
+        e2e: e2e_hist.as_ref(),
+    };
+    let results = cfg
+        .thresholds
+        .iter()
+        .map(|t| t.evaluate(&measured))
+        .collect();
+    report.thresholds = results;
+    Ok(report)
+}
+
+/// Applies the load of `cfg` (without its e2e wait and thresholds) and
+/// returns this generator's figures. `stop` ends the load early.
+pub async fn measure(
+    cfg: BenchConfig,
+    observer: &dyn Observer,
+    sampler: Option<Arc<dyn Sampler>>,
+    stop: CancellationToken,
+) -> Result<Part, LoadError> {
     cfg.check()?;
     let ep = Endpoint::resolve(&cfg.url).await?;
     let schedule = match &cfg.load {
@@ -275,31 +325,18 @@ pub async fn run(
     let gauges: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
     let sampler_task = sampler.map(|s| {
         let gauges = Arc::clone(&gauges);
-        let every = shared.cfg.interval;
-        let done = shared.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let read = tokio::time::timeout(every, s.sample())
-                    .await
-                    .unwrap_or_default();
-                if !read.is_empty() {
-                    gauges
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend(read);
-                }
-                tokio::select! {
-                    () = done.cancelled() => break,
-                    () = tokio::time::sleep(every) => {}
-                }
-            }
+        super::sample_every(s, shared.cfg.interval, shared.stop.clone(), move |read| {
+            gauges
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(read);
         })
     });
 
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(shared.cfg.connections);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), BenchError>>(threads);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), LoadError>>(threads);
     let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Clock>);
     let mut done = Vec::with_capacity(threads);
     for t in 0..threads {
@@ -312,7 +349,7 @@ pub async fn run(
             .spawn(move || {
                 let _ = tx.send(load_thread(shared, indices, ready, go));
             })
-            .map_err(|e| BenchError::Internal(format!("cannot start a load thread: {e}")))?;
+            .map_err(|e| LoadError::Internal(format!("cannot start a load thread: {e}")))?;
     }
     drop(ready_tx);
     for _ in 0..threads {
@@ -321,7 +358,7 @@ pub async fn run(
             // Dropping `go_tx` (on return) releases the other threads.
             Some(Err(e)) => return Err(e),
             None => {
-                return Err(BenchError::Internal(
+                return Err(LoadError::Internal(
                     "a load thread ended before connecting".into(),
                 ));
             }
@@ -355,7 +392,7 @@ pub async fn run(
             tallies = &mut workers => {
                 let expected = shared.cfg.connections;
                 if tallies.len() != expected {
-                    return Err(BenchError::Internal(format!("{} of {expected} load workers died", expected - tallies.len())));
+                    return Err(LoadError::Internal(format!("{} of {expected} load workers died", expected - tallies.len())));
                 }
                 for t in tallies {
                     tally.merge(t);
@@ -390,83 +427,27 @@ pub async fn run(
     }
 
     let scheduled = shared.schedule.as_ref().map(Schedule::total_requests);
-    let elapsed = finished.duration_since(start).as_secs_f64().max(1e-9);
-    let events = tally.ok * u64::from(shared.cfg.events_per_request);
-    let mut report = Report {
-        target: shared.ep.display.clone(),
-        mode: match &shared.cfg.load {
-            Load::Max { .. } => ModeReport::Max,
-            Load::Rate { start_rate, stages } => ModeReport::Rate {
-                start_rate: *start_rate,
-                stages: stages.clone(),
-                scheduled: scheduled.unwrap_or(0),
-            },
-        },
-        connections: shared.cfg.connections,
-        events_per_request: shared.cfg.events_per_request,
-        duration_s: elapsed,
-        http_req_duration: Latency::of(&all),
-        http_req_failed: Failed {
-            rate: if tally.requests == 0 {
-                0.0
-            } else {
-                tally.failed as f64 / tally.requests as f64
-            },
-            count: tally.failed,
-            total: tally.requests,
-        },
-        http_reqs: Counted {
-            count: tally.requests,
-            rate: tally.requests as f64 / elapsed,
-        },
-        events_accepted: Counted {
-            count: events,
-            rate: events as f64 / elapsed,
-        },
+    let bodies = std::mem::take(
+        &mut *shared
+            .sampled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    Ok(Part {
+        start_wall_ms: clock.start_wall_ms,
+        duration_s: finished.duration_since(start).as_secs_f64(),
+        scheduled: scheduled.unwrap_or(0),
+        requests: tally.requests,
+        failed: tally.failed,
+        ok: tally.ok,
         dropped: scheduled.map_or(0, |s| s.saturating_sub(tally.requests)),
-        status_codes: tally
-            .status
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        errors: tally.errors.clone(),
-        e2e: None,
+        status_codes: tally.status,
+        errors: tally.errors,
+        latency: Buckets::of(&all),
         timeline,
-        thresholds: Vec::new(),
+        sampled_ids: e2e::ids_of(&bodies),
         interrupted,
-    };
-
-    let mut e2e_hist = None;
-    if let Some(e) = &shared.cfg.e2e {
-        let bodies = std::mem::take(
-            &mut *shared
-                .sampled
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        let ids = e2e::ids_of(&bodies);
-        observer.phase(&format!(
-            "waiting up to {}s for the runs of {} sampled events",
-            e.wait.as_secs(),
-            ids.len()
-        ));
-        let (r, h) = e2e::measure(e, &ids, stop.clone()).await?;
-        report.e2e = Some(r);
-        e2e_hist = Some(h);
-    }
-    let measured = Measured {
-        report: &report,
-        requests: &all,
-        e2e: e2e_hist.as_ref(),
-    };
-    let results = shared
-        .cfg
-        .thresholds
-        .iter()
-        .map(|t| t.evaluate(&measured))
-        .collect();
-    report.thresholds = results;
-    Ok(report)
+    })
 }
 
 fn snapshot(
@@ -530,7 +511,7 @@ fn wall_ms() -> i64 {
 fn load_thread(
     shared: Arc<Shared>,
     indices: Vec<usize>,
-    ready: tokio::sync::mpsc::Sender<Result<(), BenchError>>,
+    ready: tokio::sync::mpsc::Sender<Result<(), LoadError>>,
     mut go: tokio::sync::watch::Receiver<Option<Clock>>,
 ) -> Vec<Tally> {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -539,7 +520,7 @@ fn load_thread(
     {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.blocking_send(Err(BenchError::Internal(format!(
+            let _ = ready.blocking_send(Err(LoadError::Internal(format!(
                 "cannot start a runtime: {e}"
             ))));
             return Vec::new();
@@ -554,7 +535,7 @@ fn load_thread(
                 Ok(c) => conns.push((i, c)),
                 Err(f) => {
                     let _ = ready
-                        .send(Err(BenchError::Unreachable {
+                        .send(Err(LoadError::Unreachable {
                             url: shared.ep.display.clone(),
                             message: f.key(),
                         }))

@@ -7,12 +7,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::BenchError;
+use super::LoadError;
 
 /// One ramp: over `duration`, the rate moves linearly to `target` requests/s.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
     /// How long the ramp lasts.
     #[serde(with = "secs_f64")]
@@ -22,10 +22,10 @@ pub struct Stage {
 }
 
 impl FromStr for Stage {
-    type Err = BenchError;
+    type Err = LoadError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| BenchError::Option {
+        let bad = |why: &str| LoadError::Option {
             option: "--stage",
             message: format!("`{s}`: {why}; expected DURATION:RATE, e.g. `30s:100`"),
         };
@@ -196,12 +196,18 @@ impl Schedule {
     }
 }
 
-mod secs_f64 {
-    use serde::Serializer;
+/// A duration as seconds (a float) in JSON.
+pub(crate) mod secs_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

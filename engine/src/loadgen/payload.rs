@@ -7,10 +7,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::BenchError;
+use serde::{Deserialize, Serialize};
+
+use super::LoadError;
 
 /// What each request carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     /// The built-in event.
     Builtin {
@@ -24,12 +27,29 @@ pub enum Body {
 }
 
 /// A parsed template: literal parts and the placeholders between them.
-#[derive(Debug, Clone)]
+/// In JSON it is its source text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Template {
+    source: String,
     parts: Vec<Part>,
 }
 
-#[derive(Debug, Clone)]
+impl TryFrom<String> for Template {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Template> for String {
+    fn from(t: Template) -> String {
+        t.source
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
     Seq,
@@ -39,13 +59,13 @@ enum Part {
 
 impl Template {
     /// Reads and checks a template file: rendered once, it must be a JSON object with a `name`.
-    pub fn load(path: &Path) -> Result<Self, BenchError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
             action: "read the template",
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| BenchError::Option {
+        Self::parse(&text).map_err(|message| LoadError::Option {
             option: "--template",
             message: format!("{}: {message}", path.display()),
         })
@@ -78,7 +98,10 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        let template = Self { parts };
+        let template = Self {
+            source: text.to_string(),
+            parts,
+        };
         let mut sample = String::new();
         template.render(&mut sample, 0, 0);
         let value: serde_json::Value = serde_json::from_str(&sample)
@@ -164,13 +187,13 @@ impl Body {
     }
 
     /// Checks a built-in event name needs no JSON escaping.
-    pub fn check_name(name: &str) -> Result<(), BenchError> {
+    pub fn check_name(name: &str) -> Result<(), LoadError> {
         if name.is_empty()
             || name
                 .chars()
                 .any(|c| c == '"' || c == '\\' || c.is_control())
         {
-            return Err(BenchError::Option {
+            return Err(LoadError::Option {
                 option: "--event-name",
                 message: format!(
                     "`{name}` must be non-empty without quotes, backslashes or control characters"

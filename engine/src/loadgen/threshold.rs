@@ -13,7 +13,7 @@ use std::str::FromStr;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::BenchError;
+use super::LoadError;
 use super::stats::{Latency, Report};
 
 /// A comparison.
@@ -114,10 +114,10 @@ impl fmt::Display for Threshold {
 }
 
 impl FromStr for Threshold {
-    type Err = BenchError;
+    type Err = LoadError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: String| BenchError::Option {
+        let bad = |why: String| LoadError::Option {
             option: "--threshold",
             message: format!(
                 "`{s}`: {why}; expected e.g. `p99<50ms`, `med<=10ms`, `failed<1%`, `rate>290`, `e2e_p99<25ms`"

@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::run::{BenchConfig, Load};
+use super::schedule::Schedule;
 use super::threshold::ThresholdResult;
 
 /// Largest latency recorded exactly (an hour); longer ones are clamped to it.
@@ -95,7 +97,7 @@ pub struct Failed {
 }
 
 /// One interval of the timeline.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start, at the end of the interval.
     pub t: f64,
@@ -113,8 +115,200 @@ pub struct Sample {
     /// Completed requests so far.
     pub total: u64,
     /// Gauges read by the sampler (service counts, queue depths), by name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub gauges: BTreeMap<String, f64>,
+}
+
+/// A latency histogram as its non-empty buckets: (a value of the bucket,
+/// count). Recording each value again with its count rebuilds the same
+/// histogram, so figures of several generators merge exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Buckets(pub Vec<(u64, u64)>);
+
+impl Buckets {
+    /// The buckets of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    /// Adds these buckets to `h`, each value clamped into its range.
+    pub fn add_to(&self, h: &mut Histogram<u64>) {
+        for &(value, count) in &self.0 {
+            // In range by the clamp, so this cannot fail.
+            let _ = h.record_n(value.clamp(1, MAX_MICROS), count);
+        }
+    }
+}
+
+/// What one generator measured: the raw figures a [`Report`] is assembled
+/// from, and what a load agent sends back (see [`super::agent`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// When the load started, ms since the epoch.
+    #[serde(default)]
+    pub start_wall_ms: i64,
+    /// Seconds from the first due time to the last answer.
+    pub duration_s: f64,
+    /// Requests the schedule held (fixed-rate mode; 0 at maximum throughput).
+    #[serde(default)]
+    pub scheduled: u64,
+    /// Requests completed.
+    pub requests: u64,
+    /// Of those, failed (non-2xx or no answer).
+    pub failed: u64,
+    /// Of those, 2xx.
+    pub ok: u64,
+    /// Requests the schedule held that were never sent.
+    pub dropped: u64,
+    /// Answers by HTTP status.
+    pub status_codes: BTreeMap<u16, u64>,
+    /// Transport errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of every timed request (µs).
+    pub latency: Buckets,
+    /// One sample per interval.
+    pub timeline: Vec<Sample>,
+    /// Internal ids of the events sampled for e2e latency.
+    #[serde(default)]
+    pub sampled_ids: Vec<String>,
+    /// Whether the load was stopped before its end.
+    pub interrupted: bool,
+}
+
+impl Report {
+    /// The report of `parts` (generators that each ran a share of `cfg`,
+    /// at the same time), before e2e and thresholds; with every request's
+    /// latency histogram and the sampled event ids. Timeline samples are
+    /// merged by interval: rates, failures and totals add up, p50 and p99
+    /// are the slowest generator's.
+    pub fn assemble(
+        target: &str,
+        cfg: &BenchConfig,
+        parts: Vec<Part>,
+    ) -> (Self, Histogram<u64>, Vec<String>) {
+        let mut all = histogram();
+        let mut status: BTreeMap<String, u64> = BTreeMap::new();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut requests, mut failed, mut ok, mut dropped, mut scheduled) = (0, 0, 0, 0, 0);
+        let mut duration_s = 0f64;
+        let mut ids = Vec::new();
+        let mut interrupted = false;
+        for p in &parts {
+            p.latency.add_to(&mut all);
+            for (k, v) in &p.status_codes {
+                *status.entry(k.to_string()).or_default() += v;
+            }
+            for (k, v) in &p.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+            requests += p.requests;
+            failed += p.failed;
+            ok += p.ok;
+            dropped += p.dropped;
+            scheduled += p.scheduled;
+            duration_s = duration_s.max(p.duration_s);
+            interrupted |= p.interrupted;
+        }
+        // Generators that started apart: the window from the first start to the last end.
+        if parts.len() > 1 {
+            let first = parts.iter().map(|p| p.start_wall_ms).min().unwrap_or(0);
+            let last = parts
+                .iter()
+                .map(|p| p.start_wall_ms as f64 / 1000.0 + p.duration_s)
+                .fold(0f64, f64::max);
+            duration_s = duration_s.max(last - first as f64 / 1000.0);
+        }
+        let timeline = merge_timelines(&parts);
+        for p in parts {
+            ids.extend(p.sampled_ids);
+        }
+        let elapsed = duration_s.max(1e-9);
+        let events = ok * u64::from(cfg.events_per_request);
+        let report = Report {
+            target: target.to_string(),
+            mode: match &cfg.load {
+                Load::Max { .. } => ModeReport::Max,
+                Load::Rate { start_rate, stages } => ModeReport::Rate {
+                    start_rate: *start_rate,
+                    stages: stages.clone(),
+                    scheduled: if scheduled == 0 {
+                        Schedule::ramping(*start_rate, stages).total_requests()
+                    } else {
+                        scheduled
+                    },
+                },
+            },
+            connections: cfg.connections,
+            events_per_request: cfg.events_per_request,
+            duration_s: elapsed,
+            http_req_duration: Latency::of(&all),
+            http_req_failed: Failed {
+                rate: if requests == 0 {
+                    0.0
+                } else {
+                    failed as f64 / requests as f64
+                },
+                count: failed,
+                total: requests,
+            },
+            http_reqs: Counted {
+                count: requests,
+                rate: requests as f64 / elapsed,
+            },
+            events_accepted: Counted {
+                count: events,
+                rate: events as f64 / elapsed,
+            },
+            dropped,
+            status_codes: status,
+            errors,
+            e2e: None,
+            timeline,
+            thresholds: Vec::new(),
+            interrupted,
+            agents: None,
+        };
+        (report, all, ids)
+    }
+}
+
+/// The timelines of generators that ran at the same time, interval by interval.
+fn merge_timelines(parts: &[Part]) -> Vec<Sample> {
+    if let [one] = parts {
+        return one.timeline.clone();
+    }
+    let len = parts.iter().map(|p| p.timeline.len()).max().unwrap_or(0);
+    (0..len)
+        .map(|i| {
+            let mut out = Sample::default();
+            for p in parts {
+                let Some(s) = p.timeline.get(i).or(p.timeline.last()) else {
+                    continue;
+                };
+                // A generator that already ended adds its total, not its rate.
+                let current = i < p.timeline.len();
+                out.t = out.t.max(s.t);
+                out.total += s.total;
+                if current {
+                    out.rate += s.rate;
+                    out.failed += s.failed;
+                    out.p50 = out.p50.max(s.p50);
+                    out.p99 = out.p99.max(s.p99);
+                    out.target_rate = match (out.target_rate, s.target_rate) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
+                }
+                out.gauges.extend(s.gauges.clone());
+            }
+            out
+        })
+        .collect()
 }
 
 /// Event-to-completed-run latency of sampled events, from the runs API.
@@ -189,6 +383,9 @@ pub struct Report {
     pub thresholds: Vec<ThresholdResult>,
     /// Whether the run was stopped before its end (Ctrl-C).
     pub interrupted: bool,
+    /// Load agents the requests came from (`bench --agents`); none: this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<usize>,
 }
 
 impl Report {
@@ -218,6 +415,12 @@ impl Report {
             }
         };
         let _ = writeln!(out, "\n  target: {}", self.target);
+        if let Some(n) = self.agents {
+            let _ = writeln!(
+                out,
+                "  from:   {n} load agent(s) inside the stack's network"
+            );
+        }
         let _ = writeln!(
             out,
             "  mode:   {mode}, {} connection(s), {} event(s)/request\n",

@@ -6,25 +6,37 @@
 //! `Content-Length`, `Transfer-Encoding: chunked` or the end of the
 //! connection; `Connection: close` and HTTP/1.0 answers retire the
 //! connection. So the generator costs the machine about what wrk does.
+//! `https://` URLs go through rustls (TLS 1.2/1.3, HTTP/1.1 by ALPN),
+//! trusting the system's roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`), else
+//! the Mozilla roots; the handshake is made when the connection opens,
+//! before the clock starts.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
 use hyper::http::Uri;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use super::BenchError;
+use super::LoadError;
 
-/// Where requests go: an `http://` URL resolved once.
-#[derive(Debug, Clone)]
+/// Where requests go: an `http://` or `https://` URL resolved once.
+#[derive(Clone)]
 pub struct Endpoint {
     /// The resolved address.
     pub addr: SocketAddr,
+    /// For `https://`: the TLS client and the name the certificate must have.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     /// The request head up to the `Content-Length` value:
     /// `POST {path} HTTP/1.1\r\nHost: ..\r\nContent-Type: application/json\r\nContent-Length: `.
     head: Vec<u8>,
@@ -34,28 +46,35 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses and resolves `url` (`http://host[:port]/path`).
-    pub async fn resolve(url: &str) -> Result<Self, BenchError> {
-        let bad = |message: String| BenchError::Option {
+    pub async fn resolve(url: &str) -> Result<Self, LoadError> {
+        let bad = |message: String| LoadError::Option {
             option: "--url",
             message,
         };
         let uri: Uri = url
             .parse()
             .map_err(|e| bad(format!("`{url}` is not a URL: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(format!(
-                    "`{url}`: https is not supported by the load generator yet; use the http endpoint"
-                )));
-            }
-            _ => return Err(bad(format!("`{url}` must start with http://"))),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad(format!("`{url}` must start with http:// or https://"))),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| bad(format!("`{url}` has no host")))?
             .clone();
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let name = ServerName::try_from(authority.host().to_string()).map_err(|e| {
+                bad(format!(
+                    "`{}` is not a TLS server name: {e}",
+                    authority.host()
+                ))
+            })?;
+            Some((TlsConnector::from(tls_config().map_err(bad)?), name))
+        } else {
+            None
+        };
         let addr = tokio::net::lookup_host((authority.host(), port))
             .await
             .ok()
@@ -71,9 +90,97 @@ impl Endpoint {
         .into_bytes();
         Ok(Self {
             addr,
+            tls,
             head,
             display: mask_key(url),
         })
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .field("display", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS client settings: the system's roots (which honour
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), or the Mozilla roots when the
+/// system has none (a minimal container image).
+fn tls_config() -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot set up TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -94,6 +201,8 @@ pub fn mask_key(url: &str) -> String {
 pub enum Failure {
     /// The connection could not be made.
     Connect(std::io::Error),
+    /// The TLS handshake failed (e.g. a certificate not trusted here).
+    Tls(String),
     /// No answer within the timeout.
     Timeout,
     /// Reading or writing the connection failed.
@@ -109,6 +218,7 @@ impl Failure {
     pub fn key(&self) -> String {
         match self {
             Failure::Connect(e) => format!("connect: {}", e.kind()),
+            Failure::Tls(m) => format!("tls: {m}"),
             Failure::Timeout => "timeout".into(),
             Failure::Io(e) => format!("http: {}", e.kind()),
             Failure::Protocol(m) => format!("http: invalid answer: {m}"),
@@ -128,7 +238,7 @@ const READ_BUF: usize = 8 * 1024;
 
 /// One keep-alive connection with its reused buffers and timer.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     /// Unconsumed bytes are `rbuf[rstart..rend]`.
@@ -151,10 +261,19 @@ enum Framing {
 impl Conn {
     /// Opens a connection to `ep`.
     pub async fn open(ep: &Endpoint) -> Result<Self, Failure> {
-        let stream = TcpStream::connect(ep.addr)
+        let tcp = TcpStream::connect(ep.addr)
             .await
             .map_err(Failure::Connect)?;
-        stream.set_nodelay(true).map_err(Failure::Connect)?;
+        tcp.set_nodelay(true).map_err(Failure::Connect)?;
+        let stream = match &ep.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => Stream::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| Failure::Tls(e.to_string()))?,
+            )),
+        };
         Ok(Self {
             stream,
             wbuf: Vec::with_capacity(ep.head.len() + 512),
@@ -176,11 +295,16 @@ impl Conn {
             return false;
         }
         if now.saturating_duration_since(self.last_used) >= IDLE_CHECK {
+            // A peek, so TLS records (a session ticket) stay for rustls to read.
             let mut probe = [0u8; 1];
-            match self.stream.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                // EOF, an error, or bytes nobody asked for: not reusable.
-                _ => self.closed = true,
+            let mut buf = ReadBuf::new(&mut probe);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match self.stream.tcp().poll_peek(&mut cx, &mut buf) {
+                Poll::Pending => {}
+                // Bytes nobody asked for on a plain connection: not reusable.
+                Poll::Ready(Ok(n)) if n > 0 && matches!(self.stream, Stream::Tls(_)) => {}
+                // EOF or an error: not reusable.
+                Poll::Ready(_) => self.closed = true,
             }
         }
         !self.closed
@@ -240,7 +364,7 @@ impl Conn {
 
 /// The read side of one exchange, over the connection's buffer.
 struct Reader<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     buf: &'a mut Vec<u8>,
     start: &'a mut usize,
     end: &'a mut usize,

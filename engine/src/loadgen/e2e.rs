@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::BenchError;
+use super::LoadError;
 use super::run::E2eConfig;
 use super::stats::{self, E2eReport, Latency};
 
@@ -66,11 +66,11 @@ pub async fn measure(
     cfg: &E2eConfig,
     ids: &[String],
     stop: CancellationToken,
-) -> Result<(E2eReport, Histogram<u64>), BenchError> {
+) -> Result<(E2eReport, Histogram<u64>), LoadError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| BenchError::Internal(format!("cannot build an HTTP client: {e}")))?;
+        .map_err(|e| LoadError::Internal(format!("cannot build an HTTP client: {e}")))?;
     let deadline = Instant::now() + cfg.wait;
     let base = cfg.runs_api.trim_end_matches('/').to_string();
     let mut pending: Vec<String> = ids.to_vec();
@@ -95,7 +95,7 @@ pub async fn measure(
         }
         while let Some(joined) = set.join_next().await {
             let results =
-                joined.map_err(|e| BenchError::Internal(format!("a runs API lookup died: {e}")))?;
+                joined.map_err(|e| LoadError::Internal(format!("a runs API lookup died: {e}")))?;
             for (id, r) in results {
                 match r? {
                     Outcome::Done {
@@ -160,9 +160,9 @@ async fn lookup(
     base: &str,
     token: &str,
     id: &str,
-) -> Result<Outcome, BenchError> {
+) -> Result<Outcome, LoadError> {
     let url = format!("{base}/events/{id}/runs");
-    let fail = |message: String| BenchError::RunsApi {
+    let fail = |message: String| LoadError::RunsApi {
         url: url.clone(),
         message,
     };
