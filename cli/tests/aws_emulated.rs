@@ -204,6 +204,15 @@ impl Stack {
     }
 }
 
+/// The last JSON document of a command's output (pretty-printed or not).
+fn last_doc(out: &Output) -> Value {
+    serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Value>()
+        .last()
+        .expect("a JSON document on stdout")
+        .unwrap()
+}
+
 /// The last JSON line of a command's output (its result).
 fn last_json(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -506,12 +515,22 @@ async fn ready_stack_with(
     edit: impl FnOnce(&str) -> String,
 ) -> (Arc<Stack>, Arc<Api>) {
     let stack = Arc::new(Stack::start(own_engine).await);
-    let text = std::fs::read_to_string(stack.spec()).unwrap();
-    std::fs::write(stack.spec(), edit(&text)).unwrap();
+    let text = edit(&std::fs::read_to_string(stack.spec()).unwrap());
+    std::fs::write(stack.spec(), &text).unwrap();
     phase(start, "emulator started");
     let spec = stack.spec().display().to_string();
     let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
     let result = last_json(&out);
+    if text.contains("event_api: vpc_link") || text.contains("event_api: public") {
+        // Behind a load balancer, ready means its target group has a
+        // healthy target per event-API task (the data plane registers the
+        // tasks that pass their health check, as ECS does).
+        let progress = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            progress.contains("2/2 healthy in the target group"),
+            "{progress}"
+        );
+    }
     let image = result["image"]
         .as_str()
         .expect("up names the image")
@@ -590,7 +609,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
             0,
         )
         .await;
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = last_doc(&out);
     assert_eq!(report["agents"], 1, "{report}");
     assert_eq!(report["http_reqs"]["count"], 80, "{report}");
     assert_eq!(report["status_codes"]["200"], 80, "{report}");
@@ -977,12 +996,22 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
             0,
         )
         .await;
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = last_doc(&out);
     assert_eq!(report["agents"], 2, "{report}");
     assert_eq!(report["http_reqs"]["count"], 160, "{report}");
     assert_eq!(report["status_codes"]["200"], 160, "{report}");
     assert_eq!(report["http_req_duration"]["count"], 160, "{report}");
     phase(start, "bench from two agents");
+    // `status` shows the load balancer's view of the event API.
+    let out = stack
+        .run(&["--output", "json", "status", "-f", &spec], 0)
+        .await;
+    let status = last_doc(&out);
+    assert_eq!(
+        status["services"]["event-api"]["targets"]["healthy"], 2,
+        "{status}"
+    );
+    assert_eq!(status["ready"], true, "{status}");
 
     // A hung executor: the run is created, its step never runs.
     let executor = executors(&stack.status())[0]["id"]

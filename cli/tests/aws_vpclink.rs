@@ -84,7 +84,10 @@ fn ok(out: &Output, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_link_stack_goes_up_converges_and_comes_down() {
     let moto = tokio::task::spawn_blocking(|| {
-        // At least every service's desired count: `up` waits for them.
+        // Services report running, but nothing registers in the target
+        // group here (no task runs): `up` does not wait (--no-wait). The
+        // emulated data plane, where tasks run, is where `up` waits for
+        // the target group's health (tests/aws_emulated.rs).
         Moto::builder()
             .ecs_service_running(8)
             .start()
@@ -95,7 +98,11 @@ async fn vpc_link_stack_goes_up_converges_and_comes_down() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path());
 
-    let up = stackctl(&moto, &spec, &["--output", "json", "up", "--no-verify"]);
+    let up = stackctl(
+        &moto,
+        &spec,
+        &["--output", "json", "up", "--no-verify", "--no-wait"],
+    );
     ok(&up, "up");
     let lines = ndjson(&up);
     let result = lines.last().expect("a result line");
@@ -184,7 +191,11 @@ async fn vpc_link_stack_goes_up_converges_and_comes_down() {
     assert_eq!(result["event_api"], url.as_str(), "{result}");
 
     // Converged: a second `up` writes nothing, `plan` sees no change.
-    let again = stackctl(&moto, &spec, &["--output", "json", "up", "--no-verify"]);
+    let again = stackctl(
+        &moto,
+        &spec,
+        &["--output", "json", "up", "--no-verify", "--no-wait"],
+    );
     ok(&again, "second up");
     let result = ndjson(&again).pop().expect("a result line");
     assert_eq!(

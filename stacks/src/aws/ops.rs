@@ -17,7 +17,7 @@ use super::destroy::{DownOptions, DownReport};
 use super::error::AwsError;
 use super::logs::{Follower, LogEvent};
 use super::scale::{ScaleError, ScaleReport};
-use super::wait::{GroupState, RedisState, ServiceState, Timeouts, WaitError};
+use super::wait::{GroupState, RedisState, ServiceState, TargetsHealth, Timeouts, WaitError};
 use super::{Aws, StackLock};
 use crate::arch::ArchitectureError;
 use crate::graph::plan::{Action, Plan};
@@ -406,6 +406,9 @@ pub struct ServiceStatus {
     /// The executors' upper bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<u32>,
+    /// The event API's load balancer target group (`public`, `vpc_link`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetsHealth>,
     /// One line for people.
     pub detail: String,
 }
@@ -423,6 +426,7 @@ impl ServiceStatus {
             deployments: None,
             min: None,
             max: None,
+            targets: None,
             detail: "does not exist".into(),
         }
     }
@@ -447,6 +451,7 @@ impl ServiceStatus {
             deployments: Some(s.deployments.len()),
             min: None,
             max: None,
+            targets: None,
         }
     }
 
@@ -462,6 +467,7 @@ impl ServiceStatus {
             deployments: None,
             min: Some(g.min),
             max: Some(g.max),
+            targets: None,
             detail: format!("{} instance(s), bounds [{}, {}]", g.instances, g.min, g.max),
         }
     }
@@ -478,7 +484,9 @@ pub struct StackStatus {
     pub region: String,
     /// Every resource exists as specified.
     pub in_sync: bool,
-    /// Every service runs at least its desired count and Redis is available.
+    /// Every service runs at least its desired count (and a load balancer's
+    /// target group has as many healthy targets as event-API tasks are
+    /// desired), and Redis is available.
     pub ready: bool,
     /// The event API's address from outside the VPC, when it has one.
     pub event_api: Option<String>,
@@ -533,10 +541,25 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return Err(live(e)),
     };
+    // The event API's target group, when a load balancer fronts it.
+    let targets = match planned
+        .observed(&LogicalId::new("elb.target-group"))
+        .and_then(|o| o.outputs.get("arn"))
+    {
+        Some(arn) => Some(
+            super::wait::target_health(aws, arn)
+                .await
+                .map_err(OpError::aws("cannot read the live state", stack))?,
+        ),
+        None => None,
+    };
     let services_live = [("event-api", &event_api), ("runner", &runner)];
     let ready = services_live
         .iter()
         .all(|(_, s)| s.as_ref().is_some_and(|s| s.running >= s.desired))
+        && targets
+            .as_ref()
+            .is_none_or(|t| event_api.as_ref().is_some_and(|s| t.healthy >= s.desired))
         && executors
             .as_ref()
             .is_some_and(|g| g.in_service >= g.desired)
@@ -551,6 +574,12 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
             )
         })
         .collect();
+    if let (Some(t), Some(row)) = (targets, services.get_mut("event-api"))
+        && row.exists
+    {
+        row.detail = format!("{}, {}", row.detail, t.describe(row.desired));
+        row.targets = Some(t);
+    }
     services.insert(
         "executors".into(),
         executors

@@ -222,6 +222,7 @@ async fn scale_service(
             cluster,
             service: name,
             task_definition: None,
+            target_group: None,
             until: Until::Count(n),
         },
     })

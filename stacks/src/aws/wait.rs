@@ -1,5 +1,6 @@
 //! Truthful, bounded waits and the live state they read: ECS services
-//! stable on the task definition just registered, the executors' Auto
+//! stable on the task definition just registered (and, behind a load
+//! balancer, as many healthy targets as desired tasks), the executors' Auto
 //! Scaling Group InService at its desired capacity, and the ElastiCache
 //! replication group `available` with a primary endpoint. `up` waits for
 //! readiness after applying; `scale` waits until a new count holds;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_autoscaling::types::{LifecycleState, ScalingActivityStatusCode};
 use aws_sdk_ecs::types::{DesiredStatus, TaskStopCode};
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
@@ -114,6 +116,9 @@ pub enum Target {
         service: String,
         /// The task definition ARN the service must run, when known.
         task_definition: Option<String>,
+        /// The load balancer target group its tasks register in: ready
+        /// also means as many healthy targets as desired tasks.
+        target_group: Option<String>,
         /// The condition.
         until: Until,
     },
@@ -182,11 +187,16 @@ pub fn targets(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> Vec<Tar
             .and_then(|o| o.get("arn"))
             .filter(|a| !a.is_empty())
             .cloned();
+        let target_group = (label == "event-api")
+            .then(|| super::output_value(outputs, "elb.target-group", "arn"))
+            .flatten()
+            .filter(|a| !a.is_empty());
         out.push(Target::Service {
             label: label.to_string(),
             cluster: cluster.clone(),
             service: svc.name.clone(),
             task_definition,
+            target_group,
             until: Until::Ready,
         });
     }
@@ -307,9 +317,19 @@ async fn check(aws: &Aws, target: &Target, since: SystemTime) -> Result<Step, Aw
             cluster,
             service,
             task_definition,
+            target_group,
             until,
             ..
-        } => check_service(aws, cluster, service, task_definition.as_deref(), *until).await,
+        } => {
+            let step =
+                check_service(aws, cluster, service, task_definition.as_deref(), *until).await?;
+            match (step, target_group) {
+                (Step::Done(state), Some(group)) => {
+                    check_targets(aws, cluster, service, group, state).await
+                }
+                (step, _) => Ok(step),
+            }
+        }
         Target::Group { name, until, .. } => check_group(aws, name, *until, since).await,
         Target::Redis { id } => check_redis(aws, id).await,
     }
@@ -521,6 +541,82 @@ async fn check_service(
         ));
     }
     Ok(Step::Pending(state))
+}
+
+/// The health of a load balancer target group's registered targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetsHealth {
+    /// Targets the load balancer sends to.
+    pub healthy: u32,
+    /// Every other target, by state (and reason): `initial`, `unhealthy
+    /// (Target.ResponseCodeMismatch)`, `draining`, ...
+    pub others: BTreeMap<String, u32>,
+}
+
+impl TargetsHealth {
+    /// `2/2 healthy in the target group, 1 draining` for `desired` tasks.
+    pub fn describe(&self, desired: u32) -> String {
+        let mut out = format!("{}/{desired} healthy in the target group", self.healthy);
+        for (what, n) in &self.others {
+            out.push_str(&format!(", {n} {what}"));
+        }
+        out
+    }
+}
+
+/// The health of the targets registered in the target group `arn`.
+pub async fn target_health(aws: &Aws, arn: &str) -> Result<TargetsHealth, AwsError> {
+    let out = aws
+        .elbv2()
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            AwsError::api(
+                Subject::other("target group", arn),
+                "DescribeTargetHealth",
+                e,
+            )
+        })?;
+    let mut health = TargetsHealth::default();
+    for d in out.target_health_descriptions() {
+        let h = d.target_health();
+        match h.and_then(|h| h.state()) {
+            Some(TargetHealthStateEnum::Healthy) => health.healthy += 1,
+            state => {
+                let what = match (state, h.and_then(|h| h.reason())) {
+                    (Some(s), Some(r)) => format!("{} ({})", s.as_str(), r.as_str()),
+                    (Some(s), None) => s.as_str().to_string(),
+                    (None, _) => "unknown".to_string(),
+                };
+                *health.others.entry(what).or_default() += 1;
+            }
+        }
+    }
+    Ok(health)
+}
+
+/// A ready service behind a load balancer: ready once its target group has
+/// as many healthy targets as the service desires tasks (the load balancer
+/// sends to them only then). `state` is the service's own.
+async fn check_targets(
+    aws: &Aws,
+    cluster: &str,
+    service: &str,
+    group: &str,
+    state: String,
+) -> Result<Step, AwsError> {
+    let desired = service_state(aws, cluster, service)
+        .await?
+        .map_or(0, |s| s.desired);
+    let health = target_health(aws, group).await?;
+    let state = format!("{state}; {}", health.describe(desired));
+    Ok(if health.healthy >= desired {
+        Step::Done(state)
+    } else {
+        Step::Pending(state)
+    })
 }
 
 /// Stop codes that say something outside the task stopped it: not a

@@ -963,7 +963,8 @@ class Dataplane:
             self.podman.run("rm", "--force", *[t.id for t in extra], check=False)
             current = [t for t in current if t not in extra]
         ips = self._ips([t.id for t in current + old])
-        healthy = sum(self._healthy(t, ips) for t in current)
+        passing = [t for t in current if self._healthy(t, ips)]
+        healthy = len(passing)
         if old and healthy >= desired:
             log(f"ecs {name}: new tasks healthy, stopping {len(old)} of the previous task definition")
             self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
@@ -971,6 +972,12 @@ class Dataplane:
             old = []
         # Where the service's loopback forwarder sends connections until the next round.
         self.targets[name] = [(ips[t.id], t.port) for t in current + old if t.port and t.id in ips]
+        for lb in svc.get("loadBalancers") or []:
+            registered = [(ips[t.id], lb.get("containerPort") or t.port) for t in passing + old if t.id in ips]
+            try:
+                self._sync_targets(lb["targetGroupArn"], registered)
+            except Exception as e:  # noqa: BLE001 - a target group being deleted: the next round sees it gone
+                log(f"elb: cannot sync the targets of {name}: {type(e).__name__}: {e}")
         # What DescribeServices reports (moto_dataplane.py reads it back).
         observed: dict[str, dict[str, int]] = {arn: {"running": len(current), "healthy": healthy}}
         for t in old:
@@ -982,6 +989,23 @@ class Dataplane:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"task_definitions": observed}))
         tmp.replace(path)
+
+    def _sync_targets(self, group: str, wanted: list[tuple[str, int]]) -> None:
+        """ECS's part of a load balancer: the service's tasks that pass their
+        health check (and those of an older task definition until they stop)
+        are the registered targets of its target group, by IP and port; the
+        others are deregistered. moto reports every registered target
+        healthy, so DescribeTargetHealth answers what the load balancer's
+        health check would."""
+        described = self.elbv2.describe_target_health(TargetGroupArn=group)
+        have = {(d["Target"]["Id"], d["Target"].get("Port")) for d in described.get("TargetHealthDescriptions", [])}
+        want = set(wanted)
+        if want - have:
+            self.elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": i, "Port": p} for i, p in want - have])
+            log(f"elb: registered {sorted(want - have)} in {group.rsplit('/', 2)[-2]}")
+        if have - want:
+            self.elbv2.deregister_targets(TargetGroupArn=group, Targets=[{"Id": i, "Port": p} for i, p in have - want])
+            log(f"elb: deregistered {sorted(have - want)} from {group.rsplit('/', 2)[-2]}")
 
     def reconcile_lbs(self) -> None:
         """Each listener of each load balancer: a forwarder process in the
