@@ -278,7 +278,7 @@ enum Framing {
 }
 
 /// How long a `SilentClose` server keeps an idle connection.
-const KEEP_ALIVE: Duration = Duration::from_millis(20);
+const KEEP_ALIVE: Duration = Duration::from_millis(10);
 
 /// A minimal HTTP/1.1 server written on a raw socket, so the answers'
 /// framing is exactly what the test asks for; counts requests.
@@ -379,19 +379,27 @@ async fn chunked_closing_and_http_1_0_answers_are_read_and_counted() {
     // Every third answer is the 201; the workers run concurrently, so allow one per worker.
     assert!(created.abs_diff(n / 3) <= 4, "{created} of {n}");
 
-    // A server that drops keep-alive connections idle for 20 ms without
-    // notice, and requests 40 ms apart on each connection: every connection
+    // A server that drops keep-alive connections idle for 10 ms without
+    // notice, and requests 100 ms apart on each connection: every connection
     // is dropped between requests, and replaced before the next one, not
-    // counted as failed.
+    // counted as failed (without the check, nearly every request after the
+    // first on a connection would fail). Only a close that races a request
+    // (the server's timer starved until the next request is on its way)
+    // fails one, and is counted as the failure it is.
     let served = Arc::new(AtomicU64::new(0));
     let addr = raw_server(Framing::SilentClose, Arc::clone(&served)).await;
     let r = run(config(
         addr,
-        Load::constant(50.0, Duration::from_secs(1)),
+        Load::constant(20.0, Duration::from_secs(2)),
         2,
     ))
     .await;
-    assert_eq!(r.http_reqs.count, served.load(Ordering::SeqCst));
-    assert!(r.http_reqs.count >= 45, "{}", r.http_reqs.count);
-    assert_eq!(r.http_req_failed.count, 0, "{:?}", r.errors);
+    assert!(r.http_reqs.count >= 38, "{}", r.http_reqs.count);
+    assert_eq!(
+        r.http_reqs.count - r.http_req_failed.count,
+        served.load(Ordering::SeqCst),
+        "{:?}",
+        r.errors
+    );
+    assert!(r.http_req_failed.count <= 1, "{:?}", r.errors);
 }
