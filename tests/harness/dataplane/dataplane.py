@@ -567,6 +567,8 @@ class Dataplane:
         self.replaced: dict[str, int] = {}
         self.oneoff_done: set[str] = set()
         self.errors: list[str] = []
+        # Instances whose boot waits for an ElastiCache group to be served (logged once).
+        self.boot_waits: set[str] = set()
         self.stopping = threading.Event()
         self.gateway = ""
         self.ecr_host = ""
@@ -1063,9 +1065,22 @@ class Dataplane:
             if iid not in wanted:
                 log(f"ec2 {iid}: terminated, stopping its containers")
                 self.instances.pop(iid).stop(self.podman)
+        # A host's /etc/hosts (the VPC's DNS) is written when it boots: an
+        # ElastiCache group that became available since this round's
+        # reconcile_redis is served first, or the host could never resolve it.
+        unserved = [
+            g["ReplicationGroupId"]
+            for g in self.elasticache.describe_replication_groups()["ReplicationGroups"]
+            if g.get("Status") == "available" and g.get("NodeGroups") and g["ReplicationGroupId"] not in self.redis
+        ]
         for iid, (group, lt) in wanted.items():
             if iid in self.instances:
                 self.instances[iid].restart_exited()
+                continue
+            if unserved:
+                if iid not in self.boot_waits:
+                    self.boot_waits.add(iid)
+                    log(f"ec2 {iid}: boots once ElastiCache {', '.join(unserved)} is served (its DNS name)")
                 continue
             versions = self.ec2.describe_launch_template_versions(
                 LaunchTemplateId=lt["LaunchTemplateId"], Versions=[str(lt.get("Version", "$Latest"))]
