@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::mask_key;
 pub use payload::{Body, Template};
-pub use run::{BenchConfig, E2eConfig, Load, Progress, conclude, measure, run};
+pub use run::{BenchConfig, E2eConfig, Load, Progress, conclude, measure, run, wall_ms};
 pub use schedule::{Schedule, Stage, fmt_duration, parse_duration};
 pub use stats::{
     Buckets, Counted, E2eReport, Failed, Latency, ModeReport, Part, Report, Sample, ms,

@@ -497,7 +497,8 @@ fn totals(shared: &Shared) -> (u64, u64) {
     })
 }
 
-fn wall_ms() -> i64 {
+/// Now, in milliseconds since the epoch.
+pub fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -321,14 +321,15 @@ async fn check(aws: &Aws, target: &Target, since: SystemTime) -> Result<Step, Aw
             until,
             ..
         } => {
-            let step =
-                check_service(aws, cluster, service, task_definition.as_deref(), *until).await?;
-            match (step, target_group) {
-                (Step::Done(state), Some(group)) => {
-                    check_targets(aws, cluster, service, group, state).await
-                }
-                (step, _) => Ok(step),
-            }
+            check_service(
+                aws,
+                cluster,
+                service,
+                task_definition.as_deref(),
+                target_group.as_deref(),
+                *until,
+            )
+            .await
         }
         Target::Group { name, until, .. } => check_group(aws, name, *until, since).await,
         Target::Redis { id } => check_redis(aws, id).await,
@@ -449,6 +450,7 @@ async fn check_service(
     cluster: &str,
     service: &str,
     expected: Option<&str>,
+    target_group: Option<&str>,
     until: Until,
 ) -> Result<Step, AwsError> {
     let Some(s) = service_state(aws, cluster, service).await? else {
@@ -456,6 +458,24 @@ async fn check_service(
             "service {service} does not exist in cluster {cluster}"
         )));
     };
+    match (
+        judge_service(aws, cluster, service, &s, expected, until).await?,
+        target_group,
+    ) {
+        (Step::Done(state), Some(group)) => check_targets(aws, group, s.desired, state).await,
+        (step, _) => Ok(step),
+    }
+}
+
+/// The step of service `s` (just read) towards `until` on `expected`.
+async fn judge_service(
+    aws: &Aws,
+    cluster: &str,
+    service: &str,
+    s: &ServiceState,
+    expected: Option<&str>,
+    until: Until,
+) -> Result<Step, AwsError> {
     // The deployment of the task definition we registered (else the primary).
     let ours = match expected {
         Some(td) => s.deployments.iter().find(|d| d.task_definition == td),
@@ -599,17 +619,13 @@ pub async fn target_health(aws: &Aws, arn: &str) -> Result<TargetsHealth, AwsErr
 
 /// A ready service behind a load balancer: ready once its target group has
 /// as many healthy targets as the service desires tasks (the load balancer
-/// sends to them only then). `state` is the service's own.
+/// sends to them only then). `desired` and `state` are the service's own.
 async fn check_targets(
     aws: &Aws,
-    cluster: &str,
-    service: &str,
     group: &str,
+    desired: u32,
     state: String,
 ) -> Result<Step, AwsError> {
-    let desired = service_state(aws, cluster, service)
-        .await?
-        .map_or(0, |s| s.desired);
     let health = target_health(aws, group).await?;
     let state = format!("{state}; {}", health.describe(desired));
     Ok(if health.healthy >= desired {

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use engine::loadgen::agent::{AgentPlan, Collector};
-use engine::loadgen::{conclude, mask_key};
+use engine::loadgen::{conclude, mask_key, wall_ms};
 use tokio_util::sync::CancellationToken;
 
 use super::aws::{AwsNames, in_vpc_url};
@@ -180,11 +180,4 @@ type Reading = (i64, BTreeMap<String, f64>);
 /// The event key in an ingestion URL (`.../e/KEY`).
 fn key_of(url: &str) -> &str {
     url.rsplit_once("/e/").map_or("", |(_, k)| k)
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
