@@ -51,6 +51,7 @@ docker rm --force stackctl-executor >/dev/null 2>&1 || true
 docker run --detach --name stackctl-executor --restart always \
   --env-file /etc/stackctl/engine.env \
   --env AWS_REGION='{{region}}' \
+  --env STACKCTL_ENGINE_EXECUTOR_HOST="$(hostname)" \
   --volume /var/run/docker.sock:/var/run/docker.sock \
   --group-add "$(stat -c %g /var/run/docker.sock)" \
   --ulimit nofile=65536:65536 \

@@ -556,7 +556,19 @@ async fn ready_stack_with(
                 .ok_or_else(|| counts(s))
         })
         .await;
-    assert_eq!(executors(&stack.status())[0]["image"], image.as_str());
+    let status = stack.status();
+    assert_eq!(executors(&status)[0]["image"], image.as_str());
+    // The canary's step ran on that host, launched from the group's
+    // launch template version (as Auto Scaling reports it).
+    assert_eq!(
+        result["executor"]["instance_id"],
+        executors(&status)[0]["instance"],
+        "{result}"
+    );
+    assert_eq!(
+        result["executor"]["launch_template_version"], "1",
+        "{result}"
+    );
 
     // `up` said so only after its canary's run completed, sent from a
     // one-off task inside the VPC through the event API's Cloud Map name.
@@ -1012,6 +1024,50 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
         "{status}"
     );
     assert_eq!(status["ready"], true, "{status}");
+
+    // A changed executor setting is a new launch template version, which no
+    // running host picks up by itself: `up` replaces the host (an instance
+    // refresh, new host first) and its canary's step runs on the new one.
+    let old_host = executors(&stack.status())[0]["instance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The canary waits for the new host to boot (its full timeout: not a
+    // deployed setting, so changing it changes nothing in AWS).
+    let text = std::fs::read_to_string(stack.spec()).unwrap();
+    std::fs::write(
+        stack.spec(),
+        text.replacen("  concurrency: 16\n", "  concurrency: 8\n", 1)
+            .replace("canary: 30s", "canary: 2m"),
+    )
+    .unwrap();
+    let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
+    let result = last_json(&out);
+    assert!(result["refresh"]["id"].is_string(), "{result}");
+    assert_eq!(result["verified"], true, "{result}");
+    assert_eq!(
+        result["executor"]["launch_template_version"], "2",
+        "{result}"
+    );
+    let new_host = result["executor"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_host, old_host, "{result}");
+    stack
+        .wait_for("only the new host runs an executor", move |s| {
+            let hosts: Vec<&str> = executors(s)
+                .iter()
+                .filter_map(|c| c["instance"].as_str())
+                .collect();
+            (hosts == [new_host.as_str()])
+                .then_some(())
+                .ok_or_else(|| counts(s))
+        })
+        .await;
+    let text = std::fs::read_to_string(stack.spec()).unwrap();
+    std::fs::write(stack.spec(), text.replace("canary: 2m", "canary: 30s")).unwrap();
+    phase(start, "executor host replaced");
 
     // A hung executor: the run is created, its step never runs.
     let executor = executors(&stack.status())[0]["id"]

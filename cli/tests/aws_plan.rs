@@ -2,7 +2,8 @@
 //! the live state, so after the example stack is applied (through the
 //! library) `--detailed-exitcode` exits 0, and `--offline` still plans
 //! every resource as a create (exit 2). A prebuilt arm64 image on x86_64
-//! executors is refused, offline too.
+//! executors is refused, offline too. Credentials from an instance profile
+//! (moto's instance metadata service) are accepted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +28,49 @@ fn plan(moto: &Moto, extra: &[&str]) -> std::process::Output {
         .env_remove("STACKCTL_STACK")
         .output()
         .expect("stackctl runs")
+}
+
+/// A CI runner on EC2 has no credential variables or files, only an
+/// instance profile: the instance metadata service (moto serves one on its
+/// endpoint) is asked, and `plan` and `status` go to AWS with its
+/// credentials instead of refusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_an_instance_profile_are_accepted() {
+    let moto = tokio::task::spawn_blocking(|| {
+        Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        moto.configure_command(&mut cmd);
+        cmd.args(args)
+            .current_dir(repo_root())
+            .env_remove("STACKCTL_STACK")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "false")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", moto.endpoint())
+            .output()
+            .expect("stackctl runs")
+    };
+    let out = run(&["plan", "examples/aws.yaml", "--detailed-exitcode"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("planning offline"), "{err}");
+    // Nothing is deployed: `status` reads AWS and says so (exit 1), rather
+    // than refusing for want of credentials.
+    let out = run(&["status", "examples/aws.yaml"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("needs AWS credentials"), "{text}");
+    assert!(text.contains("event-api"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

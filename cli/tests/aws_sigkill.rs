@@ -3,7 +3,9 @@
 //! SIGKILLed at several points, each after a given number of resources were
 //! reported applied on its NDJSON progress stream (so a kill lands while
 //! other actions are in flight). The lock the dead process held makes a
-//! plain re-run refuse, as documented; `--force-unlock` breaks it. The last
+//! plain re-run refuse, as documented; so does `--force-unlock` alone (the
+//! lock was renewed moments ago: it looks alive); `--force-unlock --yes`
+//! breaks it. The last
 //! run completes, and then: no resource exists twice (checked per service
 //! with SDK calls: names, tags, task definition revisions, launch template
 //! versions, Cloud Map namespaces), `plan --detailed-exitcode` exits 0, a
@@ -125,16 +127,31 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
     assert_eq!(refused.status.code(), Some(1), "{said}");
     assert!(said.contains("--force-unlock"), "{said}");
 
-    // Two more kills further in, each after breaking the stale lock.
-    let second = up_and_kill(up(&["--force-unlock"]), 10);
-    let third = up_and_kill(up(&["--force-unlock"]), 10);
+    // The dead holder renewed its lease moments ago: it looks alive, and
+    // `--force-unlock` alone refuses to break it.
+    let alive = run(up(&["--force-unlock"]));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&alive.stdout),
+        String::from_utf8_lossy(&alive.stderr)
+    );
+    assert_eq!(alive.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("looks alive") && said.contains("--yes"),
+        "{said}"
+    );
+
+    // Two more kills further in, each after breaking the dead holder's lock
+    // (we know it is dead: we killed it).
+    let second = up_and_kill(up(&["--force-unlock", "--yes"]), 10);
+    let third = up_and_kill(up(&["--force-unlock", "--yes"]), 10);
     assert!(
         second.iter().all(|k| !first.contains(k)) || third.iter().all(|k| !second.contains(k)),
         "re-runs go on rather than start over: {first:?} / {second:?} / {third:?}"
     );
 
     // The last run finishes.
-    let done = run(up(&["--force-unlock"]));
+    let done = run(up(&["--force-unlock", "--yes"]));
     assert_eq!(
         done.status.code(),
         Some(0),

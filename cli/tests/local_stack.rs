@@ -470,7 +470,7 @@ fn aws_stacks_are_refused_honestly() {
     let dir = tempfile::tempdir().unwrap();
     let aws = harness::repo_root().join("examples/aws.yaml");
     // `up` and `status` operate aws stacks (cli/tests/aws_up.rs), but never
-    // without credentials: that would probe the instance metadata service.
+    // without credentials, configured or from an instance profile.
     for (verb, expected) in [
         ("up", "needs AWS credentials"),
         ("status", "needs AWS credentials"),
@@ -488,6 +488,9 @@ fn aws_stacks_are_refused_honestly() {
             .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
             .env_remove("AWS_SHARED_CREDENTIALS_FILE")
             .env_remove("AWS_CONFIG_FILE")
+            // No instance profile either, and no probe of the metadata
+            // service (off loopback) to find that out.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .output()
             .unwrap();

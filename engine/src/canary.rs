@@ -104,6 +104,10 @@ pub struct CanaryReport {
     pub accepted_millis: u64,
     /// Milliseconds until the run was first seen.
     pub run_millis: u64,
+    /// The host of the executor that ran the canary's step (its attempt's
+    /// `host`), when the runs API says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
 }
 
 /// Why the canary failed.
@@ -242,12 +246,15 @@ pub async fn check(
                     }
                     match r.status.as_str() {
                         "completed" => {
+                            let millis = millis(started.elapsed());
+                            let executor = executor_host(client, event_api, &r.id, api_token).await;
                             return Ok(CanaryReport {
                                 event_id,
                                 run_millis: run.map_or(0, |(_, ms)| ms),
                                 run_id: r.id,
-                                millis: millis(started.elapsed()),
+                                millis,
                                 accepted_millis,
+                                executor,
                             });
                         }
                         "failed" | "cancelled" => {
@@ -296,6 +303,33 @@ fn suffix(last: &str) -> String {
     } else {
         format!(" (last answer: {last})")
     }
+}
+
+/// The host recorded on the last attempt of the canary's step (best
+/// effort: the run has completed, which is the check; the host only says
+/// which executor did it).
+async fn executor_host(
+    client: &reqwest::Client,
+    event_api: &str,
+    run_id: &str,
+    api_token: &str,
+) -> Option<String> {
+    let view: crate::event_api::RunView = client
+        .get(format!("{event_api}/v1/runs/{run_id}"))
+        .bearer_auth(api_token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    view.steps
+        .into_iter()
+        .flat_map(|s| s.attempts)
+        .filter_map(|a| a.host)
+        .next_back()
 }
 
 async fn poll_runs(
@@ -358,6 +392,7 @@ mod tests {
             millis: 9,
             accepted_millis: 1,
             run_millis: 3,
+            executor: Some("ip-10-0-1-7.ec2.internal".into()),
         });
         let failed = Outcome::Failed(CanaryError::new(Stage::Run, "none"));
         let lines = vec![

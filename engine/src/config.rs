@@ -26,6 +26,8 @@ pub const ENV_EVENT_API_BIND: &str = "STACKCTL_ENGINE_EVENT_API_BIND";
 pub const ENV_RUNNER_BIND: &str = "STACKCTL_ENGINE_RUNNER_BIND";
 /// Replaces `executor.bind`.
 pub const ENV_EXECUTOR_BIND: &str = "STACKCTL_ENGINE_EXECUTOR_BIND";
+/// Replaces `executor.host`.
+pub const ENV_EXECUTOR_HOST: &str = "STACKCTL_ENGINE_EXECUTOR_HOST";
 /// Replaces `log_format` (`text` or `json`).
 pub const ENV_LOG_FORMAT: &str = "STACKCTL_ENGINE_LOG_FORMAT";
 /// The Redis password (the ElastiCache auth token); replaces the one in the
@@ -282,6 +284,12 @@ pub struct ExecutorConfig {
     /// Step drivers.
     #[serde(default)]
     pub drivers: DriversConfig,
+    /// The name recorded on every attempt this executor makes (on AWS the
+    /// EC2 instance's host name, set per host through
+    /// `STACKCTL_ENGINE_EXECUTOR_HOST`), so that a step can be traced to the
+    /// machine and deployment that ran it. Unset: this machine's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -290,7 +298,21 @@ impl Default for ExecutorConfig {
             bind: None,
             concurrency: default_concurrency(),
             drivers: DriversConfig::default(),
+            host: None,
         }
+    }
+}
+
+impl ExecutorConfig {
+    /// The name this executor records on its attempts: `host`, else the
+    /// machine's host name (`None` where the system does not say).
+    pub fn host_name(&self) -> Option<String> {
+        self.host.clone().or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
     }
 }
 
@@ -485,6 +507,9 @@ impl Config {
         }
         if let Some(v) = env(ENV_EXECUTOR_BIND) {
             self.executor.bind = Some(parse(ENV_EXECUTOR_BIND, &v)?);
+        }
+        if let Some(v) = env(ENV_EXECUTOR_HOST).filter(|h| !h.trim().is_empty()) {
+            self.executor.host = Some(v.trim().to_string());
         }
         if let Some(v) = env(ENV_LOG_FORMAT) {
             self.log_format = parse(ENV_LOG_FORMAT, &v)?;

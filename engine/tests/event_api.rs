@@ -500,6 +500,7 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
                 started_at: 1100,
                 ended_at: 1150,
                 error: Some("HTTP 500".into()),
+                host: None,
             },
         )
         .await
@@ -513,6 +514,7 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
                 started_at: 1200,
                 ended_at: 1250,
                 error: None,
+                host: Some("ip-10-0-1-7.ec2.internal".into()),
             },
         )
         .await
@@ -546,6 +548,11 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
     );
     assert_eq!(run["steps"][0]["attempts"].as_array().unwrap().len(), 2);
     assert_eq!(run["steps"][0]["attempts"][0]["error"], "HTTP 500");
+    assert!(run["steps"][0]["attempts"][0].get("host").is_none());
+    assert_eq!(
+        run["steps"][0]["attempts"][1]["host"],
+        "ip-10-0-1-7.ec2.internal"
+    );
     assert_eq!(run["steps"][0]["started_at"], 1100);
 
     let (st, b) = s.get("/v1/runs/nope", Some(TOKEN)).await;

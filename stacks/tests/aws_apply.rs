@@ -569,6 +569,88 @@ async fn a_resource_with_the_stacks_name_but_not_its_tag_is_refused() {
     assert!(text.contains("`sqs.work` (reference-work)"), "{text}");
 }
 
+/// The lock parameter's SSM version (how often it was written).
+async fn lock_version(aws: &Aws, stack: &str) -> i64 {
+    aws.ssm()
+        .get_parameter()
+        .name(aws::lock::parameter_name(stack))
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .version
+}
+
+/// A holder renews its lease without ever writing the lock itself (so a
+/// renewal cannot overwrite another holder's lock), and work under a lock
+/// that was lost stops before its next AWS write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_stops_the_apply_before_its_next_write() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let spec = example();
+    // A 3 s lease: renewed every second.
+    let lock = StackLock::acquire(&aws, &spec.stack, "up", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let renewed = |l: &StackLock| l.info().nonce.clone();
+    let nonce = renewed(&lock);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = aws::lock::holder(&aws, &spec.stack).await.unwrap().unwrap();
+        if held.expires_at > lock.info().expires_at {
+            assert_eq!(held.nonce, nonce);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        lock_version(&aws, &spec.stack).await,
+        1,
+        "the lock was rewritten"
+    );
+
+    // Another command breaks it (it knows this one is dead).
+    aws::lock::force_unlock(&aws, &spec.stack, aws::ForceUnlock::Any)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lock.lost().is_none() {
+        assert!(Instant::now() < deadline, "the holder never noticed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let graph = Graph::from_spec(&spec).unwrap();
+    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert!(plan.plan.has_changes());
+    let err = lock
+        .hold(aws::apply(
+            &aws,
+            &plan,
+            &ApplyOptions::default(),
+            &Recorder::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AwsError::LockLost { .. }), "{err}");
+    // Nothing was written: the next plan still creates everything.
+    let again = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert_eq!(again.plan.changes.len(), plan.plan.changes.len());
+    assert!(
+        again
+            .plan
+            .changes
+            .iter()
+            .all(|c| c.action == Action::Create),
+        "an apply after the lock was lost wrote something"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_lock_excludes_a_second_holder_until_released_or_expired() {
     let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
@@ -586,8 +668,16 @@ async fn the_stack_lock_excludes_a_second_holder_until_released_or_expired() {
     first.release().await.unwrap();
     let second = StackLock::acquire(&aws, "demo", "down", ttl).await.unwrap();
 
-    // --force-unlock removes it whoever holds it; the holder notices.
-    let removed = aws::lock::force_unlock(&aws, "demo").await.unwrap();
+    // --force-unlock refuses a lock its holder still renews, unless told
+    // the holder is dead (--yes); then it removes it and the holder notices.
+    let err = aws::lock::force_unlock(&aws, "demo", aws::ForceUnlock::Stale)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AwsError::LockAlive { .. }), "{err}");
+    assert!(err.to_string().contains("--yes"), "{err}");
+    let removed = aws::lock::force_unlock(&aws, "demo", aws::ForceUnlock::Any)
+        .await
+        .unwrap();
     assert_eq!(removed.unwrap().command, "down");
     drop(second);
 

@@ -14,7 +14,7 @@ use crate::progress::Reporter;
 /// What `down` of an aws stack takes from the command line.
 pub struct AwsDown {
     /// Break a stale stack lock before taking it (`--force-unlock`).
-    pub force_unlock: bool,
+    pub force_unlock: stacks::aws::ForceUnlock,
     /// How long one deletion may take (`--wait-timeout`); default: the
     /// spec's `timeouts.redis` (ElastiCache is the slowest to delete).
     pub wait_timeout: Option<Duration>,
@@ -22,7 +22,7 @@ pub struct AwsDown {
 
 /// Runs `stackctl down` for an aws stack (already confirmed).
 pub async fn run(loaded: &LoadedSpec, opts: AwsDown, output: Output) -> anyhow::Result<Exit> {
-    super::aws_up::require_credentials(loaded, "down")?;
+    super::aws_up::require_credentials(loaded, "down").await?;
     let reporter = Reporter::new(output);
     let result = stacks::aws::ops::down(
         loaded,

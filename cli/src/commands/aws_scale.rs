@@ -27,7 +27,7 @@ pub struct AwsScale {
 
 /// Runs `stackctl scale` for an aws stack.
 pub async fn run(loaded: &LoadedSpec, opts: AwsScale, output: Output) -> anyhow::Result<Exit> {
-    super::aws_up::require_credentials(loaded, "scale")?;
+    super::aws_up::require_credentials(loaded, "scale").await?;
     let options = ScaleOptions {
         service: opts.service,
         count: opts.count,

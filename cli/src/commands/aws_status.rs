@@ -13,7 +13,7 @@ use crate::progress::Reporter;
 
 /// Runs `stackctl status` for an aws stack.
 pub async fn run(loaded: &LoadedSpec, output: Output) -> anyhow::Result<Exit> {
-    super::aws_up::require_credentials(loaded, "status")?;
+    super::aws_up::require_credentials(loaded, "status").await?;
     let reporter = Reporter::new(output);
     let result = stacks::aws::ops::status(loaded, &reporter).await;
     reporter.finish();

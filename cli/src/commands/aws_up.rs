@@ -14,8 +14,8 @@ use crate::progress::Reporter;
 pub struct AwsUp {
     /// The engine image to run instead of the spec's (`--image`).
     pub image: Option<String>,
-    /// Break a stale stack lock before taking it (`--force-unlock`).
-    pub force_unlock: bool,
+    /// What lock to break before taking it (`--force-unlock`, `--yes`).
+    pub force_unlock: stacks::aws::ForceUnlock,
     /// The engine binary to ship when the image is built (`--engine-binary`).
     pub engine_binary: Option<PathBuf>,
     /// Where the registry is reached, when not at the ECR repository's host
@@ -29,7 +29,7 @@ pub struct AwsUp {
 
 /// Runs `stackctl up` for an aws stack.
 pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Result<Exit> {
-    require_credentials(loaded, "up")?;
+    require_credentials(loaded, "up").await?;
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     // Recorded before any write: if `up` fails half-way, `status` and
     // `down` without FILE still find the stack.
@@ -53,16 +53,25 @@ pub async fn run(loaded: &LoadedSpec, opts: AwsUp, output: Output) -> anyhow::Re
     Ok(Exit::Ok)
 }
 
-/// Refuses to go on without configured AWS credentials: otherwise the SDK
-/// would probe the instance metadata service of whatever machine this is.
-pub fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()> {
-    if stacks::aws::context::credentials_configured() {
+/// What `--force-unlock` (with `--yes` or not) may break.
+pub fn force_unlock(force: bool, yes: bool) -> stacks::aws::ForceUnlock {
+    match (force, yes) {
+        (false, _) => stacks::aws::ForceUnlock::No,
+        (true, false) => stacks::aws::ForceUnlock::Stale,
+        (true, true) => stacks::aws::ForceUnlock::Any,
+    }
+}
+
+/// Refuses to go on without AWS credentials (configured, or an instance
+/// profile), with what to set instead of an SDK error on the first call.
+pub async fn require_credentials(loaded: &LoadedSpec, verb: &str) -> anyhow::Result<()> {
+    if stacks::aws::context::credentials_available().await {
         return Ok(());
     }
     anyhow::bail!(
         "`stackctl {verb}` of `provider: aws` stack `{}` needs AWS credentials: none are configured \
-         (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or write ~/.aws/credentials); \
-         `stackctl plan {} --offline` works without them",
+         and no instance profile answered (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+         or write ~/.aws/credentials); `stackctl plan {} --offline` works without them",
         loaded.spec.stack,
         loaded.path.display()
     )
@@ -97,6 +106,17 @@ fn print(
     if let Some(url) = &report.event_api {
         lines.push(format!("  event API    {url}"));
     }
+    if let Some(r) = &report.refresh {
+        let done = if report.waited.is_some() {
+            "replaced"
+        } else {
+            "is replacing"
+        };
+        lines.push(format!(
+            "  executors    instance refresh {} {done} the hosts of older launch template versions",
+            r.id
+        ));
+    }
     match &report.waited {
         Some(waited) => {
             for w in waited {
@@ -104,8 +124,14 @@ fn print(
             }
             lines.push(match (&report.canary, verify) {
                 (Some(c), _) => format!(
-                    "  verified end to end: canary run {} completed in {} ms (from inside the VPC)",
-                    c.run_id, c.millis
+                    "  verified end to end: canary run {} completed in {} ms (from inside the VPC{})",
+                    c.run_id,
+                    c.millis,
+                    report.executor.as_ref().map_or(String::new(), |e| format!(
+                        "; its step ran on executor {}, launch template version {}",
+                        e.instance_id,
+                        e.launch_template_version.as_deref().unwrap_or("?")
+                    ))
                 ),
                 (None, Verify::Never) => "  not verified end to end (--no-verify)".into(),
                 (None, _) => {

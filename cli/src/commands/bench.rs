@@ -1,6 +1,6 @@
 //! `stackctl bench [FILE | -f FILE | --url URL --key KEY]`: load-tests a
-//! stack's event API with `stacks::bench` and prints a k6-style summary (or
-//! the report as JSON). Without a target it uses the last `up`'s spec. On a
+//! stack's event API with `stacks::bench::stack::run` and prints a k6-style
+//! summary (or the report as JSON). Without a target it uses the last `up`'s spec. On a
 //! `provider: aws` stack the endpoint, key and token come from AWS and the
 //! timeline carries the ECS/ASG counts and SQS depths; `--url` without
 //! `--key` overrides only the address (e.g. a forwarded port); when the
@@ -10,19 +10,16 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use stacks::bench::stack::{E2e, Source};
 use stacks::bench::{
-    self, BenchConfig, Body, E2eConfig, Load, MetricsSampler, Observer, Progress, Sample, Sampler,
-    Stage, Target, Template, Threshold,
+    self, BenchConfig, Body, Load, Observer, Progress, Sample, Stage, Template, Threshold,
 };
+use stacks::spec::Provider;
 use tokio_util::sync::CancellationToken;
-
-use stacks::aws::Aws;
-use stacks::spec::{LoadedSpec, Provider};
 
 use super::up::{StackFile, load};
 use crate::output::{self, Exit, Output};
@@ -125,45 +122,37 @@ pub struct BenchArgs {
 
 /// Runs `stackctl bench`.
 pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
-    let live = Live::new(args.quiet, output);
-    let (target, sampler, agents) = match (&args.url, &args.key, args.stack.given()) {
-        (Some(url), Some(key), None) => {
-            let t = Target::from_url(url, key, args.token.clone());
-            let s = metrics_sampler(&t);
-            (t, s, None)
-        }
-        _ => {
-            let loaded = match load(&args.stack, output)? {
-                Ok(l) => l,
-                Err(exit) => return Ok(exit),
-            };
-            let (mut t, s, agents) = match loaded.spec.provider {
-                Provider::Local => {
-                    anyhow::ensure!(
-                        args.agents.is_none(),
-                        "--agents runs load agents inside an AWS stack's VPC; `{}` is a local stack",
-                        loaded.spec.stack
-                    );
-                    let t = Target::from_spec(&loaded)?;
-                    let s = metrics_sampler(&t);
-                    (t, s, None)
-                }
-                Provider::Aws => aws_target(&loaded, &args, &live).await?,
-            };
-            if let Some(url) = &args.url {
-                // Only the address changes: the runs API and metrics stay the stack's.
-                t.event_api = url.trim_end_matches('/').to_string();
+    let loaded = match (&args.url, &args.key, args.stack.given()) {
+        (Some(_), Some(_), None) => None,
+        _ => match load(&args.stack, output)? {
+            Ok(l) => Some(l),
+            Err(exit) => return Ok(exit),
+        },
+    };
+    let source = match &loaded {
+        None => Source::Url {
+            url: args.url.clone().unwrap_or_default(),
+            key: args.key.clone().unwrap_or_default(),
+            token: args.token.clone(),
+        },
+        Some(loaded) => {
+            if loaded.spec.provider == Provider::Aws {
+                super::aws_up::require_credentials(loaded, "bench").await?;
             }
-            if let Some(key) = &args.key {
-                t.event_key.clone_from(key);
+            Source::Stack {
+                loaded,
+                url: args.url.clone(),
+                key: args.key.clone(),
+                token: args.token.clone(),
+                agents: args.agents.map(usize::from),
+                sample_every: args.sample_every,
             }
-            if args.token.is_some() {
-                t.api_token.clone_from(&args.token);
-            }
-            (t, s, agents)
         }
     };
-    let cfg = config(&args, &target)?;
+    let e2e = args.e2e.then_some(E2e {
+        samples: args.e2e_samples,
+        wait: args.e2e_wait,
+    });
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
@@ -171,19 +160,14 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
             on_signal.cancel();
         }
     });
-    let report = match agents {
-        None => bench::run(cfg, &live, sampler, stop)
-            .await
-            .map_err(bench::BenchError::from),
-        Some(a) => bench::agents::run(&a.aws, &a.names, &cfg, a.count, &live, sampler, stop).await,
-    };
+    let live = Live::new(args.quiet, output);
+    let report = bench::stack::run(source, config(&args)?, e2e, &live, stop).await;
     live.finish();
-    let report = report.with_context(|| {
-        format!(
-            "bench against {} failed",
-            bench::mask_key(&target.ingest_url())
-        )
-    })?;
+    let what = match &loaded {
+        Some(l) => format!("stack `{}`", l.spec.stack),
+        None => bench::mask_key(args.url.as_deref().unwrap_or_default()),
+    };
+    let report = report.with_context(|| format!("bench against {what} failed"))?;
     match output {
         Output::Json => output::print_json(&report)?,
         Output::Human => {
@@ -200,59 +184,10 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
     })
 }
 
-fn metrics_sampler(t: &Target) -> Option<Arc<dyn Sampler>> {
-    t.metrics
-        .as_ref()
-        .map(|m| Arc::new(MetricsSampler::new(m.clone())) as Arc<dyn Sampler>)
-}
-
-/// Load agents inside an AWS stack's VPC.
-struct Agents {
-    aws: Aws,
-    names: bench::aws::AwsNames,
-    count: usize,
-}
-
-/// An aws stack's target (found through AWS), its ECS/ASG/SQS sampler, and
-/// the load agents to send from when the load does not come from here.
-async fn aws_target(
-    loaded: &LoadedSpec,
-    args: &BenchArgs,
-    live: &Live,
-) -> anyhow::Result<(Target, Option<Arc<dyn Sampler>>, Option<Agents>)> {
-    super::aws_up::require_credentials(loaded, "bench")?;
-    let stack = &loaded.spec.stack;
-    let aws = Aws::load(loaded.spec.region.as_deref())
-        .await
-        .context("cannot load the AWS configuration")?;
-    let (target, route) = bench::aws::route(
-        &aws,
-        loaded,
-        args.url.as_deref(),
-        args.agents.map(usize::from),
-        Duration::from_secs(5),
-    )
-    .await
-    .with_context(|| format!("cannot find the event API of stack `{stack}`"))?;
-    let names = bench::aws::AwsNames::of(loaded)?;
-    let sampler = bench::aws::AwsSampler::new(aws.clone(), names.clone(), args.sample_every);
-    let agents = match route {
-        bench::aws::Route::Direct => None,
-        bench::aws::Route::Agents { count, reason } => {
-            if let Some(reason) = reason {
-                live.phase(&format!(
-                    "{reason}; the load comes from {count} agent inside the VPC instead \
-                     (--agents N for more, --url for a forwarded port)"
-                ));
-            }
-            Some(Agents { aws, names, count })
-        }
-    };
-    Ok((target, Some(Arc::new(sampler) as Arc<dyn Sampler>), agents))
-}
-
-fn config(args: &BenchArgs, target: &Target) -> anyhow::Result<BenchConfig> {
-    let mut cfg = BenchConfig::new(target.ingest_url());
+/// The load: everything but the address and the end-to-end settings,
+/// which come from the target.
+fn config(args: &BenchArgs) -> anyhow::Result<BenchConfig> {
+    let mut cfg = BenchConfig::new(String::new());
     cfg.connections = args.connections;
     cfg.load = match (args.stages.is_empty(), args.rate) {
         (false, start) => Load::Rate {
@@ -274,21 +209,6 @@ fn config(args: &BenchArgs, target: &Target) -> anyhow::Result<BenchConfig> {
     };
     cfg.timeout = args.timeout;
     cfg.thresholds = args.thresholds.clone();
-    if args.e2e {
-        let runs_api = target
-            .runs_api
-            .clone()
-            .context("--e2e needs the runs API, which this target does not name")?;
-        let token = target.api_token.clone().context(
-            "--e2e needs the runs API token: pass --token (or STACKCTL_API_TOKEN), or run `stackctl up` for a local stack",
-        )?;
-        cfg.e2e = Some(E2eConfig {
-            runs_api,
-            token,
-            samples: args.e2e_samples.max(1),
-            wait: args.e2e_wait,
-        });
-    }
     Ok(cfg)
 }
 

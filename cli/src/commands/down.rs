@@ -25,7 +25,8 @@ pub struct DownArgs {
     /// Also delete the state directory: the database (events, runs), configs and logs.
     #[arg(long)]
     purge: bool,
-    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
+    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it
+    /// (one its holder still renews too, once `down` is confirmed).
     #[arg(long)]
     force_unlock: bool,
     /// (aws stacks) How long one deletion may take (e.g. `90s`, `20m`); default: the spec's
@@ -70,7 +71,8 @@ pub async fn run(args: DownArgs, output: Output) -> anyhow::Result<Exit> {
     }
     if aws {
         let opts = super::aws_down::AwsDown {
-            force_unlock: args.force_unlock,
+            // Confirmed (--yes or typed): a lock still renewed may go too.
+            force_unlock: super::aws_up::force_unlock(args.force_unlock, true),
             wait_timeout: args.wait_timeout,
         };
         return super::aws_down::run(&loaded, opts, output).await;

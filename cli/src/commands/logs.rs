@@ -48,7 +48,7 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
             loaded.path.display()
         );
     }
-    super::aws_up::require_credentials(&loaded, "logs")?;
+    super::aws_up::require_credentials(&loaded, "logs").await?;
     let mut tail =
         stacks::aws::ops::logs(&loaded, args.service, args.since, &stacks::progress::Silent)
             .await?;

@@ -65,10 +65,10 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
         Err(err) => return Err(err).with_context(|| format!("cannot plan {}", path.display())),
     };
     super::up::show_warnings(&loaded, output);
-    let live = !args.offline && stacks::aws::context::credentials_configured();
+    let live = !args.offline && stacks::aws::context::credentials_available().await;
     if !args.offline && !live {
         eprintln!(
-            "stackctl: no AWS credentials configured: planning offline (every resource a create); pass --offline to say so"
+            "stackctl: no AWS credentials (none configured, no instance profile): planning offline (every resource a create); pass --offline to say so"
         );
     }
     let options = stacks::aws::ops::PlanOptions {

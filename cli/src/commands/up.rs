@@ -105,9 +105,14 @@ pub struct UpArgs {
     /// (aws stacks) The engine image URI to run instead of the spec's.
     #[arg(long, value_name = "URI")]
     image: Option<String>,
-    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it.
+    /// (aws stacks) Break the stack lock left by a crashed `up`/`down` before taking it
+    /// (one its holder still renews only with --yes).
     #[arg(long)]
     force_unlock: bool,
+    /// (aws stacks) With --force-unlock: break the lock even while its holder still renews
+    /// it (you know that holder is dead).
+    #[arg(long, short = 'y', requires = "force_unlock")]
+    yes: bool,
     /// (aws stacks) Ship this engine binary instead of `cargo build --profile dist -p engine` in the
     /// stackctl workspace, when the engine image is built from source (no --image, no image.uri).
     #[arg(long, value_name = "PATH", env = "STACKCTL_ENGINE_BINARY")]
@@ -138,7 +143,7 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
     if loaded.spec.provider == Provider::Aws {
         let opts = super::aws_up::AwsUp {
             image: args.image,
-            force_unlock: args.force_unlock,
+            force_unlock: super::aws_up::force_unlock(args.force_unlock, args.yes),
             engine_binary: args.engine_binary,
             registry_endpoint: args.registry_endpoint,
             wait: args.wait,

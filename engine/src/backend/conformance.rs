@@ -535,6 +535,7 @@ pub async fn attempts(h: &dyn Harness) {
         started_at: 100 * i64::from(n),
         ended_at: 100 * i64::from(n) + 10,
         error: err.map(String::from),
+        host: Some(format!("host-{n}")),
     };
     s.record_attempt("r", "s", a(1, Some("500"))).await.unwrap();
     s.record_attempt("r", "s", a(2, Some("timeout")))
@@ -849,6 +850,7 @@ pub async fn end_step_once(h: &dyn Harness) {
             started_at: t,
             ended_at: at,
             error: None,
+            host: None,
         }),
         jobs: vec![msg(body)],
         finish: Some((RunStatus::Completed, None)),

@@ -256,6 +256,9 @@ pub struct Attempt {
     /// The error, if the attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The executor host that made it (`executor.host`), when an executor did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A pending `wait_for_event` step.

@@ -93,9 +93,11 @@ pub async fn run_with_drivers(
         metrics,
         slot_lease: visibility,
         busy: Mutex::new(HashSet::new()),
+        host: config.executor.host_name(),
     });
     tracing::info!(
         concurrency = config.executor.concurrency,
+        host = executor.host.as_deref().unwrap_or("-"),
         "executor started"
     );
     consume(
@@ -150,6 +152,8 @@ struct Executor {
     /// Steps a task of this process is working on: a duplicate job waits
     /// instead of running the step a second time alongside.
     busy: Mutex<HashSet<(String, String)>>,
+    /// Recorded on every attempt (`executor.host`).
+    host: Option<String>,
 }
 
 impl Executor {
@@ -255,6 +259,7 @@ impl Executor {
                     started_at: job.scheduled_at,
                     ended_at: now_ms(),
                     error: None,
+                    host: self.host.clone(),
                 };
                 self.complete(
                     &f,
@@ -443,6 +448,7 @@ impl Executor {
                 started_at: now,
                 ended_at: now_ms(),
                 error: None,
+                host: self.host.clone(),
             };
             let done = StepOutcome::Completed {
                 output: Value::Null,
@@ -468,6 +474,7 @@ impl Executor {
                 started_at: until - ms,
                 ended_at: now,
                 error: None,
+                host: self.host.clone(),
             };
             return self
                 .complete(
@@ -640,6 +647,7 @@ impl Executor {
                 started_at: started,
                 ended_at: ended,
                 error: result.as_ref().err().map(|e| e.to_string()),
+                host: self.host.clone(),
             };
             let retries = step
                 .retries

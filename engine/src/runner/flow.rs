@@ -442,6 +442,7 @@ impl Flow {
                 started_at: since,
                 ended_at: now,
                 error: None,
+                host: None,
             };
             state.record_attempt(&run.id, step_id, attempt).await?;
         }
@@ -616,6 +617,7 @@ mod tests {
                     started_at: 0,
                     ended_at: 0,
                     error: None,
+                    host: None,
                 })
                 .collect(),
             outcome,

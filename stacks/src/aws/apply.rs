@@ -188,6 +188,13 @@ pub async fn apply(
             let Some((_, id)) = ready.pop_first() else {
                 break;
             };
+            // No write once the stack lock is lost: another command may
+            // be changing the stack now.
+            if let Err(e) = super::lock::check_held() {
+                progress.fail(id.as_str(), &e.to_string());
+                failures.push(e);
+                break;
+            }
             if *id == push_id
                 && let Some((engine, repo)) = push
             {

@@ -4,7 +4,10 @@
 //! event API's in-VPC address, and its outcome comes back through ECS
 //! (`DescribeTasks`: the exit code) and CloudWatch Logs (the outcome line).
 //! On failure the report names the stage and carries the end of the log of
-//! the service at fault.
+//! the service at fault. A completed run also says which executor host ran
+//! its step; that host must be an instance of the executors' group on the
+//! group's launch template version, so a stack whose new hosts never took
+//! work does not pass.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +17,7 @@ use engine::canary::{CanaryError, CanaryReport, Outcome, Stage};
 use super::context::Aws;
 use super::error::AwsError;
 use super::resolve::Outputs;
+use super::rollout::{self, HostInstance};
 use super::task::{self, TaskError};
 use crate::graph::{Attributes, Graph, LogicalId};
 use crate::progress::Progress;
@@ -115,15 +119,25 @@ pub fn in_vpc_event_api_url(
     )
 }
 
+/// A canary run that completed, and the executor host that ran its step.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The canary's report.
+    pub canary: CanaryReport,
+    /// The executors' instance that ran the step, when the stack has a group.
+    pub executor: Option<HostInstance>,
+}
+
 /// Runs the canary task and waits for its outcome, at most the canary
-/// timeout plus the time a task needs to start.
+/// timeout plus the time a task needs to start; then checks the executor
+/// host that ran the step.
 pub async fn run(
     aws: &Aws,
     graph: &Graph,
     outputs: &BTreeMap<LogicalId, Outputs>,
     timeout: Duration,
     progress: &dyn Progress,
-) -> Result<CanaryReport, AwsCanaryError> {
+) -> Result<Verified, AwsCanaryError> {
     let name = |id: &str| {
         graph
             .get(&LogicalId::new(id))
@@ -147,29 +161,32 @@ pub async fn run(
         &format!("running the canary inside the VPC against {url}"),
     );
     let error = match run_task(aws, &cluster, &service, &url, timeout, progress).await {
-        Ok(Outcome::Completed(report)) => {
-            progress.ok(
-                "canary",
-                &format!(
-                    "canary run {} completed in {} ms (task {:.1} s)",
-                    report.run_id,
-                    report.millis,
-                    started.elapsed().as_secs_f64()
-                ),
-            );
-            return Ok(report);
-        }
-        Ok(Outcome::Failed(failure)) => {
-            let log_tail = match super::logs::log_group(graph, service_of(failure.stage)) {
-                Some(group) => tail(aws, &group, since).await,
-                None => Vec::new(),
-            };
-            AwsCanaryError::Failed {
-                service: failure.stage.service().to_string(),
-                failure,
-                log_tail,
+        Ok(Outcome::Completed(report)) => match check_executor(aws, graph, &report).await {
+            Ok(executor) => {
+                let on = executor.as_ref().map_or(String::new(), |e| {
+                    format!(
+                        ", its step on executor {} (launch template version {})",
+                        e.instance_id,
+                        e.launch_template_version.as_deref().unwrap_or("?")
+                    )
+                });
+                progress.ok(
+                    "canary",
+                    &format!(
+                        "canary run {} completed in {} ms (task {:.1} s){on}",
+                        report.run_id,
+                        report.millis,
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                return Ok(Verified {
+                    canary: report,
+                    executor,
+                });
             }
-        }
+            Err(failure) => failed(aws, graph, failure, since).await,
+        },
+        Ok(Outcome::Failed(failure)) => failed(aws, graph, failure, since).await,
         Err(e) => e,
     };
     progress.fail(
@@ -179,6 +196,76 @@ pub async fn run(
             .map_or("the canary did not finish", Stage::describe),
     );
     Err(error)
+}
+
+/// The executors' instance that ran the canary's step, which must be on
+/// the group's launch template version. Reading AWS failing is no verdict
+/// on the stack and is reported as such.
+async fn check_executor(
+    aws: &Aws,
+    graph: &Graph,
+    report: &CanaryReport,
+) -> Result<Option<HostInstance>, CanaryError> {
+    let Some(group) = graph.get(&LogicalId::new("autoscaling.group.executors")) else {
+        return Ok(None);
+    };
+    let step = |message: String| CanaryError {
+        stage: Stage::Step,
+        message,
+    };
+    let host = report.executor.as_deref().ok_or_else(|| {
+        step(format!(
+            "canary run {} completed, but its step's attempt names no executor host",
+            report.run_id
+        ))
+    })?;
+    let found = rollout::host_instance(aws, &group.name, host)
+        .await
+        .map_err(|e| step(format!("cannot look up executor host {host}: {e}")))?;
+    let state = super::wait::group_state(aws, &group.name)
+        .await
+        .map_err(|e| step(format!("cannot read group {}: {e}", group.name)))?;
+    let version = state.and_then(|s| s.launch_template_version);
+    match found {
+        None => Err(step(format!(
+            "canary run {} completed on host {host}, which is no instance of the executors' \
+             group {}: an executor outside the stack takes its jobs",
+            report.run_id, group.name
+        ))),
+        Some(i)
+            if version.is_some()
+                && i.launch_template_version.is_some()
+                && i.launch_template_version != version =>
+        {
+            Err(step(format!(
+                "canary run {} completed on executor {} of launch template version {}, not \
+                 the group's version {}: no executor of the current version has run a step",
+                report.run_id,
+                i.instance_id,
+                i.launch_template_version.as_deref().unwrap_or("?"),
+                version.as_deref().unwrap_or("?")
+            )))
+        }
+        Some(i) => Ok(Some(i)),
+    }
+}
+
+/// A failed stage, with the end of the log of the service at fault.
+async fn failed(
+    aws: &Aws,
+    graph: &Graph,
+    failure: CanaryError,
+    since: SystemTime,
+) -> AwsCanaryError {
+    let log_tail = match super::logs::log_group(graph, service_of(failure.stage)) {
+        Some(group) => tail(aws, &group, since).await,
+        None => Vec::new(),
+    };
+    AwsCanaryError::Failed {
+        service: failure.stage.service().to_string(),
+        failure,
+        log_tail,
+    }
 }
 
 fn service_of(stage: Stage) -> crate::local::Service {

@@ -126,11 +126,33 @@ impl Intercept for CallLog {
     }
 }
 
+/// Whether AWS credentials are available: configured
+/// ([`credentials_configured`]), or an EC2 instance profile (a CI runner on
+/// EC2) served by the instance metadata service, asked once with a
+/// one-second timeout unless `AWS_EC2_METADATA_DISABLED=true` says there is
+/// none. Commands refuse to touch AWS without them, and `plan` reads live
+/// state only with them.
+pub async fn credentials_available() -> bool {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    if credentials_configured() {
+        return true;
+    }
+    let client = aws_config::imds::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .read_timeout(std::time::Duration::from_secs(1))
+        .max_attempts(1)
+        .build();
+    aws_config::imds::credentials::ImdsCredentialsProvider::builder()
+        .imds_client(client)
+        .build()
+        .provide_credentials()
+        .await
+        .is_ok()
+}
+
 /// Whether AWS credentials are configured, judged without any network
 /// call: credential or profile variables, a web-identity or container
-/// credentials source, or a shared config/credentials file. `plan` reads
-/// live state only then, so it never probes the instance metadata service
-/// on a machine that has no AWS setup at all.
+/// credentials source, or a shared config/credentials file.
 pub fn credentials_configured() -> bool {
     const VARS: &[&str] = &[
         "AWS_ACCESS_KEY_ID",

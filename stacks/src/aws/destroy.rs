@@ -105,9 +105,10 @@ pub struct DownReport {
 
 impl DownReport {
     /// Whether nothing of the stack remains (deletions still in progress
-    /// aside).
+    /// aside). A service the sweep could not list may hold anything: not
+    /// clean.
     pub fn clean(&self) -> bool {
-        self.sweep.leftovers.is_empty()
+        self.sweep.clean()
             && self.pending.is_empty()
             && self.failed.is_empty()
             && self.refused.is_empty()
@@ -336,13 +337,18 @@ async fn delete_one(
 
 /// Deletes the stack's SSM parameters under `/stackctl/{stack}/` that carry
 /// its tag, except `keep` (the lock, released by its holder).
-async fn delete_parameters(aws: &Aws, stack: &str, keep: &str) -> Result<(Vec<String>, Vec<Item>)> {
+async fn delete_parameters(
+    aws: &Aws,
+    stack: &str,
+    keep: &[String],
+) -> Result<(Vec<String>, Vec<Item>)> {
     let mut deleted = Vec::new();
     let mut refused = Vec::new();
     for p in sweep::parameters(aws, stack).await? {
-        if p.name == keep {
+        if keep.contains(&p.name) {
             continue;
         }
+        super::lock::check_held()?;
         if p.tags.get(TAG_STACK).map(String::as_str) != Some(stack) {
             refused.push(Item {
                 id: "ssm.parameter".into(),
@@ -440,6 +446,8 @@ pub async fn down(
             if running.len() >= parallelism {
                 break;
             }
+            // No deletion once the stack lock is lost.
+            super::lock::check_held()?;
             started.insert(id);
             let o = ours[id].clone();
             progress.start(
@@ -540,8 +548,9 @@ pub async fn down(
         report.pending.push(item(o, reason));
     }
 
-    let (deleted, refused) =
-        delete_parameters(aws, &stack, &super::lock::parameter_name(&stack)).await?;
+    // The lock this `down` holds (and its lease) stay until it is released.
+    let held = super::lock::held_parameters();
+    let (deleted, refused) = delete_parameters(aws, &stack, &held).await?;
     for name in &deleted {
         progress.ok(name, &format!("deleted SSM parameter {name}"));
     }
@@ -555,8 +564,7 @@ pub async fn down(
             .iter()
             .map(|r| (r.kind.clone(), r.name.clone())),
     );
-    let lock_name = super::lock::parameter_name(&stack);
-    let mut sweep = sweep::sweep(aws, &stack, &known, Some(lock_name.as_str())).await?;
+    let mut sweep = sweep::sweep(aws, &stack, &known, &held).await?;
     // Explain leftovers `down` knows about with its own reason.
     let reasons: BTreeMap<(&str, &str), &str> = report
         .pending
@@ -575,4 +583,20 @@ pub async fn down(
     }
     report.sweep = sweep;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_the_sweep_could_not_list_is_not_clean() {
+        let mut report = DownReport::default();
+        assert!(report.clean());
+        report
+            .sweep
+            .errors
+            .push("elasticache: DescribeReplicationGroups failed: AccessDenied".into());
+        assert!(!report.clean());
+    }
 }

@@ -246,6 +246,24 @@ pub enum AwsError {
         /// When it expires (RFC 3339 UTC, or seconds since the epoch).
         expires: String,
     },
+    /// `--force-unlock` of a lock its holder still renews.
+    #[error(
+        "stack `{stack}` is locked by {owner} (command `{command}`), which renewed the lock \
+         {renewed_secs_ago}s ago (it renews every {every}s): it looks alive. Wait for it, or, \
+         if you know it is dead, pass --force-unlock with --yes"
+    )]
+    LockAlive {
+        /// The stack.
+        stack: String,
+        /// Who holds it.
+        owner: String,
+        /// What it runs.
+        command: String,
+        /// Seconds since the holder last renewed.
+        renewed_secs_ago: u64,
+        /// How often the holder renews.
+        every: u64,
+    },
     /// The lock was lost while held (expired, or broken by `--force-unlock`).
     #[error("stack `{stack}`: the lock was lost while applying ({reason})")]
     LockLost {

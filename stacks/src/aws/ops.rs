@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::canary::AwsCanaryError;
 use super::destroy::{DownOptions, DownReport};
 use super::error::AwsError;
+use super::lock::ForceUnlock;
 use super::logs::{Follower, LogEvent};
 use super::scale::{ScaleError, ScaleReport};
 use super::wait::{GroupState, RedisState, ServiceState, TargetsHealth, Timeouts, WaitError};
@@ -165,10 +166,10 @@ pub struct Opened {
 }
 
 /// Builds the graph and loads the AWS context; with `force_unlock`, breaks
-/// a stale lock first (reported as progress).
+/// the lock first (reported as progress).
 pub async fn open(
     loaded: &LoadedSpec,
-    force_unlock: bool,
+    force_unlock: ForceUnlock,
     progress: &dyn Progress,
 ) -> Result<Opened, OpError> {
     let stack = loaded.spec.stack.clone();
@@ -180,17 +181,19 @@ pub async fn open(
         .await
         .map_err(OpError::Config)?;
     let opened = Opened { stack, graph, aws };
-    if force_unlock {
-        break_lock(&opened, progress).await?;
-    }
+    break_lock(&opened, force_unlock, progress).await?;
     Ok(opened)
 }
 
-/// Breaks a stale lock of the stack (reported as progress), for
-/// `--force-unlock`.
-pub(crate) async fn break_lock(opened: &Opened, progress: &dyn Progress) -> Result<(), OpError> {
+/// Breaks the stack's lock as `--force-unlock` (and `--yes`) allow,
+/// reported as progress.
+pub(crate) async fn break_lock(
+    opened: &Opened,
+    what: ForceUnlock,
+    progress: &dyn Progress,
+) -> Result<(), OpError> {
     let stack = &opened.stack;
-    if let Some(old) = super::lock::force_unlock(&opened.aws, stack)
+    if let Some(old) = super::lock::force_unlock(&opened.aws, stack, what)
         .await
         .map_err(OpError::aws("cannot break the lock", stack))?
     {
@@ -217,7 +220,7 @@ pub(crate) async fn locked<T>(
     )
     .await
     .map_err(OpError::aws("cannot take the lock", &opened.stack))?;
-    let result = work.await;
+    let result = lock.hold(work).await;
     let released = lock.release().await;
     let value = result?;
     released.map_err(OpError::aws("cannot release the lock", &opened.stack))?;
@@ -227,8 +230,8 @@ pub(crate) async fn locked<T>(
 /// What `down` takes besides the spec.
 #[derive(Debug, Clone, Default)]
 pub struct DownStackOptions {
-    /// Break a stale stack lock before taking it.
-    pub force_unlock: bool,
+    /// Break the stack lock before taking it.
+    pub force_unlock: ForceUnlock,
     /// How long one deletion may take; default: the spec's
     /// `timeouts.redis` (ElastiCache is the slowest to delete).
     pub wait_timeout: Option<Duration>,
@@ -312,7 +315,7 @@ pub async fn scale(
     opts: ScaleOptions,
     progress: &dyn Progress,
 ) -> Result<StackScale, OpError> {
-    let opened = open(loaded, false, progress).await?;
+    let opened = open(loaded, ForceUnlock::No, progress).await?;
     let since = SystemTime::now();
     locked(&opened, "scale", async {
         let report = super::scale::scale(
@@ -468,7 +471,19 @@ impl ServiceStatus {
             min: Some(g.min),
             max: Some(g.max),
             targets: None,
-            detail: format!("{} instance(s), bounds [{}, {}]", g.instances, g.min, g.max),
+            detail: format!(
+                "{} instance(s), bounds [{}, {}]{}",
+                g.instances,
+                g.min,
+                g.max,
+                match (&g.launch_template_version, g.outdated) {
+                    (Some(v), 0) => format!(", launch template version {v}"),
+                    (Some(v), n) => format!(
+                        ", launch template version {v} ({n} on an older version to replace)"
+                    ),
+                    (None, _) => String::new(),
+                }
+            ),
         }
     }
 }
@@ -501,7 +516,7 @@ pub struct StackStatus {
 /// Reads the stack: the plan against the live account (existence and
 /// drift) and the live state of its services, executors and Redis.
 pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<StackStatus, OpError> {
-    let opened = open(loaded, false, progress).await?;
+    let opened = open(loaded, ForceUnlock::No, progress).await?;
     let (stack, graph, aws) = (&opened.stack, &opened.graph, &opened.aws);
     let planned = super::plan(aws, graph, &super::Inputs::from_spec(&loaded.spec, None))
         .await
@@ -560,9 +575,7 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         && targets
             .as_ref()
             .is_none_or(|t| event_api.as_ref().is_some_and(|s| t.healthy >= s.desired))
-        && executors
-            .as_ref()
-            .is_some_and(|g| g.in_service >= g.desired)
+        && executors.as_ref().is_some_and(GroupState::ready)
         && redis.as_ref().is_some_and(|r| r.status == "available");
     let mut services: BTreeMap<String, ServiceStatus> = services_live
         .iter()
@@ -678,7 +691,7 @@ pub async fn logs(
     since: Duration,
     progress: &dyn Progress,
 ) -> Result<LogTail, OpError> {
-    let opened = open(loaded, false, progress).await?;
+    let opened = open(loaded, ForceUnlock::No, progress).await?;
     let group =
         super::logs::log_group(&opened.graph, service).ok_or_else(|| OpError::NoLogGroup {
             stack: opened.stack.clone(),
@@ -728,7 +741,7 @@ pub async fn plan(
         }
         return Ok(Plan::create_all(&graph));
     }
-    let opened = open(loaded, false, progress).await?;
+    let opened = open(loaded, ForceUnlock::No, progress).await?;
     if inputs.builds_image()
         && let Some(binary) = &opts.engine_binary
     {

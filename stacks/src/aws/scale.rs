@@ -160,6 +160,7 @@ async fn scale_service(
             keep_bounds,
         )?;
         if (b.new_min, b.new_max) != (b.min, b.max) {
+            super::lock::check_held()?;
             // Registering an existing target updates its bounds.
             aws.appscaling()
                 .register_scalable_target()
@@ -175,6 +176,7 @@ async fn scale_service(
         bounds = Some(b);
     }
     if state.desired != n {
+        super::lock::check_held()?;
         aws.ecs()
             .update_service()
             .cluster(&cluster)
@@ -256,6 +258,7 @@ async fn scale_group(
     )?;
     let moved = (b.new_min, b.new_max) != (b.min, b.max);
     if state.desired != n || moved {
+        super::lock::check_held()?;
         aws.autoscaling()
             .update_auto_scaling_group()
             .auto_scaling_group_name(&name)

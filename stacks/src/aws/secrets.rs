@@ -211,6 +211,8 @@ async fn put(
     src: &Source,
     overwrite: bool,
 ) -> Result<i64> {
+    // Secrets are written while applying: not once the stack lock is lost.
+    super::lock::check_held()?;
     let origin = match src {
         Source::Spec(_) => "from the spec",
         Source::Generated => "generated",

@@ -1010,13 +1010,13 @@ async fn apigateway(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
 }
 
 /// Lists every service for what is left of `stack`; `known` are the
-/// stack's (kind label, name) pairs; `held_lock` is the lock parameter the
-/// caller still holds (not a leftover).
+/// stack's (kind label, name) pairs; `held_lock` are the lock parameters
+/// the caller still holds (the lock and its lease: not leftovers).
 pub async fn sweep(
     aws: &Aws,
     stack: &str,
     known: &BTreeSet<(String, String)>,
-    held_lock: Option<&str>,
+    held_lock: &[String],
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let (
@@ -1054,7 +1054,7 @@ pub async fn sweep(
     );
     let params = params.map(|ps| {
         ps.into_iter()
-            .filter(|p| Some(p.name.as_str()) != held_lock)
+            .filter(|p| !held_lock.contains(&p.name))
             .map(|p| Seen {
                 kind: "SSM parameter",
                 name: p.name.clone(),

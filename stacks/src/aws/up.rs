@@ -3,7 +3,9 @@
 //! refuses it when the executors' instance type cannot run its
 //! architecture, plans against the live account and stops there with zero writes when
 //! nothing changed; otherwise takes the stack lock, plans again under it
-//! (the state may have moved while it waited) and applies. Then it waits
+//! (the state may have moved while it waited) and applies. Executor hosts
+//! launched from an older launch template version are replaced by an
+//! instance refresh ([`super::rollout`]). Then it waits
 //! for readiness (reads only, outside the lock: a `scale` meanwhile is just
 //! part of the state it sees) and verifies the stack with the canary from
 //! inside the VPC. Progress goes to a [`Progress`]; the result is a typed,
@@ -18,6 +20,7 @@ use engine::canary::CanaryReport;
 use serde::Serialize;
 
 use super::ops::{Calls, OpError};
+use super::rollout::{HostInstance, Refresh};
 use super::wait::{Timeouts, Waited};
 use super::{ApplyOptions, EngineImage, EngineSource, Inputs};
 use crate::arch::Architecture;
@@ -43,8 +46,8 @@ pub enum Verify {
 pub struct UpOptions {
     /// The engine image to run instead of the spec's (`--image`).
     pub image: Option<String>,
-    /// Break a stale stack lock before taking it.
-    pub force_unlock: bool,
+    /// Break the stack lock before taking it.
+    pub force_unlock: super::lock::ForceUnlock,
     /// The engine binary to ship when the image is built (`--engine-binary`).
     pub engine_binary: Option<PathBuf>,
     /// Directories to look for the stackctl workspace in, after the spec's
@@ -83,6 +86,11 @@ pub struct UpReport {
     pub verified: bool,
     /// The canary's run, when `up` verified the stack.
     pub canary: Option<CanaryReport>,
+    /// The executors' instance that ran the canary's step.
+    pub executor: Option<HostInstance>,
+    /// The instance refresh replacing executor hosts of older launch
+    /// template versions, when one was started or found under way.
+    pub refresh: Option<Refresh>,
     /// The engine image the task definitions name.
     pub image: Option<String>,
     /// Its CPU architecture, which the task definitions and the executors'
@@ -111,7 +119,7 @@ pub async fn up(
     progress: &dyn Progress,
 ) -> Result<UpReport, OpError> {
     // The lock is broken (a write) only once the image is known to fit.
-    let opened = super::ops::open(loaded, false, progress).await?;
+    let opened = super::ops::open(loaded, super::lock::ForceUnlock::No, progress).await?;
     let (stack, graph, aws) = (&opened.stack, &opened.graph, &opened.aws);
     let mut inputs = Inputs::from_spec(&loaded.spec, opts.image.clone());
     // Deploy by digest: build before planning, so the plan compares the
@@ -138,9 +146,7 @@ pub async fn up(
     graph
         .check_architecture(inputs.architecture.unwrap_or_default())
         .map_err(OpError::architecture(stack))?;
-    if opts.force_unlock {
-        super::ops::break_lock(&opened, progress).await?;
-    }
+    super::ops::break_lock(&opened, opts.force_unlock, progress).await?;
     let first = super::plan(aws, graph, &inputs)
         .await
         .map_err(OpError::aws("cannot read the state", stack))?;
@@ -191,6 +197,15 @@ pub async fn up(
             .collect();
         (Vec::new(), outputs)
     };
+    // A host boots once from its launch template: hosts of an older version
+    // are replaced (a write only when there are some). AWS runs one refresh
+    // per group at a time, so a concurrent `up` finds this one and waits.
+    let refresh = match graph.get(&LogicalId::new("autoscaling.group.executors")) {
+        Some(group) => super::rollout::roll(aws, &group.name, progress)
+            .await
+            .map_err(OpError::aws("cannot replace the executor hosts", stack))?,
+        None => None,
+    };
     // Up to date is not the same as ready: wait (reads only) before saying so.
     let targets = super::wait::targets(graph, &outputs);
     let waited = match &opts.wait {
@@ -206,11 +221,11 @@ pub async fn up(
     };
     let verify = match opts.verify {
         Verify::Never => false,
-        Verify::IfChanged => !applied.is_empty(),
+        Verify::IfChanged => !applied.is_empty() || refresh.is_some(),
         Verify::Always => true,
     };
     // Without the waits nothing is known to run yet: no canary either.
-    let canary = if verify && waited.is_some() {
+    let verified = if verify && waited.is_some() {
         Some(
             super::canary::run(
                 aws,
@@ -232,8 +247,10 @@ pub async fn up(
         stack: stack.clone(),
         provider: "aws",
         applied,
-        verified: canary.is_some(),
-        canary,
+        verified: verified.is_some(),
+        executor: verified.as_ref().and_then(|v| v.executor.clone()),
+        canary: verified.map(|v| v.canary),
+        refresh,
         image,
         architecture,
         event_api: super::event_api_url(graph, &outputs),

@@ -1,7 +1,8 @@
 //! Truthful, bounded waits and the live state they read: ECS services
 //! stable on the task definition just registered (and, behind a load
 //! balancer, as many healthy targets as desired tasks), the executors' Auto
-//! Scaling Group InService at its desired capacity, and the ElastiCache
+//! Scaling Group InService at its desired capacity on its launch template
+//! version (no host of an older version left), and the ElastiCache
 //! replication group `available` with a primary endpoint. `up` waits for
 //! readiness after applying; `scale` waits until a new count holds;
 //! `status` shows the same live state.
@@ -734,6 +735,37 @@ pub struct GroupState {
     pub in_service: u32,
     /// All instances, whatever their state.
     pub instances: u32,
+    /// The launch template version the group launches, when it names one.
+    pub launch_template_version: Option<String>,
+    /// Instances InService and Healthy launched from that version.
+    pub current: u32,
+    /// Instances, whatever their state, launched from another version:
+    /// hosts an instance refresh has yet to replace.
+    pub outdated: u32,
+}
+
+impl GroupState {
+    /// Ready after a deployment: the desired capacity InService on the
+    /// group's launch template version, and no host of another version.
+    pub fn ready(&self) -> bool {
+        self.current >= self.desired && self.outdated == 0
+    }
+
+    /// `2/2 instances InService` (with the version and the hosts of older
+    /// versions when there are any).
+    pub fn describe(&self) -> String {
+        let mut s = format!("{}/{} instances InService", self.current, self.desired);
+        if let Some(v) = &self.launch_template_version {
+            s.push_str(&format!(" on launch template version {v}"));
+        }
+        if self.outdated > 0 {
+            s.push_str(&format!(
+                ", {} on an older version to replace",
+                self.outdated
+            ));
+        }
+        s
+    }
 }
 
 /// Reads a group; `None` when it does not exist.
@@ -759,20 +791,43 @@ pub async fn group_state(aws: &Aws, name: &str) -> Result<Option<GroupState>, Aw
     else {
         return Ok(None);
     };
-    let in_service = g
+    let healthy = |i: &&aws_sdk_autoscaling::types::Instance| {
+        i.lifecycle_state == Some(LifecycleState::InService)
+            && i.health_status.as_deref() == Some("Healthy")
+    };
+    let version = g
+        .launch_template
+        .as_ref()
+        .and_then(|t| t.version.clone())
+        // `$Latest` or `$Default` name no number to compare hosts with.
+        .filter(|v| !v.starts_with('$'));
+    // An instance's version is the one it was launched from.
+    let on_version = |i: &aws_sdk_autoscaling::types::Instance| match &version {
+        Some(v) => i
+            .launch_template
+            .as_ref()
+            .and_then(|t| t.version.as_deref())
+            .is_none_or(|iv| iv == v),
+        None => true,
+    };
+    let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
+    let in_service = g.instances().iter().filter(healthy).count();
+    let current = g
         .instances()
         .iter()
-        .filter(|i| {
-            i.lifecycle_state == Some(LifecycleState::InService)
-                && i.health_status.as_deref() == Some("Healthy")
-        })
+        .filter(healthy)
+        .filter(|i| on_version(i))
         .count();
+    let outdated = g.instances().iter().filter(|i| !on_version(i)).count();
     Ok(Some(GroupState {
         desired: count(g.desired_capacity.unwrap_or(0)),
         min: count(g.min_size.unwrap_or(0)),
         max: count(g.max_size.unwrap_or(0)),
-        in_service: u32::try_from(in_service).unwrap_or(u32::MAX),
-        instances: u32::try_from(g.instances().len()).unwrap_or(u32::MAX),
+        in_service: n(in_service),
+        instances: n(g.instances().len()),
+        launch_template_version: version,
+        current: n(current),
+        outdated: n(outdated),
     }))
 }
 
@@ -785,13 +840,32 @@ async fn check_group(
     let Some(g) = group_state(aws, name).await? else {
         return Ok(Step::Failed(format!("group {name} does not exist")));
     };
-    let state = format!("{}/{} instances InService", g.in_service, g.desired);
+    let state = match until {
+        Until::Ready => g.describe(),
+        Until::Count(_) => format!("{}/{} instances InService", g.in_service, g.desired),
+    };
     let done = match until {
-        Until::Ready => g.in_service >= g.desired,
+        Until::Ready => g.ready(),
         Until::Count(n) => g.desired == n && g.in_service == n,
     };
     if done {
         return Ok(Step::Done(state));
+    }
+    if until == Until::Ready && g.outdated > 0 {
+        match super::rollout::latest_refresh(aws, name).await? {
+            Some(r) if r.active() => {
+                return Ok(Step::Pending(format!("{state}; {}", r.describe())));
+            }
+            Some(r) if r.failed() && r.started.is_none_or(|t| t >= since) => {
+                return Ok(Step::Failed(format!("{state}; {}", r.describe())));
+            }
+            _ => {
+                return Ok(Step::Failed(format!(
+                    "{state}, and no instance refresh is replacing them: \
+                     `stackctl up` starts one"
+                )));
+            }
+        }
     }
     // A launch that failed since we began will not come back by itself
     // soon (AWS retries with backoff): report it instead of waiting.

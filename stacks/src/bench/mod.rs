@@ -1,6 +1,7 @@
 //! `stackctl bench`'s targets: finding a stack's event API, key, token and
 //! gauges from its spec (local stacks, [`Target`]) or through AWS
-//! ([`aws`], feature `aws`, which also runs load agents inside the VPC).
+//! ([`aws`], feature `aws`, which also runs load agents inside the VPC),
+//! and the one operation that benchmarks either ([`stack::run`]).
 //! The load generator itself is [`engine::loadgen`], re-exported here.
 //!
 //! It prints nothing: progress goes to an [`Observer`], the result is a
@@ -10,6 +11,7 @@
 pub mod agents;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod stack;
 mod target;
 
 pub use engine::loadgen::{BenchConfig, agent};
@@ -39,6 +41,9 @@ pub enum BenchError {
          pass --url URL --key KEY to a build without the AWS provider"
     )]
     AwsDiscovery,
+    /// `--e2e` cannot be measured against this target.
+    #[error("--e2e: {0}")]
+    E2e(String),
     /// Load agents inside the stack's network failed.
     #[error("load agents: {0}")]
     Agents(String),

@@ -24,6 +24,8 @@ test harness. What it changes, and only that:
   written to $DATAPLANE_STATE_DIR/elasticache/<id>.json at creation, so the
   data plane can run a real redis-server that answers as the group would.
   AWS keeps the auth token too; moto only remembers that one was given.
+- Everything of `moto_plus.py` (Auto Scaling instance refreshes and the
+  launch template version of each instance), which the moto of every test has.
 """
 
 import json
@@ -32,6 +34,8 @@ import sys
 import threading
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import moto_plus  # noqa: E402,F401  (the patches every test's moto has)
 from moto.core.responses import EmptyResult
 from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
@@ -183,6 +187,7 @@ def _container_init(self, *args, **kwargs):
 
 
 ecs_models.Container.__init__ = _container_init
+
 # Task states move only when the data plane says so.
 state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
 models.ReplicationGroup.__init__ = _init

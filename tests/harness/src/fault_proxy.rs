@@ -4,11 +4,12 @@
 //! the request's protocol, so the SDK's retry policy (and the code above
 //! it) is exercised for real:
 //!
-//! - a throttling error, HTTP 400: `ThrottlingException` for JSON
-//!   protocols (`X-Amz-Target`), `Throttling` in a query-protocol
-//!   `<ErrorResponse>`, `RequestLimitExceeded` in EC2's `<Response>`;
-//! - `503 SlowDown`;
-//! - `500 InternalError`.
+//! - a throttling error: HTTP 400 `ThrottlingException` for awsJson
+//!   (`X-Amz-Target`), `Throttling` in a query-protocol `<ErrorResponse>`,
+//!   `RequestLimitExceeded` in EC2's `<Response>`; HTTP 429
+//!   `TooManyRequestsException` for restJson1 (API Gateway);
+//! - `503 SlowDown` (`ServiceUnavailableException` for restJson1);
+//! - `500 InternalError` (`InternalServerErrorException` for restJson1).
 //!
 //! A faulted request never reaches the upstream (so it is always safe to
 //! retry). Which requests fail is decided by a seeded generator, in order
@@ -283,7 +284,12 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         } else {
             match forward(&req, &shared.upstream) {
                 Ok(r) => r,
-                Err(e) => plain(502, "text/plain", format!("fault proxy: upstream: {e}")),
+                Err(e) => plain(
+                    502,
+                    "text/plain",
+                    None,
+                    format!("fault proxy: upstream: {e}"),
+                ),
             }
         };
         writer.write_all(&response)?;
@@ -292,9 +298,10 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
     Ok(())
 }
 
-fn plain(status: u16, content_type: &str, body: String) -> Vec<u8> {
+fn plain(status: u16, content_type: &str, code: Option<&str>, body: String) -> Vec<u8> {
     let reason = match status {
         400 => "Bad Request",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -304,12 +311,7 @@ fn plain(status: u16, content_type: &str, body: String) -> Vec<u8> {
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: fault-proxy\r\n",
         body.len()
     );
-    let code = match status {
-        400 => "ThrottlingException",
-        503 => "SlowDown",
-        _ => "InternalError",
-    };
-    if content_type.contains("json") {
+    if let Some(code) = code {
         out.push_str(&format!("x-amzn-ErrorType: {code}\r\n"));
     }
     out.push_str("\r\n");
@@ -318,41 +320,105 @@ fn plain(status: u16, content_type: &str, body: String) -> Vec<u8> {
     bytes
 }
 
+/// The wire protocol of a request, which its error must be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// awsJson1.0/1.1: `X-Amz-Target` names the operation.
+    AwsJson,
+    /// restJson1 (API Gateway): operations by method and path, JSON errors
+    /// with the code in `x-amzn-ErrorType`; throttling is 429.
+    RestJson,
+    /// EC2's query protocol: `<Response><Errors>`.
+    Ec2,
+    /// The query protocol of IAM, STS, Auto Scaling, ElastiCache, ...
+    Query,
+}
+
+/// Services on restJson1 among those stackctl calls.
+const REST_JSON_SERVICES: &[&str] = &["apigateway"];
+
+fn protocol(req: &Request) -> Protocol {
+    let service = req.service();
+    if req.header("x-amz-target").is_some() {
+        Protocol::AwsJson
+    } else if REST_JSON_SERVICES.contains(&service.as_str()) {
+        Protocol::RestJson
+    } else if service == "ec2" {
+        Protocol::Ec2
+    } else if req
+        .header("content-type")
+        .is_some_and(|c| c.contains("json"))
+    {
+        Protocol::AwsJson
+    } else {
+        Protocol::Query
+    }
+}
+
 /// An AWS error in the request's protocol shape.
 fn fault_response(req: &Request, status: u16) -> Vec<u8> {
-    let json = req.header("x-amz-target").is_some()
-        || req
-            .header("content-type")
-            .is_some_and(|c| c.contains("json"));
-    let service = req.service();
-    let (code, message) = match (status, json, service.as_str()) {
-        (400, true, _) => ("ThrottlingException", "Rate exceeded (fault proxy)"),
-        (400, false, "ec2") => (
+    let protocol = protocol(req);
+    let (status, code, message) = match (status, protocol) {
+        (400, Protocol::RestJson) => (
+            429,
+            "TooManyRequestsException",
+            "Too Many Requests (fault proxy)",
+        ),
+        (400, Protocol::AwsJson) => (400, "ThrottlingException", "Rate exceeded (fault proxy)"),
+        (400, Protocol::Ec2) => (
+            400,
             "RequestLimitExceeded",
             "Request limit exceeded (fault proxy)",
         ),
-        (400, false, _) => ("Throttling", "Rate exceeded (fault proxy)"),
-        (503, _, _) => ("SlowDown", "Please reduce your request rate (fault proxy)"),
+        (400, Protocol::Query) => (400, "Throttling", "Rate exceeded (fault proxy)"),
+        (503, Protocol::RestJson) => (
+            503,
+            "ServiceUnavailableException",
+            "Service unavailable (fault proxy)",
+        ),
+        (503, _) => (
+            503,
+            "SlowDown",
+            "Please reduce your request rate (fault proxy)",
+        ),
+        (_, Protocol::RestJson) => (
+            500,
+            "InternalServerErrorException",
+            "Internal server error (fault proxy)",
+        ),
         _ => (
+            500,
             "InternalError",
             "We encountered an internal error (fault proxy)",
         ),
     };
-    if json {
-        let body = format!(r#"{{"__type":"{code}","message":"{message}"}}"#);
-        return plain(status, "application/x-amz-json-1.1", body);
+    match protocol {
+        Protocol::AwsJson => {
+            let body = format!(r#"{{"__type":"{code}","message":"{message}"}}"#);
+            plain(status, "application/x-amz-json-1.1", Some(code), body)
+        }
+        Protocol::RestJson => {
+            let body = format!(r#"{{"message":"{message}"}}"#);
+            plain(status, "application/json", Some(code), body)
+        }
+        Protocol::Ec2 => plain(
+            status,
+            "text/xml",
+            None,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+            ),
+        ),
+        Protocol::Query => plain(
+            status,
+            "text/xml",
+            None,
+            format!(
+                "<ErrorResponse><Error><Type>{}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>",
+                if status == 400 { "Sender" } else { "Receiver" }
+            ),
+        ),
     }
-    let body = if service == "ec2" {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
-        )
-    } else {
-        format!(
-            "<ErrorResponse><Error><Type>{}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-proxy</RequestId></ErrorResponse>",
-            if status == 400 { "Sender" } else { "Receiver" }
-        )
-    };
-    plain(status, "text/xml", body)
 }
 
 /// Sends the request upstream on a fresh connection and returns the
@@ -494,5 +560,21 @@ mod tests {
         .unwrap();
         assert!(iam.starts_with("HTTP/1.1 500"), "{iam}");
         assert!(iam.contains("<Code>InternalError</Code>"), "{iam}");
+        // API Gateway (restJson1): a GET has no body and no target header,
+        // and its SDK reads only JSON errors; throttling is 429.
+        let gateway = String::from_utf8(fault_response(
+            &req(vec![(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/apigateway/aws4_request",
+            )]),
+            400,
+        ))
+        .unwrap();
+        assert!(gateway.starts_with("HTTP/1.1 429"), "{gateway}");
+        assert!(
+            gateway.contains("x-amzn-ErrorType: TooManyRequestsException"),
+            "{gateway}"
+        );
+        assert!(gateway.contains(r#"{"message":"#), "{gateway}");
     }
 }

@@ -1,5 +1,8 @@
 //! The moto server (PyPI `moto[server]`): every AWS API on one loopback
-//! endpoint, for tests of the AWS provider and the SQS backend.
+//! endpoint, for tests of the AWS provider and the SQS backend. It runs
+//! through `tests/harness/moto_plus.py`, which adds the AWS behaviour moto
+//! lacks and stackctl relies on (instance refreshes, each instance's launch
+//! template version).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,7 +40,7 @@ impl MotoBuilder {
     }
 
     /// Runs moto through this Python script (same arguments as
-    /// `moto_server`) with the venv's interpreter: a moto with extensions.
+    /// `moto_server`) with the venv's interpreter, instead of `moto_plus.py`.
     pub(crate) fn script(mut self, path: PathBuf) -> Self {
         self.script = Some(path);
         self
@@ -46,15 +49,13 @@ impl MotoBuilder {
     pub fn start(self) -> Result<Moto> {
         let binary = moto_binary()?;
         let dir = process::temp_dir("moto")?;
-        let mut cmd = match &self.script {
-            // The venv's python sits beside its moto_server.
-            Some(script) => {
-                let mut cmd = Command::new(binary.with_file_name("python"));
-                cmd.arg(script);
-                cmd
-            }
-            None => Command::new(&binary),
-        };
+        let script = self
+            .script
+            .clone()
+            .unwrap_or_else(|| process::repo_root().join("tests/harness/moto_plus.py"));
+        // The venv's python sits beside its moto_server.
+        let mut cmd = Command::new(binary.with_file_name("python"));
+        cmd.arg(script);
         cmd.args(["-H", "127.0.0.1", "-p", "0"])
             .current_dir(dir.path())
             // The port line is parsed from the log: it must not sit in a buffer.
