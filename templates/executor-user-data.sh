@@ -48,7 +48,10 @@ for attempt in 1 2 3 4 5; do
 done
 
 docker rm --force stackctl-executor >/dev/null 2>&1 || true
+# --stop-timeout: on shutdown (an instance refresh, a scale-in) the executor
+# stops leasing and finishes the steps it holds before Docker kills it.
 docker run --detach --name stackctl-executor --restart always \
+  --stop-timeout 30 \
   --env-file /etc/stackctl/engine.env \
   --env AWS_REGION='{{region}}' \
   --env STACKCTL_ENGINE_EXECUTOR_HOST="$(hostname)" \

@@ -216,6 +216,19 @@ pub struct EventApiConfig {
     /// Requests handled at once; more get 503 with Retry-After. Default 1024.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Request bytes in flight at most (declared `Content-Length`, else
+    /// `max_body_bytes`, reserved until the request is answered); beyond it
+    /// 503 with `Retry-After`, so that large concurrent posts cannot
+    /// exhaust the process's memory. Default 64 MiB.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
+    /// A client must send a request's headers within this long (also how
+    /// long an idle keep-alive connection stays open). Default 30s.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Duration,
+    /// A client must send a request's whole body within this long. Default 60s.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
 }
 
 fn default_event_api_bind() -> SocketAddr {
@@ -233,6 +246,15 @@ fn default_max_events_per_request() -> usize {
 fn default_max_in_flight() -> usize {
     1024
 }
+fn default_max_in_flight_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 
 impl Default for EventApiConfig {
     fn default() -> Self {
@@ -242,6 +264,9 @@ impl Default for EventApiConfig {
             max_event_bytes: default_max_event_bytes(),
             max_events_per_request: default_max_events_per_request(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
         }
     }
 }
@@ -335,14 +360,23 @@ pub struct HttpDriverConfig {
     /// Per-attempt timeout for steps that set none. Default `30s`.
     #[serde(default = "default_http_timeout")]
     pub default_timeout: Duration,
+    /// Largest response body a step may answer with; a larger one fails the
+    /// step. Default 4 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 impl Default for HttpDriverConfig {
     fn default() -> Self {
         Self {
             default_timeout: default_http_timeout(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
+}
+
+fn default_max_response_bytes() -> usize {
+    crate::drivers::http::DEFAULT_MAX_RESPONSE_BYTES
 }
 
 fn default_http_timeout() -> Duration {
@@ -540,6 +574,14 @@ impl Config {
         }
         if self.event_api.max_events_per_request == 0 || self.event_api.max_in_flight == 0 {
             return bad("event_api.max_events_per_request and max_in_flight must be positive");
+        }
+        if self.event_api.max_in_flight_bytes < self.event_api.max_body_bytes {
+            return bad("event_api.max_in_flight_bytes must be at least max_body_bytes");
+        }
+        if self.event_api.header_timeout.std().is_zero()
+            || self.event_api.body_timeout.std().is_zero()
+        {
+            return bad("event_api.header_timeout and body_timeout must be positive");
         }
         if self.runner.concurrency == 0 || self.executor.concurrency == 0 {
             return bad("runner.concurrency and executor.concurrency must be positive");

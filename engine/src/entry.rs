@@ -253,8 +253,9 @@ pub async fn serve(
             let local = listener.local_addr().map_err(EntryError::Startup)?;
             tracing::info!(role = name, addr = %local, "listening");
             let sd = shutdown.clone();
+            let header_timeout = config.event_api.header_timeout.std();
             tasks.spawn(async move {
-                event_api::serve(listener, app, sd)
+                event_api::serve_with(listener, app, sd, header_timeout)
                     .await
                     .map_err(|source| EntryError::Serve { role: name, source })
             });

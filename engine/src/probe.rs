@@ -52,21 +52,36 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `health --port PORT`: 0 when `http://127.0.0.1:PORT/health` answers 2xx
-/// within 3 s, 1 otherwise.
+/// `health --port PORT [--check ready|live]`: 0 when
+/// `http://127.0.0.1:PORT/health/{check}` answers 2xx within 3 s, 1
+/// otherwise. `ready` (the default) asks whether the backends the role needs
+/// answer; `live` only whether the process serves (a container health check:
+/// a backend outage must not get every task replaced).
 pub fn health(args: &[OsString]) -> ExitCode {
-    let port = match flags(args, &["--port"]).and_then(|f| {
-        f.into_iter()
-            .next_back()
-            .ok_or_else(|| "--port is required".to_string())
-            .and_then(|(_, v)| v.parse::<u16>().map_err(|e| format!("--port {v}: {e}")))
-    }) {
-        Ok(p) => p,
+    let (mut port, mut check) = (None, "ready".to_string());
+    match flags(args, &["--port", "--check"]) {
+        Ok(f) => {
+            for (flag, value) in f {
+                if flag == "--port" {
+                    match value.parse::<u16>() {
+                        Ok(p) => port = Some(p),
+                        Err(e) => return usage_error(&format!("--port {value}: {e}")),
+                    }
+                } else if value == "ready" || value == "live" {
+                    check = value;
+                } else {
+                    return usage_error(&format!("--check {value}: expected `ready` or `live`"));
+                }
+            }
+        }
         Err(e) => return usage_error(&e),
+    }
+    let Some(port) = port else {
+        return usage_error("--port is required");
     };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
-            let url = format!("http://127.0.0.1:{port}/health");
+            let url = format!("http://127.0.0.1:{port}/health/{check}");
             let resp = client(Duration::from_secs(3))?
                 .get(&url)
                 .send()

@@ -460,6 +460,13 @@ async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
             .expect("the event API answers");
         assert_eq!(resp.status(), 503, "never 2xx while SQS is unreachable");
         assert!(resp.headers().contains_key("retry-after"));
+        // The client learns an error id, not the backend's addresses.
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("error id"), "{body}");
+        assert!(
+            !body.contains(&outage.addr.port().to_string()) && !body.contains("123456789012"),
+            "{body}"
+        );
     }
 
     outage.restore();
@@ -482,6 +489,114 @@ async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
     let during = steps.calls().iter().filter(|c| c.tag == "work").count();
     assert_eq!(during, 2, "refused events made no run");
     stack.stop().await;
+}
+
+/// Readiness follows what each role needs: with the state store (Redis)
+/// unreachable, the event API (SQS only) stays ready and keeps accepting
+/// events, while the runner and the executor are not ready; every role
+/// stays live, so a container health check does not replace the tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_store_outage_leaves_the_event_api_ready_and_every_role_live() {
+    let (moto, redis) = servers();
+    let outage = Outage::start(redis.addr()).await;
+    let redis_url = format!("redis://{}/", outage.addr);
+    let config = Arc::new(aws_config(&redis_url));
+    let state = Arc::new(RedisState::open(&redis_url).await.expect("open Redis"));
+    let (events, work) = engine::backend::sqs::open_pair_with(
+        common::sqs_client_at(&moto.endpoint()),
+        "e2e-events",
+        "e2e-work",
+        true,
+        &config.queues,
+        Some(state.clone()),
+    )
+    .await
+    .expect("open SQS queues");
+    let backends = Backends {
+        events,
+        work,
+        state,
+    };
+    let shutdown = Shutdown::new();
+    let mut urls = std::collections::BTreeMap::new();
+    for role in ["event-api", "runner", "executor"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        urls.insert(role, format!("http://{}", listener.local_addr().unwrap()));
+        let st = engine::event_api::ApiState::new(
+            config.clone(),
+            backends.clone(),
+            Arc::new(Metrics::new()),
+            role,
+        );
+        let app = if role == "event-api" {
+            engine::event_api::router(st)
+        } else {
+            engine::event_api::health_router(st)
+        };
+        tokio::spawn(engine::event_api::serve(listener, app, shutdown.clone()));
+    }
+    let http = reqwest::Client::new();
+    let status = |path: String| {
+        let http = http.clone();
+        async move {
+            http.get(&path)
+                .send()
+                .await
+                .expect("answers")
+                .status()
+                .as_u16()
+        }
+    };
+    for role in ["event-api", "runner", "executor"] {
+        assert_eq!(
+            status(format!("{}/health/ready", urls[role])).await,
+            200,
+            "{role}"
+        );
+    }
+
+    outage.down();
+    for role in ["event-api", "runner", "executor"] {
+        assert_eq!(
+            status(format!("{}/health/live", urls[role])).await,
+            200,
+            "{role}"
+        );
+    }
+    assert_eq!(
+        status(format!("{}/health/ready", urls["event-api"])).await,
+        200
+    );
+    for role in ["runner", "executor"] {
+        assert_eq!(
+            status(format!("{}/health/ready", urls[role])).await,
+            503,
+            "{role}"
+        );
+        assert_eq!(
+            status(format!("{}/health", urls[role])).await,
+            503,
+            "{role}"
+        );
+    }
+    let resp = http
+        .post(format!("{}/e/{EVENT_KEY}", urls["event-api"]))
+        .json(&json!({"name": "load/item", "data": {"when": "redis down"}}))
+        .send()
+        .await
+        .expect("the event API answers");
+    assert_eq!(resp.status(), 200, "ingestion needs SQS only");
+
+    outage.restore();
+    for role in ["runner", "executor"] {
+        let url = format!("{}/health/ready", urls[role]);
+        poll("readiness once Redis is back", DEADLINE, || {
+            let url = url.clone();
+            async { (status(url).await == 200).then_some(()) }
+        })
+        .await;
+    }
+    shutdown.cancel();
 }
 
 // ------------------------------------------------------------ processes

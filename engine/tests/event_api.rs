@@ -55,10 +55,11 @@ async fn start(tune: impl FnOnce(&mut Config)) -> Server {
         "event-api",
     );
     let shutdown = Shutdown::new();
-    tokio::spawn(event_api::serve(
+    tokio::spawn(event_api::serve_with(
         listener,
         event_api::router(state),
         shutdown.clone(),
+        config.event_api.header_timeout.std(),
     ));
     Server {
         url,
@@ -389,6 +390,91 @@ async fn too_many_requests_in_flight_get_503_with_retry_after() {
     assert_eq!(st, StatusCode::OK, "{b}");
 }
 
+/// Opens a connection and sends `text`, leaving the request unfinished.
+async fn unfinished(s: &Server, text: &str) -> tokio::net::TcpStream {
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.write_all(text.as_bytes()).await.expect("write");
+    conn
+}
+
+/// Whatever the server sends until it closes the connection (bounded).
+async fn until_closed(conn: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection in time")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn request_bytes_in_flight_are_bounded_too() {
+    // Room for one 1000-byte body and a small one, not for two large ones.
+    let s = start(|c| {
+        c.event_api.max_body_bytes = 1000;
+        c.event_api.max_in_flight_bytes = 1500;
+    })
+    .await;
+    let head = |len: usize| {
+        format!(
+            "POST /e/{KEY} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    // A 1000-byte request whose body is still arriving holds its bytes.
+    let _slow = unfinished(&s, &format!("{}{{", head(1000))).await;
+    let body = |n: usize| format!("{:<n$}", json!({"name": "x"}).to_string());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (status, answer) = loop {
+        let (st, b) = s.send(KEY, Some("application/json"), body(600)).await;
+        // The slow request may not hold its bytes yet: poll until it does.
+        if st != StatusCode::OK || tokio::time::Instant::now() > deadline {
+            break (st, b);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_error(
+        status,
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many request bytes",
+    );
+    // A small request still fits beside it.
+    let (st, b) = s.send(KEY, Some("application/json"), body(300)).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off() {
+    let s = start(|c| {
+        c.event_api.header_timeout = engine::functions::Duration::from_secs(1);
+        c.event_api.body_timeout = engine::functions::Duration::from_secs(1);
+    })
+    .await;
+    // Headers that never end: the connection is closed.
+    let mut conn = unfinished(&s, &format!("POST /e/{KEY} HTTP/1.1\r\nhost: x\r\n")).await;
+    let said = until_closed(&mut conn).await;
+    assert!(!said.contains("200 OK"), "{said}");
+    // An idle keep-alive connection is closed as well.
+    let mut idle = unfinished(&s, "").await;
+    until_closed(&mut idle).await;
+    // A body that stops arriving: 408.
+    let mut conn = unfinished(
+        &s,
+        &format!(
+            "POST /e/{KEY} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        ),
+    )
+    .await;
+    let said = until_closed(&mut conn).await;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    // The server still serves everyone else.
+    let (st, b) = s.send_json(&json!({"name": "after"})).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
 #[tokio::test]
 async fn an_unavailable_backend_gets_503_and_nothing_is_acknowledged() {
     let s = start(|_| {}).await;
@@ -411,9 +497,12 @@ async fn an_unavailable_backend_gets_503_and_nothing_is_acknowledged() {
 #[tokio::test]
 async fn health_and_metrics() {
     let s = start(|_| {}).await;
-    let (st, b) = s.get("/health", None).await;
-    assert_eq!(st, StatusCode::OK);
-    assert_eq!(b["status"], "ok");
+    for path in ["/health", "/health/ready", "/health/live"] {
+        let (st, b) = s.get(path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}");
+        assert_eq!(b["status"], "ok", "{path}");
+    }
+    let (_, b) = s.get("/health/ready", None).await;
     assert_eq!(b["backend"], "embedded");
     for _ in 0..3 {
         assert_eq!(

@@ -131,7 +131,7 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
     assert_eq!(tg.port(), Some(8288));
     assert_eq!(tg.target_type().map(|t| t.as_str()), Some("ip"));
     assert_eq!(tg.vpc_id(), Some(env.vpc_id.as_str()));
-    assert_eq!(tg.health_check_path(), Some("/health"));
+    assert_eq!(tg.health_check_path(), Some("/health/ready"));
     assert_eq!(tg.health_check_interval_seconds(), Some(15));
     let attrs = elb
         .describe_target_group_attributes()

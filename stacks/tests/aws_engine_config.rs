@@ -253,6 +253,8 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             ["CMD", stacks::image::ENGINE_PATH, "health"],
             "{family}"
         );
+        // Liveness: a backend outage must not get every task replaced.
+        assert_eq!(&health.command()[5..], ["--check", "live"], "{family}");
         let mut env: BTreeMap<String, String> = c
             .environment()
             .iter()

@@ -2,6 +2,9 @@
 //! JSON body (or an empty one, as `null`) is the output; 5xx, 408, 429,
 //! timeouts and connection errors are retryable; any other status fails the
 //! step. Redirects are not followed (a POST must not silently become a GET).
+//! A response body larger than `max_response_bytes` fails the step (it is
+//! read no further): an output is stored with the run, and a runaway service
+//! must not take the executor's memory.
 
 use std::time::Duration;
 
@@ -20,12 +23,25 @@ const ERROR_BODY_CHARS: usize = 512;
 pub struct HttpDriver {
     client: reqwest::Client,
     default_timeout: Duration,
+    max_response_bytes: usize,
 }
+
+/// The default cap on a response body (`drivers.http.max_response_bytes`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl HttpDriver {
     /// A driver whose attempts time out after `default_timeout` unless the
-    /// step sets its own `timeout`.
+    /// step sets its own `timeout`, reading at most
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`] of a response.
     pub fn new(default_timeout: Duration) -> Result<Self, DriverError> {
+        Self::with_limit(default_timeout, DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    /// A driver that reads at most `max_response_bytes` of a response.
+    pub fn with_limit(
+        default_timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<Self, DriverError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stackctl-engine/", env!("CARGO_PKG_VERSION")))
@@ -34,7 +50,36 @@ impl HttpDriver {
         Ok(Self {
             client,
             default_timeout,
+            max_response_bytes,
         })
+    }
+
+    /// The body, unless it is larger than the cap (then a permanent error:
+    /// the same service would answer the same way again).
+    async fn body(
+        &self,
+        url: &str,
+        status: StatusCode,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, DriverError> {
+        let cap = self.max_response_bytes;
+        let too_large = || {
+            DriverError::Permanent(format!(
+                "{url} answered {status} with a body larger than {cap} bytes \
+                 (drivers.http.max_response_bytes)"
+            ))
+        };
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(url, e))? {
+            if body.len() + chunk.len() > cap {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 
@@ -72,7 +117,7 @@ impl Driver for HttpDriver {
         }
         let response = request.send().await.map_err(|e| classify(&http.url, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| classify(&http.url, e))?;
+        let body = self.body(&http.url, status, response).await?;
         if status.is_success() {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Null);
@@ -178,9 +223,18 @@ mod tests {
             .route("/text", post(|| async { "not json" }))
             .route("/redirect", post(|| async { (S::FOUND, [("location", "/json")]) }))
             .route("/busy", post(|| async { (S::TOO_MANY_REQUESTS, "slow down") }))
-            .route("/gone", post(|| async { (S::GONE, "no such thing") }));
+            .route("/gone", post(|| async { (S::GONE, "no such thing") }))
+            .route("/huge", post(|| async { "x".repeat(4096) }))
+            .route(
+                "/stream",
+                post(|| async {
+                    // No Content-Length: the cap applies while reading.
+                    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>("y".repeat(256)));
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                }),
+            );
         let url = serve(app).await;
-        let d = HttpDriver::new(Duration::from_secs(5)).unwrap();
+        let d = HttpDriver::with_limit(Duration::from_secs(5), 1024).unwrap();
         let out = d.run(&step(format!("{url}/json")), &ctx()).await.unwrap();
         assert_eq!(out, serde_json::json!({"header": "yes", "run": "r"}));
         assert_eq!(
@@ -216,6 +270,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!e.is_retryable() && e.to_string().contains("410"), "{e}");
+        for path in ["huge", "stream"] {
+            let e = d
+                .run(&step(format!("{url}/{path}")), &ctx())
+                .await
+                .unwrap_err();
+            assert!(
+                !e.is_retryable() && e.to_string().contains("larger than 1024 bytes"),
+                "{path}: {e}"
+            );
+        }
     }
 
     #[tokio::test]

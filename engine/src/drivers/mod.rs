@@ -84,7 +84,10 @@ impl Drivers {
     /// The drivers an executor configuration asks for.
     pub fn from_config(config: &crate::config::DriversConfig) -> Result<Self, DriverError> {
         Ok(Self {
-            http: Arc::new(HttpDriver::new(config.http.default_timeout.std())?),
+            http: Arc::new(HttpDriver::with_limit(
+                config.http.default_timeout.std(),
+                config.http.max_response_bytes,
+            )?),
             docker: config.docker.as_ref().map(docker_driver).transpose()?,
         })
     }

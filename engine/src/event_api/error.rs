@@ -1,5 +1,7 @@
 //! The JSON error every endpoint answers with: `{"error": "...", "status": N}`,
-//! plus `Retry-After` on 503.
+//! plus `Retry-After` on 503. A backend failure (5xx) is logged in full under
+//! an error id and answered with that id only: backend text (queue URLs,
+//! account ids, hosts) never reaches a client.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -51,14 +53,32 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 503 for a backend that cannot be reached: logged with an error id,
+    /// which is all the client sees of it.
+    pub fn backend_unavailable(what: &str, e: &dyn std::fmt::Display) -> Self {
+        let id = ulid::Ulid::new();
+        tracing::warn!(error_id = %id, error = %e, "{what}");
+        Self::unavailable(format!(
+            "{what}; retry shortly (error id {id}, in the event API's log)"
+        ))
+    }
+}
+
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e {
-            BackendError::Unavailable(_) => Self::unavailable(e.to_string()),
+            BackendError::Unavailable(_) => {
+                Self::backend_unavailable("the event store is unavailable", &e)
+            }
             BackendError::TooLarge(_) => Self::too_large(e.to_string()),
             BackendError::Corrupt(_) | BackendError::Other(_) => {
-                tracing::error!(error = %e, "backend error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                let id = ulid::Ulid::new();
+                tracing::error!(error_id = %id, error = %e, "backend error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error (error id {id}, in the event API's log)"),
+                )
             }
         }
     }
@@ -73,5 +93,31 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_failures_answer_an_error_id_not_backend_text() {
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/reference-events";
+        for (e, status) in [
+            (
+                BackendError::Unavailable(format!("SendMessageBatch {url}: dispatch failure")),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                BackendError::Other(format!("GetQueueAttributes {url}: AccessDenied")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ] {
+            let api = ApiError::from(e);
+            assert_eq!(api.status, status);
+            assert!(!api.message.contains("123456789012"), "{}", api.message);
+            assert!(!api.message.contains("amazonaws"), "{}", api.message);
+            assert!(api.message.contains("error id "), "{}", api.message);
+        }
     }
 }

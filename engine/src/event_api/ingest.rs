@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -81,7 +81,30 @@ pub(super) async fn ingest(
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(body_too_large(limits.max_body_bytes));
     }
-    let bytes = match Limited::new(body, limits.max_body_bytes).collect().await {
+    // What the body may take in memory, held until the answer: many large
+    // posts at once get 503 rather than the process's last memory.
+    let reserve =
+        u32::try_from(declared.unwrap_or(limits.max_body_bytes).max(1)).unwrap_or(u32::MAX);
+    let _bytes = st
+        .in_flight_bytes
+        .clone()
+        .try_acquire_many_owned(reserve)
+        .map_err(|_| ApiError::unavailable("too many request bytes in flight; retry shortly"))?;
+    let read = tokio::time::timeout(
+        limits.body_timeout.std(),
+        Limited::new(body, limits.max_body_bytes).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )
+    })?;
+    let bytes = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(body_too_large(limits.max_body_bytes));

@@ -1,6 +1,14 @@
 //! The event API process surface: event ingestion (`ingest`), the runs API
-//! (`runs`), `/health` and `/metrics`, as one axum router; plus the small
+//! (`runs`), health and `/metrics`, as one axum router; plus the small
 //! health/metrics server the runner and executor roles listen on.
+//!
+//! Health is two questions. `/health/live`: the process serves (a container
+//! health check: failing it gets the task replaced). `/health/ready` (and
+//! `/health`): the backends this role needs answer (a load balancer's
+//! check: failing it takes the task out of rotation). The event API needs
+//! only its event stream, so a state-store outage does not take it out of
+//! the load balancer; the runner needs the event stream and the state
+//! store, the executor the work queue and the state store.
 
 mod error;
 mod ingest;
@@ -34,6 +42,8 @@ pub struct ApiState {
     backends: Backends,
     metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
+    /// Request bytes in flight (`event_api.max_in_flight_bytes` permits).
+    in_flight_bytes: Arc<Semaphore>,
     ids: Mutex<ulid::Generator>,
     role: &'static str,
 }
@@ -47,11 +57,16 @@ impl ApiState {
         role: &'static str,
     ) -> Arc<Self> {
         let permits = config.event_api.max_in_flight;
+        let bytes = config
+            .event_api
+            .max_in_flight_bytes
+            .min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             config,
             backends,
             metrics,
             in_flight: Arc::new(Semaphore::new(permits)),
+            in_flight_bytes: Arc::new(Semaphore::new(bytes)),
             ids: Mutex::new(ulid::Generator::new()),
             role,
         })
@@ -96,16 +111,65 @@ pub fn health_router(state: Arc<ApiState>) -> Router {
 
 fn health_routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(ready))
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(live))
         .route("/metrics", get(metrics))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets
-/// in-flight requests finish.
+/// in-flight requests finish; with the default header timeout.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve_with(
+        listener,
+        app,
+        shutdown,
+        crate::config::EventApiConfig::default()
+            .header_timeout
+            .std(),
+    )
+    .await
+}
+
+/// [`serve`] with `header_timeout`: a client that has not sent a request's
+/// headers by then (a slow client, or an idle keep-alive connection) is
+/// disconnected, so slow or idle clients cannot hold every connection.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+    header_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away or timed out is not an error here.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Counts every request by route and status and times it.
@@ -135,29 +199,46 @@ async fn record(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Re
     resp
 }
 
-async fn health(State(st): State<Arc<ApiState>>) -> Response {
+async fn live(State(st): State<Arc<ApiState>>) -> Response {
+    no_store(Json(json!({ "status": "ok", "role": st.role })).into_response())
+}
+
+async fn ready(State(st): State<Arc<ApiState>>) -> Response {
+    let b = &st.backends;
     let check = async {
-        st.backends.state.get_run("health-check").await?;
-        st.backends.events.depth().await?;
+        match st.role {
+            "event-api" => {
+                b.events.depth().await?;
+            }
+            "executor" => {
+                b.work.depth().await?;
+                b.state.get_run("health-check").await?;
+            }
+            _ => {
+                b.events.depth().await?;
+                b.state.get_run("health-check").await?;
+            }
+        }
         Ok::<_, crate::backend::BackendError>(())
     };
-    match check.await {
+    no_store(match check.await {
         Ok(()) => Json(json!({
             "status": "ok",
             "role": st.role,
             "backend": st.config.backend.kind(),
         }))
         .into_response(),
-        Err(e) => {
-            let mut resp =
-                ApiError::unavailable(format!("backend check failed: {e}")).into_response();
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
-    }
+        Err(e) => ApiError::backend_unavailable("a backend this role needs does not answer", &e)
+            .into_response(),
+    })
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {

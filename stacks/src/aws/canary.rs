@@ -26,6 +26,9 @@ use crate::progress::Progress;
 const TASK_MARGIN: Duration = Duration::from_secs(120);
 /// Lines of the failing service's log shown with a failure.
 const TAIL_LINES: usize = 20;
+/// Canary runs whose step a host of an older launch template version (one
+/// being replaced) took, before that counts as a failure.
+const STALE_ATTEMPTS: u32 = 3;
 
 /// Why the AWS canary did not report a completed run.
 #[derive(Debug, thiserror::Error)]
@@ -160,34 +163,45 @@ pub async fn run(
         "canary",
         &format!("running the canary inside the VPC against {url}"),
     );
-    let error = match run_task(aws, &cluster, &service, &url, timeout, progress).await {
-        Ok(Outcome::Completed(report)) => match check_executor(aws, graph, &report).await {
-            Ok(executor) => {
-                let on = executor.as_ref().map_or(String::new(), |e| {
-                    format!(
-                        ", its step on executor {} (launch template version {})",
-                        e.instance_id,
-                        e.launch_template_version.as_deref().unwrap_or("?")
-                    )
-                });
-                progress.ok(
-                    "canary",
-                    &format!(
-                        "canary run {} completed in {} ms (task {:.1} s){on}",
-                        report.run_id,
-                        report.millis,
-                        started.elapsed().as_secs_f64()
-                    ),
-                );
-                return Ok(Verified {
-                    canary: report,
-                    executor,
-                });
-            }
-            Err(failure) => failed(aws, graph, failure, since).await,
-        },
-        Ok(Outcome::Failed(failure)) => failed(aws, graph, failure, since).await,
-        Err(e) => e,
+    let mut attempt = 1;
+    let error = loop {
+        match run_task(aws, &cluster, &service, &url, timeout, progress).await {
+            Ok(Outcome::Completed(report)) => match check_executor(aws, graph, &report).await {
+                Ok(executor) => {
+                    let on = executor.as_ref().map_or(String::new(), |e| {
+                        format!(
+                            ", its step on executor {} (launch template version {})",
+                            e.instance_id,
+                            e.launch_template_version.as_deref().unwrap_or("?")
+                        )
+                    });
+                    progress.ok(
+                        "canary",
+                        &format!(
+                            "canary run {} completed in {} ms (task {:.1} s){on}",
+                            report.run_id,
+                            report.millis,
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                    return Ok(Verified {
+                        canary: report,
+                        executor,
+                    });
+                }
+                // A host being replaced may take one more job while it
+                // drains: send another canary for a current host to take.
+                Err(Check::Stale(failure)) if attempt < STALE_ATTEMPTS => {
+                    progress.info(&format!("{}; running the canary again", failure.message));
+                    attempt += 1;
+                }
+                Err(Check::Stale(failure) | Check::Failed(failure)) => {
+                    break failed(aws, graph, failure, since).await;
+                }
+            },
+            Ok(Outcome::Failed(failure)) => break failed(aws, graph, failure, since).await,
+            Err(e) => break e,
+        }
     };
     progress.fail(
         "canary",
@@ -198,6 +212,15 @@ pub async fn run(
     Err(error)
 }
 
+/// Why the host that ran the canary's step does not do.
+enum Check {
+    /// A host outside the group's current version (one being replaced, or
+    /// already detached from the group): worth another canary run.
+    Stale(CanaryError),
+    /// Anything else.
+    Failed(CanaryError),
+}
+
 /// The executors' instance that ran the canary's step, which must be on
 /// the group's launch template version. Reading AWS failing is no verdict
 /// on the stack and is reported as such.
@@ -205,7 +228,7 @@ async fn check_executor(
     aws: &Aws,
     graph: &Graph,
     report: &CanaryReport,
-) -> Result<Option<HostInstance>, CanaryError> {
+) -> Result<Option<HostInstance>, Check> {
     let Some(group) = graph.get(&LogicalId::new("autoscaling.group.executors")) else {
         return Ok(None);
     };
@@ -214,37 +237,37 @@ async fn check_executor(
         message,
     };
     let host = report.executor.as_deref().ok_or_else(|| {
-        step(format!(
+        Check::Failed(step(format!(
             "canary run {} completed, but its step's attempt names no executor host",
             report.run_id
-        ))
+        )))
     })?;
     let found = rollout::host_instance(aws, &group.name, host)
         .await
-        .map_err(|e| step(format!("cannot look up executor host {host}: {e}")))?;
+        .map_err(|e| Check::Failed(step(format!("cannot look up executor host {host}: {e}"))))?;
     let state = super::wait::group_state(aws, &group.name)
         .await
-        .map_err(|e| step(format!("cannot read group {}: {e}", group.name)))?;
+        .map_err(|e| Check::Failed(step(format!("cannot read group {}: {e}", group.name))))?;
     let version = state.and_then(|s| s.launch_template_version);
     match found {
-        None => Err(step(format!(
+        None => Err(Check::Stale(step(format!(
             "canary run {} completed on host {host}, which is no instance of the executors' \
-             group {}: an executor outside the stack takes its jobs",
+             group {}: no executor of the group has run a step",
             report.run_id, group.name
-        ))),
+        )))),
         Some(i)
             if version.is_some()
                 && i.launch_template_version.is_some()
                 && i.launch_template_version != version =>
         {
-            Err(step(format!(
+            Err(Check::Stale(step(format!(
                 "canary run {} completed on executor {} of launch template version {}, not \
                  the group's version {}: no executor of the current version has run a step",
                 report.run_id,
                 i.instance_id,
                 i.launch_template_version.as_deref().unwrap_or("?"),
                 version.as_deref().unwrap_or("?")
-            )))
+            ))))
         }
         Some(i) => Ok(Some(i)),
     }

@@ -557,7 +557,8 @@ impl Builder<'_> {
         let port = self.port(Role::EventApi);
         let health = HealthCheck {
             protocol: "HTTP".into(),
-            path: "/health".into(),
+            // Readiness: the event API's event stream answers.
+            path: "/health/ready".into(),
             interval_seconds: 15,
             healthy_threshold: 2,
             unhealthy_threshold: 3,
@@ -814,13 +815,17 @@ impl Builder<'_> {
                         log_stream_prefix: key.into(),
                         memory: service.memory,
                         // The image has no shell or curl: the engine binary
-                        // checks its own role's /health.
+                        // checks its own role. Liveness only: a backend
+                        // outage must not get every task replaced (the load
+                        // balancer's check asks for readiness).
                         health_check: vec![
                             "CMD".into(),
                             crate::image::ENGINE_PATH.into(),
                             "health".into(),
                             "--port".into(),
                             self.port(role).to_string(),
+                            "--check".into(),
+                            "live".into(),
                         ],
                     },
                 })),

@@ -224,9 +224,12 @@ class Podman:
         """Whether a podman command exits 0 (its output is dropped)."""
         return subprocess.run(["podman", *self.flags, *args], env=self.env(), capture_output=True).returncode == 0
 
-    def remove_all(self) -> None:
-        """Removes every container of this storage."""
-        self.run("rm", "--all", "--force", "--time", "0", check=False)
+    def remove_all(self, graceful: bool = False) -> None:
+        """Removes every container of this storage: killed at once, or
+        `graceful`ly (SIGTERM, then each container's stop timeout before
+        SIGKILL, as Docker stops them when a host shuts down)."""
+        grace = [] if graceful else ["--time", "0"]
+        self.run("rm", "--all", "--force", *grace, check=False)
 
     def containers(self) -> list[dict]:
         out = self.run("ps", "-a", "--format", "json", "--filter", f"label={LABEL}")
@@ -337,9 +340,9 @@ class Instance:
             "boot_log": str(self.dir / "boot.log"),
         }
 
-    def stop(self, podman: Podman) -> None:
+    def stop(self, podman: Podman, graceful: bool = False) -> None:
         # conmon outlives the engine: remove the containers first.
-        self.podman.remove_all()
+        self.podman.remove_all(graceful)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -1064,7 +1067,10 @@ class Dataplane:
         for iid in list(self.instances):
             if iid not in wanted:
                 log(f"ec2 {iid}: terminated, stopping its containers")
-                self.instances.pop(iid).stop(self.podman)
+                # As an EC2 shutdown stops Docker: SIGTERM to each
+                # container, then its stop timeout before SIGKILL, so an
+                # executor finishes what it leased.
+                self.instances.pop(iid).stop(self.podman, graceful=True)
         # A host's /etc/hosts (the VPC's DNS) is written when it boots: an
         # ElastiCache group that became available since this round's
         # reconcile_redis is served first, or the host could never resolve it.
