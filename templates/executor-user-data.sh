@@ -1,8 +1,9 @@
 #!/bin/bash
 # Boot script of a stackctl executor host (EC2 user data on Amazon Linux
 # 2023), rendered from templates/executor-user-data.sh by stacks::graph.
-# It installs Docker, pulls the engine image and runs the executor role with
-# the host's Docker socket, which the `docker` step driver needs.
+# It installs Docker, pulls the engine image and runs the executor role, with
+# the host's Docker socket only when the spec enables the `docker` step
+# driver.
 set -euo pipefail
 
 dnf install -y docker
@@ -50,13 +51,17 @@ done
 docker rm --force stackctl-executor >/dev/null 2>&1 || true
 # --stop-timeout: on shutdown (an instance refresh, a scale-in) the executor
 # stops leasing and finishes the steps it holds before Docker kills it.
+# --network host: the instance metadata service answers one hop only
+# (the launch template's hop limit 1), so the executor reaches the instance
+# role's credentials and the containers of docker steps (on Docker's bridge)
+# do not.
 docker run --detach --name stackctl-executor --restart always \
   --stop-timeout 30 \
+  --network host \
   --env-file /etc/stackctl/engine.env \
   --env AWS_REGION='{{region}}' \
   --env STACKCTL_ENGINE_EXECUTOR_HOST="$(hostname)" \
-  --volume /var/run/docker.sock:/var/run/docker.sock \
-  --group-add "$(stat -c %g /var/run/docker.sock)" \
+  {{docker_socket}} \
   --ulimit nofile=65536:65536 \
   --log-driver awslogs \
   --log-opt awslogs-region='{{region}}' \

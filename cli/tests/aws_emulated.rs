@@ -822,7 +822,7 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
                 "ssm",
                 "delete-parameter",
                 "--name",
-                "/stackctl/reference/event-keys",
+                "/stackctl/reference/redis-auth-token",
             ],
         )
     })
@@ -849,7 +849,7 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
         .unwrap();
     let log = std::fs::read_to_string(failed["boot_log"].as_str().unwrap()).unwrap();
     assert!(
-        log.contains("cannot read SSM parameter /stackctl/reference/event-keys"),
+        log.contains("cannot read SSM parameter /stackctl/reference/redis-auth-token"),
         "{log}"
     );
 

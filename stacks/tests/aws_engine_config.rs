@@ -83,7 +83,7 @@ async fn ssm_value(ssm: &aws_sdk_ssm::Client, name: &str) -> String {
 
 /// Loads an engine configuration from an environment, as the engine
 /// binary does, and checks its backend.
-fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str) {
+fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str, serves_events: bool) {
     let config = Config::load(None, |k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("{what}: the engine rejects its configuration: {e}"));
     match &config.backend {
@@ -104,12 +104,23 @@ fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str) {
         }
         other => panic!("{what}: backend {other:?}"),
     }
-    assert_eq!(config.event_keys, [expected.event_key.as_str()], "{what}");
-    assert_eq!(
-        config.api_token.as_deref(),
-        Some(expected.api_token.as_str()),
-        "{what}"
-    );
+    if serves_events {
+        assert_eq!(config.event_keys, [expected.event_key.as_str()], "{what}");
+        assert_eq!(
+            config.api_token.as_deref(),
+            Some(expected.api_token.as_str()),
+            "{what}"
+        );
+    } else {
+        // Only the event API serves events and runs: nothing else holds
+        // the event keys or the runs-API token.
+        assert!(
+            config.event_keys.is_empty(),
+            "{what}: {:?}",
+            config.event_keys
+        );
+        assert_eq!(config.api_token, None, "{what}");
+    }
 }
 
 async fn connect(moto: &harness::Moto) -> (Aws, aws_config::SdkConfig) {
@@ -274,8 +285,14 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         for var in [ENV_REDIS_AUTH_TOKEN, ENV_EVENT_KEYS, ENV_API_TOKEN] {
             assert!(!env.contains_key(var), "{family}: {var} in the environment");
         }
+        let serves_events = family == "reference-event-api";
         assert_eq!(
-            env["STACKCTL_ENGINE_SECRETS_VERSION"], "api_token=1,event_keys=1,redis_auth_token=1",
+            env["STACKCTL_ENGINE_SECRETS_VERSION"],
+            if serves_events {
+                "api_token=1,event_keys=1,redis_auth_token=1"
+            } else {
+                "redis_auth_token=1"
+            },
             "{family}"
         );
         let secrets: BTreeMap<&str, &str> = c
@@ -287,15 +304,13 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             .iter()
             .map(|(var, arn)| (*var, parameter_of(arn)))
             .collect();
-        assert_eq!(
-            names,
-            BTreeMap::from([
-                (ENV_API_TOKEN, "/stackctl/reference/api-token"),
-                (ENV_EVENT_KEYS, "/stackctl/reference/event-keys"),
-                (ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token"),
-            ]),
-            "{family}"
-        );
+        let mut wanted =
+            BTreeMap::from([(ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token")]);
+        if serves_events {
+            wanted.insert(ENV_API_TOKEN, "/stackctl/reference/api-token");
+            wanted.insert(ENV_EVENT_KEYS, "/stackctl/reference/event-keys");
+        }
+        assert_eq!(names, wanted, "{family}");
         for (var, arn) in secrets {
             assert!(
                 arn.starts_with("arn:aws:ssm:us-east-1:123456789012:parameter/"),
@@ -307,7 +322,7 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             );
             env.insert(var.to_string(), ssm_value(&ssm, parameter_of(arn)).await);
         }
-        check(&env, &expected, family);
+        check(&env, &expected, family, serves_events);
     }
     // The execution role reads exactly the three parameters: no wildcard.
     assert_eq!(execution.matches(":parameter/").count(), 3, "{execution}");
@@ -355,14 +370,25 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         .filter_map(|rest| rest.split_once(' '))
         .map(|(var, parameter)| (var, parameter.trim_matches('\'')))
         .collect();
+    // Executors read only the Redis auth token: not the event keys, not
+    // the runs-API token.
     assert_eq!(
         fetched,
-        [
-            (ENV_API_TOKEN, "/stackctl/reference/api-token"),
-            (ENV_EVENT_KEYS, "/stackctl/reference/event-keys"),
-            (ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token"),
-        ]
+        [(ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token")]
     );
+    // Host networking and one metadata hop: the executor reaches the
+    // instance role, the containers of docker steps do not; the Docker
+    // socket is mounted because the example enables the docker driver.
+    assert!(user_data.contains("--network host"), "{user_data}");
+    assert!(
+        user_data.contains("--volume /var/run/docker.sock:/var/run/docker.sock"),
+        "{user_data}"
+    );
+    let metadata = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .and_then(|d| d.metadata_options())
+        .expect("metadata options");
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
     let executors = urlencoding_decode(
         &iam.get_role_policy()
             .role_name("reference-executors")
@@ -379,12 +405,12 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
             "the instance role may read {parameter}: {executors}"
         );
     }
-    assert_eq!(executors.matches(":parameter/").count(), 3, "{executors}");
+    assert_eq!(executors.matches(":parameter/").count(), 1, "{executors}");
     assert!(!executors.contains("ssm:*") && !executors.contains("parameter/*"));
     for (var, parameter) in fetched {
         env.insert(var.to_string(), ssm_value(&ssm, parameter).await);
     }
-    check(&env, &expected, "executor user data");
+    check(&env, &expected, "executor user data", false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,8 +436,8 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
         }
     };
 
-    // A new key: the plan reads, writes nothing, and shows the new
-    // revisions and launch template version without the value.
+    // A new key: the plan reads, writes nothing, and shows the event API's
+    // new revision without the value.
     const ROTATED: &str = "rotated-event-key";
     spec.event_keys.insert("default".into(), ROTATED.into());
     let graph = Graph::from_spec(&spec).unwrap();
@@ -437,23 +463,22 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
             .map(|c| (c.action, c.changed_attributes.clone()))
             .unwrap_or_else(|| panic!("{id} not planned"))
     };
-    for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
-        assert_eq!(
-            change(id),
-            (
-                Action::Replace,
-                vec!["container.environment.STACKCTL_ENGINE_SECRETS_VERSION".to_string()]
-            ),
-            "{id}"
-        );
-    }
-    for id in ["ecs.service.event-api", "ecs.service.runner"] {
-        assert_eq!(change(id).0, Action::Update, "{id}");
-    }
+    // Only the event API holds the event keys: only it rolls.
     assert_eq!(
-        change("ec2.launch-template.executors"),
-        (Action::Update, vec!["user_data".to_string()])
+        change("ecs.taskdef.event-api"),
+        (
+            Action::Replace,
+            vec!["container.environment.STACKCTL_ENGINE_SECRETS_VERSION".to_string()]
+        )
     );
+    assert_eq!(change("ecs.service.event-api").0, Action::Update);
+    for id in [
+        "ecs.taskdef.runner",
+        "ecs.service.runner",
+        "ec2.launch-template.executors",
+    ] {
+        assert_eq!(change(id).0, Action::NoChange, "{id}");
+    }
     for id in ["iam.policy.execution", "iam.policy.executors"] {
         assert_eq!(change(id).0, Action::NoChange, "{id}: same parameters");
     }
@@ -493,10 +518,7 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
     assert_eq!(version("/stackctl/reference/event-keys").await, 2);
     assert_eq!(version("/stackctl/reference/api-token").await, 1);
     let ecs = aws_sdk_ecs::Client::new(&config);
-    for (id, service) in [
-        ("ecs.taskdef.event-api", "reference-event-api"),
-        ("ecs.taskdef.runner", "reference-runner"),
-    ] {
+    for (id, service) in [("ecs.taskdef.event-api", "reference-event-api")] {
         let arn = &report.outputs[&LogicalId::new(id)]["arn"];
         assert!(arn.ends_with(":2"), "{arn}");
         let td = ecs

@@ -540,10 +540,11 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     ] {
         assert!(!env.contains_key(var), "{var}: {env:?}");
     }
+    // The runner holds only the Redis auth token: the event keys and the
+    // runs-API token are the event API's alone.
     assert_eq!(
         env["STACKCTL_ENGINE_SECRETS_VERSION"],
-        "api_token=${secret:api_token@version},event_keys=${secret:event_keys@version},\
-         redis_auth_token=${secret:redis_auth_token@version}"
+        "redis_auth_token=${secret:redis_auth_token@version}"
     );
     let config: Value =
         serde_json::from_str(&env["STACKCTL_ENGINE_CONFIG"]).expect("config is JSON");
@@ -574,6 +575,18 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         |name: &str| format!("arn:aws:ssm:${{region}}:${{account}}:parameter/stackctl/demo/{name}");
     assert_eq!(
         td.container.secrets,
+        BTreeMap::from([(
+            engine::config::ENV_REDIS_AUTH_TOKEN.to_string(),
+            arn("redis-auth-token")
+        )])
+    );
+    let Attributes::EcsTaskDefinition(api) =
+        &g.get(&"ecs.taskdef.event-api".into()).unwrap().attributes
+    else {
+        panic!("task definition");
+    };
+    assert_eq!(
+        api.container.secrets,
         BTreeMap::from([
             (engine::config::ENV_API_TOKEN.to_string(), arn("api-token")),
             (
@@ -586,10 +599,19 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
             ),
         ])
     );
-    // The roles read exactly these parameters, with one action each.
-    for (policy, action) in [
-        ("iam.policy.execution", "ssm:GetParameters"),
-        ("iam.policy.executors", "ssm:GetParameter"),
+    // The roles read exactly their parameters, with one action each: ECS
+    // the services', the executor hosts only the Redis auth token.
+    for (policy, action, resources) in [
+        (
+            "iam.policy.execution",
+            "ssm:GetParameters",
+            vec![arn("api-token"), arn("event-keys"), arn("redis-auth-token")],
+        ),
+        (
+            "iam.policy.executors",
+            "ssm:GetParameter",
+            vec![arn("redis-auth-token")],
+        ),
     ] {
         let Attributes::IamRolePolicy(p) = &g.get(&policy.into()).unwrap().attributes else {
             panic!("{policy}");
@@ -602,11 +624,7 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
             .collect();
         assert_eq!(ssm.len(), 1, "{policy}: {ssm:?}");
         assert_eq!(ssm[0].action, [action], "{policy}");
-        assert_eq!(
-            ssm[0].resource,
-            [arn("api-token"), arn("event-keys"), arn("redis-auth-token")],
-            "{policy}"
-        );
+        assert_eq!(ssm[0].resource, resources, "{policy}");
     }
     assert_eq!(config["queues"]["events"]["retention"], "4d");
     // The document is a valid engine configuration on SQS + Redis.
@@ -640,15 +658,22 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     for name in ["redis_auth_token", "event_keys", "api_token"] {
         assert!(!ud.contains(&format!("${{secret:{name}}}")), "{ud}");
     }
-    for line in [
-        "engine_secret STACKCTL_ENGINE_API_TOKEN '/stackctl/demo/api-token'",
-        "engine_secret STACKCTL_ENGINE_EVENT_KEYS '/stackctl/demo/event-keys'",
-        "engine_secret STACKCTL_ENGINE_REDIS_AUTH_TOKEN '/stackctl/demo/redis-auth-token'",
-    ] {
-        assert!(ud.contains(line), "{line}:\n{ud}");
+    assert!(
+        ud.contains(
+            "engine_secret STACKCTL_ENGINE_REDIS_AUTH_TOKEN '/stackctl/demo/redis-auth-token'"
+        ),
+        "{ud}"
+    );
+    for var in ["STACKCTL_ENGINE_API_TOKEN", "STACKCTL_ENGINE_EVENT_KEYS"] {
+        assert!(
+            !ud.contains(&format!("engine_secret {var}")),
+            "{var}:\n{ud}"
+        );
     }
     assert!(
-        ud.contains("\nSTACKCTL_ENGINE_SECRETS_VERSION=api_token=${secret:api_token@version},"),
+        ud.contains(
+            "\nSTACKCTL_ENGINE_SECRETS_VERSION=redis_auth_token=${secret:redis_auth_token@version}\n"
+        ),
         "{ud}"
     );
 
@@ -656,6 +681,42 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user-data.sh");
     std::fs::write(&path, ud).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "bash -n rejects the user data");
+}
+
+/// The host's Docker socket is root on the host: executors get it only
+/// when the spec enables the docker driver.
+#[test]
+fn the_docker_socket_is_mounted_only_for_the_docker_driver() {
+    let user_data = |drivers: Value| {
+        let mut v = spec_json("demo", "internal");
+        v["executors"]["drivers"] = drivers;
+        let g = Graph::from_spec(&spec(v)).unwrap();
+        let Attributes::LaunchTemplate(lt) = &g
+            .get(&"ec2.launch-template.executors".into())
+            .unwrap()
+            .attributes
+        else {
+            panic!("launch template");
+        };
+        lt.user_data.clone()
+    };
+    let with = user_data(json!(["http", "docker"]));
+    assert!(
+        with.contains("--volume /var/run/docker.sock:/var/run/docker.sock"),
+        "{with}"
+    );
+    let without = user_data(json!(["http"]));
+    assert!(!without.contains("docker.sock"), "{without}");
+    assert!(without.contains("--network host"), "{without}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user-data.sh");
+    std::fs::write(&path, &without).unwrap();
     let status = std::process::Command::new("bash")
         .arg("-n")
         .arg(&path)

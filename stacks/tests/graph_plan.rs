@@ -155,17 +155,24 @@ fn a_redis_setting_that_cannot_change_in_place_replaces_it_and_reaches_its_users
         ["auth_token", "transit_encryption"]
     );
     // The engine's Redis URL changes with it: new task definitions, new user data.
-    for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
+    // Without auth the task no longer reads the token from SSM (nor has
+    // its parameter's version in the environment); the runner had no other
+    // secret, so its whole `secrets` goes.
+    for (id, secrets) in [
+        (
+            "ecs.taskdef.event-api",
+            "container.secrets.STACKCTL_ENGINE_REDIS_AUTH_TOKEN",
+        ),
+        ("ecs.taskdef.runner", "container.secrets"),
+    ] {
         let td = change(&plan, id);
         assert_eq!(td.action, Action::Replace, "{id}");
         assert_eq!(
             td.changed_attributes,
-            // Without auth the task no longer reads the token from SSM
-            // (nor has its parameter's version in the environment).
             [
                 "container.environment.STACKCTL_ENGINE_CONFIG.backend.redis_url",
                 "container.environment.STACKCTL_ENGINE_SECRETS_VERSION",
-                "container.secrets.STACKCTL_ENGINE_REDIS_AUTH_TOKEN"
+                secrets,
             ],
             "{id}"
         );

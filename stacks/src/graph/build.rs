@@ -11,7 +11,7 @@ use super::placeholder::{context, output, secret, secret_version};
 use super::template;
 use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::engine_config::{Placement, engine_config};
-use crate::spec::{Connection, Provider, Scaling, Service, Spec, Step};
+use crate::spec::{Connection, Driver, Provider, Scaling, Service, Spec, Step};
 use engine::functions::FunctionDef;
 
 /// Port of the event API unless the spec sets one.
@@ -350,13 +350,21 @@ impl Builder<'_> {
             self.queue_arns(),
         );
 
-        // The engine's secrets in SSM: ECS reads them for the tasks with the
-        // execution role (GetParameters), executor hosts at boot with theirs.
-        let secret_arns: Vec<String> = self
-            .engine_secrets()
-            .into_iter()
-            .map(|(_, name)| self.secret_parameter_arn(name))
-            .collect();
+        // The engine's secrets in SSM: ECS reads the services' with the
+        // execution role (GetParameters), executor hosts theirs at boot.
+        let arns = |secrets: Vec<(&str, &str)>| -> Vec<String> {
+            secrets
+                .into_iter()
+                .map(|(_, name)| self.secret_parameter_arn(name))
+                .collect()
+        };
+        let mut secret_arns = arns(self.engine_secrets(Role::EventApi));
+        for arn in arns(self.engine_secrets(Role::Runner)) {
+            if !secret_arns.contains(&arn) {
+                secret_arns.push(arn);
+            }
+        }
+        let executor_secret_arns = arns(self.engine_secrets(Role::Executors));
 
         let ecs_tasks = "ecs-tasks.amazonaws.com";
         let mut execution = ecr_pull.clone().unwrap_or_default();
@@ -367,12 +375,14 @@ impl Builder<'_> {
             execution.push(Statement::allow(
                 "EngineSecrets",
                 &["ssm:GetParameters"],
-                secret_arns.clone(),
+                secret_arns,
             ));
+        }
+        if !executor_secret_arns.is_empty() {
             executors.push(Statement::allow(
                 "EngineSecrets",
                 &["ssm:GetParameter"],
-                secret_arns,
+                executor_secret_arns,
             ));
         }
         let roles = [
@@ -687,17 +697,19 @@ impl Builder<'_> {
         )
     }
 
-    /// Engine variables read from SSM parameters when the engine starts
-    /// instead of from its plain environment: the event keys, the runs-API
-    /// token and the Redis auth token. The task definitions list them as
-    /// `secrets` (variable → parameter ARN), the executor hosts fetch them
-    /// at boot, and the roles may read exactly these parameters. Pairs of
-    /// (variable, secret), sorted by secret.
-    fn engine_secrets(&self) -> Vec<(&'static str, &'static str)> {
-        let mut out = vec![
-            (engine::config::ENV_API_TOKEN, "api_token"),
-            (engine::config::ENV_EVENT_KEYS, "event_keys"),
-        ];
+    /// Engine variables `role` reads from SSM parameters when it starts
+    /// instead of from its plain environment: the event keys and the
+    /// runs-API token (the event API only: nothing else serves them) and the
+    /// Redis auth token. The task definitions list them as `secrets`
+    /// (variable → parameter ARN), the executor hosts fetch theirs at boot,
+    /// and each role may read exactly its own. Pairs of (variable, secret),
+    /// sorted by secret.
+    fn engine_secrets(&self, role: Role) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if role == Role::EventApi {
+            out.push((engine::config::ENV_API_TOKEN, "api_token"));
+            out.push((engine::config::ENV_EVENT_KEYS, "event_keys"));
+        }
         if self.uses_elasticache() && self.spec.state.redis.auth {
             out.push((engine::config::ENV_REDIS_AUTH_TOKEN, "redis_auth_token"));
         }
@@ -710,9 +722,9 @@ impl Builder<'_> {
     /// changes this variable, so the task definitions get a new revision
     /// (the services roll) and the executors a new launch template version
     /// (for hosts started from then on).
-    fn secrets_version(&self) -> String {
+    fn secrets_version(&self, role: Role) -> String {
         let parts: Vec<String> = self
-            .engine_secrets()
+            .engine_secrets(role)
             .into_iter()
             .map(|(_, name)| format!("{name}={}", secret_version(name)))
             .collect();
@@ -770,7 +782,7 @@ impl Builder<'_> {
         }
         let values = BTreeMap::from([
             ("config", config),
-            ("secrets_version", self.secrets_version()),
+            ("secrets_version", self.secrets_version(role)),
         ]);
         Ok((template::engine_env(&values)?, deps))
     }
@@ -807,7 +819,7 @@ impl Builder<'_> {
                         port: self.port(role),
                         environment,
                         secrets: self
-                            .engine_secrets()
+                            .engine_secrets(role)
                             .into_iter()
                             .map(|(var, name)| (var.to_string(), self.secret_parameter_arn(name)))
                             .collect(),
@@ -900,7 +912,7 @@ impl Builder<'_> {
         // Each secret is read from its SSM parameter at boot with the
         // instance role, so the launch template's user data never holds it.
         let mut secret_env: Vec<String> = self
-            .engine_secrets()
+            .engine_secrets(Role::Executors)
             .into_iter()
             .map(|(var, name)| {
                 format!(
@@ -912,6 +924,14 @@ impl Builder<'_> {
         if secret_env.is_empty() {
             secret_env.push("# (this stack has none)".into());
         }
+        // The host's Docker socket is root on the host: only for the docker driver.
+        let docker_socket = if ex.drivers.contains(&Driver::Docker) {
+            format!(
+                "--volume {DOCKER_SOCKET}:{DOCKER_SOCKET} --group-add \"$(stat -c %g {DOCKER_SOCKET})\""
+            )
+        } else {
+            String::new()
+        };
         let user_data = template::render(
             "executor-user-data.sh",
             template::EXECUTOR_USER_DATA,
@@ -921,6 +941,7 @@ impl Builder<'_> {
                 ("image", context("image")),
                 ("region", context("region")),
                 ("log_group", self.names.log_group(Role::Executors.key())),
+                ("docker_socket", docker_socket),
             ]),
         )?;
         let mut deps = vec![
@@ -941,7 +962,9 @@ impl Builder<'_> {
                 security_group_ids: vec![output("ec2.sg.executors", "id")],
                 associate_public_ip_address: true,
                 http_tokens: "required".into(),
-                http_put_response_hop_limit: 2,
+                // One hop: the executor (host networking) reaches the
+                // instance role; containers of docker steps do not.
+                http_put_response_hop_limit: 1,
                 user_data,
             }),
         )?;
