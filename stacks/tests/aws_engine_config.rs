@@ -572,6 +572,51 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
     );
 }
 
+/// The Redis auth token's parameter deleted behind `up`'s back: a new token
+/// would not open the live ElastiCache group and would lock every engine
+/// process out of Redis, so `plan` (and with it `up`) refuses, naming the
+/// parameter and the way back, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_redis_token_parameter_is_refused_not_replaced() {
+    let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
+        .await
+        .unwrap();
+    let (aws, config) = connect(&moto).await;
+    let spec = example();
+    up(&aws, &spec).await;
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    ssm.delete_parameter()
+        .name("/stackctl/reference/redis-auth-token")
+        .send()
+        .await
+        .unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
+    let before = aws.calls().writes;
+    let err = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, aws::AwsError::RedisTokenLost { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("/stackctl/reference/redis-auth-token") && text.contains("put-parameter"),
+        "{text}"
+    );
+    assert_eq!(
+        aws.calls().writes,
+        before,
+        "{:?}",
+        aws.calls().write_operations()
+    );
+    assert!(
+        ssm.get_parameter()
+            .name("/stackctl/reference/redis-auth-token")
+            .send()
+            .await
+            .is_err(),
+        "no new token was stored"
+    );
+}
+
 /// IAM answers policy documents URL-encoded (RFC 3986).
 fn urlencoding_decode(text: &str) -> String {
     let bytes = text.as_bytes();

@@ -115,7 +115,8 @@ pub async fn apply(
     if !plan.plan.has_changes() {
         return Ok(report);
     }
-    let secrets = secrets::load(aws, &plan.graph, &plan.inputs, true).await?;
+    let redis = secrets::redis_requiring_token(&plan.observed);
+    let secrets = secrets::load(aws, &plan.graph, &plan.inputs, true, redis).await?;
 
     let changes: BTreeMap<&LogicalId, Action> = plan
         .plan

@@ -200,8 +200,9 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
         stack: graph.stack.clone(),
         env: env.clone(),
     };
-    let secrets = secrets::load(aws, graph, inputs, false).await?;
     let observed = observe(&ctx, graph).await?;
+    let redis = secrets::redis_requiring_token(&observed);
+    let secrets = secrets::load(aws, graph, inputs, false, redis).await?;
     let image = engine_image(graph, inputs, &env, &observed);
     let architecture = engine_architecture(graph, inputs, &observed);
     let ami = if graph.kinds().contains(&Kind::LaunchTemplate) {

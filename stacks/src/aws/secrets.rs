@@ -86,11 +86,15 @@ struct Stored {
 /// spec and from SSM. `create` (apply) stores the spec's values that differ
 /// from SSM's and generates the missing ones; otherwise (plan) nothing is
 /// written and what applying would change stays `None` (unknown).
+///
+/// `redis_group` names the live ElastiCache group when it requires an auth
+/// token: its token's parameter must then exist (a new one would not open it).
 pub(crate) async fn load(
     aws: &Aws,
     graph: &Graph,
     inputs: &Inputs,
     create: bool,
+    redis_group: Option<&str>,
 ) -> Result<Secrets> {
     let used = used(graph);
     let mut stored: BTreeMap<&str, Stored> = BTreeMap::new();
@@ -100,7 +104,8 @@ pub(crate) async fn load(
             continue;
         }
         if let Some(src) = source(base, inputs) {
-            stored.insert(base, sync(aws, &inputs.stack, base, &src, create).await?);
+            let found = sync(aws, &inputs.stack, base, &src, create, redis_group).await?;
+            stored.insert(base, found);
         }
     }
     let mut secrets = Secrets::new();
@@ -120,6 +125,21 @@ pub(crate) async fn load(
         secrets.insert(name.clone(), value);
     }
     Ok(secrets)
+}
+
+/// The live ElastiCache group of `observed` when it requires an auth token.
+pub(crate) fn redis_requiring_token(
+    observed: &BTreeMap<crate::graph::LogicalId, super::kinds::Observed>,
+) -> Option<&str> {
+    observed
+        .get(&crate::graph::LogicalId::new("elasticache.redis"))
+        .filter(|o| {
+            matches!(
+                &o.resource.attributes,
+                crate::graph::Attributes::ElastiCacheReplicationGroup(g) if g.auth_token.is_some()
+            )
+        })
+        .map(|o| o.resource.name.as_str())
 }
 
 /// The parameter's value and version; `None` when it does not exist.
@@ -144,9 +164,26 @@ async fn read(aws: &Aws, parameter: &str) -> Result<Option<Stored>> {
 
 /// Brings one secret's parameter to its source (`create`), or says what it
 /// holds and what applying would change (plan).
-async fn sync(aws: &Aws, stack: &str, name: &str, src: &Source, create: bool) -> Result<Stored> {
+async fn sync(
+    aws: &Aws,
+    stack: &str,
+    name: &str,
+    src: &Source,
+    create: bool,
+    redis_group: Option<&str>,
+) -> Result<Stored> {
     let parameter = parameter_name(stack, name);
     let current = read(aws, &parameter).await?;
+    if name == "redis_auth_token"
+        && current.is_none()
+        && let Some(group) = redis_group
+    {
+        return Err(AwsError::RedisTokenLost {
+            stack: stack.to_string(),
+            parameter,
+            group: group.to_string(),
+        });
+    }
     let wanted = match src {
         Source::Spec(v) => Some(v.as_str()),
         Source::Generated => None,
