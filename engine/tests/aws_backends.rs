@@ -121,27 +121,32 @@ fn aws_config(redis_url: &str) -> Config {
     config
 }
 
+/// The test's queues on `sqs_endpoint` and its state on `redis_url`.
+async fn open_backends(config: &Config, sqs_endpoint: &str, redis_url: &str) -> Backends {
+    let state = Arc::new(RedisState::open(redis_url).await.expect("open Redis"));
+    let (events, work) = engine::backend::sqs::open_pair_with(
+        common::sqs_client_at(sqs_endpoint),
+        "e2e-events",
+        "e2e-work",
+        true,
+        &config.queues,
+        Some(state.clone()),
+    )
+    .await
+    .expect("open SQS queues");
+    Backends {
+        events,
+        work,
+        state,
+    }
+}
+
 impl AwsStack {
     /// Opens the backends through `sqs_endpoint`, registers `functions` and
     /// starts every role.
     async fn start(functions: Vec<FunctionDef>, sqs_endpoint: &str, redis_url: &str) -> Self {
         let config = Arc::new(aws_config(redis_url));
-        let state = Arc::new(RedisState::open(redis_url).await.expect("open Redis"));
-        let (events, work) = engine::backend::sqs::open_pair_with(
-            common::sqs_client_at(sqs_endpoint),
-            "e2e-events",
-            "e2e-work",
-            true,
-            &config.queues,
-            Some(state.clone()),
-        )
-        .await
-        .expect("open SQS queues");
-        let backends = Backends {
-            events,
-            work,
-            state,
-        };
+        let backends = open_backends(&config, sqs_endpoint, redis_url).await;
         for f in &functions {
             backends.state.put_function(f).await.expect("register");
         }
@@ -501,22 +506,7 @@ async fn a_state_store_outage_leaves_the_event_api_ready_and_every_role_live() {
     let outage = Outage::start(redis.addr()).await;
     let redis_url = format!("redis://{}/", outage.addr);
     let config = Arc::new(aws_config(&redis_url));
-    let state = Arc::new(RedisState::open(&redis_url).await.expect("open Redis"));
-    let (events, work) = engine::backend::sqs::open_pair_with(
-        common::sqs_client_at(&moto.endpoint()),
-        "e2e-events",
-        "e2e-work",
-        true,
-        &config.queues,
-        Some(state.clone()),
-    )
-    .await
-    .expect("open SQS queues");
-    let backends = Backends {
-        events,
-        work,
-        state,
-    };
+    let backends = open_backends(&config, &moto.endpoint(), &redis_url).await;
     let shutdown = Shutdown::new();
     let mut urls = std::collections::BTreeMap::new();
     for role in ["event-api", "runner", "executor"] {

@@ -677,16 +677,20 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         "{ud}"
     );
 
-    // The script is valid bash.
+    assert_valid_bash(ud);
+}
+
+/// `bash -n` accepts the script.
+fn assert_valid_bash(script: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user-data.sh");
-    std::fs::write(&path, ud).unwrap();
+    std::fs::write(&path, script).unwrap();
     let status = std::process::Command::new("bash")
         .arg("-n")
         .arg(&path)
         .status()
         .expect("bash runs");
-    assert!(status.success(), "bash -n rejects the user data");
+    assert!(status.success(), "bash -n rejects the user data:\n{script}");
 }
 
 /// The host's Docker socket is root on the host: executors get it only
@@ -714,15 +718,7 @@ fn the_docker_socket_is_mounted_only_for_the_docker_driver() {
     let without = user_data(json!(["http"]));
     assert!(!without.contains("docker.sock"), "{without}");
     assert!(without.contains("--network host"), "{without}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("user-data.sh");
-    std::fs::write(&path, &without).unwrap();
-    let status = std::process::Command::new("bash")
-        .arg("-n")
-        .arg(&path)
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "bash -n rejects the user data");
+    assert_valid_bash(&without);
 }
 
 #[test]

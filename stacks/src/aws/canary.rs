@@ -242,14 +242,11 @@ async fn check_executor(
             report.run_id
         )))
     })?;
-    let found = rollout::host_instance(aws, &group.name, host)
+    let lookup = rollout::host_instance(aws, &group.name, host)
         .await
         .map_err(|e| Check::Failed(step(format!("cannot look up executor host {host}: {e}"))))?;
-    let state = super::wait::group_state(aws, &group.name)
-        .await
-        .map_err(|e| Check::Failed(step(format!("cannot read group {}: {e}", group.name))))?;
-    let version = state.and_then(|s| s.launch_template_version);
-    match found {
+    let version = lookup.group_version;
+    match lookup.instance {
         None => Err(Check::Stale(step(format!(
             "canary run {} completed on host {host}, which is no instance of the executors' \
              group {}: no executor of the group has run a step",

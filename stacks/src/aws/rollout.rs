@@ -180,37 +180,43 @@ pub struct HostInstance {
     pub launch_template_version: Option<String>,
 }
 
+/// The group's instance a host name belongs to, if any, and the version
+/// the group launches now (both from one read of the group).
+#[derive(Debug, Clone)]
+pub struct HostLookup {
+    /// The instance, when one of the group's has that host name.
+    pub instance: Option<HostInstance>,
+    /// The launch template version the group launches.
+    pub group_version: Option<String>,
+}
+
 /// Finds the instance of `group` whose private DNS name (or instance id) is
-/// `host`; `None` when no instance of the group has that name.
-pub async fn host_instance(
-    aws: &Aws,
-    group: &str,
-    host: &str,
-) -> Result<Option<HostInstance>, AwsError> {
-    let out = aws
-        .autoscaling()
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(group)
-        .send()
-        .await
-        .map_err(|e| AwsError::api(subject(group), "DescribeAutoScalingGroups", e))?;
-    let instances: Vec<(String, Option<String>)> = out
-        .auto_scaling_groups
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|g| g.instances.unwrap_or_default())
-        .filter_map(|i| {
-            let version = i.launch_template.and_then(|t| t.version);
-            i.instance_id.map(|id| (id, version))
-        })
+/// `host`.
+pub async fn host_instance(aws: &Aws, group: &str, host: &str) -> Result<HostLookup, AwsError> {
+    let Some(g) = super::wait::describe_group(aws, group).await? else {
+        return Ok(HostLookup {
+            instance: None,
+            group_version: None,
+        });
+    };
+    let group_version = GroupState::of(&g).launch_template_version;
+    let instances: Vec<(&str, Option<&str>)> = g
+        .instances()
+        .iter()
+        .filter_map(|i| Some((i.instance_id()?, super::wait::instance_version(i))))
         .collect();
     if instances.is_empty() {
-        return Ok(None);
+        return Ok(HostLookup {
+            instance: None,
+            group_version,
+        });
     }
     let described = aws
         .ec2()
         .describe_instances()
-        .set_instance_ids(Some(instances.iter().map(|(id, _)| id.clone()).collect()))
+        .set_instance_ids(Some(
+            instances.iter().map(|(id, _)| id.to_string()).collect(),
+        ))
         .send()
         .await
         .map_err(|e| AwsError::api(subject(group), "DescribeInstances", e))?;
@@ -225,16 +231,17 @@ pub async fn host_instance(
             (!dns.is_empty() && (dns == host || label(dns) == wanted))
                 || i.instance_id() == Some(wanted.as_str())
         })
-        .and_then(|i| i.instance_id().map(str::to_string));
-    Ok(found.map(|id| {
-        let version = instances
+        .and_then(|i| i.instance_id());
+    let instance = found.map(|id| HostInstance {
+        host: host.to_string(),
+        instance_id: id.to_string(),
+        launch_template_version: instances
             .iter()
             .find(|(i, _)| *i == id)
-            .and_then(|(_, v)| v.clone());
-        HostInstance {
-            host: host.to_string(),
-            instance_id: id,
-            launch_template_version: version,
-        }
-    }))
+            .and_then(|(_, v)| v.map(str::to_string)),
+    });
+    Ok(HostLookup {
+        instance,
+        group_version,
+    })
 }

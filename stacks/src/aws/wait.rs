@@ -770,6 +770,17 @@ impl GroupState {
 
 /// Reads a group; `None` when it does not exist.
 pub async fn group_state(aws: &Aws, name: &str) -> Result<Option<GroupState>, AwsError> {
+    Ok(describe_group(aws, name)
+        .await?
+        .as_ref()
+        .map(GroupState::of))
+}
+
+/// The group as Auto Scaling describes it; `None` when it does not exist.
+pub(crate) async fn describe_group(
+    aws: &Aws,
+    name: &str,
+) -> Result<Option<aws_sdk_autoscaling::types::AutoScalingGroup>, AwsError> {
     let out = aws
         .autoscaling()
         .describe_auto_scaling_groups()
@@ -783,52 +794,57 @@ pub async fn group_state(aws: &Aws, name: &str) -> Result<Option<GroupState>, Aw
                 e,
             )
         })?;
-    let Some(g) = out
+    Ok(out
         .auto_scaling_groups
         .unwrap_or_default()
         .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
-    let healthy = |i: &&aws_sdk_autoscaling::types::Instance| {
-        i.lifecycle_state == Some(LifecycleState::InService)
-            && i.health_status.as_deref() == Some("Healthy")
-    };
-    let version = g
-        .launch_template
+        .next())
+}
+
+/// The launch template version an instance was launched from.
+pub(crate) fn instance_version(i: &aws_sdk_autoscaling::types::Instance) -> Option<&str> {
+    i.launch_template
         .as_ref()
-        .and_then(|t| t.version.clone())
-        // `$Latest` or `$Default` name no number to compare hosts with.
-        .filter(|v| !v.starts_with('$'));
-    // An instance's version is the one it was launched from.
-    let on_version = |i: &aws_sdk_autoscaling::types::Instance| match &version {
-        Some(v) => i
+        .and_then(|t| t.version.as_deref())
+}
+
+impl GroupState {
+    /// The state of a group as Auto Scaling describes it.
+    pub(crate) fn of(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Self {
+        let healthy = |i: &&aws_sdk_autoscaling::types::Instance| {
+            i.lifecycle_state == Some(LifecycleState::InService)
+                && i.health_status.as_deref() == Some("Healthy")
+        };
+        let version = g
             .launch_template
             .as_ref()
-            .and_then(|t| t.version.as_deref())
-            .is_none_or(|iv| iv == v),
-        None => true,
-    };
-    let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
-    let in_service = g.instances().iter().filter(healthy).count();
-    let current = g
-        .instances()
-        .iter()
-        .filter(healthy)
-        .filter(|i| on_version(i))
-        .count();
-    let outdated = g.instances().iter().filter(|i| !on_version(i)).count();
-    Ok(Some(GroupState {
-        desired: count(g.desired_capacity.unwrap_or(0)),
-        min: count(g.min_size.unwrap_or(0)),
-        max: count(g.max_size.unwrap_or(0)),
-        in_service: n(in_service),
-        instances: n(g.instances().len()),
-        launch_template_version: version,
-        current: n(current),
-        outdated: n(outdated),
-    }))
+            .and_then(|t| t.version.clone())
+            // `$Latest` or `$Default` name no number to compare hosts with.
+            .filter(|v| !v.starts_with('$'));
+        let on_version = |i: &aws_sdk_autoscaling::types::Instance| match &version {
+            Some(v) => instance_version(i).is_none_or(|iv| iv == v),
+            None => true,
+        };
+        let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
+        let in_service = g.instances().iter().filter(healthy).count();
+        let current = g
+            .instances()
+            .iter()
+            .filter(healthy)
+            .filter(|i| on_version(i))
+            .count();
+        let outdated = g.instances().iter().filter(|i| !on_version(i)).count();
+        Self {
+            desired: count(g.desired_capacity.unwrap_or(0)),
+            min: count(g.min_size.unwrap_or(0)),
+            max: count(g.max_size.unwrap_or(0)),
+            in_service: n(in_service),
+            instances: n(g.instances().len()),
+            launch_template_version: version,
+            current: n(current),
+            outdated: n(outdated),
+        }
+    }
 }
 
 async fn check_group(
