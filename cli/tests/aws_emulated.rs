@@ -998,6 +998,21 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     .await;
     let spec = stack.spec().display().to_string();
 
+    // `bench` with no address: the stage's invoke URL does not resolve
+    // here, so the load comes from an agent inside the VPC.
+    let out = stack
+        .run(
+            &[
+                "--output", "json", "bench", "-f", &spec, "-r", "20", "-d", "2s",
+            ],
+            0,
+        )
+        .await;
+    let report = last_doc(&out);
+    assert_eq!(report["agents"], 1, "{report}");
+    assert_eq!(report["http_reqs"]["count"], 40, "{report}");
+    assert_eq!(report["status_codes"]["200"], 40, "{report}");
+    phase(start, "bench with no address");
     // Two load agents inside the VPC, through the network load balancer;
     // one summary of both.
     let out = stack

@@ -244,6 +244,87 @@ async fn up_waits_then_status_scale_and_logs_work() {
         "{msg}"
     );
 
+    // Each dead-letter queue has an alarm on its first message.
+    let alarms = aws
+        .cloudwatch()
+        .describe_alarms()
+        .alarm_names(format!("{STACK}-events-dlq-not-empty"))
+        .alarm_names(format!("{STACK}-work-dlq-not-empty"))
+        .send()
+        .await
+        .unwrap();
+    let watched: Vec<String> = alarms
+        .metric_alarms()
+        .iter()
+        .flat_map(|a| a.dimensions())
+        .filter_map(|d| d.value().map(String::from))
+        .collect();
+    assert_eq!(
+        watched,
+        [format!("{STACK}-events-dlq"), format!("{STACK}-work-dlq")],
+        "{alarms:?}"
+    );
+
+    // dlq: empty, then a job in the work dead-letter queue is shown and
+    // moved back.
+    let empty = stackctl(&moto, cwd.path(), &["dlq"]);
+    assert_eq!(empty.code, Some(0), "{:?} {}", empty.lines, empty.stderr);
+    let sqs = aws.sqs();
+    let dead_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{STACK}-work-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let job = serde_json::json!({
+        "run_id": "01JRUN", "step_id": "charge", "attempt": 1, "kind": "step", "scheduled_at": 1
+    });
+    sqs.send_message()
+        .queue_url(&dead_url)
+        .message_body(job.to_string())
+        .send()
+        .await
+        .unwrap();
+    let shown = stackctl(&moto, cwd.path(), &["dlq", "work"]);
+    assert_eq!(shown.code, Some(1), "{:?} {}", shown.lines, shown.stderr);
+    let work = &shown.last()["queues"][0];
+    assert_eq!(work["queue"], "work", "{work}");
+    assert_eq!(work["count"], 1, "{work}");
+    assert_eq!(work["letters"][0]["content"], "job", "{work}");
+    assert_eq!(work["letters"][0]["run_id"], "01JRUN", "{work}");
+    assert_eq!(work["letters"][0]["step_id"], "charge", "{work}");
+    let moved = stackctl(&moto, cwd.path(), &["dlq", "work", "--redrive"]);
+    assert_eq!(moved.code, Some(0), "{:?} {}", moved.lines, moved.stderr);
+    assert_eq!(
+        moved.last()["queues"][0]["redriven"],
+        1,
+        "{:?}",
+        moved.lines
+    );
+    let work_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{STACK}-work"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let back = sqs
+        .receive_message()
+        .queue_url(&work_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<serde_json::Value> = back
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies, [job], "the job is back in the work queue");
+
     // status: live counts, stable field names.
     let status = stackctl(&moto, cwd.path(), &["status"]);
     assert_eq!(status.code, Some(0), "{:?}", status.lines);

@@ -446,6 +446,77 @@ async fn up_again_resumes_an_unfinished_run() {
     );
 }
 
+/// A message the runner cannot read goes to the events dead-letter queue
+/// after its deliveries; `dlq` shows it (exit 1) and `dlq --redrive` moves
+/// it back (exit 0: the dead-letter queue is empty now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_shows_a_dead_lettered_message_and_moves_it_back() {
+    let stack = Stack::new();
+    let spec = stack.spec().to_string_lossy().into_owned();
+    let empty = stack.stackctl(&["dlq", "-f", &spec, "--output", "json"]);
+    assert_eq!(
+        empty.status.code(),
+        Some(0),
+        "a stack that never ran has none"
+    );
+    stack.json(&["up", &spec, "--output", "json"]);
+
+    // Written beside the engine processes, into the same database.
+    let backends = engine::backend::open(
+        &engine::backend::BackendConfig::Embedded {
+            path: stack.dir.path().join(".stackctl/lt/engine.db"),
+        },
+        &engine::config::QueuesConfig::default(),
+    )
+    .await
+    .expect("open the stack's database");
+    backends
+        .events
+        .send(vec![engine::backend::Message {
+            body: b"not an event".to_vec(),
+            delay: Duration::ZERO,
+        }])
+        .await
+        .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let out = stack.stackctl(&["dlq", "events", "-f", &spec, "--output", "json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        if doc["queues"][0]["count"] == 1 {
+            assert_eq!(out.status.code(), Some(1), "{doc}");
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered: {doc}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let letter = &shown["queues"][0]["letters"][0];
+    assert_eq!(letter["content"], "undecodable", "{shown}");
+    assert_eq!(letter["bytes"], 12, "{shown}");
+    assert_eq!(letter["receive_count"], 5, "every delivery failed: {shown}");
+    let human = stack.stackctl(&["dlq", "-f", &spec]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("events: 1 in its dead-letter queue") && text.contains("--redrive"),
+        "{text}"
+    );
+
+    let moved = stack.json(&[
+        "dlq",
+        "events",
+        "--redrive",
+        "-f",
+        &spec,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(moved["queues"][0]["redriven"], 1, "{moved}");
+    assert_eq!(moved["queues"][0]["count"], 0, "{moved}");
+}
+
 #[test]
 fn commands_without_a_stack_say_how_to_name_one() {
     let dir = tempfile::tempdir().unwrap();

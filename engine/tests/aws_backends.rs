@@ -130,7 +130,6 @@ async fn open_backends(config: &Config, sqs_endpoint: &str, redis_url: &str) -> 
         "e2e-work",
         true,
         &config.queues,
-        Some(state.clone()),
     )
     .await
     .expect("open SQS queues");
@@ -145,7 +144,19 @@ impl AwsStack {
     /// Opens the backends through `sqs_endpoint`, registers `functions` and
     /// starts every role.
     async fn start(functions: Vec<FunctionDef>, sqs_endpoint: &str, redis_url: &str) -> Self {
-        let config = Arc::new(aws_config(redis_url));
+        Self::start_with(functions, sqs_endpoint, redis_url, |_| {}).await
+    }
+
+    /// [`AwsStack::start`] with `tune` applied to the engine's configuration.
+    async fn start_with(
+        functions: Vec<FunctionDef>,
+        sqs_endpoint: &str,
+        redis_url: &str,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = aws_config(redis_url);
+        tune(&mut config);
+        let config = Arc::new(config);
         let backends = open_backends(&config, sqs_endpoint, redis_url).await;
         for f in &functions {
             backends.state.put_function(f).await.expect("register");
@@ -330,88 +341,163 @@ async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_above_the_sqs_limit_travel_through_redis() {
-    let (moto, redis) = servers();
-    let config = aws_config(&redis.url());
-    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
-    let (events, _work) = engine::backend::sqs::open_pair_with(
-        common::sqs_client_at(&moto.endpoint()),
-        "big-events",
-        "big-work",
-        true,
-        &config.queues,
-        Some(state),
-    )
-    .await
-    .expect("queues");
-    let big: Vec<u8> = (0..400 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
-    let binary: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-    events
-        .send(vec![
-            Message {
-                body: big.clone(),
-                delay: Duration::ZERO,
-            },
-            Message {
-                body: binary.clone(),
-                delay: Duration::ZERO,
-            },
-            Message {
-                body: b"small".to_vec(),
-                delay: Duration::ZERO,
-            },
-        ])
-        .await
-        .expect("send");
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while got.len() < 3 && tokio::time::Instant::now() < deadline {
-        got.extend(
-            events
-                .receive(10, Duration::from_secs(30), Duration::from_secs(1))
-                .await
-                .expect("receive"),
-        );
-    }
-    assert_eq!(got.len(), 3, "three messages came back");
-    let bodies: HashSet<Vec<u8>> = got.iter().map(|r| r.body.clone()).collect();
-    assert!(bodies.contains(&big), "the 400 KiB body came back whole");
-    assert!(bodies.contains(&binary), "a non-UTF-8 body came back whole");
-    assert!(bodies.contains(b"small".as_slice()));
-    let stored = match redis
-        .command(&["KEYS", "stackctl:payload:*"])
-        .expect("KEYS")
-    {
-        harness::Reply::Array(Some(keys)) => keys,
-        other => panic!("KEYS answered {other:?}"),
-    };
-    assert_eq!(
-        stored.len(),
-        1,
-        "only the large body is in Redis: {stored:?}"
-    );
+/// An event API alone (no runner, no executor) on `backends`: its send URL
+/// and what stops it.
+async fn event_api_alone(config: &Arc<Config>, backends: Backends) -> (String, Shutdown) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/e/{EVENT_KEY}", listener.local_addr().unwrap());
+    let app = engine::event_api::router(engine::event_api::ApiState::new(
+        config.clone(),
+        backends,
+        Arc::new(Metrics::new()),
+        "event-api",
+    ));
+    let shutdown = Shutdown::new();
+    tokio::spawn(engine::event_api::serve(listener, app, shutdown.clone()));
+    (url, shutdown)
+}
 
-    // Without a payload store the same body is refused, not truncated.
-    let (plain, _) = engine::backend::sqs::open_pair_with(
-        common::sqs_client_at(&moto.endpoint()),
-        "plain-events",
-        "plain-work",
-        true,
-        &config.queues,
-        None,
-    )
-    .await
-    .expect("queues");
-    let err = plain
+/// 60 events of 20 KiB each: about five SQS messages' worth in one request.
+fn big_batch() -> Vec<Value> {
+    let pad = "x".repeat(20 * 1024);
+    (0..60)
+        .map(|i| json!({"name": "load/big", "data": {"i": i, "pad": pad}}))
+        .collect()
+}
+
+/// A request larger than one SQS message is acknowledged once all of it is
+/// in SQS, split over as many messages as it takes, with the state store
+/// unreachable the whole time (the event API needs SQS alone); a message
+/// SQS cannot hold is refused, never kept anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_one_sqs_message_is_kept_in_sqs_alone() {
+    let (moto, redis) = servers();
+    let outage = Outage::start(redis.addr()).await;
+    let redis_url = format!("redis://{}/", outage.addr);
+    let config = Arc::new(aws_config(&redis_url));
+    let backends = open_backends(&config, &moto.endpoint(), &redis_url).await;
+    outage.down();
+    let (url, shutdown) = event_api_alone(&config, backends.clone()).await;
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&big_batch())
+        .send()
+        .await
+        .expect("the event API answers");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let ids: Vec<String> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 60);
+
+    let limit = backends.events.max_message_bytes();
+    let mut messages = 0;
+    let mut stored = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored.len() < 60 && tokio::time::Instant::now() < deadline {
+        for m in backends
+            .events
+            .receive(10, Duration::from_secs(30), Duration::from_secs(1))
+            .await
+            .expect("receive")
+        {
+            assert!(m.body.len() <= limit, "{} > {limit}", m.body.len());
+            messages += 1;
+            let events = engine::backend::decode_events(&m.body).expect("events");
+            stored.extend(
+                events
+                    .into_iter()
+                    .map(|e| (e.internal_id, e.data["i"].as_u64().expect("i"))),
+            );
+        }
+    }
+    stored.sort();
+    let mut expected: Vec<(String, u64)> =
+        ids.iter().zip(0..).map(|(id, i)| (id.clone(), i)).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "every event, once, in SQS");
+    assert!(messages >= 5, "1.2 MB over {messages} messages");
+
+    let err = backends
+        .events
         .send(vec![Message {
-            body: big,
+            body: vec![b'a'; 300 * 1024],
             delay: Duration::ZERO,
         }])
         .await
-        .expect_err("too large without a payload store");
+        .expect_err("a message above the SQS limit");
     assert!(matches!(err, BackendError::TooLarge(_)), "{err}");
-    assert!(plain.max_message_bytes() < 256 * 1024);
+    shutdown.cancel();
+}
+
+/// A request split over several SQS messages whose send fails part-way is
+/// answered 503 with the ids of the events that were stored, and exactly
+/// those are in SQS: the client can retry the others alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_fails_part_way_says_which_events_were_stored() {
+    let (moto, redis) = servers();
+    let proxy = tokio::task::block_in_place(|| {
+        harness::FaultProxy::start(&format!("127.0.0.1:{}", moto.port()), 0.0, 1)
+    })
+    .expect("start the fault proxy");
+    let config = Arc::new(aws_config(&redis.url()));
+    let through = open_backends(&config, &proxy.endpoint(), &redis.url()).await;
+    let direct = open_backends(&config, &moto.endpoint(), &redis.url()).await;
+    let (url, shutdown) = event_api_alone(&config, through).await;
+    // About five messages' worth; SQS answers the first send only.
+    proxy.fail_after(1);
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&big_batch())
+        .send()
+        .await
+        .expect("the event API answers");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    let mut stored: Vec<String> = body["stored"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !stored.is_empty() && stored.len() < 60,
+        "part of the request was stored: {body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("send only the others again"),
+        "{body}"
+    );
+
+    let mut found = Vec::new();
+    loop {
+        let got = direct
+            .events
+            .receive(10, Duration::from_secs(30), Duration::from_secs(1))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let events = engine::backend::decode_events(&m.body).expect("events");
+            found.extend(events.into_iter().map(|e| e.internal_id));
+        }
+    }
+    found.sort();
+    stored.sort();
+    assert_eq!(
+        found, stored,
+        "exactly the events said to be stored are in SQS"
+    );
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,6 +579,162 @@ async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
     assert_eq!(all_completed(&stack.client, &[before, after]).await, 2);
     let during = steps.calls().iter().filter(|c| c.tag == "work").count();
     assert_eq!(during, 2, "refused events made no run");
+    stack.stop().await;
+}
+
+/// Redis unreachable for far longer than a failing message's redeliveries
+/// last (five receives, the default, about a second apart) while events
+/// keep arriving: the event API keeps acknowledging them (it needs SQS
+/// only), the runner and the executor stop receiving until Redis answers
+/// again, and then every acknowledged event completes with both
+/// dead-letter queues empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_store_outage_dead_letters_no_acknowledged_work() {
+    let (moto, redis) = servers();
+    let outage = Outage::start(redis.addr()).await;
+    let redis_url = format!("redis://{}/", outage.addr);
+    let steps = StepServer::start().await;
+    let defaults = engine::config::QueuesConfig::default();
+    let stack = AwsStack::start_with(
+        vec![one_step(&steps.url)],
+        &moto.endpoint(),
+        &redis_url,
+        |c| {
+            c.queues.events.max_receives = defaults.events.max_receives;
+            c.queues.work.max_receives = defaults.work.max_receives;
+        },
+    )
+    .await;
+    // About 40 events a second: a request of 4 events every 100 ms, for
+    // 2 s before the outage, 12 s during it and 1 s after.
+    let mut ids = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for round in 0..150 {
+        if round == 20 {
+            outage.down();
+        }
+        if round == 140 {
+            outage.restore();
+        }
+        tick.tick().await;
+        let batch: Vec<Value> = (0..4)
+            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
+            .collect();
+        ids.extend(stack.client.send(Value::Array(batch)).await);
+    }
+    assert_eq!(ids.len(), 600);
+    assert_eq!(all_completed(&stack.client, &ids).await, 600);
+    let runs: HashSet<String> = steps.calls().into_iter().map(|c| c.run_id).collect();
+    assert_eq!(runs.len(), 600, "every run's step was called");
+    for (name, queue) in [
+        ("events", &stack.backends.events),
+        ("work", &stack.backends.work),
+    ] {
+        let depth = queue.depth().await.expect("depth");
+        assert_eq!(
+            depth.dead, 0,
+            "nothing in the {name} dead-letter queue: {depth:?}"
+        );
+    }
+    stack.stop().await;
+}
+
+/// A job that fails on every delivery for a reason of its own (here its
+/// run's step records were overwritten with a value of the wrong type) goes
+/// to the work dead-letter queue after `max_receives` deliveries, and its
+/// run is marked failed with the reason instead of staying `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_job_fails_its_run_with_the_reason() {
+    let (moto, redis) = servers();
+    let f = function(json!({
+        "id": "nap-then-work",
+        "triggers": [{"event": "load/item"}],
+        "steps": [
+            {"id": "nap", "sleep": "1s"},
+            {"id": "after", "after": ["nap"], "sleep": "3s"}
+        ]
+    }));
+    let stack = AwsStack::start_with(vec![f], &moto.endpoint(), &redis.url(), |c| {
+        c.queues.work.max_receives = 2;
+    })
+    .await;
+    let id = stack
+        .client
+        .send_one(json!({"name": "load/item", "data": {}}))
+        .await;
+    let run = poll("a step record of the run", DEADLINE, || async {
+        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
+        let run = runs.into_iter().next()?;
+        let steps = stack.client.state.steps(&run.id).await.ok()?;
+        (!steps.is_empty()).then_some(run)
+    })
+    .await;
+    let key = format!("stackctl:run:{{{}}}:steps", run.id);
+    tokio::task::block_in_place(|| redis.command(&["SET", &key, "not a hash"]))
+        .expect("overwrite the step records");
+
+    let failed = poll("the run to fail", DEADLINE, || async {
+        let run = stack.client.state.get_run(&run.id).await.ok()??;
+        (run.status == RunStatus::Failed).then_some(run)
+    })
+    .await;
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("the job of step `")
+            && error.contains("dead-letter queue")
+            && error.contains("WRONGTYPE"),
+        "{error}"
+    );
+    poll(
+        "the job in the work dead-letter queue",
+        DEADLINE,
+        || async {
+            let depth = stack.backends.work.depth().await.ok()?;
+            (depth.dead == 1).then_some(())
+        },
+    )
+    .await;
+    stack.stop().await;
+}
+
+/// A step job whose run the state store does not have (it lost the run) is
+/// not acked as if done: it is retried, then kept in the work dead-letter
+/// queue for `stackctl dlq` to show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_run_is_missing_is_dead_lettered_not_dropped() {
+    let (moto, redis) = servers();
+    let stack = AwsStack::start_with(Vec::new(), &moto.endpoint(), &redis.url(), |c| {
+        c.queues.work.max_receives = 2;
+    })
+    .await;
+    let job = json!({"run_id": "01JMISSINGRUN", "step_id": "work", "attempt": 1,
+                     "kind": "step", "scheduled_at": 1});
+    stack
+        .backends
+        .work
+        .send(vec![Message {
+            body: job.to_string().into_bytes(),
+            delay: Duration::ZERO,
+        }])
+        .await
+        .expect("send");
+    poll(
+        "the job in the work dead-letter queue",
+        DEADLINE,
+        || async {
+            let depth = stack.backends.work.depth().await.ok()?;
+            (depth.dead == 1 && depth.visible + depth.in_flight == 0).then_some(())
+        },
+    )
+    .await;
+    let dead = stack
+        .backends
+        .work
+        .dead_letters(10)
+        .await
+        .expect("dead letters");
+    let body: Value = serde_json::from_slice(&dead[0].body).expect("a job");
+    assert_eq!(body["run_id"], "01JMISSINGRUN");
     stack.stop().await;
 }
 

@@ -33,7 +33,6 @@ impl Harness for SqsRedis {
             "conformance-work",
             true,
             queues,
-            Some(state.clone()),
         )
         .await
         .expect("open the SQS queues");

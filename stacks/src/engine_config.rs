@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use engine::backend::BackendConfig;
 use engine::canary::{CANARY_FUNCTION, canary_function};
-use engine::config::{Config, DockerDriverConfig, QueueConfig, Role};
+use engine::config::{Config, DockerDriverConfig, QueueConfig, QueuesConfig, Role};
 use engine::functions::FunctionDef;
 
 use crate::spec::{Driver, Queue, Spec};
@@ -86,8 +86,7 @@ pub fn engine_config(
     let bind = |p: u16| SocketAddr::from((bind_ip, p));
     let mut c = Config::new(backend);
     c.roles = vec![role];
-    c.queues.events = queue(&spec.queues.events);
-    c.queues.work = queue(&spec.queues.work);
+    c.queues = queues(spec);
     // Settings of one role go only into that role's configuration, so that
     // changing them restarts (or rolls) only its processes.
     match role {
@@ -133,6 +132,14 @@ pub fn engine_config(
         c.api_token = Some(api_token.clone());
     }
     c
+}
+
+/// The engine's settings of the spec's two queues.
+pub fn queues(spec: &Spec) -> QueuesConfig {
+    QueuesConfig {
+        events: queue(&spec.queues.events),
+        work: queue(&spec.queues.work),
+    }
 }
 
 fn queue(q: &Queue) -> QueueConfig {

@@ -502,11 +502,21 @@ fn fixed_counts_and_prebuilt_images_leave_out_scaling_and_ecr() {
         Kind::ScalableTarget,
         Kind::ScalingPolicy,
         Kind::AsgScalingPolicy,
-        Kind::CloudWatchAlarm,
         Kind::EcrRepository,
     ] {
         assert!(!g.kinds().contains(&kind), "{kind:?}");
     }
+    // The only alarms left watch the dead-letter queues.
+    let alarms: Vec<&str> = g
+        .resources()
+        .iter()
+        .filter(|r| r.kind == Kind::CloudWatchAlarm)
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(
+        alarms,
+        ["cloudwatch.alarm.events-dlq", "cloudwatch.alarm.work-dlq"]
+    );
     let Attributes::IamRolePolicy(exec) =
         &g.get(&"iam.policy.execution".into()).unwrap().attributes
     else {

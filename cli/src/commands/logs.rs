@@ -74,7 +74,7 @@ pub async fn run(args: LogsArgs, output: Output) -> anyhow::Result<Exit> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of ms since the epoch (UTC, no tz database).
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);

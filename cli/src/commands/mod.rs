@@ -13,6 +13,7 @@ mod aws_status;
 mod aws_up;
 mod aws_wait;
 mod bench;
+mod dlq;
 mod down;
 pub mod engine;
 mod logs;
@@ -47,6 +48,8 @@ pub enum Command {
     Scale(scale::ScaleArgs),
     /// Show a service's logs from CloudWatch Logs (aws stacks); -F follows.
     Logs(logs::LogsArgs),
+    /// Show what is in the stack's dead-letter queues, or move it back (--redrive).
+    Dlq(dlq::DlqArgs),
     /// Load-test the event API (fixed arrival rate or maximum throughput), k6-style summary.
     Bench(bench::BenchArgs),
     /// Run engine roles in this process (started by the local provider).
@@ -68,6 +71,7 @@ pub async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         Command::Scale(args) => scale::run(args, output).await,
         Command::Logs(args) => logs::run(args, output).await,
         Command::Bench(args) => bench::run(args, output).await,
+        Command::Dlq(args) => dlq::run(args, output).await,
         // `main` runs it before starting a runtime; reaching here is a bug in main.
         Command::Engine(_) => anyhow::bail!("`stackctl engine` must be dispatched by main"),
     }

@@ -281,7 +281,9 @@ pub async fn extend(h: &dyn Harness) {
     assert_eq!(b.work.depth().await.expect("depth").in_flight, 0);
 }
 
-/// A message received `max_receives` times without an ack moves to the dead-letter queue.
+/// A message received `max_receives` times without an ack moves to the
+/// dead-letter queue, where it can be looked at and from where it can be
+/// moved back.
 pub async fn dead_letter_after_max_receives(h: &dyn Harness) {
     let mut q = queues();
     q.work.max_receives = 2;
@@ -331,6 +333,29 @@ pub async fn dead_letter_after_max_receives(h: &dyn Harness) {
         .await
         .expect("receive");
     assert!(after.is_empty(), "a dead message is not delivered");
+
+    // A look at the dead letters leaves them there; a redrive moves them
+    // back as new messages, delivered with their count from zero.
+    let dead = b.work.dead_letters(10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].body, b"poison");
+    assert!(dead[0].sent_at > 0, "{dead:?}");
+    assert_eq!(b.work.depth().await.expect("depth").dead, 1);
+    assert_eq!(b.work.dead_letters(10).await.expect("again").len(), 1);
+    assert_eq!(b.work.redrive(10).await.expect("redrive"), 1);
+    assert_eq!(b.work.depth().await.expect("depth").dead, 0);
+    let again = b
+        .work
+        .receive(10, vis, DEADLINE)
+        .await
+        .expect("receive the redriven message");
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        (again[0].body.as_slice(), again[0].receive_count),
+        (b"poison".as_slice(), 1)
+    );
+    assert!(b.work.dead_letters(10).await.expect("none").is_empty());
+    assert_eq!(b.work.redrive(10).await.expect("nothing to move"), 0);
 }
 
 /// Depth counts visible, in-flight, delayed and dead messages per queue.

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::QueuesConfig;
+use crate::config::{QueuesConfig, Role};
 use crate::functions::FunctionDef;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -75,6 +75,19 @@ pub struct Received {
     pub receive_count: u32,
 }
 
+/// A message in a queue's dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The message's id.
+    pub id: String,
+    /// The payload as sent.
+    pub body: Vec<u8>,
+    /// Deliveries before it was dead-lettered (SQS: as counted so far).
+    pub receive_count: u32,
+    /// When it was first sent (ms since the epoch).
+    pub sent_at: i64,
+}
+
 /// Approximate counts of a queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueDepth {
@@ -114,6 +127,14 @@ pub trait Queue: Send + Sync + 'static {
     fn max_delay(&self) -> Duration;
     /// The largest message body accepted, in bytes.
     fn max_message_bytes(&self) -> usize;
+    /// Up to `max` messages of the dead-letter queue, oldest first where
+    /// the backend can tell, left where they are.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>>;
+    /// Moves up to `max` messages from the dead-letter queue back to the
+    /// queue, as new messages (their deliveries counted from zero), and
+    /// says how many moved. At least once: a failure part-way can leave a
+    /// message in both, which the engine's handlers tolerate.
+    async fn redrive(&self, max: usize) -> Result<usize>;
     /// The queue as `Any`, for a state store that can write to it in its
     /// own transactions (the embedded backend: queues and state in one
     /// database). `None`: only through this trait.
@@ -480,6 +501,33 @@ pub struct Backends {
     pub state: Arc<dyn StateStore>,
 }
 
+impl Backends {
+    /// Whether the backends `role` works with answer, one cheap read each:
+    /// the event API needs the events queue only; the runner the events
+    /// queue and the state; the executor the work queue and the state.
+    /// Readiness and a consumer paused by an outage ask this.
+    pub async fn check(&self, role: Role) -> Result<()> {
+        match role {
+            Role::EventApi => {
+                self.events.depth().await?;
+            }
+            Role::Executor => {
+                let (queue, state) =
+                    tokio::join!(self.work.depth(), self.state.get_run("health-check"));
+                queue?;
+                state?;
+            }
+            Role::Runner | Role::All => {
+                let (queue, state) =
+                    tokio::join!(self.events.depth(), self.state.get_run("health-check"));
+                queue?;
+                state?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The kinds of backend the factory can build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -546,7 +594,7 @@ fn not_built(feature: &str) -> BackendError {
     ))
 }
 
-/// SQS queues over Redis state; bodies above the SQS limit go to Redis.
+/// SQS queues over Redis state.
 #[cfg(all(feature = "sqs", feature = "redis"))]
 async fn open_sqs_redis(
     events_queue: &str,
@@ -556,15 +604,7 @@ async fn open_sqs_redis(
     queues: &QueuesConfig,
 ) -> Result<Backends> {
     let state = Arc::new(redis::RedisState::open(redis_url).await?);
-    let payloads: Arc<dyn sqs::PayloadStore> = state.clone();
-    let (events, work) = sqs::open_pair(
-        events_queue,
-        work_queue,
-        create_queues,
-        queues,
-        Some(payloads),
-    )
-    .await?;
+    let (events, work) = sqs::open_pair(events_queue, work_queue, create_queues, queues).await?;
     Ok(Backends {
         events,
         work,
@@ -594,7 +634,7 @@ async fn open_sqs(
     create_queues: bool,
     queues: &QueuesConfig,
 ) -> Result<(Arc<dyn Queue>, Arc<dyn Queue>)> {
-    sqs::open_pair(events_queue, work_queue, create_queues, queues, None).await
+    sqs::open_pair(events_queue, work_queue, create_queues, queues).await
 }
 
 #[cfg(not(feature = "sqs"))]

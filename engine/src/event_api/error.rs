@@ -1,5 +1,6 @@
 //! The JSON error every endpoint answers with: `{"error": "...", "status": N}`,
-//! plus `Retry-After` on 503. A backend failure (5xx) is logged in full under
+//! plus `Retry-After` on 503, and `stored` (the ids of the events that were
+//! stored) when a send failed part-way. A backend failure (5xx) is logged in full under
 //! an error id and answered with that id only: backend text (queue URLs,
 //! account ids, hosts) never reaches a client.
 
@@ -16,6 +17,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message shown to the client.
     pub message: String,
+    /// Ids of the request's events that were stored although the request
+    /// as a whole failed.
+    pub stored: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -24,7 +28,14 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            stored: None,
         }
+    }
+
+    /// This error, saying which of the request's events were stored anyway.
+    pub fn with_stored(mut self, ids: Vec<String>) -> Self {
+        self.stored = Some(ids);
+        self
     }
 
     /// 400.
@@ -86,7 +97,10 @@ impl From<BackendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
+        let mut body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
+        if let Some(stored) = self.stored {
+            body["stored"] = serde_json::json!(stored);
+        }
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()

@@ -160,7 +160,7 @@ pub(super) async fn ingest(
         })
         .collect();
     let messages = pack(&slices, st.backends.events.max_message_bytes())?;
-    st.backends.events.send(messages).await?;
+    send(&st, messages, &ids).await?;
     st.metrics.counter(
         "stackctl_events_accepted_total",
         "Events durably accepted by the event API.",
@@ -168,6 +168,36 @@ pub(super) async fn ingest(
         ids.len() as u64,
     );
     Ok(Json(Accepted { ids, status: 200 }))
+}
+
+/// Sends a request's messages (`(message, number of events)`, in request
+/// order), one send each, in order, so that a failure part-way can say
+/// which events were stored: the answer is then the failure with `stored`
+/// listing the ids of the events that did go in, for the client to leave
+/// out of its retry (a retry of the whole request would store them twice).
+async fn send(
+    st: &ApiState,
+    messages: Vec<(Message, usize)>,
+    ids: &[String],
+) -> Result<(), ApiError> {
+    let mut stored = 0;
+    for (message, count) in messages {
+        if let Err(e) = st.backends.events.send(vec![message]).await {
+            if stored == 0 {
+                return Err(e.into());
+            }
+            let error = ApiError::from(e);
+            let message = format!(
+                "{} ({stored} of {} events were stored, listed in `stored`: send only the \
+                 others again, or give events an `id` so that a repeated send is recognised)",
+                error.message,
+                ids.len()
+            );
+            return Err(ApiError::new(error.status, message).with_stored(ids[..stored].to_vec()));
+        }
+        stored += count;
+    }
+    Ok(())
 }
 
 fn body_too_large(limit: usize) -> ApiError {
@@ -380,11 +410,12 @@ fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>) {
 
 /// Groups encoded events (`[`-separated JSON objects, see [`write_event`])
 /// into as few event-stream messages (JSON arrays) as the queue's size
-/// limit allows, in order.
-fn pack(events: &[&[u8]], max_bytes: usize) -> Result<Vec<Message>, ApiError> {
+/// limit allows, in order; each with the number of events it holds.
+fn pack(events: &[&[u8]], max_bytes: usize) -> Result<Vec<(Message, usize)>, ApiError> {
     let mut messages = Vec::new();
     let mut body: Vec<u8> =
         Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 1);
+    let mut count = 0;
     for (i, event) in events.iter().enumerate() {
         if event.len() + 2 > max_bytes {
             return Err(ApiError::too_large(format!(
@@ -394,20 +425,23 @@ fn pack(events: &[&[u8]], max_bytes: usize) -> Result<Vec<Message>, ApiError> {
         }
         if !body.is_empty() && body.len() + 1 + event.len() + 1 > max_bytes {
             body.push(b']');
-            messages.push(Message {
+            let message = Message {
                 body: std::mem::take(&mut body),
                 delay: std::time::Duration::ZERO,
-            });
+            };
+            messages.push((message, std::mem::take(&mut count)));
         }
         body.push(if body.is_empty() { b'[' } else { b',' });
         body.extend_from_slice(event);
+        count += 1;
     }
     if !body.is_empty() {
         body.push(b']');
-        messages.push(Message {
+        let message = Message {
             body,
             delay: std::time::Duration::ZERO,
-        });
+        };
+        messages.push((message, count));
     }
     Ok(messages)
 }
@@ -532,8 +566,12 @@ mod tests {
         let messages = pack(&slices, one * 3).unwrap();
         assert!(messages.len() >= 4, "{}", messages.len());
         let mut order = Vec::new();
-        for m in &messages {
+        for (m, count) in &messages {
             assert!(m.body.len() <= one * 3);
+            assert_eq!(
+                crate::backend::decode_events(&m.body).unwrap().len(),
+                *count
+            );
             for e in crate::backend::decode_events(&m.body).unwrap() {
                 order.push(e.data["n"].as_i64().unwrap());
             }

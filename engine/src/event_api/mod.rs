@@ -33,7 +33,7 @@ pub use runs::{MAX_LIST_LIMIT, RunView};
 
 use crate::Shutdown;
 use crate::backend::{Backends, RunStatus};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 
 /// Shared state of the HTTP handlers.
@@ -204,23 +204,12 @@ async fn live(State(st): State<Arc<ApiState>>) -> Response {
 }
 
 async fn ready(State(st): State<Arc<ApiState>>) -> Response {
-    let b = &st.backends;
-    let check = async {
-        match st.role {
-            "event-api" => {
-                b.events.depth().await?;
-            }
-            "executor" => {
-                b.work.depth().await?;
-                b.state.get_run("health-check").await?;
-            }
-            _ => {
-                b.events.depth().await?;
-                b.state.get_run("health-check").await?;
-            }
-        }
-        Ok::<_, crate::backend::BackendError>(())
+    let role = match st.role {
+        "event-api" => Role::EventApi,
+        "executor" => Role::Executor,
+        _ => Role::Runner,
     };
+    let check = st.backends.check(role);
     no_store(match check.await {
         Ok(()) => Json(json!({
             "status": "ok",

@@ -21,13 +21,14 @@ use crate::Shutdown;
 use crate::backend::{
     Attempt, BackendError, Backends, Received, Run, RunStatus, StepEnd, StepOutcome, Wait,
 };
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::drivers::{Driver, DriverError, Drivers, StepContext};
 use crate::functions::{Action, Step, Vars};
 use crate::metrics::Metrics;
 use crate::runner::flow::{EVENTS_SCAN_LIMIT, event_value, next_steps, wait_matches};
 use crate::runner::{
-    Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume, now_ms,
+    Consumer, Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume,
+    now_ms,
 };
 
 /// How long a claim fixing a sleep's deadline or a wait's start outlives it.
@@ -94,6 +95,7 @@ pub async fn run_with_drivers(
         slot_lease: visibility,
         busy: Mutex::new(HashSet::new()),
         host: config.executor.host_name(),
+        max_receives: config.queues.work.max_receives,
     });
     tracing::info!(
         concurrency = config.executor.concurrency,
@@ -101,11 +103,15 @@ pub async fn run_with_drivers(
         "executor started"
     );
     consume(
-        backends.work.clone(),
-        config.executor.concurrency,
-        visibility,
+        Consumer {
+            queue: backends.work.clone(),
+            concurrency: config.executor.concurrency,
+            visibility,
+            max_receives: config.queues.work.max_receives,
+            name: "work",
+        },
         shutdown,
-        "work",
+        || backends.check(Role::Executor),
         move |message| {
             let executor = executor.clone();
             async move { executor.handle_message(message).await }
@@ -154,38 +160,83 @@ struct Executor {
     busy: Mutex<HashSet<(String, String)>>,
     /// Recorded on every attempt (`executor.host`).
     host: Option<String>,
+    /// Deliveries of a job before the work queue dead-letters it.
+    max_receives: u32,
 }
 
 impl Executor {
-    async fn handle_message(&self, message: Received) {
+    /// Handles one job; `Err` leaves it for redelivery.
+    async fn handle_message(&self, message: Received) -> Result<(), BackendError> {
         let queue = &self.flow.backends.work;
-        let job = match Job::decode(&message.body) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(message_id = %message.id, error = %e, "undecodable job; leaving it for the dead-letter queue");
-                return;
-            }
-        };
+        let job = Job::decode(&message.body).map_err(|e| {
+            tracing::error!(message_id = %message.id, error = %e, "undecodable job; leaving it for the dead-letter queue");
+            BackendError::Corrupt(format!("job message: {e}"))
+        })?;
         let started = Instant::now();
-        match self.process(job.clone()).await {
-            Ok(()) => {
-                if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
-                    tracing::warn!(error = %e, "cannot ack a job; it will be processed again");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(run_id = %job.run_id, step = %job.step_id, error = %e, "job failed; it will be retried");
-                let _ = queue
-                    .extend(&message.receipt, crate::runner::RETRY_VISIBILITY)
-                    .await;
-            }
-        }
+        let result = self.process(job.clone()).await;
         self.metrics.observe(
             "stackctl_executor_job_seconds",
             "Time to process one step job, by kind.",
             &[("kind", kind_label(job.kind))],
             started.elapsed().as_secs_f64(),
         );
+        match result {
+            Ok(()) => {
+                if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
+                    tracing::warn!(error = %e, "cannot ack a job; it will be processed again");
+                }
+                Ok(())
+            }
+            Err(e @ BackendError::Unavailable(_)) => {
+                tracing::warn!(run_id = %job.run_id, step = %job.step_id, error = %e, "job met a backend outage; it will be retried");
+                Err(e)
+            }
+            Err(e) if message.receive_count >= self.max_receives => {
+                tracing::error!(run_id = %job.run_id, step = %job.step_id, error = %e, deliveries = message.receive_count, "job failed on its last delivery; it goes to the dead-letter queue and its run fails");
+                self.fail_dead_lettered(&job, &e, message.receive_count)
+                    .await;
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %job.run_id, step = %job.step_id, error = %e, "job failed; it will be retried");
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails the run of a job that the work queue is about to dead-letter,
+    /// so that it does not stay `running` with nothing left to move it on.
+    async fn fail_dead_lettered(&self, job: &Job, cause: &BackendError, deliveries: u32) {
+        let error = format!(
+            "the job of step `{}` failed on each of its {deliveries} deliveries and went to the \
+             work dead-letter queue; last error: {cause}",
+            job.step_id
+        );
+        let ended = async {
+            let state = &self.flow.backends.state;
+            let Some(run) = state.get_run(&job.run_id).await? else {
+                return Ok::<_, BackendError>(());
+            };
+            if run.status != RunStatus::Running {
+                return Ok(());
+            }
+            match self.registry.get(&run.function_id).await? {
+                Some(f) => {
+                    self.flow
+                        .end_run(&f, &run, RunStatus::Failed, Some(error))
+                        .await?
+                }
+                None => {
+                    state
+                        .finish_run(&run.id, RunStatus::Failed, Some(error), now_ms())
+                        .await?
+                }
+            };
+            Ok::<_, BackendError>(())
+        };
+        if let Err(e) = ended.await {
+            tracing::error!(run_id = %job.run_id, error = %e, "cannot mark the run of a dead-lettered job failed");
+        }
     }
 
     fn mark_busy(&self, job: &Job) -> Option<BusyGuard<'_>> {
@@ -222,8 +273,19 @@ impl Executor {
         let (run, progress) =
             tokio::join!(state.get_run(&job.run_id), self.flow.progress(&job.run_id));
         let Some(run) = run? else {
-            tracing::warn!(run_id = %job.run_id, "job for an unknown run dropped");
-            return Ok(());
+            // Runs are written before their first job is sent, so the state
+            // store lost this one (or a replica lags behind): retried, then
+            // dead-lettered where `stackctl dlq` shows it, never dropped.
+            self.metrics.counter(
+                "stackctl_executor_jobs_without_run_total",
+                "Step jobs whose run the state store does not have.",
+                &[],
+                1,
+            );
+            return Err(BackendError::Corrupt(format!(
+                "run {} of this job is not in the state store",
+                job.run_id
+            )));
         };
         if run.status != RunStatus::Running {
             return Ok(());

@@ -19,11 +19,11 @@ use serde_json::Value;
 
 use crate::Shutdown;
 use crate::backend::{BackendError, Backends, Event, Received, Run, RunStatus};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::functions::Vars;
 use crate::metrics::Metrics;
 
-pub use consume::{RETRY_VISIBILITY, consume, keep_visible};
+pub use consume::{Consumer, consume, keep_visible};
 pub use flow::{Flow, Progress};
 pub use job::{Job, JobKind, now_ms, run_id};
 pub use registry::{LoadedFunction, REFRESH_INTERVAL, Registry};
@@ -83,11 +83,15 @@ pub async fn run(
     let visibility = config.queues.events.visibility_timeout.std();
     tracing::info!(concurrency = config.runner.concurrency, "runner started");
     consume(
-        backends.events.clone(),
-        config.runner.concurrency,
-        visibility,
+        Consumer {
+            queue: backends.events.clone(),
+            concurrency: config.runner.concurrency,
+            visibility,
+            max_receives: config.queues.events.max_receives,
+            name: "events",
+        },
         shutdown,
-        "events",
+        || backends.check(Role::Runner),
         move |message| {
             let runner = runner.clone();
             async move { runner.handle_message(message).await }
@@ -116,24 +120,17 @@ pub(crate) async fn load_registry(registry: &Registry, shutdown: &Shutdown) {
 }
 
 impl Runner {
-    async fn handle_message(&self, message: Received) {
+    /// Handles one event-stream message; `Err` leaves it for redelivery.
+    async fn handle_message(&self, message: Received) -> Result<(), BackendError> {
         let queue = &self.flow.backends.events;
         let started = Instant::now();
-        let events = match crate::backend::decode_events(&message.body) {
-            Ok(e) => e,
-            Err(e) => {
-                // Left unacked: after max_receives it moves to the DLQ,
-                // where it can be inspected.
-                tracing::error!(message_id = %message.id, error = %e, "undecodable event message");
-                return;
-            }
-        };
+        let events = crate::backend::decode_events(&message.body).inspect_err(|e| {
+            tracing::error!(message_id = %message.id, error = %e, "undecodable event message; leaving it for the dead-letter queue");
+        })?;
         for event in &events {
-            if let Err(e) = self.handle_event(event).await {
+            self.handle_event(event).await.inspect_err(|e| {
                 tracing::warn!(event = %event.internal_id, error = %e, "event processing failed; it will be retried");
-                let _ = queue.extend(&message.receipt, RETRY_VISIBILITY).await;
-                return;
-            }
+            })?;
         }
         if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
             tracing::warn!(error = %e, "cannot ack an event message; it will be processed again");
@@ -144,6 +141,7 @@ impl Runner {
             &[],
             started.elapsed().as_secs_f64(),
         );
+        Ok(())
     }
 
     /// Everything one event causes. Idempotent.
@@ -355,8 +353,8 @@ mod tests {
         .await
         .unwrap();
         let f: crate::functions::FunctionDef = serde_json::from_value(serde_json::json!({
-            "id": "every-five",
-            "triggers": [{"cron": "*/5 * * * *"}],
+            "id": "every-minute",
+            "triggers": [{"cron": "* * * * *"}],
             "steps": [{"id": "nap", "sleep": "1s"}]
         }))
         .unwrap();
@@ -372,25 +370,32 @@ mod tests {
                 metrics: Arc::new(Metrics::new()),
             }
         };
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:05:30Z")
+        // Two runners tick every second, out of step with each other, over
+        // five minutes (five due times); each remembers only what it fired.
+        let first = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        let due = now.timestamp_millis() - 30_000;
         let (one, two) = (runner().await, runner().await);
-        let mut fired = HashMap::new();
-        one.tick_crons(now, &mut fired).await.unwrap();
-        one.tick_crons(now, &mut fired).await.unwrap();
-        two.tick_crons(now, &mut HashMap::new()).await.unwrap();
+        let (mut fired_one, mut fired_two) = (HashMap::new(), HashMap::new());
+        for second in 0..300 {
+            let now = first + chrono::Duration::seconds(second);
+            one.tick_crons(now, &mut fired_one).await.unwrap();
+            let later = now + chrono::Duration::milliseconds(400);
+            two.tick_crons(later, &mut fired_two).await.unwrap();
+        }
 
-        let internal_id = format!("cron:every-five:{due}");
-        let runs = backends.state.runs_for_event(&internal_id).await.unwrap();
-        assert_eq!(runs.len(), 1, "{runs:?}");
-        assert_eq!(runs[0].event.name, cron::CRON_EVENT);
-        assert_eq!(runs[0].event.ts, due);
-        assert_eq!(runs[0].status, RunStatus::Running);
+        let all = backends.state.list_runs(None, 100).await.unwrap();
+        assert_eq!(all.len(), 5, "one run per minute: {all:?}");
+        for minute in 1..=5 {
+            let due = first.timestamp_millis() + (minute - 1) * 60_000;
+            let internal_id = format!("cron:every-minute:{due}");
+            let runs = backends.state.runs_for_event(&internal_id).await.unwrap();
+            assert_eq!(runs.len(), 1, "minute {minute}: {runs:?}");
+            assert_eq!(runs[0].event.name, cron::CRON_EVENT);
+            assert_eq!(runs[0].event.ts, due);
+            assert_eq!(runs[0].status, RunStatus::Running);
+        }
         let depth = backends.work.depth().await.unwrap();
-        assert!(depth.visible >= 1, "the first step is enqueued: {depth:?}");
-        let all = backends.state.list_runs(None, 10).await.unwrap();
-        assert_eq!(all.len(), 1, "no other run: {all:?}");
+        assert!(depth.visible >= 5, "each run's step is enqueued: {depth:?}");
     }
 }

@@ -480,7 +480,6 @@ async fn sqs_redis_backends(
         "test-work",
         true,
         &config.queues,
-        Some(state.clone()),
     )
     .await
     .expect("open SQS queues");

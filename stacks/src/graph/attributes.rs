@@ -572,7 +572,7 @@ pub struct CloudWatchAlarm {
     pub metric_name: String,
     /// Dimensions.
     pub dimensions: BTreeMap<String, String>,
-    /// `Average`.
+    /// `Average` (scaling) or `Maximum` (dead-letter queue depth).
     pub statistic: String,
     /// Seconds per period.
     pub period_seconds: u32,
@@ -580,9 +580,11 @@ pub struct CloudWatchAlarm {
     pub evaluation_periods: u32,
     /// Threshold.
     pub threshold: f64,
-    /// `GreaterThanOrEqualToThreshold` or `LessThanOrEqualToThreshold`.
+    /// `GreaterThanOrEqualToThreshold`, `LessThanOrEqualToThreshold` or
+    /// `GreaterThanThreshold`.
     pub comparison_operator: String,
-    /// Policies to run (`${scaling.policy.x.arn}`).
+    /// Policies to run (`${scaling.policy.x.arn}`); none for an alarm that
+    /// only reports.
     pub alarm_actions: Vec<String>,
 }
 

@@ -474,6 +474,28 @@ impl Builder<'_> {
                     redrive: None,
                 }),
             )?;
+            // Anything in a dead-letter queue is work that did not get done:
+            // the alarm fires on the first message.
+            self.add(
+                &format!("cloudwatch.alarm.{key}-dlq"),
+                Kind::CloudWatchAlarm,
+                self.names.dashed(&format!("{key}-dlq-not-empty")),
+                &[&dlq_id],
+                Attributes::CloudWatchAlarm(CloudWatchAlarm {
+                    namespace: "AWS/SQS".into(),
+                    metric_name: "ApproximateNumberOfMessagesVisible".into(),
+                    dimensions: BTreeMap::from([(
+                        "QueueName".to_string(),
+                        self.names.dashed(&format!("{key}-dlq")),
+                    )]),
+                    statistic: "Maximum".into(),
+                    period_seconds: ALARM_PERIOD,
+                    evaluation_periods: 1,
+                    threshold: 0.0,
+                    comparison_operator: "GreaterThanThreshold".into(),
+                    alarm_actions: Vec::new(),
+                }),
+            )?;
             self.add(
                 &format!("sqs.{key}"),
                 Kind::SqsQueue,

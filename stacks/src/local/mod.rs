@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use engine::backend::BackendConfig;
 use engine::config::Role;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
@@ -266,6 +267,42 @@ pub fn state_dir(loaded: &LoadedSpec) -> Result<PathBuf, LocalError> {
     Ok(match &loaded.spec.local.state_dir {
         Some(dir) => base.join(dir),
         None => base.join(".stackctl").join(&loaded.spec.stack),
+    })
+}
+
+/// The backends of a local stack's engine, as its processes open them, but
+/// never creating queues; `None` when the stack keeps its queues in the
+/// embedded database and that does not exist (it never ran).
+pub(crate) fn engine_backend(loaded: &LoadedSpec) -> Result<Option<BackendConfig>, LocalError> {
+    ensure_local(loaded)?;
+    let db = state_dir(loaded)?.join("engine.db");
+    Ok(match config::backend_config(loaded, &db) {
+        BackendConfig::SqsRedis {
+            events_queue,
+            work_queue,
+            redis_url,
+            ..
+        } => Some(BackendConfig::SqsRedis {
+            events_queue,
+            work_queue,
+            redis_url,
+            create_queues: false,
+        }),
+        BackendConfig::Embedded { .. } | BackendConfig::EmbeddedRedis { .. } if !db.exists() => {
+            None
+        }
+        BackendConfig::SqsEmbedded {
+            events_queue,
+            work_queue,
+            path,
+            ..
+        } => Some(BackendConfig::SqsEmbedded {
+            events_queue,
+            work_queue,
+            path,
+            create_queues: false,
+        }),
+        other => Some(other),
     })
 }
 

@@ -79,6 +79,8 @@ struct Shared {
     rng: Mutex<Rng>,
     counters: Counters,
     stop: AtomicBool,
+    /// Requests still forwarded before every one is faulted (`None`: by `rate`).
+    budget: Mutex<Option<u64>>,
 }
 
 /// A running proxy; stopped on drop.
@@ -118,6 +120,7 @@ impl FaultProxy {
             rng: Mutex::new(Rng(seed)),
             counters: Counters::default(),
             stop: AtomicBool::new(false),
+            budget: Mutex::new(None),
         });
         let accept_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -147,6 +150,12 @@ impl FaultProxy {
     /// `http://127.0.0.1:<port>`, for `AWS_ENDPOINT_URL`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, forwards the next `n` requests and answers every one
+    /// after them `503` (an outage that starts at a known request).
+    pub fn fail_after(&self, n: u64) {
+        *self.shared.budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
     /// The counters so far.
@@ -261,9 +270,23 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         let c = &shared.counters;
         c.requests.fetch_add(1, Ordering::SeqCst);
-        let (fault, pick) = {
-            let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-            (rng.unit() < shared.rate, rng.next() % 3)
+        let budgeted = {
+            let mut budget = shared.budget.lock().unwrap_or_else(|e| e.into_inner());
+            match budget.as_mut() {
+                Some(0) => Some(true),
+                Some(n) => {
+                    *n -= 1;
+                    Some(false)
+                }
+                None => None,
+            }
+        };
+        let (fault, pick) = match budgeted {
+            Some(fault) => (fault, 1),
+            None => {
+                let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+                (rng.unit() < shared.rate, rng.next() % 3)
+            }
         };
         let response = if fault {
             c.faults.fetch_add(1, Ordering::SeqCst);

@@ -19,16 +19,25 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_BYTES: u64 = 8 * 1024;
 
-/// The workspace root: the nearest ancestor of this crate holding `Cargo.lock`
-/// or `.git`. Found from the harness's own manifest dir, so it is the same
-/// whichever crate's tests use the harness.
+/// The workspace root: the nearest ancestor holding `Cargo.lock` or `.git`
+/// of the working directory (cargo runs every test in its crate's
+/// directory), else of the harness's own manifest dir. The working directory
+/// comes first because a target dir shared by two checkouts of the workspace
+/// can hand this crate, compiled in the other one, a manifest dir that is not
+/// this checkout's (or no longer exists).
 pub fn repo_root() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    start
-        .ancestors()
-        .find(|dir| dir.join("Cargo.lock").is_file() || dir.join(".git").exists())
-        .unwrap_or(start)
-        .to_path_buf()
+    let root_of = |start: &Path| {
+        start
+            .ancestors()
+            .find(|dir| dir.join("Cargo.lock").is_file() || dir.join(".git").exists())
+            .map(Path::to_path_buf)
+    };
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| root_of(&cwd))
+        .or_else(|| root_of(built))
+        .unwrap_or_else(|| built.to_path_buf())
 }
 
 /// A port on 127.0.0.1 that was free a moment ago. Another process may take it

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use super::{Db, GcClock, ms, now_ms, sql_err};
-use crate::backend::{BackendError, Message, Queue, QueueDepth, Received, Result};
+use crate::backend::{BackendError, DeadLetter, Message, Queue, QueueDepth, Received, Result};
 use crate::config::QueueConfig;
 
 /// Longest delay accepted; the same as SQS so that the local stack splits
@@ -466,6 +466,51 @@ impl Queue for EmbeddedQueue {
                     delayed: row.2 as u64,
                     dead: row.3 as u64,
                 })
+            })
+            .await
+    }
+
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        let queue = self.name;
+        self.db
+            .read(move |c| {
+                let mut select = c
+                    .prepare_cached(
+                        "SELECT seq, body, receive_count, sent_at FROM messages \
+                         WHERE queue = ?1 AND dead = 1 ORDER BY seq LIMIT ?2",
+                    )
+                    .map_err(sql_err)?;
+                let rows = select
+                    .query_map(params![queue, max as i64], |r| {
+                        Ok(DeadLetter {
+                            id: r.get::<_, i64>(0)?.to_string(),
+                            body: r.get(1)?,
+                            receive_count: r.get::<_, i64>(2)? as u32,
+                            sent_at: r.get(3)?,
+                        })
+                    })
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(sql_err)?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn redrive(&self, max: usize) -> Result<usize> {
+        let queue = self.name;
+        let now = now_ms();
+        self.db
+            .write(move |c| {
+                let moved = c
+                    .execute(
+                        "UPDATE messages SET dead = 0, receive_count = 0, visible_at = ?2 \
+                         WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1 AND dead = 1 \
+                         ORDER BY seq LIMIT ?3)",
+                        params![queue, now, max as i64],
+                    )
+                    .map_err(sql_err)?;
+                Ok(moved)
             })
             .await
     }

@@ -14,11 +14,6 @@ pub(crate) fn claim(key: &str) -> String {
     format!("{PREFIX}claim:{key}")
 }
 
-#[cfg(feature = "sqs")]
-pub(crate) fn payload(id: &str) -> String {
-    format!("{PREFIX}payload:{id}")
-}
-
 pub(crate) fn run(id: &str) -> String {
     format!("{PREFIX}run:{{{id}}}")
 }

@@ -437,20 +437,3 @@ fn steps_from_fields(fields: HashMap<String, String>) -> Result<Vec<StepRecord>>
     out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.step_id.cmp(&b.1.step_id)));
     Ok(out.into_iter().map(|(_, r)| r).collect())
 }
-
-#[cfg(feature = "sqs")]
-#[async_trait]
-impl crate::backend::sqs::PayloadStore for RedisState {
-    async fn put_payload(&self, body: &[u8], ttl: Duration) -> Result<String> {
-        let key = keys::payload(&ulid::Ulid::new().to_string());
-        self.conn()
-            .pset_ex::<_, _, ()>(&key, body, ms(ttl))
-            .await
-            .map_err(classify)?;
-        Ok(key)
-    }
-
-    async fn get_payload(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.conn().get(key).await.map_err(classify)
-    }
-}

@@ -8,9 +8,10 @@
 //!   ([`MAX_DELAY`]), so the engine re-enqueues longer sleeps.
 //! - A message (with its attributes) and a whole batch hold at most 256 KiB.
 //!   `send` packs batches of up to 10 entries under that size; a body too
-//!   large for one message goes to a [`PayloadStore`] (Redis when the state is
-//!   there) and the message carries its key. Without a payload store such a
-//!   body is refused with `TooLarge`, and `max_message_bytes` says so upfront.
+//!   large for one message is refused with `TooLarge` (`max_message_bytes`
+//!   says so upfront, and the event API splits a request's events over as
+//!   many messages as it takes): every message lives in SQS alone, so what
+//!   a queue acknowledged does not depend on the state store.
 //! - Bodies are text: a body that is not valid SQS text is sent base64.
 //! - Dead letters: SQS moves a message after the queue's `maxReceiveCount`
 //!   receives; the provisioner sets the redrive policy, or [`ensure_queue`]
@@ -26,7 +27,6 @@ mod queue;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -41,18 +41,6 @@ use crate::config::QueuesConfig;
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// The most a message (body and attributes) or a whole batch may hold.
 pub const MAX_SQS_BYTES: usize = 256 * 1024;
-/// The largest body `send` accepts when a payload store is attached.
-pub const MAX_STORED_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-/// Keeps message bodies too large for SQS; the message carries the key.
-#[async_trait]
-pub trait PayloadStore: Send + Sync + 'static {
-    /// Stores `body` for at least `ttl` and returns its key.
-    async fn put_payload(&self, body: &[u8], ttl: Duration) -> Result<String>;
-    /// The body stored under `key`, if it has not expired.
-    async fn get_payload(&self, key: &str) -> Result<Option<Vec<u8>>>;
-}
-
 /// An SQS client from the environment (region, credentials and
 /// `AWS_ENDPOINT_URL` as the SDK reads them), with timeouts that fit long
 /// polling and fail fast on a dead endpoint.
@@ -79,17 +67,8 @@ pub async fn open_pair(
     work_queue: &str,
     create: bool,
     queues: &QueuesConfig,
-    payloads: Option<Arc<dyn PayloadStore>>,
 ) -> Result<(Arc<dyn Queue>, Arc<dyn Queue>)> {
-    open_pair_with(
-        client().await,
-        events_queue,
-        work_queue,
-        create,
-        queues,
-        payloads,
-    )
-    .await
+    open_pair_with(client().await, events_queue, work_queue, create, queues).await
 }
 
 /// [`open_pair`] with a given client (tests point one at their own endpoint).
@@ -99,22 +78,16 @@ pub async fn open_pair_with(
     work_queue: &str,
     create: bool,
     queues: &QueuesConfig,
-    payloads: Option<Arc<dyn PayloadStore>>,
 ) -> Result<(Arc<dyn Queue>, Arc<dyn Queue>)> {
     let open = |name: &str, config: &crate::config::QueueConfig| {
-        let (client, payloads, name, config) = (
-            client.clone(),
-            payloads.clone(),
-            name.to_string(),
-            config.clone(),
-        );
+        let (client, name, config) = (client.clone(), name.to_string(), config.clone());
         async move {
             let urls = if create {
                 Some(ensure_queue(&client, &name, &config).await?)
             } else {
                 None
             };
-            let queue = SqsQueue::new(client, &name, urls, payloads, config.retention.std());
+            let queue = SqsQueue::new(client, &name, urls);
             if !create {
                 // Resolve now so a wrong name fails at start; an unreachable
                 // endpoint is retried on first use instead.

@@ -2,14 +2,14 @@
 //! [`Queue`](crate::backend::Queue).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,17 +18,20 @@ use tokio::sync::OnceCell;
 
 use super::error::{STALE_RECEIPT_CODES, classify, code};
 use super::provision::{QueueUrls, resolve};
-use super::{MAX_DELAY, MAX_SQS_BYTES, MAX_STORED_BODY_BYTES, PayloadStore};
-use crate::backend::{BackendError, Message, Queue, QueueDepth, Received, Result};
+use super::{MAX_DELAY, MAX_SQS_BYTES};
+use crate::backend::{BackendError, DeadLetter, Message, Queue, QueueDepth, Received, Result};
 
 /// Message attribute that says how the body is encoded; absent for plain text.
 const ENCODING_ATTR: &str = "stackctl-body";
 /// The body is base64 of the payload (it was not valid SQS text).
 const ENCODING_BASE64: &str = "b64";
-/// The body is a [`PayloadStore`] key.
-const ENCODING_STORED: &str = "ref";
 /// Room kept for the encoding attribute within [`MAX_SQS_BYTES`].
 const ATTR_RESERVE: usize = 64;
+/// How long a look at the dead-letter queue hides its messages (they are
+/// made visible again right after).
+const PEEK_VISIBILITY_SECS: i32 = 30;
+/// How long a redrive has to move the messages it took.
+const REDRIVE_VISIBILITY_SECS: i32 = 60;
 /// Most entries in one SQS batch call.
 const MAX_BATCH: usize = 10;
 /// Most messages SQS returns from one receive.
@@ -41,16 +44,12 @@ const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
 const PARALLEL_CALLS: usize = 8;
 /// Tries for entries a batch call reports failed for a transient reason.
 const BATCH_TRIES: u32 = 5;
-/// Stored payloads outlive the queue's retention by this much.
-const PAYLOAD_MARGIN: Duration = Duration::from_secs(86_400);
 
 /// One standard SQS queue with its dead-letter queue.
 pub struct SqsQueue {
     client: Client,
     queue: String,
     urls: OnceCell<QueueUrls>,
-    payloads: Option<Arc<dyn PayloadStore>>,
-    payload_ttl: Duration,
 }
 
 /// A message ready for a batch entry.
@@ -83,21 +82,11 @@ fn is_sqs_text(text: &str) -> bool {
 
 impl SqsQueue {
     /// A queue by name or URL; `urls` when already known (just created).
-    /// Bodies above the SQS limit go to `payloads`, kept for `retention`
-    /// plus a day; without it they are refused.
-    pub fn new(
-        client: Client,
-        queue: &str,
-        urls: Option<QueueUrls>,
-        payloads: Option<Arc<dyn PayloadStore>>,
-        retention: Duration,
-    ) -> Self {
+    pub fn new(client: Client, queue: &str, urls: Option<QueueUrls>) -> Self {
         Self {
             client,
             queue: queue.to_string(),
             urls: OnceCell::new_with(urls),
-            payloads,
-            payload_ttl: retention + PAYLOAD_MARGIN,
         }
     }
 
@@ -108,7 +97,9 @@ impl SqsQueue {
             .await
     }
 
-    async fn outgoing(&self, message: Message) -> Result<Outgoing> {
+    /// The batch entry of `message`; a body SQS cannot hold is refused
+    /// (every byte of a message stays in SQS).
+    fn outgoing(&self, message: Message) -> Result<Outgoing> {
         let delay_secs = secs_up(message.delay.min(MAX_DELAY)) as i32;
         let (body, encoding) = match String::from_utf8(message.body) {
             Ok(text) if is_sqs_text(&text) => (text, None),
@@ -120,34 +111,18 @@ impl SqsQueue {
             encoding,
             delay_secs,
         };
-        if out.size() <= MAX_SQS_BYTES {
-            return Ok(out);
-        }
-        let Some(store) = &self.payloads else {
+        if out.size() > MAX_SQS_BYTES {
             return Err(BackendError::TooLarge(format!(
-                "a message of {} bytes exceeds the SQS limit of {MAX_SQS_BYTES} bytes \
-                 and no state store takes larger payloads",
-                out.size()
-            )));
-        };
-        let raw = match out.encoding {
-            Some(_) => BASE64
-                .decode(&out.body)
-                .map_err(|e| BackendError::Other(format!("base64 round trip: {e}")))?,
-            None => out.body.into_bytes(),
-        };
-        if raw.len() > MAX_STORED_BODY_BYTES {
-            return Err(BackendError::TooLarge(format!(
-                "a message of {} bytes exceeds the limit of {MAX_STORED_BODY_BYTES} bytes",
-                raw.len()
+                "a message of {} bytes{} exceeds the SQS limit of {MAX_SQS_BYTES} bytes",
+                out.size(),
+                if out.encoding.is_some() {
+                    " (base64: the body is not SQS text)"
+                } else {
+                    ""
+                }
             )));
         }
-        let key = store.put_payload(&raw, self.payload_ttl).await?;
-        Ok(Outgoing {
-            body: key,
-            encoding: Some(ENCODING_STORED),
-            delay_secs,
-        })
+        Ok(out)
     }
 
     /// Sends one batch, retrying the entries SQS failed for a transient reason.
@@ -204,7 +179,7 @@ impl SqsQueue {
         )))
     }
 
-    async fn incoming(&self, m: aws_sdk_sqs::types::Message) -> Result<Received> {
+    fn incoming(&self, m: aws_sdk_sqs::types::Message) -> Received {
         let receive_count = m
             .attributes
             .as_ref()
@@ -227,30 +202,55 @@ impl SqsQueue {
                 tracing::error!(queue = %self.queue, message = %id, "undecodable base64 body: {e}");
                 Vec::new()
             }),
-            Some(ENCODING_STORED) => {
-                let store = self.payloads.as_ref().ok_or_else(|| {
-                    BackendError::Other(format!(
-                        "sqs queue {}: message {id} refers to a stored payload but no state store \
-                         takes payloads",
-                        self.queue
-                    ))
-                })?;
-                store.get_payload(&text).await?.unwrap_or_else(|| {
-                    tracing::error!(queue = %self.queue, message = %id, key = %text, "stored payload is gone");
-                    Vec::new()
-                })
-            }
             Some(other) => {
                 tracing::error!(queue = %self.queue, message = %id, "unknown body encoding `{other}`");
                 Vec::new()
             }
         };
-        Ok(Received {
+        Received {
             id,
             receipt: m.receipt_handle.unwrap_or_default(),
             body,
             receive_count,
-        })
+        }
+    }
+
+    /// Up to ten messages of the dead-letter queue `dead`, each with its
+    /// send time, invisible for `visibility` seconds. Waits a second: a
+    /// long poll asks every SQS server, so an empty answer means empty.
+    async fn receive_dead(
+        &self,
+        dead: &str,
+        want: usize,
+        visibility: i32,
+    ) -> Result<Vec<(Received, i64)>> {
+        let got = self
+            .client
+            .receive_message()
+            .queue_url(dead)
+            .max_number_of_messages(want.min(MAX_RECEIVE) as i32)
+            .visibility_timeout(visibility)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names(ENCODING_ATTR)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("receive_message {dead}"), e))?
+            .messages
+            .unwrap_or_default();
+        Ok(got
+            .into_iter()
+            .map(|m| {
+                let sent_at = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                (self.incoming(m), sent_at)
+            })
+            .collect())
     }
 
     async fn delete_batch(&self, url: &str, receipts: Vec<String>) -> Result<()> {
@@ -346,11 +346,10 @@ fn batches(messages: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
 impl Queue for SqsQueue {
     async fn send(&self, messages: Vec<Message>) -> Result<()> {
         let url = self.resolve().await?.main.clone();
-        let outgoing: Vec<Outgoing> = futures_util::stream::iter(messages)
+        let outgoing = messages
+            .into_iter()
             .map(|m| self.outgoing(m))
-            .buffered(PARALLEL_CALLS)
-            .try_collect()
-            .await?;
+            .collect::<Result<Vec<_>>>()?;
         futures_util::stream::iter(batches(outgoing))
             .map(|b| self.send_batch(&url, b))
             .buffer_unordered(PARALLEL_CALLS)
@@ -389,9 +388,7 @@ impl Queue for SqsQueue {
                 .messages
                 .unwrap_or_default();
             let n = got.len();
-            for m in got {
-                out.push(self.incoming(m).await?);
-            }
+            out.extend(got.into_iter().map(|m| self.incoming(m)));
             // SQS hands out at most ten at a time: ask again at once while
             // full batches come back.
             if n < want || out.len() >= max {
@@ -463,16 +460,97 @@ impl Queue for SqsQueue {
         })
     }
 
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
+        let Some(dead) = self.resolve().await?.dead.clone() else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<DeadLetter> = Vec::new();
+        let mut receipts = Vec::new();
+        let mut seen = HashSet::new();
+        while out.len() < max {
+            let got = self
+                .receive_dead(&dead, max - out.len(), PEEK_VISIBILITY_SECS)
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            for (m, sent_at) in got {
+                if seen.insert(m.id.clone()) {
+                    receipts.push(m.receipt);
+                    out.push(DeadLetter {
+                        id: m.id,
+                        body: m.body,
+                        receive_count: m.receive_count,
+                        sent_at,
+                    });
+                }
+            }
+        }
+        // Visible again at once, for the next look or a redrive.
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let mut call = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&dead);
+            for (i, receipt) in chunk.iter().enumerate() {
+                call = call.entries(
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .map_err(|e| BackendError::Other(format!("sqs batch entry: {e}")))?,
+                );
+            }
+            call.send()
+                .await
+                .map_err(|e| classify(&format!("change_message_visibility_batch {dead}"), e))?;
+        }
+        out.sort_by_key(|d| d.sent_at);
+        Ok(out)
+    }
+
+    async fn redrive(&self, max: usize) -> Result<usize> {
+        let urls = self.resolve().await?;
+        let Some(dead) = urls.dead.clone() else {
+            return Ok(0);
+        };
+        let main = urls.main.clone();
+        let mut moved = 0;
+        while moved < max {
+            let got = self
+                .receive_dead(&dead, max - moved, REDRIVE_VISIBILITY_SECS)
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            let receipts: Vec<String> = got.iter().map(|(m, _)| m.receipt.clone()).collect();
+            let outgoing = got
+                .into_iter()
+                .map(|(m, _)| {
+                    self.outgoing(Message {
+                        body: m.body,
+                        delay: Duration::ZERO,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Sent before deleted: a failure in between leaves a copy in
+            // both queues, never in neither.
+            for batch in batches(outgoing) {
+                self.send_batch(&main, batch).await?;
+            }
+            moved += receipts.len();
+            self.delete_batch(&dead, receipts).await?;
+        }
+        Ok(moved)
+    }
+
     fn max_delay(&self) -> Duration {
         MAX_DELAY
     }
 
     fn max_message_bytes(&self) -> usize {
-        if self.payloads.is_some() {
-            MAX_STORED_BODY_BYTES
-        } else {
-            MAX_SQS_BYTES - ATTR_RESERVE
-        }
+        MAX_SQS_BYTES - ATTR_RESERVE
     }
 }
 
