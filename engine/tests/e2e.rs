@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
 use engine::backend::{RunStatus, StepOutcome};
+use engine::config::Role;
 use serde_json::{Value, json};
 
 fn output(outcome: &Option<StepOutcome>) -> &Value {
@@ -258,9 +259,63 @@ async fn a_concurrency_limit_per_key_is_honoured(backend: TestBackend) {
     stack.stop().await;
 }
 
+/// Copies of a step's job taken by another executor while the step runs (a
+/// redelivery, a duplicated event): the step runs once, never twice at the
+/// same time, and the copies find its outcome when they get their turn.
+/// Each executor takes one job at a time, so the copies go to the one that
+/// is not running the step.
+async fn duplicate_jobs_never_run_a_step_twice_at_once(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "once",
+        "triggers": [{"event": "demo/once"}],
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/1500/once", steps.url)}}]
+    }));
+    let stack = Stack::start_tuned(
+        backend,
+        vec![f],
+        &[Role::Runner, Role::Executor, Role::Executor],
+        |c| c.executor.concurrency = 1,
+    )
+    .await;
+    let id = stack
+        .client
+        .send_one(json!({"name": "demo/once", "data": {}}))
+        .await;
+    let run_id = poll("the step to start", DEADLINE, || async {
+        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
+        let run = runs.into_iter().next()?;
+        (steps.in_flight_now("once") == 1).then_some(run.id)
+    })
+    .await;
+    let now = engine::runner::now_ms();
+    let copy = engine::runner::Job::first(&run_id, "work", now)
+        .to_message(now, stack.backends.work.max_delay());
+    stack
+        .backends
+        .work
+        .send(vec![copy.clone(), copy.clone(), copy])
+        .await
+        .expect("send copies of the job");
+    let run = stack.client.finished_run(&id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    // The copies are done with once they saw the outcome.
+    poll("the copies to be handled", DEADLINE, || async {
+        let d = stack.backends.work.depth().await.ok()?;
+        (d.visible + d.in_flight + d.delayed == 0).then_some(())
+    })
+    .await;
+    assert_eq!(steps.max_in_flight("once"), 1, "never two at once");
+    assert_eq!(steps.calls_of(&run.id, "work").len(), 1, "run once");
+    let records = stack.client.steps(&run.id).await;
+    assert_eq!(records["work"].attempts.len(), 1, "{records:?}");
+    stack.stop().await;
+}
+
 common::on_every_backend!(
     a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
     trigger_filters_and_event_ids_decide_which_events_start_runs,
     cancel_on_events_and_the_runs_api_cancel_running_runs,
     a_concurrency_limit_per_key_is_honoured,
+    duplicate_jobs_never_run_a_step_twice_at_once,
 );

@@ -42,6 +42,10 @@ const NAP_MAX: Duration = Duration::from_millis(100);
 /// Delay before a job whose step another task of this process is working
 /// on tries again.
 const BUSY_RETRY: Duration = Duration::from_millis(200);
+/// Bounds of the delay before a job whose step another executor holds the
+/// lease of tries again (a quarter of the lease, plus jitter).
+const LEASED_RETRY_MIN: Duration = Duration::from_millis(500);
+const LEASED_RETRY_MAX: Duration = Duration::from_secs(15);
 
 /// Why the executor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +273,34 @@ impl Executor {
         let Some(_busy) = self.mark_busy(&job) else {
             return self.later(&job, BUSY_RETRY).await;
         };
+        if job.kind != JobKind::Step {
+            // Sleeps and waits agree through claims; only steps call drivers.
+            return self.handle(job).await;
+        }
+        // The step's lease, across executors: taken before reading outcomes
+        // (the holder writes its outcome before giving the lease back, so a
+        // copy of the job that gets the lease next sees it) and renewed
+        // while the step runs; a holder that dies lets it lapse.
+        let key = format!("step:{}:{}", job.run_id, job.step_id);
+        let holder = ulid::Ulid::new().to_string();
+        if !state
+            .acquire_slot(&key, &holder, 1, self.slot_lease)
+            .await?
+        {
+            let wait = (self.slot_lease / 4).clamp(LEASED_RETRY_MIN, LEASED_RETRY_MAX);
+            let jitter = wait.mul_f64(backoff::random_unit() / 2.0);
+            return self.later(&job, wait + jitter).await;
+        }
+        let result = self.renewing(&key, &holder, 1, self.handle(job)).await;
+        if let Err(e) = state.release_slot(&key, &holder).await {
+            tracing::warn!(error = %e, "cannot give back a step's lease; it lapses on its own");
+        }
+        result
+    }
+
+    /// A job that may act (its step's lease held, for a step).
+    async fn handle(&self, job: Job) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
         // Both reads at once: they do not depend on each other.
         let (run, progress) =
             tokio::join!(state.get_run(&job.run_id), self.flow.progress(&job.run_id));
@@ -699,9 +731,14 @@ impl Executor {
             attempt: number,
         };
         let started = now_ms();
-        let result = self
-            .with_slot(slot.as_ref(), f, driver.run(step, &ctx))
-            .await;
+        let run_driver = driver.run(step, &ctx);
+        let result = match &slot {
+            Some((key, holder)) => {
+                let limit = f.def.concurrency.as_ref().map(|c| c.limit).unwrap_or(1);
+                self.renewing(key, holder, limit, run_driver).await
+            }
+            None => run_driver.await,
+        };
         let ended = now_ms();
         let outcome = async {
             let attempt = Attempt {
@@ -775,17 +812,15 @@ impl Executor {
         outcome
     }
 
-    /// Runs `work`, renewing the concurrency slot (if any) while it runs.
-    async fn with_slot<T>(
+    /// Runs `work`, renewing the slot `key` of `holder` (a concurrency slot,
+    /// a step's lease) while it runs.
+    async fn renewing<T>(
         &self,
-        slot: Option<&(String, String)>,
-        f: &LoadedFunction,
+        key: &str,
+        holder: &str,
+        limit: u32,
         work: impl std::future::Future<Output = T>,
     ) -> T {
-        let Some((key, holder)) = slot else {
-            return work.await;
-        };
-        let limit = f.def.concurrency.as_ref().map(|c| c.limit).unwrap_or(1);
         tokio::pin!(work);
         let every = (self.slot_lease / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -794,7 +829,7 @@ impl Executor {
                 out = &mut work => return out,
                 _ = tick.tick() => {
                     if let Err(e) = self.flow.backends.state.acquire_slot(key, holder, limit, self.slot_lease).await {
-                        tracing::warn!(error = %e, "cannot renew a concurrency slot");
+                        tracing::warn!(key, error = %e, "cannot renew a lease");
                     }
                 }
             }

@@ -165,6 +165,17 @@ impl StepServer {
             .collect()
     }
 
+    /// Calls of routes tagged `tag` in flight now.
+    pub fn in_flight_now(&self, tag: &str) -> u32 {
+        self.state
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(tag)
+            .map(|v| v.0)
+            .unwrap_or(0)
+    }
+
     /// The most calls of routes tagged `tag` that were ever in flight at once.
     pub fn max_in_flight(&self, tag: &str) -> u32 {
         self.state
@@ -528,8 +539,20 @@ impl Stack {
         functions: Vec<FunctionDef>,
         roles: &[Role],
     ) -> Self {
+        Self::start_tuned(backend, functions, roles, |_| {}).await
+    }
+
+    /// Like [`Stack::start_roles_on`], with `tune` applied to the engine's
+    /// configuration first.
+    pub async fn start_tuned(
+        backend: TestBackend,
+        functions: Vec<FunctionDef>,
+        roles: &[Role],
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(&dir.path().join("engine.db"));
+        tune(&mut config);
         let (backends, servers) = match backend {
             TestBackend::SqsRedis => {
                 let (backends, servers) = sqs_redis_backends(&mut config).await;
