@@ -281,6 +281,10 @@ pub struct RunnerConfig {
     /// Event messages processed at once. Default 64.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// How long a run is kept after it ended (with its steps); runners
+    /// delete older ones. Default 7d.
+    #[serde(default = "default_run_retention")]
+    pub run_retention: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -288,8 +292,13 @@ impl Default for RunnerConfig {
         Self {
             bind: None,
             concurrency: default_concurrency(),
+            run_retention: default_run_retention(),
         }
     }
+}
+
+fn default_run_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 fn default_concurrency() -> usize {
@@ -582,6 +591,9 @@ impl Config {
             || self.event_api.body_timeout.std().is_zero()
         {
             return bad("event_api.header_timeout and body_timeout must be positive");
+        }
+        if self.runner.run_retention.std().is_zero() {
+            return bad("runner.run_retention must be positive");
         }
         if self.runner.concurrency == 0 || self.executor.concurrency == 0 {
             return bad("runner.concurrency and executor.concurrency must be positive");

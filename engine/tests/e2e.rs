@@ -312,10 +312,80 @@ async fn duplicate_jobs_never_run_a_step_twice_at_once(backend: TestBackend) {
     stack.stop().await;
 }
 
+/// Runners delete runs that ended longer than `runner.run_retention` ago
+/// (a runner looks when it starts, then every minute); running runs stay.
+async fn ended_runs_are_deleted_after_their_retention(backend: TestBackend) {
+    let f = function(json!({
+        "id": "brief",
+        "triggers": [{"event": "demo/brief"}],
+        "steps": [{"id": "nap", "sleep": "10ms"}]
+    }));
+    let long = function(json!({
+        "id": "long",
+        "triggers": [{"event": "demo/long"}],
+        "steps": [{"id": "nap", "sleep": "1h"}]
+    }));
+    let mut stack = Stack::start_tuned(
+        backend,
+        vec![f, long],
+        &[Role::Runner, Role::Executor],
+        |c| c.runner.run_retention = engine::functions::Duration::from_secs(1),
+    )
+    .await;
+    let brief = stack
+        .client
+        .send_one(json!({"name": "demo/brief", "data": {}}))
+        .await;
+    let long = stack
+        .client
+        .send_one(json!({"name": "demo/long", "data": {}}))
+        .await;
+    let ended = stack.client.finished_run(&brief).await;
+    assert_eq!(ended.status, RunStatus::Completed);
+    let running = poll("the long run", DEADLINE, || async {
+        stack
+            .client
+            .state
+            .runs_for_event(&long)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Another runner: it looks at once.
+    stack.start_role(Role::Runner);
+    poll("the ended run to be deleted", DEADLINE, || async {
+        stack
+            .client
+            .state
+            .get_run(&ended.id)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        stack
+            .client
+            .state
+            .runs_for_event(&brief)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let still = stack.client.state.get_run(&running.id).await.unwrap();
+    assert_eq!(still.map(|r| r.status), Some(RunStatus::Running));
+    stack.stop().await;
+}
+
 common::on_every_backend!(
     a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
     trigger_filters_and_event_ids_decide_which_events_start_runs,
     cancel_on_events_and_the_runs_api_cancel_running_runs,
     a_concurrency_limit_per_key_is_honoured,
     duplicate_jobs_never_run_a_step_twice_at_once,
+    ended_runs_are_deleted_after_their_retention,
 );

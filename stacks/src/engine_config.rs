@@ -91,7 +91,10 @@ pub fn engine_config(
     // changing them restarts (or rolls) only its processes.
     match role {
         Role::EventApi => c.event_api.bind = bind(port),
-        Role::Runner => c.runner.bind = Some(bind(port)),
+        Role::Runner => {
+            c.runner.bind = Some(bind(port));
+            c.runner.run_retention = spec.state.run_retention;
+        }
         Role::Executor => {
             c.executor.bind = Some(bind(port));
             c.executor.concurrency = usize::try_from(spec.executors.concurrency)

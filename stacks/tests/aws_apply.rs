@@ -287,7 +287,11 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
         .unwrap()
         .metric_alarms
         .unwrap();
-    assert_eq!(alarms.len(), 6, "out and in alarms for three scaled roles");
+    assert_eq!(
+        alarms.len(),
+        8,
+        "out and in alarms for three scaled roles, one per dead-letter queue"
+    );
 
     // Plan after apply: nothing to do.
     let again = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))

@@ -61,6 +61,15 @@ fn aws_example_is_the_reference_stack() {
     );
     assert!(matches!(&ex.scaling, Some(Scaling::Sqs { queue, .. }) if queue == "work"));
     assert!(spec.state.redis.auth && spec.state.redis.transit_encryption);
+    // A replica in another AZ and daily snapshots: a node loss loses no run.
+    assert_eq!(
+        (
+            spec.state.redis.replicas,
+            spec.state.redis.snapshot_retention_days
+        ),
+        (1, 1)
+    );
+    assert_eq!(spec.state.run_retention.as_secs(), 7 * 86_400);
     assert_eq!(
         spec.network.event_api,
         stacks::spec::Connection::InternalDns
@@ -173,6 +182,29 @@ fn every_error_is_reported_at_once_with_its_place() {
     }
     assert_eq!(first["file"], "s.yaml");
     assert!(errors.render().ends_with("4 errors\n"));
+}
+
+#[test]
+fn state_retention_and_snapshots_are_checked_at_their_place() {
+    let text = "stack: demo\nprovider: aws\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 1, desired: 1, max: 1}\nevent_keys: {default: k}\nstate:\n  run_retention: 10s\n  redis: {snapshot_retention_days: 40}\n";
+    let errors = errors_of(load_str(Path::new("s.yaml"), text, &no_env));
+    let found: Vec<(usize, &str)> = errors
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (9, "state.run_retention"),
+            (10, "state.redis.snapshot_retention_days"),
+        ]
+    );
+    let text = errors.render();
+    assert!(
+        text.contains("at least `1m`") && text.contains("0 (no snapshots) to 35 days"),
+        "{text}"
+    );
 }
 
 /// The `file:line:column` of each warning, relative to the workspace.

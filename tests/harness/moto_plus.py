@@ -16,6 +16,9 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
   instances not on the group's launch template version (all of them without
   `SkipMatching`): new instances first, then the old ones terminated,
   DATAPLANE_DELETE_SECONDS after the start (AWS takes minutes).
+- An ElastiCache replication group (cluster mode disabled) created with
+  `NumCacheClusters` has that many member clusters, a primary and replicas
+  (moto creates the primary only unless `ReplicasPerNodeGroup` is given).
 """
 
 import os
@@ -30,6 +33,7 @@ from moto.core.responses import ActionResult
 from moto.core.types import Base64EncodedString
 from moto.core.utils import utcnow
 from moto.ec2.models import launch_templates
+from moto.elasticache import models as elasticache_models
 from moto.instance_metadata import responses as imds_responses
 from moto.instance_metadata import urls as imds_urls
 from moto.server import main
@@ -161,7 +165,17 @@ def _cancel_instance_refresh(self):
     raise ActiveInstanceRefreshNotFound(f"No in progress or pending Instance Refresh found for {name}.")
 
 
+_original_members_disabled = elasticache_models.ReplicationGroup._set_node_members_clusters_disabled
+
+
+def _members_disabled(self, *args, **kwargs):
+    if not kwargs.get("replicas_per_node_group") and kwargs.get("num_cache_clusters"):
+        kwargs["replicas_per_node_group"] = kwargs["num_cache_clusters"] - 1
+    return _original_members_disabled(self, *args, **kwargs)
+
+
 imds_responses.InstanceMetadataResponse.metadata_response = staticmethod(_metadata_response)
+elasticache_models.ReplicationGroup._set_node_members_clusters_disabled = _members_disabled
 imds_urls.url_paths = {path: _metadata_response for path in imds_urls.url_paths}
 launch_templates.LaunchTemplateVersion.__init__ = _version_init
 asg_models.InstanceState.__init__ = _instance_state_init

@@ -46,7 +46,7 @@ macro_rules! backend_conformance {
             dead_letter_after_max_receives, depth, batch_send, concurrent_sends,
             claims, runs, set_outcome_once_under_concurrency, attempts, take_wait_single_winner,
             events_since, slots, finish_run_once, functions, two_handles_share_the_store,
-            create_run_and_send_once, end_step_once);
+            create_run_and_send_once, end_step_once, purge_finished);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(
@@ -356,6 +356,68 @@ pub async fn dead_letter_after_max_receives(h: &dyn Harness) {
     );
     assert!(b.work.dead_letters(10).await.expect("none").is_empty());
     assert_eq!(b.work.redrive(10).await.expect("nothing to move"), 0);
+}
+
+/// Runs that ended before the cutoff go, with their steps and index
+/// entries; running runs and runs that ended later stay.
+pub async fn purge_finished(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let t = now();
+    let attempt = Attempt {
+        number: 1,
+        started_at: t - 9_000,
+        ended_at: t - 8_000,
+        error: None,
+        host: None,
+    };
+    for (id, event_id) in [("old", "e-old"), ("new", "e-new"), ("live", "e-live")] {
+        s.create_run(&run(id, event_id, t - 10_000)).await.unwrap();
+        s.record_attempt(id, "step", attempt.clone()).await.unwrap();
+    }
+    assert!(
+        s.finish_run("old", RunStatus::Completed, None, t - 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.finish_run("new", RunStatus::Failed, Some("x".into()), t)
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(s.purge_finished(t - 1_000, 10).await.unwrap(), 1);
+    assert_eq!(s.get_run("old").await.unwrap(), None);
+    assert!(s.steps("old").await.unwrap().is_empty());
+    assert!(s.runs_for_event("e-old").await.unwrap().is_empty());
+    let listed: Vec<String> = s
+        .list_runs(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(!listed.contains(&"old".to_string()), "{listed:?}");
+    assert_eq!(
+        s.list_runs(Some(RunStatus::Completed), 10).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        s.run_counts().await.unwrap().get(&RunStatus::Completed),
+        None
+    );
+    for kept in ["new", "live"] {
+        assert!(s.get_run(kept).await.unwrap().is_some(), "{kept}");
+        assert_eq!(s.steps(kept).await.unwrap().len(), 1, "{kept}");
+    }
+    // A running run is never deleted, however old.
+    assert_eq!(s.purge_finished(t + 60_000, 10).await.unwrap(), 1);
+    assert!(s.get_run("new").await.unwrap().is_none());
+    assert_eq!(
+        s.get_run("live").await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert_eq!(s.purge_finished(t + 60_000, 10).await.unwrap(), 0);
 }
 
 /// Depth counts visible, in-flight, delayed and dead messages per queue.

@@ -339,6 +339,10 @@ pub trait StateStore: Send + Sync + 'static {
         error: Option<String>,
         at: i64,
     ) -> Result<bool>;
+    /// Deletes up to `limit` runs that ended before `before` (ms since the
+    /// epoch), with their steps, waits and index entries; how many it
+    /// deleted. Running runs are never deleted.
+    async fn purge_finished(&self, before: i64, limit: usize) -> Result<usize>;
     /// Counts of runs by status (for /metrics).
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>>;
 

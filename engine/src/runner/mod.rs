@@ -24,6 +24,11 @@ use crate::functions::Vars;
 use crate::metrics::Metrics;
 
 pub use consume::{Consumer, consume, keep_visible};
+
+/// How often runners delete runs past their retention.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Most runs deleted in one call.
+const PURGE_BATCH: usize = 500;
 pub use flow::{Flow, Progress};
 pub use job::{Job, JobKind, now_ms, run_id};
 pub use registry::{LoadedFunction, REFRESH_INTERVAL, Registry};
@@ -80,6 +85,12 @@ pub async fn run(
         let stop = shutdown.clone();
         tokio::spawn(async move { runner.keep_crons(stop).await })
     };
+    let purger = {
+        let runner = runner.clone();
+        let stop = shutdown.clone();
+        let retention = config.runner.run_retention.std();
+        tokio::spawn(async move { runner.keep_purging(retention, stop).await })
+    };
     let visibility = config.queues.events.visibility_timeout.std();
     tracing::info!(concurrency = config.runner.concurrency, "runner started");
     consume(
@@ -100,6 +111,7 @@ pub async fn run(
     .await;
     refresher.abort();
     crons.abort();
+    purger.abort();
     tracing::info!("runner stopped");
     Ok(())
 }
@@ -285,6 +297,49 @@ impl Runner {
                 _ = tick.tick() => {
                     if let Err(e) = self.tick_crons(chrono::Utc::now(), &mut fired).await {
                         tracing::warn!(error = %e, "cannot start cron runs; retrying on the next tick");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes runs that ended more than `retention` ago, every
+    /// [`PURGE_EVERY`] until `stop`, in batches. Every runner does it: the
+    /// deletes are idempotent, and one runner is enough to keep up.
+    async fn keep_purging(&self, retention: Duration, stop: Shutdown) {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            loop {
+                match self
+                    .flow
+                    .backends
+                    .state
+                    .purge_finished(before, PURGE_BATCH)
+                    .await
+                {
+                    Ok(n) => {
+                        if n > 0 {
+                            self.metrics.counter(
+                                "stackctl_runner_runs_purged_total",
+                                "Ended runs deleted after the run retention.",
+                                &[],
+                                n as u64,
+                            );
+                            tracing::info!(runs = n, "deleted runs past their retention");
+                        }
+                        if n < PURGE_BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot delete runs past their retention; retrying later");
+                        break;
                     }
                 }
             }

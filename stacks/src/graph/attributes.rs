@@ -196,6 +196,8 @@ pub struct ElastiCacheReplicationGroup {
     pub automatic_failover: bool,
     /// On when there are replicas.
     pub multi_az: bool,
+    /// Days of automatic snapshots kept (0: none).
+    pub snapshot_retention_days: u32,
     /// Port.
     pub port: u16,
     /// Subnet group (`${elasticache.subnet-group.name}`).

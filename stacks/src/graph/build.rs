@@ -544,6 +544,7 @@ impl Builder<'_> {
                 replicas: redis.replicas,
                 automatic_failover: redis.replicas > 0,
                 multi_az: redis.replicas > 0,
+                snapshot_retention_days: redis.snapshot_retention_days,
                 port: REDIS_PORT,
                 subnet_group: output("elasticache.subnet-group", "name"),
                 security_group_ids: vec![output("ec2.sg.redis", "id")],

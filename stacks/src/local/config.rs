@@ -102,6 +102,7 @@ executors: {min: 1, desired: 1, max: 3, drivers: [http], concurrency: 4}
 event_keys: {default: k-123}
 queues:
   work: {visibility_timeout: 45s}
+state: {run_retention: 2d}
 functions:
   inline:
     - id: hello
@@ -135,6 +136,7 @@ functions:
         let runner = process_config(&loaded, &shared(), Role::Runner, 40002);
         let ids: Vec<&str> = runner.functions.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(ids, ["hello", engine::canary::CANARY_FUNCTION]);
+        assert_eq!(runner.runner.run_retention, Duration::from_secs(2 * 86_400));
         let api = process_config(&loaded, &shared(), Role::EventApi, 18289);
         assert_eq!(api.event_api.bind, "127.0.0.1:18289".parse().unwrap());
         assert_eq!(

@@ -361,16 +361,34 @@ fn default_max_receives() -> u32 {
 }
 
 /// Where the engine keeps its state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// An existing Redis, `redis://` or `rediss://` (local provider). Without
     /// it a local stack uses the embedded store and an AWS stack ElastiCache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// How long a run (with its steps and outputs) is kept after it ended;
+    /// older ones are deleted, so the state store does not fill up.
+    #[serde(default = "default_run_retention")]
+    pub run_retention: Duration,
     /// ElastiCache Redis (aws).
     #[serde(default)]
     pub redis: Redis,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            url: None,
+            run_retention: default_run_retention(),
+            redis: Redis::default(),
+        }
+    }
+}
+
+fn default_run_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 /// ElastiCache Redis settings.
@@ -380,9 +398,14 @@ pub struct Redis {
     /// Node type, e.g. `cache.t4g.small`.
     #[serde(default = "default_node_type")]
     pub node_type: String,
-    /// Read replicas next to the primary (0-5); one or more enables failover.
-    #[serde(default)]
+    /// Read replicas next to the primary (0-5); one or more enables
+    /// automatic failover and Multi-AZ, so a node loss loses no run.
+    /// Default 1.
+    #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Days of daily snapshots ElastiCache keeps (0-35; 0: none). Default 1.
+    #[serde(default = "default_snapshot_days")]
+    pub snapshot_retention_days: u32,
     /// Require an auth token (generated and kept in Secrets Manager-free task env).
     #[serde(default = "yes")]
     pub auth: bool,
@@ -395,13 +418,20 @@ impl Default for Redis {
     fn default() -> Self {
         Self {
             node_type: default_node_type(),
-            replicas: 0,
+            replicas: default_replicas(),
+            snapshot_retention_days: default_snapshot_days(),
             auth: true,
             transit_encryption: true,
         }
     }
 }
 
+fn default_replicas() -> u32 {
+    1
+}
+fn default_snapshot_days() -> u32 {
+    1
+}
 fn default_node_type() -> String {
     "cache.t4g.small".into()
 }

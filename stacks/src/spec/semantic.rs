@@ -138,6 +138,7 @@ pub(crate) fn check_sections(json: &J) -> Vec<Problem> {
     }
     if let Some(state) = section::<State>(json, "/state", Some(State::default())) {
         check_state(&state, &mut out);
+        check_run_retention(state.run_retention, &mut out);
     }
     if let Some(keys) = section::<BTreeMap<String, String>>(json, "/event_keys", None) {
         check_event_keys(&keys, &mut out);
@@ -169,6 +170,17 @@ fn check_logs(logs: &Logs, out: &mut Vec<Problem>) {
                 "use one of {} (the nearest is {near})",
                 LOG_RETENTION_DAYS.map(|d| d.to_string()).join(", ")
             ),
+        ));
+    }
+}
+
+fn check_run_retention(retention: Duration, out: &mut Vec<Problem>) {
+    if retention.std() < std::time::Duration::from_secs(60) {
+        out.push(Problem::new(
+            path!["state", "run_retention"],
+            At::Value,
+            format!("runs would be deleted {retention} after they end"),
+            "keep runs at least `1m` after they end, e.g. `7d`",
         ));
     }
 }
@@ -547,6 +559,17 @@ fn check_state(state: &State, out: &mut Vec<Problem>) {
                 redis.replicas
             ),
             "use 0 to 5 replicas",
+        ));
+    }
+    if redis.snapshot_retention_days > 35 {
+        out.push(Problem::new(
+            path!["state", "redis", "snapshot_retention_days"],
+            At::Value,
+            format!(
+                "ElastiCache keeps snapshots for at most 35 days, not {}",
+                redis.snapshot_retention_days
+            ),
+            "use 0 (no snapshots) to 35 days",
         ));
     }
     if redis.auth && !redis.transit_encryption {

@@ -400,6 +400,33 @@ impl StateStore for EmbeddedState {
             .await
     }
 
+    async fn purge_finished(&self, before: i64, limit: usize) -> Result<usize> {
+        self.db
+            .write(move |c| {
+                let ids: Vec<String> = c
+                    .prepare_cached(
+                        "SELECT id FROM runs WHERE status != 'running' \
+                         AND COALESCE(ended_at, created_at) < ?1 LIMIT ?2",
+                    )
+                    .map_err(sql_err)?
+                    .query_map(params![before, limit as i64], |r| r.get(0))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(sql_err)?;
+                for id in &ids {
+                    for sql in [
+                        "DELETE FROM steps WHERE run_id = ?1",
+                        "DELETE FROM waits WHERE run_id = ?1",
+                        "DELETE FROM runs WHERE id = ?1",
+                    ] {
+                        c.execute(sql, [id]).map_err(sql_err)?;
+                    }
+                }
+                Ok(ids.len())
+            })
+            .await
+    }
+
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
         self.db
             .read(|c| {

@@ -26,7 +26,8 @@ return 1
     )
 });
 
-/// KEYS: run hash, running index, new status index.
+/// KEYS: run hash, running index, new status index (scored by end time,
+/// which `PURGE_FINISHED` goes by).
 /// ARGV: status, has_error, error, ended_at, run id.
 /// Returns 1 if this call ended the run, 0 if it had ended or does not exist.
 pub static FINISH_RUN: LazyLock<Script> = LazyLock::new(|| {
@@ -41,7 +42,7 @@ else
 end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[5])
-if score then redis.call('ZADD', KEYS[3], score, ARGV[5]) end
+if score then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) end
 return 1
 ",
     )
@@ -160,6 +161,40 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
   return 1
 end
 return 0
+",
+    )
+});
+
+/// KEYS: the all-runs index, then the index of each ended status.
+/// ARGV: cutoff (ms), most runs to delete. Deletes runs whose ended-status
+/// score is below the cutoff: the run hash, its steps and waits, and its
+/// entries in the indexes and its event's run index (a key built here:
+/// cluster mode disabled, like the wait scripts). Returns how many.
+pub static PURGE_FINISHED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+local limit = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  if n >= limit then break end
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit - n)
+  for _, id in ipairs(ids) do
+    local run = 'stackctl:run:{' .. id .. '}'
+    local body = redis.call('HGET', run, 'run')
+    if body then
+      local ok, decoded = pcall(cjson.decode, body)
+      if ok and type(decoded) == 'table' and type(decoded.event) == 'table'
+          and type(decoded.event.internal_id) == 'string' then
+        redis.call('ZREM', 'stackctl:event-runs:{' .. decoded.event.internal_id .. '}', id)
+      end
+    end
+    redis.call('DEL', run, run .. ':steps', run .. ':waits')
+    redis.call('ZREM', KEYS[i], id)
+    redis.call('ZREM', KEYS[1], id)
+    n = n + 1
+  end
+end
+return n
 ",
     )
 });

@@ -256,6 +256,20 @@ impl StateStore for RedisState {
         Ok(ended == 1)
     }
 
+    async fn purge_finished(&self, before: i64, limit: usize) -> Result<usize> {
+        let mut script = scripts::PURGE_FINISHED.key(keys::RUNS);
+        for status in keys::STATUSES.into_iter().filter(|s| s.is_terminal()) {
+            script.key(keys::runs_with(status));
+        }
+        let purged: i64 = script
+            .arg(before)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(usize::try_from(purged).unwrap_or(0))
+    }
+
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
         let mut pipe = redis::pipe();
         for s in keys::STATUSES {

@@ -239,6 +239,10 @@ pub(crate) async fn read_replication_group(ctx: &Ctx, t: &Target) -> Result<Opti
             Some(AutomaticFailoverStatus::Enabled | AutomaticFailoverStatus::Enabling)
         ),
         multi_az: rg.multi_az == Some(MultiAzStatus::Enabled),
+        snapshot_retention_days: rg
+            .snapshot_retention_limit
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(0),
         port,
         subnet_group: member
             .as_ref()
@@ -283,6 +287,7 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
             .num_cache_clusters(desired.replicas as i32 + 1)
             .automatic_failover_enabled(desired.automatic_failover)
             .multi_az_enabled(desired.multi_az)
+            .snapshot_retention_limit(desired.snapshot_retention_days as i32)
             .port(i32::from(desired.port))
             .cache_subnet_group_name(&desired.subnet_group)
             .set_security_group_ids(Some(desired.security_group_ids.clone()))
@@ -334,6 +339,10 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
     }
     if work.changed("multi_az") {
         modify = modify.multi_az_enabled(desired.multi_az);
+        any = true;
+    }
+    if work.changed("snapshot_retention_days") {
+        modify = modify.snapshot_retention_limit(desired.snapshot_retention_days as i32);
         any = true;
     }
     if work.changed("security_group_ids") {
