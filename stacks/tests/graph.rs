@@ -125,8 +125,10 @@ fn every_connection_type_has_its_resource_kinds() {
             "ec2.sg.redis",
             "iam.role.execution",
             "iam.role.task",
+            "iam.role.runner",
             "iam.role.executors",
             "iam.policy.task",
+            "iam.policy.runner",
             "iam.instance-profile.executors",
             "logs.event-api",
             "logs.runner",
@@ -410,7 +412,7 @@ fn tags_identify_stack_and_resource_and_keep_spec_tags() {
 }
 
 #[test]
-fn iam_policies_have_no_wildcard_actions_and_the_task_role_only_reaches_the_stack() {
+fn iam_policies_have_no_wildcard_actions_and_each_service_only_its_own_queue_actions() {
     let g = graph("demo", "internal_dns");
     for r in g.resources() {
         let Attributes::IamRolePolicy(policy) = &r.attributes else {
@@ -430,26 +432,87 @@ fn iam_policies_have_no_wildcard_actions_and_the_task_role_only_reaches_the_stac
             }
         }
     }
-    let Attributes::IamRolePolicy(task) = &g.get(&"iam.policy.task".into()).unwrap().attributes
-    else {
-        panic!("task policy");
-    };
-    let resources: BTreeSet<&str> = task
-        .document
-        .statement
-        .iter()
-        .flat_map(|s| s.resource.iter().map(String::as_str))
+    // Each service's role: every queue found and measured, and only the
+    // message actions of its own work, on its own queues.
+    let q = |name: &str| format!("arn:aws:sqs:${{region}}:${{account}}:demo-{name}");
+    let all_queues: Vec<String> = ["events", "events-dlq", "work", "work-dlq"]
+        .into_iter()
+        .map(q)
         .collect();
-    let expected: BTreeSet<&str> = [
-        "arn:aws:sqs:${region}:${account}:demo-events",
-        "arn:aws:sqs:${region}:${account}:demo-events-dlq",
-        "arn:aws:sqs:${region}:${account}:demo-work",
-        "arn:aws:sqs:${region}:${account}:demo-work-dlq",
-        "arn:aws:logs:${region}:${account}:log-group:/stackctl/demo/event-api:*",
-        "arn:aws:logs:${region}:${account}:log-group:/stackctl/demo/runner:*",
-    ]
-    .into();
-    assert_eq!(resources, expected);
+    let take = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",
+    ];
+    for (policy, log, expected) in [
+        (
+            "iam.policy.task",
+            "event-api",
+            vec![("SendEvents", vec!["sqs:SendMessage"], vec![q("events")])],
+        ),
+        (
+            "iam.policy.runner",
+            "runner",
+            vec![
+                ("TakeEvents", take.to_vec(), vec![q("events")]),
+                ("SendJobs", vec!["sqs:SendMessage"], vec![q("work")]),
+            ],
+        ),
+        (
+            "iam.policy.executors",
+            "executors",
+            vec![("TakeJobs", take.to_vec(), vec![q("work")])],
+        ),
+    ] {
+        let Attributes::IamRolePolicy(p) = &g.get(&policy.into()).unwrap().attributes else {
+            panic!("{policy}");
+        };
+        let sqs: Vec<(&str, Vec<&str>, Vec<String>)> = p
+            .document
+            .statement
+            .iter()
+            .filter(|s| s.action.iter().any(|a| a.starts_with("sqs:")))
+            .map(|s| {
+                (
+                    s.sid.as_deref().unwrap_or_default(),
+                    s.action.iter().map(String::as_str).collect(),
+                    s.resource.clone(),
+                )
+            })
+            .collect();
+        let mut want = vec![(
+            "FindQueues",
+            vec!["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+            all_queues.clone(),
+        )];
+        want.extend(expected);
+        assert_eq!(sqs, want, "{policy}");
+        let logs: Vec<&str> = p
+            .document
+            .statement
+            .iter()
+            .filter(|s| s.sid.as_deref() == Some("Logs"))
+            .flat_map(|s| s.resource.iter().map(String::as_str))
+            .collect();
+        assert_eq!(
+            logs,
+            [format!(
+                "arn:aws:logs:${{region}}:${{account}}:log-group:/stackctl/demo/{log}:*"
+            )],
+            "{policy}"
+        );
+    }
+    // Each service runs with its own task role.
+    for (taskdef, role) in [
+        ("ecs.taskdef.event-api", "iam.role.task"),
+        ("ecs.taskdef.runner", "iam.role.runner"),
+    ] {
+        let Attributes::EcsTaskDefinition(td) = &g.get(&taskdef.into()).unwrap().attributes else {
+            panic!("{taskdef}");
+        };
+        assert_eq!(td.task_role_arn, format!("${{{role}.arn}}"), "{taskdef}");
+    }
 }
 
 #[test]

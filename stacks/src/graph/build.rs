@@ -164,8 +164,64 @@ impl Builder<'_> {
     fn queue_arns(&self) -> Vec<String> {
         ["events", "events-dlq", "work", "work-dlq"]
             .iter()
-            .map(|q| self.arn("sqs", &self.names.dashed(q)))
+            .map(|q| self.queue_arn(q))
             .collect()
+    }
+
+    fn queue_arn(&self, queue: &str) -> String {
+        self.arn("sqs", &self.names.dashed(queue))
+    }
+
+    /// What `role` may do with the stack's queues: find and measure every
+    /// queue (the engine opens both and reports their depths), and only the
+    /// message actions its own work needs. The event API sends events; the
+    /// runner takes events (and puts one back after an outage) and sends
+    /// step jobs; the executors take step jobs and send them (retries,
+    /// sleeps, jobs put back).
+    fn queue_statements(&self, role: Role) -> Vec<Statement> {
+        const TAKE: [&str; 4] = [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:SendMessage",
+        ];
+        let mut out = vec![Statement::allow(
+            "FindQueues",
+            &["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+            self.queue_arns(),
+        )];
+        let (send_events, take_events, send_work, take_work) = match role {
+            Role::EventApi => (true, false, false, false),
+            Role::Runner => (false, true, true, false),
+            Role::Executors => (false, false, false, true),
+        };
+        if take_events {
+            out.push(Statement::allow(
+                "TakeEvents",
+                &TAKE,
+                vec![self.queue_arn("events")],
+            ));
+        } else if send_events {
+            out.push(Statement::allow(
+                "SendEvents",
+                &["sqs:SendMessage"],
+                vec![self.queue_arn("events")],
+            ));
+        }
+        if take_work {
+            out.push(Statement::allow(
+                "TakeJobs",
+                &TAKE,
+                vec![self.queue_arn("work")],
+            ));
+        } else if send_work {
+            out.push(Statement::allow(
+                "SendJobs",
+                &["sqs:SendMessage"],
+                vec![self.queue_arn("work")],
+            ));
+        }
+        out
     }
 
     fn log_group_arn(&self, role: Role) -> String {
@@ -337,19 +393,6 @@ impl Builder<'_> {
                 roles.iter().map(|r| b.log_group_arn(*r)).collect(),
             )
         };
-        let sqs = Statement::allow(
-            "Queues",
-            &[
-                "sqs:SendMessage",
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueUrl",
-                "sqs:GetQueueAttributes",
-            ],
-            self.queue_arns(),
-        );
-
         // The engine's secrets in SSM: ECS reads the services' with the
         // execution role (GetParameters), executor hosts theirs at boot.
         let arns = |secrets: Vec<(&str, &str)>| -> Vec<String> {
@@ -369,7 +412,8 @@ impl Builder<'_> {
         let ecs_tasks = "ecs-tasks.amazonaws.com";
         let mut execution = ecr_pull.clone().unwrap_or_default();
         execution.push(logs(&[Role::EventApi, Role::Runner], self));
-        let mut executors = vec![sqs.clone(), logs(&[Role::Executors], self)];
+        let mut executors = self.queue_statements(Role::Executors);
+        executors.push(logs(&[Role::Executors], self));
         executors.extend(ecr_pull.unwrap_or_default());
         if !secret_arns.is_empty() {
             execution.push(Statement::allow(
@@ -392,11 +436,20 @@ impl Builder<'_> {
                 "ECS pulls the engine image and ships task logs",
                 execution,
             ),
+            ("task", ecs_tasks, "event API tasks send events", {
+                let mut api = self.queue_statements(Role::EventApi);
+                api.push(logs(&[Role::EventApi], self));
+                api
+            }),
             (
-                "task",
+                "runner",
                 ecs_tasks,
-                "event API and runner tasks use the stack's queues and logs",
-                vec![sqs, logs(&[Role::EventApi, Role::Runner], self)],
+                "runner tasks take events and send step jobs",
+                {
+                    let mut runner = self.queue_statements(Role::Runner);
+                    runner.push(logs(&[Role::Runner], self));
+                    runner
+                },
             ),
             (
                 "executors",
@@ -819,7 +872,13 @@ impl Builder<'_> {
             let (environment, env_deps) = self.engine_env(role)?;
             let taskdef_id = format!("ecs.taskdef.{key}");
             let log_id = format!("logs.{key}");
-            let mut deps: Vec<&str> = vec!["iam.role.execution", "iam.role.task", &log_id];
+            // The event API's task role is `iam.role.task`, the runner's its own.
+            let task_role = if role == Role::EventApi {
+                "iam.role.task"
+            } else {
+                "iam.role.runner"
+            };
+            let mut deps: Vec<&str> = vec!["iam.role.execution", task_role, &log_id];
             deps.extend(env_deps);
             self.add(
                 &taskdef_id,
@@ -834,7 +893,7 @@ impl Builder<'_> {
                     // The engine image's, known once it is built.
                     cpu_architecture: context("cpu_architecture"),
                     execution_role_arn: output("iam.role.execution", "arn"),
-                    task_role_arn: output("iam.role.task", "arn"),
+                    task_role_arn: output(task_role, "arn"),
                     container: Container {
                         name: key.into(),
                         image: context("image"),
@@ -878,12 +937,17 @@ impl Builder<'_> {
     ) -> Result<(), GraphError> {
         let key = role.key();
         let sg_id = format!("ec2.sg.{key}");
+        let task_policy = if role == Role::EventApi {
+            "iam.policy.task"
+        } else {
+            "iam.policy.runner"
+        };
         let mut deps: Vec<&str> = vec![
             "ecs.cluster",
             taskdef_id,
             &sg_id,
             "iam.policy.execution",
-            "iam.policy.task",
+            task_policy,
         ];
         let mut load_balancers = Vec::new();
         let mut service_registries = Vec::new();
