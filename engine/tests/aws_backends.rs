@@ -897,6 +897,34 @@ impl Drop for Engine {
     }
 }
 
+/// Writes `dir/engine.json` for engine processes on SQS queues
+/// `<prefix>-events` and `<prefix>-work` (3 s visibility, dead-lettered after
+/// `max_receives`) and Redis at `redis_url`, registering `f`; its path.
+fn write_process_config(
+    dir: &Path,
+    prefix: &str,
+    redis_url: &str,
+    max_receives: u32,
+    f: &FunctionDef,
+) -> std::path::PathBuf {
+    let queue =
+        json!({"visibility_timeout": "3s", "max_receives": max_receives, "retention": "1d"});
+    let config = json!({
+        "backend": {"kind": "sqs_redis", "events_queue": format!("{prefix}-events"),
+                    "work_queue": format!("{prefix}-work"), "redis_url": redis_url,
+                    "create_queues": true},
+        "event_keys": [EVENT_KEY],
+        "api_token": API_TOKEN,
+        "event_api": {"bind": "127.0.0.1:0"},
+        "queues": {"events": queue, "work": queue},
+        "functions": [f],
+        "log_format": "json"
+    });
+    let path = dir.join("engine.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
     let (moto, redis) = servers();
@@ -907,21 +935,7 @@ async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
         "triggers": [{"event": "load/item"}],
         "steps": [{"id": "work", "http": {"url": format!("{}/slow/20/work", steps.url)}}]
     }));
-    let config = json!({
-        "backend": {"kind": "sqs_redis", "events_queue": "proc-events", "work_queue": "proc-work",
-                    "redis_url": redis.url(), "create_queues": true},
-        "event_keys": [EVENT_KEY],
-        "api_token": API_TOKEN,
-        "event_api": {"bind": "127.0.0.1:0"},
-        "queues": {
-            "events": {"visibility_timeout": "3s", "max_receives": 100, "retention": "1d"},
-            "work": {"visibility_timeout": "3s", "max_receives": 100, "retention": "1d"}
-        },
-        "functions": [f],
-        "log_format": "json"
-    });
-    let path = dir.path().join("engine.json");
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let path = write_process_config(dir.path(), "proc", &redis.url(), 100, &f);
     let mut api = Engine::spawn(&moto, &path, "event-api,runner", dir.path().join("api.log"));
     let url = api.event_api().await;
     let mut executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex1.log"));
@@ -1104,21 +1118,7 @@ async fn chaos_under_load_loses_and_duplicates_nothing() {
         "triggers": [{"event": "load/item"}],
         "steps": [{"id": "work", "http": {"url": format!("{}/slow/20/work", steps.url)}}]
     }));
-    let config = json!({
-        "backend": {"kind": "sqs_redis", "events_queue": "chaos-events", "work_queue": "chaos-work",
-                    "redis_url": redis_url, "create_queues": true},
-        "event_keys": [EVENT_KEY],
-        "api_token": API_TOKEN,
-        "event_api": {"bind": "127.0.0.1:0"},
-        "queues": {
-            "events": {"visibility_timeout": "3s", "max_receives": 5, "retention": "1d"},
-            "work": {"visibility_timeout": "3s", "max_receives": 5, "retention": "1d"}
-        },
-        "functions": [f],
-        "log_format": "json"
-    });
-    let path = dir.path().join("engine.json");
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let path = write_process_config(dir.path(), "chaos", &redis_url, 5, &f);
     let log = |name: &str| dir.path().join(format!("{name}.log"));
     let mut api = Engine::spawn(&moto, &path, "event-api", log("api"));
     let url = api.event_api().await;

@@ -170,7 +170,7 @@ struct Executor {
 
 impl Executor {
     /// Handles one job; `Err` leaves it for redelivery.
-    async fn handle_message(&self, message: Received) -> Result<(), BackendError> {
+    async fn handle_message(&self, message: Arc<Received>) -> Result<(), BackendError> {
         let queue = &self.flow.backends.work;
         let job = Job::decode(&message.body).map_err(|e| {
             tracing::error!(message_id = %message.id, error = %e, "undecodable job; leaving it for the dead-letter queue");

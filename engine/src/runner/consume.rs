@@ -60,7 +60,7 @@ pub struct Consumer {
 /// module doc). `probe` answers whether the backends the role needs are up.
 pub async fn consume<H, Fut, P, PFut>(consumer: Consumer, shutdown: Shutdown, probe: P, handler: H)
 where
-    H: Fn(Received) -> Fut + Send + Sync + 'static,
+    H: Fn(Arc<Received>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BackendError>> + Send + 'static,
     P: Fn() -> PFut,
     PFut: Future<Output = Result<(), BackendError>>,
@@ -122,15 +122,21 @@ where
             let handler = handler.clone();
             let outage = outage.clone();
             tokio::spawn(async move {
-                let copy = message.clone();
-                let result =
-                    keep_visible(queue.as_ref(), &copy.receipt, visibility, handler(message)).await;
+                // Shared with the handler: a failed one is given back below.
+                let message = Arc::new(message);
+                let result = keep_visible(
+                    queue.as_ref(),
+                    &message.receipt,
+                    visibility,
+                    handler(message.clone()),
+                )
+                .await;
                 if let Err(e) = result {
                     let met_outage = matches!(e, BackendError::Unavailable(_));
                     if met_outage && !outage.swap(true, Ordering::SeqCst) {
                         tracing::warn!(queue = name, error = %e, "a backend is unavailable; receiving paused until it answers");
                     }
-                    give_back(queue.as_ref(), copy, met_outage, max_receives, name).await;
+                    give_back(queue.as_ref(), &message, met_outage, max_receives, name).await;
                 }
                 drop(permit);
             });
@@ -179,7 +185,7 @@ where
 /// with it; if that is not possible now it keeps its place.
 async fn give_back(
     queue: &dyn Queue,
-    message: Received,
+    message: &Received,
     met_outage: bool,
     max_receives: u32,
     name: &str,
@@ -190,7 +196,7 @@ async fn give_back(
     }
     if message.receive_count >= max_receives {
         let copy = Message {
-            body: message.body,
+            body: message.body.clone(),
             delay: OUTAGE_VISIBILITY,
         };
         match queue.send(vec![copy]).await {

@@ -133,7 +133,7 @@ pub(crate) async fn load_registry(registry: &Registry, shutdown: &Shutdown) {
 
 impl Runner {
     /// Handles one event-stream message; `Err` leaves it for redelivery.
-    async fn handle_message(&self, message: Received) -> Result<(), BackendError> {
+    async fn handle_message(&self, message: Arc<Received>) -> Result<(), BackendError> {
         let queue = &self.flow.backends.events;
         let started = Instant::now();
         let events = crate::backend::decode_events(&message.body).inspect_err(|e| {

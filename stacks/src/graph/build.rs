@@ -190,37 +190,15 @@ impl Builder<'_> {
             &["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
             self.queue_arns(),
         )];
-        let (send_events, take_events, send_work, take_work) = match role {
-            Role::EventApi => (true, false, false, false),
-            Role::Runner => (false, true, true, false),
-            Role::Executors => (false, false, false, true),
-        };
-        if take_events {
-            out.push(Statement::allow(
-                "TakeEvents",
-                &TAKE,
-                vec![self.queue_arn("events")],
-            ));
-        } else if send_events {
-            out.push(Statement::allow(
-                "SendEvents",
-                &["sqs:SendMessage"],
-                vec![self.queue_arn("events")],
-            ));
-        }
-        if take_work {
-            out.push(Statement::allow(
-                "TakeJobs",
-                &TAKE,
-                vec![self.queue_arn("work")],
-            ));
-        } else if send_work {
-            out.push(Statement::allow(
-                "SendJobs",
-                &["sqs:SendMessage"],
-                vec![self.queue_arn("work")],
-            ));
-        }
+        let (events, work) = (vec![self.queue_arn("events")], vec![self.queue_arn("work")]);
+        out.extend(match role {
+            Role::EventApi => vec![Statement::allow("SendEvents", &["sqs:SendMessage"], events)],
+            Role::Runner => vec![
+                Statement::allow("TakeEvents", &TAKE, events),
+                Statement::allow("SendJobs", &["sqs:SendMessage"], work),
+            ],
+            Role::Executors => vec![Statement::allow("TakeJobs", &TAKE, work)],
+        });
         out
     }
 
