@@ -253,12 +253,14 @@ async fn up_waits_then_status_scale_and_logs_work() {
         .send()
         .await
         .unwrap();
-    let watched: Vec<String> = alarms
+    let mut watched: Vec<String> = alarms
         .metric_alarms()
         .iter()
         .flat_map(|a| a.dimensions())
         .filter_map(|d| d.value().map(String::from))
         .collect();
+    // DescribeAlarms promises no order.
+    watched.sort();
     assert_eq!(
         watched,
         [format!("{STACK}-events-dlq"), format!("{STACK}-work-dlq")],
