@@ -504,7 +504,7 @@ fn send_at_rate(
 }
 
 async fn ready_stack(start: Instant) -> (Arc<Stack>, Arc<Api>) {
-    ready_stack_with(start, false, str::to_owned).await
+    ready_stack_with(start, false, |_, spec| spec.to_owned()).await
 }
 
 /// Like [`ready_stack`], with the example spec changed by `edit` first;
@@ -512,10 +512,10 @@ async fn ready_stack(start: Instant) -> (Arc<Stack>, Arc<Api>) {
 async fn ready_stack_with(
     start: Instant,
     own_engine: bool,
-    edit: impl FnOnce(&str) -> String,
+    edit: impl FnOnce(&Stack, &str) -> String,
 ) -> (Arc<Stack>, Arc<Api>) {
     let stack = Arc::new(Stack::start(own_engine).await);
-    let text = edit(&std::fs::read_to_string(stack.spec()).unwrap());
+    let text = edit(&stack, &std::fs::read_to_string(stack.spec()).unwrap());
     std::fs::write(stack.spec(), &text).unwrap();
     phase(start, "emulator started");
     let spec = stack.spec().display().to_string();
@@ -759,11 +759,24 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     // visibility timeout ends: 5 minutes in the example spec, 30 s here.
     // This stack ships the engine inside the running stackctl, as an
     // installed stackctl outside any workspace does.
-    let (stack, api) = ready_stack_with(start, true, |spec| {
+    // The event API is `public` over HTTPS with an ACM certificate for
+    // DOMAIN: the canary reaches it through the load balancer's TLS
+    // listener inside the VPC, which publishes only the event paths.
+    let (stack, api) = ready_stack_with(start, true, |stack, spec| {
+        let certificate = harness::TestCertificate::issue(stack.dir.path(), DOMAIN).unwrap();
+        let arn = stack.emu.moto().import_certificate(&certificate).unwrap();
         spec.replacen("visibility_timeout: 5m", "visibility_timeout: 30s", 1)
+            .replacen(
+                "event_api: internal_dns",
+                &format!(
+                    "event_api: public\n  https:\n    certificate_arn: {arn}\n    domain: {DOMAIN}"
+                ),
+                1,
+            )
     })
     .await;
     let spec = stack.spec().display().to_string();
+    through_the_load_balancer(&stack).await;
 
     // kill -9 of a runner and of the executor while events arrive.
     let stop = Arc::new(AtomicBool::new(false));
@@ -854,6 +867,50 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     );
 
     stack.run(&["down", "-f", &spec, "--yes"], 0).await;
+}
+
+/// The domain of the HTTPS event API of the crash test's stack.
+const DOMAIN: &str = "events.example.test";
+
+/// From this machine to the load balancer's HTTPS listener, trusting the
+/// certificate's CA: events are accepted, the runs API and metrics are not
+/// published.
+async fn through_the_load_balancer(stack: &Stack) {
+    let status = stack.status();
+    let listener = status["load_balancers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["protocol"] == "HTTPS"))
+        .unwrap_or_else(|| panic!("an HTTPS listener in {status}"));
+    let address: std::net::SocketAddr = format!(
+        "{}:{}",
+        listener["address"].as_str().unwrap(),
+        listener["port"]
+    )
+    .parse()
+    .unwrap();
+    let ca = std::fs::read(stack.dir.path().join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve(DOMAIN, address)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = format!("https://{DOMAIN}");
+    let sent = http
+        .post(format!("{base}/e/{EVENT_KEY}"))
+        .json(&json!({"name": "probe/through-lb", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200, "{:?}", sent.text().await);
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    for path in ["/v1/runs", "/metrics"] {
+        let hidden = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(hidden.status(), 404, "{path} is not published");
+        let body = hidden.text().await.unwrap();
+        assert!(body.contains("not published"), "{path}: {body}");
+    }
 }
 
 /// The AWS CLI on the emulator's moto; its JSON answer (null when it printed none).
@@ -991,7 +1048,7 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     // A short canary timeout: each broken stage below waits it out. The
     // event API sits behind a VPC link's network load balancer, which the
     // canary reaches by its DNS name inside the VPC.
-    let (stack, _api) = ready_stack_with(start, false, |s| {
+    let (stack, _api) = ready_stack_with(start, false, |_, s| {
         s.replace("canary: 2m", "canary: 30s")
             .replace("event_api: internal_dns", "event_api: vpc_link")
     })

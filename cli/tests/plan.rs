@@ -79,7 +79,11 @@ fn example_with_connection(dir: &Path, connection: &str) -> String {
     );
     let text = text.replace(
         "event_api: internal_dns",
-        &format!("event_api: {connection}"),
+        &if connection == "public" {
+            "event_api: public\n  plain_http: true".to_string()
+        } else {
+            format!("event_api: {connection}")
+        },
     );
     let functions = dir.join("functions");
     std::fs::create_dir_all(&functions).unwrap();
@@ -245,4 +249,34 @@ fn human_plan_exit_codes_and_refusals() {
 
     let out = stackctl(&["plan", "does-not-exist.yaml"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_public_event_api_without_a_certificate_is_refused_with_the_place_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_with_connection(dir.path(), "public");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\n  plain_http: true", "")).unwrap();
+    let out = stackctl(&["plan", &path]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The place: the `event_api` line of the spec (line 26 of the example).
+    assert!(shown.contains(&format!("{path}:26:")), "{shown}");
+    assert!(
+        shown.contains("a `public` event API needs HTTPS"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("certificate_arn") && shown.contains("plain_http: true"),
+        "the fix names both ways: {shown}"
+    );
+    let out = stackctl(&["plan", &path, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["errors"][0]["path"], "network.event_api", "{doc}");
+    assert_eq!(doc["errors"][0]["line"], 26, "{doc}");
 }

@@ -4,15 +4,19 @@
 //! any outside service) and the client that sends its event through the
 //! event API and follows its run through the runs API until it completes.
 //!
-//! The local provider calls [`check`] from `stackctl`; on AWS the same code
-//! runs inside the VPC as `stackctl-engine canary` in a one-off task, and
-//! its one-line JSON result is read back from the task's log.
+//! The local provider calls [`check`] from `stackctl`, following the run
+//! through the runs API; on AWS the same code runs inside the VPC as
+//! `stackctl-engine canary` in a one-off task of the event API's task
+//! definition, follows the run in the state store itself (a load balancer
+//! need not publish the runs API), and its one-line JSON result is read
+//! back from the task's log.
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::backend::{RunStatus, StateStore};
 use crate::functions::{Duration as SpecDuration, FunctionDef, Step, Trigger};
 
 /// The canary function's id.
@@ -160,9 +164,23 @@ struct RunsOfEvent {
 struct RunSummary {
     id: String,
     function_id: String,
-    status: String,
+    status: RunStatus,
     #[serde(default)]
     error: Option<String>,
+}
+
+/// Where the canary follows its run.
+#[derive(Clone, Copy)]
+pub enum RunsAt<'a> {
+    /// The runs API under this base URL, with its bearer token.
+    Api {
+        /// The base URL (`/v1/...` is appended).
+        base: &'a str,
+        /// The runs-API token.
+        token: &'a str,
+    },
+    /// The state store the stack's roles share.
+    Store(&'a dyn StateStore),
 }
 
 fn millis(d: Duration) -> u64 {
@@ -170,14 +188,14 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Sends the canary event to `event_api` (a base URL) and waits until its
-/// run completes, at most `timeout` in all. A send that cannot connect is
-/// retried until the deadline: a service that has just started may not
-/// answer yet.
+/// run, followed at `runs`, completes, at most `timeout` in all. A send that
+/// cannot connect is retried until the deadline: a service that has just
+/// started may not answer yet.
 pub async fn check(
     client: &reqwest::Client,
     event_api: &str,
     event_key: &str,
-    api_token: &str,
+    runs_at: RunsAt<'_>,
     timeout: Duration,
     progress: &(dyn Fn(Progress<'_>) + Send + Sync),
 ) -> Result<CanaryReport, CanaryError> {
@@ -233,21 +251,20 @@ pub async fn check(
         event_id: &event_id,
     });
 
-    let runs_url = format!("{event_api}/v1/events/{event_id}/runs");
     let mut run: Option<(String, u64)> = None;
     let mut last = String::new();
     loop {
-        match poll_runs(client, &runs_url, api_token).await {
+        match poll_runs(client, runs_at, &event_id).await {
             Ok(runs) => {
                 if let Some(r) = runs.into_iter().find(|r| r.function_id == CANARY_FUNCTION) {
                     if run.is_none() {
                         progress(Progress::RunCreated { run_id: &r.id });
                         run = Some((r.id.clone(), millis(started.elapsed())));
                     }
-                    match r.status.as_str() {
-                        "completed" => {
+                    match r.status {
+                        RunStatus::Completed => {
                             let millis = millis(started.elapsed());
-                            let executor = executor_host(client, event_api, &r.id, api_token).await;
+                            let executor = executor_host(client, runs_at, &r.id).await;
                             return Ok(CanaryReport {
                                 event_id,
                                 run_millis: run.map_or(0, |(_, ms)| ms),
@@ -257,23 +274,24 @@ pub async fn check(
                                 executor,
                             });
                         }
-                        "failed" | "cancelled" => {
+                        RunStatus::Failed | RunStatus::Cancelled => {
                             return Err(CanaryError::new(
                                 Stage::Step,
                                 format!(
                                     "canary run {} {}: {}",
                                     r.id,
-                                    r.status,
+                                    status_name(r.status),
                                     r.error.unwrap_or_default()
                                 ),
                             ));
                         }
-                        other => last = format!("run {} is {other}", r.id),
+                        other => last = format!("run {} is {}", r.id, status_name(other)),
                     }
                 }
             }
             // The runs API is served by the event API that just accepted
-            // the event: an error here is the event API's.
+            // the event (and the state store is the one it wrote the event's
+            // id claim to): an error here is the event API's.
             Err(e) if Instant::now() >= deadline => return Err(CanaryError::new(Stage::Send, e)),
             Err(e) => last = e,
         }
@@ -305,27 +323,39 @@ fn suffix(last: &str) -> String {
     }
 }
 
+fn status_name(status: RunStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{status:?}"))
+}
+
 /// The host recorded on the last attempt of the canary's step (best
 /// effort: the run has completed, which is the check; the host only says
 /// which executor did it).
 async fn executor_host(
     client: &reqwest::Client,
-    event_api: &str,
+    runs_at: RunsAt<'_>,
     run_id: &str,
-    api_token: &str,
 ) -> Option<String> {
-    let view: crate::event_api::RunView = client
-        .get(format!("{event_api}/v1/runs/{run_id}"))
-        .bearer_auth(api_token)
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    view.steps
+    let steps = match runs_at {
+        RunsAt::Store(state) => state.steps(run_id).await.ok()?,
+        RunsAt::Api { base, token } => {
+            let view: crate::event_api::RunView = client
+                .get(format!("{base}/v1/runs/{run_id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .error_for_status()
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            view.steps
+        }
+    };
+    steps
         .into_iter()
         .flat_map(|s| s.attempts)
         .filter_map(|a| a.host)
@@ -334,12 +364,31 @@ async fn executor_host(
 
 async fn poll_runs(
     client: &reqwest::Client,
-    url: &str,
-    api_token: &str,
+    runs_at: RunsAt<'_>,
+    event_id: &str,
 ) -> Result<Vec<RunSummary>, String> {
+    let (base, token) = match runs_at {
+        RunsAt::Store(state) => {
+            let runs = state
+                .runs_for_event(event_id)
+                .await
+                .map_err(|e| format!("reading the runs of event {event_id}: {e}"))?;
+            return Ok(runs
+                .into_iter()
+                .map(|r| RunSummary {
+                    id: r.id,
+                    function_id: r.function_id,
+                    status: r.status,
+                    error: r.error,
+                })
+                .collect());
+        }
+        RunsAt::Api { base, token } => (base.trim_end_matches('/'), token),
+    };
+    let url = format!("{base}/v1/events/{event_id}/runs");
     let resp = client
-        .get(url)
-        .bearer_auth(api_token)
+        .get(&url)
+        .bearer_auth(token)
         .send()
         .await
         .map_err(|e| format!("GET {url}: {}", crate::error_chain(&e)))?;

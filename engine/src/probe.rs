@@ -9,8 +9,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::canary::{self, Outcome};
-use crate::config::{ENV_API_TOKEN, ENV_EVENT_KEYS};
+use crate::canary::{self, Outcome, RunsAt};
+use crate::config::{Config, ENV_API_TOKEN, ENV_EVENT_KEYS};
 use crate::loadgen::{self, agent};
 
 fn flags(args: &[OsString], known: &[&str]) -> Result<Vec<(String, String)>, String> {
@@ -107,16 +107,23 @@ pub fn health(args: &[OsString]) -> ExitCode {
 pub fn canary(args: &[OsString]) -> ExitCode {
     let mut url = None;
     let mut timeout = Duration::from_secs(120);
-    match flags(args, &["--url", "--timeout"]) {
+    let mut from_store = false;
+    let mut connect_to = None;
+    match flags(args, &["--url", "--timeout", "--runs", "--connect-to"]) {
         Ok(f) => {
             for (flag, value) in f {
-                if flag == "--url" {
-                    url = Some(value);
-                } else {
-                    match value.parse::<u64>() {
+                match flag.as_str() {
+                    "--url" => url = Some(value),
+                    "--connect-to" => connect_to = Some(value),
+                    "--runs" => match value.as_str() {
+                        "api" => from_store = false,
+                        "store" => from_store = true,
+                        _ => return usage_error(&format!("--runs {value}: expected api or store")),
+                    },
+                    _ => match value.parse::<u64>() {
                         Ok(s) => timeout = Duration::from_secs(s),
                         Err(e) => return usage_error(&format!("--timeout {value}: {e}")),
-                    }
+                    },
                 }
             }
         }
@@ -128,15 +135,33 @@ pub fn canary(args: &[OsString]) -> ExitCode {
     let Some(key) = event_key() else {
         return usage_error(&format!("{ENV_EVENT_KEYS} is not set"));
     };
-    let Some(token) = env(ENV_API_TOKEN) else {
+    let token = env(ENV_API_TOKEN);
+    if !from_store && token.is_none() {
         return usage_error(&format!("{ENV_API_TOKEN} is not set"));
-    };
+    }
     let outcome = runtime().and_then(|rt| {
         rt.block_on(async {
-            let client = client(Duration::from_secs(10))?;
+            let client = canary_client(&url, connect_to.as_deref()).await?;
+            let backends = if from_store {
+                let config = Config::load_from_process(None).map_err(|e| e.to_string())?;
+                Some(
+                    crate::backend::open(&config.backend, &config.queues)
+                        .await
+                        .map_err(|e| format!("cannot open the state store: {e}"))?,
+                )
+            } else {
+                None
+            };
+            let runs_at = match &backends {
+                Some(b) => RunsAt::Store(b.state.as_ref()),
+                None => RunsAt::Api {
+                    base: &url,
+                    token: token.as_deref().unwrap_or_default(),
+                },
+            };
             let progress = |p: canary::Progress<'_>| eprintln!("canary: {p:?}");
             Ok(
-                match canary::check(&client, &url, &key, &token, timeout, &progress).await {
+                match canary::check(&client, &url, &key, runs_at, timeout, &progress).await {
                     Ok(report) => Outcome::Completed(report),
                     Err(e) => Outcome::Failed(e),
                 },
@@ -159,6 +184,44 @@ pub fn canary(args: &[OsString]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The canary's HTTP client: TLS trusting the system's roots (and
+/// `SSL_CERT_FILE`); with `connect_to` (`HOST[:PORT]`), connections to the
+/// URL's host go to that address instead, so a certificate is checked
+/// against the name clients use while the connection goes to a load
+/// balancer whose DNS record the user has not made yet.
+async fn canary_client(url: &str, connect_to: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .use_preconfigured_tls(loadgen::tls_config()?.as_ref().clone());
+    if let Some(target) = connect_to {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("--url {url}: {e}"))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("--url {url} has no host"))?;
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let (target_host, target_port) = match target.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|e| format!("--connect-to {target}: {e}"))?,
+            ),
+            None => (target, port),
+        };
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((target_host, target_port))
+            .await
+            .map_err(|e| format!("--connect-to {target}: cannot resolve: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("--connect-to {target}: no address"));
+        }
+        builder = builder.resolve_to_addrs(host, &addrs);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
 fn env(name: &str) -> Option<String> {

@@ -11,20 +11,20 @@
 
 use std::path::{Path, PathBuf};
 
-use harness::Moto;
+use harness::{Moto, TestCertificate};
 use stacks::aws::{self, ApplyOptions, Aws, Inputs};
 use stacks::graph::{Graph, LogicalId};
 use stacks::spec::Spec;
 
 /// The example spec with another connection type, in a temp dir (with the
-/// function files it refers to).
-fn example_with(connection: &str, dir: &Path) -> Spec {
+/// function files it refers to); `network` is YAML added under `network:`.
+fn example_with(connection: &str, network: &str, dir: &Path) -> Spec {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
     assert!(text.contains("event_api: internal_dns"));
     let text = text.replace(
         "event_api: internal_dns",
-        &format!("event_api: {connection}"),
+        &format!("event_api: {connection}\n{network}"),
     );
     std::fs::create_dir_all(dir.join("functions")).unwrap();
     for f in std::fs::read_dir(examples.join("functions")).unwrap() {
@@ -56,7 +56,12 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec = example_with("public", dir.path());
+    let certificate = TestCertificate::issue(dir.path(), "events.example.test").unwrap();
+    let certificate_arn = moto.import_certificate(&certificate).unwrap();
+    let https = format!(
+        "  https:\n    certificate_arn: {certificate_arn}\n    domain: events.example.test\n"
+    );
+    let spec = example_with("public", &https, dir.path());
     let graph = Graph::from_spec(&spec).unwrap();
     for id in ["elb.load-balancer", "elb.target-group", "elb.listener"] {
         assert!(
@@ -156,11 +161,70 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
         .unwrap();
     assert_eq!(listeners.listeners().len(), 1);
     let listener = &listeners.listeners()[0];
-    assert_eq!(listener.port(), Some(80));
-    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("HTTP"));
+    // HTTPS only, with the spec's certificate; the security group admits
+    // clients on 443 alone.
+    assert_eq!(listener.port(), Some(443));
+    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("HTTPS"));
     assert_eq!(
-        listener.default_actions()[0].target_group_arn(),
-        Some(tg_arn.as_str())
+        listener.certificates()[0].certificate_arn(),
+        Some(certificate_arn.as_str())
+    );
+    assert_eq!(
+        listener.ssl_policy(),
+        Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
+    );
+    let groups = aws
+        .ec2()
+        .describe_security_groups()
+        .group_ids(out("ec2.sg.lb", "id"))
+        .send()
+        .await
+        .unwrap();
+    let ports: Vec<(Option<i32>, Option<i32>)> = groups.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .map(|p| (p.from_port(), p.to_port()))
+        .collect();
+    assert_eq!(ports, [(Some(443), Some(443))]);
+    // Only the event paths are published: anything else is a 404 of the
+    // load balancer's own.
+    let default = &listener.default_actions()[0];
+    assert_eq!(default.r#type().map(|t| t.as_str()), Some("fixed-response"));
+    assert_eq!(
+        default
+            .fixed_response_config()
+            .and_then(|f| f.status_code()),
+        Some("404")
+    );
+    let published = |rules: &[aws_sdk_elasticloadbalancingv2::types::Rule]| {
+        rules
+            .iter()
+            .filter(|r| r.is_default() != Some(true))
+            .map(|r| {
+                let paths: Vec<String> = r
+                    .conditions()
+                    .iter()
+                    .filter_map(|c| c.path_pattern_config())
+                    .flat_map(|p| p.values().to_vec())
+                    .collect();
+                let target = r.actions()[0].target_group_arn().map(str::to_string);
+                (paths, target)
+            })
+            .collect::<Vec<_>>()
+    };
+    let listener_arn = listener.listener_arn().unwrap().to_string();
+    let rules = elb
+        .describe_rules()
+        .listener_arn(&listener_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published(rules.rules()),
+        [(
+            vec!["/e/*".to_string(), "/health".into(), "/health/*".into()],
+            Some(tg_arn.clone())
+        )]
     );
 
     let services = aws
@@ -196,4 +260,41 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
         "{:?}",
         aws.calls().write_operations()
     );
+
+    // `publish: all`: the listener forwards every path by default and its
+    // rule is gone; then converged again.
+    let https_all = format!("{https}  publish: all\n");
+    let spec = example_with("public", &https_all, dir.path());
+    let graph = Graph::from_spec(&spec).unwrap();
+    let inputs = Inputs::from_spec(&spec, None);
+    let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    let text = plan.plan.render_text();
+    assert!(text.contains("changed: paths"), "{text}");
+    aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    let listeners = elb
+        .describe_listeners()
+        .listener_arns(&listener_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listeners.listeners()[0].default_actions()[0].target_group_arn(),
+        Some(tg_arn.as_str())
+    );
+    let rules = elb
+        .describe_rules()
+        .listener_arn(&listener_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published(rules.rules()), []);
+    let again = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
 }

@@ -19,13 +19,22 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
 - An ElastiCache replication group (cluster mode disabled) created with
   `NumCacheClusters` has that many member clusters, a primary and replicas
   (moto creates the primary only unless `ReplicasPerNodeGroup` is given).
+- ACM ExportCertificate exports an IMPORTED certificate too (certificate,
+  chain and the private key encrypted with the passphrase), which ACM and
+  moto refuse unless the certificate was made exportable: on AWS a load
+  balancer gets the key of its listener's certificate from ACM internally,
+  and here the AWS data plane (`dataplane/dataplane.py`), which plays the
+  load balancer, can only get it through the API. Every other certificate
+  exports (or is refused) as before.
 """
 
+import base64
 import os
 import sys
 import threading
 import uuid
 
+from moto.acm import models as acm_models
 from moto.autoscaling import models as asg_models
 from moto.autoscaling import responses as asg_responses
 from moto.autoscaling.exceptions import AutoscalingClientError
@@ -174,6 +183,20 @@ def _members_disabled(self, *args, **kwargs):
     return _original_members_disabled(self, *args, **kwargs)
 
 
+_original_export_certificate = acm_models.AWSCertificateManagerBackend.export_certificate
+
+
+def _export_certificate(self, certificate_arn, passphrase):
+    bundle = self._certificates.get(certificate_arn)
+    if bundle is None or bundle.type != "IMPORTED" or len(passphrase or "") < self.MIN_PASSPHRASE_LEN:
+        # Not found, not imported or a short passphrase: moto's answer.
+        return _original_export_certificate(self, certificate_arn, passphrase)
+    bundle = self.get_certificate(certificate_arn)  # refuses an expired one, as moto's export does
+    key = bundle.serialize_pk(base64.standard_b64decode(passphrase))
+    return bundle.cert.decode(), bundle.chain.decode(), key
+
+
+acm_models.AWSCertificateManagerBackend.export_certificate = _export_certificate
 imds_responses.InstanceMetadataResponse.metadata_response = staticmethod(_metadata_response)
 elasticache_models.ReplicationGroup._set_node_members_clusters_disabled = _members_disabled
 imds_urls.url_paths = {path: _metadata_response for path in imds_urls.url_paths}

@@ -33,6 +33,10 @@ const CHUNK: usize = 8 * 1024;
 pub struct AgentPlan {
     /// The event API's base URL as the agent reaches it (no `/e/KEY`).
     pub base_url: String,
+    /// Where connections go instead of the base URL's host
+    /// ([`BenchConfig::connect_to`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_to: Option<String>,
     /// This agent's connections.
     pub connections: usize,
     /// This agent's load.
@@ -51,7 +55,12 @@ impl AgentPlan {
     /// `cfg` (whose URL the agents do not use) split into `agents` equal
     /// shares against `base_url`: each runs the whole schedule at
     /// 1/`agents` of its rates, with its share of the connections (at least one).
-    pub fn shares(cfg: &BenchConfig, base_url: &str, agents: usize) -> Vec<Self> {
+    pub fn shares(
+        cfg: &BenchConfig,
+        base_url: &str,
+        connect_to: Option<&str>,
+        agents: usize,
+    ) -> Vec<Self> {
         let n = agents.max(1);
         let load = match &cfg.load {
             Load::Max { duration } => Load::Max {
@@ -71,6 +80,7 @@ impl AgentPlan {
         (0..n)
             .map(|i| Self {
                 base_url: base_url.trim_end_matches('/').to_string(),
+                connect_to: connect_to.map(str::to_string),
                 // Spread the remainder so the shares add up to the total.
                 connections: (cfg.connections / n + usize::from(i < cfg.connections % n)).max(1),
                 load: load.clone(),
@@ -85,6 +95,7 @@ impl AgentPlan {
     /// The run this plan describes, sending with `event_key`.
     pub fn config(&self, event_key: &str) -> BenchConfig {
         let mut cfg = BenchConfig::new(format!("{}/e/{event_key}", self.base_url));
+        cfg.connect_to.clone_from(&self.connect_to);
         cfg.connections = self.connections;
         cfg.load = self.load.clone();
         cfg.events_per_request = self.events_per_request;
@@ -200,7 +211,7 @@ mod tests {
         let mut cfg = BenchConfig::new("http://ignored/e/k");
         cfg.connections = 5;
         cfg.load = Load::constant(300.0, Duration::from_secs(10));
-        let plans = AgentPlan::shares(&cfg, "http://api.internal:8288/", 2);
+        let plans = AgentPlan::shares(&cfg, "http://api.internal:8288/", None, 2);
         assert_eq!(
             plans.iter().map(|p| p.connections).collect::<Vec<_>>(),
             [3, 2]

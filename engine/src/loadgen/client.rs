@@ -45,8 +45,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses and resolves `url` (`http://host[:port]/path`).
-    pub async fn resolve(url: &str) -> Result<Self, LoadError> {
+    /// Parses and resolves `url` (`http://host[:port]/path`); with
+    /// `connect_to` (`HOST[:PORT]`), connects there instead while the
+    /// request and TLS name the URL's host.
+    pub async fn resolve(url: &str, connect_to: Option<&str>) -> Result<Self, LoadError> {
         let bad = |message: String| LoadError::Option {
             option: "--url",
             message,
@@ -75,11 +77,24 @@ impl Endpoint {
         } else {
             None
         };
-        let addr = tokio::net::lookup_host((authority.host(), port))
+        let (host, port) = match connect_to {
+            None => (authority.host(), port),
+            Some(target) => match target.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse().map_err(|e| LoadError::Option {
+                        option: "--connect-to",
+                        message: format!("`{target}`: {e}"),
+                    })?,
+                ),
+                None => (target, port),
+            },
+        };
+        let addr = tokio::net::lookup_host((host, port))
             .await
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| bad(format!("cannot resolve `{}`", authority.host())))?;
+            .ok_or_else(|| bad(format!("cannot resolve `{host}`")))?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         // `Uri` parsing already refused spaces and control characters, so
         // path and authority go into the head verbatim.
@@ -110,7 +125,7 @@ impl std::fmt::Debug for Endpoint {
 /// The TLS client settings: the system's roots (which honour
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`), or the Mozilla roots when the
 /// system has none (a minimal container image).
-fn tls_config() -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config() -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A certificate rustls cannot use is skipped, as browsers do.

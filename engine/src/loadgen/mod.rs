@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use client::mask_key;
+pub use client::{mask_key, tls_config};
 pub use payload::{Body, Template};
 pub use run::{BenchConfig, E2eConfig, Load, Progress, conclude, measure, run, wall_ms};
 pub use schedule::{Schedule, Stage, fmt_duration, parse_duration};

@@ -82,6 +82,10 @@ pub struct E2eConfig {
 pub struct BenchConfig {
     /// The full ingestion URL: `http://host:port/e/{event_key}`.
     pub url: String,
+    /// `HOST[:PORT]` that connections go to instead of the URL's host
+    /// (TLS still checks the URL's host name): a load balancer before the
+    /// DNS record of its domain exists.
+    pub connect_to: Option<String>,
     /// Keep-alive connections (concurrent requests at most).
     pub connections: usize,
     /// How load is applied.
@@ -106,6 +110,7 @@ impl BenchConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            connect_to: None,
             connections: 10,
             load: Load::Max {
                 duration: Duration::from_secs(10),
@@ -284,7 +289,7 @@ pub async fn measure(
     stop: CancellationToken,
 ) -> Result<Part, LoadError> {
     cfg.check()?;
-    let ep = Endpoint::resolve(&cfg.url).await?;
+    let ep = Endpoint::resolve(&cfg.url, cfg.connect_to.as_deref()).await?;
     let schedule = match &cfg.load {
         Load::Max { .. } => None,
         Load::Rate { start_rate, stages } => Some(Schedule::ramping(*start_rate, stages)),

@@ -91,13 +91,22 @@ fn tail_text(lines: &[String]) -> String {
         .join("\n")
 }
 
-/// The event API's address inside the VPC: its Cloud Map name
-/// (`internal_dns`), else its load balancer's DNS name and listener port
-/// (`public`, and the internal load balancer behind a `vpc_link`).
-pub fn in_vpc_event_api_url(
-    graph: &Graph,
-    outputs: &BTreeMap<LogicalId, Outputs>,
-) -> Option<String> {
+/// Where the canary reaches the event API inside the VPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InVpc {
+    /// The base URL: the Cloud Map name (`internal_dns`), else the load
+    /// balancer's DNS name and listener port (`public` over plain HTTP, and
+    /// the internal load balancer behind a `vpc_link`), else
+    /// `https://DOMAIN` for an HTTPS `public` event API.
+    pub url: String,
+    /// For HTTPS: the load balancer's `DNS:PORT`, where connections to the
+    /// domain go (its DNS record is the user's to make, and the canary
+    /// checks the certificate against the domain).
+    pub connect_to: Option<String>,
+}
+
+/// The event API's address inside the VPC; `None` for `internal`.
+pub fn in_vpc_event_api(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> Option<InVpc> {
     let port = graph
         .get(&LogicalId::new("ecs.taskdef.event-api"))
         .and_then(|r| match &r.attributes {
@@ -108,18 +117,33 @@ pub fn in_vpc_event_api_url(
         graph.get(&LogicalId::new("cloudmap.service")),
         graph.get(&LogicalId::new("cloudmap.namespace")),
     ) {
-        return Some(format!("http://{}.{}:{port}", service.name, namespace.name));
+        return Some(InVpc {
+            url: format!("http://{}.{}:{port}", service.name, namespace.name),
+            connect_to: None,
+        });
     }
     let dns = super::output_value(outputs, "elb.load-balancer", "dns_name")?;
-    Some(
-        match graph
+    let listener =
+        graph
             .get(&LogicalId::new("elb.listener"))
-            .map(|l| &l.attributes)
-        {
-            Some(Attributes::Listener(l)) if l.port != 80 => format!("http://{dns}:{}", l.port),
-            _ => format!("http://{dns}"),
+            .and_then(|l| match &l.attributes {
+                Attributes::Listener(l) => Some(l),
+                _ => None,
+            })?;
+    Some(match &graph.event_api_domain {
+        Some(domain) if listener.protocol == "HTTPS" => InVpc {
+            url: format!("https://{domain}"),
+            connect_to: Some(format!("{dns}:{}", listener.port)),
         },
-    )
+        _ if listener.port != 80 => InVpc {
+            url: format!("http://{dns}:{}", listener.port),
+            connect_to: None,
+        },
+        _ => InVpc {
+            url: format!("http://{dns}"),
+            connect_to: None,
+        },
+    })
 }
 
 /// A canary run that completed, and the executor host that ran its step.
@@ -149,7 +173,7 @@ pub async fn run(
     };
     let cluster = name("ecs.cluster")?;
     let service = name("ecs.service.event-api")?;
-    let url = in_vpc_event_api_url(graph, outputs).ok_or_else(|| {
+    let target = in_vpc_event_api(graph, outputs).ok_or_else(|| {
         AwsCanaryError::Setup(
             "the event API has no address inside the VPC (`network.event_api: internal` has \
              neither a DNS name nor a load balancer); use internal_dns, vpc_link or public, \
@@ -161,11 +185,11 @@ pub async fn run(
     let since = SystemTime::now();
     progress.start(
         "canary",
-        &format!("running the canary inside the VPC against {url}"),
+        &format!("running the canary inside the VPC against {}", target.url),
     );
     let mut attempt = 1;
     let error = loop {
-        match run_task(aws, &cluster, &service, &url, timeout, progress).await {
+        match run_task(aws, &cluster, &service, &target, timeout, progress).await {
             Ok(Outcome::Completed(report)) => match check_executor(aws, graph, &report).await {
                 Ok(executor) => {
                     let on = executor.as_ref().map_or(String::new(), |e| {
@@ -320,17 +344,24 @@ async fn run_task(
     aws: &Aws,
     cluster: &str,
     service: &str,
-    url: &str,
+    target: &InVpc,
     timeout: Duration,
     progress: &dyn Progress,
 ) -> Result<Outcome, AwsCanaryError> {
-    let command = vec![
+    // The run is followed in the state store: a load balancer publishes
+    // only the event paths unless the spec says otherwise.
+    let mut command = vec![
         "canary".to_string(),
         "--url".to_string(),
-        url.to_string(),
+        target.url.clone(),
+        "--runs".to_string(),
+        "store".to_string(),
         "--timeout".to_string(),
         timeout.as_secs().max(1).to_string(),
     ];
+    if let Some(address) = &target.connect_to {
+        command.extend(["--connect-to".to_string(), address.clone()]);
+    }
     let tasks = task::start(aws, cluster, service, command, 1, "stackctl-canary").await?;
     progress.info(&format!("canary task {} started", tasks.tasks[0].0));
     let stopped = tasks

@@ -326,6 +326,9 @@ fn diff(
             strict: false,
         };
         let mut resolved = Graph::empty(&graph.stack, graph.region.clone());
+        resolved
+            .event_api_domain
+            .clone_from(&graph.event_api_domain);
         let mut seen: Vec<Resource> = Vec::new();
         for r in graph.resources() {
             let desired = resolver.resolve(r)?;

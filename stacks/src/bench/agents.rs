@@ -44,14 +44,14 @@ pub async fn run(
                 .into(),
         ));
     }
-    let base = in_vpc_url(aws, names).await?;
+    let (base, connect_to) = in_vpc_url(aws, names).await?;
     let service = names
         .services
         .iter()
         .find(|(role, _)| role == "event-api")
         .map(|(_, s)| s.clone())
         .ok_or_else(|| BenchError::Stack("the stack has no event-API service".into()))?;
-    let plans = AgentPlan::shares(cfg, &base, agents);
+    let plans = AgentPlan::shares(cfg, &base, connect_to.as_deref(), agents);
     observer.phase(&format!(
         "starting {} load agent{} inside the VPC against {base}",
         plans.len(),

@@ -73,6 +73,8 @@ pub struct AwsNames {
     pub port: u16,
     /// How the spec connects the event API.
     pub connection: Connection,
+    /// The domain of an HTTPS `public` event API.
+    pub domain: Option<String>,
 }
 
 impl AwsNames {
@@ -120,6 +122,7 @@ impl AwsNames {
                 .port
                 .unwrap_or(crate::local::DEFAULT_EVENT_API_PORT),
             connection: spec.network.event_api,
+            domain: graph.event_api_domain.clone(),
         })
     }
 }
@@ -238,7 +241,10 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
                 )
             })
         }
-        Connection::Public => load_balancer_url(aws, names).await,
+        Connection::Public => match &names.domain {
+            Some(domain) => Ok(format!("https://{domain}")),
+            None => load_balancer_url(aws, names).await,
+        },
         Connection::InternalDns => {
             let (ns, service) = names
                 .cloud_map
@@ -266,11 +272,25 @@ pub async fn event_api_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
 
 /// The event API's address inside the VPC, where load agents send from:
 /// the Cloud Map name (`internal_dns`) or the load balancer's DNS name
-/// (`public`, and the internal one behind a `vpc_link`).
-pub async fn in_vpc_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
+/// (`public`, and the internal one behind a `vpc_link`); for an HTTPS
+/// `public` event API, its domain and the load balancer's `DNS:443` to
+/// connect to (the domain's record is the user's to make).
+pub async fn in_vpc_url(
+    aws: &Aws,
+    names: &AwsNames,
+) -> Result<(String, Option<String>), BenchError> {
     match names.connection {
-        Connection::InternalDns => event_api_url(aws, names).await,
-        Connection::Public | Connection::VpcLink => load_balancer_url(aws, names).await,
+        Connection::InternalDns => Ok((event_api_url(aws, names).await?, None)),
+        Connection::Public if names.domain.is_some() => {
+            let dns = load_balancer_dns(aws, names).await?;
+            Ok((
+                event_api_url(aws, names).await?,
+                Some(format!("{dns}:{}", names.listener_port)),
+            ))
+        }
+        Connection::Public | Connection::VpcLink => {
+            Ok((load_balancer_url(aws, names).await?, None))
+        }
         Connection::Internal => Err(BenchError::Stack(format!(
             "stack `{}` has `network.event_api: internal`: its event API has no name inside the \
              VPC either (only the tasks' private IPs), so load agents have nothing to aim at; \
@@ -282,6 +302,15 @@ pub async fn in_vpc_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchErro
 
 /// `http://DNS[:port]` of the stack's load balancer (its listener).
 async fn load_balancer_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
+    let dns = load_balancer_dns(aws, names).await?;
+    Ok(match names.listener_port {
+        80 => format!("http://{dns}"),
+        port => format!("http://{dns}:{port}"),
+    })
+}
+
+/// The DNS name of the stack's load balancer.
+async fn load_balancer_dns(aws: &Aws, names: &AwsNames) -> Result<String, BenchError> {
     let lb = names
         .load_balancer
         .as_deref()
@@ -306,15 +335,11 @@ async fn load_balancer_url(aws: &Aws, names: &AwsNames) -> Result<String, BenchE
         }
         Err(e) => return Err(aws_err(e)),
     };
-    let dns = out
-        .load_balancers()
+    out.load_balancers()
         .iter()
         .find_map(|l| l.dns_name())
-        .ok_or_else(|| not_up(names, &format!("the load balancer `{lb}`")))?;
-    Ok(match names.listener_port {
-        80 => format!("http://{dns}"),
-        port => format!("http://{dns}:{port}"),
-    })
+        .map(str::to_string)
+        .ok_or_else(|| not_up(names, &format!("the load balancer `{lb}`")))
 }
 
 async fn find_namespace(aws: &Aws, name: &str) -> Result<Option<String>, BenchError> {
@@ -564,8 +589,9 @@ pub async fn check_reachable(
         ),
         Connection::Public => (
             "an internet-facing load balancer",
-            "check that the load balancer is active and its security group admits this machine on \
-             port 80, or pass --url",
+            "check that the load balancer is active, its security group admits this machine on \
+             the listener's port, and the domain of an HTTPS event API has its DNS record (a \
+             CNAME to the load balancer's DNS name in `stackctl status`), or pass --url",
         ),
         Connection::Internal => ("a private address", "pass --url"),
     };

@@ -429,12 +429,23 @@ pub struct TargetGroup {
 pub struct Listener {
     /// Load balancer.
     pub load_balancer_arn: String,
-    /// `HTTP` or `TCP`.
+    /// `HTTPS`, `HTTP` or `TCP`.
     pub protocol: String,
     /// Port.
     pub port: u16,
     /// Forward target.
     pub target_group_arn: String,
+    /// The ACM certificate of an `HTTPS` listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// The TLS policy of an `HTTPS` listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_policy: Option<String>,
+    /// The request paths (ELB path patterns) forwarded to the target group,
+    /// by one listener rule; any other path answers 404. Empty: the default
+    /// action forwards every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// [`Kind::ApiGatewayVpcLink`](super::Kind::ApiGatewayVpcLink).

@@ -22,6 +22,10 @@ pub const RUNNER_PORT: u16 = 8289;
 pub const EXECUTOR_PORT: u16 = 8290;
 /// Port the load balancer listens on.
 pub const LISTENER_PORT: u16 = 80;
+/// The port of a `public` event API's HTTPS listener.
+pub const HTTPS_PORT: u16 = 443;
+/// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 with forward secrecy.
+pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 /// The API Gateway stage that publishes the event API (`vpc_link`).
 pub const API_STAGE: &str = "v1";
 /// Redis port.
@@ -64,6 +68,9 @@ pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, Gra
     b.services()?;
     b.executors()?;
     b.scaling()?;
+    if spec.network.event_api == Connection::Public {
+        b.graph.event_api_domain = spec.network.https.as_ref().map(|h| h.domain.clone());
+    }
     Ok(b.graph)
 }
 
@@ -240,6 +247,16 @@ impl Builder<'_> {
         })
     }
 
+    /// The load balancer listener's port: 443 for an HTTPS `public` event
+    /// API, else 80.
+    fn listener_port(&self) -> u16 {
+        if self.spec.network.event_api == Connection::Public && self.spec.network.https.is_some() {
+            HTTPS_PORT
+        } else {
+            LISTENER_PORT
+        }
+    }
+
     fn security_groups(&mut self) -> Result<(), GraphError> {
         let connection = self.spec.network.event_api;
         let api_port = i32::from(self.port(Role::EventApi));
@@ -253,8 +270,8 @@ impl Builder<'_> {
                 .into_iter()
                 .map(|cidr| Rule {
                     protocol: "tcp".into(),
-                    from_port: i32::from(LISTENER_PORT),
-                    to_port: i32::from(LISTENER_PORT),
+                    from_port: i32::from(self.listener_port()),
+                    to_port: i32::from(self.listener_port()),
                     peer: Peer::Cidr(cidr),
                     description: "clients of the event API".into(),
                 })
@@ -693,16 +710,33 @@ impl Builder<'_> {
                 deregistration_delay_seconds: 30,
             }),
         )?;
+        let network = &self.spec.network;
+        let (listener_protocol, certificate_arn, ssl_policy, paths) = match &network.https {
+            Some(https) if network.event_api == Connection::Public => (
+                "HTTPS",
+                Some(https.certificate_arn.clone()),
+                Some(TLS_POLICY.to_string()),
+                network.publish.paths(),
+            ),
+            // The network load balancer forwards TCP; API Gateway in front
+            // of it publishes the paths.
+            _ if network.event_api == Connection::VpcLink => (protocol, None, None, &[][..]),
+            _ => (protocol, None, None, network.publish.paths()),
+        };
+        let port = self.listener_port();
         self.add(
             "elb.listener",
             Kind::Listener,
-            self.names.dashed(&format!("api-{LISTENER_PORT}")),
+            self.names.dashed(&format!("api-{port}")),
             &["elb.load-balancer", "elb.target-group"],
             Attributes::Listener(Listener {
                 load_balancer_arn: output("elb.load-balancer", "arn"),
-                protocol: protocol.into(),
-                port: LISTENER_PORT,
+                protocol: listener_protocol.into(),
+                port,
                 target_group_arn: output("elb.target-group", "arn"),
+                certificate_arn,
+                ssl_policy,
+                paths: paths.iter().map(|p| (*p).to_string()).collect(),
             }),
         )?;
         if self.spec.network.event_api == Connection::VpcLink {

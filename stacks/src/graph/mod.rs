@@ -444,6 +444,10 @@ pub struct Graph {
     /// The spec's region, if it sets one (otherwise the AWS config's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The name clients use for an HTTPS `public` event API
+    /// (`network.https.domain`): what its certificate is checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_api_domain: Option<String>,
     resources: Vec<Resource>,
     #[serde(skip)]
     index: BTreeMap<LogicalId, usize>,
@@ -467,6 +471,7 @@ impl Graph {
         Self {
             stack: stack.to_string(),
             region,
+            event_api_domain: None,
             resources: Vec::new(),
             index: BTreeMap::new(),
         }

@@ -116,8 +116,12 @@ pub async fn canary(
         }
     };
     progress.start("canary", &format!("sending canary event {CANARY_EVENT}"));
+    let runs_at = engine::canary::RunsAt::Api {
+        base: event_api,
+        token: api_token,
+    };
     let result =
-        engine::canary::check(client, event_api, event_key, api_token, timeout, &shown).await;
+        engine::canary::check(client, event_api, event_key, runs_at, timeout, &shown).await;
     match result {
         Ok(report) => {
             progress.ok(

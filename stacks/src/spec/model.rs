@@ -114,6 +114,20 @@ pub struct Network {
     /// CIDR blocks allowed to reach a `public` event API. Default: anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_cidrs: Vec<String>,
+    /// HTTPS for a `public` event API: its load balancer listens on port 443
+    /// with this ACM certificate. Required for `public` unless `plain_http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<Https>,
+    /// Publish a `public` event API over plain HTTP on port 80 instead of
+    /// HTTPS: event keys and payloads cross the internet unencrypted. Only
+    /// for trials; default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
+    /// What a `public` event API publishes: `events` (the default: `/e/*`
+    /// and `/health`) or `all` (also the runs API under `/v1`, behind its
+    /// token, and `/metrics`).
+    #[serde(default)]
+    pub publish: Publish,
 }
 
 impl Default for Network {
@@ -122,6 +136,43 @@ impl Default for Network {
             vpc: default_vpc(),
             event_api: Connection::default(),
             allowed_cidrs: Vec::new(),
+            https: None,
+            plain_http: false,
+            publish: Publish::default(),
+        }
+    }
+}
+
+/// The certificate of a `public` event API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Https {
+    /// An issued ACM certificate in the stack's region that covers `domain`
+    /// (`arn:aws:acm:REGION:ACCOUNT:certificate/ID`).
+    pub certificate_arn: String,
+    /// The name clients use for the event API. Its DNS record (a CNAME or
+    /// alias to the load balancer, which `up` prints) is yours to make; the
+    /// canary checks the certificate against this name.
+    pub domain: String,
+}
+
+/// What a load-balanced event API publishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Publish {
+    /// `/e/*` (sending events) and `/health`; everything else answers 404.
+    #[default]
+    Events,
+    /// Every path: also the runs API (`/v1`, behind its token) and `/metrics`.
+    All,
+}
+
+impl Publish {
+    /// The request paths published (ELB path patterns), or none for all.
+    pub fn paths(self) -> &'static [&'static str] {
+        match self {
+            Self::Events => &["/e/*", "/health", "/health/*"],
+            Self::All => &[],
         }
     }
 }

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as J;
 
 use super::{
-    Connection, Executors, Logs, Network, Queue, Queues, Scaling, Service, State, Step, Timeouts,
+    Connection, Executors, Logs, Network, Publish, Queue, Queues, Scaling, Service, State, Step,
+    Timeouts,
 };
 
 /// Every value of a CloudWatch Logs retention (days) that AWS accepts.
@@ -104,7 +105,7 @@ pub(crate) fn check_sections(json: &J) -> Vec<Problem> {
         ));
     }
     if let Some(network) = section::<Network>(json, "/network", Some(Network::default())) {
-        check_network(&network, &mut out);
+        check_network(&network, json.get("region").and_then(J::as_str), &mut out);
     }
     let event_api = scaled::<Service>(json, "/services/event-api");
     let runner = scaled::<Service>(json, "/services/runner");
@@ -231,7 +232,7 @@ fn is_region(region: &str) -> bool {
             .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
-fn check_network(network: &Network, out: &mut Vec<Problem>) {
+fn check_network(network: &Network, region: Option<&str>, out: &mut Vec<Problem>) {
     if network.vpc != "default" {
         out.push(Problem::new(
             path!["network", "vpc"],
@@ -258,6 +259,111 @@ fn check_network(network: &Network, out: &mut Vec<Problem>) {
             "remove `allowed_cidrs`, or set `event_api: public`",
         ));
     }
+    check_exposure(network, region, out);
+}
+
+/// A `public` event API is HTTPS with a certificate unless plain HTTP is
+/// asked for; the certificate and publishing settings apply only where
+/// they mean something.
+fn check_exposure(network: &Network, region: Option<&str>, out: &mut Vec<Problem>) {
+    let public = network.event_api == Connection::Public;
+    match (&network.https, network.plain_http) {
+        (None, false) if public => out.push(Problem::new(
+            path!["network", "event_api"],
+            At::Value,
+            "a `public` event API needs HTTPS: its clients send the event key in the path",
+            "add `https: {certificate_arn: arn:aws:acm:REGION:ACCOUNT:certificate/ID, domain: \
+             events.example.com}` under `network` (an ACM certificate for the name clients use), \
+             or set `plain_http: true` to publish over HTTP on port 80 (trials only)",
+        )),
+        (Some(_), true) => out.push(Problem::new(
+            path!["network", "plain_http"],
+            At::Key,
+            "`plain_http` and `https` exclude each other",
+            "remove `plain_http` to publish over HTTPS, or remove `https`",
+        )),
+        _ => {}
+    }
+    if !public {
+        if network.https.is_some() {
+            out.push(Problem::new(
+                path!["network", "https"],
+                At::Key,
+                "`https` only applies to a `public` event API",
+                "remove `https`, or set `event_api: public`",
+            ));
+        }
+        if network.plain_http {
+            out.push(Problem::new(
+                path!["network", "plain_http"],
+                At::Key,
+                "`plain_http` only applies to a `public` event API",
+                "remove `plain_http`",
+            ));
+        }
+    }
+    if network.publish == Publish::All && !public {
+        out.push(Problem::new(
+            path!["network", "publish"],
+            At::Key,
+            "`publish` only applies to a `public` event API",
+            "remove `publish`",
+        ));
+    }
+    if let Some(https) = &network.https {
+        if let Some(problem) = certificate_problem(&https.certificate_arn, region) {
+            out.push(Problem::new(
+                path!["network", "https", "certificate_arn"],
+                At::Value,
+                problem,
+                "write the ARN of an issued ACM certificate in the stack's region, \
+                 `arn:aws:acm:REGION:ACCOUNT:certificate/ID` (ACM console or \
+                 `aws acm list-certificates`)",
+            ));
+        }
+        if !is_dns_name(&https.domain) {
+            out.push(Problem::new(
+                path!["network", "https", "domain"],
+                At::Value,
+                format!("`{}` is not a DNS name", https.domain),
+                "write the name clients use, e.g. `events.example.com`",
+            ));
+        }
+    }
+}
+
+/// What is wrong with an ACM certificate ARN, if anything.
+fn certificate_problem(arn: &str, region: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, cert_region, account, resource] = parts[..] else {
+        return Some(format!("`{arn}` is not an ARN"));
+    };
+    if scheme != "arn" || !partition.starts_with("aws") || account.is_empty() {
+        return Some(format!("`{arn}` is not an ARN"));
+    }
+    if service != "acm" || !resource.starts_with("certificate/") || resource.len() <= 12 {
+        return Some(format!("`{arn}` is not an ACM certificate"));
+    }
+    match region {
+        Some(region) if region != cert_region => Some(format!(
+            "the certificate is in `{cert_region}`, the stack in `{region}`: a load balancer \
+             uses certificates of its own region"
+        )),
+        _ => None,
+    }
+}
+
+/// A host name of dot-separated labels (letters, digits, `-`).
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn is_cidr(text: &str) -> bool {
@@ -709,6 +815,84 @@ mod tests {
         ] {
             assert!(!fargate_pair_ok(cpu, mem), "{cpu}/{mem}");
         }
+    }
+
+    #[test]
+    fn exposure_of_the_event_api() {
+        let problems = |network: Network, region: Option<&str>| {
+            let mut out = Vec::new();
+            check_exposure(&network, region, &mut out);
+            out.iter().map(|p| p.message.clone()).collect::<Vec<_>>()
+        };
+        let arn = "arn:aws:acm:us-east-1:123456789012:certificate/abc-123";
+        let https = |arn: &str, domain: &str| {
+            Some(super::super::Https {
+                certificate_arn: arn.into(),
+                domain: domain.into(),
+            })
+        };
+        let public = Network {
+            event_api: Connection::Public,
+            ..Network::default()
+        };
+        assert_eq!(
+            problems(public.clone(), None),
+            ["a `public` event API needs HTTPS: its clients send the event key in the path"]
+        );
+        assert!(
+            problems(
+                Network {
+                    plain_http: true,
+                    ..public.clone()
+                },
+                None
+            )
+            .is_empty()
+        );
+        let with = |arn: &str, domain: &str| Network {
+            https: https(arn, domain),
+            ..public.clone()
+        };
+        assert!(problems(with(arn, "events.example.com"), Some("us-east-1")).is_empty());
+        assert_eq!(
+            problems(with(arn, "events.example.com"), Some("eu-west-3")),
+            [
+                "the certificate is in `us-east-1`, the stack in `eu-west-3`: a load balancer uses \
+              certificates of its own region"
+            ]
+        );
+        assert_eq!(
+            problems(with("arn:aws:iam::1:server-certificate/x", "a.b"), None),
+            ["`arn:aws:iam::1:server-certificate/x` is not an ACM certificate"]
+        );
+        assert_eq!(
+            problems(with(arn, "not a name"), None),
+            ["`not a name` is not a DNS name"]
+        );
+        assert_eq!(
+            problems(
+                Network {
+                    plain_http: true,
+                    ..with(arn, "a.example")
+                },
+                None
+            ),
+            ["`plain_http` and `https` exclude each other"]
+        );
+        assert_eq!(
+            problems(
+                Network {
+                    https: https(arn, "a.example"),
+                    publish: Publish::All,
+                    ..Network::default()
+                },
+                None
+            ),
+            [
+                "`https` only applies to a `public` event API",
+                "`publish` only applies to a `public` event API"
+            ]
+        );
     }
 
     #[test]

@@ -14,10 +14,23 @@ their work) and converges this machine to it:
   its containers. Cloud Map names resolve to the service's containers
   inside the network; a task runs its container health check (podman exec)
   once its port answers.
-- Elastic Load Balancing: each listener is a forwarder (lb_forward.py) in
-  the router container's network namespace on the listener's port, to the
-  running tasks of the services registered in its target group; the load
-  balancer's DNS name resolves to the router's address.
+- Elastic Load Balancing: each listener is a process (lb_forward.py) in
+  the router container's network namespace on the listener's port; the load
+  balancer's DNS name resolves to the router's address. A network load
+  balancer's (TCP) listener forwards connections to the running tasks of the
+  services registered in its target group. An application load balancer's
+  HTTP or HTTPS listener is an HTTP/1.1 proxy (alb.py) that evaluates the
+  listener's rules (DescribeRules) and default actions for each request:
+  `forward` to the registered targets of the target group (round robin),
+  `fixed-response`, `redirect`. An HTTPS listener terminates TLS with its
+  ACM certificate, whose key the data plane exports from ACM (moto_plus.py
+  lets an imported certificate be exported).
+- ACM: every container started (ECS tasks, RunTask tasks, and the
+  containers of instances booted since) trusts the region's ISSUED ACM
+  certificates, as any image trusts a public CA's: while at least one
+  exists, SSL_CERT_FILE names a bundle (the system's CA bundle, the data
+  plane's CA and each certificate with its chain) mounted read-only from
+  the state dir.
 - Auto Scaling groups: each InService instance boots from its launch
   template's user data, run unchanged by bash in a private mount namespace
   (its own /etc and /var/run, hostname from EC2), with `dnf` and `systemctl`
@@ -46,10 +59,12 @@ import argparse
 import base64
 import datetime
 import fcntl
+import hashlib
 import http.server
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -72,6 +87,12 @@ NOFILE_MAX = 20000
 POLL_SECONDS = 1.0
 # Containers get the data plane's CA bundle as their system bundle.
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Where containers see the state dir's acm-trust/ (the bundle of the ACM
+# certificates they trust), and the bundle in it SSL_CERT_FILE names.
+ACM_TRUST_DIR = "/etc/ssl/acm-trust"
+ACM_TRUST_FILE = f"{ACM_TRUST_DIR}/ca-bundle.pem"
+# Every key type ListCertificates knows: by default it lists RSA_2048 ones only.
+ACM_KEY_TYPES = ["RSA_1024", "RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1"]
 
 
 def log(*parts: object) -> None:
@@ -271,11 +292,12 @@ class Instance:
         # The instance's Docker engine has storage of its own: its own images
         # (pulled by its user data) and its own container names.
         self.podman = Podman(self.dir)
+        trust_volumes, trust_env = plane.acm_trust()
         self.podman.conf(
             self.podman.state / "containers.conf",
-            env=plane.container_aws_env(),
+            env=plane.container_aws_env() + [f"{k}={v}" for k, v in trust_env.items()],
             netns="host",
-            volumes=[f"{plane.ca.bundle}:{CA_BUNDLE}:ro"],
+            volumes=[f"{plane.ca.bundle}:{CA_BUNDLE}:ro", *trust_volumes],
         )
         plane.registries_conf(self.podman.state / "registries.conf", plane.ecr_host)
         env = self.podman.env()
@@ -549,6 +571,7 @@ class Dataplane:
         self.elasticache = client("elasticache")
         self.cloudmap = client("servicediscovery")
         self.elbv2 = client("elbv2")
+        self.acm = client("acm")
         self.sts = client("sts")
         self.lock = threading.RLock()
         self.instances: dict[str, Instance] = {}
@@ -560,8 +583,23 @@ class Dataplane:
         self.service_lbs: dict[str, list[str]] = {}
         # (load balancer ARN, listener port) -> its forwarder process (lb_forward.py).
         self.lb_listeners: dict[tuple[str, int], subprocess.Popen] = {}
+        # The same key -> "tcp" or "http" (the mode its process runs in), and
+        # the HTTP listeners' configuration as last written.
+        self.lb_modes: dict[tuple[str, int], str] = {}
+        self.lb_configs: dict[tuple[str, int], str] = {}
+        # ISSUED ACM certificates: ARN -> (the summary's dates, certificate PEM, chain PEM).
+        self.acm_certs: dict[str, tuple[str, str, str]] = {}
+        # ARN -> (certificate PEM exported, cert file, key file) of listeners' certificates.
+        self.listener_certs: dict[str, tuple[str, Path, Path]] = {}
+        # What ExportCertificate is asked to encrypt the private keys with.
+        self.acm_passphrase = secrets.token_hex(16)
+        # Listener certificates that could not be exported (logged once each).
+        self.cert_errors: set[str] = set()
+        self.acm_trust_dir = self.state / "acm-trust"
         # DNS names of the load balancers, resolved to the router's address.
         self.lb_names: set[str] = set()
+        # Each listener, for the status API.
+        self.lb_status: list[dict] = []
         self.forwarders: list[Forwarder] = []
         self.taskdefs: dict[str, dict] = {}
         # Task id -> (monotonic time of its last health check, whether it passed).
@@ -676,6 +714,8 @@ class Dataplane:
                 f.close()
             for proc in self.lb_listeners.values():
                 proc.terminate()
+            # The listeners' decrypted keys do not outlive the data plane.
+            shutil.rmtree(self.state / "lb" / "certs", ignore_errors=True)
 
     # ----- what containers see
 
@@ -691,6 +731,15 @@ class Dataplane:
             f"AWS_DEFAULT_REGION={self.region}",
         ]
 
+    def acm_trust(self) -> tuple[list[str], dict[str, str]]:
+        """The volumes and environment that make a container trust the
+        region's ACM certificates: none while there is none."""
+        if not self.acm_certs or not (self.acm_trust_dir / "ca-bundle.pem").exists():
+            return [], {}
+        # The directory, not the file: a rewritten bundle (renamed into
+        # place) is seen by containers already running.
+        return [f"{self.acm_trust_dir}:{ACM_TRUST_DIR}:ro"], {"SSL_CERT_FILE": ACM_TRUST_FILE}
+
     def host_entries(self) -> dict[str, str]:
         """Names the VPC's DNS resolves: ElastiCache endpoints, the ECR host and
         the load balancers."""
@@ -703,8 +752,8 @@ class Dataplane:
 
     def loop(self) -> None:
         while not self.stopping.is_set():
-            steps = (self.reconcile_redis, self.reconcile_lbs, self.reconcile_ecs, self.reconcile_oneoff,
-                     self.reconcile_instances, self.ship_logs)  # fmt: skip
+            steps = (self.reconcile_redis, self.reconcile_certificates, self.reconcile_lbs, self.reconcile_ecs,
+                     self.reconcile_oneoff, self.reconcile_instances, self.ship_logs)  # fmt: skip
             for step in steps:
                 try:
                     with self.lock:
@@ -780,6 +829,9 @@ class Dataplane:
         for item in self.container_aws_env():
             k, _, v = item.partition("=")
             env.setdefault(k, v)
+        trust_volumes, trust_env = self.acm_trust()
+        for k, v in trust_env.items():
+            env.setdefault(k, v)
         env_file = self.state / "tmp" / f"env-{task_id}"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         os.chmod(env_file, 0o600)
@@ -790,6 +842,7 @@ class Dataplane:
             "run", "--detach", "--name", f"{self.name}-{owner}-{task_id[:8]}",
             "--network", self.network, "--env-file", str(env_file),
             "--volume", f"{self.ca.bundle}:{CA_BUNDLE}:ro",
+            *(a for v in trust_volumes for a in ("--volume", v)),
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind={'task' if svc else 'oneoff'}",
             "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName'] if svc else ''}",
             "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_arn or task_id}",
@@ -1012,38 +1065,213 @@ class Dataplane:
             self.elbv2.deregister_targets(TargetGroupArn=group, Targets=[{"Id": i, "Port": p} for i, p in have - want])
             log(f"elb: deregistered {sorted(have - want)} from {group.rsplit('/', 2)[-2]}")
 
+    def reconcile_certificates(self) -> None:
+        """The region's ISSUED ACM certificates: their certificates and chains
+        make the bundle containers trust (acm-trust/ca-bundle.pem, the data
+        plane's own bundle first)."""
+        summaries = []
+        for page in self.acm.get_paginator("list_certificates").paginate(
+            CertificateStatuses=["ISSUED"], Includes={"keyTypes": ACM_KEY_TYPES}
+        ):
+            summaries += page.get("CertificateSummaryList", [])
+        certs = {}
+        for summary in summaries:
+            arn = summary["CertificateArn"]
+            stamp = f"{summary.get('ImportedAt') or summary.get('IssuedAt') or ''} {summary.get('NotAfter') or ''}"
+            known = self.acm_certs.get(arn)
+            if known and known[0] == stamp:
+                certs[arn] = known
+                continue
+            got = self.acm.get_certificate(CertificateArn=arn)
+            certs[arn] = (stamp, got["Certificate"], got.get("CertificateChain") or "")
+            log(f"acm: {summary.get('DomainName', arn)} trusted by containers from now on")
+        changed = certs != self.acm_certs
+        self.acm_certs = certs
+        path = self.acm_trust_dir / "ca-bundle.pem"
+        if (not changed and path.exists()) or (not certs and not path.exists()):
+            return
+        pems = [self.ca.bundle.read_text()]
+        for arn in sorted(certs):
+            pems += [certs[arn][1], certs[arn][2]]
+        self.acm_trust_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(p.strip() + "\n" for p in pems if p.strip()))
+        tmp.replace(path)
+
+    def _listener_certificate(self, arn: str) -> dict | None:
+        """The files an HTTPS listener serves for the ACM certificate `arn`:
+        the certificate and its chain, and its private key, exported from ACM
+        (ExportCertificate, key encrypted with the data plane's passphrase)
+        and decrypted. Exported again when the certificate changes (a
+        reimport); None while it cannot be exported."""
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - moto's venv has it
+
+        current = self.acm_certs.get(arn)
+        known = self.listener_certs.get(arn)
+        if known and (current is None or current[1] == known[0]):
+            return {"cert": str(known[1]), "key": str(known[2])}
+        try:
+            out = self.acm.export_certificate(CertificateArn=arn, Passphrase=self.acm_passphrase.encode())
+        except Exception as e:  # noqa: BLE001 - the listener refuses TLS until it can be exported
+            if arn not in self.cert_errors:
+                self.cert_errors.add(arn)
+                log(f"elb: cannot export the listener certificate {arn}: {type(e).__name__}: {e}")
+            return None
+        self.cert_errors.discard(arn)
+        key = serialization.load_pem_private_key(out["PrivateKey"].encode(), self.acm_passphrase.encode())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        folder = self.state / "lb" / "certs" / hashlib.sha256(arn.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+        tmp = folder / "key.tmp"
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(key_pem)
+        tmp.replace(key_path)
+        tmp = folder / "cert.tmp"
+        chain = out.get("CertificateChain") or ""
+        tmp.write_text(out["Certificate"].strip() + "\n" + (chain.strip() + "\n" if chain.strip() else ""))
+        tmp.replace(cert_path)
+        self.listener_certs[arn] = (out["Certificate"], cert_path, key_path)
+        log(f"elb: listener certificate {arn.rsplit('/', 1)[-1]} exported from ACM")
+        return {"cert": str(cert_path), "key": str(key_path)}
+
+    def _http_listener_config(self, listener: dict, groups: dict[str, list[tuple[str, int]]]) -> dict:
+        """What an HTTP or HTTPS listener's proxy (alb.py) serves by: its
+        protocol and certificate, its rules by priority, its default actions
+        and the registered targets of every target group they forward to."""
+        rules, marker = [], None
+        while True:
+            page = self.elbv2.describe_rules(ListenerArn=listener["ListenerArn"], **({"Marker": marker} if marker else {}))
+            rules += page.get("Rules", [])
+            marker = page.get("NextMarker")
+            if not marker:
+                break
+        rules = sorted(
+            ({"priority": int(r["Priority"]), "conditions": r.get("Conditions") or [], "actions": r.get("Actions") or []}
+             for r in rules if not r.get("IsDefault") and str(r.get("Priority", "")).isdigit()),
+            key=lambda r: r["priority"],
+        )  # fmt: skip
+        default_actions = listener.get("DefaultActions") or []
+        arns = set()
+        for action in default_actions + [a for r in rules for a in r["actions"]]:
+            if action.get("Type") != "forward":
+                continue
+            if action.get("TargetGroupArn"):
+                arns.add(action["TargetGroupArn"])
+            for g in (action.get("ForwardConfig") or {}).get("TargetGroups") or []:
+                arns.add(g["TargetGroupArn"])
+        for arn in arns - groups.keys():
+            groups[arn] = self._registered_targets(arn)
+        certificate = None
+        if listener.get("Protocol") == "HTTPS":
+            default = next(iter(listener.get("Certificates") or []), {}).get("CertificateArn")
+            certificate = self._listener_certificate(default) if default else None
+        return {
+            "protocol": listener.get("Protocol"),
+            "port": listener["Port"],
+            "ssl_policy": listener.get("SslPolicy"),
+            "certificate": certificate,
+            "rules": rules,
+            "default_actions": default_actions,
+            "target_groups": {arn: groups[arn] for arn in sorted(arns)},
+        }
+
+    def _registered_targets(self, group: str) -> list[tuple[str, int]]:
+        """A target group's targets an application load balancer routes to:
+        the registered ones by IP that are healthy (all of them if none is,
+        as ELB fails open)."""
+        try:
+            described = self.elbv2.describe_target_health(TargetGroupArn=group).get("TargetHealthDescriptions", [])
+        except self.elbv2.exceptions.TargetGroupNotFoundException:
+            return []
+        port = None
+        found = []
+        for d in described:
+            target, state = d["Target"], (d.get("TargetHealth") or {}).get("State")
+            if state in ("draining", "unused"):
+                continue
+            if target.get("Port") is None and port is None:
+                port = self.elbv2.describe_target_groups(TargetGroupArns=[group])["TargetGroups"][0].get("Port")
+            try:
+                socket.inet_aton(target["Id"])
+            except OSError:
+                continue  # an instance or Lambda target: none of those run here
+            found.append(((target["Id"], int(target.get("Port") or port or 80)), state == "healthy"))
+        healthy = [t for t, ok in found if ok]
+        return healthy or [t for t, _ in found]
+
     def reconcile_lbs(self) -> None:
-        """Each listener of each load balancer: a forwarder process in the
-        router's network namespace (the address the load balancer's DNS name
-        resolves to in the VPC) on the listener's port, to the running tasks
-        of the services registered in its target group."""
-        wanted: dict[tuple[str, int], tuple[str, str | None]] = {}
+        """Each listener of each load balancer: a process in the router's
+        network namespace (the address the load balancer's DNS name resolves
+        to in the VPC) on the listener's port. A TCP listener forwards to the
+        running tasks of the services registered in its target group; an
+        HTTP or HTTPS one is an HTTP proxy that routes by the listener's rules."""
+        wanted: dict[tuple[str, int], tuple[str, str | None, dict]] = {}
         for lb in self.elbv2.describe_load_balancers().get("LoadBalancers", []):
             for listener in self.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"]).get("Listeners", []):
                 group = next((a.get("TargetGroupArn") for a in listener.get("DefaultActions", [])
                               if a.get("Type") == "forward"), None)  # fmt: skip
-                wanted[(lb["LoadBalancerArn"], listener["Port"])] = (lb["DNSName"], group)
+                wanted[(lb["LoadBalancerArn"], listener["Port"])] = (lb["DNSName"], group, listener)
         for key in [k for k in self.lb_listeners if k not in wanted]:
             log(f"elb: listener {key[1]} of {key[0].rsplit('/', 2)[-2]} removed")
             self.lb_listeners.pop(key).terminate()
+            self.lb_modes.pop(key, None)
+            self.lb_configs.pop(key, None)
         (self.state / "lb").mkdir(exist_ok=True)
-        for (arn, port), (_, group) in wanted.items():
+        # Target group ARN -> its registered targets, asked once a round.
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for (arn, port), (_, group, listener) in wanted.items():
             slug = f"{arn.rsplit('/', 1)[-1]}-{port}"
-            targets = [t for svc in self.service_lbs.get(group or "", []) for t in self.targets.get(svc, [])]
             path = self.state / "lb" / f"{slug}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(targets))
-            tmp.replace(path)
+            http = listener.get("Protocol") in ("HTTP", "HTTPS")
+            if http:
+                config = json.dumps(self._http_listener_config(listener, groups), indent=1)
+                if self.lb_configs.get((arn, port)) != config or not path.exists():
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(config)
+                    tmp.replace(path)
+                    self.lb_configs[(arn, port)] = config
+            else:
+                targets = [t for svc in self.service_lbs.get(group or "", []) for t in self.targets.get(svc, [])]
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(targets))
+                tmp.replace(path)
+            mode = "http" if http else "tcp"
             proc = self.lb_listeners.get((arn, port))
+            if proc is not None and self.lb_modes.get((arn, port)) != mode:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                proc = None
             if proc is None or proc.poll() is not None:
-                self.lb_listeners[(arn, port)] = proc = subprocess.Popen(
-                    ["nsenter", f"--net=/proc/{self.router_pid}/ns/net",
-                     sys.executable, str(HERE / "lb_forward.py"), str(port), str(path)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+                if http:
+                    with open(self.state / "lb" / f"{slug}.log", "ab") as out:
+                        proc = subprocess.Popen(
+                            ["nsenter", f"--net=/proc/{self.router_pid}/ns/net",
+                             sys.executable, str(HERE / "lb_forward.py"), "--http", str(port), str(path)],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                        )  # fmt: skip
+                else:
+                    proc = subprocess.Popen(
+                        ["nsenter", f"--net=/proc/{self.router_pid}/ns/net",
+                         sys.executable, str(HERE / "lb_forward.py"), str(port), str(path)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                    )  # fmt: skip
+                self.lb_listeners[(arn, port)] = proc
+                self.lb_modes[(arn, port)] = mode
                 (self.state / "lb" / f"{slug}.pid").write_text(str(proc.pid))
-                log(f"elb: listener {port} of {arn.rsplit('/', 2)[-2]} at {self.router_ip}")
-        self.lb_names = {dns for dns, _ in wanted.values()}
+                log(f"elb: listener {listener.get('Protocol', '')} {port} of {arn.rsplit('/', 2)[-2]} at {self.router_ip}")
+        self.lb_names = {dns for dns, _, _ in wanted.values()}
+        self.lb_status = [
+            {"arn": arn, "dns_name": dns, "address": self.router_ip, "port": port, "protocol": listener.get("Protocol")}
+            for (arn, port), (dns, _, listener) in sorted(wanted.items())
+        ]
 
     def _sync_service_forwarders(self, services: set[str]) -> None:
         for name in list(self.service_forwarders):
@@ -1166,6 +1394,7 @@ class Dataplane:
                 "services": {
                     name: f"127.0.0.1:{f.address[1]}" for name, f in self.service_forwarders.items()
                 },
+                "load_balancers": self.lb_status,
                 "replaced": self.replaced,
                 "errors": self.errors,
             }

@@ -12,9 +12,13 @@
 //!   (task definition image, environment, SSM secrets, rolling updates,
 //!   replacement of exited tasks), one emulated EC2 host per InService Auto
 //!   Scaling instance that runs the launch template's user data unchanged
-//!   (`instance-boot.sh`), a real `redis-server` per ElastiCache group, and
-//!   container output shipped to CloudWatch Logs. Its status API tells tests
-//!   what runs ([`AwsEmulator::status`]).
+//!   (`instance-boot.sh`), a real `redis-server` per ElastiCache group, a
+//!   listener process per load balancer listener (TCP forwarding for network
+//!   load balancers; for application ones an HTTP proxy that applies the
+//!   listener's rules and terminates HTTPS with its ACM certificate), and
+//!   container output shipped to CloudWatch Logs. Containers trust the
+//!   region's ACM certificates. Its status API tells tests what runs
+//!   ([`AwsEmulator::status`]), listeners included (`load_balancers`).
 //!
 //! The product never knows: it only reads and writes AWS APIs.
 

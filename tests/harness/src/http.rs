@@ -90,6 +90,17 @@ pub fn request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> Result<Response> {
+    request_with(target, method, path, &[], body)
+}
+
+/// [`request`] with extra header lines (name, value).
+pub fn request_with(
+    target: &Target,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Result<Response> {
     let fail = |detail: String| Error::Http {
         method: method.to_owned(),
         target: target.to_string(),
@@ -103,6 +114,9 @@ pub fn request(
     };
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some((content_type, bytes)) = body {
         head.push_str(&format!(
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",

@@ -2,6 +2,7 @@
 //! (AWS), `redis-server`, Debian's `docker-registry` and podman's Docker API;
 //! an emulated AWS whose ECS services, Auto Scaling instances and ElastiCache
 //! groups run as real containers and processes ([`AwsEmulator`]);
+//! test certificates from a CA of their own ([`TestCertificate`]);
 //! and a fault-injecting proxy that answers a seeded share of AWS calls with
 //! throttling errors and 5xx.
 //!
@@ -28,6 +29,7 @@ mod podman;
 mod process;
 mod redis;
 mod registry;
+mod tls;
 
 pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
 pub use error::{Error, Result, TEST_COMMAND};
@@ -37,3 +39,4 @@ pub use podman::Podman;
 pub use process::{free_port, repo_root};
 pub use redis::{RedisBuilder, RedisServer, Reply};
 pub use registry::{Registry, RegistryAuth, RegistryBuilder};
+pub use tls::TestCertificate;

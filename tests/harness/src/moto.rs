@@ -146,6 +146,52 @@ impl Moto {
             .map(drop)
     }
 
+    /// Imports `cert` into ACM (ImportCertificate, with its CA as the
+    /// chain) and returns the certificate's ARN.
+    pub fn import_certificate(&self, cert: &crate::TestCertificate) -> Result<String> {
+        use base64::Engine as _;
+        let pem = |path: &std::path::Path| -> Result<String> {
+            std::fs::read(path)
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .map_err(|source| crate::Error::Io {
+                    what: format!("reading {}", path.display()),
+                    source,
+                })
+        };
+        let body = serde_json::json!({
+            "Certificate": pem(&cert.cert)?,
+            "PrivateKey": pem(&cert.key)?,
+            "CertificateChain": pem(&cert.ca)?,
+        });
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20260101/{REGION}/acm/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let answer = http::request_with(
+            &self.target(),
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", "CertificateManager.ImportCertificate"),
+                // moto routes by the credential scope's service; it checks
+                // no signature.
+                ("Authorization", &authorization),
+            ],
+            Some(("application/x-amz-json-1.1", body.to_string().as_bytes())),
+        )?
+        .success("ACM ImportCertificate")?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&answer.text()).unwrap_or(serde_json::Value::Null);
+        parsed["CertificateArn"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| crate::Error::Command {
+                command: "ACM ImportCertificate".into(),
+                status: "no CertificateArn".into(),
+                output: answer.text(),
+            })
+    }
+
     /// Sets moto's state-manager transition for `model` (e.g. `ecs::task`);
     /// `transition` is moto's JSON, e.g. `{"progression": "manual", "times": 1000000}`.
     pub fn set_transition(&self, model: &str, transition: serde_json::Value) -> Result<()> {

@@ -3,23 +3,32 @@
 //!
 //! Load balancers and target groups are found by name. A listener has no
 //! name in AWS: the graph calls it `<load balancer name>-<port>`, and it is
-//! found as the listener on that port of that load balancer.
+//! found as the listener on that port of that load balancer. A listener
+//! that publishes only some paths answers 404 by default and forwards those
+//! paths by one rule of its own (priority [`RULE_PRIORITY`]), read and
+//! written with the listener.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action as ListenerAction, ActionTypeEnum, IpAddressType, LoadBalancerSchemeEnum,
-    LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
+    Action as ListenerAction, ActionTypeEnum, Certificate, FixedResponseActionConfig,
+    IpAddressType, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, PathPatternConditionConfig,
+    ProtocolEnum, Rule, RuleCondition, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
 
 use super::{
     Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
     reread, subject_of,
 };
-use crate::aws::error::{AwsError, Result};
+use crate::aws::error::{AwsError, Result, Subject};
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
 use crate::graph::{Attributes, HealthCheck, Listener, LoadBalancer, TargetGroup};
+
+/// The priority of the listener rule that forwards the published paths.
+const RULE_PRIORITY: i32 = 10;
+/// What a path the listener does not publish answers.
+const NOT_PUBLISHED: &str = r#"{"error":"not found: this path is not published"}"#;
 
 /// The target group attribute holding the deregistration delay.
 const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
@@ -420,6 +429,86 @@ fn forward(target_group_arn: &str) -> ListenerAction {
         .build()
 }
 
+fn not_published() -> ListenerAction {
+    ListenerAction::builder()
+        .r#type(ActionTypeEnum::FixedResponse)
+        .fixed_response_config(
+            FixedResponseActionConfig::builder()
+                .status_code("404")
+                .content_type("application/json")
+                .message_body(NOT_PUBLISHED)
+                .build(),
+        )
+        .build()
+}
+
+/// The listener's default action: forward everything, or 404 when a rule
+/// forwards the published paths.
+fn default_action(desired: &Listener) -> ListenerAction {
+    if desired.paths.is_empty() {
+        forward(&desired.target_group_arn)
+    } else {
+        not_published()
+    }
+}
+
+fn paths_condition(paths: &[String]) -> RuleCondition {
+    RuleCondition::builder()
+        .field("path-pattern")
+        .path_pattern_config(
+            PathPatternConditionConfig::builder()
+                .set_values(Some(paths.to_vec()))
+                .build(),
+        )
+        .build()
+}
+
+/// The target group a forward action sends to.
+fn forward_target(action: &ListenerAction) -> Option<String> {
+    if action.r#type() != Some(&ActionTypeEnum::Forward) {
+        return None;
+    }
+    action.target_group_arn().map(str::to_string).or_else(|| {
+        action
+            .forward_config()?
+            .target_groups()
+            .first()?
+            .target_group_arn()
+            .map(str::to_string)
+    })
+}
+
+/// The path patterns of a rule's path condition.
+fn rule_paths(rule: &Rule) -> Vec<String> {
+    rule.conditions()
+        .iter()
+        .filter(|c| c.field() == Some("path-pattern"))
+        .flat_map(|c| {
+            c.path_pattern_config()
+                .map(|p| p.values().to_vec())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| c.values().to_vec())
+        })
+        .collect()
+}
+
+/// The listener's own rule (the one at [`RULE_PRIORITY`]).
+async fn own_rule(ctx: &Ctx, subject: &Subject, listener_arn: &str) -> Result<Option<Rule>> {
+    let rules = ctx
+        .aws
+        .elbv2()
+        .describe_rules()
+        .listener_arn(listener_arn)
+        .send()
+        .await
+        .map_err(|e| AwsError::api(subject.clone(), "DescribeRules", e))?;
+    Ok(rules
+        .rules()
+        .iter()
+        .find(|r| r.priority() == Some(RULE_PRIORITY.to_string().as_str()))
+        .cloned())
+}
+
 pub(crate) async fn read_listener(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
     let Some((lb_name, port)) = listener_parts(&t.name) else {
         return Err(AwsError::Config(format!(
@@ -466,25 +555,39 @@ pub(crate) async fn read_listener(ctx: &Ctx, t: &Target) -> Result<Option<Observ
         .listener_arn()
         .ok_or_else(|| incomplete(t, "DescribeListeners", "ListenerArn"))?
         .to_string();
-    let target_group_arn = listener
-        .default_actions()
-        .iter()
-        .find(|a| a.r#type() == Some(&ActionTypeEnum::Forward))
-        .and_then(|a| {
-            a.target_group_arn().map(str::to_string).or_else(|| {
-                a.forward_config()?
-                    .target_groups()
-                    .first()?
-                    .target_group_arn()
-                    .map(str::to_string)
-            })
-        })
-        .unwrap_or_default();
+    let default_target = listener.default_actions().iter().find_map(forward_target);
+    // Forwarding by default publishes every path; else the published paths
+    // are those of the listener's own rule.
+    let (target_group_arn, paths) = match default_target {
+        Some(group) => (group, Vec::new()),
+        None => match own_rule(ctx, &t.subject(), &arn).await? {
+            Some(rule) => (
+                rule.actions()
+                    .iter()
+                    .find_map(forward_target)
+                    .unwrap_or_default(),
+                rule_paths(&rule),
+            ),
+            None => (String::new(), Vec::new()),
+        },
+    };
+    let protocol = listener.protocol().map_or("", |p| p.as_str()).to_string();
+    // Only a TLS listener has a certificate and policy (some endpoints
+    // report a default policy on any listener).
+    let tls = matches!(protocol.as_str(), "HTTPS" | "TLS");
     let attributes = Attributes::Listener(Listener {
         load_balancer_arn: lb_arn,
-        protocol: listener.protocol().map_or("", |p| p.as_str()).to_string(),
+        protocol,
         port: u16::try_from(port).unwrap_or(0),
         target_group_arn,
+        certificate_arn: listener
+            .certificates()
+            .first()
+            .and_then(|c| c.certificate_arn())
+            .filter(|_| tls)
+            .map(str::to_string),
+        ssl_policy: listener.ssl_policy().filter(|_| tls).map(str::to_string),
+        paths,
     });
     let tags = read_tags(ctx, t, &arn).await?;
     Ok(Some(t.observed(tags, attributes, outputs([("arn", arn)]))))
@@ -494,18 +597,24 @@ pub(crate) async fn apply_listener(ctx: &Ctx, work: &Work) -> Result<Outputs> {
     let desired = attrs!(work, Listener);
     let subject = work.subject();
     let elb = ctx.aws.elbv2();
-    if work.action == Action::Create {
+    let certificates = desired
+        .certificate_arn
+        .as_ref()
+        .map(|c| vec![Certificate::builder().certificate_arn(c).build()]);
+    let (arn, out) = if work.action == Action::Create {
         let created = elb
             .create_listener()
             .load_balancer_arn(&desired.load_balancer_arn)
             .protocol(ProtocolEnum::from(desired.protocol.as_str()))
             .port(i32::from(desired.port))
-            .default_actions(forward(&desired.target_group_arn))
+            .set_certificates(certificates)
+            .set_ssl_policy(desired.ssl_policy.clone())
+            .default_actions(default_action(desired))
             .set_tags(Some(elb_tags(&work.desired.tags)))
             .send()
             .await
             .map_err(api!(subject.clone(), "CreateListener"));
-        return match created {
+        match created {
             Ok(out) => {
                 let arn = out
                     .listeners()
@@ -513,31 +622,95 @@ pub(crate) async fn apply_listener(ctx: &Ctx, work: &Work) -> Result<Outputs> {
                     .and_then(|l| l.listener_arn())
                     .ok_or_else(|| incomplete(&work.target(), "CreateListener", "ListenerArn"))?
                     .to_string();
-                Ok(outputs([("arn", arn)]))
+                (arn.clone(), outputs([("arn", arn)]))
             }
             Err(e) if is_duplicate(&e) => {
-                Box::pin(apply_listener(ctx, &reread(ctx, work).await?)).await
+                return Box::pin(apply_listener(ctx, &reread(ctx, work).await?)).await;
             }
-            Err(e) => Err(e),
-        };
+            Err(e) => return Err(e),
+        }
+    } else {
+        let arn = observed_output(work, "arn", "DescribeListeners")?.to_string();
+        if [
+            "protocol",
+            "port",
+            "target_group_arn",
+            "certificate_arn",
+            "ssl_policy",
+            "paths",
+        ]
+        .iter()
+        .any(|field| work.changed(field))
+        {
+            elb.modify_listener()
+                .listener_arn(&arn)
+                .protocol(ProtocolEnum::from(desired.protocol.as_str()))
+                .port(i32::from(desired.port))
+                .set_certificates(certificates)
+                .set_ssl_policy(desired.ssl_policy.clone())
+                .default_actions(default_action(desired))
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "ModifyListener"))?;
+        }
+        apply_tags(ctx, work, &arn).await?;
+        let out = work
+            .observed
+            .as_ref()
+            .map(|o| o.outputs.clone())
+            .unwrap_or_default();
+        (arn, out)
+    };
+    put_rule(ctx, &subject, &arn, desired).await?;
+    Ok(out)
+}
+
+/// Makes the listener's own rule forward exactly the published paths, or
+/// removes it when the default action forwards every path.
+async fn put_rule(ctx: &Ctx, subject: &Subject, arn: &str, desired: &Listener) -> Result<()> {
+    let elb = ctx.aws.elbv2();
+    let existing = own_rule(ctx, subject, arn).await?;
+    match existing {
+        None if desired.paths.is_empty() => {}
+        Some(rule) if desired.paths.is_empty() => {
+            if let Some(rule_arn) = rule.rule_arn() {
+                elb.delete_rule()
+                    .rule_arn(rule_arn)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::api(subject.clone(), "DeleteRule", e))?;
+            }
+        }
+        Some(rule)
+            if rule_paths(&rule) == desired.paths
+                && rule.actions().iter().find_map(forward_target).as_deref()
+                    == Some(desired.target_group_arn.as_str()) => {}
+        Some(rule) => {
+            let rule_arn = rule.rule_arn().ok_or_else(|| AwsError::Incomplete {
+                subject: subject.clone(),
+                action: "DescribeRules",
+                missing: "RuleArn",
+            })?;
+            elb.modify_rule()
+                .rule_arn(rule_arn)
+                .conditions(paths_condition(&desired.paths))
+                .actions(forward(&desired.target_group_arn))
+                .send()
+                .await
+                .map_err(|e| AwsError::api(subject.clone(), "ModifyRule", e))?;
+        }
+        None => {
+            elb.create_rule()
+                .listener_arn(arn)
+                .priority(RULE_PRIORITY)
+                .conditions(paths_condition(&desired.paths))
+                .actions(forward(&desired.target_group_arn))
+                .send()
+                .await
+                .map_err(|e| AwsError::api(subject.clone(), "CreateRule", e))?;
+        }
     }
-    let arn = observed_output(work, "arn", "DescribeListeners")?.to_string();
-    if work.changed("protocol") || work.changed("port") || work.changed("target_group_arn") {
-        elb.modify_listener()
-            .listener_arn(&arn)
-            .protocol(ProtocolEnum::from(desired.protocol.as_str()))
-            .port(i32::from(desired.port))
-            .default_actions(forward(&desired.target_group_arn))
-            .send()
-            .await
-            .map_err(api!(subject.clone(), "ModifyListener"))?;
-    }
-    apply_tags(ctx, work, &arn).await?;
-    Ok(work
-        .observed
-        .as_ref()
-        .map(|o| o.outputs.clone())
-        .unwrap_or_default())
+    Ok(())
 }
 
 pub(crate) async fn delete_listener(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
