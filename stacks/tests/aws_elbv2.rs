@@ -297,4 +297,41 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
     assert_eq!(published(rules.rules()), []);
     let again = aws::plan(&aws, &graph, &inputs).await.unwrap();
     assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
+
+    // From plain HTTP to HTTPS and back, the one listener is modified in
+    // place: no port stays open beside the new one.
+    for (network, port, protocol) in [
+        ("  plain_http: true\n".to_string(), 80, "HTTP"),
+        (https.clone(), 443, "HTTPS"),
+    ] {
+        let spec = example_with("public", &network, dir.path());
+        let graph = Graph::from_spec(&spec).unwrap();
+        let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+            .await
+            .unwrap();
+        aws::apply(
+            &aws,
+            &plan,
+            &ApplyOptions::default(),
+            &stacks::local::Silent,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+        let listeners = elb
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let shape: Vec<(Option<i32>, Option<&str>)> = listeners
+            .listeners()
+            .iter()
+            .map(|l| (l.port(), l.protocol().map(|p| p.as_str())))
+            .collect();
+        assert_eq!(shape, [(Some(port), Some(protocol))], "{network}");
+        assert_eq!(
+            listeners.listeners()[0].listener_arn(),
+            Some(listener_arn.as_str())
+        );
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! Load balancers and target groups are found by name. A listener has no
 //! name in AWS: the graph calls it `<load balancer name>-<port>`, and it is
-//! found as the listener on that port of that load balancer. A listener
+//! found as the listener on that port of that load balancer, else as the
+//! one tagged with its logical id (a port the spec changed is modified in
+//! place). A listener
 //! that publishes only some paths answers 404 by default and forwards those
 //! paths by one rule of its own (priority [`RULE_PRIORITY`]), read and
 //! written with the listener.
@@ -23,7 +25,7 @@ use super::{
 use crate::aws::error::{AwsError, Result, Subject};
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
-use crate::graph::{Attributes, HealthCheck, Listener, LoadBalancer, TargetGroup};
+use crate::graph::{Attributes, HealthCheck, Listener, LoadBalancer, TAG_RESOURCE, TargetGroup};
 
 /// The priority of the listener rule that forwards the published paths.
 const RULE_PRIORITY: i32 = 10;
@@ -544,11 +546,25 @@ pub(crate) async fn read_listener(ctx: &Ctx, t: &Target) -> Result<Option<Observ
     let Some(listeners) = not_found_is_none(listeners)? else {
         return Ok(None);
     };
-    let Some(listener) = listeners
+    // The listener on the name's port; else the one tagged as this
+    // resource, on the port of an earlier spec (plain HTTP then HTTPS):
+    // modified in place rather than left open beside a new one.
+    let mut found = listeners
         .listeners()
         .iter()
-        .find(|l| l.port() == Some(port))
-    else {
+        .find(|l| l.port() == Some(port));
+    if found.is_none() {
+        for other in listeners.listeners() {
+            let Some(arn) = other.listener_arn() else {
+                continue;
+            };
+            if read_tags(ctx, t, arn).await?.get(TAG_RESOURCE) == Some(&t.id.to_string()) {
+                found = Some(other);
+                break;
+            }
+        }
+    }
+    let Some(listener) = found else {
         return Ok(None);
     };
     let arn = listener
