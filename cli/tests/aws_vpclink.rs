@@ -155,7 +155,7 @@ async fn vpc_link_stack_goes_up_converges_and_comes_down() {
     let proxy = resources
         .items()
         .iter()
-        .find(|r| r.path() == Some("/{proxy+}"))
+        .find(|r| r.path() == Some("/e/{proxy+}"))
         .unwrap_or_else(|| panic!("{resources:?}"));
     let integration = gateway
         .get_integration()
@@ -171,7 +171,7 @@ async fn vpc_link_stack_goes_up_converges_and_comes_down() {
     );
     assert_eq!(
         integration.uri(),
-        Some(format!("http://{}:80/{{proxy}}", lb.dns_name().unwrap()).as_str())
+        Some(format!("http://{}:80/e/{{proxy}}", lb.dns_name().unwrap()).as_str())
     );
     let stage = gateway
         .get_stage()

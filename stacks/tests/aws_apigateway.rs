@@ -2,12 +2,14 @@
 //! that connection type (on an external Redis, so `down` can finish) applies
 //! fully. SDK calls, independent of the provider's readers, find a VPC link
 //! targeting the internal network load balancer, and a regional REST API
-//! tagged for the stack whose `/{proxy+}` resource has an `ANY` method with
-//! an `HTTP_PROXY` integration through the link to the load balancer's
-//! listener, deployed to stage `v1` (whose `vpcLinkId` variable is the
-//! link). The stage's invoke URL is what `apply` reports and `bench` finds.
-//! A second plan is empty and a second apply makes no write call; `down`
-//! deletes the API and the link and the sweep finds nothing.
+//! tagged for the stack whose `/e/{proxy+}`, `/health` and `/health/{proxy+}`
+//! resources (and no other) have an `ANY` method with an `HTTP_PROXY`
+//! integration through the link to the load balancer's listener, deployed
+//! to stage `v1` (whose `vpcLinkId` variable is the link). The stage's
+//! invoke URL is what `apply` reports and `bench` finds. A second plan is
+//! empty and a second apply makes no write call; `publish: all` turns the
+//! resources into the one greedy `/{proxy+}`; `down` deletes the API and
+//! the link and the sweep finds nothing.
 //!
 //! moto does not report an integration's `connectionId`; the provider takes
 //! a missing one as the stage variable it always sets (see
@@ -130,60 +132,84 @@ async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
             .map(String::as_str),
         Some(STACK)
     );
-    let resources = gateway
-        .get_resources()
-        .rest_api_id(&api_id)
-        .send()
-        .await
-        .unwrap();
-    let proxy = resources
-        .items()
-        .iter()
-        .find(|r| r.path() == Some("/{proxy+}"))
-        .unwrap_or_else(|| panic!("a greedy proxy resource: {resources:?}"));
-    let method = gateway
-        .get_method()
-        .rest_api_id(&api_id)
-        .resource_id(proxy.id().unwrap())
-        .http_method("ANY")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(method.authorization_type(), Some("NONE"));
+    // Each published resource: its method and its integration's URI, and
+    // whether the rest of the path is passed on.
+    let published = |api_id: String| {
+        let gateway = gateway.clone();
+        async move {
+            let resources = gateway
+                .get_resources()
+                .rest_api_id(&api_id)
+                .send()
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for r in resources.items() {
+                let path = r.path().unwrap().to_string();
+                if path == "/" {
+                    continue;
+                }
+                let Ok(method) = gateway
+                    .get_method()
+                    .rest_api_id(&api_id)
+                    .resource_id(r.id().unwrap())
+                    .http_method("ANY")
+                    .send()
+                    .await
+                else {
+                    out.push((path, None));
+                    continue;
+                };
+                assert_eq!(method.authorization_type(), Some("NONE"));
+                let integration = gateway
+                    .get_integration()
+                    .rest_api_id(&api_id)
+                    .resource_id(r.id().unwrap())
+                    .http_method("ANY")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(integration.r#type().map(|t| t.as_str()), Some("HTTP_PROXY"));
+                assert_eq!(
+                    integration.connection_type().map(|t| t.as_str()),
+                    Some("VPC_LINK")
+                );
+                // moto leaves `connectionId` out; AWS reports the stage variable.
+                if let Some(c) = integration.connection_id() {
+                    assert_eq!(c, "${stageVariables.vpcLinkId}");
+                }
+                let greedy = method
+                    .request_parameters()
+                    .and_then(|p| p.get("method.request.path.proxy"))
+                    == Some(&true)
+                    && integration
+                        .request_parameters()
+                        .and_then(|p| p.get("integration.request.path.proxy"))
+                        .map(String::as_str)
+                        == Some("method.request.path.proxy");
+                out.push((path, Some((integration.uri().unwrap().to_string(), greedy))));
+            }
+            out.sort();
+            out
+        }
+    };
+    let route = |path: &str, uri: &str, greedy: bool| {
+        (
+            path.to_string(),
+            Some((format!("http://{lb_dns}:80{uri}"), greedy)),
+        )
+    };
     assert_eq!(
-        method
-            .request_parameters()
-            .and_then(|p| p.get("method.request.path.proxy")),
-        Some(&true)
+        published(api_id.clone()).await,
+        [
+            // The parent of the greedy resource, without a method.
+            ("/e".to_string(), None),
+            route("/e/{proxy+}", "/e/{proxy}", true),
+            route("/health", "/health", false),
+            route("/health/{proxy+}", "/health/{proxy}", true),
+        ]
     );
-    let integration = gateway
-        .get_integration()
-        .rest_api_id(&api_id)
-        .resource_id(proxy.id().unwrap())
-        .http_method("ANY")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(integration.r#type().map(|t| t.as_str()), Some("HTTP_PROXY"));
-    assert_eq!(
-        integration.connection_type().map(|t| t.as_str()),
-        Some("VPC_LINK")
-    );
-    assert_eq!(
-        integration.uri(),
-        Some(format!("http://{lb_dns}:80/{{proxy}}").as_str())
-    );
-    assert_eq!(
-        integration
-            .request_parameters()
-            .and_then(|p| p.get("integration.request.path.proxy"))
-            .map(String::as_str),
-        Some("method.request.path.proxy")
-    );
-    // moto leaves `connectionId` out; AWS reports the stage variable.
-    if let Some(c) = integration.connection_id() {
-        assert_eq!(c, "${stageVariables.vpcLinkId}");
-    }
+
     let stages = gateway
         .get_stages()
         .rest_api_id(&api_id)
@@ -246,6 +272,26 @@ async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
         "{:?}",
         aws.calls().write_operations()
     );
+
+    // `publish: all`: one greedy resource for every path, the others gone.
+    let mut all = loaded.clone();
+    all.spec.network.publish = stacks::spec::Publish::All;
+    let graph_all = Graph::from_spec(&all.spec).unwrap();
+    let plan = aws::plan(&aws, &graph_all, &inputs).await.unwrap();
+    aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    assert_eq!(
+        published(api_id.clone()).await,
+        [route("/{proxy+}", "/{proxy}", true)]
+    );
+    let again = aws::plan(&aws, &graph_all, &inputs).await.unwrap();
+    assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
 
     // `down` deletes the API before the link and the link before the load
     // balancer; nothing of the stack is left.

@@ -198,12 +198,20 @@ fn every_connection_type_has_its_resource_kinds() {
         Attributes::ApiGatewayRestApi(a) => {
             assert_eq!(a.endpoint_type, "REGIONAL");
             assert_eq!(a.stage, "v1");
+            let base = format!(
+                "http://{}:80",
+                placeholder::output("elb.load-balancer", "dns_name")
+            );
             assert_eq!(
-                a.integration_uri,
-                format!(
-                    "http://{}:80/{{proxy}}",
-                    placeholder::output("elb.load-balancer", "dns_name")
-                )
+                a.routes,
+                BTreeMap::from([
+                    ("/e/{proxy+}".to_string(), format!("{base}/e/{{proxy}}")),
+                    ("/health".to_string(), format!("{base}/health")),
+                    (
+                        "/health/{proxy+}".to_string(),
+                        format!("{base}/health/{{proxy}}")
+                    ),
+                ])
             );
             assert_eq!(
                 a.vpc_link_id,

@@ -458,18 +458,20 @@ pub struct ApiGatewayVpcLink {
 }
 
 /// [`Kind::ApiGatewayRestApi`](super::Kind::ApiGatewayRestApi): a REST API
-/// whose greedy proxy resource `/{proxy+}` (method `ANY`) is an
-/// `HTTP_PROXY` integration through the VPC link, and the stage (with its
-/// deployment) that publishes it.
+/// whose published resources (method `ANY` each) are `HTTP_PROXY`
+/// integrations through the VPC link, and the stage (with its deployment)
+/// that publishes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiGatewayRestApi {
     /// Description.
     pub description: String,
     /// Endpoint type (`REGIONAL`).
     pub endpoint_type: String,
-    /// Where the proxy integration sends requests:
-    /// `http://<load balancer DNS name>:<listener port>/{proxy}`.
-    pub integration_uri: String,
+    /// Each published resource path and where its integration sends
+    /// requests: `/e/{proxy+}` to
+    /// `http://<load balancer DNS name>:<listener port>/e/{proxy}`; a
+    /// greedy `{proxy+}` part passes the rest of the path on.
+    pub routes: BTreeMap<String, String>,
     /// The VPC link the integration goes through, held by the stage
     /// variable `vpcLinkId` (the integration's connection id refers to it).
     pub vpc_link_id: String,

@@ -11,7 +11,7 @@ use super::placeholder::{context, output, secret, secret_version};
 use super::template;
 use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::engine_config::{Placement, engine_config};
-use crate::spec::{Connection, Driver, Provider, Scaling, Service, Spec, Step};
+use crate::spec::{Connection, Driver, Provider, Publish, Scaling, Service, Spec, Step};
 use engine::functions::FunctionDef;
 
 /// Port of the event API unless the spec sets one.
@@ -72,6 +72,26 @@ pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, Gra
         b.graph.event_api_domain = spec.network.https.as_ref().map(|h| h.domain.clone());
     }
     Ok(b.graph)
+}
+
+/// The API Gateway resources that publish `publish`'s paths, each with the
+/// URI its integration sends to under `base`: ELB path patterns ending in
+/// `/*` become a greedy `{proxy+}` resource.
+fn api_gateway_routes(publish: Publish, base: &str) -> BTreeMap<String, String> {
+    let patterns: &[&str] = match publish.paths() {
+        [] => &["/*"],
+        paths => paths,
+    };
+    patterns
+        .iter()
+        .map(|pattern| match pattern.strip_suffix("/*") {
+            Some(prefix) => (
+                format!("{prefix}/{{proxy+}}"),
+                format!("{base}{prefix}/{{proxy}}"),
+            ),
+            None => ((*pattern).to_string(), format!("{base}{pattern}")),
+        })
+        .collect()
 }
 
 /// The three engine roles that run in AWS.
@@ -753,9 +773,13 @@ impl Builder<'_> {
                     target_arns: vec![output("elb.load-balancer", "arn")],
                 }),
             )?;
-            // The fewest API Gateway resources that publish the event API:
-            // one REST API whose `/{proxy+}` (any method) goes through the
-            // link to the load balancer's listener, and one stage.
+            // One REST API whose published paths (any method) go through
+            // the link to the load balancer's listener, and one stage.
+            let base = format!(
+                "http://{}:{LISTENER_PORT}",
+                output("elb.load-balancer", "dns_name")
+            );
+            let routes = api_gateway_routes(self.spec.network.publish, &base);
             self.add(
                 "apigateway.rest-api",
                 Kind::ApiGatewayRestApi,
@@ -764,10 +788,7 @@ impl Builder<'_> {
                 Attributes::ApiGatewayRestApi(ApiGatewayRestApi {
                     description: format!("stackctl {}: the event API", self.spec.stack),
                     endpoint_type: "REGIONAL".into(),
-                    integration_uri: format!(
-                        "http://{}:{LISTENER_PORT}/{{proxy}}",
-                        output("elb.load-balancer", "dns_name")
-                    ),
+                    routes,
                     vpc_link_id: output("apigateway.vpc-link", "id"),
                     stage: API_STAGE.into(),
                 }),

@@ -34,9 +34,9 @@
 //! | `autoscaling.group.executors`       | Auto Scaling Group             | `s-executors`                 | 255       |
 //! | `elb.load-balancer` (`public`, `vpc_link`) | ALB (public) / internal NLB | `s-api`                   | 32        |
 //! | `elb.target-group`                  | target group                   | `s-event-api`                 | 32        |
-//! | `elb.listener`                      | listener (port 80)             | `s-api-80`                    | -         |
+//! | `elb.listener`                      | listener (443 HTTPS, else 80)  | `s-api-443`, `s-api-80`       | -         |
 //! | `apigateway.vpc-link` (`vpc_link`)  | API Gateway VPC link           | `s-api`                       | 255       |
-//! | `apigateway.rest-api` (`vpc_link`)  | API Gateway REST API (+ `/{proxy+}`, stage `v1`) | `s-api`     | 1024      |
+//! | `apigateway.rest-api` (`vpc_link`)  | API Gateway REST API (+ `/e/{proxy+}`, `/health`, stage `v1`) | `s-api`     | 1024      |
 //! | `cloudmap.namespace` (`internal_dns`) | Cloud Map private DNS namespace | `s.internal`             | 253       |
 //! | `cloudmap.service`                  | Cloud Map service              | `event-api`                   | 127       |
 //! | `scaling.target.{svc}`              | Application Auto Scaling target | `service/s/s-{svc}`          | 1600      |

@@ -123,9 +123,9 @@ pub struct Network {
     /// for trials; default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_http: bool,
-    /// What a `public` event API publishes: `events` (the default: `/e/*`
-    /// and `/health`) or `all` (also the runs API under `/v1`, behind its
-    /// token, and `/metrics`).
+    /// What a `public` or `vpc_link` event API publishes: `events` (the
+    /// default: `/e/*` and `/health`) or `all` (also the runs API under
+    /// `/v1`, behind its token, and `/metrics`).
     #[serde(default)]
     pub publish: Publish,
 }

@@ -302,11 +302,13 @@ fn check_exposure(network: &Network, region: Option<&str>, out: &mut Vec<Problem
             ));
         }
     }
-    if network.publish == Publish::All && !public {
+    if network.publish == Publish::All
+        && !matches!(network.event_api, Connection::Public | Connection::VpcLink)
+    {
         out.push(Problem::new(
             path!["network", "publish"],
             At::Key,
-            "`publish` only applies to a `public` event API",
+            "`publish` only applies to a `public` or `vpc_link` event API",
             "remove `publish`",
         ));
     }
@@ -890,7 +892,7 @@ mod tests {
             ),
             [
                 "`https` only applies to a `public` event API",
-                "`publish` only applies to a `public` event API"
+                "`publish` only applies to a `public` or `vpc_link` event API"
             ]
         );
     }

@@ -1,8 +1,9 @@
 //! API Gateway (REST APIs, v1): the `vpc_link` connection publishes the
 //! event API through a VPC link to the stack's internal network load
-//! balancer, and one regional REST API whose greedy proxy resource
-//! `/{proxy+}` (method `ANY`) is an `HTTP_PROXY` integration through that
-//! link, deployed to one stage. Its invoke URL
+//! balancer, and one regional REST API whose published resources (method
+//! `ANY`; `/e/{proxy+}` and `/health`, or the greedy `/{proxy+}` for every
+//! path) are `HTTP_PROXY` integrations through that link, deployed to one
+//! stage. Resources it no longer publishes are deleted. Its invoke URL
 //! (`https://{id}.execute-api.{region}.amazonaws.com/{stage}`) is the event
 //! API's address.
 //!
@@ -19,7 +20,7 @@
 //! until it is gone, because the load balancer it targets cannot be deleted
 //! before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_apigateway::types::{
@@ -40,11 +41,9 @@ use crate::graph::{ApiGatewayRestApi, ApiGatewayVpcLink, Attributes, TAG_STACK};
 const VPC_LINK_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Pause between two polls of a VPC link.
 const VPC_LINK_POLL: Duration = Duration::from_secs(5);
-/// The greedy proxy resource's path part.
+/// A greedy proxy resource's path part.
 const PROXY_PART: &str = "{proxy+}";
-/// Its path.
-const PROXY_PATH: &str = "/{proxy+}";
-/// The one method of the proxy resource.
+/// The one method of each published resource.
 const METHOD: &str = "ANY";
 /// The stage variable holding the VPC link id.
 const LINK_VARIABLE: &str = "vpcLinkId";
@@ -367,9 +366,12 @@ pub async fn rest_api_invoke_url(
 #[derive(Debug, Default)]
 struct Inside {
     root_id: Option<String>,
-    proxy_id: Option<String>,
-    has_method: bool,
-    integration_uri: String,
+    /// Every resource but the root: path -> id.
+    resources: BTreeMap<String, String>,
+    /// Paths whose resource has the method.
+    methods: BTreeSet<String>,
+    /// Published routes: path -> the URI of its link proxy integration.
+    routes: BTreeMap<String, String>,
 }
 
 async fn read_inside(ctx: &Ctx, subject: &Subject, api_id: &str) -> Result<Inside> {
@@ -387,37 +389,42 @@ async fn read_inside(ctx: &Ctx, subject: &Subject, api_id: &str) -> Result<Insid
         .await
         .map_err(|e| AwsError::api(subject.clone(), "GetResources", e))?;
     for r in &resources {
-        match r.path() {
-            Some("/") => inside.root_id = r.id().map(str::to_string),
-            Some(PROXY_PATH) => {
-                inside.proxy_id = r.id().map(str::to_string);
-                let method = r.resource_methods().and_then(|m| m.get(METHOD));
-                inside.has_method = method.is_some();
-                if let Some(i) = method.and_then(|m| m.method_integration()) {
-                    inside.integration_uri = integration_uri(i);
-                } else if method.is_some()
-                    && let Some(id) = r.id()
-                {
-                    // Not embedded: ask for it.
-                    let got = gateway
-                        .get_integration()
-                        .rest_api_id(api_id)
-                        .resource_id(id)
-                        .http_method(METHOD)
-                        .send()
-                        .await
-                        .map_err(|e| AwsError::api(subject.clone(), "GetIntegration", e));
-                    if let Some(i) = not_found_is_none(got)? {
-                        inside.integration_uri =
-                            if is_link_proxy(i.r#type(), i.connection_type(), i.connection_id()) {
-                                i.uri().unwrap_or_default().to_string()
-                            } else {
-                                String::new()
-                            };
+        let (Some(path), Some(id)) = (r.path(), r.id()) else {
+            continue;
+        };
+        if path == "/" {
+            inside.root_id = Some(id.to_string());
+            continue;
+        }
+        inside.resources.insert(path.to_string(), id.to_string());
+        let Some(method) = r.resource_methods().and_then(|m| m.get(METHOD)) else {
+            continue;
+        };
+        inside.methods.insert(path.to_string());
+        let uri = match method.method_integration() {
+            Some(i) => integration_uri(i),
+            None => {
+                // Not embedded: ask for it.
+                let got = gateway
+                    .get_integration()
+                    .rest_api_id(api_id)
+                    .resource_id(id)
+                    .http_method(METHOD)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::api(subject.clone(), "GetIntegration", e));
+                match not_found_is_none(got)? {
+                    Some(i)
+                        if is_link_proxy(i.r#type(), i.connection_type(), i.connection_id()) =>
+                    {
+                        i.uri().unwrap_or_default().to_string()
                     }
+                    _ => String::new(),
                 }
             }
-            _ => {}
+        };
+        if !uri.is_empty() {
+            inside.routes.insert(path.to_string(), uri);
         }
     }
     Ok(inside)
@@ -461,7 +468,7 @@ pub(crate) async fn read_rest_api(ctx: &Ctx, t: &Target) -> Result<Option<Observ
     if tags.get(TAG_STACK) != Some(&ctx.stack) {
         return Ok(Some(t.observed(
             tags,
-            rest_api_attributes(found, String::new(), String::new(), String::new()),
+            rest_api_attributes(found, BTreeMap::new(), String::new(), String::new()),
             outputs([("id", id)]),
         )));
     }
@@ -500,22 +507,16 @@ pub(crate) async fn read_rest_api(ctx: &Ctx, t: &Target) -> Result<Option<Observ
     {
         out.insert("root_resource_id".into(), root);
     }
-    if let Some(proxy) = inside.proxy_id {
-        out.insert("proxy_resource_id".into(), proxy);
-    }
-    if inside.has_method {
-        out.insert("method".into(), METHOD.into());
-    }
     Ok(Some(t.observed(
         tags,
-        rest_api_attributes(found, inside.integration_uri, vpc_link_id, stage_name),
+        rest_api_attributes(found, inside.routes, vpc_link_id, stage_name),
         out,
     )))
 }
 
 fn rest_api_attributes(
     api: &RestApi,
-    integration_uri: String,
+    routes: BTreeMap<String, String>,
     vpc_link_id: String,
     stage: String,
 ) -> Attributes {
@@ -526,7 +527,7 @@ fn rest_api_attributes(
             .and_then(|c| c.types().first())
             .map_or("EDGE", |t| t.as_str())
             .to_string(),
-        integration_uri,
+        routes,
         vpc_link_id,
         stage,
     })
@@ -578,67 +579,11 @@ pub(crate) async fn apply_rest_api(ctx: &Ctx, work: &Work) -> Result<Outputs> {
             .await
             .map_err(api!(subject.clone(), "UpdateRestApi"))?;
     }
-    // The proxy resource, its method and integration; a new integration
-    // needs a new deployment.
+    // The published resources, their method and integration, and no
+    // other; a changed integration needs a new deployment.
     let mut redeploy = false;
-    if created || work.changed("integration_uri") {
-        let proxy_id = match out.get("proxy_resource_id").cloned() {
-            Some(p) => p,
-            None => {
-                let root = match out.get("root_resource_id").cloned() {
-                    Some(r) => r,
-                    None => read_inside(ctx, &subject, &id)
-                        .await?
-                        .root_id
-                        .ok_or_else(|| incomplete(&work.target(), "GetResources", "/"))?,
-                };
-                let r = gateway
-                    .create_resource()
-                    .rest_api_id(&id)
-                    .parent_id(root)
-                    .path_part(PROXY_PART)
-                    .send()
-                    .await
-                    .map_err(api!(subject.clone(), "CreateResource"))?;
-                let p = r
-                    .id()
-                    .ok_or_else(|| incomplete(&work.target(), "CreateResource", "id"))?
-                    .to_string();
-                out.insert("proxy_resource_id".into(), p.clone());
-                p
-            }
-        };
-        if !out.contains_key("method") {
-            gateway
-                .put_method()
-                .rest_api_id(&id)
-                .resource_id(&proxy_id)
-                .http_method(METHOD)
-                .authorization_type("NONE")
-                .request_parameters("method.request.path.proxy", true)
-                .send()
-                .await
-                .map_err(api!(subject.clone(), "PutMethod"))?;
-            out.insert("method".into(), METHOD.into());
-        }
-        // PutIntegration replaces an integration that is there.
-        gateway
-            .put_integration()
-            .rest_api_id(&id)
-            .resource_id(&proxy_id)
-            .http_method(METHOD)
-            .r#type(IntegrationType::HttpProxy)
-            .integration_http_method(METHOD)
-            .uri(&desired.integration_uri)
-            .connection_type(ConnectionType::VpcLink)
-            .connection_id(LINK_CONNECTION_ID)
-            .request_parameters(
-                "integration.request.path.proxy",
-                "method.request.path.proxy",
-            )
-            .send()
-            .await
-            .map_err(api!(subject.clone(), "PutIntegration"))?;
+    if created || work.changed("routes") {
+        put_routes(ctx, work, &id, &desired.routes).await?;
         redeploy = true;
     }
     let observed_stage = work
@@ -710,6 +655,111 @@ pub(crate) async fn apply_rest_api(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         invoke_url(&ctx.env.region, &id, &desired.stage),
     );
     Ok(out)
+}
+
+/// Makes the API's resources exactly `routes`: each with method `ANY` and
+/// its link proxy integration (a greedy `{proxy+}` resource passes the rest
+/// of the path on), its parents created as needed; resources outside every
+/// route are deleted.
+async fn put_routes(
+    ctx: &Ctx,
+    work: &Work,
+    id: &str,
+    routes: &BTreeMap<String, String>,
+) -> Result<()> {
+    let subject = work.subject();
+    let gateway = ctx.aws.apigateway();
+    let inside = read_inside(ctx, &subject, id).await?;
+    let root = inside
+        .root_id
+        .clone()
+        .ok_or_else(|| incomplete(&work.target(), "GetResources", "/"))?;
+    let mut ids = inside.resources.clone();
+    for (path, uri) in routes {
+        let mut parent = root.clone();
+        let mut at = String::new();
+        for part in path.trim_start_matches('/').split('/') {
+            at = format!("{at}/{part}");
+            parent = match ids.get(&at) {
+                Some(existing) => existing.clone(),
+                None => {
+                    let made = gateway
+                        .create_resource()
+                        .rest_api_id(id)
+                        .parent_id(&parent)
+                        .path_part(part)
+                        .send()
+                        .await
+                        .map_err(api!(subject.clone(), "CreateResource"))?;
+                    let made = made
+                        .id()
+                        .ok_or_else(|| incomplete(&work.target(), "CreateResource", "id"))?
+                        .to_string();
+                    ids.insert(at.clone(), made.clone());
+                    made
+                }
+            };
+        }
+        let greedy = path.ends_with(PROXY_PART);
+        if !inside.methods.contains(path) {
+            let mut method = gateway
+                .put_method()
+                .rest_api_id(id)
+                .resource_id(&parent)
+                .http_method(METHOD)
+                .authorization_type("NONE");
+            if greedy {
+                method = method.request_parameters("method.request.path.proxy", true);
+            }
+            method
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "PutMethod"))?;
+        }
+        if inside.routes.get(path) != Some(uri) {
+            // PutIntegration replaces an integration that is there.
+            let mut integration = gateway
+                .put_integration()
+                .rest_api_id(id)
+                .resource_id(&parent)
+                .http_method(METHOD)
+                .r#type(IntegrationType::HttpProxy)
+                .integration_http_method(METHOD)
+                .uri(uri)
+                .connection_type(ConnectionType::VpcLink)
+                .connection_id(LINK_CONNECTION_ID);
+            if greedy {
+                integration = integration.request_parameters(
+                    "integration.request.path.proxy",
+                    "method.request.path.proxy",
+                );
+            }
+            integration
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "PutIntegration"))?;
+        }
+    }
+    // Innermost first (a path sorts after its parent's), each one: no
+    // resource is left under a deleted parent, whatever the endpoint does
+    // with children.
+    for (path, resource) in inside.resources.iter().rev() {
+        let kept = routes
+            .keys()
+            .any(|r| r == path || r.starts_with(&format!("{path}/")));
+        if kept {
+            continue;
+        }
+        let gone = gateway
+            .delete_resource()
+            .rest_api_id(id)
+            .resource_id(resource)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DeleteResource"));
+        not_found_is_none(gone)?;
+    }
+    Ok(())
 }
 
 /// Deletes the stage, then the REST API (with its deployments, resources
