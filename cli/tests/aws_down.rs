@@ -148,7 +148,7 @@ async fn down_refuses_without_yes_then_deletes_the_stack_with_yes() {
         .collect();
     assert_eq!(
         leftovers,
-        ["reference-redis", "reference-redis"],
+        ["reference-redis", "reference-redis", "reference-redis"],
         "{result}"
     );
     assert!(result["calls"]["writes"].as_u64().unwrap() > 0);

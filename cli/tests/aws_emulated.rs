@@ -521,7 +521,7 @@ async fn ready_stack_with(
     let spec = stack.spec().display().to_string();
     let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
     let result = last_json(&out);
-    if text.contains("event_api: vpc_link") || text.contains("event_api: public") {
+    if text.contains("\n  event_api: vpc_link") || text.contains("\n  event_api: public") {
         // Behind a load balancer, ready means its target group has a
         // healthy target per event-API task (the data plane registers the
         // tasks that pass their health check, as ECS does).
@@ -609,6 +609,12 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
         text.contains("event-api") && text.contains("runner"),
         "{text}"
     );
+
+    // The group's Redis applies the stack's parameter group: a full Redis
+    // refuses writes rather than evict run records, claims or leases.
+    let redis = stack.status()["redis"].clone();
+    assert_eq!(redis[0]["parameter_group"], "reference-redis", "{redis}");
+    assert_eq!(redis[0]["maxmemory_policy"], "noeviction", "{redis}");
 
     phase(start, "5 events completed, status ok");
     // `bench` with no address: the Cloud Map name does not resolve here,

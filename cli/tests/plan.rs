@@ -55,6 +55,7 @@ const COMMON: &[&str] = &[
     "log_group",
     "sqs_queue",
     "elasticache_subnet_group",
+    "elasticache_parameter_group",
     "elasticache_replication_group",
     "ecr_repository",
     "ecs_cluster",

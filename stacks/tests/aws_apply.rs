@@ -257,6 +257,36 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
         .unwrap();
     assert_eq!(rg[0].transit_encryption_enabled, Some(true));
     assert_eq!(rg[0].auth_token_enabled, Some(true));
+    // A full Redis refuses writes instead of evicting run records, claims
+    // or leases: the group's members use the stack's parameter group.
+    let set = cache
+        .describe_cache_parameters()
+        .cache_parameter_group_name("reference-redis")
+        .source("user")
+        .send()
+        .await
+        .unwrap();
+    let parameters: Vec<(Option<&str>, Option<&str>)> = set
+        .parameters()
+        .iter()
+        .map(|p| (p.parameter_name(), p.parameter_value()))
+        .collect();
+    assert_eq!(parameters, [(Some("maxmemory-policy"), Some("noeviction"))]);
+    for member in rg[0].member_clusters() {
+        let clusters = cache
+            .describe_cache_clusters()
+            .cache_cluster_id(member)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            clusters.cache_clusters()[0]
+                .cache_parameter_group()
+                .and_then(|g| g.cache_parameter_group_name()),
+            Some("reference-redis"),
+            "{member}"
+        );
+    }
 
     let asg = aws_sdk_autoscaling::Client::new(&config);
     let groups = asg
@@ -311,6 +341,41 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
         after.write_operations()
     );
     assert!(after.reads > before.reads, "the plan did read");
+
+    // A group on the engine's default parameter group (a stack made before
+    // the stack had its own, or changed by hand) is moved back onto it.
+    cache
+        .modify_replication_group()
+        .replication_group_id("reference-redis")
+        .cache_parameter_group_name("default.redis7")
+        .apply_immediately(true)
+        .send()
+        .await
+        .unwrap();
+    let graph = Graph::from_spec(&spec).unwrap();
+    let drift = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        changes(&drift),
+        ["Update elasticache.redis [\"parameter_group\"]"],
+        "{:#?}",
+        changes(&drift)
+    );
+    up(&aws, &spec).await;
+    let member = rg[0].member_clusters()[0].clone();
+    let clusters = cache
+        .describe_cache_clusters()
+        .cache_cluster_id(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        clusters.cache_clusters()[0]
+            .cache_parameter_group()
+            .and_then(|g| g.cache_parameter_group_name()),
+        Some("reference-redis")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,6 +357,18 @@ async fn remaining(endpoint: &str) -> BTreeSet<String> {
             out.insert(format!("subnet-group {name}"));
         }
     }
+    for g in cache
+        .describe_cache_parameter_groups()
+        .send()
+        .await
+        .unwrap()
+        .cache_parameter_groups()
+    {
+        let name = g.cache_parameter_group_name().unwrap_or_default();
+        if name.starts_with(&prefix) {
+            out.insert(format!("parameter-group {name}"));
+        }
+    }
 
     let ssm = aws_sdk_ssm::Client::new(&config);
     for p in ssm
@@ -377,6 +389,7 @@ async fn remaining(endpoint: &str) -> BTreeSet<String> {
 /// stays `deleting` and its subnet group and security group wait for it.
 fn moto_elasticache_gap() -> BTreeSet<String> {
     [
+        "parameter-group reference-redis",
         "redis reference-redis deleting",
         "sg reference-redis",
         "subnet-group reference-redis",
@@ -400,6 +413,7 @@ fn assert_elasticache_gap_reported(report: &DownReport) {
         names(&report.pending),
         BTreeSet::from([
             "ec2.sg.redis".to_string(),
+            "elasticache.parameter-group".to_string(),
             "elasticache.subnet-group".to_string()
         ]),
         "{report:#?}"
@@ -414,6 +428,10 @@ fn assert_elasticache_gap_reported(report: &DownReport) {
     assert_eq!(
         leftovers,
         BTreeSet::from([
+            (
+                "ElastiCache parameter group".to_string(),
+                "reference-redis".to_string()
+            ),
             (
                 "ElastiCache subnet group".to_string(),
                 "reference-redis".to_string()
@@ -465,7 +483,9 @@ async fn down_after_up_leaves_nothing_with_the_stack_tags() {
         .filter(|r| {
             !matches!(
                 r.kind,
-                Kind::ElastiCacheReplicationGroup | Kind::ElastiCacheSubnetGroup
+                Kind::ElastiCacheReplicationGroup
+                    | Kind::ElastiCacheSubnetGroup
+                    | Kind::ElastiCacheParameterGroup
             ) && r.id.as_str() != "ec2.sg.redis"
         })
         .map(|r| r.id.to_string())
@@ -614,10 +634,11 @@ async fn down_after_an_interrupted_up_cleans_up() {
         left.is_subset(&moto_elasticache_gap()),
         "only moto's ElastiCache gap may remain: {left:#?}"
     );
-    if !partial
-        .iter()
-        .any(|r| r.starts_with("redis ") || r.starts_with("subnet-group "))
-    {
+    if !partial.iter().any(|r| {
+        r.starts_with("redis ")
+            || r.starts_with("subnet-group ")
+            || r.starts_with("parameter-group ")
+    }) {
         assert_eq!(left, BTreeSet::new(), "{report:#?}");
         assert!(report.clean(), "{report:#?}");
     }

@@ -71,6 +71,7 @@ const COMMON: &[Kind] = &[
     Kind::LogGroup,
     Kind::SqsQueue,
     Kind::ElastiCacheSubnetGroup,
+    Kind::ElastiCacheParameterGroup,
     Kind::ElastiCacheReplicationGroup,
     Kind::EcrRepository,
     Kind::EcsCluster,

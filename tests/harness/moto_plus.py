@@ -19,6 +19,48 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
 - An ElastiCache replication group (cluster mode disabled) created with
   `NumCacheClusters` has that many member clusters, a primary and replicas
   (moto creates the primary only unless `ReplicasPerNodeGroup` is given).
+- Those member clusters are cache clusters, as on AWS: DescribeCacheClusters
+  lists them (moto lists none) with the group's node type, engine version,
+  subnet group, security groups, port, encryption, auth token flag and
+  parameter group. Every cache cluster reports `CacheParameterGroup` (name,
+  ParameterApplyStatus `in-sync`) and `SecurityGroups`, which moto leaves
+  out; without CacheParameterGroupName the group gets the engine's default
+  (`default.redis7` for Redis 7 or no version given). CreateReplicationGroup
+  refuses an unknown parameter group (CacheParameterGroupNotFound; moto
+  takes any name). The members go `deleting` with their group and are gone
+  once its deletion finishes (moto_dataplane.py finishes it; moto never
+  does); RetainPrimaryCluster keeps the primary as a cluster of its own.
+- Cache parameter groups, which moto does not implement:
+  CreateCacheParameterGroup (known families only, AWS's naming rules,
+  tags), DescribeCacheParameterGroups (IsGlobal false, ARN
+  `arn:aws:elasticache:REGION:ACCOUNT:parametergroup:NAME`),
+  ModifyCacheParameterGroup (at most 20 at once; `maxmemory-policy` must be
+  one of Redis's policies, integer parameters integers; other names are
+  taken as strings), ResetCacheParameterGroup, DescribeCacheParameters (the
+  family's system parameters, `maxmemory-policy` `volatile-lru` among a
+  few, Source "system", merged with the modified ones, Source "user";
+  `Source` filters) and DeleteCacheParameterGroup (refused with
+  InvalidCacheParameterGroupState while a replication group, even one being
+  deleted, or a cache cluster uses it). An unknown name is
+  CacheParameterGroupNotFound (HTTP 404). The default groups
+  (`default.<family>`, `default.<family>.cluster.on`) exist, are described
+  and listed (`default.redis7` always), and cannot be modified or deleted
+  (InvalidCacheParameterGroupState). A parameter group's ARN can be tagged
+  and its tags listed and removed (moto's ListTagsForResource calls it an
+  invalid ARN); a deleted group loses its tags.
+- ModifyReplicationGroup, which moto does not implement, applies at once
+  (ApplyImmediately or not; AWS takes minutes, or waits for the maintenance
+  window) to the group and its member clusters: CacheParameterGroupName
+  (refused when unknown), ReplicationGroupDescription, EngineVersion,
+  CacheNodeType, AutomaticFailoverEnabled, MultiAZEnabled,
+  SnapshotRetentionLimit, SnapshotWindow, SecurityGroupIds,
+  PreferredMaintenanceWindow, NotificationTopicArn, AutoMinorVersionUpgrade
+  and AuthToken with AuthTokenUpdateStrategy (ROTATE when not given; SET,
+  DELETE; only with in-transit encryption, as AWS; the group then reports
+  AuthTokenEnabled and a new AuthTokenLastModifiedDate). It answers the
+  group as DescribeReplicationGroups does; an unknown group is
+  ReplicationGroupNotFoundFault (404), one not `available` (being deleted)
+  InvalidReplicationGroupState.
 - ACM ExportCertificate exports an IMPORTED certificate too (certificate,
   chain and the private key encrypted with the passphrase), which ACM and
   moto refuse unless the certificate was made exportable: on AWS a load
@@ -30,6 +72,7 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
 
 import base64
 import os
+import re
 import sys
 import threading
 import uuid
@@ -38,11 +81,13 @@ from moto.acm import models as acm_models
 from moto.autoscaling import models as asg_models
 from moto.autoscaling import responses as asg_responses
 from moto.autoscaling.exceptions import AutoscalingClientError
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.types import Base64EncodedString
 from moto.core.utils import utcnow
 from moto.ec2.models import launch_templates
 from moto.elasticache import models as elasticache_models
+from moto.elasticache import responses as elasticache_responses
+from moto.elasticache.exceptions import ElastiCacheException, InvalidParameterValueException, ReplicationGroupNotFound
 from moto.instance_metadata import responses as imds_responses
 from moto.instance_metadata import urls as imds_urls
 from moto.server import main
@@ -98,11 +143,17 @@ def _instance_launch_template(self):
     }
 
 
+# moto looks an error's code up in the service model named by the module of
+# its exception class ("moto.<service>..."): a class of this module, which is
+# "moto_plus" when moto_dataplane.py imports it, would fail that lookup (an
+# HTTP 500 instead of the error), so each names its service's module.
 class InstanceRefreshInProgress(AutoscalingClientError):
+    __module__ = "moto.autoscaling.exceptions"
     code = "InstanceRefreshInProgress"
 
 
 class ActiveInstanceRefreshNotFound(AutoscalingClientError):
+    __module__ = "moto.autoscaling.exceptions"  # see above InstanceRefreshInProgress
     code = "ActiveInstanceRefreshNotFound"
 
 
@@ -183,6 +234,444 @@ def _members_disabled(self, *args, **kwargs):
     return _original_members_disabled(self, *args, **kwargs)
 
 
+# ----- ElastiCache: cache parameter groups, member clusters, ModifyReplicationGroup
+
+
+class CacheParameterGroupNotFound(ElastiCacheException):
+    __module__ = "moto.elasticache.exceptions"  # see above InstanceRefreshInProgress
+    code = "CacheParameterGroupNotFound"
+
+    def __init__(self, name: str):
+        super().__init__(f"CacheParameterGroup {name} not found.")
+
+
+class CacheParameterGroupAlreadyExists(ElastiCacheException):
+    __module__ = "moto.elasticache.exceptions"  # see above InstanceRefreshInProgress
+    code = "CacheParameterGroupAlreadyExists"
+
+    def __init__(self, name: str):
+        super().__init__(f"Cache Parameter Group {name} already exists.")
+
+
+class InvalidCacheParameterGroupState(ElastiCacheException):
+    __module__ = "moto.elasticache.exceptions"  # see above InstanceRefreshInProgress
+    code = "InvalidCacheParameterGroupState"
+
+
+class InvalidReplicationGroupState(ElastiCacheException):
+    __module__ = "moto.elasticache.exceptions"  # see above InstanceRefreshInProgress
+    code = "InvalidReplicationGroupState"
+
+
+# The families CreateCacheParameterGroup accepts, and those with a default
+# group (`default.<family>`, `default.<family>.cluster.on` for cluster mode).
+PARAMETER_GROUP_FAMILIES = {
+    "memcached1.4", "memcached1.5", "memcached1.6", "redis2.6", "redis2.8", "redis3.2", "redis4.0",
+    "redis5.0", "redis6.x", "redis7", "valkey7", "valkey8",
+}  # fmt: skip
+EVICTION_POLICIES = (
+    "volatile-lru,allkeys-lru,volatile-lfu,allkeys-lfu,volatile-random,allkeys-random,volatile-ttl,noeviction"
+)
+# What DescribeCacheParameters reports of a Redis (or Valkey) family's
+# parameters that no one modified (Source "system"); AWS lists many more.
+SYSTEM_PARAMETERS = {
+    "maxmemory-policy": ("volatile-lru", "string", EVICTION_POLICIES, "Max memory policy."),
+    "maxmemory-samples": ("3", "integer", "1-", "Max memory samples."),
+    "reserved-memory-percent": ("25", "integer", "0-100", "The percent of memory reserved for non-cache memory usage."),
+    "timeout": ("0", "integer", "0,20-", "Close connection if client is idle for a given number of seconds."),
+    "tcp-keepalive": ("300", "integer", "0-", "If non-zero, send ACKs every given number of seconds."),
+    "notify-keyspace-events": ("", "string", None, "The keyspace events for Redis to notify Pub/Sub clients about."),
+}  # fmt: skip
+
+
+class CacheParameterGroup:
+    """A cache parameter group: the parameters someone modified (Source
+    "user") over the family's system defaults."""
+
+    def __init__(self, backend, name: str, family: str, description: str):
+        self.cache_parameter_group_name = name
+        self.cache_parameter_group_family = family
+        self.description = description
+        self.is_global = False
+        self.arn = f"arn:aws:elasticache:{backend.region_name}:{backend.account_id}:parametergroup:{name}"
+        self.user: dict[str, str] = {}
+
+    @property
+    def is_default(self) -> bool:
+        return self.cache_parameter_group_name.startswith("default.")
+
+    def system(self) -> dict:
+        family = self.cache_parameter_group_family
+        return SYSTEM_PARAMETERS if family.startswith(("redis", "valkey")) else {}
+
+    def parameters(self, source: str | None) -> list[dict]:
+        out = []
+        system = self.system()
+        for name in [*system, *(n for n in self.user if n not in system)]:
+            value, data_type, allowed, description = system.get(name, (None, "string", None, None))
+            param = {
+                "ParameterName": name,
+                "ParameterValue": self.user.get(name, value),
+                "Source": "user" if name in self.user else "system",
+                "DataType": data_type,
+                "IsModifiable": True,
+                "ChangeType": "immediate",
+            }
+            if allowed:
+                param["AllowedValues"] = allowed
+            if description:
+                param["Description"] = description
+            if source is None or param["Source"] == source:
+                out.append(param)
+        return out
+
+
+def _parameter_groups(backend) -> dict[str, CacheParameterGroup]:
+    groups = getattr(backend, "cache_parameter_groups", None)
+    if groups is None:
+        groups = backend.cache_parameter_groups = {}
+        _parameter_group(backend, "default.redis7")
+    return groups
+
+
+def _default_family(name: str) -> str | None:
+    """The family of a default group's name (`default.redis7`,
+    `default.redis7.cluster.on`), None for any other name."""
+    if not name.startswith("default."):
+        return None
+    family = name.removeprefix("default.").removesuffix(".cluster.on")
+    return family if family in PARAMETER_GROUP_FAMILIES else None
+
+
+def _parameter_group(backend, name: str) -> CacheParameterGroup:
+    """The group called `name`; a default group exists once asked for, as
+    every default group exists on AWS."""
+    groups = _parameter_groups(backend)
+    if name not in groups:
+        family = _default_family(name)
+        if family is None:
+            raise CacheParameterGroupNotFound(name)
+        groups[name] = CacheParameterGroup(backend, name, family, f"Default parameter group for {family}")
+    return groups[name]
+
+
+def _default_parameter_group_name(engine: str | None, version: str | None, cluster_mode: str | None) -> str:
+    """The default group AWS gives a cluster created without one."""
+    engine = (engine or "redis").lower()
+    if engine == "memcached":
+        return "default.memcached1.6"
+    try:
+        major, minor = ([int(p) for p in (version or "").split(".")[:2]] + [0, 0])[:2]
+    except ValueError:
+        major, minor = 0, 0
+    if engine == "valkey":
+        family = "valkey8" if major >= 8 or not version else "valkey7"
+    elif not version or major >= 7:
+        family = "redis7"
+    elif major == 6:
+        family = "redis6.x"
+    elif major in (2, 3) and f"redis{major}.{minor}" in PARAMETER_GROUP_FAMILIES:
+        family = f"redis{major}.{minor}"
+    else:
+        family = f"redis{major}.0" if f"redis{major}.0" in PARAMETER_GROUP_FAMILIES else "redis7"
+    return f"default.{family}" + (".cluster.on" if cluster_mode == "enabled" else "")
+
+
+def _parameter_group_in_use(backend, name: str) -> bool:
+    """Whether a replication group (even one being deleted: AWS refuses
+    then too) or a cache cluster uses the group. A group whose deletion
+    finished (it is no longer described) holds nothing, nor do its members."""
+    _prune_members(backend)
+    if any(getattr(g, "cache_parameter_group_name", None) == name for g in backend.replication_groups.values()):
+        return True
+    return any(getattr(c, "cache_parameter_group_name", None) == name for c in backend.cache_clusters.values())
+
+
+def _create_cache_parameter_group(self):
+    backend = self.elasticache_backend
+    name = self._get_param("CacheParameterGroupName") or ""
+    family = self._get_param("CacheParameterGroupFamily") or ""
+    groups = _parameter_groups(backend)
+    if name in groups or _default_family(name):
+        raise CacheParameterGroupAlreadyExists(name)
+    if not re.fullmatch(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{0,254}(?<!-)", name):
+        raise InvalidParameterValueException(
+            "Parameter group name must begin with a letter, contain only ASCII letters, digits, and hyphens, "
+            "and must not end with a hyphen or contain two consecutive hyphens."
+        )
+    if family not in PARAMETER_GROUP_FAMILIES:
+        raise InvalidParameterValueException(f"The parameter CacheParameterGroupFamily {family} is not valid.")
+    group = CacheParameterGroup(backend, name, family, self._get_param("Description") or "")
+    groups[name] = group
+    tags = self._get_param("Tags", []) or []
+    if tags:
+        backend.tagging_service.tag_resource(group.arn, tags)
+    return ActionResult({"CacheParameterGroup": group})
+
+
+def _describe_cache_parameter_groups(self):
+    backend = self.elasticache_backend
+    name = self._get_param("CacheParameterGroupName")
+    groups = [_parameter_group(backend, name)] if name else list(_parameter_groups(backend).values())
+    return ActionResult({"CacheParameterGroups": groups})
+
+
+def _modify_cache_parameter_group(self):
+    backend = self.elasticache_backend
+    group = _parameter_group(backend, self._get_param("CacheParameterGroupName") or "")
+    if group.is_default:
+        raise InvalidCacheParameterGroupState("Cannot modify a default parameter group.")
+    values = self._get_param("ParameterNameValues", []) or []
+    if not values or len(values) > 20:
+        raise InvalidParameterValueException("Between 1 and 20 parameters may be modified at once.")
+    changes = {}
+    for value in values:
+        pname, pvalue = value.get("ParameterName"), value.get("ParameterValue")
+        if not pname or pvalue is None:
+            raise InvalidParameterValueException("Each parameter needs a ParameterName and a ParameterValue.")
+        data_type, allowed = group.system().get(pname, (None, "string", None, None))[1:3]
+        if pname == "maxmemory-policy" and allowed and pvalue not in allowed.split(","):
+            raise InvalidParameterValueException(f"Value {pvalue} for parameter {pname} is invalid.")
+        if data_type == "integer" and not pvalue.lstrip("-").isdigit():
+            raise InvalidParameterValueException(f"Value {pvalue} for parameter {pname} is invalid.")
+        changes[pname] = pvalue
+    group.user.update(changes)
+    return ActionResult({"CacheParameterGroupName": group.cache_parameter_group_name})
+
+
+def _reset_cache_parameter_group(self):
+    backend = self.elasticache_backend
+    group = _parameter_group(backend, self._get_param("CacheParameterGroupName") or "")
+    if group.is_default:
+        raise InvalidCacheParameterGroupState("Cannot modify a default parameter group.")
+    if self._get_bool_param("ResetAllParameters"):
+        group.user.clear()
+    else:
+        for value in self._get_param("ParameterNameValues", []) or []:
+            group.user.pop(value.get("ParameterName"), None)
+    return ActionResult({"CacheParameterGroupName": group.cache_parameter_group_name})
+
+
+def _describe_cache_parameters(self):
+    group = _parameter_group(self.elasticache_backend, self._get_param("CacheParameterGroupName") or "")
+    return ActionResult({"Parameters": group.parameters(self._get_param("Source"))})
+
+
+def _delete_cache_parameter_group(self):
+    backend = self.elasticache_backend
+    name = self._get_param("CacheParameterGroupName") or ""
+    group = _parameter_group(backend, name)
+    if group.is_default:
+        raise InvalidCacheParameterGroupState("Cannot delete a default parameter group.")
+    if _parameter_group_in_use(backend, name):
+        raise InvalidCacheParameterGroupState(
+            f"One or more cache clusters are still members of this parameter group {name}, "
+            "so the group cannot be deleted."
+        )
+    del _parameter_groups(backend)[name]
+    backend.tagging_service.delete_all_tags_for_resource(group.arn)
+    return EmptyResult()
+
+
+_original_elasticache_init = elasticache_models.ElastiCacheBackend.__init__
+
+
+def _elasticache_init(self, *args, **kwargs):
+    _original_elasticache_init(self, *args, **kwargs)
+    # Parameter group ARNs can be tagged and listed, as on AWS.
+    self.arn_regex = re.compile(
+        r"^arn:aws:elasticache:.*:[0-9]*:(cluster|snapshot|subnetgroup|replicationgroup|user|parametergroup):.*$"
+    )
+
+
+def _cluster_parameter_group(self) -> dict:
+    return {
+        "CacheParameterGroupName": self.cache_parameter_group_name
+        or _default_parameter_group_name(self.engine, self.engine_version, None),
+        "ParameterApplyStatus": "in-sync",
+        "CacheNodeIdsToReboot": [],
+    }
+
+
+def _cluster_security_groups(self) -> list[dict]:
+    return [{"SecurityGroupId": sg, "Status": "active"} for sg in self.security_group_ids or []]
+
+
+def _members(backend, group) -> list:
+    return [
+        c
+        for c in backend.cache_clusters.values()
+        if getattr(c, "moto_plus_member_of", None) == group.replication_group_id
+    ]
+
+
+def _prune_members(backend) -> None:
+    """Member clusters go with their group once its deletion finished."""
+    for cid, cluster in list(backend.cache_clusters.items()):
+        owner = getattr(cluster, "moto_plus_member_of", None)
+        if owner is not None and owner not in backend.replication_groups:
+            del backend.cache_clusters[cid]
+
+
+def _add_members(backend, group) -> None:
+    """The group's member clusters, as DescribeCacheClusters lists them."""
+    for node_group in group.node_groups:
+        for member in node_group["node_group_members"]:
+            cid = member["cache_cluster_id"]
+            cluster = elasticache_models.CacheCluster(
+                account_id=backend.account_id,
+                region_name=backend.region_name,
+                cache_cluster_id=cid,
+                cache_node_type=group.cache_node_type,
+                replication_group_id=group.replication_group_id,
+                az_mode="single-az",
+                preferred_availability_zone=member.get("preferred_availability_zone"),
+                num_cache_nodes=1,
+                engine=group.engine,
+                engine_version=group.engine_version,
+                cache_parameter_group_name=group.cache_parameter_group_name,
+                cache_subnet_group_name=group.cache_subnet_group_name,
+                transit_encryption_enabled=group.transit_encryption_enabled,
+                network_type=group.network_type,
+                ip_discovery=group.ip_discovery,
+                snapshot_name=None,
+                preferred_maintenance_window=group.preferred_maintenance_window,
+                port=group.port,
+                notification_topic_arn=group.notification_topic_arn,
+                auto_minor_version_upgrade=group.auto_minor_version_upgrade,
+                snapshot_retention_limit=group.snapshot_retention_limit,
+                snapshot_window=group.snapshot_window,
+                auth_token=None,
+                outpost_mode=None,
+                preferred_outpost_arn=member.get("preferred_outpost_arn"),
+                preferred_availability_zones=None,
+                cache_security_group_names=group.cache_security_group_names,
+                security_group_ids=list(group.security_group_ids or []),
+                tags=None,
+                snapshot_arns=None,
+                preferred_outpost_arns=None,
+                log_delivery_configurations=[],
+                cache_node_ids_to_remove=None,
+                cache_node_ids_to_reboot=None,
+            )
+            cluster.replication_group_id = group.replication_group_id
+            cluster.auth_token_enabled = group.auth_token_enabled
+            cluster.at_rest_encryption_enabled = group.at_rest_encryption_enabled
+            cluster.moto_plus_member_of = group.replication_group_id
+            backend.cache_clusters[cid] = cluster
+
+
+_original_create_replication_group = elasticache_models.ElastiCacheBackend.create_replication_group
+
+
+def _create_replication_group(self, *args, **kwargs):
+    name = kwargs.get("cache_parameter_group_name")
+    if name:
+        _parameter_group(self, name)  # refused when unknown, as AWS does
+    group = _original_create_replication_group(self, *args, **kwargs)
+    group.cache_parameter_group_name = name or _default_parameter_group_name(
+        group.engine, group.engine_version, group.cluster_mode
+    )
+    _prune_members(self)
+    _add_members(self, group)
+    return group
+
+
+_original_describe_cache_clusters = elasticache_models.ElastiCacheBackend.describe_cache_clusters
+
+
+def _describe_cache_clusters(self, *args, **kwargs):
+    _prune_members(self)
+    return _original_describe_cache_clusters(self, *args, **kwargs)
+
+
+_original_delete_replication_group = elasticache_models.ElastiCacheBackend.delete_replication_group
+
+
+def _delete_replication_group(self, replication_group_id, retain_primary_cluster):
+    group = self.replication_groups.get(replication_group_id)
+    primary = None
+    if group is not None and group.node_groups:
+        roles = group.node_groups[0]["node_group_members"]
+        primary = next((m["cache_cluster_id"] for m in roles if m.get("current_role") == "primary"), None)
+    deleted = _original_delete_replication_group(self, replication_group_id, retain_primary_cluster)
+    for cluster in _members(self, deleted):
+        if retain_primary_cluster and cluster.cache_cluster_id == primary:
+            # Kept as a cluster of its own.
+            cluster.moto_plus_member_of = None
+            cluster.replication_group_id = None
+        else:
+            cluster.cache_cluster_status = cluster.status = "deleting"
+    return deleted
+
+
+def _modify_replication_group(self):
+    backend = self.elasticache_backend
+    gid = self._get_param("ReplicationGroupId")
+    group = backend.replication_groups.get(gid)
+    if group is None:
+        raise ReplicationGroupNotFound(gid)
+    if group.status != "available":
+        raise InvalidReplicationGroupState(f"Replication group {gid} is not in available state.")
+    members = _members(backend, group)
+
+    def both(attribute: str, value) -> None:
+        setattr(group, attribute, value)
+        for cluster in members:
+            setattr(cluster, attribute, value)
+
+    name = self._get_param("CacheParameterGroupName")
+    if name:
+        _parameter_group(backend, name)
+        both("cache_parameter_group_name", name)
+    description = self._get_param("ReplicationGroupDescription")
+    if description is not None:
+        group.description = description
+    for param, attribute in (
+        ("EngineVersion", "engine_version"),
+        ("CacheNodeType", "cache_node_type"),
+        ("SnapshotWindow", "snapshot_window"),
+        ("PreferredMaintenanceWindow", "preferred_maintenance_window"),
+        ("NotificationTopicArn", "notification_topic_arn"),
+    ):
+        value = self._get_param(param)
+        if value:
+            both(attribute, value)
+    failover = self._get_bool_param("AutomaticFailoverEnabled")
+    if failover is not None:
+        group.automatic_failover = "enabled" if failover else "disabled"
+    multi_az = self._get_bool_param("MultiAZEnabled")
+    if multi_az is not None:
+        group.multi_az = "enabled" if multi_az else "disabled"
+    upgrade = self._get_bool_param("AutoMinorVersionUpgrade")
+    if upgrade is not None:
+        both("auto_minor_version_upgrade", upgrade)
+    retention = self._get_int_param("SnapshotRetentionLimit")
+    if retention is not None:
+        both("snapshot_retention_limit", retention)
+        if retention == 0:
+            group.snapshotting_cluster_id = None
+        elif not group.snapshotting_cluster_id and group.member_clusters:
+            group.snapshotting_cluster_id = group.member_clusters[min(1, len(group.member_clusters) - 1)]
+    security_groups = self._get_param("SecurityGroupIds")
+    if security_groups is not None:
+        both("security_group_ids", list(security_groups))
+    token = self._get_param("AuthToken")
+    strategy = (self._get_param("AuthTokenUpdateStrategy") or ("ROTATE" if token else "")).upper()
+    if strategy:
+        if not group.transit_encryption_enabled:
+            raise InvalidParameterValueException(
+                "The AUTH token can be modified only when in-transit encryption is enabled."
+            )
+        if strategy in ("ROTATE", "SET") and not token:
+            raise InvalidParameterValueException(f"AuthTokenUpdateStrategy {strategy} needs an AuthToken.")
+        if strategy not in ("ROTATE", "SET", "DELETE"):
+            raise InvalidParameterValueException(f"Invalid AuthTokenUpdateStrategy {strategy}.")
+        both("auth_token_enabled", strategy != "DELETE")
+        both("auth_token_last_modified_date", utcnow())
+    return ActionResult({"ReplicationGroup": group})
+
+
 _original_export_certificate = acm_models.AWSCertificateManagerBackend.export_certificate
 
 
@@ -199,6 +688,19 @@ def _export_certificate(self, certificate_arn, passphrase):
 acm_models.AWSCertificateManagerBackend.export_certificate = _export_certificate
 imds_responses.InstanceMetadataResponse.metadata_response = staticmethod(_metadata_response)
 elasticache_models.ReplicationGroup._set_node_members_clusters_disabled = _members_disabled
+elasticache_models.ElastiCacheBackend.__init__ = _elasticache_init
+elasticache_models.ElastiCacheBackend.create_replication_group = _create_replication_group
+elasticache_models.ElastiCacheBackend.delete_replication_group = _delete_replication_group
+elasticache_models.ElastiCacheBackend.describe_cache_clusters = _describe_cache_clusters
+elasticache_models.CacheCluster.cache_parameter_group = property(_cluster_parameter_group)
+elasticache_models.CacheCluster.security_groups = property(_cluster_security_groups)
+elasticache_responses.ElastiCacheResponse.create_cache_parameter_group = _create_cache_parameter_group
+elasticache_responses.ElastiCacheResponse.describe_cache_parameter_groups = _describe_cache_parameter_groups
+elasticache_responses.ElastiCacheResponse.modify_cache_parameter_group = _modify_cache_parameter_group
+elasticache_responses.ElastiCacheResponse.reset_cache_parameter_group = _reset_cache_parameter_group
+elasticache_responses.ElastiCacheResponse.describe_cache_parameters = _describe_cache_parameters
+elasticache_responses.ElastiCacheResponse.delete_cache_parameter_group = _delete_cache_parameter_group
+elasticache_responses.ElastiCacheResponse.modify_replication_group = _modify_replication_group
 imds_urls.url_paths = {path: _metadata_response for path in imds_urls.url_paths}
 launch_templates.LaunchTemplateVersion.__init__ = _version_init
 asg_models.InstanceState.__init__ = _instance_state_init

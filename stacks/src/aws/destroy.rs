@@ -163,6 +163,7 @@ fn rank(kind: Kind) -> u8 {
         | Kind::IamRolePolicy
         | Kind::ServiceDiscoveryNamespace => 5,
         Kind::ElastiCacheSubnetGroup
+        | Kind::ElastiCacheParameterGroup
         | Kind::SecurityGroup
         | Kind::IamRole
         | Kind::LogGroup

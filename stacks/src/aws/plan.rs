@@ -71,6 +71,11 @@ pub(crate) fn candidates(stack: &str) -> Vec<Target> {
             d("redis"),
         ),
         (
+            "elasticache.parameter-group".into(),
+            Kind::ElastiCacheParameterGroup,
+            d("redis"),
+        ),
+        (
             "elasticache.redis".into(),
             Kind::ElastiCacheReplicationGroup,
             d("redis"),

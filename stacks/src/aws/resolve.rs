@@ -228,6 +228,7 @@ pub(crate) fn from_value(kind: Kind, value: Value) -> serde_json::Result<Attribu
         Kind::LogGroup => Attributes::LogGroup(v(value)?),
         Kind::SqsQueue => Attributes::SqsQueue(v(value)?),
         Kind::ElastiCacheSubnetGroup => Attributes::ElastiCacheSubnetGroup(v(value)?),
+        Kind::ElastiCacheParameterGroup => Attributes::ElastiCacheParameterGroup(v(value)?),
         Kind::ElastiCacheReplicationGroup => Attributes::ElastiCacheReplicationGroup(v(value)?),
         Kind::EcrRepository => Attributes::EcrRepository(v(value)?),
         Kind::EcsCluster => Attributes::EcsCluster(v(value)?),
@@ -281,6 +282,7 @@ pub(crate) fn normalize(attributes: &mut Attributes) {
         | Attributes::IamInstanceProfile(_)
         | Attributes::LogGroup(_)
         | Attributes::SqsQueue(_)
+        | Attributes::ElastiCacheParameterGroup(_)
         | Attributes::EcrRepository(_)
         | Attributes::TargetGroup(_)
         | Attributes::Listener(_)
@@ -311,6 +313,9 @@ pub(crate) fn carry_unobservable(desired: &Attributes, observed: &mut Attributes
             }
             if o.subnet_group == NOT_REPORTED {
                 o.subnet_group.clone_from(&d.subnet_group);
+            }
+            if o.parameter_group == NOT_REPORTED {
+                o.parameter_group.clone_from(&d.parameter_group);
             }
             if o.security_group_ids.iter().any(|s| s == NOT_REPORTED) {
                 o.security_group_ids.clone_from(&d.security_group_ids);

@@ -467,6 +467,34 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             break;
         }
     }
+    let mut marker = None;
+    loop {
+        let page = call!(
+            stack,
+            "DescribeCacheParameterGroups",
+            cache
+                .describe_cache_parameter_groups()
+                .set_marker(marker)
+                .send()
+        )?;
+        for g in page.cache_parameter_groups() {
+            let name = g.cache_parameter_group_name.clone().unwrap_or_default();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let arn = g.arn.clone().unwrap_or_default();
+            let tags = if arn.is_empty() {
+                BTreeMap::new()
+            } else {
+                elasticache_tags(aws, &arn).await?
+            };
+            out.push(Seen::new(Kind::ElastiCacheParameterGroup, name, arn).tags(tags));
+        }
+        marker = page.marker;
+        if marker.is_none() {
+            break;
+        }
+    }
     Ok(out)
 }
 

@@ -202,6 +202,8 @@ pub struct ElastiCacheReplicationGroup {
     pub port: u16,
     /// Subnet group (`${elasticache.subnet-group.name}`).
     pub subnet_group: String,
+    /// Parameter group (`${elasticache.parameter-group.name}`).
+    pub parameter_group: String,
     /// Security groups.
     pub security_group_ids: Vec<String>,
     /// TLS in transit.
@@ -211,6 +213,17 @@ pub struct ElastiCacheReplicationGroup {
     /// Auth token (`${secret:redis_auth_token}`), when auth is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
+}
+
+/// [`Kind::ElastiCacheParameterGroup`](super::Kind::ElastiCacheParameterGroup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElastiCacheParameterGroup {
+    /// Parameter group family (`redis7`).
+    pub family: String,
+    /// Description.
+    pub description: String,
+    /// The parameters set (name -> value); the others keep the family's defaults.
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// [`Kind::EcrRepository`](super::Kind::EcrRepository).
@@ -615,6 +628,7 @@ pub enum Attributes {
     LogGroup(LogGroup),
     SqsQueue(SqsQueue),
     ElastiCacheSubnetGroup(ElastiCacheSubnetGroup),
+    ElastiCacheParameterGroup(ElastiCacheParameterGroup),
     ElastiCacheReplicationGroup(ElastiCacheReplicationGroup),
     EcrRepository(EcrRepository),
     EcsCluster(EcsCluster),

@@ -30,6 +30,8 @@ pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 pub const API_STAGE: &str = "v1";
 /// Redis port.
 pub const REDIS_PORT: u16 = 6379;
+/// The ElastiCache parameter group family of the Redis engine version.
+const REDIS_FAMILY: &str = "redis7";
 /// The Docker Engine socket on executor hosts (the docker driver's).
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The most the engine configuration may take in a task definition (whose
@@ -599,11 +601,30 @@ impl Builder<'_> {
                 subnet_ids: vec![context("default_subnets")],
             }),
         )?;
+        // Run records, id claims and leases are the engine's truth: a full
+        // Redis must refuse writes (the engine backs off and retries), never
+        // evict them, as the family's default `volatile-lru` would evict
+        // every key with an expiry (id claims, leases).
+        self.add(
+            "elasticache.parameter-group",
+            Kind::ElastiCacheParameterGroup,
+            self.names.dashed("redis"),
+            &[],
+            Attributes::ElastiCacheParameterGroup(ElastiCacheParameterGroup {
+                family: REDIS_FAMILY.into(),
+                description: format!("stackctl {}: engine state settings", self.spec.stack),
+                parameters: BTreeMap::from([("maxmemory-policy".into(), "noeviction".into())]),
+            }),
+        )?;
         self.add(
             "elasticache.redis",
             Kind::ElastiCacheReplicationGroup,
             self.names.dashed("redis"),
-            &["elasticache.subnet-group", "ec2.sg.redis"],
+            &[
+                "elasticache.subnet-group",
+                "elasticache.parameter-group",
+                "ec2.sg.redis",
+            ],
             Attributes::ElastiCacheReplicationGroup(ElastiCacheReplicationGroup {
                 description: format!("stackctl {}: engine state", self.spec.stack),
                 engine: "redis".into(),
@@ -615,6 +636,7 @@ impl Builder<'_> {
                 snapshot_retention_days: redis.snapshot_retention_days,
                 port: REDIS_PORT,
                 subnet_group: output("elasticache.subnet-group", "name"),
+                parameter_group: output("elasticache.parameter-group", "name"),
                 security_group_ids: vec![output("ec2.sg.redis", "id")],
                 transit_encryption: redis.transit_encryption,
                 at_rest_encryption: true,

@@ -25,6 +25,7 @@
 //! | `sqs.events`, `sqs.work`            | SQS queue                      | `s-events`, `s-work`          | 80        |
 //! | `sqs.events-dlq`, `sqs.work-dlq`    | SQS dead-letter queue          | `s-events-dlq`, `s-work-dlq`  | 80        |
 //! | `elasticache.subnet-group`          | ElastiCache subnet group       | `s-redis`                     | 255       |
+//! | `elasticache.parameter-group`       | ElastiCache parameter group    | `s-redis`                     | 255       |
 //! | `elasticache.redis`                 | ElastiCache replication group  | `s-redis`                     | 40        |
 //! | `ecr.engine` (no `image.uri`)       | ECR repository                 | `s-engine`                    | 256       |
 //! | `ecs.cluster`                       | ECS cluster                    | `s`                           | 255       |
@@ -197,6 +198,9 @@ pub enum Kind {
     /// ElastiCache subnet group.
     #[serde(rename = "elasticache_subnet_group")]
     ElastiCacheSubnetGroup,
+    /// ElastiCache parameter group.
+    #[serde(rename = "elasticache_parameter_group")]
+    ElastiCacheParameterGroup,
     /// ElastiCache (Redis) replication group.
     #[serde(rename = "elasticache_replication_group")]
     ElastiCacheReplicationGroup,
@@ -239,7 +243,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 26] = [
         Kind::SecurityGroup,
         Kind::IamRole,
         Kind::IamRolePolicy,
@@ -247,6 +251,7 @@ impl Kind {
         Kind::LogGroup,
         Kind::SqsQueue,
         Kind::ElastiCacheSubnetGroup,
+        Kind::ElastiCacheParameterGroup,
         Kind::ElastiCacheReplicationGroup,
         Kind::EcrRepository,
         Kind::EcsCluster,
@@ -277,6 +282,7 @@ impl Kind {
             Kind::LogGroup => "log group",
             Kind::SqsQueue => "SQS queue",
             Kind::ElastiCacheSubnetGroup => "ElastiCache subnet group",
+            Kind::ElastiCacheParameterGroup => "ElastiCache parameter group",
             Kind::ElastiCacheReplicationGroup => "ElastiCache replication group",
             Kind::EcrRepository => "ECR repository",
             Kind::EcsCluster => "ECS cluster",
@@ -307,7 +313,7 @@ impl Kind {
             Kind::IamRolePolicy | Kind::IamInstanceProfile | Kind::LaunchTemplate => Some(128),
             Kind::LogGroup => Some(512),
             Kind::SqsQueue => Some(80),
-            Kind::ElastiCacheSubnetGroup => Some(255),
+            Kind::ElastiCacheSubnetGroup | Kind::ElastiCacheParameterGroup => Some(255),
             Kind::ElastiCacheReplicationGroup => Some(40),
             Kind::EcrRepository => Some(256),
             Kind::EcsCluster | Kind::EcsTaskDefinition | Kind::EcsService => Some(255),
@@ -353,6 +359,7 @@ impl Kind {
             Kind::LogGroup => &[],
             Kind::SqsQueue => &[],
             Kind::ElastiCacheSubnetGroup => &[],
+            Kind::ElastiCacheParameterGroup => &["family"],
             Kind::ElastiCacheReplicationGroup => &[
                 "engine",
                 "subnet_group",
@@ -389,7 +396,7 @@ impl Kind {
             Kind::IamInstanceProfile => &["arn", "name"],
             Kind::LogGroup => &["arn", "name"],
             Kind::SqsQueue => &["arn", "url"],
-            Kind::ElastiCacheSubnetGroup => &["name"],
+            Kind::ElastiCacheSubnetGroup | Kind::ElastiCacheParameterGroup => &["name"],
             Kind::ElastiCacheReplicationGroup => &["primary_endpoint", "port"],
             Kind::EcrRepository => &["arn", "uri"],
             Kind::EcsCluster => &["arn", "name"],

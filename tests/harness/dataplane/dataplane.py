@@ -38,7 +38,15 @@ their work) and converges this machine to it:
   on that instance's own podman service at /var/run/docker.sock. A terminated
   instance loses its containers.
 - ElastiCache replication groups: a real redis-server per available group,
-  with the group's auth token, reachable at the endpoint moto reports.
+  with the group's auth token, reachable at the endpoint moto reports. It
+  runs the group's parameter group (that of its primary member cluster,
+  DescribeCacheClusters): `maxmemory-policy`, and `maxmemory` when set, as
+  DescribeCacheParameters reports them, passed at start and applied with
+  CONFIG SET (no restart) when the group's parameter group or its
+  parameters change. Under a default group (`default.redis7`) redis-server
+  keeps its own defaults (`noeviction`, no `maxmemory`). The status entry
+  of each redis names its `parameter_group` and the `maxmemory_policy`
+  redis-server reports running (CONFIG GET; null until it first answered).
 - Logs: containers whose log driver is awslogs have their output put into
   the CloudWatch Logs group and stream the driver would use.
 
@@ -64,10 +72,12 @@ import http.server
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -79,6 +89,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 HERE = Path(__file__).resolve().parent
 LABEL = "dataplane"
@@ -419,10 +430,133 @@ def openssl(*args: str) -> None:
         raise RuntimeError(f"openssl {args[0]}: {out.stderr.strip()}")
 
 
-class Redis:
-    """A real redis-server standing in for one ElastiCache replication group."""
+# The settings of a replication group's parameter group that its
+# redis-server runs, and redis-server's own values for them, which it keeps
+# under a default parameter group (`default.*`) or none.
+REDIS_PARAMETERS = ("maxmemory-policy", "maxmemory")
+REDIS_DEFAULTS = {"maxmemory-policy": "noeviction", "maxmemory": "0"}
+# The values passed to redis-server at start: one it would refuse would keep
+# it from starting, so any other is left to CONFIG SET (which refuses it alone).
+CONF_VALUES = {
+    "maxmemory-policy": re.compile(r"(volatile|allkeys)-(lru|lfu|random)|volatile-ttl|noeviction"),
+    "maxmemory": re.compile(r"[0-9]+([kmg]b?)?", re.IGNORECASE),
+}
 
-    def __init__(self, plane: "Dataplane", group: dict, settings: dict):
+
+class RedisError(Exception):
+    """An error reply of redis-server."""
+
+
+def _resp(args: tuple[str, ...]) -> bytes:
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = str(arg).encode()
+        out += [f"${len(data)}\r\n".encode(), data, b"\r\n"]
+    return b"".join(out)
+
+
+def _reply(reader) -> object:
+    line = reader.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else reader.read(size + 2)[:size].decode()
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_reply(reader) for _ in range(size)]
+    raise RedisError(f"unexpected reply {line!r}")
+
+
+def redis_command(
+    port: int, *args: str, password: str | None = None, tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None, timeout: float = 5.0,
+) -> object:  # fmt: skip
+    """Runs one command on the redis-server at 127.0.0.1:`port` (after AUTH
+    with `password` when given; over TLS with `tls`) and returns its reply;
+    RedisError for an error reply, OSError when it cannot be reached."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+        reader = sock.makefile("rb")
+        reply = None
+        for command in [*([("AUTH", password)] if password else []), args]:
+            sock.sendall(_resp(command))
+            reply = _reply(reader)
+        return reply
+    finally:
+        sock.close()
+
+
+def primary_cluster_id(group: dict) -> str | None:
+    """The primary member cluster of a replication group (as
+    DescribeReplicationGroups answers it), else its first member."""
+    for node_group in group.get("NodeGroups") or []:
+        for member in node_group.get("NodeGroupMembers") or []:
+            if member.get("CurrentRole") == "primary":
+                return member.get("CacheClusterId")
+    members = group.get("MemberClusters") or []
+    return members[0] if members else None
+
+
+def redis_parameters(elasticache, group: dict) -> tuple[str | None, dict[str, str]]:
+    """The parameter group of the replication group's primary
+    (DescribeCacheClusters) and what of it redis-server runs:
+    REDIS_PARAMETERS as DescribeCacheParameters reports them (user values
+    over the family's defaults; `maxmemory` only when set). A default group
+    (`default.*`) or none gives nothing: redis-server keeps its own defaults."""
+    cluster_id = primary_cluster_id(group)
+    if not cluster_id:
+        return None, {}
+    try:
+        clusters = elasticache.describe_cache_clusters(CacheClusterId=cluster_id)["CacheClusters"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("CacheClusterNotFound", "CacheClusterNotFoundFault"):
+            return None, {}
+        raise
+    name = ((clusters[0].get("CacheParameterGroup") or {}) if clusters else {}).get("CacheParameterGroupName")
+    if not name or name.startswith("default."):
+        return name, {}
+    params: dict[str, str] = {}
+    try:
+        pages = elasticache.get_paginator("describe_cache_parameters").paginate(CacheParameterGroupName=name)
+        for page in pages:
+            for p in page.get("Parameters") or []:
+                if p.get("ParameterName") in REDIS_PARAMETERS and p.get("ParameterValue"):
+                    params[p["ParameterName"]] = p["ParameterValue"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "CacheParameterGroupNotFound":
+            raise
+    return name, params
+
+
+def redis_conf_lines(params: dict[str, str]) -> list[str]:
+    """redis.conf lines for a parameter group's settings (redis_parameters)."""
+    return [f"{name} {value}" for name, value in _conf_params(params).items()]
+
+
+def _conf_params(params: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k in CONF_VALUES and CONF_VALUES[k].fullmatch(v)}
+
+
+class Redis:
+    """A real redis-server standing in for one ElastiCache replication group:
+    with the group's auth token, TLS and port, and the settings of its
+    parameter group (redis_parameters), passed at start and applied with
+    CONFIG SET when they change (`sync`)."""
+
+    def __init__(
+        self, plane: "Dataplane", group: dict, settings: dict, parameter_group: str | None = None,
+        params: dict[str, str] | None = None,
+    ):  # fmt: skip
         self.id = group["ReplicationGroupId"]
         endpoint = group["NodeGroups"][0]["PrimaryEndpoint"]
         self.address = endpoint["Address"]
@@ -444,6 +578,16 @@ class Redis:
             conf.append(f"port {self.port}")
         if settings.get("auth_token"):
             conf.append(f"requirepass {settings['auth_token']}")
+        params = dict(params or {})
+        conf += redis_conf_lines(params)
+        self.password = settings.get("auth_token") or None
+        self.tls_context = ssl.create_default_context(cafile=str(plane.ca.cert)) if self.tls else None
+        self.parameter_group = parameter_group
+        # What redis-server was told of REDIS_PARAMETERS (its defaults
+        # unless the parameter group says otherwise), and the policy it
+        # reports running (CONFIG GET), None until it answered.
+        self.running = {**REDIS_DEFAULTS, **_conf_params(params)}
+        self.maxmemory_policy: str | None = None
         conf_path = self.dir / "redis.conf"
         conf_path.write_text("\n".join(conf) + "\n")
         os.chmod(conf_path, 0o600)
@@ -456,6 +600,48 @@ class Redis:
         self.forwarder = Forwarder(
             (plane.gateway, self.endpoint_port), lambda: [("127.0.0.1", self.port)], f"redis {self.id}"
         )
+
+    def command(self, *args: str) -> object:
+        return redis_command(
+            self.port, *args, password=self.password, tls=self.tls_context, server_hostname=self.address
+        )
+
+    def sync(self, parameter_group: str | None, params: dict[str, str]) -> list[str]:
+        """Applies the parameter group's settings to the running server
+        (CONFIG SET, no restart): those that changed since it was told, and
+        the defaults back for those no longer set. Reads back the policy it
+        runs. Returns (and logs) what it changed, as `name value`; a value
+        redis-server refuses is a RedisError once the others are applied."""
+        if self.maxmemory_policy is None:
+            # Just started: give redis-server a moment to listen.
+            deadline = time.monotonic() + 2
+            while True:
+                try:
+                    self.command("PING")
+                    break
+                except OSError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        self.parameter_group = parameter_group
+        changed, refused = [], []
+        for name, value in {**REDIS_DEFAULTS, **params}.items():
+            if self.running.get(name) != value:
+                try:
+                    self.command("CONFIG", "SET", name, value)
+                except RedisError as e:
+                    refused.append(f"CONFIG SET {name} {value}: {e}")
+                    continue
+                self.running[name] = value
+                changed.append(f"{name} {value}")
+        if changed:
+            log(f"redis {self.id}: {parameter_group}: CONFIG SET {', '.join(changed)}")
+        if changed or refused or self.maxmemory_policy is None:
+            answer = self.command("CONFIG", "GET", "maxmemory-policy")
+            self.maxmemory_policy = answer[1] if isinstance(answer, list) and len(answer) > 1 else None
+        if refused:
+            raise RedisError("; ".join(refused))
+        return changed
 
     def stop(self) -> None:
         self.forwarder.close()
@@ -576,6 +762,8 @@ class Dataplane:
         self.lock = threading.RLock()
         self.instances: dict[str, Instance] = {}
         self.redis: dict[str, Redis] = {}
+        # Replication group id -> the last failure to serve it (reported once).
+        self.redis_errors: dict[str, str] = {}
         self.shippers: dict[str, LogShipper] = {}
         self.service_forwarders: dict[str, Forwarder] = {}
         self.targets: dict[str, list[tuple[str, int]]] = {}
@@ -776,13 +964,30 @@ class Dataplane:
             if gid not in live:
                 log(f"redis {gid}: group deleted, stopping redis-server")
                 self.redis.pop(gid).stop()
+        for gid in list(self.redis_errors):
+            if gid not in live:
+                del self.redis_errors[gid]
         for gid, g in live.items():
-            if gid in self.redis:
-                continue
-            settings_path = self.state / "elasticache" / f"{gid}.json"
-            settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-            self.redis[gid] = Redis(self, g, settings)
-            log(f"redis {gid}: redis-server on 127.0.0.1:{self.redis[gid].port} as {self.redis[gid].address}")
+            # The group's parameter group, at start and whenever it (or
+            # one of its parameters) changes. A failure is reported once
+            # until it changes, and retried every round.
+            try:
+                parameter_group, params = redis_parameters(self.elasticache, g)
+                if gid not in self.redis:
+                    settings_path = self.state / "elasticache" / f"{gid}.json"
+                    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+                    self.redis[gid] = Redis(self, g, settings, parameter_group, params)
+                    r = self.redis[gid]
+                    shown = " ".join(redis_conf_lines(params)) or "redis-server's defaults"
+                    log(f"redis {gid}: redis-server on 127.0.0.1:{r.port} as {r.address} ({parameter_group}: {shown})")
+                self.redis[gid].sync(parameter_group, params)
+                self.redis_errors.pop(gid, None)
+            except Exception as e:  # noqa: BLE001 - reported once, retried next round
+                msg = f"reconcile_redis: {gid}: {type(e).__name__}: {e}"
+                if self.redis_errors.get(gid) != msg:
+                    self.redis_errors[gid] = msg
+                    log(msg)
+                    self.errors = (self.errors + [msg])[-20:]
 
     def _taskdef(self, arn: str) -> dict:
         if arn not in self.taskdefs:
@@ -1388,7 +1593,10 @@ class Dataplane:
                 "containers": containers,
                 "instances": [i.status() for i in self.instances.values()],
                 "redis": [
-                    {"id": r.id, "address": r.address, "port": r.port, "tls": r.tls}
+                    {
+                        "id": r.id, "address": r.address, "port": r.port, "tls": r.tls,
+                        "parameter_group": r.parameter_group, "maxmemory_policy": r.maxmemory_policy,
+                    }  # fmt: skip
                     for r in self.redis.values()
                 ],
                 "services": {

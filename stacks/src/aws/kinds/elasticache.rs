@@ -1,10 +1,13 @@
-//! ElastiCache: the subnet group and the Redis replication group (auth
-//! token and in-transit encryption). The auth token cannot be read back:
-//! only whether one is set is compared.
+//! ElastiCache: the subnet group, the parameter group (the engine settings
+//! the stack needs, such as `maxmemory-policy noeviction`) and the Redis
+//! replication group (auth token and in-transit encryption). The auth token
+//! cannot be read back: only whether one is set is compared. A parameter
+//! group's parameters read back as those set by the user: AWS defaults are
+//! not the stack's business.
 
 use std::collections::BTreeMap;
 
-use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, Tag};
+use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, ParameterNameValue, Tag};
 
 use super::{
     Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
@@ -13,7 +16,9 @@ use super::{
 use crate::aws::error::Result;
 use crate::aws::resolve::{NOT_REPORTED, Outputs};
 use crate::graph::plan::Action;
-use crate::graph::{Attributes, ElastiCacheReplicationGroup, ElastiCacheSubnetGroup};
+use crate::graph::{
+    Attributes, ElastiCacheParameterGroup, ElastiCacheReplicationGroup, ElastiCacheSubnetGroup,
+};
 
 /// What an observed auth token reads as: set, value unknown.
 const TOKEN_SET: &str = "(set)";
@@ -165,6 +170,138 @@ pub(crate) async fn apply_subnet_group(ctx: &Ctx, work: &Work) -> Result<Outputs
     Ok(observed.outputs.clone())
 }
 
+fn parameter_group_arn(ctx: &Ctx, name: &str) -> String {
+    format!(
+        "arn:aws:elasticache:{}:{}:parametergroup:{name}",
+        ctx.env.region, ctx.env.account
+    )
+}
+
+pub(crate) async fn read_parameter_group(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
+    let cache = ctx.aws.elasticache();
+    let got = cache
+        .describe_cache_parameter_groups()
+        .cache_parameter_group_name(&t.name)
+        .send()
+        .await
+        .map_err(api!(t.subject(), "DescribeCacheParameterGroups"));
+    let Some(got) = not_found_is_none(got)? else {
+        return Ok(None);
+    };
+    let Some(group) = got
+        .cache_parameter_groups
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let arn = group
+        .arn
+        .clone()
+        .unwrap_or_else(|| parameter_group_arn(ctx, &t.name));
+    let set = cache
+        .describe_cache_parameters()
+        .cache_parameter_group_name(&t.name)
+        .source("user")
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api!(t.subject(), "DescribeCacheParameters"))?;
+    let parameters = set
+        .into_iter()
+        .filter_map(|p| Some((p.parameter_name?, p.parameter_value.unwrap_or_default())))
+        .collect();
+    let attributes = Attributes::ElastiCacheParameterGroup(ElastiCacheParameterGroup {
+        family: group.cache_parameter_group_family.unwrap_or_default(),
+        description: group.description.unwrap_or_default(),
+        parameters,
+    });
+    let tags = read_tags(ctx, t, &arn).await?;
+    Ok(Some(t.observed(
+        tags,
+        attributes,
+        outputs([("name", t.name.clone()), ("arn", arn)]),
+    )))
+}
+
+pub(crate) async fn apply_parameter_group(ctx: &Ctx, work: &Work) -> Result<Outputs> {
+    let desired = attrs!(work, ElastiCacheParameterGroup);
+    let subject = work.subject();
+    let cache = ctx.aws.elasticache();
+    let name = &work.desired.name;
+    let out = if work.action == Action::Create {
+        let created = cache
+            .create_cache_parameter_group()
+            .cache_parameter_group_name(name)
+            .cache_parameter_group_family(&desired.family)
+            .description(&desired.description)
+            .set_tags(Some(cache_tags(&work.desired.tags)))
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "CreateCacheParameterGroup"));
+        match created {
+            Ok(out) => outputs([
+                ("name", name.clone()),
+                (
+                    "arn",
+                    out.cache_parameter_group
+                        .and_then(|g| g.arn)
+                        .unwrap_or_else(|| parameter_group_arn(ctx, name)),
+                ),
+            ]),
+            Err(e) if e.is_already_exists() => {
+                return Box::pin(apply_parameter_group(ctx, &reread(ctx, work).await?)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        let observed = work.observed.as_ref().ok_or_else(|| {
+            incomplete(&work.target(), "DescribeCacheParameterGroups", "the group")
+        })?;
+        sync_tags(ctx, work, &observed.outputs["arn"]).await?;
+        observed.outputs.clone()
+    };
+    if work.action == Action::Create || work.changed("parameters") {
+        // At most 20 parameters per call; the stack sets a few.
+        let values: Vec<ParameterNameValue> = desired
+            .parameters
+            .iter()
+            .map(|(k, v)| {
+                ParameterNameValue::builder()
+                    .parameter_name(k)
+                    .parameter_value(v)
+                    .build()
+            })
+            .collect();
+        for chunk in values.chunks(20) {
+            cache
+                .modify_cache_parameter_group()
+                .cache_parameter_group_name(name)
+                .set_parameter_name_values(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(api!(subject.clone(), "ModifyCacheParameterGroup"))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the parameter group. AWS refuses while a replication group
+/// (even one being deleted) uses it: `down` deletes it after the group.
+pub(crate) async fn delete_parameter_group(ctx: &Ctx, o: &Observed) -> Result<Deleted> {
+    ctx.aws
+        .elasticache()
+        .delete_cache_parameter_group()
+        .cache_parameter_group_name(&o.resource.name)
+        .send()
+        .await
+        .map_err(api!(super::subject_of(o), "DeleteCacheParameterGroup"))?;
+    Ok(Deleted::Gone)
+}
+
 pub(crate) async fn read_replication_group(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
     let cache = ctx.aws.elasticache();
     let got = cache
@@ -248,6 +385,11 @@ pub(crate) async fn read_replication_group(ctx: &Ctx, t: &Target) -> Result<Opti
             .as_ref()
             .and_then(|m| m.cache_subnet_group_name.clone())
             .unwrap_or_else(|| NOT_REPORTED.into()),
+        parameter_group: member
+            .as_ref()
+            .and_then(|m| m.cache_parameter_group.as_ref())
+            .and_then(|g| g.cache_parameter_group_name.clone())
+            .unwrap_or_else(|| NOT_REPORTED.into()),
         security_group_ids,
         transit_encryption: rg.transit_encryption_enabled.unwrap_or(false),
         at_rest_encryption: rg.at_rest_encryption_enabled.unwrap_or(false),
@@ -290,6 +432,7 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
             .snapshot_retention_limit(desired.snapshot_retention_days as i32)
             .port(i32::from(desired.port))
             .cache_subnet_group_name(&desired.subnet_group)
+            .cache_parameter_group_name(&desired.parameter_group)
             .set_security_group_ids(Some(desired.security_group_ids.clone()))
             .transit_encryption_enabled(desired.transit_encryption)
             .at_rest_encryption_enabled(desired.at_rest_encryption)
@@ -351,6 +494,10 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
     }
     if work.changed("auth_token") {
         modify = modify.set_auth_token(desired.auth_token.clone());
+        any = true;
+    }
+    if work.changed("parameter_group") {
+        modify = modify.cache_parameter_group_name(&desired.parameter_group);
         any = true;
     }
     if any {

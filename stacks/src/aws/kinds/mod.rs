@@ -96,6 +96,7 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
         Kind::LogGroup => logs::read(ctx, t).await?,
         Kind::SqsQueue => sqs::read(ctx, t).await?,
         Kind::ElastiCacheSubnetGroup => elasticache::read_subnet_group(ctx, t).await?,
+        Kind::ElastiCacheParameterGroup => elasticache::read_parameter_group(ctx, t).await?,
         Kind::ElastiCacheReplicationGroup => elasticache::read_replication_group(ctx, t).await?,
         Kind::EcrRepository => ecr::read(ctx, t).await?,
         Kind::EcsCluster => ecs::read_cluster(ctx, t).await?,
@@ -218,6 +219,7 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         Kind::LogGroup => logs::apply(ctx, work).await,
         Kind::SqsQueue => sqs::apply(ctx, work).await,
         Kind::ElastiCacheSubnetGroup => elasticache::apply_subnet_group(ctx, work).await,
+        Kind::ElastiCacheParameterGroup => elasticache::apply_parameter_group(ctx, work).await,
         Kind::ElastiCacheReplicationGroup => elasticache::apply_replication_group(ctx, work).await,
         Kind::EcrRepository => ecr::apply(ctx, work).await,
         Kind::EcsCluster => ecs::apply_cluster(ctx, work).await,
@@ -322,6 +324,7 @@ pub(crate) async fn delete(
         Kind::LogGroup => logs::delete(ctx, o).await,
         Kind::SqsQueue => sqs::delete(ctx, o).await,
         Kind::ElastiCacheSubnetGroup => elasticache::delete_subnet_group(ctx, o).await,
+        Kind::ElastiCacheParameterGroup => elasticache::delete_parameter_group(ctx, o).await,
         Kind::ElastiCacheReplicationGroup => {
             elasticache::delete_replication_group(ctx, o, deadline).await
         }
