@@ -307,6 +307,69 @@ async fn sigkill_of_the_event_api_after_1000_acknowledged_events_loses_none(kind
     api2.assert_running();
 }
 
+/// An attempt whose executor is killed during it counts toward the step's
+/// retries: with one retry, a step that hangs through two executors that
+/// are both killed fails with the reason instead of being called a third
+/// time (or until its job is dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_cut_short_by_a_crash_count_toward_the_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ProcessBackend::start(TestBackend::Embedded, dir.path());
+    let steps = StepServer::start().await;
+    let u = &steps.url;
+    let f = function(json!({
+        "id": "hangs",
+        "triggers": [{"event": "demo/hang"}],
+        "retries": {"attempts": 1, "backoff": "100ms"},
+        "steps": [{"id": "a", "http": {"url": format!("{u}/slow/600000/hang")}}]
+    }));
+    let config = write_process_config_with(dir.path(), backend.config(), &[f], "2s");
+    let state = backend.state().await;
+    let spawn = |role: &str, log: &str| {
+        EngineProcess::spawn_on(&backend, &config, role, dir.path().join(log))
+    };
+    let api = spawn("event-api", "api.log");
+    let _runner = spawn("runner", "runner.log");
+    let addr = api.listening("event-api").await;
+    let client = Client::new(format!("http://{addr}"), state.clone());
+    let id = client
+        .send_one(json!({"name": "demo/hang", "data": {}}))
+        .await;
+
+    for n in 1..=2 {
+        let executor = spawn("executor", &format!("executor-{n}.log"));
+        poll(&format!("attempt {n} to reach the step"), SLOW, || async {
+            executor.assert_running();
+            (steps.arrived("hang") >= n).then_some(())
+        })
+        .await;
+        executor.kill();
+    }
+    let _executor = spawn("executor", "executor-3.log");
+    let run = poll("the run to fail", SLOW, || async {
+        let runs = state.runs_for_event(&id).await.unwrap();
+        runs.into_iter().find(|r| r.status == RunStatus::Failed)
+    })
+    .await;
+    assert_eq!(steps.arrived("hang"), 2, "no third attempt");
+    let records = state.steps(&run.id).await.unwrap();
+    let attempts = &records[0].attempts;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        attempts.iter().all(|a| !a.running
+            && a.error
+                .as_deref()
+                .is_some_and(|e| e.contains("interrupted"))),
+        "{attempts:?}"
+    );
+    match &records[0].outcome {
+        Some(StepOutcome::Failed { error }) => {
+            assert!(error.contains("gave up after 2 attempts"), "{error}");
+        }
+        other => panic!("a failed step, not {other:?}"),
+    }
+}
+
 common::on_every_backend!(
     sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_output,
     sigkill_of_the_event_api_after_1000_acknowledged_events_loses_none,

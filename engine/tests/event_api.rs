@@ -590,6 +590,7 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
                 ended_at: 1150,
                 error: Some("HTTP 500".into()),
                 host: None,
+                running: false,
             },
         )
         .await
@@ -604,6 +605,7 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
                 ended_at: 1250,
                 error: None,
                 host: Some("ip-10-0-1-7.ec2.internal".into()),
+                running: false,
             },
         )
         .await

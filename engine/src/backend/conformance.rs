@@ -370,6 +370,7 @@ pub async fn purge_finished(h: &dyn Harness) {
         ended_at: t - 8_000,
         error: None,
         host: None,
+        running: false,
     };
     for (id, event_id) in [("old", "e-old"), ("new", "e-new"), ("live", "e-live")] {
         s.create_run(&run(id, event_id, t - 10_000)).await.unwrap();
@@ -623,6 +624,7 @@ pub async fn attempts(h: &dyn Harness) {
         ended_at: 100 * i64::from(n) + 10,
         error: err.map(String::from),
         host: Some(format!("host-{n}")),
+        running: false,
     };
     s.record_attempt("r", "s", a(1, Some("500"))).await.unwrap();
     s.record_attempt("r", "s", a(2, Some("timeout")))
@@ -938,6 +940,7 @@ pub async fn end_step_once(h: &dyn Harness) {
             ended_at: at,
             error: None,
             host: None,
+            running: false,
         }),
         jobs: vec![msg(body)],
         finish: Some((RunStatus::Completed, None)),

@@ -280,6 +280,10 @@ pub struct Attempt {
     /// The executor host that made it (`executor.host`), when an executor did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Recorded when the attempt started and not ended yet: in progress, or
+    /// interrupted (its executor stopped) when a later attempt exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
 }
 
 /// A pending `wait_for_event` step.

@@ -36,6 +36,8 @@ const TIMING_CLAIM_EXTRA: Duration = Duration::from_secs(7 * 86_400);
 /// Delay before a job that found its concurrency key full tries again
 /// (plus up to as much jitter).
 const SLOT_RETRY: Duration = Duration::from_millis(100);
+/// The error of an attempt whose executor stopped before it ended.
+const INTERRUPTED: &str = "interrupted: the executor stopped before the attempt ended";
 /// Sleeps up to this long are waited out by the executor that runs the
 /// step; longer ones go through a delayed job on the work queue.
 const NAP_MAX: Duration = Duration::from_millis(100);
@@ -354,6 +356,7 @@ impl Executor {
                     ended_at: now_ms(),
                     error: None,
                     host: self.host.clone(),
+                    running: false,
                 };
                 self.complete(
                     &f,
@@ -543,6 +546,7 @@ impl Executor {
                 ended_at: now_ms(),
                 error: None,
                 host: self.host.clone(),
+                running: false,
             };
             let done = StepOutcome::Completed {
                 output: Value::Null,
@@ -569,6 +573,7 @@ impl Executor {
                 ended_at: now,
                 error: None,
                 host: self.host.clone(),
+                running: false,
             };
             return self
                 .complete(
@@ -707,6 +712,34 @@ impl Executor {
         progress: Progress,
     ) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
+        let number = progress.attempts.get(&step.id).copied().unwrap_or(0) + 1;
+        let retries = step
+            .retries
+            .clone()
+            .or_else(|| f.def.retries.clone())
+            .unwrap_or_default();
+        // An attempt recorded as started and never ended: its executor
+        // stopped during it (this one holds the step's lease now). It
+        // counts toward the retries like a failed one.
+        if let Some(unfinished) = progress.unfinished.get(&step.id) {
+            let interrupted = Attempt {
+                running: false,
+                error: Some(INTERRUPTED.into()),
+                ..unfinished.clone()
+            };
+            state.record_attempt(&run.id, &step.id, interrupted).await?;
+            if number > retries.attempts + 1 {
+                let failed = StepOutcome::Failed {
+                    error: format!(
+                        "gave up after {} attempts: the last was interrupted ({INTERRUPTED})",
+                        number - 1
+                    ),
+                };
+                return self
+                    .complete(f, run, &step.id, failed, progress, None)
+                    .await;
+            }
+        }
         let slot = match self.take_slot(f, run, step, &event).await? {
             Slot::Unlimited => None,
             Slot::Held(key, holder) => Some((key, holder)),
@@ -721,7 +754,6 @@ impl Executor {
                     .await;
             }
         };
-        let number = progress.attempts.get(&step.id).copied().unwrap_or(0) + 1;
         let ctx = StepContext {
             event,
             steps: progress.outputs(),
@@ -731,6 +763,22 @@ impl Executor {
             attempt: number,
         };
         let started = now_ms();
+        // Recorded before the driver runs, so that an attempt its executor
+        // does not live to finish still counts.
+        state
+            .record_attempt(
+                &run.id,
+                &step.id,
+                Attempt {
+                    number,
+                    started_at: started,
+                    ended_at: started,
+                    error: None,
+                    host: self.host.clone(),
+                    running: true,
+                },
+            )
+            .await?;
         let run_driver = driver.run(step, &ctx);
         let result = match &slot {
             Some((key, holder)) => {
@@ -747,12 +795,8 @@ impl Executor {
                 ended_at: ended,
                 error: result.as_ref().err().map(|e| e.to_string()),
                 host: self.host.clone(),
+                running: false,
             };
-            let retries = step
-                .retries
-                .clone()
-                .or_else(|| f.def.retries.clone())
-                .unwrap_or_default();
             match result {
                 Ok(output) => {
                     self.complete(

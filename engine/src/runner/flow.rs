@@ -42,6 +42,9 @@ pub struct Progress {
     pub started: HashSet<String>,
     /// Attempts recorded per step.
     pub attempts: HashMap<String, u32>,
+    /// Steps whose last attempt was recorded as started and never ended:
+    /// that attempt, interrupted when a new one is about to start.
+    pub unfinished: HashMap<String, Attempt>,
 }
 
 impl Progress {
@@ -52,6 +55,9 @@ impl Progress {
             p.started.insert(r.step_id.clone());
             p.attempts
                 .insert(r.step_id.clone(), r.attempts.len() as u32);
+            if let Some(last) = r.attempts.last().filter(|a| a.running) {
+                p.unfinished.insert(r.step_id.clone(), last.clone());
+            }
             if let Some(o) = r.outcome {
                 p.outcomes.insert(r.step_id, o);
             }
@@ -443,6 +449,7 @@ impl Flow {
                 ended_at: now,
                 error: None,
                 host: None,
+                running: false,
             };
             state.record_attempt(&run.id, step_id, attempt).await?;
         }
@@ -618,6 +625,7 @@ mod tests {
                     ended_at: 0,
                     error: None,
                     host: None,
+                    running: false,
                 })
                 .collect(),
             outcome,

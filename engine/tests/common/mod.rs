@@ -108,6 +108,8 @@ struct StepState {
     seen: Mutex<HashMap<(String, String), u32>>,
     /// tag → (in flight now, most ever in flight).
     in_flight: Mutex<HashMap<String, (u32, u32)>>,
+    /// tag → calls that arrived (answered or not).
+    arrived: Mutex<HashMap<String, u32>>,
     store: Mutex<Option<Arc<dyn StateStore>>>,
 }
 
@@ -165,6 +167,18 @@ impl StepServer {
             .collect()
     }
 
+    /// Calls of routes tagged `tag` that arrived, answered or not (a caller
+    /// that died mid-call never sees its answer).
+    pub fn arrived(&self, tag: &str) -> u32 {
+        self.state
+            .arrived
+            .lock()
+            .unwrap()
+            .get(tag)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Calls of routes tagged `tag` in flight now.
     pub fn in_flight_now(&self, tag: &str) -> u32 {
         self.state
@@ -202,6 +216,7 @@ async fn answer(
     delay: Duration,
 ) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
+    *st.arrived.lock().unwrap().entry(tag.clone()).or_default() += 1;
     {
         let mut f = st.in_flight.lock().unwrap();
         let e = f.entry(tag.clone()).or_default();
