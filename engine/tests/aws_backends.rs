@@ -504,6 +504,79 @@ async fn a_send_that_fails_part_way_says_which_events_were_stored() {
     shutdown.cancel();
 }
 
+/// Concurrent requests to one event API share SendMessageBatch calls: 64
+/// clients sending single events pay at most half a call per event (a
+/// call each before), and every acknowledged event is in SQS once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_sqs_batch_calls() {
+    const CLIENTS: usize = 64;
+    const EACH: usize = 10;
+    let (moto, redis) = servers();
+    let proxy = tokio::task::block_in_place(|| {
+        harness::FaultProxy::start(&format!("127.0.0.1:{}", moto.port()), 0.0, 1)
+    })
+    .expect("start the counting proxy");
+    let config = Arc::new(aws_config(&redis.url()));
+    let through = open_backends(&config, &proxy.endpoint(), &redis.url()).await;
+    let direct = open_backends(&config, &moto.endpoint(), &redis.url()).await;
+    let (url, shutdown) = event_api_alone(&config, through).await;
+    let calls = |name: &str| proxy.actions().get(name).copied().unwrap_or(0);
+    let before = calls("SendMessageBatch");
+
+    let http = reqwest::Client::new();
+    let senders: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..EACH {
+                    let resp = http
+                        .post(&url)
+                        .json(&json!({"name": "load/one", "data": {"c": c, "i": i}}))
+                        .send()
+                        .await
+                        .expect("the event API answers");
+                    assert_eq!(resp.status(), 200);
+                    let body: Value = resp.json().await.unwrap();
+                    ids.push(body["ids"][0].as_str().unwrap().to_string());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for s in senders {
+        acked.extend(s.await.unwrap());
+    }
+    let events = (CLIENTS * EACH) as u64;
+    let sends = calls("SendMessageBatch") - before;
+    assert!(
+        sends * 2 <= events,
+        "{sends} SendMessageBatch calls for {events} events"
+    );
+    eprintln!(
+        "{events} single-event requests from {CLIENTS} clients: {sends} SendMessageBatch calls"
+    );
+
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while found.len() < acked.len() && tokio::time::Instant::now() < deadline {
+        let got = direct
+            .events
+            .receive(64, Duration::from_secs(60), Duration::from_secs(1))
+            .await
+            .expect("receive");
+        for m in got {
+            let events = engine::backend::decode_events(&m.body).expect("events");
+            found.extend(events.into_iter().map(|e| e.internal_id));
+        }
+    }
+    found.sort();
+    acked.sort();
+    assert_eq!(found, acked, "every acknowledged event once in SQS");
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_load_loses_no_acknowledged_event() {
     let (moto, mut redis) = servers();

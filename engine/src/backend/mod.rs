@@ -33,7 +33,7 @@ pub mod redis;
 pub mod sqs;
 
 /// A backend failure. `Unavailable` is transient (retry, or answer 503).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// The backend cannot be reached or is overloaded; retry later.
     #[error("backend unavailable: {0}")]

@@ -12,13 +12,15 @@
 //! - `500 InternalError` (`InternalServerErrorException` for restJson1).
 //!
 //! A faulted request never reaches the upstream (so it is always safe to
-//! retry). Which requests fail is decided by a seeded generator, in order
+//! retry). Requests are counted by API action ([`FaultProxy::actions`]):
+//! with a rate of 0 the proxy only counts. Which requests fail is decided by a seeded generator, in order
 //! of arrival: the same seed gives the same fault sequence.
 //!
 //! Blocking std code (one thread per client connection), like the rest of
 //! the harness. Keep-alive connections are served request by request; each
 //! forwarded request opens a fresh upstream connection.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,6 +83,8 @@ struct Shared {
     stop: AtomicBool,
     /// Requests still forwarded before every one is faulted (`None`: by `rate`).
     budget: Mutex<Option<u64>>,
+    /// Requests by API action (`SendMessageBatch`, ...).
+    actions: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A running proxy; stopped on drop.
@@ -121,6 +125,7 @@ impl FaultProxy {
             counters: Counters::default(),
             stop: AtomicBool::new(false),
             budget: Mutex::new(None),
+            actions: Mutex::new(BTreeMap::new()),
         });
         let accept_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -156,6 +161,16 @@ impl FaultProxy {
     /// after them `503` (an outage that starts at a known request).
     pub fn fail_after(&self, n: u64) {
         *self.shared.budget.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+    }
+
+    /// Requests so far by API action (`SendMessageBatch`, `ReceiveMessage`,
+    /// ...; faulted ones included): the proxy with rate 0 counts calls.
+    pub fn actions(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The counters so far.
@@ -195,6 +210,29 @@ impl Request {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The API action: the `X-Amz-Target` operation (JSON protocols), else
+    /// the query protocol's `Action`, else the method and path.
+    fn action(&self) -> String {
+        if let Some(target) = self.header("x-amz-target") {
+            return target.rsplit('.').next().unwrap_or(target).to_owned();
+        }
+        let form = String::from_utf8_lossy(&self.body);
+        let query = self.head.split(' ').nth(1).unwrap_or_default();
+        form.split('&')
+            .chain(query.split_once('?').map_or("", |(_, q)| q).split('&'))
+            .find_map(|pair| pair.strip_prefix("Action="))
+            .map_or_else(
+                || {
+                    self.head
+                        .split(" HTTP/")
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                },
+                str::to_owned,
+            )
     }
 
     /// The signing service from `Authorization` (`.../REGION/SERVICE/aws4_request`).
@@ -270,6 +308,12 @@ fn serve(client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         }
         let c = &shared.counters;
         c.requests.fetch_add(1, Ordering::SeqCst);
+        *shared
+            .actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(req.action())
+            .or_default() += 1;
         let budgeted = {
             let mut budget = shared.budget.lock().unwrap_or_else(|e| e.into_inner());
             match budget.as_mut() {

@@ -16,10 +16,16 @@
 //! - Dead letters: SQS moves a message after the queue's `maxReceiveCount`
 //!   receives; the provisioner sets the redrive policy, or [`ensure_queue`]
 //!   does when the configuration asks the engine to create its queues.
+//! - Concurrent `send`s, `ack`s and `extend`s of one process share batch
+//!   calls (`batcher`): an entry waits only while the calls in flight are
+//!   at their limit, so a lone request goes out at once and a busy process
+//!   pays one SendMessageBatch, DeleteMessageBatch or
+//!   ChangeMessageVisibilityBatch for many entries.
 //! - Throttling, 5xx answers, timeouts and connection failures are
 //!   `Unavailable` (the event API answers 503); other errors carry the AWS
 //!   error code and message.
 
+mod batcher;
 mod error;
 mod provision;
 mod queue;

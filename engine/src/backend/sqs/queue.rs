@@ -2,6 +2,7 @@
 //! [`Queue`](crate::backend::Queue).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,10 +14,10 @@ use aws_sdk_sqs::types::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use super::error::{STALE_RECEIPT_CODES, classify, code};
+use super::batcher::Batcher;
+use super::error::{STALE_RECEIPT_CODES, classify};
 use super::provision::{QueueUrls, resolve};
 use super::{MAX_DELAY, MAX_SQS_BYTES};
 use crate::backend::{BackendError, DeadLetter, Message, Queue, QueueDepth, Received, Result};
@@ -40,8 +41,13 @@ const MAX_RECEIVE: usize = 10;
 const MAX_WAIT_SECS: u64 = 20;
 /// Longest SQS visibility timeout, in seconds.
 const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
-/// Batch calls in flight at once for one `send` or `ack`.
-const PARALLEL_CALLS: usize = 8;
+/// SendMessageBatch calls in flight at once per queue and process: more
+/// entries than fit wait and share the next call.
+const SEND_IN_FLIGHT: usize = 4;
+/// DeleteMessageBatch calls in flight at once per queue and process.
+const DELETE_IN_FLIGHT: usize = 4;
+/// ChangeMessageVisibilityBatch calls in flight at once per queue and process.
+const EXTEND_IN_FLIGHT: usize = 2;
 /// Tries for entries a batch call reports failed for a transient reason.
 const BATCH_TRIES: u32 = 5;
 
@@ -50,6 +56,270 @@ pub struct SqsQueue {
     client: Client,
     queue: String,
     urls: OnceCell<QueueUrls>,
+    batchers: OnceCell<Batchers>,
+}
+
+/// The shared batch calls on the main queue.
+struct Batchers {
+    send: Batcher<Outgoing>,
+    delete: Batcher<String>,
+    extend: Batcher<(String, i32)>,
+}
+
+impl Batchers {
+    fn start(client: &Client, queue: &str, url: &str) -> Self {
+        let on = Arc::new(On {
+            client: client.clone(),
+            queue: queue.to_string(),
+            url: url.to_string(),
+        });
+        let (a, b, c) = (on.clone(), on.clone(), on);
+        Self {
+            send: Batcher::start(
+                "send_message_batch",
+                MAX_BATCH,
+                MAX_SQS_BYTES,
+                SEND_IN_FLIGHT,
+                move |batch: Vec<Outgoing>| {
+                    let on = a.clone();
+                    async move { on.send(&batch).await }
+                },
+            ),
+            delete: Batcher::start(
+                "delete_message_batch",
+                MAX_BATCH,
+                usize::MAX,
+                DELETE_IN_FLIGHT,
+                move |receipts: Vec<String>| {
+                    let on = b.clone();
+                    async move { on.delete(&receipts).await }
+                },
+            ),
+            extend: Batcher::start(
+                "change_message_visibility_batch",
+                MAX_BATCH,
+                usize::MAX,
+                EXTEND_IN_FLIGHT,
+                move |entries: Vec<(String, i32)>| {
+                    let on = c.clone();
+                    async move { on.extend(&entries).await }
+                },
+            ),
+        }
+    }
+}
+
+/// One queue URL and the client that calls it: the batch calls, each
+/// answering one result per entry.
+struct On {
+    client: Client,
+    queue: String,
+    url: String,
+}
+
+impl On {
+    /// Sends one batch, retrying the entries SQS failed for a transient
+    /// reason; an entry SQS refuses (sender fault) fails alone.
+    async fn send(&self, batch: &[Outgoing]) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..batch.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        for attempt in 0..BATCH_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+            let mut call = self.client.send_message_batch().queue_url(&self.url);
+            for &i in &pending {
+                let m = &batch[i];
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .delay_seconds(m.delay_secs);
+                if let Some(encoding) = m.encoding {
+                    match string_attr(encoding) {
+                        Ok(attr) => entry = entry.message_attributes(ENCODING_ATTR, attr),
+                        Err(e) => return fail_all(e, batch.len()),
+                    }
+                }
+                match entry.build() {
+                    Ok(entry) => call = call.entries(entry),
+                    Err(e) => {
+                        return fail_all(
+                            BackendError::Other(format!("sqs batch entry: {e}")),
+                            batch.len(),
+                        );
+                    }
+                }
+            }
+            let out = match call.send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    let e = classify(&format!("send_message_batch {}", self.queue), e);
+                    for &i in &pending {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    return finish(results);
+                }
+            };
+            let mut retry = Vec::new();
+            for f in &out.failed {
+                let Ok(i) = f.id.parse::<usize>() else {
+                    continue;
+                };
+                if f.sender_fault {
+                    results[i] = Some(Err(BackendError::Other(format!(
+                        "sqs send_message_batch {}: {}: {}",
+                        self.queue,
+                        f.code,
+                        f.message.as_deref().unwrap_or("no message")
+                    ))));
+                } else {
+                    retry.push(i);
+                }
+            }
+            for &i in &pending {
+                if results[i].is_none() && !retry.contains(&i) {
+                    results[i] = Some(Ok(()));
+                }
+            }
+            pending = retry;
+            if pending.is_empty() {
+                return finish(results);
+            }
+        }
+        for &i in &pending {
+            results[i] = Some(Err(BackendError::Unavailable(format!(
+                "sqs send_message_batch {}: an entry still failing after {BATCH_TRIES} tries",
+                self.queue
+            ))));
+        }
+        finish(results)
+    }
+
+    /// Deletes one batch; a receipt that is stale (the message was acked or
+    /// delivered again since) counts as deleted.
+    async fn delete(&self, receipts: &[String]) -> Vec<Result<()>> {
+        let mut call = self.client.delete_message_batch().queue_url(&self.url);
+        for (i, r) in receipts.iter().enumerate() {
+            match DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(r)
+                .build()
+            {
+                Ok(entry) => call = call.entries(entry),
+                Err(e) => {
+                    return fail_all(
+                        BackendError::Other(format!("sqs batch entry: {e}")),
+                        receipts.len(),
+                    );
+                }
+            }
+        }
+        match call.send().await {
+            Ok(out) => self.entry_results(
+                "delete_message_batch",
+                receipts.len(),
+                out.failed.iter().map(|f| {
+                    (
+                        f.id.as_str(),
+                        f.code.as_str(),
+                        f.sender_fault,
+                        f.message.as_deref(),
+                    )
+                }),
+            ),
+            Err(e) => fail_all(
+                classify(&format!("delete_message_batch {}", self.queue), e),
+                receipts.len(),
+            ),
+        }
+    }
+
+    /// Changes the visibility of one batch of (receipt, seconds); a stale
+    /// receipt is left alone, like the embedded queue does.
+    async fn extend(&self, entries: &[(String, i32)]) -> Vec<Result<()>> {
+        let mut call = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url);
+        for (i, (receipt, secs)) in entries.iter().enumerate() {
+            match ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(*secs)
+                .build()
+            {
+                Ok(entry) => call = call.entries(entry),
+                Err(e) => {
+                    return fail_all(
+                        BackendError::Other(format!("sqs batch entry: {e}")),
+                        entries.len(),
+                    );
+                }
+            }
+        }
+        match call.send().await {
+            Ok(out) => self.entry_results(
+                "change_message_visibility_batch",
+                entries.len(),
+                out.failed.iter().map(|f| {
+                    (
+                        f.id.as_str(),
+                        f.code.as_str(),
+                        f.sender_fault,
+                        f.message.as_deref(),
+                    )
+                }),
+            ),
+            Err(e) => fail_all(
+                classify(
+                    &format!("change_message_visibility_batch {}", self.queue),
+                    e,
+                ),
+                entries.len(),
+            ),
+        }
+    }
+
+    /// One result per entry from a batch answer's failures (id, code,
+    /// sender fault, message): stale receipts count as done.
+    fn entry_results<'a>(
+        &self,
+        action: &str,
+        n: usize,
+        failed: impl Iterator<Item = (&'a str, &'a str, bool, Option<&'a str>)>,
+    ) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
+        for (id, code, sender_fault, message) in failed {
+            let Ok(i) = id.parse::<usize>() else {
+                continue;
+            };
+            if i >= n || STALE_RECEIPT_CODES.contains(&code) {
+                continue;
+            }
+            let text = format!(
+                "sqs {action} {}: {code}: {}",
+                self.queue,
+                message.unwrap_or("no message")
+            );
+            results[i] = Err(if sender_fault {
+                BackendError::Other(text)
+            } else {
+                BackendError::Unavailable(text)
+            });
+        }
+        results
+    }
+}
+
+fn fail_all(e: BackendError, n: usize) -> Vec<Result<()>> {
+    (0..n).map(|_| Err(e.clone())).collect()
+}
+
+fn finish(results: Vec<Option<Result<()>>>) -> Vec<Result<()>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(BackendError::Other("sqs: an entry was not sent".into()))))
+        .collect()
 }
 
 /// A message ready for a batch entry.
@@ -87,7 +357,18 @@ impl SqsQueue {
             client,
             queue: queue.to_string(),
             urls: OnceCell::new_with(urls),
+            batchers: OnceCell::new(),
         }
+    }
+
+    /// The shared batch calls on the main queue, started on first use (on
+    /// the runtime that uses the queue).
+    async fn batchers(&self) -> Result<&Batchers> {
+        let url = self.resolve().await?.main.clone();
+        Ok(self
+            .batchers
+            .get_or_init(|| async { Batchers::start(&self.client, &self.queue, &url) })
+            .await)
     }
 
     /// The queue's and its dead-letter queue's URLs, looked up once.
@@ -123,60 +404,6 @@ impl SqsQueue {
             )));
         }
         Ok(out)
-    }
-
-    /// Sends one batch, retrying the entries SQS failed for a transient reason.
-    async fn send_batch(&self, url: &str, batch: Vec<Outgoing>) -> Result<()> {
-        let mut pending: Vec<(String, Outgoing)> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| (i.to_string(), m))
-            .collect();
-        for attempt in 0..BATCH_TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-            }
-            let mut call = self.client.send_message_batch().queue_url(url);
-            for (id, m) in &pending {
-                let mut entry = SendMessageBatchRequestEntry::builder()
-                    .id(id)
-                    .message_body(&m.body)
-                    .delay_seconds(m.delay_secs);
-                if let Some(encoding) = m.encoding {
-                    entry = entry.message_attributes(ENCODING_ATTR, string_attr(encoding)?);
-                }
-                call = call.entries(
-                    entry
-                        .build()
-                        .map_err(|e| BackendError::Other(format!("sqs batch entry: {e}")))?,
-                );
-            }
-            let out = call
-                .send()
-                .await
-                .map_err(|e| classify(&format!("send_message_batch {}", self.queue), e))?;
-            if out.failed.is_empty() {
-                return Ok(());
-            }
-            let mut retry = HashSet::new();
-            for f in &out.failed {
-                if f.sender_fault {
-                    return Err(BackendError::Other(format!(
-                        "sqs send_message_batch {}: {}: {}",
-                        self.queue,
-                        f.code,
-                        f.message.as_deref().unwrap_or("no message")
-                    )));
-                }
-                retry.insert(f.id.clone());
-            }
-            pending.retain(|(id, _)| retry.contains(id));
-        }
-        Err(BackendError::Unavailable(format!(
-            "sqs send_message_batch {}: {} entries still failing after {BATCH_TRIES} tries",
-            self.queue,
-            pending.len()
-        )))
     }
 
     fn incoming(&self, m: aws_sdk_sqs::types::Message) -> Received {
@@ -253,38 +480,23 @@ impl SqsQueue {
             .collect())
     }
 
+    /// Sends `batch` to the queue at `url` (the main queue or its
+    /// dead-letter queue) outside the shared batchers: the first error.
+    async fn send_batch(&self, url: &str, batch: Vec<Outgoing>) -> Result<()> {
+        self.on(url).send(&batch).await.into_iter().collect()
+    }
+
+    /// Deletes `receipts` from the queue at `url`: the first error.
     async fn delete_batch(&self, url: &str, receipts: Vec<String>) -> Result<()> {
-        let mut call = self.client.delete_message_batch().queue_url(url);
-        for (i, r) in receipts.iter().enumerate() {
-            call = call.entries(
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .build()
-                    .map_err(|e| BackendError::Other(format!("sqs batch entry: {e}")))?,
-            );
+        self.on(url).delete(&receipts).await.into_iter().collect()
+    }
+
+    fn on(&self, url: &str) -> On {
+        On {
+            client: self.client.clone(),
+            queue: self.queue.clone(),
+            url: url.to_string(),
         }
-        let out = call
-            .send()
-            .await
-            .map_err(|e| classify(&format!("delete_message_batch {}", self.queue), e))?;
-        for f in &out.failed {
-            if STALE_RECEIPT_CODES.contains(&f.code.as_str()) {
-                continue;
-            }
-            let text = format!(
-                "sqs delete_message_batch {}: {}: {}",
-                self.queue,
-                f.code,
-                f.message.as_deref().unwrap_or("no message")
-            );
-            return Err(if f.sender_fault {
-                BackendError::Other(text)
-            } else {
-                BackendError::Unavailable(text)
-            });
-        }
-        Ok(())
     }
 
     async fn counts(&self, url: &str) -> Result<(u64, u64, u64)> {
@@ -345,17 +557,15 @@ fn batches(messages: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, messages: Vec<Message>) -> Result<()> {
-        let url = self.resolve().await?.main.clone();
-        let outgoing = messages
+        let entries = messages
             .into_iter()
-            .map(|m| self.outgoing(m))
+            .map(|m| {
+                let out = self.outgoing(m)?;
+                let size = out.size();
+                Ok((out, size))
+            })
             .collect::<Result<Vec<_>>>()?;
-        futures_util::stream::iter(batches(outgoing))
-            .map(|b| self.send_batch(&url, b))
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        self.batchers().await?.send.submit(entries).await
     }
 
     async fn receive(
@@ -402,43 +612,24 @@ impl Queue for SqsQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        let url = self.resolve().await?.main.clone();
         let mut seen = HashSet::new();
-        let unique: Vec<String> = receipts
+        let unique: Vec<(String, usize)> = receipts
             .iter()
             .filter(|r| seen.insert(r.as_str()))
-            .cloned()
+            .map(|r| (r.clone(), r.len()))
             .collect();
-        let chunks: Vec<Vec<String>> = unique.chunks(MAX_BATCH).map(<[String]>::to_vec).collect();
-        futures_util::stream::iter(chunks)
-            .map(|chunk| self.delete_batch(&url, chunk))
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        self.batchers().await?.delete.submit(unique).await
     }
 
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<()> {
-        let url = self.resolve().await?.main.clone();
         let secs = secs_up(visibility).min(MAX_VISIBILITY_SECS) as i32;
-        match self
-            .client
-            .change_message_visibility()
-            .queue_url(url)
-            .receipt_handle(receipt)
-            .visibility_timeout(secs)
-            .send()
+        // Like the embedded queue: extending a message that was acked or
+        // redelivered since does nothing.
+        self.batchers()
+            .await?
+            .extend
+            .submit(vec![((receipt.to_string(), secs), receipt.len())])
             .await
-        {
-            Ok(_) => Ok(()),
-            // Like the embedded queue: extending a message that was acked or
-            // redelivered since does nothing.
-            Err(e) if code(&e).is_some_and(|c| STALE_RECEIPT_CODES.contains(&c)) => Ok(()),
-            Err(e) => Err(classify(
-                &format!("change_message_visibility {}", self.queue),
-                e,
-            )),
-        }
     }
 
     async fn depth(&self) -> Result<QueueDepth> {

@@ -1,0 +1,204 @@
+//! Coalescing of one kind of SQS batch call (SendMessageBatch,
+//! DeleteMessageBatch, ChangeMessageVisibilityBatch) across the concurrent
+//! callers of one process, the way the embedded store shares an fsync: an
+//! entry waits only while the calls already in flight are at their limit,
+//! and the next call takes every entry that queued meanwhile (up to the
+//! batch limits). A lone entry goes out at once; under load each call
+//! carries many. Every caller learns its own entries' outcome.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::backend::{BackendError, Result};
+
+/// One entry waiting for a call.
+struct Entry<T> {
+    item: T,
+    size: usize,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Shares batch calls of one kind among concurrent callers.
+pub(super) struct Batcher<T> {
+    tx: mpsc::UnboundedSender<Entry<T>>,
+    what: &'static str,
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// Starts the batcher's task (on the current tokio runtime): calls
+    /// `call` with at most `max_entries` entries of at most `max_bytes` in
+    /// all, at most `in_flight` calls at once. `call` answers one result per
+    /// entry, in order. The task ends when the batcher is dropped.
+    pub fn start<F, Fut>(
+        what: &'static str,
+        max_entries: usize,
+        max_bytes: usize,
+        in_flight: usize,
+        call: F,
+    ) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<()>>> + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Entry<T>>();
+        let call = Arc::new(call);
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(async move {
+            let mut carried: Option<Entry<T>> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(e) => e,
+                    None => match rx.recv().await {
+                        Some(e) => e,
+                        None => return,
+                    },
+                };
+                // Entries that arrive while every call is busy wait here and
+                // go out together.
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let mut bytes = first.size;
+                let mut batch = vec![first];
+                while batch.len() < max_entries {
+                    match rx.try_recv() {
+                        Ok(e) if bytes + e.size <= max_bytes => {
+                            bytes += e.size;
+                            batch.push(e);
+                        }
+                        Ok(e) => {
+                            carried = Some(e);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let call = call.clone();
+                tokio::spawn(async move {
+                    let (items, dones): (Vec<T>, Vec<_>) =
+                        batch.into_iter().map(|e| (e.item, e.done)).unzip();
+                    let n = items.len();
+                    let mut results = call(items).await;
+                    results.resize_with(n, || {
+                        Err(BackendError::Other(format!(
+                            "sqs {what}: no result for an entry"
+                        )))
+                    });
+                    for (done, result) in dones.into_iter().zip(results) {
+                        // A caller that gave up no longer listens.
+                        let _ = done.send(result);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx, what }
+    }
+
+    /// Submits `(item, size)` entries and waits until each was in a call:
+    /// `Ok` when all succeeded, else the first entry's error.
+    pub async fn submit(&self, entries: Vec<(T, usize)>) -> Result<()> {
+        let mut waits = Vec::with_capacity(entries.len());
+        for (item, size) in entries {
+            let (done, wait) = oneshot::channel();
+            self.tx
+                .send(Entry { item, size, done })
+                .map_err(|_| self.stopped())?;
+            waits.push(wait);
+        }
+        let mut first_error = None;
+        for wait in waits {
+            let result = wait.await.unwrap_or_else(|_| Err(self.stopped()));
+            if let Err(e) = result
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn stopped(&self) -> BackendError {
+        BackendError::Unavailable(format!(
+            "sqs {}: the batching task stopped (its runtime shut down)",
+            self.what
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_entries_share_calls_and_each_caller_gets_its_result() {
+        let calls: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let seen = calls.clone();
+        let batcher = Arc::new(Batcher::start(
+            "test",
+            10,
+            1000,
+            1,
+            move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    items
+                        .iter()
+                        .map(|&i| {
+                            if i == 13 {
+                                Err(BackendError::Other("unlucky".into()))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .collect()
+                }
+            },
+        ));
+        let mut tasks = Vec::new();
+        for i in 0..25u32 {
+            let b = batcher.clone();
+            tasks.push(tokio::spawn(
+                async move { (i, b.submit(vec![(i, 10)]).await) },
+            ));
+        }
+        for t in tasks {
+            let (i, result) = t.await.unwrap();
+            assert_eq!(result.is_err(), i == 13, "entry {i}: {result:?}");
+        }
+        let calls = calls.lock().unwrap();
+        let entries: usize = calls.iter().map(Vec::len).sum();
+        assert_eq!(entries, 25);
+        assert!(calls.iter().all(|c| c.len() <= 10), "{calls:?}");
+        // One call at a time: the first goes alone, the rest queue behind it.
+        assert!(
+            calls.len() <= 4,
+            "{} calls for 25 entries: {calls:?}",
+            calls.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_to_its_byte_limit() {
+        let calls: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let seen = calls.clone();
+        let batcher = Batcher::start("test", 10, 100, 1, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            async move { items.iter().map(|_| Ok(())).collect() }
+        });
+        batcher
+            .submit((0..5).map(|i| (i, 40)).collect())
+            .await
+            .unwrap();
+        let calls = calls.lock().unwrap();
+        assert!(calls.iter().all(|c| c.len() <= 2), "{calls:?}");
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 5);
+    }
+}
