@@ -1042,6 +1042,62 @@ async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
     api.kill();
 }
 
+/// A Redis that restarts without its data (persistence off) loses the
+/// function registry with everything else. The runner puts its configured
+/// functions back at its next reload and says so (log and metric), so the
+/// events sent after the loss start their runs, instead of finding no
+/// function and starting nothing in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_gets_the_functions_back_and_says_so() {
+    let (moto, mut redis) = tokio::task::block_in_place(|| {
+        (
+            harness::Moto::start().expect("start moto"),
+            harness::RedisServer::builder()
+                .start()
+                .expect("start redis-server"),
+        )
+    });
+    let steps = StepServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_process_config(dir.path(), "lost", &redis.url(), 3, &one_step(&steps.url));
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let mut api = Engine::spawn(&moto, &path, "event-api", log("api"));
+    let url = api.event_api().await;
+    let _runner = Engine::spawn(&moto, &path, "runner", log("runner"));
+    let _executor = Engine::spawn(&moto, &path, "executor", log("executor"));
+    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    let client = Client::new(url, state);
+    let batch = |round: u32| {
+        Value::Array(
+            (0..10)
+                .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
+                .collect(),
+        )
+    };
+    let before = client.send(batch(0)).await;
+    assert_eq!(all_completed(&client, &before).await, 10);
+
+    tokio::task::block_in_place(|| {
+        redis.kill();
+        redis.start_again()
+    })
+    .expect("restart redis");
+    // The first call on the old connection fails; the client reconnects.
+    let runs = poll("the restarted Redis to answer", DEADLINE, || async {
+        client.state.runs_for_event(&before[0]).await.ok()
+    })
+    .await;
+    assert!(runs.is_empty(), "the restarted Redis is empty: {runs:?}");
+    let after = client.send(batch(1)).await;
+    assert_eq!(all_completed(&client, &after).await, 10);
+    let runner_log = std::fs::read_to_string(log("runner")).expect("runner log");
+    assert!(
+        runner_log.contains("the state store lost registered functions"),
+        "{runner_log}"
+    );
+    api.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_state_over_tls_with_an_auth_token() {
     let dir = tempfile::tempdir().expect("temp dir");

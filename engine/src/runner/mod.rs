@@ -62,7 +62,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> Result<(), RunnerError> {
-    let registry = Arc::new(Registry::new(backends.state.clone()));
+    let registry = Arc::new(Registry::pinning(
+        backends.state.clone(),
+        config.functions.clone(),
+        metrics.clone(),
+    ));
     load_registry(&registry, &shutdown).await;
     let refresher = {
         let registry = registry.clone();

@@ -2,13 +2,20 @@
 //! with its expressions compiled once and its step graph indexed, reloaded
 //! from the state store on an interval and on demand (a job naming an
 //! unknown function). Unchanged functions keep their compiled form.
+//!
+//! A runner pins the functions it was configured with: a state store that
+//! no longer has one (a Redis restarted without its data) gets it back at
+//! the next reload, and the loss is logged and counted, instead of events
+//! finding no function and starting no run in silence.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, StateStore};
 use crate::functions::{CompiledFunction, ExprError, FunctionDef, Step, Trigger};
+use crate::metrics::Metrics;
 
 /// How often the registry is reloaded in the background.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
@@ -112,6 +119,12 @@ pub struct Registry {
     state: Arc<dyn StateStore>,
     snapshot: RwLock<Arc<Snapshot>>,
     last_load: Mutex<Option<Instant>>,
+    /// Functions put back whenever the state store does not have them.
+    pinned: Vec<FunctionDef>,
+    /// Reloads that had to put pinned functions back.
+    restored: AtomicU64,
+    /// Where those are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Registry {
@@ -121,7 +134,31 @@ impl Registry {
             state,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             last_load: Mutex::new(None),
+            pinned: Vec::new(),
+            restored: AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// Like [`Registry::new`], putting `pinned` (the process's configured
+    /// functions) back into the state store at any reload that misses one,
+    /// counted in `metrics` (`stackctl_runner_functions_restored_total`).
+    pub fn pinning(
+        state: Arc<dyn StateStore>,
+        pinned: Vec<FunctionDef>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pinned,
+            metrics: Some(metrics),
+            ..Self::new(state)
+        }
+    }
+
+    /// Reloads that found pinned functions missing from the state store
+    /// (after the first load) and put them back.
+    pub fn restorations(&self) -> u64 {
+        self.restored.load(Ordering::SeqCst)
     }
 
     fn current(&self) -> Arc<Snapshot> {
@@ -130,7 +167,37 @@ impl Registry {
 
     /// Reloads every function from the state store.
     pub async fn refresh(&self) -> Result<(), BackendError> {
-        let defs = self.state.list_functions().await?;
+        let mut defs = self.state.list_functions().await?;
+        let missing: Vec<&FunctionDef> = self
+            .pinned
+            .iter()
+            .filter(|p| !defs.iter().any(|d| d.id == p.id))
+            .collect();
+        if !missing.is_empty() {
+            for f in &missing {
+                self.state.put_function(f).await?;
+            }
+            let ids: Vec<&str> = missing.iter().map(|f| f.id.as_str()).collect();
+            if self.last_load.lock().expect("registry lock").is_some() {
+                self.restored.fetch_add(1, Ordering::SeqCst);
+                if let Some(m) = &self.metrics {
+                    m.counter(
+                        "stackctl_runner_functions_restored_total",
+                        "Reloads of the function registry that found configured functions \
+                         missing from the state store (its data was lost) and put them back.",
+                        &[],
+                        1,
+                    );
+                }
+                tracing::error!(
+                    functions = ?ids,
+                    "the state store lost registered functions (a Redis restarted without its \
+                     data?); put them back. Runs in progress before are lost: their step jobs \
+                     fail and are dead-lettered (see `stackctl dlq`)"
+                );
+            }
+            defs.extend(missing.into_iter().cloned());
+        }
         let old = self.current();
         let mut next = Snapshot::default();
         for def in defs {
