@@ -81,6 +81,15 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
     .await
     .unwrap_or_else(|e| panic!("apply failed: {e}"));
     let out = |id: &str, key: &str| report.outputs[&LogicalId::new(id)][key].clone();
+    // Clients use the domain; its DNS record points at the load balancer.
+    assert_eq!(
+        aws::event_api_url(&graph, &report.outputs).as_deref(),
+        Some("https://events.example.test")
+    );
+    assert_eq!(
+        aws::event_api_dns_target(&graph, &report.outputs),
+        Some(out("elb.load-balancer", "dns_name"))
+    );
 
     // Checked with the SDK, not the provider's readers.
     let elb = aws.elbv2();

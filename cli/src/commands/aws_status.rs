@@ -43,6 +43,9 @@ fn print_human(s: &StackStatus) -> anyhow::Result<()> {
     if let Some(url) = &s.event_api {
         lines.push(format!("  event API: {url}"));
     }
+    if let Some(dns) = &s.dns_target {
+        lines.push(format!("  DNS: point the domain at {dns} (CNAME)"));
+    }
     lines.push(format!(
         "\n  {:<10} {:>7} {:>7} {:>7}  DETAIL",
         "SERVICE", "DESIRED", "RUNNING", "PENDING"

@@ -106,6 +106,9 @@ fn print(
     if let Some(url) = &report.event_api {
         lines.push(format!("  event API    {url}"));
     }
+    if let Some(dns) = &report.dns_target {
+        lines.push(format!("  DNS          point the domain at {dns} (CNAME)"));
+    }
     if let Some(r) = &report.refresh {
         let done = if report.waited.is_some() {
             "replaced"

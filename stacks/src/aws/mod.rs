@@ -93,7 +93,21 @@ pub fn event_api_url(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> O
     let dns = output("elb.load-balancer", "dns_name")?;
     let listener = graph.get(&LogicalId::new("elb.listener"));
     Some(match listener.map(|l| &l.attributes) {
+        Some(Attributes::Listener(l)) if l.protocol == "HTTPS" => match &graph.event_api_domain {
+            Some(domain) => format!("https://{domain}"),
+            None => format!("https://{dns}"),
+        },
         Some(Attributes::Listener(l)) if l.port != 80 => format!("http://{dns}:{}", l.port),
         _ => format!("http://{dns}"),
     })
+}
+
+/// The load balancer DNS name the domain of an HTTPS `public` event API
+/// must point at (its CNAME record, which is the user's to make).
+pub fn event_api_dns_target(
+    graph: &Graph,
+    outputs: &BTreeMap<LogicalId, Outputs>,
+) -> Option<String> {
+    graph.event_api_domain.as_ref()?;
+    output_value(outputs, "elb.load-balancer", "dns_name")
 }

@@ -505,6 +505,10 @@ pub struct StackStatus {
     pub ready: bool,
     /// The event API's address from outside the VPC, when it has one.
     pub event_api: Option<String>,
+    /// For an HTTPS `public` event API: the load balancer DNS name its
+    /// domain must point at (a CNAME record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_target: Option<String>,
     /// `event-api`, `runner` and `executors`.
     pub services: BTreeMap<String, ServiceStatus>,
     /// The Redis replication group.
@@ -654,6 +658,7 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         in_sync: !planned.plan.has_changes(),
         ready,
         event_api: super::event_api_url(graph, &outputs),
+        dns_target: super::event_api_dns_target(graph, &outputs),
         services,
         redis,
         resources,

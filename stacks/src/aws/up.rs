@@ -98,6 +98,10 @@ pub struct UpReport {
     pub architecture: Architecture,
     /// The event API's address from outside the VPC, when it has one.
     pub event_api: Option<String>,
+    /// For an HTTPS `public` event API: the load balancer DNS name its
+    /// domain must point at (a CNAME record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_target: Option<String>,
     /// What this command cost in AWS API operations.
     pub aws_calls: Calls,
     /// What the waits saw become ready; `None` without waiting.
@@ -254,6 +258,7 @@ pub async fn up(
         image,
         architecture,
         event_api: super::event_api_url(graph, &outputs),
+        dns_target: super::event_api_dns_target(graph, &outputs),
         aws_calls: Calls::of(aws),
         waited,
     })
