@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -198,37 +198,35 @@ impl On {
     /// Deletes one batch; a receipt that is stale (the message was acked or
     /// delivered again since) counts as deleted.
     async fn delete(&self, receipts: &[String]) -> Vec<Result<()>> {
-        let mut call = self.client.delete_message_batch().queue_url(&self.url);
-        for (i, r) in receipts.iter().enumerate() {
-            match DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(r)
-                .build()
-            {
-                Ok(entry) => call = call.entries(entry),
-                Err(e) => {
-                    return fail_all(
-                        BackendError::Other(format!("sqs batch entry: {e}")),
-                        receipts.len(),
-                    );
-                }
+        let built: std::result::Result<Vec<_>, _> = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+            })
+            .collect();
+        let action = "delete_message_batch";
+        let entries = match built {
+            Ok(built) => built,
+            Err(e) => {
+                let error = BackendError::Other(format!("sqs {action} entry: {e}"));
+                return fail_all(error, receipts.len());
             }
-        }
-        match call.send().await {
-            Ok(out) => self.entry_results(
-                "delete_message_batch",
-                receipts.len(),
-                out.failed.iter().map(|f| {
-                    (
-                        f.id.as_str(),
-                        f.code.as_str(),
-                        f.sender_fault,
-                        f.message.as_deref(),
-                    )
-                }),
-            ),
+        };
+        let sent = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => self.entry_results(action, receipts.len(), &out.failed),
             Err(e) => fail_all(
-                classify(&format!("delete_message_batch {}", self.queue), e),
+                classify(&format!("{action} {}", self.queue), e),
                 receipts.len(),
             ),
         }
@@ -237,71 +235,64 @@ impl On {
     /// Changes the visibility of one batch of (receipt, seconds); a stale
     /// receipt is left alone, like the embedded queue does.
     async fn extend(&self, entries: &[(String, i32)]) -> Vec<Result<()>> {
-        let mut call = self
+        let built: std::result::Result<Vec<_>, _> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (receipt, secs))| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .visibility_timeout(*secs)
+                    .build()
+            })
+            .collect();
+        let action = "change_message_visibility_batch";
+        let built = match built {
+            Ok(built) => built,
+            Err(e) => {
+                let error = BackendError::Other(format!("sqs {action} entry: {e}"));
+                return fail_all(error, entries.len());
+            }
+        };
+        let sent = self
             .client
             .change_message_visibility_batch()
-            .queue_url(&self.url);
-        for (i, (receipt, secs)) in entries.iter().enumerate() {
-            match ChangeMessageVisibilityBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(receipt)
-                .visibility_timeout(*secs)
-                .build()
-            {
-                Ok(entry) => call = call.entries(entry),
-                Err(e) => {
-                    return fail_all(
-                        BackendError::Other(format!("sqs batch entry: {e}")),
-                        entries.len(),
-                    );
-                }
-            }
-        }
-        match call.send().await {
-            Ok(out) => self.entry_results(
-                "change_message_visibility_batch",
-                entries.len(),
-                out.failed.iter().map(|f| {
-                    (
-                        f.id.as_str(),
-                        f.code.as_str(),
-                        f.sender_fault,
-                        f.message.as_deref(),
-                    )
-                }),
-            ),
+            .queue_url(&self.url)
+            .set_entries(Some(built))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => self.entry_results(action, entries.len(), &out.failed),
             Err(e) => fail_all(
-                classify(
-                    &format!("change_message_visibility_batch {}", self.queue),
-                    e,
-                ),
+                classify(&format!("{action} {}", self.queue), e),
                 entries.len(),
             ),
         }
     }
 
-    /// One result per entry from a batch answer's failures (id, code,
-    /// sender fault, message): stale receipts count as done.
-    fn entry_results<'a>(
+    /// One result per entry from a batch answer's failures: stale receipts
+    /// count as done.
+    fn entry_results(
         &self,
         action: &str,
         n: usize,
-        failed: impl Iterator<Item = (&'a str, &'a str, bool, Option<&'a str>)>,
+        failed: &[BatchResultErrorEntry],
     ) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
-        for (id, code, sender_fault, message) in failed {
-            let Ok(i) = id.parse::<usize>() else {
+        for f in failed {
+            let Ok(i) = f.id.parse::<usize>() else {
                 continue;
             };
-            if i >= n || STALE_RECEIPT_CODES.contains(&code) {
+            if i >= n || STALE_RECEIPT_CODES.contains(&f.code.as_str()) {
                 continue;
             }
             let text = format!(
-                "sqs {action} {}: {code}: {}",
+                "sqs {action} {}: {}: {}",
                 self.queue,
-                message.unwrap_or("no message")
+                f.code,
+                f.message.as_deref().unwrap_or("no message")
             );
-            results[i] = Err(if sender_fault {
+            results[i] = Err(if f.sender_fault {
                 BackendError::Other(text)
             } else {
                 BackendError::Unavailable(text)
