@@ -434,7 +434,8 @@ async fn up_waits_then_status_scale_and_logs_work() {
         &[(t - 1_000, "from another task")],
     )
     .await;
-    let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "10m"]);
+    // Flags read durations in the spec's grammar, days included.
+    let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "2d"]);
     assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.lines);
     let messages: Vec<&str> = r
         .lines

@@ -2,11 +2,13 @@
 //! the whole engine (event API over HTTP, runner and executor in this
 //! process; queues embedded, so every Redis call is state) on a local
 //! `redis-server` (appendonly on). For a 1-step function with an `http`
-//! step (a step server in this process) and one with a `sleep: 1ms` step:
-//! 1. Redis round trips per completed run: every command the engine's
+//! step (a step server in this process), one with a `sleep: 1ms` step and
+//! a chain of three `http` steps:
+//! 1. Redis commands per completed run: every command the engine's
 //!    connection sends, read from `MONITOR` (commands run inside Lua
-//!    scripts are listed as `lua` and not counted), next to the
-//!    `INFO commandstats` deltas of the same phase. Target: at most 8.
+//!    scripts are listed as `lua` and not counted), by command, next to
+//!    the `INFO commandstats` deltas of the same phase. Each is a round
+//!    trip except the executor's two `HGETALL`s per step, one pipeline.
 //! 2. Completed runs per second with MONITOR off, events sent in batches
 //!    of 100. `BENCH_RUNS` sets the runs of phase 2 (default 2000).
 
@@ -20,64 +22,11 @@ use engine::config::Config;
 use engine::functions::FunctionDef;
 use engine::metrics::Metrics;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+mod common;
+use common::{Monitor, commandstats};
 
 const EVENT_KEY: &str = "bench-key";
-
-fn commandstats(redis: &harness::RedisServer) -> BTreeMap<String, u64> {
-    let info = redis
-        .command(&["INFO", "commandstats"])
-        .expect("INFO")
-        .as_text()
-        .unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("cmdstat_")?;
-            let (name, fields) = rest.split_once(':')?;
-            let calls = fields
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
-        })
-        .collect()
-}
-
-/// Counts the commands each client sends, from `MONITOR`, until stopped.
-struct Monitor {
-    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Monitor {
-    async fn start(addr: &str) -> Self {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("monitor");
-        stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
-        let mut lines = BufReader::new(stream).lines();
-        let first = lines.next_line().await.expect("read").unwrap_or_default();
-        assert_eq!(first, "+OK", "MONITOR answered {first}");
-        let counts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
-        let c = counts.clone();
-        let task = tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                // +1700000000.123456 [0 127.0.0.1:41234] "EVALSHA" ...
-                let Some(client) = line.split('[').nth(1).and_then(|s| s.split(']').next()) else {
-                    continue;
-                };
-                let client = client.split_whitespace().nth(1).unwrap_or("?").to_string();
-                *c.lock().unwrap().entry(client).or_insert(0) += 1;
-            }
-        });
-        Self { counts, task }
-    }
-
-    fn stop(self) -> BTreeMap<String, u64> {
-        self.task.abort();
-        self.counts.lock().unwrap().clone()
-    }
-}
 
 async fn completed(state: &Arc<dyn engine::backend::StateStore>) -> u64 {
     state
@@ -144,18 +93,24 @@ fn main() {
         .build()
         .expect("runtime");
     let step_url = rt.block_on(step_server());
-    for (label, step) in [
+    let http =
+        |id: &str, after: &[&str]| json!({"id": id, "after": after, "http": {"url": step_url}});
+    for (label, steps) in [
+        ("1-step runs (http step)", vec![http("call", &[])]),
         (
-            "http step",
-            json!({"id": "call", "http": {"url": step_url}}),
+            "1-step runs (sleep: 1ms step)",
+            vec![json!({"id": "pause", "sleep": "1ms"})],
         ),
-        ("sleep: 1ms step", json!({"id": "pause", "sleep": "1ms"})),
+        (
+            "3-step runs (http steps a -> b -> c)",
+            vec![http("a", &[]), http("b", &["a"]), http("c", &["b"])],
+        ),
     ] {
-        bench(&rt, label, step, runs);
+        bench(&rt, label, steps, runs);
     }
 }
 
-fn bench(rt: &tokio::runtime::Runtime, label: &str, step: serde_json::Value, runs: usize) {
+fn bench(rt: &tokio::runtime::Runtime, label: &str, steps: Vec<serde_json::Value>, runs: usize) {
     let redis = harness::RedisServer::builder()
         .appendonly(true)
         .start()
@@ -168,9 +123,9 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, step: serde_json::Value, run
         });
         config.event_keys = vec![EVENT_KEY.into()];
         let f: FunctionDef = serde_json::from_value(json!({
-            "id": "one-step",
+            "id": "bench",
             "triggers": [{"event": "bench/run"}],
-            "steps": [step]
+            "steps": steps
         }))
         .expect("function");
         config.functions = vec![f.clone()];
@@ -233,25 +188,37 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, step: serde_json::Value, run
         let before = commandstats(&redis);
         let monitor = Monitor::start(&redis.addr()).await;
         drive(&http, &url, &poller, measured, 50 + measured as u64).await;
-        let per_client = monitor.stop();
+        let seen = monitor.stop();
         let after = commandstats(&redis);
         // The engine's one multiplexed connection sent the most commands;
         // the poller's run_counts pipelines and INFO are other clients.
-        let engine_commands = per_client
+        let mut per_client: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((client, _), n) in &seen {
+            *per_client.entry(client.as_str()).or_default() += n;
+        }
+        let engine_client = per_client
             .iter()
-            .filter(|(client, _)| client.as_str() != "lua")
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0);
+            .filter(|(client, _)| **client != "lua")
+            .max_by_key(|(_, n)| **n)
+            .map(|(client, _)| client.to_string())
+            .unwrap_or_default();
+        let per_run = |n: u64| n as f64 / measured as f64;
+        let engine_commands = per_client.get(engine_client.as_str()).copied().unwrap_or(0);
         let inside_scripts = per_client.get("lua").copied().unwrap_or(0);
-        println!("Redis state store, 1-step runs ({label}), {measured} runs measured");
+        println!("Redis state store, {label}, {measured} runs measured");
         println!(
-            "  round trips per completed run (engine connection, MONITOR): {:.2}  (target <= 8)",
-            engine_commands as f64 / measured as f64
+            "  commands per completed run (engine connection, MONITOR; the executor's two \
+             HGETALLs per step are one pipelined round trip): {:.2}",
+            per_run(engine_commands)
         );
+        for ((client, command), n) in &seen {
+            if *client == engine_client {
+                println!("    {command:<18} {:>7.2}", per_run(*n));
+            }
+        }
         println!(
             "  commands run inside Lua scripts per run: {:.2}",
-            inside_scripts as f64 / measured as f64
+            per_run(inside_scripts)
         );
         println!(
             "  INFO commandstats deltas per run (all clients, script-internal calls included):"
@@ -259,7 +226,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, step: serde_json::Value, run
         for (name, calls) in &after {
             let delta = calls - before.get(name).copied().unwrap_or(0);
             if delta > 0 && !name.starts_with("info") && !name.starts_with("monitor") {
-                println!("    {name:<18} {:>7.2}", delta as f64 / measured as f64);
+                println!("    {name:<18} {:>7.2}", per_run(delta));
             }
         }
 

@@ -2,14 +2,18 @@
 //! app that reads the body and answers 200, run as a child process of the
 //! bench program so it gets its own runtime like the engine does), engine
 //! processes from the built `stackctl-engine`, the load generator
-//! (`engine::loadgen`) and the machine's load.
+//! (`engine::loadgen`), Redis command counts and the machine's load.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use engine::loadgen::{self as bench, BenchConfig, Load, Quiet, Report};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +72,13 @@ pub struct ChildGuard {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+}
+
+impl ChildGuard {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ChildGuard {
@@ -174,6 +185,65 @@ pub fn closed_loop(
     c.events_per_request = events;
     c.load = Load::Max { duration: time };
     load(rt, c)
+}
+
+/// `INFO commandstats` of `redis`: calls by command name (commands run
+/// inside Lua scripts included).
+pub fn commandstats(redis: &harness::RedisServer) -> BTreeMap<String, u64> {
+    let info = redis
+        .command(&["INFO", "commandstats"])
+        .expect("INFO")
+        .as_text()
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("cmdstat_")?;
+            let (name, fields) = rest.split_once(':')?;
+            let calls = fields
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Counts the commands each client sends, by command name, from
+/// `MONITOR`, until stopped.
+pub struct Monitor {
+    counts: Arc<std::sync::Mutex<BTreeMap<(String, String), u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Monitor {
+    pub async fn start(addr: &str) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("monitor");
+        stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        let first = lines.next_line().await.expect("read").unwrap_or_default();
+        assert_eq!(first, "+OK", "MONITOR answered {first}");
+        let counts = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                // +1700000000.123456 [0 127.0.0.1:41234] "EVALSHA" ...
+                let Some((head, rest)) = line.split_once("] ") else {
+                    continue;
+                };
+                let client = head.split_whitespace().last().unwrap_or("?").to_string();
+                let command = rest.split('"').nth(1).unwrap_or("?").to_ascii_lowercase();
+                *c.lock().unwrap().entry((client, command)).or_insert(0) += 1;
+            }
+        });
+        Self { counts, task }
+    }
+
+    pub fn stop(self) -> BTreeMap<(String, String), u64> {
+        self.task.abort();
+        self.counts.lock().unwrap().clone()
+    }
 }
 
 /// The 1-, 5- and 15-minute load averages.

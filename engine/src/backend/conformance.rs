@@ -922,7 +922,8 @@ pub async fn create_run_and_send_once(h: &dyn Harness) {
 }
 
 /// A step's end (outcome, attempt, jobs, run end) happens once: a second
-/// call writes and sends nothing.
+/// call writes and sends nothing. Without jobs the run ends only when
+/// asked, with its error; [`StateStore::run_with_steps`] reads both back.
 pub async fn end_step_once(h: &dyn Harness) {
     let b = h.open(&queues()).await;
     let t = now();
@@ -978,4 +979,51 @@ pub async fn end_step_once(h: &dyn Harness) {
         .await
         .unwrap();
     assert!(more.is_empty(), "nothing sent by the second call: {more:?}");
+
+    // Without jobs: a middle step leaves the run running, a failed last
+    // step ends it with the error; no attempt is recorded when none is given.
+    assert!(b.state.create_run(&run("r2", "e2", t)).await.unwrap());
+    let quiet = |step: &str, outcome: StepOutcome, finish| StepEnd {
+        run_id: "r2".into(),
+        step_id: step.into(),
+        outcome,
+        at: t + 7,
+        attempt: None,
+        jobs: Vec::new(),
+        finish,
+    };
+    let done = StepOutcome::Completed { output: json!(1) };
+    assert!(
+        b.state
+            .end_step(quiet("a", done.clone(), None), b.work.as_ref())
+            .await
+            .unwrap()
+    );
+    let (r, steps) = b.state.run_with_steps("r2").await.unwrap();
+    assert_eq!(r.expect("run r2").status, RunStatus::Running);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].outcome, Some(done));
+    assert!(steps[0].attempts.is_empty(), "{steps:?}");
+    let failed = StepOutcome::Failed {
+        error: "boom".into(),
+    };
+    let finish = Some((RunStatus::Failed, Some("step `b` failed: boom".into())));
+    assert!(
+        b.state
+            .end_step(quiet("b", failed, finish), b.work.as_ref())
+            .await
+            .unwrap()
+    );
+    let (r, steps) = b.state.run_with_steps("r2").await.unwrap();
+    let r = r.expect("run r2");
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_deref(), Some("step `b` failed: boom"));
+    assert_eq!(r.ended_at, Some(t + 7));
+    let mut ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a", "b"]);
+    let counts = b.state.run_counts().await.unwrap();
+    assert_eq!(counts.get(&RunStatus::Failed), Some(&1), "{counts:?}");
+    let (none, steps) = b.state.run_with_steps("missing").await.unwrap();
+    assert!(none.is_none() && steps.is_empty());
 }

@@ -363,6 +363,12 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Every step record of a run.
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    /// A run and its step records, read together (one round trip where the
+    /// store can).
+    async fn run_with_steps(&self, run_id: &str) -> Result<(Option<Run>, Vec<StepRecord>)> {
+        let (run, steps) = tokio::join!(self.get_run(run_id), self.steps(run_id));
+        Ok((run?, steps?))
+    }
 
     /// Records a pending wait.
     async fn add_wait(&self, wait: &Wait) -> Result<()>;

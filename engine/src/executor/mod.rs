@@ -303,10 +303,8 @@ impl Executor {
     /// A job that may act (its step's lease held, for a step).
     async fn handle(&self, job: Job) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
-        // Both reads at once: they do not depend on each other.
-        let (run, progress) =
-            tokio::join!(state.get_run(&job.run_id), self.flow.progress(&job.run_id));
-        let Some(run) = run? else {
+        let (run, steps) = state.run_with_steps(&job.run_id).await?;
+        let Some(run) = run else {
             // Runs are written before their first job is sent, so the state
             // store lost this one (or a replica lags behind): retried, then
             // dead-lettered where `stackctl dlq` shows it, never dropped.
@@ -341,7 +339,7 @@ impl Executor {
                 .await?;
             return Ok(());
         };
-        let progress = progress?;
+        let progress = Progress::from_records(steps);
         if progress.outcomes.contains_key(&step.id) {
             // A duplicate or redelivered job: the work is saved; make sure
             // the run moved on (the first one may have crashed before).

@@ -1,5 +1,7 @@
-//! Human durations as written in specs and functions: `500ms`, `30s`, `5m`,
-//! `2h`, `4d`. A plain integer is not accepted, so a unit is never guessed.
+//! Human durations, one grammar for specs, functions and every command-line
+//! flag: a whole number followed by `us`, `ms`, `s`, `m`, `h` or `d`
+//! (`500ms`, `30s`, `5m`, `2h`, `4d`). A plain integer is not accepted, so a
+//! unit is never guessed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,15 +9,18 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A non-negative duration with millisecond precision.
+/// The grammar as a regular expression (the JSON schema's `pattern`).
+pub const PATTERN: &str = "^[0-9]+(us|ms|s|m|h|d)$";
+/// The grammar in words, for error messages.
+pub const GRAMMAR: &str = "a whole number followed by us, ms, s, m, h or d, e.g. `30s`, `5m`, `4d`";
+
+/// A non-negative duration with microsecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub std::time::Duration);
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration `{input}`: expected a number followed by ms, s, m, h or d (for example `30s`, `5m`, `4d`)"
-)]
+#[error("invalid duration `{input}`: expected {GRAMMAR}")]
 pub struct DurationError {
     /// The text that did not parse.
     pub input: String,
@@ -43,34 +48,44 @@ impl Duration {
     }
 }
 
+/// Parses the grammar of this module into a standard duration.
+pub fn parse(s: &str) -> Result<std::time::Duration, DurationError> {
+    let err = || DurationError {
+        input: s.to_string(),
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let micros_per_unit: u64 = match unit {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        _ => return Err(err()),
+    };
+    n.checked_mul(micros_per_unit)
+        .map(std::time::Duration::from_micros)
+        .ok_or_else(err)
+}
+
 impl FromStr for Duration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError {
-            input: s.to_string(),
-        };
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| err())?;
-        let ms_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(err()),
-        };
-        n.checked_mul(ms_per_unit)
-            .map(Self::from_millis)
-            .ok_or_else(err)
+        parse(s).map(Self)
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
+        let us = self.0.as_micros();
+        if us != ms * 1000 {
+            return write!(f, "{us}us");
+        }
         for (unit, size) in [
             ("d", 86_400_000),
             ("h", 3_600_000),
@@ -106,8 +121,8 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^[0-9]+(ms|s|m|h|d)$",
-            "description": "A duration: a whole number followed by ms, s, m, h or d, e.g. `30s`, `5m`, `4d`."
+            "pattern": PATTERN,
+            "description": format!("A duration: {GRAMMAR}.")
         })
     }
 }
@@ -131,6 +146,10 @@ mod tests {
             assert_eq!(d.std().as_millis(), ms, "{text}");
             assert_eq!(d.to_string(), shown, "{text}");
         }
+        let d: Duration = "1500us".parse().unwrap();
+        assert_eq!(d.std().as_micros(), 1500);
+        assert_eq!(d.to_string(), "1500us");
+        assert_eq!("3000us".parse::<Duration>().unwrap().to_string(), "3ms");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! retries, concurrency), shared by the engine (which runs them) and by
 //! `stacks` (which validates them inside a stack spec).
 
-mod duration;
+pub mod duration;
 mod expr;
 mod model;
 mod validate;

@@ -51,41 +51,15 @@ impl fmt::Display for Stage {
     }
 }
 
-/// Parses `500ms`, `30s`, `1m`, `2h` and also fractions such as `1.5s`.
+/// Parses a duration flag in the one grammar of specs and flags
+/// ([`crate::functions::duration`]): `500ms`, `30s`, `1m`, `2h`, `2d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{t}` has no unit (ms, s, m or h)"))?;
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a number with a unit"))?;
-    let secs = match unit {
-        "us" => n / 1e6,
-        "ms" => n / 1e3,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{t}` has an unknown unit (expected ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{t}` is out of range"))
+    crate::functions::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    crate::functions::Duration(d).to_string()
 }
 
 /// When each request of a fixed-rate run is due, relative to the start.
@@ -252,9 +226,19 @@ mod tests {
         let s: Stage = "1m:300".parse().unwrap();
         assert_eq!(s.duration, Duration::from_secs(60));
         assert_eq!(s.to_string(), "1m:300");
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        // The spec's grammar: days, no fractions.
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        let err = parse_duration("1.5s").unwrap_err();
+        assert!(err.contains("whole number followed by us, ms"), "{err}");
         let err = "30:100".parse::<Stage>().unwrap_err().to_string();
-        assert!(err.contains("no unit"), "{err}");
+        assert!(err.contains("invalid duration `30`"), "{err}");
         assert!("30s".parse::<Stage>().is_err());
         assert!("30s:-1".parse::<Stage>().is_err());
     }

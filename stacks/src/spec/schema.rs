@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use engine::functions::{FunctionDef, Path, PathSegment, closest};
+use engine::functions::{FunctionDef, Path, PathSegment, closest, duration};
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::paths::LocationSegment;
 use serde_json::Value as J;
@@ -388,7 +388,7 @@ impl<'a> Walker<'a> {
                     schema
                         .get("pattern")
                         .and_then(J::as_str)
-                        .is_some_and(|p| p.contains("(ms|s|m|h|d)"))
+                        .is_some_and(|p| p == duration::PATTERN)
                 });
                 let (expected, help) = if path.0.is_empty() && doc_is_spec(self.root) {
                     (
@@ -403,7 +403,7 @@ impl<'a> Walker<'a> {
                 } else if is_duration {
                     (
                         "a duration".to_string(),
-                        "durations need a unit: a whole number followed by ms, s, m, h or d, e.g. `30s`, `5m`, `4d`".to_string(),
+                        format!("durations need a unit: {}", duration::GRAMMAR),
                     )
                 } else {
                     (expected, self.help_for(&path))
@@ -428,12 +428,12 @@ impl<'a> Walker<'a> {
             ValidationErrorKind::Constant { expected_value } => {
                 out.push(self.bad_choice(&path, instance, &[show(expected_value)]));
             }
-            ValidationErrorKind::Pattern { pattern } if pattern.contains("(ms|s|m|h|d)") => {
+            ValidationErrorKind::Pattern { pattern } if pattern == duration::PATTERN => {
                 out.push(Problem::new(
                     path.clone(),
                     At::Value,
                     format!("invalid duration `{}` for `{path}`", show(instance)),
-                    "write a whole number followed by ms, s, m, h or d, e.g. `30s`, `5m`, `4d`",
+                    format!("write {}", duration::GRAMMAR),
                 ));
             }
             ValidationErrorKind::Minimum { limit }

@@ -26,52 +26,82 @@ return 1
     )
 });
 
-/// KEYS: run hash, running index, new status index (scored by end time,
-/// which `PURGE_FINISHED` goes by).
+/// Lua functions the step and run scripts share.
+///
+/// `finish` ends a running run: status, end time and error on the run
+/// hash, and the run moved from the running index to its status index
+/// (scored by end time, which `PURGE_FINISHED` goes by); 1 if this call
+/// ended it. `order` records a step's first-seen order in the steps hash.
+/// `outcome` writes a step's outcome once (1 if written, 0 if one existed).
+/// `attempt` records an attempt under its zero-padded number.
+const STEP_FUNCTIONS: &str = r"
+local function finish(run, running, ended, status, has_error, err, at, id)
+  if redis.call('HGET', run, 'status') ~= 'running' then return 0 end
+  redis.call('HSET', run, 'status', status, 'ended_at', at)
+  if has_error == '1' then
+    redis.call('HSET', run, 'error', err)
+  else
+    redis.call('HDEL', run, 'error')
+  end
+  local score = redis.call('ZSCORE', running, id)
+  redis.call('ZREM', running, id)
+  if score then redis.call('ZADD', ended, at, id) end
+  return 1
+end
+local function order(steps, step)
+  local field = 'n:' .. step
+  if redis.call('HEXISTS', steps, field) == 0 then
+    redis.call('HSET', steps, field, redis.call('HINCRBY', steps, '#', 1))
+  end
+end
+local function outcome(steps, step, stored)
+  if redis.call('HSETNX', steps, 'o:' .. step, stored) == 0 then return 0 end
+  order(steps, step)
+  return 1
+end
+local function attempt(steps, step, number, json)
+  order(steps, step)
+  redis.call('HSET', steps, 'a:' .. step .. ':' .. number, json)
+end
+";
+
+fn with_step_functions(body: &str) -> Script {
+    Script::new(&format!("{STEP_FUNCTIONS}{body}"))
+}
+
+/// KEYS: run hash, running index, new status index.
 /// ARGV: status, has_error, error, ended_at, run id.
 /// Returns 1 if this call ended the run, 0 if it had ended or does not exist.
 pub static FINISH_RUN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'ended_at', ARGV[4])
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'error', ARGV[3])
-else
-  redis.call('HDEL', KEYS[1], 'error')
-end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[5])
-redis.call('ZREM', KEYS[2], ARGV[5])
-if score then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) end
-return 1
-",
+    with_step_functions(
+        "return finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])",
     )
 });
 
 /// KEYS: the run's steps hash. ARGV: step id, zero-padded attempt number,
 /// attempt JSON. Records the step's first-seen order too.
-pub static RECORD_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local order = 'n:' .. ARGV[1]
-if redis.call('HEXISTS', KEYS[1], order) == 0 then
-  redis.call('HSET', KEYS[1], order, redis.call('HINCRBY', KEYS[1], '#', 1))
-end
-redis.call('HSET', KEYS[1], 'a:' .. ARGV[1] .. ':' .. ARGV[2], ARGV[3])
-return 1
-",
-    )
-});
+pub static RECORD_ATTEMPT: LazyLock<Script> =
+    LazyLock::new(|| with_step_functions("attempt(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\nreturn 1"));
 
 /// KEYS: the run's steps hash. ARGV: step id, `{"at", "outcome"}` JSON.
 /// Returns 1 if written, 0 if an outcome existed (left unchanged).
-pub static SET_OUTCOME: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub static SET_OUTCOME: LazyLock<Script> =
+    LazyLock::new(|| with_step_functions("return outcome(KEYS[1], ARGV[1], ARGV[2])"));
+
+/// The end of a step in one round trip: its outcome written once and, only
+/// if this call wrote it, its attempt recorded and (when ARGV[5] names a
+/// status) its run ended.
+/// KEYS: the run's steps hash, run hash, running index, new status index.
+/// ARGV: step id, `{"at", "outcome"}` JSON, zero-padded attempt number or
+/// "" for none, attempt JSON, status or "", has_error, error, ended_at, run id.
+/// Returns 1 if this call wrote the outcome, else 0.
+pub static END_STEP: LazyLock<Script> = LazyLock::new(|| {
+    with_step_functions(
         r"
-if redis.call('HSETNX', KEYS[1], 'o:' .. ARGV[1], ARGV[2]) == 0 then return 0 end
-local order = 'n:' .. ARGV[1]
-if redis.call('HEXISTS', KEYS[1], order) == 0 then
-  redis.call('HSET', KEYS[1], order, redis.call('HINCRBY', KEYS[1], '#', 1))
+if outcome(KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] ~= '' then attempt(KEYS[1], ARGV[1], ARGV[3], ARGV[4]) end
+if ARGV[5] ~= '' then
+  finish(KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 end
 return 1
 ",

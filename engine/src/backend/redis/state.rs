@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{classify, connect, keys, scripts};
 use crate::backend::{
-    Attempt, BackendError, Event, Result, Run, RunStatus, StateStore, StepOutcome, StepRecord, Wait,
+    Attempt, BackendError, Event, Queue, Result, Run, RunStatus, StateStore, StepEnd, StepOutcome,
+    StepRecord, Wait,
 };
 use crate::functions::FunctionDef;
 
@@ -38,6 +39,23 @@ fn json_err(e: serde_json::Error) -> BackendError {
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| BackendError::Other(format!("encode: {e}")))
+}
+
+/// The zero-padded attempt number of a step's attempt field.
+fn attempt_field(number: u32) -> String {
+    format!("{number:0ATTEMPT_DIGITS$}")
+}
+
+/// Refuses to end a run with a status that is not an end.
+fn terminal(run_id: &str, status: RunStatus) -> Result<()> {
+    if status.is_terminal() {
+        Ok(())
+    } else {
+        Err(BackendError::Other(format!(
+            "finish_run {run_id}: `{}` is not a terminal status",
+            keys::status_str(status)
+        )))
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -235,12 +253,7 @@ impl StateStore for RedisState {
         error: Option<String>,
         at: i64,
     ) -> Result<bool> {
-        if !status.is_terminal() {
-            return Err(BackendError::Other(format!(
-                "finish_run {run_id}: `{}` is not a terminal status",
-                keys::status_str(status)
-            )));
-        }
+        terminal(run_id, status)?;
         let ended: i64 = scripts::FINISH_RUN
             .key(keys::run(run_id))
             .key(keys::runs_with(RunStatus::Running))
@@ -287,11 +300,7 @@ impl StateStore for RedisState {
         scripts::RECORD_ATTEMPT
             .key(keys::steps(run_id))
             .arg(step_id)
-            .arg(format!(
-                "{:0width$}",
-                attempt.number,
-                width = ATTEMPT_DIGITS
-            ))
+            .arg(attempt_field(attempt.number))
             .arg(to_json(&attempt)?)
             .invoke_async::<i64>(&mut self.conn())
             .await
@@ -365,6 +374,76 @@ impl StateStore for RedisState {
             .await
             .map_err(classify)?;
         Ok(taken == 1)
+    }
+
+    async fn run_with_steps(&self, run_id: &str) -> Result<(Option<Run>, Vec<StepRecord>)> {
+        let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+            .hgetall(keys::run(run_id))
+            .hgetall(keys::steps(run_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok((decode_run(run)?, steps_from_fields(steps)?))
+    }
+
+    /// The outcome, the attempt and the end of the run are one script (one
+    /// round trip); the jobs go out after it, as the default does. A run
+    /// that ends while jobs are sent (not something the executor asks for)
+    /// is ended after them, in order.
+    async fn end_step(&self, end: StepEnd, work: &dyn Queue) -> Result<bool> {
+        let StepEnd {
+            run_id,
+            step_id,
+            outcome,
+            at,
+            attempt,
+            jobs,
+            finish,
+        } = end;
+        let (now, later) = if jobs.is_empty() {
+            (finish, None)
+        } else {
+            (None, finish)
+        };
+        let mut script = scripts::END_STEP.key(keys::steps(&run_id));
+        script
+            .key(keys::run(&run_id))
+            .key(keys::runs_with(RunStatus::Running))
+            .key(keys::runs_with(
+                now.as_ref().map_or(RunStatus::Running, |(s, _)| *s),
+            ))
+            .arg(&step_id)
+            .arg(to_json(&StoredOutcome { at, outcome })?);
+        match &attempt {
+            Some(a) => script.arg(attempt_field(a.number)).arg(to_json(a)?),
+            None => script.arg("").arg(""),
+        };
+        match &now {
+            Some((status, error)) => {
+                terminal(&run_id, *status)?;
+                script
+                    .arg(keys::status_str(*status))
+                    .arg(if error.is_some() { "1" } else { "0" })
+                    .arg(error.as_deref().unwrap_or(""))
+            }
+            None => script.arg("").arg("0").arg(""),
+        };
+        let written: i64 = script
+            .arg(at)
+            .arg(&run_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        if written == 0 {
+            return Ok(false);
+        }
+        if !jobs.is_empty() {
+            work.send(jobs).await?;
+        }
+        if let Some((status, error)) = later {
+            self.finish_run(&run_id, status, error, at).await?;
+        }
+        Ok(true)
     }
 
     async fn acquire_slot(

@@ -1,15 +1,18 @@
 //! Coalescing of one kind of SQS batch call (SendMessageBatch,
 //! DeleteMessageBatch, ChangeMessageVisibilityBatch) across the concurrent
 //! callers of one process, the way the embedded store shares an fsync: an
-//! entry waits only while the calls already in flight are at their limit,
-//! and the next call takes every entry that queued meanwhile (up to the
-//! batch limits). A lone entry goes out at once; under load each call
-//! carries many. Every caller learns its own entries' outcome.
+//! entry goes out at once when no call is in flight; otherwise it waits
+//! for the calls in flight to finish (or for a full batch, which may go out
+//! beside them up to a limit), and the next call takes every entry that
+//! queued meanwhile (up to the batch limits). A lone entry costs no wait;
+//! under load each call carries many. Every caller learns its own entries'
+//! outcome.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::backend::{BackendError, Result};
 
@@ -18,6 +21,27 @@ struct Entry<T> {
     item: T,
     size: usize,
     done: oneshot::Sender<Result<()>>,
+}
+
+/// The entries of the next call.
+struct Batch<T> {
+    entries: Vec<Entry<T>>,
+    bytes: usize,
+}
+
+impl<T> Batch<T> {
+    /// Adds `e` if it fits in `max_bytes`, else keeps it for the next call
+    /// in `carried` and answers false: this batch is closed.
+    fn add(&mut self, e: Entry<T>, max_bytes: usize, carried: &mut Option<Entry<T>>) -> bool {
+        if self.bytes + e.size <= max_bytes {
+            self.bytes += e.size;
+            self.entries.push(e);
+            true
+        } else {
+            *carried = Some(e);
+            false
+        }
+    }
 }
 
 /// Shares batch calls of one kind among concurrent callers.
@@ -45,6 +69,8 @@ impl<T: Send + 'static> Batcher<T> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Entry<T>>();
         let call = Arc::new(call);
         let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        let busy = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(Notify::new());
         tokio::spawn(async move {
             let mut carried: Option<Entry<T>> = None;
             loop {
@@ -55,32 +81,40 @@ impl<T: Send + 'static> Batcher<T> {
                         None => return,
                     },
                 };
-                // Entries that arrive while every call is busy wait here and
-                // go out together.
+                let mut batch = Batch {
+                    bytes: first.size,
+                    entries: vec![first],
+                };
+                let mut open = true;
+                while open && batch.entries.len() < max_entries {
+                    match rx.try_recv() {
+                        Ok(e) => open = batch.add(e, max_bytes, &mut carried),
+                        Err(_) => break,
+                    }
+                }
+                // A partial batch waits for the calls in flight to finish,
+                // gathering what arrives meanwhile, so a steady trickle
+                // fills batches instead of taking one call each; a full
+                // batch goes out beside them, up to `in_flight` calls.
+                while open && batch.entries.len() < max_entries && busy.load(Ordering::SeqCst) > 0 {
+                    tokio::select! {
+                        e = rx.recv() => match e {
+                            Some(e) => open = batch.add(e, max_bytes, &mut carried),
+                            None => break,
+                        },
+                        () = finished.notified() => {}
+                    }
+                }
                 let permit = permits
                     .clone()
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                let mut bytes = first.size;
-                let mut batch = vec![first];
-                while batch.len() < max_entries {
-                    match rx.try_recv() {
-                        Ok(e) if bytes + e.size <= max_bytes => {
-                            bytes += e.size;
-                            batch.push(e);
-                        }
-                        Ok(e) => {
-                            carried = Some(e);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let call = call.clone();
+                busy.fetch_add(1, Ordering::SeqCst);
+                let (call, busy, finished) = (call.clone(), busy.clone(), finished.clone());
                 tokio::spawn(async move {
                     let (items, dones): (Vec<T>, Vec<_>) =
-                        batch.into_iter().map(|e| (e.item, e.done)).unzip();
+                        batch.entries.into_iter().map(|e| (e.item, e.done)).unzip();
                     let n = items.len();
                     let mut results = call(items).await;
                     results.resize_with(n, || {
@@ -93,6 +127,8 @@ impl<T: Send + 'static> Batcher<T> {
                         let _ = done.send(result);
                     }
                     drop(permit);
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    finished.notify_one();
                 });
             }
         });
@@ -183,6 +219,41 @@ mod tests {
             "{} calls for 25 entries: {calls:?}",
             calls.len()
         );
+    }
+
+    /// Entries arriving one by one while a call is in flight wait for it
+    /// and share the next call, even when more calls could be in flight.
+    #[tokio::test]
+    async fn a_trickle_fills_batches_behind_the_call_in_flight() {
+        let calls: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let seen = calls.clone();
+        let batcher = Arc::new(Batcher::start(
+            "test",
+            10,
+            1000,
+            4,
+            move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.len());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    items.iter().map(|_| Ok(())).collect()
+                }
+            },
+        ));
+        let mut tasks = Vec::new();
+        for i in 0..40u32 {
+            let b = batcher.clone();
+            tasks.push(tokio::spawn(async move { b.submit(vec![(i, 10)]).await }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.iter().sum::<usize>(), 40);
+        // One entry per 2 ms and 20 ms per call: about 10 entries per call
+        // after the first (four calls in flight would take one or two each).
+        assert!(calls.len() <= 10, "{} calls: {calls:?}", calls.len());
     }
 
     #[tokio::test]
