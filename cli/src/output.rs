@@ -41,6 +41,28 @@ pub fn print_line(line: &str) -> std::io::Result<()> {
     }
 }
 
+/// Writes `text` to stdout as it is (no newline added), like [`print_line`].
+pub fn print_text(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match write!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `println!` through [`print_line`], so every command's output survives a
+/// reader that went away (`stackctl status | head -1`); it evaluates to the
+/// write's `io::Result`.
+macro_rules! outln {
+    () => {
+        $crate::output::print_line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::print_line(&format!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// Prints an error with its chain of causes: as text on stderr, or as a JSON
 /// object on stdout with `--output json` so scripts always get JSON.
 pub fn print_error(output: Output, err: &anyhow::Error) {

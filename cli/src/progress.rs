@@ -92,7 +92,8 @@ impl Progress for Reporter {
                     "message": event.message,
                     "ts_ms": ts,
                 });
-                println!("{line}");
+                // Like every command's output, a reader that went away ends it quietly.
+                let _ = crate::output::print_line(&line.to_string());
             }
             Mode::Lines => eprintln!("{} {} {}", clock(), symbol(event.phase), event.message),
             Mode::Terminal { multi, bars } => {

@@ -292,3 +292,26 @@ fn named_stackctl_engine_the_binary_is_the_engine() {
         text(&out.stderr)
     );
 }
+
+/// Output into a reader that went away (`stackctl status | head -0`) ends
+/// quietly with the command's own exit code, instead of a panic (101).
+#[test]
+fn status_into_a_closed_reader_exits_with_its_own_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("local.yaml");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = stackctl(&["init", "--provider", "local", file_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(["status", file_arg])
+        .current_dir(dir.path())
+        .stdout(writer)
+        .output()
+        .expect("run stackctl");
+    let stderr = text(&out.stderr);
+    // Not up: exit 1, its line lost with the reader.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

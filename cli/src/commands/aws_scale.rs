@@ -10,7 +10,7 @@ use stacks::local::Service;
 use stacks::spec::LoadedSpec;
 
 use super::aws_wait::WaitArgs;
-use crate::output::{Exit, Output};
+use crate::output::{Exit, Output, outln};
 use crate::progress::Reporter;
 
 /// What `scale` of an aws stack takes from the command line.
@@ -54,7 +54,7 @@ fn print(scaled: &StackScale, output: Output) -> anyhow::Result<()> {
             crate::output::print_line(&doc.to_string())?;
         }
         Output::Human => {
-            println!(
+            outln!(
                 "{} ({}) scaled from {} to {}{}",
                 report.service.as_str(),
                 report.resource,
@@ -65,19 +65,21 @@ fn print(scaled: &StackScale, output: Output) -> anyhow::Result<()> {
                 } else {
                     " (not waited: --no-wait)"
                 }
-            );
+            )?;
             if let Some(b) = moved {
-                println!(
+                outln!(
                     "bounds moved: {} [{}, {}] -> [{}, {}] so the count stays within them",
-                    b.by, b.min, b.max, b.new_min, b.new_max
-                );
+                    b.by,
+                    b.min,
+                    b.max,
+                    b.new_min,
+                    b.new_max
+                )?;
             }
             if report.policies {
-                println!(
-                    "note: scaling policies may change the count again when their alarms fire"
-                );
+                outln!("note: scaling policies may change the count again when their alarms fire")?;
             }
-            println!("note: {}", report.note);
+            outln!("note: {}", report.note)?;
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use stacks::spec::Provider;
 use tokio_util::sync::CancellationToken;
 
 use super::up::{StackFile, load};
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 
 /// Load-test the event API: fixed arrival rate or maximum throughput.
 #[derive(Debug, Args)]
@@ -171,9 +171,9 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
     match output {
         Output::Json => output::print_json(&report)?,
         Output::Human => {
-            print!("{}", report.render());
+            output::print_text(&report.render())?;
             if args.timeline {
-                println!("\n  timeline\n{}", report.render_timeline());
+                outln!("\n  timeline\n{}", report.render_timeline())?;
             }
         }
     }

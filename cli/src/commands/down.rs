@@ -11,7 +11,7 @@ use clap::Args;
 use stacks::spec::Provider;
 
 use super::up::{StackFile, load, require_local};
-use crate::output::{Exit, Output};
+use crate::output::{Exit, Output, outln};
 use crate::progress::Reporter;
 
 /// Take the stack down: stop a local stack's processes (data kept unless --purge), or delete every AWS resource of an aws stack.
@@ -85,10 +85,10 @@ pub async fn run(args: DownArgs, output: Output) -> anyhow::Result<Exit> {
         Output::Json => {
             let mut doc = serde_json::to_value(&report)?;
             doc["type"] = "result".into();
-            println!("{doc}");
+            outln!("{doc}")?;
         }
         Output::Human => {
-            println!(
+            outln!(
                 "stack `{stack}` is down: {} stopped, {} killed, {} already gone; {}",
                 report.stopped.len(),
                 report.killed.len(),
@@ -101,7 +101,7 @@ pub async fn run(args: DownArgs, output: Output) -> anyhow::Result<Exit> {
                         report.state_dir.display()
                     )
                 }
-            );
+            )?;
         }
     }
     Ok(Exit::Ok)

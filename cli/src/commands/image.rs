@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use stacks::image::{self, BuildOptions, Credentials, ImageRef, PushEvent, PushOptions};
 
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 
 /// Build and push the engine's container image.
 #[derive(Debug, Args)]
@@ -159,14 +159,14 @@ async fn build(args: BuildArgs, output: Output) -> anyhow::Result<Exit> {
     match output {
         Output::Json => output::print_json(&report)?,
         Output::Human => {
-            println!("{}", report.digest);
+            outln!("{}", report.digest)?;
             if let Some(push) = &report.push {
-                println!("{}", push.reference);
-                println!(
+                outln!("{}", push.reference)?;
+                outln!(
                     "uploaded {}, skipped {} already in the registry",
                     human_bytes(push.pushed_bytes),
                     human_bytes(push.skipped_bytes)
-                );
+                )?;
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 
 /// Write a commented starter stack spec.
 #[derive(Debug, Args)]
@@ -66,11 +66,11 @@ pub fn run(args: InitArgs, out: Output) -> anyhow::Result<Exit> {
             "file": file,
             "provider": args.provider.to_possible_value().map(|v| v.get_name().to_string()),
         }))?,
-        Output::Human => println!(
+        Output::Human => outln!(
             "wrote {}; check it with `stackctl validate {}`",
             file.display(),
             file.display()
-        ),
+        )?,
     }
     Ok(Exit::Ok)
 }

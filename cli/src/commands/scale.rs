@@ -7,7 +7,7 @@ use clap::Args;
 use stacks::local::Service;
 
 use super::up::{StackFileFlag, load_stack, options, require_local};
-use crate::output::{Exit, Output};
+use crate::output::{Exit, Output, outln};
 use crate::progress::Reporter;
 
 /// Set how many processes (tasks, instances) a service runs.
@@ -59,18 +59,18 @@ pub async fn run(args: ScaleArgs, output: Output) -> anyhow::Result<Exit> {
             let mut doc = serde_json::to_value(&report)?;
             doc["type"] = "result".into();
             doc["note"] = note.into();
-            println!("{doc}");
+            outln!("{doc}")?;
         }
         Output::Human => {
-            println!(
+            outln!(
                 "{} scaled from {} to {} ({} started, {} stopped)",
                 report.service.as_str(),
                 report.from,
                 report.to,
                 report.changes.started.len() + report.changes.restarted.len(),
                 report.changes.stopped.len()
-            );
-            println!("note: {note}");
+            )?;
+            outln!("note: {note}")?;
         }
     }
     Ok(Exit::Ok)

@@ -5,7 +5,7 @@
 use clap::Args;
 
 use super::up::{StackFile, load, require_local};
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 
 /// Show the stack's processes, their health and the counts by service.
 #[derive(Debug, Args)]
@@ -29,14 +29,14 @@ pub async fn run(args: StatusArgs, output: Output) -> anyhow::Result<Exit> {
         Output::Json => output::print_json(&report)?,
         Output::Human => {
             if !report.up {
-                println!(
+                outln!(
                     "stack `{}` is not up (nothing running is recorded in {})",
                     report.stack,
                     report.state_dir.display()
-                );
+                )?;
                 return Ok(Exit::Error);
             }
-            println!(
+            outln!(
                 "stack `{}` ({}): {}",
                 report.stack,
                 report.event_api,
@@ -45,23 +45,32 @@ pub async fn run(args: StatusArgs, output: Output) -> anyhow::Result<Exit> {
                 } else {
                     "NOT healthy"
                 }
-            );
-            println!(
+            )?;
+            outln!(
                 "\n  {:<10} {:>7} {:>7} {:>7}",
-                "SERVICE", "DESIRED", "RUNNING", "HEALTHY"
-            );
+                "SERVICE",
+                "DESIRED",
+                "RUNNING",
+                "HEALTHY"
+            )?;
             for (name, c) in &report.services {
-                println!(
+                outln!(
                     "  {name:<10} {:>7} {:>7} {:>7}",
-                    c.desired, c.running, c.healthy
-                );
+                    c.desired,
+                    c.running,
+                    c.healthy
+                )?;
             }
-            println!(
+            outln!(
                 "\n  {:<12} {:>8} {:>6} {:<6} {:<8} LOG",
-                "PROCESS", "PID", "PORT", "ALIVE", "HEALTH"
-            );
+                "PROCESS",
+                "PID",
+                "PORT",
+                "ALIVE",
+                "HEALTH"
+            )?;
             for p in &report.processes {
-                println!(
+                outln!(
                     "  {:<12} {:>8} {:>6} {:<6} {:<8} {}",
                     p.name,
                     p.pid,
@@ -69,7 +78,7 @@ pub async fn run(args: StatusArgs, output: Output) -> anyhow::Result<Exit> {
                     if p.alive { "yes" } else { "no" },
                     if p.healthy { "ok" } else { "failing" },
                     p.log.display()
-                );
+                )?;
             }
         }
     }

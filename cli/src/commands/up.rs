@@ -10,7 +10,7 @@ use clap::Args;
 use stacks::local::{Launcher, LocalError, UpOptions};
 use stacks::spec::{LoadError, LoadedSpec, Provider};
 
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 use crate::progress::Reporter;
 
 /// Which stack a command acts on: FILE, `-f FILE`, or the last `up` here.
@@ -191,11 +191,11 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
                 "curl": curl,
                 "warnings": loaded.warnings.diagnostics,
             });
-            println!("{doc}");
+            outln!("{doc}")?;
         }
         Output::Human => {
             let c = &report.changes;
-            println!(
+            outln!(
                 "\nstack `{}` is up: {} started, {} restarted, {} kept, {} stopped; canary run completed in {} ms",
                 report.stack,
                 c.started.len(),
@@ -203,19 +203,21 @@ pub async fn run(args: UpArgs, output: Output) -> anyhow::Result<Exit> {
                 c.kept.len(),
                 c.stopped.len(),
                 report.canary.millis
-            );
-            println!("  event API   {}", ep.event_api);
-            println!("  event key   {}", ep.event_key);
-            println!(
+            )?;
+            outln!("  event API   {}", ep.event_api)?;
+            outln!("  event key   {}", ep.event_key)?;
+            outln!(
                 "  runs API    {} (Authorization: Bearer {})",
-                ep.runs_api, ep.api_token
-            );
-            println!("  state       {}", report.state_dir.display());
-            println!("\nsend a first event:\n  {curl}");
-            println!(
+                ep.runs_api,
+                ep.api_token
+            )?;
+            outln!("  state       {}", report.state_dir.display())?;
+            outln!("\nsend a first event:\n  {curl}")?;
+            outln!(
                 "then see its runs:\n  curl -sS -H 'Authorization: Bearer {}' {}/events/<id from the answer>/runs",
-                ep.api_token, ep.runs_api
-            );
+                ep.api_token,
+                ep.runs_api
+            )?;
         }
     }
     Ok(Exit::Ok)

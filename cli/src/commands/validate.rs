@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use stacks::spec::{self, LoadError};
 
-use crate::output::{self, Exit, Output};
+use crate::output::{self, Exit, Output, outln};
 
 /// Check a stack spec and its functions; print every error with its place and fix.
 #[derive(Debug, Args)]
@@ -32,7 +32,7 @@ pub fn run(args: ValidateArgs, out: Output) -> anyhow::Result<Exit> {
                     "provider": loaded.spec.provider,
                     "functions": functions,
                 }))?,
-                Output::Human => println!(
+                Output::Human => outln!(
                     "{} is valid: stack `{}` on {}, {functions} function{}{}",
                     args.file.display(),
                     loaded.spec.stack,
@@ -43,14 +43,14 @@ pub fn run(args: ValidateArgs, out: Output) -> anyhow::Result<Exit> {
                         1 => " (1 warning)".into(),
                         n => format!(" ({n} warnings)"),
                     },
-                ),
+                )?,
             }
             Ok(Exit::Ok)
         }
         Err(LoadError::Invalid(errors)) => {
             match out {
                 Output::Json => output::print_json(&errors.to_json())?,
-                Output::Human => print!("{}", errors.render()),
+                Output::Human => output::print_text(&errors.render())?,
             }
             Ok(Exit::Invalid)
         }
