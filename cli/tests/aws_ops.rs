@@ -437,6 +437,10 @@ async fn up_waits_then_status_scale_and_logs_work() {
     // Flags read durations in the spec's grammar, days included.
     let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "2d"]);
     assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.lines);
+    assert_eq!(r.lines.len(), 4, "the old one too: {:?}", r.lines);
+    assert_eq!(r.lines[0]["message"], "too old");
+    let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "10m"]);
+    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.lines);
     let messages: Vec<&str> = r
         .lines
         .iter()

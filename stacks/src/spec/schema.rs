@@ -336,22 +336,7 @@ impl<'a> Walker<'a> {
             | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
                 let known = self.known_fields(&path);
                 for field in unexpected {
-                    let suggestion = closest(field, known.iter().map(String::as_str));
-                    let help = match &suggestion {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None if known.is_empty() => "remove it".into(),
-                        None => format!("remove it; the fields here are {}", list(&known)),
-                    };
-                    let problem = Problem::new(
-                        path.join(field.as_str()),
-                        At::Key,
-                        format!("unknown field `{field}`{}", parent_phrase(&path)),
-                        help,
-                    );
-                    out.push(match suggestion {
-                        Some(s) => problem.with_note(Note::Suggests(s)),
-                        None => problem,
-                    });
+                    out.push(unknown_field(&path, field, &known).0);
                 }
             }
             ValidationErrorKind::Required { property } => {
@@ -517,15 +502,29 @@ impl<'a> Walker<'a> {
                 return;
             }
         }
-        // A tag that is missing altogether: every branch requires it.
+        // A tag that is missing altogether: every branch requires it. Keys
+        // no branch knows are reported at their own line first, so a
+        // misspelled tag (`strategyx`) is named where it is, with the tag as
+        // its did-you-mean, instead of as a missing tag at the parent.
         if let Some(tag) = self.missing_tag(context) {
-            let options = self.tag_values(path, &tag);
-            out.push(Problem::new(
-                path.clone(),
-                At::Parent,
-                format!("missing field `{tag}`{}", parent_phrase(path)),
-                format!("add `{tag}:` with one of {}", list(&options)),
-            ));
+            let known = self.known_fields(path);
+            let mut tag_suggested = false;
+            if let J::Object(fields) = instance {
+                for field in fields.keys().filter(|k| !known.contains(k)) {
+                    let (problem, suggestion) = unknown_field(path, field, &known);
+                    tag_suggested |= suggestion.as_deref() == Some(tag.as_str());
+                    out.push(problem);
+                }
+            }
+            if !tag_suggested {
+                let options = self.tag_values(path, &tag);
+                out.push(Problem::new(
+                    path.clone(),
+                    At::Parent,
+                    format!("missing field `{tag}`{}", parent_phrase(path)),
+                    format!("add `{tag}:` with one of {}", list(&options)),
+                ));
+            }
             return;
         }
         let best = context
@@ -608,6 +607,27 @@ impl<'a> Walker<'a> {
                 }
             })
             .sum()
+    }
+}
+
+/// The problem of `field`, unknown at `path` where `known` are the fields,
+/// with its did-you-mean (also returned).
+fn unknown_field(path: &Path, field: &str, known: &[String]) -> (Problem, Option<String>) {
+    let suggestion = closest(field, known.iter().map(String::as_str));
+    let help = match &suggestion {
+        Some(s) => format!("did you mean `{s}`?"),
+        None if known.is_empty() => "remove it".into(),
+        None => format!("remove it; the fields here are {}", list(known)),
+    };
+    let problem = Problem::new(
+        path.join(field),
+        At::Key,
+        format!("unknown field `{field}`{}", parent_phrase(path)),
+        help,
+    );
+    match suggestion {
+        Some(s) => (problem.with_note(Note::Suggests(s.clone())), Some(s)),
+        None => (problem, None),
     }
 }
 
