@@ -11,10 +11,15 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::backend::{BackendError, Result};
+
+/// The longest a partial batch waits for the calls in flight before it goes
+/// out beside them: longer than an SQS call takes, shorter than a stall.
+const MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// One entry waiting for a call.
 struct Entry<T> {
@@ -95,7 +100,11 @@ impl<T: Send + 'static> Batcher<T> {
                 // A partial batch waits for the calls in flight to finish,
                 // gathering what arrives meanwhile, so a steady trickle
                 // fills batches instead of taking one call each; a full
-                // batch goes out beside them, up to `in_flight` calls.
+                // batch goes out beside them, up to `in_flight` calls, and so
+                // does a partial one after `MAX_WAIT` (a call that slow is
+                // stalled, not busy).
+                let waited_enough = tokio::time::sleep(MAX_WAIT);
+                tokio::pin!(waited_enough);
                 while open && batch.entries.len() < max_entries && busy.load(Ordering::SeqCst) > 0 {
                     tokio::select! {
                         e = rx.recv() => match e {
@@ -103,6 +112,7 @@ impl<T: Send + 'static> Batcher<T> {
                             None => break,
                         },
                         () = finished.notified() => {}
+                        () = &mut waited_enough => break,
                     }
                 }
                 let permit = permits
@@ -170,7 +180,7 @@ impl<T: Send + 'static> Batcher<T> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::time::Duration;
+    use std::sync::atomic::AtomicBool;
 
     #[tokio::test]
     async fn concurrent_entries_share_calls_and_each_caller_gets_its_result() {
@@ -254,6 +264,41 @@ mod tests {
         // One entry per 2 ms and 20 ms per call: about 10 entries per call
         // after the first (four calls in flight would take one or two each).
         assert!(calls.len() <= 10, "{} calls: {calls:?}", calls.len());
+    }
+
+    /// A call that stalls holds back the entries behind it only for
+    /// `MAX_WAIT`; then they go out beside it.
+    #[tokio::test]
+    async fn a_stalled_call_holds_later_entries_back_only_briefly() {
+        let first = Arc::new(AtomicBool::new(true));
+        let batcher = Arc::new(Batcher::start(
+            "test",
+            10,
+            1000,
+            4,
+            move |items: Vec<u32>| {
+                let stall = first.swap(false, Ordering::SeqCst);
+                async move {
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    items.iter().map(|_| Ok(())).collect()
+                }
+            },
+        ));
+        let stalled = {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.submit(vec![(1, 10)]).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let started = std::time::Instant::now();
+        batcher.submit(vec![(2, 10)]).await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= MAX_WAIT / 2 && took < Duration::from_secs(2),
+            "the second entry took {took:?}"
+        );
+        stalled.abort();
     }
 
     #[tokio::test]
