@@ -237,12 +237,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, steps: Vec<serde_json::Value
             "  throughput: {runs} runs in {:.2} s = {:.0} completed runs/s (load average {})",
             took.as_secs_f64(),
             runs as f64 / took.as_secs_f64(),
-            std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
+            common::loadavg()
         );
         shutdown.cancel();
         for t in tasks {

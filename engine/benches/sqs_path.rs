@@ -40,6 +40,8 @@ use engine::loadgen::{BenchConfig, Load, Report};
 use serde_json::json;
 
 mod common;
+#[path = "../tests/common/sqs_client.rs"]
+mod sqs_client;
 
 /// The engine before the SQS batchers and the Redis round-trip work: the
 /// figures "before".
@@ -197,11 +199,14 @@ impl Setup<'_> {
         let mut executor = self.spawn(&config, "executor", dir.path());
         common::wait_listening(executor_addr, &mut executor.child, "the executor");
         let url = format!("http://{api_addr}/e/{}", common::KEY);
-        let sqs = rt.block_on(sqs_client(self.moto));
-        let queues = [
-            format!("{}-events", self.prefix),
-            format!("{}-work", self.prefix),
-        ];
+        let sqs = sqs_client::sqs_client_at(&self.moto.endpoint());
+        let queues = rt.block_on(queue_urls(
+            &sqs,
+            [
+                format!("{}-events", self.prefix),
+                format!("{}-work", self.prefix),
+            ],
+        ));
 
         // Warm up: connections, scripts, the registry, the queues.
         let warm = run_load(rt, &url, Load::constant(20.0, Duration::from_secs(1)));
@@ -315,10 +320,11 @@ async fn steps_written(http: &reqwest::Client, executor: SocketAddr) -> u64 {
         .sum::<f64>() as u64
 }
 
-async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    for name in queues {
-        let url = sqs
+/// The URLs of the queues named `names` (the engine created them).
+async fn queue_urls(sqs: &aws_sdk_sqs::Client, names: [String; 2]) -> [String; 2] {
+    let mut urls = [String::new(), String::new()];
+    for (url, name) in urls.iter_mut().zip(names) {
+        *url = sqs
             .get_queue_url()
             .queue_name(name)
             .send()
@@ -326,6 +332,13 @@ async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
             .expect("GetQueueUrl")
             .queue_url
             .unwrap_or_default();
+    }
+    urls
+}
+
+async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    for url in queues {
         let attrs = sqs
             .get_queue_attributes()
             .queue_url(url)
@@ -347,23 +360,6 @@ async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
         }
     }
     true
-}
-
-async fn sqs_client(moto: &harness::Moto) -> aws_sdk_sqs::Client {
-    let creds = aws_sdk_sqs::config::Credentials::new(
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-        None,
-        None,
-        "bench",
-    );
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new(harness::REGION))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
 }
 
 /// CPU time (user and system, every thread) of process `pid` so far, from

@@ -9,7 +9,6 @@
 //! finding no function and starting no run in silence.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -121,8 +120,6 @@ pub struct Registry {
     last_load: Mutex<Option<Instant>>,
     /// Functions put back whenever the state store does not have them.
     pinned: Vec<FunctionDef>,
-    /// Reloads that had to put pinned functions back.
-    restored: AtomicU64,
     /// Where those are counted.
     metrics: Option<Arc<Metrics>>,
 }
@@ -135,7 +132,6 @@ impl Registry {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             last_load: Mutex::new(None),
             pinned: Vec::new(),
-            restored: AtomicU64::new(0),
             metrics: None,
         }
     }
@@ -153,12 +149,6 @@ impl Registry {
             metrics: Some(metrics),
             ..Self::new(state)
         }
-    }
-
-    /// Reloads that found pinned functions missing from the state store
-    /// (after the first load) and put them back.
-    pub fn restorations(&self) -> u64 {
-        self.restored.load(Ordering::SeqCst)
     }
 
     fn current(&self) -> Arc<Snapshot> {
@@ -179,7 +169,6 @@ impl Registry {
             }
             let ids: Vec<&str> = missing.iter().map(|f| f.id.as_str()).collect();
             if self.last_load.lock().expect("registry lock").is_some() {
-                self.restored.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = &self.metrics {
                     m.counter(
                         "stackctl_runner_functions_restored_total",

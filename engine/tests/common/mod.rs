@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+mod sqs_client;
+#[allow(unused_imports)]
+pub use sqs_client::sqs_client_at;
+
 /// How long a test waits for something that should happen quickly. Generous:
 /// other builds share the machine's two cores.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -458,25 +462,6 @@ macro_rules! on_every_backend {
 }
 #[allow(unused_imports)]
 pub(crate) use on_every_backend;
-
-/// An SQS client for an endpoint URL (moto) with moto's static credentials,
-/// independent of the process environment.
-pub fn sqs_client_at(endpoint: &str) -> aws_sdk_sqs::Client {
-    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(harness::REGION))
-        .credentials_provider(Credentials::new(
-            harness::ACCESS_KEY_ID,
-            harness::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "moto",
-        ))
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
-}
 
 /// Backends on a fresh moto + redis-server pair, the queues created from
 /// `config.queues` (which is switched to the SQS + Redis shape).

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -73,8 +72,13 @@ impl<T: Send + 'static> Batcher<T> {
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Entry<T>>();
         let call = Arc::new(call);
-        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
-        let busy = Arc::new(AtomicUsize::new(0));
+        let limit = in_flight.max(1);
+        let permits = Arc::new(Semaphore::new(limit));
+        // A call is in flight while one of its permits is out.
+        let busy = {
+            let permits = permits.clone();
+            move || permits.available_permits() < limit
+        };
         let finished = Arc::new(Notify::new());
         tokio::spawn(async move {
             let mut carried: Option<Entry<T>> = None;
@@ -103,16 +107,18 @@ impl<T: Send + 'static> Batcher<T> {
                 // batch goes out beside them, up to `in_flight` calls, and so
                 // does a partial one after `MAX_WAIT` (a call that slow is
                 // stalled, not busy).
-                let waited_enough = tokio::time::sleep(MAX_WAIT);
-                tokio::pin!(waited_enough);
-                while open && batch.entries.len() < max_entries && busy.load(Ordering::SeqCst) > 0 {
-                    tokio::select! {
-                        e = rx.recv() => match e {
-                            Some(e) => open = batch.add(e, max_bytes, &mut carried),
-                            None => break,
-                        },
-                        () = finished.notified() => {}
-                        () = &mut waited_enough => break,
+                if open && batch.entries.len() < max_entries && busy() {
+                    let waited_enough = tokio::time::sleep(MAX_WAIT);
+                    tokio::pin!(waited_enough);
+                    while open && batch.entries.len() < max_entries && busy() {
+                        tokio::select! {
+                            e = rx.recv() => match e {
+                                Some(e) => open = batch.add(e, max_bytes, &mut carried),
+                                None => break,
+                            },
+                            () = finished.notified() => {}
+                            () = &mut waited_enough => break,
+                        }
                     }
                 }
                 let permit = permits
@@ -120,8 +126,7 @@ impl<T: Send + 'static> Batcher<T> {
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                busy.fetch_add(1, Ordering::SeqCst);
-                let (call, busy, finished) = (call.clone(), busy.clone(), finished.clone());
+                let (call, finished) = (call.clone(), finished.clone());
                 tokio::spawn(async move {
                     let (items, dones): (Vec<T>, Vec<_>) =
                         batch.entries.into_iter().map(|e| (e.item, e.done)).unzip();
@@ -137,7 +142,6 @@ impl<T: Send + 'static> Batcher<T> {
                         let _ = done.send(result);
                     }
                     drop(permit);
-                    busy.fetch_sub(1, Ordering::SeqCst);
                     finished.notify_one();
                 });
             }
@@ -180,34 +184,40 @@ impl<T: Send + 'static> Batcher<T> {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A batcher whose calls take `delay` and fail entry `unlucky`, with the
+    /// entries of each call it made.
+    #[allow(clippy::type_complexity)]
+    fn recording(
+        in_flight: usize,
+        delay: Duration,
+        unlucky: Option<u32>,
+    ) -> (Arc<Batcher<u32>>, Arc<Mutex<Vec<Vec<u32>>>>) {
+        let calls: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+        let seen = calls.clone();
+        let batcher = Batcher::start("test", 10, 1000, in_flight, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            async move {
+                tokio::time::sleep(delay).await;
+                items
+                    .iter()
+                    .map(|&i| {
+                        if Some(i) == unlucky {
+                            Err(BackendError::Other("unlucky".into()))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .collect()
+            }
+        });
+        (Arc::new(batcher), calls)
+    }
 
     #[tokio::test]
     async fn concurrent_entries_share_calls_and_each_caller_gets_its_result() {
-        let calls: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
-        let seen = calls.clone();
-        let batcher = Arc::new(Batcher::start(
-            "test",
-            10,
-            1000,
-            1,
-            move |items: Vec<u32>| {
-                seen.lock().unwrap().push(items.clone());
-                async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    items
-                        .iter()
-                        .map(|&i| {
-                            if i == 13 {
-                                Err(BackendError::Other("unlucky".into()))
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .collect()
-                }
-            },
-        ));
+        let (batcher, calls) = recording(1, Duration::from_millis(20), Some(13));
         let mut tasks = Vec::new();
         for i in 0..25u32 {
             let b = batcher.clone();
@@ -235,21 +245,7 @@ mod tests {
     /// and share the next call, even when more calls could be in flight.
     #[tokio::test]
     async fn a_trickle_fills_batches_behind_the_call_in_flight() {
-        let calls: Arc<Mutex<Vec<usize>>> = Arc::default();
-        let seen = calls.clone();
-        let batcher = Arc::new(Batcher::start(
-            "test",
-            10,
-            1000,
-            4,
-            move |items: Vec<u32>| {
-                seen.lock().unwrap().push(items.len());
-                async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    items.iter().map(|_| Ok(())).collect()
-                }
-            },
-        ));
+        let (batcher, calls) = recording(4, Duration::from_millis(20), None);
         let mut tasks = Vec::new();
         for i in 0..40u32 {
             let b = batcher.clone();
@@ -259,7 +255,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        let calls = calls.lock().unwrap();
+        let calls: Vec<usize> = calls.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(calls.iter().sum::<usize>(), 40);
         // One entry per 2 ms and 20 ms per call: about 10 entries per call
         // after the first (four calls in flight would take one or two each).
