@@ -767,10 +767,21 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     // installed stackctl outside any workspace does.
     // The event API is `public` over HTTPS with an ACM certificate for
     // DOMAIN: the canary reaches it through the load balancer's TLS
-    // listener inside the VPC, which publishes only the event paths.
+    // listener inside the VPC, which publishes only the event paths. The
+    // state is in MemoryDB: a Redis Cluster over TLS that the engine joins
+    // as its own user.
     let (stack, api) = ready_stack_with(start, true, |stack, spec| {
         let certificate = harness::TestCertificate::issue(stack.dir.path(), DOMAIN).unwrap();
         let arn = stack.emu.moto().import_certificate(&certificate).unwrap();
+        let redis = spec
+            .find("  redis:\n")
+            .and_then(|at| spec[at..].find("\n\n").map(|end| at..at + end))
+            .expect("the example's redis section");
+        let mut spec = spec.to_owned();
+        spec.replace_range(
+            redis,
+            "  memorydb:\n    node_type: db.t4g.small\n    replicas: 1",
+        );
         spec.replacen("visibility_timeout: 5m", "visibility_timeout: 30s", 1)
             .replacen(
                 "event_api: internal_dns",
@@ -783,6 +794,18 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     .await;
     let spec = stack.spec().display().to_string();
     through_the_load_balancer(&stack).await;
+    let status = stack.status();
+    let memorydb = &status["memorydb"][0];
+    assert_eq!(memorydb["name"], "reference-redis", "{status}");
+    assert_eq!(memorydb["tls"], true, "{memorydb}");
+    assert_eq!(memorydb["users"], json!(["reference-engine"]), "{memorydb}");
+    assert_eq!(status["redis"], json!([]), "no ElastiCache: {status}");
+    let out = stack
+        .run(&["--output", "json", "status", "-f", &spec], 0)
+        .await;
+    let redis = &last_doc(&out)["redis"];
+    assert_eq!(redis["service"], "memorydb", "{redis}");
+    assert_eq!(redis["status"], "available", "{redis}");
 
     // kill -9 of a runner and of the executor while events arrive.
     let stop = Arc::new(AtomicBool::new(false));

@@ -120,6 +120,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, steps: Vec<serde_json::Value
         let mut config = Config::new(BackendConfig::EmbeddedRedis {
             path: dir.path().join("queues.db"),
             redis_url: redis.url(),
+            redis_cluster: false,
         });
         config.event_keys = vec![EVENT_KEY.into()];
         let f: FunctionDef = serde_json::from_value(json!({
@@ -174,7 +175,7 @@ fn bench(rt: &tokio::runtime::Runtime, label: &str, steps: Vec<serde_json::Value
         }));
         // The bench's own polling goes through a separate connection.
         let poller: Arc<dyn engine::backend::StateStore> = Arc::new(
-            engine::backend::redis::RedisState::open(&redis.url())
+            engine::backend::redis::RedisState::open(&redis.url(), false)
                 .await
                 .expect("poller"),
         );

@@ -113,6 +113,7 @@ fn aws_config(redis_url: &str) -> Config {
         events_queue: "e2e-events".into(),
         work_queue: "e2e-work".into(),
         redis_url: redis_url.into(),
+        redis_cluster: false,
         create_queues: true,
     });
     config.event_keys = vec![EVENT_KEY.to_string()];
@@ -127,7 +128,11 @@ fn aws_config(redis_url: &str) -> Config {
 
 /// The test's queues on `sqs_endpoint` and its state on `redis_url`.
 async fn open_backends(config: &Config, sqs_endpoint: &str, redis_url: &str) -> Backends {
-    let state = Arc::new(RedisState::open(redis_url).await.expect("open Redis"));
+    let state = Arc::new(
+        RedisState::open(redis_url, false)
+            .await
+            .expect("open Redis"),
+    );
     let (events, work) = engine::backend::sqs::open_pair_with(
         common::sqs_client_at(sqs_endpoint),
         "e2e-events",
@@ -1012,7 +1017,7 @@ async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
     let mut api = Engine::spawn(&moto, &path, "event-api,runner", dir.path().join("api.log"));
     let url = api.event_api().await;
     let mut executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex1.log"));
-    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     steps.watch_outcomes(state.clone());
     let client = Client::new(url, state);
     let mut ids = Vec::new();
@@ -1065,7 +1070,7 @@ async fn a_redis_that_lost_its_data_gets_the_functions_back_and_says_so() {
     let url = api.event_api().await;
     let _runner = Engine::spawn(&moto, &path, "runner", log("runner"));
     let _executor = Engine::spawn(&moto, &path, "executor", log("executor"));
-    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     let client = Client::new(url, state);
     let batch = |round: u32| {
         Value::Array(
@@ -1141,7 +1146,7 @@ async fn redis_state_over_tls_with_an_auth_token() {
     // ElastiCache's shape: TLS plus an auth token. `#insecure`: the test's
     // certificate is self-signed.
     let url = format!("rediss://:s3cret-token@127.0.0.1:{tls_port}/#insecure");
-    let state = RedisState::open(&url).await.expect("open over TLS");
+    let state = RedisState::open(&url, false).await.expect("open over TLS");
     let store: &dyn engine::backend::StateStore = &state;
     assert_eq!(
         store
@@ -1161,7 +1166,7 @@ async fn redis_state_over_tls_with_an_auth_token() {
     assert_eq!(seen.as_text().as_deref(), Some("me"), "written over TLS");
 
     let wrong = format!("rediss://:wrong@127.0.0.1:{tls_port}/#insecure");
-    let err = RedisState::open(&wrong)
+    let err = RedisState::open(&wrong, false)
         .await
         .err()
         .expect("a wrong auth token fails at open");
@@ -1258,7 +1263,7 @@ async fn chaos_under_load_loses_and_duplicates_nothing() {
     let url = api.event_api().await;
     let mut runner = Engine::spawn(&moto, &path, "runner", log("runner-1"));
     let mut executor = Engine::spawn(&moto, &path, "executor", log("executor-1"));
-    let state = Arc::new(RedisState::open(&redis.url()).await.expect("redis"));
+    let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     steps.watch_outcomes(state.clone());
 
     let stop = Arc::new(AtomicBool::new(false));

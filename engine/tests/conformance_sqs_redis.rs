@@ -1,6 +1,7 @@
 //! The backend conformance suite against SQS (a moto server) and Redis (a
 //! real `redis-server`), each case with its own servers, and against the
-//! embedded queues over Redis state (`embedded_redis`, the local mix).
+//! embedded queues over Redis state (`embedded_redis`, the local mix), with
+//! Redis as one server and as a Redis Cluster (MemoryDB's shape).
 
 mod common;
 
@@ -23,7 +24,7 @@ struct SqsRedis {
 impl Harness for SqsRedis {
     async fn open(&self, queues: &QueuesConfig) -> Backends {
         let state = Arc::new(
-            RedisState::open(&self.redis.url())
+            RedisState::open(&self.redis.url(), false)
                 .await
                 .expect("open the Redis state"),
         );
@@ -64,6 +65,7 @@ mod sqs_and_redis {
 struct EmbeddedRedis {
     dir: tempfile::TempDir,
     redis: harness::RedisServer,
+    cluster: bool,
 }
 
 #[async_trait]
@@ -72,6 +74,7 @@ impl Harness for EmbeddedRedis {
         let config = BackendConfig::EmbeddedRedis {
             path: self.dir.path().join("queues.db"),
             redis_url: self.redis.url(),
+            redis_cluster: self.cluster,
         };
         engine::backend::open(&config, queues)
             .await
@@ -79,14 +82,25 @@ impl Harness for EmbeddedRedis {
     }
 }
 
-fn embedded_redis() -> EmbeddedRedis {
+fn embedded_redis(cluster: bool) -> EmbeddedRedis {
     tokio::task::block_in_place(|| EmbeddedRedis {
         dir: tempfile::tempdir().expect("temporary directory"),
-        redis: harness::RedisServer::start().expect("start redis-server"),
+        redis: harness::RedisServer::builder()
+            .cluster(cluster)
+            .start()
+            .expect("start redis-server"),
+        cluster,
     })
 }
 
 mod embedded_queues_redis_state {
     use super::*;
-    engine::backend_conformance!(embedded_redis());
+    engine::backend_conformance!(embedded_redis(false));
+}
+
+/// Every key in one slot of a Redis Cluster: the scripts that span runs and
+/// indexes must not meet CROSSSLOT.
+mod embedded_queues_redis_cluster_state {
+    use super::*;
+    engine::backend_conformance!(embedded_redis(true));
 }

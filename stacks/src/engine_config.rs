@@ -45,6 +45,8 @@ pub enum Placement {
         work_queue: String,
         /// The Redis URL (without the auth token).
         redis_url: String,
+        /// Whether it is a Redis Cluster (MemoryDB).
+        redis_cluster: bool,
         /// The role's own port.
         port: u16,
         /// The Docker Engine socket on the executor hosts.
@@ -70,6 +72,7 @@ pub fn engine_config(
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster,
             port,
             ..
         } => (
@@ -77,6 +80,7 @@ pub fn engine_config(
                 events_queue: events_queue.clone(),
                 work_queue: work_queue.clone(),
                 redis_url: redis_url.clone(),
+                redis_cluster: *redis_cluster,
                 create_queues: false,
             },
             [0, 0, 0, 0],

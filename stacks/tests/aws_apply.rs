@@ -48,6 +48,16 @@ impl Progress for Recorder {
     }
 }
 
+/// Plain SDK configuration for independent checks against `moto`.
+async fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(aws_config::Region::new(harness::REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await
+}
+
 fn start_moto() -> Moto {
     Moto::start().expect("moto_server starts (run scripts/test to install it)")
 }
@@ -108,12 +118,7 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
     assert_eq!(report.applied.len(), graph.len());
 
     // Independent checks with plain SDK clients.
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new(harness::REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
+    let config = sdk_config(&moto).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let url = sqs
         .get_queue_url()
@@ -425,12 +430,7 @@ async fn changing_runner_cpu_replaces_its_task_definition_and_updates_the_servic
     let new_td = &report.outputs[&LogicalId::new("ecs.taskdef.runner")]["arn"];
     assert!(new_td.ends_with(":2"), "{new_td}");
 
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(aws_config::Region::new(harness::REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
+    let config = sdk_config(&moto).await;
     let ecs = aws_sdk_ecs::Client::new(&config);
     let service = ecs
         .describe_services()
@@ -768,4 +768,98 @@ async fn the_stack_lock_excludes_a_second_holder_until_released_or_expired() {
             Err(e) => panic!("the expired lock was never broken: {e}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memorydb_is_created_read_back_without_drift_and_resized_in_place() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto).await;
+    let mut spec = example();
+    spec.state.memorydb = Some(stacks::spec::MemoryDb::default());
+    let report = up(&aws, &spec).await;
+    let endpoint = &report.outputs[&LogicalId::new("memorydb.cluster")]["endpoint"];
+    assert!(
+        endpoint.starts_with("clustercfg.reference-redis."),
+        "{endpoint}"
+    );
+    let graph = Graph::from_spec(&spec).unwrap();
+    let again = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert!(!again.plan.has_changes(), "{:#?}", changes(&again));
+
+    // Independent checks: the cluster uses the stack's ACL, which holds the
+    // engine's user, whose password is the stored auth token.
+    let config = sdk_config(&moto).await;
+    let db = aws_sdk_memorydb::Client::new(&config);
+    let cluster = db
+        .describe_clusters()
+        .cluster_name("reference-redis")
+        .send()
+        .await
+        .unwrap()
+        .clusters
+        .unwrap()
+        .remove(0);
+    assert_eq!(cluster.acl_name(), Some("reference-redis"));
+    assert_eq!(cluster.tls_enabled(), Some(true));
+    assert_eq!(cluster.number_of_shards(), Some(1));
+    let acl = db
+        .describe_acls()
+        .acl_name("reference-redis")
+        .send()
+        .await
+        .unwrap()
+        .acls
+        .unwrap()
+        .remove(0);
+    assert_eq!(acl.user_names(), ["reference-engine"]);
+    let user = db
+        .describe_users()
+        .user_name("reference-engine")
+        .send()
+        .await
+        .unwrap()
+        .users
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        user.authentication().and_then(|a| a.password_count()),
+        Some(1)
+    );
+    assert_eq!(user.access_string(), Some("on ~* &* +@all"));
+    assert!(
+        report
+            .outputs
+            .keys()
+            .all(|id| !id.as_str().starts_with("elasticache.")),
+        "no ElastiCache beside MemoryDB"
+    );
+
+    // More replicas and snapshot days: one update in place.
+    spec.state.memorydb = Some(stacks::spec::MemoryDb {
+        replicas: 2,
+        snapshot_retention_days: 7,
+        ..stacks::spec::MemoryDb::default()
+    });
+    let graph = Graph::from_spec(&spec).unwrap();
+    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        changes(&plan),
+        [r#"Update memorydb.cluster ["replicas", "snapshot_retention_days"]"#],
+    );
+    aws::apply(
+        &aws,
+        &plan,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap();
+    let after = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert!(!after.plan.has_changes(), "{:#?}", changes(&after));
 }

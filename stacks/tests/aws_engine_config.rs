@@ -91,9 +91,14 @@ fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str, serves
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster,
             create_queues,
         } => {
             assert_eq!(events_queue, &expected.events_url, "{what}");
+            assert!(
+                !redis_cluster,
+                "{what}: ElastiCache is one Redis, not a cluster"
+            );
             assert_eq!(work_queue, &expected.work_url, "{what}");
             assert_eq!(
                 redis_url,

@@ -233,6 +233,11 @@ fn every_connection_type_has_its_resource_kinds() {
     assert!(policy.dependencies.contains(&"elb.target-group".into()));
     seen.extend(g.kinds());
 
+    // `state: {memorydb: ...}` brings MemoryDB instead of ElastiCache.
+    let mut v = spec_json("demo", "internal");
+    v["state"] = json!({ "memorydb": {} });
+    seen.extend(Graph::from_spec(&spec(v)).unwrap().kinds());
+
     let all: BTreeSet<Kind> = Kind::ALL.into_iter().collect();
     assert_eq!(seen, all, "every kind is produced by some spec");
 }
@@ -917,5 +922,82 @@ fn the_spec_names_a_prebuilt_images_architecture_as_x86_64_or_arm64() {
             );
         }
         other => panic!("amd64 must be refused: {:?}", other.map(|l| l.spec.image)),
+    }
+}
+
+#[test]
+fn memorydb_replaces_elasticache_with_a_tls_cluster_the_engine_joins_as_its_own_user() {
+    let mut value = spec_json("demo", "internal_dns");
+    value["state"] = json!({ "memorydb": { "replicas": 2, "snapshot_retention_days": 3 } });
+    let g = Graph::from_spec(&spec(value)).expect("graph builds");
+    let ids = ids(&g);
+    for id in [
+        "memorydb.subnet-group",
+        "memorydb.user",
+        "memorydb.acl",
+        "memorydb.cluster",
+        "ec2.sg.redis",
+    ] {
+        assert!(ids.contains(id), "{id}: {ids:?}");
+    }
+    assert!(
+        !ids.iter().any(|id| id.starts_with("elasticache.")),
+        "no ElastiCache beside MemoryDB: {ids:?}"
+    );
+    let attrs = |id: &str| g.get(&id.into()).unwrap().attributes.clone();
+    let Attributes::MemoryDbCluster(cluster) = attrs("memorydb.cluster") else {
+        panic!("cluster");
+    };
+    assert_eq!(
+        (
+            cluster.shards,
+            cluster.replicas,
+            cluster.snapshot_retention_days
+        ),
+        (1, 2, 3)
+    );
+    assert!(
+        cluster.tls,
+        "TLS: the ACL's user authenticates with a password"
+    );
+    assert_eq!(cluster.node_type, "db.t4g.small");
+    assert_eq!(cluster.acl, "${memorydb.acl.name}");
+    assert_eq!(cluster.security_group_ids, ["${ec2.sg.redis.id}"]);
+    let Attributes::MemoryDbUser(user) = attrs("memorydb.user") else {
+        panic!("user");
+    };
+    assert_eq!(user.password, "${secret:redis_auth_token}");
+    let Attributes::MemoryDbAcl(acl) = attrs("memorydb.acl") else {
+        panic!("acl");
+    };
+    assert_eq!(acl.user_names, ["${memorydb.user.name}"]);
+    let user_name = &g.get(&"memorydb.user".into()).unwrap().name;
+    assert_eq!(user_name, "demo-engine");
+    // The slowest resource starts first, as ElastiCache does.
+    let order: Vec<&str> = g.apply_order().iter().map(|r| r.id.as_str()).collect();
+    let at = |id: &str| order.iter().position(|o| *o == id).expect(id);
+    assert!(at("memorydb.cluster") < at("ecs.cluster"), "{order:?}");
+
+    // Every role joins the cluster as that user over TLS, with the password
+    // from its SSM parameter.
+    for role in ["event-api", "runner"] {
+        let Attributes::EcsTaskDefinition(td) = attrs(&format!("ecs.taskdef.{role}")) else {
+            panic!("task definition");
+        };
+        let config: Value =
+            serde_json::from_str(&td.container.environment["STACKCTL_ENGINE_CONFIG"]).unwrap();
+        assert_eq!(
+            config["backend"]["redis_url"],
+            "rediss://demo-engine@${memorydb.cluster.endpoint}:6379",
+            "{role}"
+        );
+        assert_eq!(config["backend"]["redis_cluster"], true, "{role}");
+        assert!(
+            td.container
+                .secrets
+                .contains_key(engine::config::ENV_REDIS_AUTH_TOKEN),
+            "{role}: {:?}",
+            td.container.secrets
+        );
     }
 }

@@ -61,6 +61,39 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
   group as DescribeReplicationGroups does; an unknown group is
   ReplicationGroupNotFoundFault (404), one not `available` (being deleted)
   InvalidReplicationGroupState.
+- MemoryDB users and ACLs, which moto does not implement. CreateUser
+  (AWS's naming rules; AuthenticationMode `password` with one or two
+  passwords of 16 to 128 characters, or `iam` without any, the only types
+  InputAuthenticationType has; an access string of rules only: passwords,
+  `nopass` and `reset` are refused), DescribeUsers (UserName, Filters
+  UserName, Status, AccessString and AuthenticationType, MaxResults and
+  NextToken), UpdateUser (passwords, which replace the old ones, and the
+  access string) and DeleteUser (the user leaves its ACLs, as on AWS) answer
+  User with Status `active`, ACLNames, MinimumEngineVersion `6.2`,
+  Authentication (Type, PasswordCount) and ARN
+  `arn:aws:memorydb:REGION:ACCOUNT:user/NAME`. CreateACL (known users, none
+  twice), DescribeACLs, UpdateACL (UserNamesToAdd, UserNamesToRemove) and
+  DeleteACL (InvalidACLStateFault while a cluster uses it) answer ACL with
+  UserNames and Clusters (`.../acl/NAME`); changes apply at once, so there
+  are no PendingChanges. A user's ACLNames and an ACL's Clusters are derived
+  from the ACLs and clusters, so they never disagree. The built-in user
+  `default` (no password, `on ~* &* +@all`) and ACL `open-access` (holding
+  it) exist and cannot be modified or deleted (InvalidParameterValueException).
+  The users keep their passwords (moto_dataplane.py hands them to the data
+  plane). ListTags, TagResource and UntagResource take user and ACL ARNs
+  (UserNotFoundFault, ACLNotFoundFault for unknown ones; moto knew only
+  clusters, snapshots and subnet groups); a deleted user or ACL loses its tags.
+- MemoryDB clusters: CreateCluster refuses an ACL that does not exist
+  (ACLNotFoundFault), one other than `open-access` without TLS
+  (InvalidParameterCombinationException; moto swapped it for open-access in
+  silence), an unknown subnet group (SubnetGroupNotFoundFault; moto failed
+  with HTTP 500) and more than 5 replicas; UpdateCluster checks ACLName and
+  ReplicaCount the same way. NumReplicasPerShard 0 is honoured (moto's
+  `or 1` made it 1): one node per shard and AvailabilityMode `SingleAZ`,
+  on create and after ReplicaConfiguration. UpdateCluster's SecurityGroupIds
+  show in SecurityGroups (moto kept the old ones there). Each shard
+  reports the slots it serves, the 16384 split evenly in order (`0-16383`
+  for one shard; moto made up a random range).
 - ACM ExportCertificate exports an IMPORTED certificate too (certificate,
   chain and the private key encrypted with the passphrase), which ACM and
   moto refuse unless the certificate was made exportable: on AWS a load
@@ -79,6 +112,7 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
 """
 
 import base64
+import json
 import os
 import re
 import sys
@@ -99,6 +133,10 @@ from moto.elasticache import responses as elasticache_responses
 from moto.elasticache.exceptions import ElastiCacheException, InvalidParameterValueException, ReplicationGroupNotFound
 from moto.instance_metadata import responses as imds_responses
 from moto.instance_metadata import urls as imds_urls
+from moto.memorydb import models as memorydb_models
+from moto.memorydb import responses as memorydb_responses
+from moto.memorydb.exceptions import InvalidParameterValueException as MemoryDBInvalidParameterValue
+from moto.memorydb.exceptions import MemoryDBClientError, SubnetGroupNotFoundFault
 from moto.server import main
 from moto.sqs import models as sqs_models
 
@@ -682,6 +720,440 @@ def _modify_replication_group(self):
     return ActionResult({"ReplicationGroup": group})
 
 
+# ----- MemoryDB: users, ACLs, clusters' ACLs and replica counts
+
+
+class MemoryDBFault(MemoryDBClientError):
+    """A MemoryDB error whose code is its class's name, the model's error shape."""
+
+    def __init__(self, message: str):
+        super().__init__(type(self).__name__, message)
+
+
+class UserAlreadyExistsFault(MemoryDBFault):
+    pass
+
+
+class UserNotFoundFault(MemoryDBFault):
+    pass
+
+
+class InvalidUserStateFault(MemoryDBFault):
+    pass
+
+
+class DuplicateUserNameFault(MemoryDBFault):
+    pass
+
+
+class ACLAlreadyExistsFault(MemoryDBFault):
+    pass
+
+
+class ACLNotFoundFault(MemoryDBFault):
+    pass
+
+
+class InvalidACLStateFault(MemoryDBFault):
+    pass
+
+
+class InvalidParameterCombinationException(MemoryDBFault):
+    pass
+
+
+# The user and the ACL every region has: `default` needs no password and
+# may do anything; `open-access` holds it alone. Neither can be changed.
+MEMORYDB_DEFAULT_USER = "default"
+MEMORYDB_OPEN_ACCESS = "open-access"
+MEMORYDB_ACCESS_ALL = "on ~* &* +@all"
+MEMORYDB_MIN_ENGINE_VERSION = "6.2"
+MEMORYDB_MAX_REPLICAS = 5
+SLOTS = 16384
+
+
+class MemoryDBUser:
+    """A MemoryDB user. It keeps its passwords, as AWS does (never
+    answering them); its ACLNames are the ACLs that list it."""
+
+    def __init__(self, backend, name: str, access_string: str, auth_type: str, passwords: list[str]):
+        self.name = name
+        self.access_string = access_string
+        self.auth_type = auth_type
+        self.passwords = list(passwords)
+        self.status = "active"
+        self.arn = f"arn:aws:memorydb:{backend.region_name}:{backend.account_id}:user/{name}"
+
+    def to_dict(self, backend) -> dict:
+        authentication: dict = {"Type": self.auth_type}
+        if self.auth_type == "password":
+            authentication["PasswordCount"] = len(self.passwords)
+        return {
+            "Name": self.name,
+            "Status": self.status,
+            "AccessString": self.access_string,
+            "ACLNames": [a.name for a in backend.memorydb_acls.values() if self.name in a.user_names],
+            "MinimumEngineVersion": MEMORYDB_MIN_ENGINE_VERSION,
+            "Authentication": authentication,
+            "ARN": self.arn,
+        }
+
+
+class MemoryDBACL:
+    """A MemoryDB access control list: its users. Its Clusters are the
+    clusters that name it, so a deleted cluster leaves it at once."""
+
+    def __init__(self, backend, name: str, user_names: list[str]):
+        self.name = name
+        self.user_names = list(user_names)
+        self.status = "active"
+        self.arn = f"arn:aws:memorydb:{backend.region_name}:{backend.account_id}:acl/{name}"
+
+    def clusters(self, backend) -> list[str]:
+        return [c.cluster_name for c in backend.clusters.values() if c.acl_name == self.name]
+
+    def to_dict(self, backend) -> dict:
+        # Changes apply at once: no PendingChanges to report.
+        return {
+            "Name": self.name,
+            "Status": self.status,
+            "UserNames": list(self.user_names),
+            "MinimumEngineVersion": MEMORYDB_MIN_ENGINE_VERSION,
+            "Clusters": self.clusters(backend),
+            "ARN": self.arn,
+        }
+
+
+_original_memorydb_init = memorydb_models.MemoryDBBackend.__init__
+
+
+def _memorydb_init(self, *args, **kwargs):
+    _original_memorydb_init(self, *args, **kwargs)
+    self.memorydb_users = {
+        MEMORYDB_DEFAULT_USER: MemoryDBUser(self, MEMORYDB_DEFAULT_USER, MEMORYDB_ACCESS_ALL, "no-password", [])
+    }
+    self.memorydb_acls = {MEMORYDB_OPEN_ACCESS: MemoryDBACL(self, MEMORYDB_OPEN_ACCESS, [MEMORYDB_DEFAULT_USER])}
+
+
+def _memorydb_params(response) -> dict:
+    return json.loads(response.body or "{}")
+
+
+def _memorydb_check_name(name: str, what: str) -> None:
+    if not re.fullmatch(r"[A-Za-z](?!.*--)[A-Za-z0-9-]*(?<!-)", name or ""):
+        raise MemoryDBInvalidParameterValue(
+            f"{what} must begin with a letter, contain only ASCII letters, digits, and hyphens, "
+            "and must not end with a hyphen or contain two consecutive hyphens."
+        )
+
+
+def _memorydb_access_string(value: str | None) -> str:
+    """An access string as AWS takes it: rules only; passwords (and the
+    `reset` that would drop them) are set through the API."""
+    if not value or not value.strip():
+        raise MemoryDBInvalidParameterValue("Access string must not be empty.")
+    for token in value.split():
+        if token.lower() in ("reset", "nopass", "resetpass") or token[:1] in (">", "<", "#", "!"):
+            raise MemoryDBInvalidParameterValue(
+                f"Access string {value} is invalid: {token} is not allowed (passwords are set through the API)."
+            )
+    return value
+
+
+def _memorydb_authentication(mode: dict | None) -> tuple[str, list[str]]:
+    """A user's authentication type and passwords from an AuthenticationMode:
+    `password` with one or two passwords of 16 to 128 characters, or `iam`
+    without any (InputAuthenticationType has no other value)."""
+    mode = mode or {}
+    passwords = list(mode.get("Passwords") or [])
+    kind = mode.get("Type") or ("password" if passwords else None)
+    if kind == "password":
+        if not passwords:
+            raise InvalidParameterCombinationException("Passwords are required for authentication type password.")
+        if len(passwords) > 2:
+            raise MemoryDBInvalidParameterValue("A user can have at most two passwords.")
+        if any(not 16 <= len(p) <= 128 for p in passwords):
+            raise MemoryDBInvalidParameterValue("Passwords length must be between 16-128 characters.")
+    elif kind == "iam":
+        if passwords:
+            raise InvalidParameterCombinationException("Passwords cannot be given for authentication type iam.")
+    else:
+        raise MemoryDBInvalidParameterValue(f"Invalid authentication type {kind}: must be password or iam.")
+    return kind, passwords
+
+
+def _memorydb_user(backend, name: str | None) -> MemoryDBUser:
+    user = backend.memorydb_users.get(name or "")
+    if user is None:
+        raise UserNotFoundFault(f"User {name} not found.")
+    return user
+
+
+def _memorydb_acl(backend, name: str | None) -> MemoryDBACL:
+    acl = backend.memorydb_acls.get(name or "")
+    if acl is None:
+        raise ACLNotFoundFault(f"ACL {name} not found.")
+    return acl
+
+
+def _memorydb_known_users(backend, names: list[str]) -> None:
+    """Every name is a user, and none is given twice."""
+    for name in names:
+        _memorydb_user(backend, name)
+    if len(set(names)) != len(names):
+        raise DuplicateUserNameFault("Duplicate user names are not allowed.")
+
+
+def _memorydb_page(items: list, params: dict) -> tuple[list, dict]:
+    """The page of `items` that MaxResults and NextToken ask for, and the
+    NextToken of the next one, if any (the index it starts at)."""
+    token = params.get("NextToken")
+    try:
+        start = int(token) if token else 0
+    except ValueError:
+        raise MemoryDBInvalidParameterValue(f"Invalid NextToken {token}.") from None
+    limit = params.get("MaxResults") or 100
+    if limit < 1:
+        raise MemoryDBInvalidParameterValue("MaxResults must be at least 1.")
+    end = start + limit
+    return items[start:end], ({"NextToken": str(end)} if end < len(items) else {})
+
+
+# DescribeUsers' filters: a name (any case) -> the user's values it matches.
+MEMORYDB_USER_FILTERS = {
+    "username": lambda user: [user.name],
+    "status": lambda user: [user.status],
+    "accessstring": lambda user: [user.access_string],
+    "authenticationtype": lambda user: [user.auth_type],
+}
+
+
+def _create_user(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    name = params.get("UserName") or ""
+    _memorydb_check_name(name, "User name")
+    if name in backend.memorydb_users:
+        raise UserAlreadyExistsFault(f"User {name} already exists.")
+    access_string = _memorydb_access_string(params.get("AccessString"))
+    auth_type, passwords = _memorydb_authentication(params.get("AuthenticationMode"))
+    user = MemoryDBUser(backend, name, access_string, auth_type, passwords)
+    backend.memorydb_users[name] = user
+    backend.tagger.tag_resource(user.arn, params.get("Tags"))
+    return ActionResult({"User": user.to_dict(backend)})
+
+
+def _describe_users(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    name = params.get("UserName")
+    users = [_memorydb_user(backend, name)] if name else list(backend.memorydb_users.values())
+    for f in params.get("Filters") or []:
+        values = MEMORYDB_USER_FILTERS.get((f.get("Name") or "").lower())
+        if values is None:
+            raise MemoryDBInvalidParameterValue(f"Invalid filter name {f.get('Name')}.")
+        wanted = set(f.get("Values") or [])
+        users = [u for u in users if wanted.intersection(values(u))]
+    page, token = _memorydb_page(users, params)
+    return ActionResult({"Users": [u.to_dict(backend) for u in page], **token})
+
+
+def _update_user(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    user = _memorydb_user(backend, params.get("UserName"))
+    if user.name == MEMORYDB_DEFAULT_USER:
+        raise MemoryDBInvalidParameterValue("The default user cannot be modified.")
+    if user.status != "active":
+        raise InvalidUserStateFault(f"User {user.name} is not in active state.")
+    mode, access_string = params.get("AuthenticationMode"), params.get("AccessString")
+    if mode is None and access_string is None:
+        raise InvalidParameterCombinationException("At least one of AuthenticationMode and AccessString is required.")
+    access_string = user.access_string if access_string is None else _memorydb_access_string(access_string)
+    auth_type, passwords = (user.auth_type, user.passwords) if mode is None else _memorydb_authentication(mode)
+    user.access_string, user.auth_type, user.passwords = access_string, auth_type, passwords
+    return ActionResult({"User": user.to_dict(backend)})
+
+
+def _delete_user(self):
+    backend = self.memorydb_backend
+    user = _memorydb_user(backend, _memorydb_params(self).get("UserName"))
+    if user.name == MEMORYDB_DEFAULT_USER:
+        raise MemoryDBInvalidParameterValue("The default user cannot be deleted.")
+    if user.status != "active":
+        raise InvalidUserStateFault(f"User {user.name} is not in active state.")
+    user.status = "deleting"
+    answer = user.to_dict(backend)
+    # As AWS: the user leaves its ACLs, and so the clusters they serve.
+    for acl in backend.memorydb_acls.values():
+        if user.name in acl.user_names:
+            acl.user_names.remove(user.name)
+    del backend.memorydb_users[user.name]
+    backend.tagger.delete_all_tags_for_resource(user.arn)
+    return ActionResult({"User": answer})
+
+
+def _create_acl(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    name = params.get("ACLName") or ""
+    _memorydb_check_name(name, "ACL name")
+    if name in backend.memorydb_acls:
+        raise ACLAlreadyExistsFault(f"ACL {name} already exists.")
+    users = list(params.get("UserNames") or [])
+    _memorydb_known_users(backend, users)
+    acl = MemoryDBACL(backend, name, users)
+    backend.memorydb_acls[name] = acl
+    backend.tagger.tag_resource(acl.arn, params.get("Tags"))
+    return ActionResult({"ACL": acl.to_dict(backend)})
+
+
+def _describe_acls(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    name = params.get("ACLName")
+    acls = [_memorydb_acl(backend, name)] if name else list(backend.memorydb_acls.values())
+    page, token = _memorydb_page(acls, params)
+    return ActionResult({"ACLs": [a.to_dict(backend) for a in page], **token})
+
+
+def _update_acl(self):
+    backend = self.memorydb_backend
+    params = _memorydb_params(self)
+    acl = _memorydb_acl(backend, params.get("ACLName"))
+    if acl.name == MEMORYDB_OPEN_ACCESS:
+        raise MemoryDBInvalidParameterValue("The open-access ACL cannot be modified.")
+    add, remove = list(params.get("UserNamesToAdd") or []), list(params.get("UserNamesToRemove") or [])
+    if not add and not remove:
+        raise InvalidParameterCombinationException("At least one of UserNamesToAdd and UserNamesToRemove is required.")
+    if set(add) & set(remove):
+        raise InvalidParameterCombinationException("A user cannot be both added to and removed from an ACL.")
+    _memorydb_known_users(backend, add)
+    for name in add:
+        if name in acl.user_names:
+            raise DuplicateUserNameFault(f"User {name} is already a member of ACL {acl.name}.")
+    for name in remove:
+        if name not in acl.user_names:
+            raise MemoryDBInvalidParameterValue(f"User {name} is not a member of ACL {acl.name}.")
+    acl.user_names = [n for n in acl.user_names if n not in remove] + add
+    return ActionResult({"ACL": acl.to_dict(backend)})
+
+
+def _delete_acl(self):
+    backend = self.memorydb_backend
+    acl = _memorydb_acl(backend, _memorydb_params(self).get("ACLName"))
+    if acl.name == MEMORYDB_OPEN_ACCESS:
+        raise MemoryDBInvalidParameterValue("The open-access ACL cannot be deleted.")
+    clusters = acl.clusters(backend)
+    if clusters:
+        raise InvalidACLStateFault(f"ACL {acl.name} is in use by cluster(s) {', '.join(clusters)}.")
+    acl.status = "deleting"
+    del backend.memorydb_acls[acl.name]
+    backend.tagger.delete_all_tags_for_resource(acl.arn)
+    return ActionResult({"ACL": acl.to_dict(backend)})
+
+
+def _memorydb_check_cluster_acl(backend, acl_name: str | None, tls_enabled: bool | None) -> None:
+    """A cluster's ACL exists, and one without TLS has `open-access`
+    (moto replaced any other by it in silence)."""
+    if not acl_name:
+        raise MemoryDBInvalidParameterValue("ACLName is required.")
+    _memorydb_acl(backend, acl_name)
+    if tls_enabled is False and acl_name != MEMORYDB_OPEN_ACCESS:
+        raise InvalidParameterCombinationException("A cluster without TLS can only use the open-access ACL.")
+
+
+def _memorydb_check_replicas(count: int | None) -> None:
+    if count is not None and not 0 <= count <= MEMORYDB_MAX_REPLICAS:
+        raise MemoryDBInvalidParameterValue(
+            f"The number of replicas per shard must be between 0 and {MEMORYDB_MAX_REPLICAS}."
+        )
+
+
+_original_memorydb_create_cluster = memorydb_models.MemoryDBBackend.create_cluster
+
+
+def _memorydb_create_cluster(self, *args, **kwargs):
+    if kwargs.get("cluster_name") not in self.clusters:  # else moto's ClusterAlreadyExistsFault
+        _memorydb_check_cluster_acl(self, kwargs.get("acl_name"), kwargs.get("tls_enabled"))
+        subnet_group = kwargs.get("subnet_group_name") or "default"
+        if subnet_group not in self.subnet_groups:  # moto: a KeyError, HTTP 500
+            raise SubnetGroupNotFoundFault(f"Subnet group {subnet_group} not found.")
+        _memorydb_check_replicas(kwargs.get("num_replicas_per_shard"))
+    return _original_memorydb_create_cluster(self, *args, **kwargs)
+
+
+_original_memorydb_update_cluster = memorydb_models.MemoryDBBackend.update_cluster
+
+
+def _memorydb_update_cluster(self, *args, **kwargs):
+    cluster = self.clusters.get(kwargs.get("cluster_name"))
+    if cluster is not None:
+        if kwargs.get("acl_name") is not None:
+            _memorydb_check_cluster_acl(self, kwargs["acl_name"], cluster.tls_enabled)
+        _memorydb_check_replicas((kwargs.get("replica_configuration") or {}).get("ReplicaCount"))
+    cluster = _original_memorydb_update_cluster(self, *args, **kwargs)
+    _memorydb_cluster_derived(cluster)
+    return cluster
+
+
+_original_memorydb_cluster_init = memorydb_models.MemoryDBCluster.__init__
+
+
+def _memorydb_cluster_init(self, *args, **kwargs):
+    _original_memorydb_cluster_init(self, *args, **kwargs)
+    if kwargs.get("num_replicas_per_shard") == 0:
+        # moto's `or 1` made it one replica.
+        self.num_replicas_per_shard = 0
+        self.shards = self.get_shard_details()
+    _memorydb_cluster_derived(self)
+
+
+def _memorydb_cluster_derived(cluster) -> None:
+    """What moto computes once from a cluster's settings and leaves stale
+    when UpdateCluster changes them: AvailabilityMode (SingleAZ without
+    replicas) and SecurityGroups."""
+    cluster.availability_mode = "SingleAZ" if cluster.num_replicas_per_shard == 0 else "MultiAZ"
+    cluster.security_groups = [{"SecurityGroupId": sg, "Status": "active"} for sg in cluster.security_group_ids or []]
+
+
+_original_memorydb_shard_details = memorydb_models.MemoryDBCluster.get_shard_details
+
+
+def _memorydb_shard_details(self) -> list[dict]:
+    """moto's shards with the slots each serves (the 16384 split evenly, in
+    order), instead of a random range."""
+    shards = _original_memorydb_shard_details(self)
+    for i, shard in enumerate(shards):
+        shard["Slots"] = f"{i * SLOTS // len(shards)}-{(i + 1) * SLOTS // len(shards) - 1}"
+    return shards
+
+
+_original_memorydb_list_arns = memorydb_models.MemoryDBBackend._list_arns
+
+
+def _memorydb_list_arns(self) -> list[str]:
+    users = [u.arn for u in self.memorydb_users.values()]
+    return _original_memorydb_list_arns(self) + users + [a.arn for a in self.memorydb_acls.values()]
+
+
+def _memorydb_tagging(original):
+    """ListTags, TagResource or UntagResource: an unknown user's or ACL's
+    ARN is UserNotFoundFault or ACLNotFoundFault (moto would call it a
+    cluster)."""
+
+    def tagging(self, *args, **kwargs):
+        arn = kwargs.get("resource_arn", args[0] if args else "") or ""
+        kind, _, name = arn.split(":", 5)[-1].partition("/")
+        if kind == "user":
+            _memorydb_user(self, name)
+        elif kind == "acl":
+            _memorydb_acl(self, name)
+        return original(self, *args, **kwargs)
+
+    return tagging
+
+
 _original_export_certificate = acm_models.AWSCertificateManagerBackend.export_certificate
 
 
@@ -788,6 +1260,23 @@ elasticache_responses.ElastiCacheResponse.reset_cache_parameter_group = _reset_c
 elasticache_responses.ElastiCacheResponse.describe_cache_parameters = _describe_cache_parameters
 elasticache_responses.ElastiCacheResponse.delete_cache_parameter_group = _delete_cache_parameter_group
 elasticache_responses.ElastiCacheResponse.modify_replication_group = _modify_replication_group
+memorydb_models.MemoryDBBackend.__init__ = _memorydb_init
+memorydb_models.MemoryDBBackend.create_cluster = _memorydb_create_cluster
+memorydb_models.MemoryDBBackend.update_cluster = _memorydb_update_cluster
+memorydb_models.MemoryDBBackend._list_arns = _memorydb_list_arns
+for _name in ("list_tags", "tag_resource", "untag_resource"):
+    setattr(memorydb_models.MemoryDBBackend, _name, _memorydb_tagging(getattr(memorydb_models.MemoryDBBackend, _name)))
+memorydb_models.MemoryDBCluster.__init__ = _memorydb_cluster_init
+memorydb_models.MemoryDBCluster.get_shard_details = _memorydb_shard_details
+memorydb_responses.MemoryDBResponse.create_user = _create_user
+memorydb_responses.MemoryDBResponse.describe_users = _describe_users
+memorydb_responses.MemoryDBResponse.update_user = _update_user
+memorydb_responses.MemoryDBResponse.delete_user = _delete_user
+memorydb_responses.MemoryDBResponse.create_acl = _create_acl
+# moto dispatches DescribeACLs to the snake case of its name as it splits it.
+memorydb_responses.MemoryDBResponse.describe_ac_ls = _describe_acls
+memorydb_responses.MemoryDBResponse.update_acl = _update_acl
+memorydb_responses.MemoryDBResponse.delete_acl = _delete_acl
 imds_urls.url_paths = {path: _metadata_response for path in imds_urls.url_paths}
 launch_templates.LaunchTemplateVersion.__init__ = _version_init
 asg_models.InstanceState.__init__ = _instance_state_init

@@ -6,6 +6,7 @@
 //! desired count, 1 otherwise.
 
 use stacks::aws::ops::StackStatus;
+use stacks::aws::wait::RedisService;
 use stacks::spec::LoadedSpec;
 
 use crate::output::{self, Exit, Output};
@@ -57,8 +58,12 @@ fn print_human(s: &StackStatus) -> anyhow::Result<()> {
         ));
     }
     if let Some(r) = &s.redis {
+        let service = match r.service {
+            RedisService::ElastiCache => "ElastiCache",
+            RedisService::MemoryDb => "MemoryDB",
+        };
         lines.push(format!(
-            "  redis      {} {}",
+            "  redis      {} {} ({service})",
             r.status,
             r.endpoint.as_deref().unwrap_or("(no endpoint yet)")
         ));

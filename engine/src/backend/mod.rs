@@ -478,6 +478,10 @@ pub enum BackendConfig {
         work_queue: String,
         /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
         redis_url: String,
+        /// `redis_url` is a Redis Cluster (MemoryDB): the cluster protocol,
+        /// every key in one hash slot.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redis_cluster: bool,
         /// Create the queues and their dead-letter queues when missing (local
         /// stacks; on AWS the provisioner owns them).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -501,6 +505,10 @@ pub enum BackendConfig {
         path: std::path::PathBuf,
         /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
         redis_url: String,
+        /// `redis_url` is a Redis Cluster (MemoryDB): the cluster protocol,
+        /// every key in one hash slot.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        redis_cluster: bool,
     },
 }
 
@@ -577,8 +585,17 @@ pub async fn open(config: &BackendConfig, queues: &QueuesConfig) -> Result<Backe
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster,
             create_queues,
-        } => open_sqs_redis(events_queue, work_queue, redis_url, *create_queues, queues).await,
+        } => {
+            let state = open_redis(redis_url, *redis_cluster).await?;
+            let (events, work) = open_sqs(events_queue, work_queue, *create_queues, queues).await?;
+            Ok(Backends {
+                events,
+                work,
+                state,
+            })
+        }
         BackendConfig::SqsEmbedded {
             events_queue,
             work_queue,
@@ -593,8 +610,12 @@ pub async fn open(config: &BackendConfig, queues: &QueuesConfig) -> Result<Backe
                 state: embedded.state,
             })
         }
-        BackendConfig::EmbeddedRedis { path, redis_url } => {
-            let state = open_redis(redis_url).await?;
+        BackendConfig::EmbeddedRedis {
+            path,
+            redis_url,
+            redis_cluster,
+        } => {
+            let state = open_redis(redis_url, *redis_cluster).await?;
             let embedded = embedded::open(path, queues).await?;
             Ok(Backends { state, ..embedded })
         }
@@ -606,39 +627,6 @@ fn not_built(feature: &str) -> BackendError {
     BackendError::Other(format!(
         "this engine was built without the `{feature}` cargo feature"
     ))
-}
-
-/// SQS queues over Redis state.
-#[cfg(all(feature = "sqs", feature = "redis"))]
-async fn open_sqs_redis(
-    events_queue: &str,
-    work_queue: &str,
-    redis_url: &str,
-    create_queues: bool,
-    queues: &QueuesConfig,
-) -> Result<Backends> {
-    let state = Arc::new(redis::RedisState::open(redis_url).await?);
-    let (events, work) = sqs::open_pair(events_queue, work_queue, create_queues, queues).await?;
-    Ok(Backends {
-        events,
-        work,
-        state,
-    })
-}
-
-#[cfg(not(all(feature = "sqs", feature = "redis")))]
-async fn open_sqs_redis(
-    _events_queue: &str,
-    _work_queue: &str,
-    _redis_url: &str,
-    _create_queues: bool,
-    _queues: &QueuesConfig,
-) -> Result<Backends> {
-    Err(not_built(if cfg!(feature = "sqs") {
-        "redis"
-    } else {
-        "sqs"
-    }))
 }
 
 #[cfg(feature = "sqs")]
@@ -662,12 +650,12 @@ async fn open_sqs(
 }
 
 #[cfg(feature = "redis")]
-async fn open_redis(url: &str) -> Result<Arc<dyn StateStore>> {
-    Ok(Arc::new(redis::RedisState::open(url).await?))
+async fn open_redis(url: &str, cluster: bool) -> Result<Arc<dyn StateStore>> {
+    Ok(Arc::new(redis::RedisState::open(url, cluster).await?))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn open_redis(_url: &str) -> Result<Arc<dyn StateStore>> {
+async fn open_redis(_url: &str, _cluster: bool) -> Result<Arc<dyn StateStore>> {
     Err(not_built("redis"))
 }
 

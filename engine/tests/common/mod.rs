@@ -478,10 +478,11 @@ async fn sqs_redis_backends(
         events_queue: "test-events".into(),
         work_queue: "test-work".into(),
         redis_url: redis.url(),
+        redis_cluster: false,
         create_queues: true,
     };
     let state = Arc::new(
-        backend::redis::RedisState::open(&redis.url())
+        backend::redis::RedisState::open(&redis.url(), false)
             .await
             .expect("open Redis"),
     );
@@ -709,7 +710,7 @@ impl ProcessBackend {
                 .state
             }
             Some((_, redis)) => Arc::new(
-                backend::redis::RedisState::open(&redis.url())
+                backend::redis::RedisState::open(&redis.url(), false)
                     .await
                     .expect("open Redis"),
             ),

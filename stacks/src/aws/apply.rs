@@ -116,7 +116,7 @@ pub async fn apply(
         return Ok(report);
     }
     let redis = secrets::redis_requiring_token(&plan.observed);
-    let secrets = secrets::load(aws, &plan.graph, &plan.inputs, true, redis).await?;
+    let secrets = secrets::load(aws, &plan.graph, &plan.inputs, true, redis.as_deref()).await?;
 
     let changes: BTreeMap<&LogicalId, Action> = plan
         .plan

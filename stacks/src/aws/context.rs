@@ -227,6 +227,7 @@ clients! {
     ecr: aws_sdk_ecr,
     ecs: aws_sdk_ecs,
     elasticache: aws_sdk_elasticache,
+    memorydb: aws_sdk_memorydb,
     autoscaling: aws_sdk_autoscaling,
     appscaling: aws_sdk_applicationautoscaling,
     cloudmap: aws_sdk_servicediscovery,

@@ -158,17 +158,22 @@ fn rank(kind: Kind) -> u8 {
         | Kind::LoadBalancer
         | Kind::ServiceDiscoveryService => 4,
         Kind::ElastiCacheReplicationGroup
+        | Kind::MemoryDbCluster
         | Kind::EcsCluster
         | Kind::IamInstanceProfile
         | Kind::IamRolePolicy
         | Kind::ServiceDiscoveryNamespace => 5,
         Kind::ElastiCacheSubnetGroup
         | Kind::ElastiCacheParameterGroup
+        | Kind::MemoryDbSubnetGroup
+        | Kind::MemoryDbAcl
         | Kind::SecurityGroup
         | Kind::IamRole
         | Kind::LogGroup
         | Kind::SqsQueue
         | Kind::EcrRepository => 6,
+        // Once no ACL holds it.
+        Kind::MemoryDbUser => 7,
     }
 }
 
@@ -426,7 +431,7 @@ pub async fn down(
     }
     // Start the slowest deletions first among those ready.
     let start_rank = |id: &LogicalId| match ours[id].resource.kind {
-        Kind::ElastiCacheReplicationGroup => 0,
+        Kind::ElastiCacheReplicationGroup | Kind::MemoryDbCluster => 0,
         Kind::EcsService | Kind::AutoScalingGroup => 1,
         _ => 2,
     };

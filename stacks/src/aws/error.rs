@@ -86,6 +86,10 @@ impl Class {
             "ClusterContainsContainerInstancesException",
             "InvalidIPAddress.InUse",
             "ResourceInUseFault",
+            "SubnetGroupInUseFault",
+            "InvalidClusterStateFault",
+            "InvalidACLStateFault",
+            "InvalidUserStateFault",
         ];
         const RETRYABLE: &[&str] = &[
             "Throttling",
@@ -202,22 +206,22 @@ pub enum AwsError {
         found: String,
     },
     /// The Redis auth token's parameter is gone while the ElastiCache group
-    /// it was made for still requires it: a new token would lock every
-    /// engine process out of Redis.
+    /// or MemoryDB user it was made for still requires it: a new token would
+    /// lock every engine process out of Redis.
     #[error(
-        "the Redis auth token parameter {parameter} is missing, but ElastiCache group {group} \
-         still requires the token it held: a new token would lock the engine out of Redis. \
-         Put the group's token back (aws ssm put-parameter --type SecureString --name \
-         {parameter} --value TOKEN --tags Key=stackctl:stack,Value={stack}), or delete the \
-         group (`stackctl down`) so that `up` creates it with a new one"
+        "the Redis auth token parameter {parameter} is missing, but {holder} still requires \
+         the token it held: a new token would lock the engine out of Redis. Put the token \
+         back (aws ssm put-parameter --type SecureString --name {parameter} --value TOKEN \
+         --tags Key=stackctl:stack,Value={stack}), or delete the stack's Redis \
+         (`stackctl down`) so that `up` creates it with a new one"
     )]
     RedisTokenLost {
         /// The stack.
         stack: String,
         /// The SSM parameter.
         parameter: String,
-        /// The replication group.
-        group: String,
+        /// What holds the token (`ElastiCache group s-redis`, `MemoryDB user s-engine`).
+        holder: String,
     },
     /// The AWS configuration (credentials, region) is unusable.
     #[error("AWS configuration: {0}")]

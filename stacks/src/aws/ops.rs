@@ -511,7 +511,7 @@ pub struct StackStatus {
     pub dns_target: Option<String>,
     /// `event-api`, `runner` and `executors`.
     pub services: BTreeMap<String, ServiceStatus>,
-    /// The Redis replication group.
+    /// The Redis replication group or MemoryDB cluster.
     pub redis: Option<RedisState>,
     /// Every resource, in apply order.
     pub resources: Vec<ResourceStatus>,
@@ -538,7 +538,7 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         }
     };
     let group = name("autoscaling.group.executors");
-    let redis = name("elasticache.redis");
+    let redis = super::wait::RedisService::of(graph);
     let (event_api, runner, executors, redis) = tokio::join!(
         service("event-api"),
         service("runner"),
@@ -550,7 +550,7 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         },
         async {
             match &redis {
-                Some(r) => super::wait::redis_state(aws, r).await,
+                Some((service, id)) => super::wait::redis_state(aws, *service, id).await,
                 None => Ok(None),
             }
         },

@@ -80,6 +80,14 @@ pub(crate) fn candidates(stack: &str) -> Vec<Target> {
             Kind::ElastiCacheReplicationGroup,
             d("redis"),
         ),
+        (
+            "memorydb.subnet-group".into(),
+            Kind::MemoryDbSubnetGroup,
+            d("redis"),
+        ),
+        ("memorydb.user".into(), Kind::MemoryDbUser, d("engine")),
+        ("memorydb.acl".into(), Kind::MemoryDbAcl, d("redis")),
+        ("memorydb.cluster".into(), Kind::MemoryDbCluster, d("redis")),
         ("ecr.engine".into(), Kind::EcrRepository, d("engine")),
         (
             "cloudmap.namespace".into(),
@@ -207,7 +215,7 @@ pub async fn plan(aws: &Aws, graph: &Graph, inputs: &Inputs) -> Result<AwsPlan> 
     };
     let observed = observe(&ctx, graph).await?;
     let redis = secrets::redis_requiring_token(&observed);
-    let secrets = secrets::load(aws, graph, inputs, false, redis).await?;
+    let secrets = secrets::load(aws, graph, inputs, false, redis.as_deref()).await?;
     let image = engine_image(graph, inputs, &env, &observed);
     let architecture = engine_architecture(graph, inputs, &observed);
     let ami = if graph.kinds().contains(&Kind::LaunchTemplate) {

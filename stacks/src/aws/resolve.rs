@@ -27,6 +27,10 @@ pub const UNKNOWN: &str = "(known after apply)";
 /// replaces it with the desired value, so it never shows as a change.
 pub const NOT_REPORTED: &str = "(not reported)";
 
+/// What a MemoryDB user's password reads as when it has one: set, value
+/// unknown.
+pub const PASSWORD_SET: &str = "(set)";
+
 /// Outputs of one resource (`arn`, `id`, `url`, ...).
 pub type Outputs = BTreeMap<String, String>;
 
@@ -230,6 +234,10 @@ pub(crate) fn from_value(kind: Kind, value: Value) -> serde_json::Result<Attribu
         Kind::ElastiCacheSubnetGroup => Attributes::ElastiCacheSubnetGroup(v(value)?),
         Kind::ElastiCacheParameterGroup => Attributes::ElastiCacheParameterGroup(v(value)?),
         Kind::ElastiCacheReplicationGroup => Attributes::ElastiCacheReplicationGroup(v(value)?),
+        Kind::MemoryDbSubnetGroup => Attributes::MemoryDbSubnetGroup(v(value)?),
+        Kind::MemoryDbUser => Attributes::MemoryDbUser(v(value)?),
+        Kind::MemoryDbAcl => Attributes::MemoryDbAcl(v(value)?),
+        Kind::MemoryDbCluster => Attributes::MemoryDbCluster(v(value)?),
         Kind::EcrRepository => Attributes::EcrRepository(v(value)?),
         Kind::EcsCluster => Attributes::EcsCluster(v(value)?),
         Kind::EcsTaskDefinition => Attributes::EcsTaskDefinition(Box::new(v(value)?)),
@@ -262,6 +270,9 @@ pub(crate) fn normalize(attributes: &mut Attributes) {
         }
         Attributes::ElastiCacheSubnetGroup(g) => g.subnet_ids.sort(),
         Attributes::ElastiCacheReplicationGroup(g) => g.security_group_ids.sort(),
+        Attributes::MemoryDbSubnetGroup(g) => g.subnet_ids.sort(),
+        Attributes::MemoryDbAcl(a) => a.user_names.sort(),
+        Attributes::MemoryDbCluster(c) => c.security_group_ids.sort(),
         Attributes::EcsCluster(c) => c.capacity_providers.sort(),
         Attributes::EcsTaskDefinition(t) => t.requires_compatibilities.sort(),
         Attributes::EcsService(s) => {
@@ -283,6 +294,7 @@ pub(crate) fn normalize(attributes: &mut Attributes) {
         | Attributes::LogGroup(_)
         | Attributes::SqsQueue(_)
         | Attributes::ElastiCacheParameterGroup(_)
+        | Attributes::MemoryDbUser(_)
         | Attributes::EcrRepository(_)
         | Attributes::TargetGroup(_)
         | Attributes::Listener(_)
@@ -320,6 +332,12 @@ pub(crate) fn carry_unobservable(desired: &Attributes, observed: &mut Attributes
             if o.security_group_ids.iter().any(|s| s == NOT_REPORTED) {
                 o.security_group_ids.clone_from(&d.security_group_ids);
             }
+        }
+        // Only whether a password is set is observable.
+        (Attributes::MemoryDbUser(d), Attributes::MemoryDbUser(o))
+            if o.password == PASSWORD_SET =>
+        {
+            o.password.clone_from(&d.password);
         }
         (Attributes::EcsService(d), Attributes::EcsService(o)) => {
             o.scaling_managed = d.scaling_managed;

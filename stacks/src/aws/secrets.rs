@@ -2,7 +2,7 @@
 //! `/stackctl/{stack}/`: the ones the engine reads at start (the event keys,
 //! the runs-API token, the Redis auth token; the graph's task definitions
 //! name them in `secrets`, the executor user data fetches them) and the
-//! Redis auth token ElastiCache is created with.
+//! Redis auth token ElastiCache (or the MemoryDB user) is created with.
 //!
 //! A secret the spec holds (the event keys, an `api_token`) is written with
 //! its value, only while applying and only when the stored value differs
@@ -87,8 +87,9 @@ struct Stored {
 /// from SSM's and generates the missing ones; otherwise (plan) nothing is
 /// written and what applying would change stays `None` (unknown).
 ///
-/// `redis_group` names the live ElastiCache group when it requires an auth
-/// token: its token's parameter must then exist (a new one would not open it).
+/// `redis_group` names what holds the Redis auth token
+/// ([`redis_requiring_token`]): its parameter must then exist (a new one
+/// would not open it).
 pub(crate) async fn load(
     aws: &Aws,
     graph: &Graph,
@@ -127,19 +128,22 @@ pub(crate) async fn load(
     Ok(secrets)
 }
 
-/// The live ElastiCache group of `observed` when it requires an auth token.
+/// What holds the stack's Redis auth token in `observed`, if anything: the
+/// live ElastiCache group when it requires one, or the MemoryDB user with a
+/// password (`ElastiCache group s-redis`, `MemoryDB user s-engine`).
 pub(crate) fn redis_requiring_token(
     observed: &BTreeMap<crate::graph::LogicalId, super::kinds::Observed>,
-) -> Option<&str> {
-    observed
-        .get(&crate::graph::LogicalId::new("elasticache.redis"))
-        .filter(|o| {
-            matches!(
-                &o.resource.attributes,
-                crate::graph::Attributes::ElastiCacheReplicationGroup(g) if g.auth_token.is_some()
-            )
-        })
-        .map(|o| o.resource.name.as_str())
+) -> Option<String> {
+    use crate::graph::{Attributes, LogicalId};
+    let holder = |id: &str| observed.get(&LogicalId::new(id));
+    if let Some(o) = holder("elasticache.redis")
+        && matches!(&o.resource.attributes, Attributes::ElastiCacheReplicationGroup(g) if g.auth_token.is_some())
+    {
+        return Some(format!("ElastiCache group {}", o.resource.name));
+    }
+    holder("memorydb.user")
+        .filter(|o| matches!(&o.resource.attributes, Attributes::MemoryDbUser(u) if !u.password.is_empty()))
+        .map(|o| format!("MemoryDB user {}", o.resource.name))
 }
 
 /// The parameter's value and version; `None` when it does not exist.
@@ -176,12 +180,12 @@ async fn sync(
     let current = read(aws, &parameter).await?;
     if name == "redis_auth_token"
         && current.is_none()
-        && let Some(group) = redis_group
+        && let Some(holder) = redis_group
     {
         return Err(AwsError::RedisTokenLost {
             stack: stack.to_string(),
             parameter,
-            group: group.to_string(),
+            holder: holder.to_string(),
         });
     }
     let wanted = match src {

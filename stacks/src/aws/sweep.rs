@@ -406,6 +406,100 @@ async fn elasticache_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, Strin
         .collect())
 }
 
+async fn memorydb_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>> {
+    if arn.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let out = call!(
+        arn,
+        "ListTags",
+        aws.memorydb().list_tags().resource_arn(arn).send()
+    )?;
+    Ok(out
+        .tag_list()
+        .iter()
+        .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+        .collect())
+}
+
+/// MemoryDB clusters, ACLs, users and subnet groups named `{stack}-*`.
+async fn memorydb(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
+    let db = aws.memorydb();
+    let prefix = format!("{stack}-");
+    let ours = |name: &Option<String>| name.as_deref().is_some_and(|n| n.starts_with(&prefix));
+    let clusters = call!(
+        stack,
+        "DescribeClusters",
+        db.describe_clusters()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    let acls = call!(
+        stack,
+        "DescribeACLs",
+        db.describe_acls()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    let users = call!(
+        stack,
+        "DescribeUsers",
+        db.describe_users()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    let subnet_groups = call!(
+        stack,
+        "DescribeSubnetGroups",
+        db.describe_subnet_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    let found = clusters
+        .into_iter()
+        .filter(|c| ours(&c.name))
+        .map(|c| {
+            let deleting = c.status.filter(|s| s == "deleting");
+            (Kind::MemoryDbCluster, c.name, c.arn, deleting)
+        })
+        .chain(
+            acls.into_iter()
+                .filter(|a| ours(&a.name))
+                .map(|a| (Kind::MemoryDbAcl, a.name, a.arn, None)),
+        )
+        .chain(
+            users
+                .into_iter()
+                .filter(|u| ours(&u.name))
+                .map(|u| (Kind::MemoryDbUser, u.name, u.arn, None)),
+        )
+        .chain(
+            subnet_groups
+                .into_iter()
+                .filter(|g| ours(&g.name))
+                .map(|g| (Kind::MemoryDbSubnetGroup, g.name, g.arn, None)),
+        );
+    let mut out = Vec::new();
+    for (kind, name, arn, deleting) in found {
+        let arn = arn.unwrap_or_default();
+        let tags = memorydb_tags(aws, &arn).await?;
+        out.push(
+            Seen::new(kind, name.unwrap_or_default(), arn)
+                .tags(tags)
+                .deleting(deleting),
+        );
+    }
+    Ok(out)
+}
+
 async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let cache = aws.elasticache();
     let prefix = format!("{stack}-");
@@ -1054,6 +1148,7 @@ pub async fn sweep(
         logs,
         sqs,
         cache,
+        memdb,
         repos,
         ecs_found,
         asg,
@@ -1070,6 +1165,7 @@ pub async fn sweep(
         log_groups(aws, stack),
         queues(aws, stack),
         elasticache(aws, stack),
+        memorydb(aws, stack),
         ecr(aws, stack),
         ecs(aws, stack),
         autoscaling(aws, stack),
@@ -1100,6 +1196,7 @@ pub async fn sweep(
         ("CloudWatch Logs", logs),
         ("SQS", sqs),
         ("ElastiCache", cache),
+        ("MemoryDB", memdb),
         ("ECR", repos),
         ("ECS", ecs_found),
         ("EC2 Auto Scaling", asg),

@@ -132,11 +132,49 @@ pub enum Target {
         /// The condition.
         until: Until,
     },
-    /// An ElastiCache replication group.
+    /// The stack's Redis: an ElastiCache replication group or a MemoryDB
+    /// cluster.
     Redis {
-        /// The replication group id.
+        /// Which service.
+        service: RedisService,
+        /// The replication group id or cluster name.
         id: String,
     },
+}
+
+/// The service a stack's Redis runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisService {
+    /// An ElastiCache replication group.
+    #[serde(rename = "elasticache")]
+    ElastiCache,
+    /// A MemoryDB cluster.
+    #[serde(rename = "memorydb")]
+    MemoryDb,
+}
+
+impl RedisService {
+    /// The stack's Redis in `graph` (service and name), if it manages one.
+    pub fn of(graph: &Graph) -> Option<(RedisService, String)> {
+        [
+            ("elasticache.redis", RedisService::ElastiCache),
+            ("memorydb.cluster", RedisService::MemoryDb),
+        ]
+        .into_iter()
+        .find_map(|(id, service)| {
+            graph
+                .get(&LogicalId::new(id))
+                .map(|r| (service, r.name.clone()))
+        })
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            RedisService::ElastiCache => "replication group",
+            RedisService::MemoryDb => "MemoryDB cluster",
+        }
+    }
 }
 
 impl Target {
@@ -145,7 +183,7 @@ impl Target {
         match self {
             Target::Service { label, .. } => format!("service {label}"),
             Target::Group { label, .. } => label.clone(),
-            Target::Redis { id } => format!("Redis {id}"),
+            Target::Redis { id, .. } => format!("Redis {id}"),
         }
     }
 
@@ -153,7 +191,7 @@ impl Target {
         match self {
             Target::Service { label, .. } => format!("wait.service.{label}"),
             Target::Group { label, .. } => format!("wait.group.{label}"),
-            Target::Redis { id } => format!("wait.redis.{id}"),
+            Target::Redis { id, .. } => format!("wait.redis.{id}"),
         }
     }
 
@@ -173,10 +211,8 @@ pub fn targets(graph: &Graph, outputs: &BTreeMap<LogicalId, Outputs>) -> Vec<Tar
     let cluster = graph
         .get(&LogicalId::new("ecs.cluster"))
         .map(|r| r.name.clone());
-    if let Some(redis) = graph.get(&LogicalId::new("elasticache.redis")) {
-        out.push(Target::Redis {
-            id: redis.name.clone(),
-        });
+    if let Some((service, id)) = RedisService::of(graph) {
+        out.push(Target::Redis { service, id });
     }
     for label in ["event-api", "runner"] {
         let Some(svc) = graph.get(&LogicalId::new(format!("ecs.service.{label}"))) else {
@@ -333,7 +369,7 @@ async fn check(aws: &Aws, target: &Target, since: SystemTime) -> Result<Step, Aw
             .await
         }
         Target::Group { name, until, .. } => check_group(aws, name, *until, since).await,
-        Target::Redis { id } => check_redis(aws, id).await,
+        Target::Redis { service, id } => check_redis(aws, *service, id).await,
     }
 }
 
@@ -925,66 +961,100 @@ async fn check_group(
     Ok(Step::Pending(state))
 }
 
-/// The live state of the Redis replication group.
+/// The live state of the stack's Redis.
 #[derive(Debug, Clone, Serialize)]
 pub struct RedisState {
-    /// `creating`, `available`, `modifying`, `deleting`, `create-failed`, ...
+    /// ElastiCache or MemoryDB.
+    pub service: RedisService,
+    /// `creating`, `available`, `modifying`/`updating`, `deleting`,
+    /// `create-failed`, ...
     pub status: String,
-    /// `host:port` of the primary, once known.
+    /// `host:port` the engine connects to (the primary, or MemoryDB's
+    /// cluster endpoint), once known.
     pub endpoint: Option<String>,
 }
 
-/// Reads a replication group; `None` when it does not exist.
-pub async fn redis_state(aws: &Aws, id: &str) -> Result<Option<RedisState>, AwsError> {
-    let out = aws
-        .elasticache()
-        .describe_replication_groups()
-        .replication_group_id(id)
-        .send()
-        .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            let e = AwsError::api(
-                Subject::other("elasticache replication group", id),
-                "DescribeReplicationGroups",
-                e,
-            );
-            return if e.is_not_found() { Ok(None) } else { Err(e) };
+/// Reads a replication group or MemoryDB cluster; `None` when it does not
+/// exist.
+pub async fn redis_state(
+    aws: &Aws,
+    service: RedisService,
+    id: &str,
+) -> Result<Option<RedisState>, AwsError> {
+    let subject = || Subject::other(service.noun(), id);
+    let not_found = |e: AwsError| if e.is_not_found() { Ok(None) } else { Err(e) };
+    let address = |address: Option<&str>, port: Option<i32>| {
+        let host = address.filter(|a| !a.is_empty())?;
+        Some(format!("{host}:{}", port.unwrap_or(6379)))
+    };
+    let (status, endpoint) = match service {
+        RedisService::ElastiCache => {
+            let out = aws
+                .elasticache()
+                .describe_replication_groups()
+                .replication_group_id(id)
+                .send()
+                .await;
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    return not_found(AwsError::api(subject(), "DescribeReplicationGroups", e));
+                }
+            };
+            let Some(g) = out
+                .replication_groups
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+            else {
+                return Ok(None);
+            };
+            let endpoint = g
+                .node_groups()
+                .iter()
+                .find_map(|n| n.primary_endpoint.as_ref())
+                .or(g.configuration_endpoint.as_ref())
+                .and_then(|e| address(e.address.as_deref(), e.port));
+            (g.status.unwrap_or_default(), endpoint)
+        }
+        RedisService::MemoryDb => {
+            let out = aws
+                .memorydb()
+                .describe_clusters()
+                .cluster_name(id)
+                .send()
+                .await;
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => return not_found(AwsError::api(subject(), "DescribeClusters", e)),
+            };
+            let Some(c) = out.clusters.unwrap_or_default().into_iter().next() else {
+                return Ok(None);
+            };
+            let endpoint = c
+                .cluster_endpoint
+                .as_ref()
+                .and_then(|e| address(e.address.as_deref(), Some(e.port)));
+            (c.status.unwrap_or_default(), endpoint)
         }
     };
-    let Some(g) = out
-        .replication_groups
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-    else {
-        return Ok(None);
-    };
-    let endpoint = g
-        .node_groups()
-        .iter()
-        .find_map(|n| n.primary_endpoint.as_ref())
-        .or(g.configuration_endpoint.as_ref())
-        .and_then(|e| {
-            let host = e.address.as_deref().filter(|a| !a.is_empty())?;
-            Some(format!("{host}:{}", e.port.unwrap_or(6379)))
-        });
     Ok(Some(RedisState {
-        status: g.status.unwrap_or_default(),
+        service,
+        status,
         endpoint,
     }))
 }
 
-async fn check_redis(aws: &Aws, id: &str) -> Result<Step, AwsError> {
-    let Some(r) = redis_state(aws, id).await? else {
+async fn check_redis(aws: &Aws, service: RedisService, id: &str) -> Result<Step, AwsError> {
+    let Some(r) = redis_state(aws, service, id).await? else {
         return Ok(Step::Failed(format!(
-            "replication group {id} does not exist"
+            "{} {id} does not exist",
+            service.noun()
         )));
     };
     Ok(match (r.status.as_str(), &r.endpoint) {
         ("available", Some(ep)) => Step::Done(format!("available at {ep}")),
-        ("available", None) => Step::Pending("available, primary endpoint not known yet".into()),
+        ("available", None) => Step::Pending("available, endpoint not known yet".into()),
         ("create-failed" | "deleting" | "deleted", _) => {
             Step::Failed(format!("status {}", r.status))
         }

@@ -226,6 +226,61 @@ pub struct ElastiCacheParameterGroup {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// [`Kind::MemoryDbSubnetGroup`](super::Kind::MemoryDbSubnetGroup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryDbSubnetGroup {
+    /// Description.
+    pub description: String,
+    /// Subnets (`${default_subnets}`).
+    pub subnet_ids: Vec<String>,
+}
+
+/// [`Kind::MemoryDbUser`](super::Kind::MemoryDbUser): the engine's user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryDbUser {
+    /// Redis ACL rules (`on ~* &* +@all`).
+    pub access_string: String,
+    /// Its password (`${secret:redis_auth_token}`); only whether one is
+    /// set reads back.
+    pub password: String,
+}
+
+/// [`Kind::MemoryDbAcl`](super::Kind::MemoryDbAcl).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryDbAcl {
+    /// Its users (`${memorydb.user.name}`).
+    pub user_names: Vec<String>,
+}
+
+/// [`Kind::MemoryDbCluster`](super::Kind::MemoryDbCluster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryDbCluster {
+    /// Description.
+    pub description: String,
+    /// Engine version.
+    pub engine_version: String,
+    /// Node type.
+    pub node_type: String,
+    /// Shards (one: the engine keeps every key in one hash slot).
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// Days of automatic snapshots kept (0: none).
+    pub snapshot_retention_days: u32,
+    /// Port.
+    pub port: u16,
+    /// Subnet group (`${memorydb.subnet-group.name}`).
+    pub subnet_group: String,
+    /// Parameter group (the default one's `maxmemory-policy` is `noeviction`).
+    pub parameter_group: String,
+    /// Access control list (`${memorydb.acl.name}`).
+    pub acl: String,
+    /// Security groups.
+    pub security_group_ids: Vec<String>,
+    /// TLS (MemoryDB requires it for any ACL but `open-access`).
+    pub tls: bool,
+}
+
 /// [`Kind::EcrRepository`](super::Kind::EcrRepository).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EcrRepository {
@@ -630,6 +685,10 @@ pub enum Attributes {
     ElastiCacheSubnetGroup(ElastiCacheSubnetGroup),
     ElastiCacheParameterGroup(ElastiCacheParameterGroup),
     ElastiCacheReplicationGroup(ElastiCacheReplicationGroup),
+    MemoryDbSubnetGroup(MemoryDbSubnetGroup),
+    MemoryDbUser(MemoryDbUser),
+    MemoryDbAcl(MemoryDbAcl),
+    MemoryDbCluster(MemoryDbCluster),
     EcrRepository(EcrRepository),
     EcsCluster(EcsCluster),
     EcsTaskDefinition(Box<EcsTaskDefinition>),

@@ -32,6 +32,11 @@ pub const API_STAGE: &str = "v1";
 pub const REDIS_PORT: u16 = 6379;
 /// The ElastiCache parameter group family of the Redis engine version.
 const REDIS_FAMILY: &str = "redis7";
+/// MemoryDB's default parameter group of the Redis engine version: its
+/// `maxmemory-policy` is `noeviction`, what the engine needs.
+const MEMORYDB_PARAMETER_GROUP: &str = "default.memorydb-redis7";
+/// What the engine's MemoryDB user may do: every key, channel and command.
+const MEMORYDB_ACCESS: &str = "on ~* &* +@all";
 /// The Docker Engine socket on executor hosts (the docker driver's).
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The most the engine configuration may take in a task definition (whose
@@ -166,8 +171,17 @@ impl Builder<'_> {
         self.graph.get(&LogicalId::new(id)).is_some()
     }
 
-    fn uses_elasticache(&self) -> bool {
+    /// Redis managed by the stack (ElastiCache or MemoryDB), not given by URL.
+    fn manages_redis(&self) -> bool {
         self.spec.state.url.is_none()
+    }
+
+    fn uses_elasticache(&self) -> bool {
+        self.manages_redis() && self.spec.state.memorydb.is_none()
+    }
+
+    fn uses_memorydb(&self) -> bool {
+        self.manages_redis() && self.spec.state.memorydb.is_some()
     }
 
     fn builds_image(&self) -> bool {
@@ -363,7 +377,7 @@ impl Builder<'_> {
             &[],
             attrs,
         )?;
-        if self.uses_elasticache() {
+        if self.manages_redis() {
             let ingress = ["event-api", "runner", "executors"]
                 .iter()
                 .map(|role| Rule {
@@ -375,7 +389,12 @@ impl Builder<'_> {
                 })
                 .collect();
             // No egress: Redis only answers.
-            let attrs = self.sg("ElastiCache Redis", ingress, Vec::new());
+            let what = if self.uses_memorydb() {
+                "MemoryDB Redis"
+            } else {
+                "ElastiCache Redis"
+            };
+            let attrs = self.sg(what, ingress, Vec::new());
             self.add(
                 "ec2.sg.redis",
                 Kind::SecurityGroup,
@@ -587,6 +606,9 @@ impl Builder<'_> {
     }
 
     fn redis(&mut self) -> Result<(), GraphError> {
+        if self.uses_memorydb() {
+            return self.memorydb();
+        }
         if !self.uses_elasticache() {
             return Ok(());
         }
@@ -641,6 +663,63 @@ impl Builder<'_> {
                 transit_encryption: redis.transit_encryption,
                 at_rest_encryption: true,
                 auth_token: redis.auth.then(|| secret("redis_auth_token")),
+            }),
+        )
+    }
+
+    /// MemoryDB: one shard (the engine keeps every key in one hash slot) with
+    /// the spec's replicas, TLS, and the engine's own user (its password is
+    /// the Redis auth token secret) in the cluster's ACL. The default
+    /// parameter group's `maxmemory-policy` is already `noeviction`.
+    fn memorydb(&mut self) -> Result<(), GraphError> {
+        let memorydb = self.spec.state.memorydb.clone().unwrap_or_default();
+        self.add(
+            "memorydb.subnet-group",
+            Kind::MemoryDbSubnetGroup,
+            self.names.dashed("redis"),
+            &[],
+            Attributes::MemoryDbSubnetGroup(MemoryDbSubnetGroup {
+                description: format!("stackctl {}: Redis in the default VPC", self.spec.stack),
+                subnet_ids: vec![context("default_subnets")],
+            }),
+        )?;
+        self.add(
+            "memorydb.user",
+            Kind::MemoryDbUser,
+            self.names.dashed("engine"),
+            &[],
+            Attributes::MemoryDbUser(MemoryDbUser {
+                access_string: MEMORYDB_ACCESS.into(),
+                password: secret("redis_auth_token"),
+            }),
+        )?;
+        self.add(
+            "memorydb.acl",
+            Kind::MemoryDbAcl,
+            self.names.dashed("redis"),
+            &["memorydb.user"],
+            Attributes::MemoryDbAcl(MemoryDbAcl {
+                user_names: vec![output("memorydb.user", "name")],
+            }),
+        )?;
+        self.add(
+            "memorydb.cluster",
+            Kind::MemoryDbCluster,
+            self.names.dashed("redis"),
+            &["memorydb.subnet-group", "memorydb.acl", "ec2.sg.redis"],
+            Attributes::MemoryDbCluster(MemoryDbCluster {
+                description: format!("stackctl {}: engine state", self.spec.stack),
+                engine_version: "7.1".into(),
+                node_type: memorydb.node_type,
+                shards: 1,
+                replicas: memorydb.replicas,
+                snapshot_retention_days: memorydb.snapshot_retention_days,
+                port: REDIS_PORT,
+                subnet_group: output("memorydb.subnet-group", "name"),
+                parameter_group: MEMORYDB_PARAMETER_GROUP.into(),
+                acl: output("memorydb.acl", "name"),
+                security_group_ids: vec![output("ec2.sg.redis", "id")],
+                tls: true,
             }),
         )
     }
@@ -841,7 +920,7 @@ impl Builder<'_> {
             out.push((engine::config::ENV_API_TOKEN, "api_token"));
             out.push((engine::config::ENV_EVENT_KEYS, "event_keys"));
         }
-        if self.uses_elasticache() && self.spec.state.redis.auth {
+        if self.uses_memorydb() || (self.uses_elasticache() && self.spec.state.redis.auth) {
             out.push((engine::config::ENV_REDIS_AUTH_TOKEN, "redis_auth_token"));
         }
         out
@@ -874,7 +953,16 @@ impl Builder<'_> {
         role: Role,
     ) -> Result<(BTreeMap<String, String>, Vec<&'static str>), GraphError> {
         let mut deps = vec!["sqs.events", "sqs.work"];
-        let redis_url = if self.uses_elasticache() {
+        let redis_url = if self.uses_memorydb() {
+            deps.push("memorydb.cluster");
+            // The engine's user; its password is added by the engine from
+            // STACKCTL_ENGINE_REDIS_AUTH_TOKEN (`engine_secrets`).
+            format!(
+                "rediss://{}@{}:{REDIS_PORT}",
+                self.names.dashed("engine"),
+                output("memorydb.cluster", "endpoint")
+            )
+        } else if self.uses_elasticache() {
             deps.push("elasticache.redis");
             let scheme = if self.spec.state.redis.transit_encryption {
                 "rediss"
@@ -899,6 +987,7 @@ impl Builder<'_> {
             events_queue: output("sqs.events", "url"),
             work_queue: output("sqs.work", "url"),
             redis_url,
+            redis_cluster: self.uses_memorydb(),
             port: self.port(role),
             docker_socket: DOCKER_SOCKET.into(),
         };

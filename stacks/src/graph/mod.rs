@@ -27,6 +27,10 @@
 //! | `elasticache.subnet-group`          | ElastiCache subnet group       | `s-redis`                     | 255       |
 //! | `elasticache.parameter-group`       | ElastiCache parameter group    | `s-redis`                     | 255       |
 //! | `elasticache.redis`                 | ElastiCache replication group  | `s-redis`                     | 40        |
+//! | `memorydb.subnet-group` (`memorydb`) | MemoryDB subnet group         | `s-redis`                     | 255       |
+//! | `memorydb.user`                     | MemoryDB user (the engine's)   | `s-engine`                    | 40        |
+//! | `memorydb.acl`                      | MemoryDB access control list   | `s-redis`                     | 40        |
+//! | `memorydb.cluster`                  | MemoryDB cluster               | `s-redis`                     | 40        |
 //! | `ecr.engine` (no `image.uri`)       | ECR repository                 | `s-engine`                    | 256       |
 //! | `ecs.cluster`                       | ECS cluster                    | `s`                           | 255       |
 //! | `ecs.taskdef.{event-api,runner}`    | ECS task definition family     | `s-event-api`, `s-runner`     | 255       |
@@ -204,6 +208,18 @@ pub enum Kind {
     /// ElastiCache (Redis) replication group.
     #[serde(rename = "elasticache_replication_group")]
     ElastiCacheReplicationGroup,
+    /// MemoryDB subnet group.
+    #[serde(rename = "memorydb_subnet_group")]
+    MemoryDbSubnetGroup,
+    /// MemoryDB user.
+    #[serde(rename = "memorydb_user")]
+    MemoryDbUser,
+    /// MemoryDB access control list.
+    #[serde(rename = "memorydb_acl")]
+    MemoryDbAcl,
+    /// MemoryDB cluster.
+    #[serde(rename = "memorydb_cluster")]
+    MemoryDbCluster,
     /// ECR repository.
     EcrRepository,
     /// ECS cluster.
@@ -243,7 +259,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 30] = [
         Kind::SecurityGroup,
         Kind::IamRole,
         Kind::IamRolePolicy,
@@ -253,6 +269,10 @@ impl Kind {
         Kind::ElastiCacheSubnetGroup,
         Kind::ElastiCacheParameterGroup,
         Kind::ElastiCacheReplicationGroup,
+        Kind::MemoryDbSubnetGroup,
+        Kind::MemoryDbUser,
+        Kind::MemoryDbAcl,
+        Kind::MemoryDbCluster,
         Kind::EcrRepository,
         Kind::EcsCluster,
         Kind::EcsTaskDefinition,
@@ -284,6 +304,10 @@ impl Kind {
             Kind::ElastiCacheSubnetGroup => "ElastiCache subnet group",
             Kind::ElastiCacheParameterGroup => "ElastiCache parameter group",
             Kind::ElastiCacheReplicationGroup => "ElastiCache replication group",
+            Kind::MemoryDbSubnetGroup => "MemoryDB subnet group",
+            Kind::MemoryDbUser => "MemoryDB user",
+            Kind::MemoryDbAcl => "MemoryDB ACL",
+            Kind::MemoryDbCluster => "MemoryDB cluster",
             Kind::EcrRepository => "ECR repository",
             Kind::EcsCluster => "ECS cluster",
             Kind::EcsTaskDefinition => "ECS task definition",
@@ -315,6 +339,8 @@ impl Kind {
             Kind::SqsQueue => Some(80),
             Kind::ElastiCacheSubnetGroup | Kind::ElastiCacheParameterGroup => Some(255),
             Kind::ElastiCacheReplicationGroup => Some(40),
+            Kind::MemoryDbSubnetGroup => Some(255),
+            Kind::MemoryDbUser | Kind::MemoryDbAcl | Kind::MemoryDbCluster => Some(40),
             Kind::EcrRepository => Some(256),
             Kind::EcsCluster | Kind::EcsTaskDefinition | Kind::EcsService => Some(255),
             Kind::AutoScalingGroup | Kind::AsgScalingPolicy | Kind::CloudWatchAlarm => Some(255),
@@ -339,11 +365,11 @@ impl Kind {
     }
 
     /// Start order among resources that are ready at the same time: higher
-    /// first (see [`Graph::apply_order`]). ElastiCache takes 5-15 minutes to
-    /// create and a load balancer a few, so they start first.
+    /// first (see [`Graph::apply_order`]). ElastiCache and MemoryDB take
+    /// 5-15 minutes to create and a load balancer a few, so they start first.
     pub fn priority(self) -> u8 {
         match self {
-            Kind::ElastiCacheReplicationGroup => 100,
+            Kind::ElastiCacheReplicationGroup | Kind::MemoryDbCluster => 100,
             Kind::LoadBalancer => 50,
             _ => 0,
         }
@@ -367,6 +393,8 @@ impl Kind {
                 "at_rest_encryption",
                 "port",
             ],
+            Kind::MemoryDbSubnetGroup | Kind::MemoryDbUser | Kind::MemoryDbAcl => &[],
+            Kind::MemoryDbCluster => &["subnet_group", "tls", "port", "shards"],
             Kind::EcrRepository => &["encryption"],
             Kind::EcsCluster => &[],
             // Task definitions are immutable: a change registers a new revision.
@@ -398,6 +426,8 @@ impl Kind {
             Kind::SqsQueue => &["arn", "url"],
             Kind::ElastiCacheSubnetGroup | Kind::ElastiCacheParameterGroup => &["name"],
             Kind::ElastiCacheReplicationGroup => &["primary_endpoint", "port"],
+            Kind::MemoryDbSubnetGroup | Kind::MemoryDbUser | Kind::MemoryDbAcl => &["name"],
+            Kind::MemoryDbCluster => &["endpoint", "port"],
             Kind::EcrRepository => &["arn", "uri"],
             Kind::EcsCluster => &["arn", "name"],
             Kind::EcsTaskDefinition => &["arn"],

@@ -58,7 +58,11 @@ pub fn backend_config(loaded: &LoadedSpec, db: &Path) -> BackendConfig {
         spec.state.url.clone(),
     ) {
         (false, None) => BackendConfig::Embedded { path },
-        (false, Some(redis_url)) => BackendConfig::EmbeddedRedis { path, redis_url },
+        (false, Some(redis_url)) => BackendConfig::EmbeddedRedis {
+            path,
+            redis_url,
+            redis_cluster: false,
+        },
         (true, None) => BackendConfig::SqsEmbedded {
             events_queue,
             work_queue,
@@ -69,6 +73,7 @@ pub fn backend_config(loaded: &LoadedSpec, db: &Path) -> BackendConfig {
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster: false,
             create_queues: true,
         },
     }

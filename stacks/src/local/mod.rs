@@ -281,11 +281,13 @@ pub(crate) fn engine_backend(loaded: &LoadedSpec) -> Result<Option<BackendConfig
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster,
             ..
         } => Some(BackendConfig::SqsRedis {
             events_queue,
             work_queue,
             redis_url,
+            redis_cluster,
             create_queues: false,
         }),
         BackendConfig::Embedded { .. } | BackendConfig::EmbeddedRedis { .. } if !db.exists() => {

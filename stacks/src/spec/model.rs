@@ -416,7 +416,8 @@ fn default_max_receives() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// An existing Redis, `redis://` or `rediss://` (local provider). Without
-    /// it a local stack uses the embedded store and an AWS stack ElastiCache.
+    /// it a local stack uses the embedded store and an AWS stack ElastiCache
+    /// (or MemoryDB with `memorydb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// How long a run (with its steps and outputs) is kept after it ended;
@@ -426,6 +427,11 @@ pub struct State {
     /// ElastiCache Redis (aws).
     #[serde(default)]
     pub redis: Redis,
+    /// MemoryDB (aws) instead of ElastiCache: every write is in a Multi-AZ
+    /// transaction log before it is acknowledged, so a node loss loses
+    /// nothing acknowledged. Not together with `redis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memorydb: Option<MemoryDb>,
 }
 
 impl Default for State {
@@ -434,8 +440,40 @@ impl Default for State {
             url: None,
             run_retention: default_run_retention(),
             redis: Redis::default(),
+            memorydb: None,
         }
     }
+}
+
+/// MemoryDB settings: one shard (the engine keeps every key in one hash
+/// slot), TLS, and a user of its own with a generated password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryDb {
+    /// Node type, e.g. `db.t4g.small`.
+    #[serde(default = "default_memorydb_node_type")]
+    pub node_type: String,
+    /// Replicas next to the primary (0-5), in other Availability Zones;
+    /// a primary's loss fails over to one. Default 1.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Days of daily snapshots MemoryDB keeps (0-35; 0: none). Default 1.
+    #[serde(default = "default_snapshot_days")]
+    pub snapshot_retention_days: u32,
+}
+
+impl Default for MemoryDb {
+    fn default() -> Self {
+        Self {
+            node_type: default_memorydb_node_type(),
+            replicas: default_replicas(),
+            snapshot_retention_days: default_snapshot_days(),
+        }
+    }
+}
+
+fn default_memorydb_node_type() -> String {
+    "db.t4g.small".into()
 }
 
 fn default_run_retention() -> Duration {

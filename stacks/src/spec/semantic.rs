@@ -137,6 +137,22 @@ pub(crate) fn check_sections(json: &J) -> Vec<Problem> {
             check_queue(name, &queue, &mut out);
         }
     }
+    if json.pointer("/state/url").is_some() && json.pointer("/state/memorydb").is_some() {
+        out.push(Problem::new(
+            path!["state", "memorydb"],
+            At::Key,
+            "`state` has both `url` (a Redis of your own) and `memorydb`",
+            "keep one: `url` to use your Redis, `memorydb` for a MemoryDB cluster the stack creates",
+        ));
+    }
+    if json.pointer("/state/redis").is_some() && json.pointer("/state/memorydb").is_some() {
+        out.push(Problem::new(
+            path!["state", "memorydb"],
+            At::Key,
+            "`state` has both `redis` (ElastiCache) and `memorydb`",
+            "keep one: `memorydb` for MemoryDB, `redis` for ElastiCache",
+        ));
+    }
     if let Some(state) = section::<State>(json, "/state", Some(State::default())) {
         check_state(&state, &mut out);
         check_run_retention(state.run_retention, &mut out);
@@ -658,28 +674,13 @@ fn check_state(state: &State, out: &mut Vec<Problem>) {
         ));
     }
     let redis = &state.redis;
-    if redis.replicas > 5 {
-        out.push(Problem::new(
-            path!["state", "redis", "replicas"],
-            At::Value,
-            format!(
-                "ElastiCache allows at most 5 replicas, not {}",
-                redis.replicas
-            ),
-            "use 0 to 5 replicas",
-        ));
-    }
-    if redis.snapshot_retention_days > 35 {
-        out.push(Problem::new(
-            path!["state", "redis", "snapshot_retention_days"],
-            At::Value,
-            format!(
-                "ElastiCache keeps snapshots for at most 35 days, not {}",
-                redis.snapshot_retention_days
-            ),
-            "use 0 (no snapshots) to 35 days",
-        ));
-    }
+    check_replicas_and_snapshots(
+        "redis",
+        "ElastiCache",
+        redis.replicas,
+        redis.snapshot_retention_days,
+        out,
+    );
     if redis.auth && !redis.transit_encryption {
         out.push(Problem::new(
             path!["state", "redis", "transit_encryption"],
@@ -694,6 +695,50 @@ fn check_state(state: &State, out: &mut Vec<Problem>) {
             At::Value,
             format!("`{}` is not an ElastiCache node type", redis.node_type),
             "write e.g. `cache.t4g.small` or `cache.r7g.large`",
+        ));
+    }
+    if let Some(memorydb) = &state.memorydb {
+        check_replicas_and_snapshots(
+            "memorydb",
+            "MemoryDB",
+            memorydb.replicas,
+            memorydb.snapshot_retention_days,
+            out,
+        );
+        if !memorydb.node_type.starts_with("db.") {
+            out.push(Problem::new(
+                path!["state", "memorydb", "node_type"],
+                At::Value,
+                format!("`{}` is not a MemoryDB node type", memorydb.node_type),
+                "write e.g. `db.t4g.small` or `db.r7g.large`",
+            ));
+        }
+    }
+}
+
+/// The limits ElastiCache and MemoryDB share: 5 replicas, 35 days of
+/// snapshots.
+fn check_replicas_and_snapshots(
+    section: &'static str,
+    service: &str,
+    replicas: u32,
+    snapshot_retention_days: u32,
+    out: &mut Vec<Problem>,
+) {
+    if replicas > 5 {
+        out.push(Problem::new(
+            path!["state", section, "replicas"],
+            At::Value,
+            format!("{service} allows at most 5 replicas, not {replicas}"),
+            "use 0 to 5 replicas",
+        ));
+    }
+    if snapshot_retention_days > 35 {
+        out.push(Problem::new(
+            path!["state", section, "snapshot_retention_days"],
+            At::Value,
+            format!("{service} keeps snapshots for at most 35 days, not {snapshot_retention_days}"),
+            "use 0 (no snapshots) to 35 days",
         ));
     }
 }

@@ -1,10 +1,10 @@
 """The AWS data plane for tests: runs, as real podman containers, what moto's
 control plane says should run.
 
-moto records ECS services, task definitions, Auto Scaling groups and
-ElastiCache replication groups but runs none of them. This process watches
-moto through the AWS APIs (boto3, the way an ECS agent or EC2 would learn
-their work) and converges this machine to it:
+moto records ECS services, task definitions, Auto Scaling groups,
+ElastiCache replication groups and MemoryDB clusters but runs none of them.
+This process watches moto through the AWS APIs (boto3, the way an ECS agent
+or EC2 would learn their work) and converges this machine to it:
 
 - ECS services: `desiredCount` containers of the service's current task
   definition, image pulled from the docker-registry that ECR URIs map onto,
@@ -38,7 +38,13 @@ their work) and converges this machine to it:
   on that instance's own podman service at /var/run/docker.sock. A terminated
   instance loses its containers.
 - ElastiCache replication groups: a real redis-server per available group,
-  with the group's auth token, reachable at the endpoint moto reports. It
+  with the group's auth token, reachable at the endpoint moto reports. The
+  tokens it accepts follow the group's settings file (moto_dataplane.py
+  rewrites it when ModifyReplicationGroup changes the token): applied with
+  ACL SETUSER default (no restart, connections kept), both tokens after a
+  ROTATE until a SET, as on AWS. A group that had no token and was given
+  one by ROTATE requires it (AWS also still lets clients in without a token;
+  Redis cannot do both). It
   runs the group's parameter group (that of its primary member cluster,
   DescribeCacheClusters): `maxmemory-policy`, and `maxmemory` when set, as
   DescribeCacheParameters reports them, passed at start and applied with
@@ -47,6 +53,27 @@ their work) and converges this machine to it:
   keeps its own defaults (`noeviction`, no `maxmemory`). The status entry
   of each redis names its `parameter_group` and the `maxmemory_policy`
   redis-server reports running (CONFIG GET; null until it first answered).
+- MemoryDB clusters: a real redis-server per available cluster, answering
+  as MemoryDB does: cluster mode (`cluster-enabled yes`, its own
+  nodes.conf), all 16384 slots its own (CLUSTER ADDSLOTSRANGE 0 16383 once
+  it is up; served once CLUSTER INFO says cluster_state:ok), and CLUSTER
+  SLOTS and CLUSTER SHARDS naming it by the hostname of the cluster's first
+  node endpoint and the endpoint port (`cluster-announce-hostname`,
+  `cluster-preferred-endpoint-type hostname`, `cluster-announce-tls-port`
+  with TLS, else `cluster-announce-port`), so a cluster client follows them
+  to the gateway. TLS as the cluster's TLSEnabled, with a certificate of the
+  data plane's CA for the cluster endpoint and every node endpoint (all
+  reachable at the gateway on the endpoint port). Its users are those of
+  the cluster's ACL: each with its passwords (written by moto_dataplane.py
+  at CreateUser and UpdateUser) and its access string; `default` is off
+  unless the ACL is `open-access`. A change to the ACL's users or to a
+  user's passwords or access string is applied with ACL SETUSER and ACL
+  DELUSER, without a restart. The redis-server stops once the cluster is
+  no longer `available`: at DeleteCluster (`deleting`). The status lists the clusters served (`memorydb`: name, address,
+  nodes, loopback port, endpoint_port, tls, acl and users).
+- Instances boot once every available ElastiCache group and MemoryDB
+  cluster is served: their names are in the hosts file an instance gets at
+  boot, and never after.
 - Logs: containers whose log driver is awslogs have their output put into
   the CloudWatch Logs group and stream the driver would use.
 
@@ -391,9 +418,9 @@ class Instance:
 
 class CertificateAuthority:
     """The CA behind the certificates of emulated endpoints (ElastiCache's
-    TLS). `bundle` is the system's CA bundle plus this CA: containers get it
-    as their system bundle, in place of the public roots that AWS's
-    certificates chain to."""
+    and MemoryDB's TLS). `bundle` is the system's CA bundle plus this CA:
+    containers get it as their system bundle, in place of the public roots
+    that AWS's certificates chain to."""
 
     def __init__(self, dir: Path):
         dir.mkdir(parents=True, exist_ok=True)
@@ -409,13 +436,17 @@ class CertificateAuthority:
         system = Path("/etc/ssl/certs/ca-certificates.crt")
         self.bundle.write_text((system.read_text() if system.exists() else "") + self.cert.read_text())
 
-    def issue(self, name: str, dir: Path) -> tuple[Path, Path]:
-        key, csr, cert = dir / "server.key", dir / "server.csr", dir / "server.pem"
-        ext = dir / "server.ext"
-        ext.write_text(f"subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")
+    def issue(self, names: list[str], dir: Path, stem: str = "server") -> tuple[Path, Path]:
+        """A key and a certificate valid for every name of `names` (its
+        subjectAltName; the first is also its CN when it fits in one, 64
+        characters), as `dir`/`stem`.key and .pem."""
+        key, csr, cert = dir / f"{stem}.key", dir / f"{stem}.csr", dir / f"{stem}.pem"
+        ext = dir / f"{stem}.ext"
+        ext.write_text(f"subjectAltName={','.join(f'DNS:{n}' for n in names)}\nextendedKeyUsage=serverAuth\n")
+        cn = names[0] if len(names[0]) <= 64 else "stackctl AWS data plane endpoint"
         openssl(
             "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
+            "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}",
         )  # fmt: skip
         openssl(
             "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
@@ -477,18 +508,20 @@ def _reply(reader) -> object:
 
 def redis_command(
     port: int, *args: str, password: str | None = None, tls: ssl.SSLContext | None = None,
-    server_hostname: str | None = None, timeout: float = 5.0,
+    server_hostname: str | None = None, timeout: float = 5.0, username: str | None = None,
 ) -> object:  # fmt: skip
     """Runs one command on the redis-server at 127.0.0.1:`port` (after AUTH
-    with `password` when given; over TLS with `tls`) and returns its reply;
-    RedisError for an error reply, OSError when it cannot be reached."""
+    with `password`, as `username` when given; over TLS with `tls`) and
+    returns its reply; RedisError for an error reply, OSError when it cannot
+    be reached."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname=server_hostname)
         reader = sock.makefile("rb")
         reply = None
-        for command in [*([("AUTH", password)] if password else []), args]:
+        auth = ("AUTH", *([username] if username else []), password)
+        for command in [*([auth] if password else []), args]:
             sock.sendall(_resp(command))
             reply = _reply(reader)
         return reply
@@ -547,11 +580,126 @@ def _conf_params(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in params.items() if k in CONF_VALUES and CONF_VALUES[k].fullmatch(v)}
 
 
-class Redis:
+class RedisServer:
+    """A real redis-server standing in for a managed Redis endpoint (an
+    ElastiCache group, a MemoryDB cluster): on a loopback port of its own,
+    reachable from the VPC at (gateway, the endpoint's port) through a
+    forwarder under every name of `names` (the VPC's DNS resolves them to
+    the gateway: Dataplane.host_entries), over TLS with a certificate of the
+    data plane's CA for those names when `tls`. Nothing persists (`save ''`,
+    `appendonly no`): snapshots are not emulated. A subclass adds what else
+    it runs (`base_conf` + its lines, then `start`) and the credentials the
+    data plane talks to it with (`username`, `password`)."""
+
+    def __init__(self, plane: "Dataplane", label: str, dir: Path, names: list[str], endpoint_port: int, tls: bool):
+        self.label = label
+        self.names = list(names)
+        self.address = self.names[0]
+        self.endpoint_port = endpoint_port
+        self.port = free_port()
+        self.dir = dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tls = tls
+        self.tls_context = ssl.create_default_context(cafile=str(plane.ca.cert)) if tls else None
+        self.username: str | None = None
+        self.password: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.forwarder: Forwarder | None = None
+
+    def base_conf(self, plane: "Dataplane") -> list[str]:
+        conf = ["bind 127.0.0.1", "save ''", "appendonly no", f"dir {self.dir}"]
+        if self.tls:
+            # In-transit encryption: a certificate for the endpoint's names,
+            # signed by the data plane's CA, which containers trust.
+            key, cert = plane.ca.issue(self.names, self.dir)
+            conf += [
+                "port 0", f"tls-port {self.port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
+                f"tls-ca-cert-file {plane.ca.cert}", "tls-auth-clients no",
+            ]  # fmt: skip
+        else:
+            conf.append(f"port {self.port}")
+        return conf
+
+    def start(self, plane: "Dataplane", conf: list[str]) -> None:
+        """Starts redis-server on `conf` (a file only its owner reads: it
+        holds credentials) behind the gateway's forwarder. The forwarder
+        comes first: an endpoint port another server holds on the gateway
+        is an error before any process was started."""
+        try:
+            self.forwarder = Forwarder(
+                (plane.gateway, self.endpoint_port), lambda: [("127.0.0.1", self.port)], self.label
+            )
+        except OSError as e:
+            raise RuntimeError(
+                f"cannot listen on {plane.gateway}:{self.endpoint_port} (another ElastiCache group or MemoryDB "
+                f"cluster on that port?): {e}"
+            ) from e
+        conf_path = self.dir / "redis.conf"
+        conf_path.unlink(missing_ok=True)
+        fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.log = open(self.dir / "redis.log", "wb")
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf_path)], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        (self.dir / "pid").write_text(str(self.proc.pid))
+
+    def command(self, *args: str) -> object:
+        return redis_command(
+            self.port, *args, username=self.username, password=self.password, tls=self.tls_context,
+            server_hostname=self.address,
+        )  # fmt: skip
+
+    def wait_listening(self, seconds: float = 2.0) -> None:
+        """Gives a redis-server just started a moment to listen; one that
+        exited is an error naming the last line it logged."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.command("PING")
+                return
+            except OSError:
+                if self.proc is not None and self.proc.poll() is not None:
+                    lines = (self.dir / "redis.log").read_text(errors="replace").strip().splitlines()
+                    raise RuntimeError(
+                        f"redis-server exited ({self.proc.returncode}): {lines[-1] if lines else 'no output'}"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            self.log.close()
+
+
+def redis_auth_tokens(settings: dict) -> list[str]:
+    """The tokens a replication group's redis-server accepts, newest first,
+    from its settings file (written by moto_dataplane.py); none: no AUTH
+    needed. The group accepting no token as well as one (`null` among its
+    `auth_tokens`, after a ROTATE from none) is left out: Redis either
+    requires a password or takes none (`nopass` refuses AUTH <token> with an
+    error), and clients given the token must get in."""
+    tokens = settings.get("auth_tokens") or [settings.get("auth_token")]
+    return [t for t in tokens if t]
+
+
+class Redis(RedisServer):
     """A real redis-server standing in for one ElastiCache replication group:
     with the group's auth token, TLS and port, and the settings of its
     parameter group (redis_parameters), passed at start and applied with
-    CONFIG SET when they change (`sync`)."""
+    CONFIG SET when they change (`sync`). The tokens it accepts follow the
+    group's settings file (`sync_auth`)."""
 
     def __init__(
         self, plane: "Dataplane", group: dict, settings: dict, parameter_group: str | None = None,
@@ -559,52 +707,43 @@ class Redis:
     ):  # fmt: skip
         self.id = group["ReplicationGroupId"]
         endpoint = group["NodeGroups"][0]["PrimaryEndpoint"]
-        self.address = endpoint["Address"]
-        self.endpoint_port = int(endpoint.get("Port") or 6379)
-        self.port = free_port()
-        self.dir = plane.state / "redis" / self.id
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tls = bool(settings.get("transit_encryption"))
-        conf = ["bind 127.0.0.1", "save ''", "appendonly no", f"dir {self.dir}"]
-        if self.tls:
-            # In-transit encryption: a certificate for the endpoint's name,
-            # signed by the data plane's CA, which containers trust.
-            key, cert = plane.ca.issue(self.address, self.dir)
-            conf += [
-                "port 0", f"tls-port {self.port}", f"tls-cert-file {cert}", f"tls-key-file {key}",
-                f"tls-ca-cert-file {plane.ca.cert}", "tls-auth-clients no",
-            ]  # fmt: skip
-        else:
-            conf.append(f"port {self.port}")
+        super().__init__(
+            plane, f"redis {self.id}", plane.state / "redis" / self.id, [endpoint["Address"]],
+            int(endpoint.get("Port") or 6379), bool(settings.get("transit_encryption")),
+        )  # fmt: skip
+        conf = self.base_conf(plane)
         if settings.get("auth_token"):
             conf.append(f"requirepass {settings['auth_token']}")
         params = dict(params or {})
         conf += redis_conf_lines(params)
         self.password = settings.get("auth_token") or None
-        self.tls_context = ssl.create_default_context(cafile=str(plane.ca.cert)) if self.tls else None
+        # The tokens redis-server accepts (redis_auth_tokens).
+        self.auth_tokens: list[str] = [self.password] if self.password else []
         self.parameter_group = parameter_group
         # What redis-server was told of REDIS_PARAMETERS (its defaults
         # unless the parameter group says otherwise), and the policy it
         # reports running (CONFIG GET), None until it answered.
         self.running = {**REDIS_DEFAULTS, **_conf_params(params)}
         self.maxmemory_policy: str | None = None
-        conf_path = self.dir / "redis.conf"
-        conf_path.write_text("\n".join(conf) + "\n")
-        os.chmod(conf_path, 0o600)
-        self.log = open(self.dir / "redis.log", "wb")
-        self.proc = subprocess.Popen(
-            ["redis-server", str(conf_path)], stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        (self.dir / "pid").write_text(str(self.proc.pid))
-        self.forwarder = Forwarder(
-            (plane.gateway, self.endpoint_port), lambda: [("127.0.0.1", self.port)], f"redis {self.id}"
-        )
+        self.start(plane, conf)
 
-    def command(self, *args: str) -> object:
-        return redis_command(
-            self.port, *args, password=self.password, tls=self.tls_context, server_hostname=self.address
-        )
+    def sync_auth(self, settings: dict) -> bool:
+        """Makes the running server accept the tokens of the group's settings
+        now (redis_auth_tokens) with ACL SETUSER default: `resetpass` and
+        their SHA-256 hashes (`#...`, not in clear), or `nopass` for none
+        (CONFIG SET requirepass would hold one token only, and a ROTATE leaves
+        two). No restart, and connections stay authenticated. The data plane
+        then authenticates with the newest. Returns whether they changed."""
+        tokens = redis_auth_tokens(settings)
+        if tokens == self.auth_tokens:
+            return False
+        if self.maxmemory_policy is None:
+            self.wait_listening()
+        rules = ["resetpass", *("#" + hashlib.sha256(t.encode()).hexdigest() for t in tokens)] if tokens else ["nopass"]
+        self.command("ACL", "SETUSER", "default", *rules)
+        self.auth_tokens, self.password = tokens, (tokens[0] if tokens else None)
+        log(f"redis {self.id}: auth token changed: {len(tokens) or 'no'} token(s) accepted")
+        return True
 
     def sync(self, parameter_group: str | None, params: dict[str, str]) -> list[str]:
         """Applies the parameter group's settings to the running server
@@ -613,16 +752,7 @@ class Redis:
         runs. Returns (and logs) what it changed, as `name value`; a value
         redis-server refuses is a RedisError once the others are applied."""
         if self.maxmemory_policy is None:
-            # Just started: give redis-server a moment to listen.
-            deadline = time.monotonic() + 2
-            while True:
-                try:
-                    self.command("PING")
-                    break
-                except OSError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            self.wait_listening()
         self.parameter_group = parameter_group
         changed, refused = [], []
         for name, value in {**REDIS_DEFAULTS, **params}.items():
@@ -643,15 +773,153 @@ class Redis:
             raise RedisError("; ".join(refused))
         return changed
 
-    def stop(self) -> None:
-        self.forwarder.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
+
+# The user the data plane is on a MemoryDB cluster's redis-server (it
+# assigns the slots, reads the cluster state and applies the ACL's
+# changes): a name no MemoryDB user can have (theirs have no underscore).
+MEMORYDB_ADMIN = "dataplane_admin"
+SLOTS = 16384
+
+
+def memorydb_endpoints(cluster: dict) -> tuple[str, list[str], int]:
+    """A MemoryDB cluster's (DescribeClusters with ShowShardDetails)
+    endpoint name, its nodes' endpoint names (the first shard's first node
+    first) and the endpoint port."""
+    endpoint = cluster.get("ClusterEndpoint") or {}
+    nodes = [
+        node["Endpoint"]["Address"]
+        for shard in cluster.get("Shards") or []
+        for node in shard.get("Nodes") or []
+        if (node.get("Endpoint") or {}).get("Address")
+    ]
+    return endpoint["Address"], nodes, int(endpoint.get("Port") or 6379)
+
+
+def memorydb_acl_rules(state: Path, acl: dict, users: dict[str, dict]) -> dict[str, list[str]]:
+    """The Redis ACL rules (ACL SETUSER's, after `reset`) of each user of a
+    MemoryDB ACL (DescribeACLs), from what DescribeUsers says of them
+    (`users`, by name): the user's passwords, from the state file
+    moto_dataplane.py writes, as SHA-256 hashes (`#...`: neither redis.conf
+    nor a command holds them in clear, and no quoting is needed); `nopass`
+    for one without password (`default`); none for an IAM user (the data
+    plane cannot check IAM tokens); then its access string, whose `on` or
+    `off` says whether it may log in (neither: off, as on MemoryDB).
+    `default` is off unless the ACL holds it (`open-access`). A user the ACL
+    names but DescribeUsers no longer lists was just deleted: left out."""
+    rules = {"default": ["off"]}
+    for name in acl.get("UserNames") or []:
+        user = users.get(name)
+        if user is None:
+            continue
+        kind = (user.get("Authentication") or {}).get("Type")
+        credentials: list[str] = []
+        if kind == "password":
+            path = state / "memorydb" / "users" / f"{name}.json"
             try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+                passwords = json.loads(path.read_text()).get("passwords") or []
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"no passwords known for user {name} ({path}: {e})") from e
+            credentials = ["#" + hashlib.sha256(p.encode()).hexdigest() for p in passwords]
+        elif kind == "no-password":
+            credentials = ["nopass"]
+        rules[name] = [*credentials, *(user.get("AccessString") or "").split()]
+    return rules
+
+
+class MemoryDB(RedisServer):
+    """A real redis-server standing in for one MemoryDB cluster, answering as
+    MemoryDB does: in cluster mode, serving all 16384 slots, and naming
+    itself in CLUSTER SLOTS and CLUSTER SHARDS by the hostname of the
+    cluster's first node endpoint and the endpoint's port (where a cluster
+    client then connects, through the VPC's DNS and the gateway's
+    forwarder), not by its loopback address. TLS as the cluster's
+    TLSEnabled; its users are those of the cluster's ACL
+    (memorydb_acl_rules), given at start and applied with ACL SETUSER and
+    ACL DELUSER when they change (`sync`; no restart). One server whatever
+    the shard and replica counts: the replicas' names reach it too."""
+
+    def __init__(self, plane: "Dataplane", cluster: dict, rules: dict[str, list[str]]):
+        self.name = cluster["Name"]
+        address, nodes, port = memorydb_endpoints(cluster)
+        super().__init__(
+            plane, f"memorydb {self.name}", plane.state / "memorydb" / "clusters" / self.name, [address, *nodes],
+            port, bool(cluster.get("TLSEnabled")),
+        )  # fmt: skip
+        self.nodes = nodes
+        self.announced = nodes[0] if nodes else address
+        self.acl = cluster.get("ACLName")
+        self.users: list[str] = []
+        # What redis-server was told, by user (memorydb_acl_rules).
+        self.rules = dict(rules)
+        self.ready = False
+        self.certificates = 1
+        self.username, self.password = MEMORYDB_ADMIN, secrets.token_hex(24)
+        # A cluster created again under the same name starts empty, as on AWS.
+        (self.dir / "nodes.conf").unlink(missing_ok=True)
+        conf = self.base_conf(plane) + [
+            "cluster-enabled yes",
+            f"cluster-config-file {self.dir / 'nodes.conf'}",
+            # The bus port would be the port + 10000, beyond 65535 for many.
+            f"cluster-port {free_port()}",
+            f"cluster-announce-hostname {self.announced}",
+            "cluster-preferred-endpoint-type hostname",
+        ]
+        if self.tls:
+            conf += ["tls-cluster yes", f"cluster-announce-tls-port {self.endpoint_port}"]
+        else:
+            conf.append(f"cluster-announce-port {self.endpoint_port}")
+        conf.append(f"user {MEMORYDB_ADMIN} reset on #{hashlib.sha256(self.password.encode()).hexdigest()} ~* &* +@all")
+        conf += [f"user {name} {' '.join(['reset', *r])}" for name, r in rules.items()]
+        self.start(plane, conf)
+
+    def cluster_info(self) -> dict[str, str]:
+        answer = str(self.command("CLUSTER", "INFO"))
+        return dict(line.split(":", 1) for line in answer.splitlines() if ":" in line)
+
+    def sync(self, plane: "Dataplane", cluster: dict, users: list[str], rules: dict[str, list[str]]) -> None:
+        """Brings the running server to the cluster as described now: its
+        users (ACL SETUSER, `reset` first so old passwords go, for a new or
+        changed one; ACL DELUSER, which disconnects it, for one no longer
+        in the ACL), a certificate for the node names when they changed (a
+        new replica count) and the announced hostname; until it is ready,
+        its slots (CLUSTER ADDSLOTSRANGE 0 16383 once) and its state: ready
+        once CLUSTER INFO says cluster_state:ok."""
+        if not self.ready:
+            self.wait_listening()
+        self.acl, self.users = cluster.get("ACLName"), users
+        changed = []
+        for name, r in rules.items():
+            if self.rules.get(name) != r:
+                self.command("ACL", "SETUSER", name, "reset", *r)
+                self.rules[name] = r
+                changed.append(name)
+        for name in [n for n in self.rules if n not in rules]:
+            self.command("ACL", "DELUSER", name)
+            del self.rules[name]
+            changed.append(f"-{name}")
+        if changed:
+            log(f"memorydb {self.name}: ACL {self.acl}: users {', '.join(changed)} applied")
+        address, nodes, _ = memorydb_endpoints(cluster)
+        if [address, *nodes] != self.names:
+            if self.tls:
+                self.certificates += 1
+                key, cert = plane.ca.issue([address, *nodes], self.dir, f"server-{self.certificates}")
+                self.command("CONFIG", "SET", "tls-cert-file", str(cert), "tls-key-file", str(key))
+            self.names, self.nodes = [address, *nodes], nodes
+            announced = nodes[0] if nodes else address
+            if announced != self.announced:
+                self.command("CONFIG", "SET", "cluster-announce-hostname", announced)
+                self.announced = announced
+            log(f"memorydb {self.name}: nodes {', '.join(nodes)}")
+        if not self.ready:
+            info = self.cluster_info()
+            if info.get("cluster_slots_assigned") == "0":
+                self.command("CLUSTER", "ADDSLOTSRANGE", "0", str(SLOTS - 1))
+                info = self.cluster_info()
+            if info.get("cluster_state") == "ok":
+                self.ready = True
+                log(f"memorydb {self.name}: cluster_state ok, slots 0-{SLOTS - 1} announced at "
+                    f"{self.announced}:{self.endpoint_port}")  # fmt: skip
 
 
 class LogShipper:
@@ -755,6 +1023,7 @@ class Dataplane:
         self.ssm = client("ssm")
         self.logs = client("logs")
         self.elasticache = client("elasticache")
+        self.memorydb = client("memorydb")
         self.cloudmap = client("servicediscovery")
         self.elbv2 = client("elbv2")
         self.acm = client("acm")
@@ -764,6 +1033,9 @@ class Dataplane:
         self.redis: dict[str, Redis] = {}
         # Replication group id -> the last failure to serve it (reported once).
         self.redis_errors: dict[str, str] = {}
+        # MemoryDB cluster name -> its redis-server, and the last failure to serve it.
+        self.memorydb_clusters: dict[str, MemoryDB] = {}
+        self.memorydb_errors: dict[str, str] = {}
         self.shippers: dict[str, LogShipper] = {}
         self.service_forwarders: dict[str, Forwarder] = {}
         self.targets: dict[str, list[tuple[str, int]]] = {}
@@ -796,7 +1068,7 @@ class Dataplane:
         self.replaced: dict[str, int] = {}
         self.oneoff_done: set[str] = set()
         self.errors: list[str] = []
-        # Instances whose boot waits for an ElastiCache group to be served (logged once).
+        # Instances whose boot waits for an ElastiCache group or MemoryDB cluster to be served (logged once).
         self.boot_waits: set[str] = set()
         self.stopping = threading.Event()
         self.gateway = ""
@@ -896,7 +1168,7 @@ class Dataplane:
             # cannot tear a container's networking down, and keeps it.
             self.podman.remove_all()
             self.podman.run("network", "rm", "--force", self.network, check=False)
-            for r in self.redis.values():
+            for r in [*self.redis.values(), *self.memorydb_clusters.values()]:
                 r.stop()
             for f in [*self.forwarders, *self.service_forwarders.values()]:
                 f.close()
@@ -929,9 +1201,10 @@ class Dataplane:
         return [f"{self.acm_trust_dir}:{ACM_TRUST_DIR}:ro"], {"SSL_CERT_FILE": ACM_TRUST_FILE}
 
     def host_entries(self) -> dict[str, str]:
-        """Names the VPC's DNS resolves: ElastiCache endpoints, the ECR host and
-        the load balancers."""
-        entries = {r.address: self.gateway for r in self.redis.values()}
+        """Names the VPC's DNS resolves: ElastiCache endpoints, MemoryDB
+        cluster and node endpoints, the ECR host and the load balancers."""
+        servers: list[RedisServer] = [*self.redis.values(), *self.memorydb_clusters.values()]
+        entries = {name: self.gateway for r in servers for name in r.names}
         entries[self.ecr_host] = self.gateway
         entries.update({name: self.router_ip for name in self.lb_names})
         return entries
@@ -940,8 +1213,8 @@ class Dataplane:
 
     def loop(self) -> None:
         while not self.stopping.is_set():
-            steps = (self.reconcile_redis, self.reconcile_certificates, self.reconcile_lbs, self.reconcile_ecs,
-                     self.reconcile_oneoff, self.reconcile_instances, self.ship_logs)  # fmt: skip
+            steps = (self.reconcile_redis, self.reconcile_memorydb, self.reconcile_certificates, self.reconcile_lbs,
+                     self.reconcile_ecs, self.reconcile_oneoff, self.reconcile_instances, self.ship_logs)  # fmt: skip
             for step in steps:
                 try:
                     with self.lock:
@@ -962,7 +1235,7 @@ class Dataplane:
                 live[g["ReplicationGroupId"]] = g
         for gid in list(self.redis):
             if gid not in live:
-                log(f"redis {gid}: group deleted, stopping redis-server")
+                log(f"redis {gid}: group being deleted or gone, stopping redis-server")
                 self.redis.pop(gid).stop()
         for gid in list(self.redis_errors):
             if gid not in live:
@@ -973,21 +1246,87 @@ class Dataplane:
             # until it changes, and retried every round.
             try:
                 parameter_group, params = redis_parameters(self.elasticache, g)
+                # Its settings (moto_dataplane.py's): read every round, as
+                # ModifyReplicationGroup may change its auth token.
+                settings_path = self.state / "elasticache" / f"{gid}.json"
+                settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
                 if gid not in self.redis:
-                    settings_path = self.state / "elasticache" / f"{gid}.json"
-                    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
                     self.redis[gid] = Redis(self, g, settings, parameter_group, params)
                     r = self.redis[gid]
                     shown = " ".join(redis_conf_lines(params)) or "redis-server's defaults"
                     log(f"redis {gid}: redis-server on 127.0.0.1:{r.port} as {r.address} ({parameter_group}: {shown})")
+                self.redis[gid].sync_auth(settings)
                 self.redis[gid].sync(parameter_group, params)
                 self.redis_errors.pop(gid, None)
             except Exception as e:  # noqa: BLE001 - reported once, retried next round
-                msg = f"reconcile_redis: {gid}: {type(e).__name__}: {e}"
-                if self.redis_errors.get(gid) != msg:
-                    self.redis_errors[gid] = msg
-                    log(msg)
-                    self.errors = (self.errors + [msg])[-20:]
+                self.report_once(self.redis_errors, gid, f"reconcile_redis: {gid}: {type(e).__name__}: {e}")
+
+    def report_once(self, reported: dict[str, str], key: str, msg: str) -> None:
+        """Logs and lists (status `errors`) the failure `msg` to serve `key`,
+        unless it is the one last reported for it."""
+        if reported.get(key) != msg:
+            reported[key] = msg
+            log(msg)
+            self.errors = (self.errors + [msg])[-20:]
+
+    def reconcile_memorydb(self) -> None:
+        """A redis-server per available MemoryDB cluster (MemoryDB), with the
+        users of the cluster's ACL as DescribeACLs and DescribeUsers say now
+        (passwords from moto_dataplane.py's state files); stopped once the
+        cluster is no longer available (being deleted, or gone). A failure is reported once until it changes, and
+        retried every round."""
+        pages = self.memorydb.get_paginator("describe_clusters").paginate(ShowShardDetails=True)
+        live = {
+            c["Name"]: c
+            for page in pages
+            for c in page.get("Clusters") or []
+            if c.get("Status") == "available" and c.get("Shards") and (c.get("ClusterEndpoint") or {}).get("Address")
+        }
+        for name in list(self.memorydb_clusters):
+            if name not in live:
+                log(f"memorydb {name}: cluster being deleted or gone, stopping redis-server")
+                self.memorydb_clusters.pop(name).stop()
+        for name in list(self.memorydb_errors):
+            if name not in live:
+                del self.memorydb_errors[name]
+        if not live:
+            return
+        paginate = self.memorydb.get_paginator
+        acls = {a["Name"]: a for page in paginate("describe_acls").paginate() for a in page["ACLs"]}
+        users = {u["Name"]: u for page in paginate("describe_users").paginate() for u in page["Users"]}
+        for name, cluster in live.items():
+            try:
+                acl = acls.get(cluster.get("ACLName") or "")
+                if acl is None:
+                    raise RuntimeError(f"its ACL {cluster.get('ACLName')} is not described")
+                rules = memorydb_acl_rules(self.state, acl, users)
+                members = [u for u in acl.get("UserNames") or [] if u in rules]
+                if name not in self.memorydb_clusters:
+                    self.memorydb_clusters[name] = server = MemoryDB(self, cluster, rules)
+                    log(f"memorydb {name}: redis-server on 127.0.0.1:{server.port} as {server.address} "
+                        f"(tls {server.tls}, ACL {server.acl}: {', '.join(members) or 'no users'})")  # fmt: skip
+                self.memorydb_clusters[name].sync(self, cluster, members, rules)
+                self.memorydb_errors.pop(name, None)
+            except Exception as e:  # noqa: BLE001 - reported once, retried next round
+                self.report_once(self.memorydb_errors, name, f"reconcile_memorydb: {name}: {type(e).__name__}: {e}")
+
+    def unserved(self) -> list[str]:
+        """The ElastiCache groups and MemoryDB clusters moto has available
+        that the data plane does not serve yet (no redis-server, or a
+        MemoryDB one whose cluster state is not ok)."""
+        groups = [
+            f"ElastiCache {g['ReplicationGroupId']}"
+            for g in self.elasticache.describe_replication_groups()["ReplicationGroups"]
+            if g.get("Status") == "available" and g.get("NodeGroups") and g["ReplicationGroupId"] not in self.redis
+        ]
+        clusters = [
+            f"MemoryDB {c['Name']}"
+            for page in self.memorydb.get_paginator("describe_clusters").paginate()
+            for c in page.get("Clusters") or []
+            if c.get("Status") == "available"
+            and not getattr(self.memorydb_clusters.get(c["Name"]), "ready", False)
+        ]
+        return groups + clusters
 
     def _taskdef(self, arn: str) -> dict:
         if arn not in self.taskdefs:
@@ -1505,13 +1844,12 @@ class Dataplane:
                 # executor finishes what it leased.
                 self.instances.pop(iid).stop(self.podman, graceful=True)
         # A host's /etc/hosts (the VPC's DNS) is written when it boots: an
-        # ElastiCache group that became available since this round's
-        # reconcile_redis is served first, or the host could never resolve it.
-        unserved = [
-            g["ReplicationGroupId"]
-            for g in self.elasticache.describe_replication_groups()["ReplicationGroups"]
-            if g.get("Status") == "available" and g.get("NodeGroups") and g["ReplicationGroupId"] not in self.redis
-        ]
+        # ElastiCache group or MemoryDB cluster that became available since
+        # this round's reconcile_redis or reconcile_memorydb is served first
+        # (for a MemoryDB cluster: until its cluster state is ok, its names
+        # are not all known), or the host could never resolve its names.
+        # Asked only when an instance is to boot.
+        unserved = self.unserved() if any(iid not in self.instances for iid in wanted) else []
         for iid, (group, lt) in wanted.items():
             if iid in self.instances:
                 self.instances[iid].restart_exited()
@@ -1519,7 +1857,7 @@ class Dataplane:
             if unserved:
                 if iid not in self.boot_waits:
                     self.boot_waits.add(iid)
-                    log(f"ec2 {iid}: boots once ElastiCache {', '.join(unserved)} is served (its DNS name)")
+                    log(f"ec2 {iid}: boots once these are served (their DNS names): {', '.join(unserved)}")
                 continue
             versions = self.ec2.describe_launch_template_versions(
                 LaunchTemplateId=lt["LaunchTemplateId"], Versions=[str(lt.get("Version", "$Latest"))]
@@ -1599,6 +1937,14 @@ class Dataplane:
                     }  # fmt: skip
                     for r in self.redis.values()
                 ],
+                "memorydb": [
+                    {
+                        "name": m.name, "address": m.address, "nodes": m.nodes, "port": m.port,
+                        "endpoint_port": m.endpoint_port, "tls": m.tls, "acl": m.acl, "users": m.users,
+                    }  # fmt: skip
+                    for m in self.memorydb_clusters.values()
+                    if m.ready
+                ],
                 "services": {
                     name: f"127.0.0.1:{f.address[1]}" for name, f in self.service_forwarders.items()
                 },
@@ -1611,9 +1957,10 @@ class Dataplane:
 def cleanup(state: Path, network: str | None) -> None:
     """What a killed data plane may have left behind under `state`: the
     instances' process groups, the load balancers' listeners, containers of
-    every engine, the network and the redis-servers (their pids are recorded
-    next to them)."""
-    for pid_file in [*state.glob("i/*/pid"), *state.glob("redis/*/pid"), *state.glob("lb/*.pid")]:
+    every engine, the network and the redis-servers of ElastiCache and
+    MemoryDB (their pids are recorded next to them)."""
+    pid_files = [*state.glob("i/*/pid"), *state.glob("redis/*/pid"), *state.glob("memorydb/clusters/*/pid")]
+    for pid_file in [*pid_files, *state.glob("lb/*.pid")]:
         try:
             pid = int(pid_file.read_text())
             # Instances and listeners run in sessions of their own; redis-server alone.

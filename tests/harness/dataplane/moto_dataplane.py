@@ -5,6 +5,13 @@ test harness. What it changes, and only that:
 
 - ElastiCache replication groups: a delete goes from `deleting` to gone after
   DATAPLANE_DELETE_SECONDS (AWS takes minutes; moto never finishes it).
+- MemoryDB clusters: DeleteCluster leaves the cluster `deleting` (moto
+  dropped it at once), gone DATAPLANE_DELETE_SECONDS later (AWS takes
+  minutes). Meanwhile, as on AWS, it still holds its name, its ACL (DeleteACL:
+  InvalidACLStateFault; the ACL's Clusters still list it) and its subnet group
+  (DeleteSubnetGroup: SubnetGroupInUseFault), and DeleteCluster and
+  UpdateCluster of it are refused with InvalidClusterStateFault. The data
+  plane serves `available` clusters only: a deleting one is no longer served.
 - ElastiCache `DeleteCacheSubnetGroup`, which moto does not implement (HTTP
   500): deletes the group, refused while a replication group uses it, as AWS does.
 - ECS services report what really runs: the data plane writes, per
@@ -20,10 +27,25 @@ test harness. What it changes, and only that:
   task states on every describe is turned off.
 - A task's containers describe `cpu` and `memory` as strings, as ECS does
   (moto copies the task definition's numbers, which typed SDKs refuse).
-- Every replication group's data-plane settings (auth token, TLS, port) are
-  written to $DATAPLANE_STATE_DIR/elasticache/<id>.json at creation, so the
-  data plane can run a real redis-server that answers as the group would.
-  AWS keeps the auth token too; moto only remembers that one was given.
+- Every replication group's data-plane settings are written to
+  $DATAPLANE_STATE_DIR/elasticache/<id>.json (mode 0600, replaced
+  atomically) at creation and again when ModifyReplicationGroup (moto_plus.py's)
+  changes its auth token, so the data plane can run a real redis-server that
+  answers as the group would: `id`, `transit_encryption`, `port`,
+  `auth_token` (the newest token, null for none) and `auth_tokens` (the
+  tokens the group accepts, newest first; null in it when connecting without
+  a token is accepted). As on AWS, ROTATE (AuthTokenUpdateStrategy's default)
+  adds the new token and keeps the previous one (or no token, for a group
+  that had none) accepted; SET accepts the new token only; DELETE none (no
+  AUTH needed). AWS keeps the auth tokens too; moto only remembers that one
+  was given.
+- Every MemoryDB user's passwords and access string are written to
+  $DATAPLANE_STATE_DIR/memorydb/users/<name>.json (`name`,
+  `authentication`, `passwords`, `access_string`; mode 0600, replaced
+  atomically) at CreateUser and UpdateUser, and removed at DeleteUser, so
+  the data plane's redis-server of each MemoryDB cluster lets the users of
+  its ACL in with their passwords. AWS keeps the passwords too (moto_plus.py's
+  users do); DescribeUsers never answers them.
 - Everything of `moto_plus.py` (Auto Scaling instance refreshes and the
   launch template version of each instance), which the moto of every test has.
 """
@@ -35,12 +57,14 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import moto_plus  # noqa: E402,F401  (the patches every test's moto has)
+import moto_plus  # noqa: E402  (the patches every test's moto has)
 from moto.core.responses import EmptyResult
 from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
 from moto.elasticache import models, responses
 from moto.elasticache.exceptions import CacheSubnetGroupNotFound, ElastiCacheException
+from moto.memorydb import models as memorydb_models
+from moto.memorydb.responses import MemoryDBResponse
 from moto.moto_api import state_manager
 from moto.server import main
 
@@ -55,24 +79,82 @@ class CacheSubnetGroupInUse(ElastiCacheException):
         super().__init__(f"Cache subnet group {name} is currently in use by a cache cluster.")
 
 
+class InvalidClusterStateFault(moto_plus.MemoryDBFault):
+    pass
+
+
+def _gone_later(registry: dict, key: str, resource) -> None:
+    """Finishes a delete as AWS does by itself: `resource`, which answers
+    `deleting` meanwhile, leaves `registry` (its backend's dict, by `key`)
+    DATAPLANE_DELETE_SECONDS from now."""
+
+    def finish():
+        if registry.get(key) is resource:
+            registry.pop(key, None)
+
+    timer = threading.Timer(DELETE_SECONDS, finish)
+    timer.daemon = True
+    timer.start()
+
+
 _original_init = models.ReplicationGroup.__init__
+
+
+def _write_secret(path: Path, record: dict) -> None:
+    """Writes `record` (it holds secrets) to `path` as JSON: readable by its
+    owner only from the start, and replaced atomically, so the data plane
+    never reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record))
+    tmp.replace(path)
+
+
+def _write_group_settings(group) -> None:
+    """The replication group's data-plane settings file, as the group now is."""
+    tokens = list(group.dataplane_auth_tokens)
+    record = {
+        "id": group.replication_group_id,
+        "auth_token": tokens[0] if tokens else None,
+        "auth_tokens": tokens,
+        "transit_encryption": bool(group.transit_encryption_enabled),
+        "port": group.port,
+    }
+    _write_secret(STATE_DIR / "elasticache" / f"{record['id']}.json", record)
 
 
 def _init(self, *args, **kwargs):
     _original_init(self, *args, **kwargs)
-    record = {
-        "id": self.replication_group_id,
-        "auth_token": kwargs.get("auth_token"),
-        "transit_encryption": bool(kwargs.get("transit_encryption_enabled")),
-        "port": self.port,
-    }
-    out = STATE_DIR / "elasticache"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{record['id']}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    # The tokens the group accepts, newest first; None: no token needed.
+    self.dataplane_auth_tokens = [kwargs.get("auth_token") or None]
+    _write_group_settings(self)
+
+
+_original_modify_replication_group = responses.ElastiCacheResponse.modify_replication_group
+
+
+def _modify_replication_group(self):
+    """ModifyReplicationGroup (moto_plus.py's), then the tokens the group
+    accepts after an AuthToken change, written to its settings file; nothing
+    is written when the call is refused."""
+    result = _original_modify_replication_group(self)
+    token = self._get_param("AuthToken") or None
+    # moto_plus.py's reading of it: ROTATE unless given, when a token is.
+    strategy = (self._get_param("AuthTokenUpdateStrategy") or ("ROTATE" if token else "")).upper()
+    if strategy:
+        group = self.elasticache_backend.replication_groups[self._get_param("ReplicationGroupId")]
+        if strategy == "ROTATE":
+            # The new token, and the previous one (or none) still accepted.
+            previous = group.dataplane_auth_tokens[0] if group.dataplane_auth_tokens else None
+            group.dataplane_auth_tokens = [token] + ([previous] if previous != token else [])
+        elif strategy == "SET":
+            group.dataplane_auth_tokens = [token]
+        else:  # DELETE
+            group.dataplane_auth_tokens = [None]
+        _write_group_settings(group)
+    return result
 
 
 _original_delete = models.ElastiCacheBackend.delete_replication_group
@@ -80,12 +162,36 @@ _original_delete = models.ElastiCacheBackend.delete_replication_group
 
 def _delete_replication_group(self, replication_group_id, retain_primary_cluster):
     group = _original_delete(self, replication_group_id, retain_primary_cluster)
-
-    def finish():
-        self.replication_groups.pop(replication_group_id, None)
-
-    threading.Timer(DELETE_SECONDS, finish).start()
+    _gone_later(self.replication_groups, replication_group_id, group)
     return group
+
+
+def _memorydb_not_deleting(backend, cluster_name) -> None:
+    cluster = backend.clusters.get(cluster_name)
+    if cluster is not None and cluster.status == "deleting":
+        raise InvalidClusterStateFault(f"Cluster {cluster_name} is being deleted.")
+
+
+_original_memorydb_delete_cluster = memorydb_models.MemoryDBBackend.delete_cluster
+
+
+def _memorydb_delete_cluster(self, cluster_name, final_snapshot_name=None):
+    """moto's DeleteCluster (status `deleting`, the final snapshot), but the
+    cluster stays, `deleting`, until _gone_later removes it; a second delete
+    is refused, as on AWS."""
+    _memorydb_not_deleting(self, cluster_name)
+    cluster = _original_memorydb_delete_cluster(self, cluster_name, final_snapshot_name)
+    self.clusters[cluster_name] = cluster  # moto dropped it
+    _gone_later(self.clusters, cluster_name, cluster)
+    return cluster
+
+
+_original_memorydb_update_cluster = memorydb_models.MemoryDBBackend.update_cluster
+
+
+def _memorydb_update_cluster(self, *args, **kwargs):
+    _memorydb_not_deleting(self, kwargs.get("cluster_name", args[0] if args else None))
+    return _original_memorydb_update_cluster(self, *args, **kwargs)
 
 
 def _delete_cache_subnet_group(self):
@@ -98,6 +204,39 @@ def _delete_cache_subnet_group(self):
             raise CacheSubnetGroupInUse(name)
     del backend.cache_subnet_groups[name]
     return EmptyResult()
+
+
+def _memorydb_user_path(name: str) -> Path:
+    return STATE_DIR / "memorydb" / "users" / f"{name}.json"
+
+
+def _memorydb_user_writer(original):
+    """CreateUser or UpdateUser (moto_plus.py's), then the user's state file
+    as the user now is; nothing is written when the call is refused."""
+
+    def handler(self):
+        result = original(self)
+        name = json.loads(self.body or "{}").get("UserName")
+        user = self.memorydb_backend.memorydb_users[name]
+        record = {
+            "name": user.name,
+            "authentication": user.auth_type,
+            "passwords": list(user.passwords),
+            "access_string": user.access_string,
+        }
+        _write_secret(_memorydb_user_path(user.name), record)
+        return result
+
+    return handler
+
+
+_original_delete_user = MemoryDBResponse.delete_user
+
+
+def _delete_user(self):
+    result = _original_delete_user(self)
+    _memorydb_user_path(json.loads(self.body or "{}").get("UserName")).unlink(missing_ok=True)
+    return result
 
 
 _original_describe_services = ecs_models.EC2ContainerServiceBackend.describe_services
@@ -192,7 +331,13 @@ ecs_models.Container.__init__ = _container_init
 state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
 models.ReplicationGroup.__init__ = _init
 models.ElastiCacheBackend.delete_replication_group = _delete_replication_group
+responses.ElastiCacheResponse.modify_replication_group = _modify_replication_group
+memorydb_models.MemoryDBBackend.delete_cluster = _memorydb_delete_cluster
+memorydb_models.MemoryDBBackend.update_cluster = _memorydb_update_cluster
 responses.ElastiCacheResponse.delete_cache_subnet_group = _delete_cache_subnet_group
+MemoryDBResponse.create_user = _memorydb_user_writer(MemoryDBResponse.create_user)
+MemoryDBResponse.update_user = _memorydb_user_writer(MemoryDBResponse.update_user)
+MemoryDBResponse.delete_user = _delete_user
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,7 @@ pub struct RedisBuilder {
     appendonly: bool,
     dir: Option<PathBuf>,
     password: Option<String>,
+    cluster: bool,
     args: Vec<String>,
 }
 
@@ -42,6 +43,14 @@ impl RedisBuilder {
     /// put into [`RedisServer::url`] as is.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
+        self
+    }
+
+    /// Cluster mode (MemoryDB's shape): a one-node Redis Cluster serving
+    /// all 16384 slots, ready once CLUSTER INFO says `cluster_state:ok`. Its
+    /// node file lives in the data dir, so a restart keeps the slots.
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
         self
     }
 
@@ -220,6 +229,11 @@ impl RedisServer {
         if let Some(password) = &self.options.password {
             cmd.args(["--requirepass", password]);
         }
+        if self.options.cluster {
+            cmd.args(["--cluster-enabled", "yes"])
+                .arg("--cluster-config-file")
+                .arg(data_dir.join("nodes.conf"));
+        }
         cmd.args(&self.options.args);
         // One log per start, so an error shows this start's output only.
         let log_path = self.temp.path().join(format!("redis-{}.log", self.starts));
@@ -230,8 +244,36 @@ impl RedisServer {
             Err(err) => Err(err.to_string()),
         };
         proc.wait_ready(START_TIMEOUT, ping)?;
+        if self.options.cluster {
+            proc.wait_ready(START_TIMEOUT, || self.serve_all_slots())?;
+        }
         self.proc = Some(proc);
         Ok(())
+    }
+
+    /// Assigns every slot to this node unless it serves them already (a
+    /// restart reads them from its node file); Ok once the cluster is up.
+    fn serve_all_slots(&self) -> std::result::Result<(), String> {
+        let text = match self.command(&["CLUSTER", "INFO"]) {
+            Ok(reply) => reply
+                .as_text()
+                .ok_or(format!("CLUSTER INFO answered {reply:?}"))?,
+            Err(err) => return Err(err.to_string()),
+        };
+        if text.contains("cluster_state:ok") {
+            return Ok(());
+        }
+        if text.contains("cluster_slots_assigned:0") {
+            match self.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]) {
+                Ok(Reply::Simple(_)) => {}
+                Ok(other) => return Err(format!("CLUSTER ADDSLOTSRANGE answered {other:?}")),
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        Err(format!(
+            "cluster not up yet: {}",
+            text.lines().next().unwrap_or("")
+        ))
     }
 }
 

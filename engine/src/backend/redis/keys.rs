@@ -1,59 +1,91 @@
 //! Key names. Braces mark the hash tag, so every key of one run (or one
-//! event name, or one slot key) lands in one hash slot.
+//! event name, or one slot key) lands in one hash slot. On a Redis Cluster
+//! (MemoryDB) the prefix itself is the hash tag: every key lands in one slot,
+//! so the scripts that span runs and indexes run there unchanged.
 
 use crate::backend::RunStatus;
 
-const PREFIX: &str = "stackctl:";
-
-pub(crate) const FUNCTIONS: &str = "stackctl:functions";
-pub(crate) const RUNS: &str = "stackctl:runs";
-/// `ADD_WAIT`/`TAKE_WAIT` build a name's waits key from this and `}`.
-pub(crate) const WAITS_PREFIX: &str = "stackctl:waits:{";
-
-pub(crate) fn claim(key: &str) -> String {
-    format!("{PREFIX}claim:{key}")
+/// The key names of one store: the prefix decides the hash slots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    prefix: &'static str,
 }
 
-pub(crate) fn run(id: &str) -> String {
-    format!("{PREFIX}run:{{{id}}}")
-}
+impl Keys {
+    /// Per-run hash slots: Redis with cluster mode disabled.
+    pub(crate) const STANDALONE: Self = Self {
+        prefix: "stackctl:",
+    };
+    /// One hash slot for everything: a Redis Cluster, where a script or a
+    /// multi-key command must stay in one slot.
+    pub(crate) const CLUSTER: Self = Self {
+        prefix: "{stackctl}:",
+    };
 
-pub(crate) fn steps(run_id: &str) -> String {
-    format!("{PREFIX}run:{{{run_id}}}:steps")
-}
+    /// The prefix of every key (the scripts that build run keys get it).
+    pub(crate) fn prefix(self) -> &'static str {
+        self.prefix
+    }
 
-pub(crate) fn run_waits(run_id: &str) -> String {
-    format!("{PREFIX}run:{{{run_id}}}:waits")
-}
+    pub(crate) fn functions(self) -> String {
+        format!("{}functions", self.prefix)
+    }
 
-pub(crate) fn runs_with(status: RunStatus) -> String {
-    format!("{RUNS}:{}", status_str(status))
-}
+    pub(crate) fn runs(self) -> String {
+        format!("{}runs", self.prefix)
+    }
 
-pub(crate) fn event_runs(internal_id: &str) -> String {
-    format!("{PREFIX}event-runs:{{{internal_id}}}")
-}
+    /// `ADD_WAIT`/`TAKE_WAIT` build a name's waits key from this and `}`.
+    pub(crate) fn waits_prefix(self) -> String {
+        format!("{}waits:{{", self.prefix)
+    }
 
-pub(crate) fn waits(event_name: &str) -> String {
-    format!("{WAITS_PREFIX}{event_name}}}")
+    pub(crate) fn claim(self, key: &str) -> String {
+        format!("{}claim:{key}", self.prefix)
+    }
+
+    pub(crate) fn run(self, id: &str) -> String {
+        format!("{}run:{{{id}}}", self.prefix)
+    }
+
+    pub(crate) fn steps(self, run_id: &str) -> String {
+        format!("{}run:{{{run_id}}}:steps", self.prefix)
+    }
+
+    pub(crate) fn run_waits(self, run_id: &str) -> String {
+        format!("{}run:{{{run_id}}}:waits", self.prefix)
+    }
+
+    pub(crate) fn runs_with(self, status: RunStatus) -> String {
+        format!("{}runs:{}", self.prefix, status_str(status))
+    }
+
+    pub(crate) fn event_runs(self, internal_id: &str) -> String {
+        format!("{}event-runs:{{{internal_id}}}", self.prefix)
+    }
+
+    pub(crate) fn waits(self, event_name: &str) -> String {
+        format!("{}{event_name}}}", self.waits_prefix())
+    }
+
+    /// The by-ts, bodies and by-expiry keys of one event name.
+    pub(crate) fn event_index(self, name: &str) -> [String; 3] {
+        let p = self.prefix;
+        [
+            format!("{p}events:{{{name}}}:ts"),
+            format!("{p}events:{{{name}}}:body"),
+            format!("{p}events:{{{name}}}:exp"),
+        ]
+    }
+
+    pub(crate) fn slot(self, key: &str) -> String {
+        format!("{}slot:{{{key}}}", self.prefix)
+    }
 }
 
 /// One wait's field in its event name's waits hash.
 pub(crate) fn wait_field(run_id: &str, step_id: &str) -> String {
     format!("{run_id}\n{step_id}")
-}
-
-/// The by-ts, bodies and by-expiry keys of one event name.
-pub(crate) fn event_index(name: &str) -> [String; 3] {
-    [
-        format!("{PREFIX}events:{{{name}}}:ts"),
-        format!("{PREFIX}events:{{{name}}}:body"),
-        format!("{PREFIX}events:{{{name}}}:exp"),
-    ]
-}
-
-pub(crate) fn slot(key: &str) -> String {
-    format!("{PREFIX}slot:{{{key}}}")
 }
 
 pub(crate) fn status_str(s: RunStatus) -> &'static str {

@@ -3,20 +3,24 @@
 //! concurrency slots, the function registry, and the bodies too large for
 //! SQS.
 //!
-//! One multiplexed connection per handle ([`redis::aio::ConnectionManager`])
-//! pipelines concurrent calls and reconnects on its own; while Redis is
-//! unreachable calls fail with `Unavailable`. Every call is one round trip:
-//! a single command, or a Lua script (`scripts`) where a write must be atomic
-//! (scripts are the compare-and-set: write-once outcomes, run creation and
-//! ending, single-winner waits, slots). A Redis restart that empties the
-//! script cache is handled by the client (`NOSCRIPT` → load → retry).
+//! One multiplexed connection per handle pipelines concurrent calls and
+//! reconnects on its own ([`redis::aio::ConnectionManager`]; on a Redis
+//! Cluster such as MemoryDB, the cluster client, which follows the slots and
+//! a failover); while Redis is unreachable calls fail with `Unavailable`.
+//! Every call is one round trip: a single command, or a Lua script
+//! (`scripts`) where a write must be atomic (scripts are the compare-and-set:
+//! write-once outcomes, run creation and ending, single-winner waits, slots).
+//! A Redis restart that empties the script cache is handled by the client
+//! (`NOSCRIPT` → load → retry).
 //!
 //! Keys (prefix `stackctl:`): every key of one run carries the run id as
 //! its hash tag (`stackctl:run:{ID}`, `stackctl:run:{ID}:steps`,
 //! `stackctl:run:{ID}:waits`), so they share one hash slot. Indexes that span
 //! runs (`stackctl:runs*`, `stackctl:waits:{NAME}`) and the two wait scripts
-//! touch keys of two slots: use Redis with cluster mode disabled (the shape
-//! the AWS provider creates).
+//! touch keys of two slots, which Redis allows with cluster mode disabled.
+//! On a cluster the prefix is `{stackctl}:`: one slot holds every key, so
+//! one shard serves the store (MemoryDB's shards add replicas and
+//! durability here, not capacity).
 //!
 //! URLs: `redis://[:PASSWORD@]HOST:PORT[/DB]`; `rediss://` for TLS (the
 //! ElastiCache auth token goes in PASSWORD, URL-encoded); a `#insecure`
@@ -31,8 +35,10 @@ mod state;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind, Value};
 
 pub use state::RedisState;
 
@@ -45,43 +51,96 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one command may wait for its answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection to one Redis server or to a Redis Cluster. Cloning shares it.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// Cluster mode disabled (ElastiCache's replication group, any
+    /// `redis-server`).
+    Single(ConnectionManager),
+    /// A Redis Cluster (MemoryDB): commands go to the node owning their slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Connects (lazily: an unreachable server at start is retried on use) and
 /// checks the server once: a wrong password or URL fails here, an
-/// unreachable server only logs.
-pub(crate) async fn connect(url: &str) -> Result<ConnectionManager, BackendError> {
-    if url.starts_with("rediss://") {
+/// unreachable server only logs. `cluster` speaks the Redis Cluster protocol
+/// from `url` as the first node (MemoryDB's cluster endpoint).
+pub(crate) async fn connect(url: &str, cluster: bool) -> Result<Conn, BackendError> {
+    let tls = url.starts_with("rediss://");
+    if tls {
         // Several crates in one binary may enable different rustls crypto
         // providers; redis's TLS config takes the process default. An error
         // means one is installed already, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let roots = match std::env::var_os(SSL_CERT_FILE) {
-        Some(path) if url.starts_with("rediss://") => Some(std::fs::read(&path).map_err(|e| {
-            BackendError::Other(format!(
-                "cannot read the CA bundle {SSL_CERT_FILE}={}: {e}",
-                path.to_string_lossy()
-            ))
-        })?),
+    let certificates = match std::env::var_os(SSL_CERT_FILE) {
+        Some(path) if tls => Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&path).map_err(|e| {
+                BackendError::Other(format!(
+                    "cannot read the CA bundle {SSL_CERT_FILE}={}: {e}",
+                    path.to_string_lossy()
+                ))
+            })?),
+        }),
         _ => None,
     };
-    let client = match roots {
-        Some(root_cert) => redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert),
-            },
-        ),
-        None => redis::Client::open(url),
-    }
-    .map_err(|e| BackendError::Other(format!("redis URL {}: {e}", redact(url))))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(1));
-    let mut conn = ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| BackendError::Other(format!("redis {}: {e}", redact(url))))?;
+    let bad_url = |e: RedisError| BackendError::Other(format!("redis URL {}: {e}", redact(url)));
+    let mut conn = if cluster {
+        let mut builder = ClusterClientBuilder::new([url])
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(3)
+            .max_retry_wait(1_000);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        let client = builder.build().map_err(bad_url)?;
+        Conn::Cluster(client.get_pending_async_connection_with_config(ClusterConfig::new()))
+    } else {
+        let client = match certificates {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+            None => redis::Client::open(url),
+        }
+        .map_err(bad_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
+        Conn::Single(
+            ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|e| BackendError::Other(format!("redis {}: {e}", redact(url))))?,
+        )
+    };
     match redis::cmd("PING").query_async::<String>(&mut conn).await {
         Ok(_) => {}
         Err(e) => match classify(e) {

@@ -196,10 +196,11 @@ return 0
 });
 
 /// KEYS: the all-runs index, then the index of each ended status.
-/// ARGV: cutoff (ms), most runs to delete. Deletes runs whose ended-status
-/// score is below the cutoff: the run hash, its steps and waits, and its
-/// entries in the indexes and its event's run index (a key built here:
-/// cluster mode disabled, like the wait scripts). Returns how many.
+/// ARGV: cutoff (ms), most runs to delete, the key prefix. Deletes runs whose
+/// ended-status score is below the cutoff: the run hash, its steps and waits,
+/// and its entries in the indexes and its event's run index (keys built here,
+/// like the wait scripts': one slot on a cluster, see `keys`). Returns how
+/// many.
 pub static PURGE_FINISHED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -209,13 +210,13 @@ for i = 2, #KEYS do
   if n >= limit then break end
   local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit - n)
   for _, id in ipairs(ids) do
-    local run = 'stackctl:run:{' .. id .. '}'
+    local run = ARGV[3] .. 'run:{' .. id .. '}'
     local body = redis.call('HGET', run, 'run')
     if body then
       local ok, decoded = pcall(cjson.decode, body)
       if ok and type(decoded) == 'table' and type(decoded.event) == 'table'
           and type(decoded.event.internal_id) == 'string' then
-        redis.call('ZREM', 'stackctl:event-runs:{' .. decoded.event.internal_id .. '}', id)
+        redis.call('ZREM', ARGV[3] .. 'event-runs:{' .. decoded.event.internal_id .. '}', id)
       end
     end
     redis.call('DEL', run, run .. ':steps', run .. ':waits')

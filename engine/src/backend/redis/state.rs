@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use super::{classify, connect, keys, scripts};
+use super::keys::{self, Keys};
+use super::{Conn, classify, connect, scripts};
 use crate::backend::{
     Attempt, BackendError, Event, Queue, Result, Run, RunStatus, StateStore, StepEnd, StepOutcome,
     StepRecord, Wait,
@@ -23,7 +23,8 @@ const ATTEMPT_DIGITS: usize = 10;
 /// The Redis state store. Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisState {
-    conn: ConnectionManager,
+    conn: Conn,
+    keys: Keys,
 }
 
 /// A step outcome as stored: written once with its time.
@@ -79,14 +80,20 @@ fn decode_run(fields: HashMap<String, String>) -> Result<Option<Run>> {
 }
 
 impl RedisState {
-    /// Connects to `url` (see the module docs for its forms).
-    pub async fn open(url: &str) -> Result<Self> {
+    /// Connects to `url` (see the module docs for its forms); `cluster`
+    /// for a Redis Cluster such as MemoryDB.
+    pub async fn open(url: &str, cluster: bool) -> Result<Self> {
         Ok(Self {
-            conn: connect(url).await?,
+            conn: connect(url, cluster).await?,
+            keys: if cluster {
+                Keys::CLUSTER
+            } else {
+                Keys::STANDALONE
+            },
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -97,7 +104,7 @@ impl RedisState {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(keys::run(id));
+            pipe.hgetall(self.keys.run(id));
         }
         let all: Vec<HashMap<String, String>> =
             pipe.query_async(&mut self.conn()).await.map_err(classify)?;
@@ -116,7 +123,7 @@ impl StateStore for RedisState {
     async fn put_function(&self, function: &FunctionDef) -> Result<()> {
         let json = to_json(function)?;
         self.conn()
-            .hset::<_, _, _, ()>(keys::FUNCTIONS, &function.id, json)
+            .hset::<_, _, _, ()>(self.keys.functions(), &function.id, json)
             .await
             .map_err(classify)
     }
@@ -124,7 +131,7 @@ impl StateStore for RedisState {
     async fn list_functions(&self) -> Result<Vec<FunctionDef>> {
         let all: BTreeMap<String, String> = self
             .conn()
-            .hgetall(keys::FUNCTIONS)
+            .hgetall(self.keys.functions())
             .await
             .map_err(classify)?;
         all.values()
@@ -135,7 +142,7 @@ impl StateStore for RedisState {
     async fn delete_function(&self, id: &str) -> Result<bool> {
         let n: u64 = self
             .conn()
-            .hdel(keys::FUNCTIONS, id)
+            .hdel(self.keys.functions(), id)
             .await
             .map_err(classify)?;
         Ok(n > 0)
@@ -144,7 +151,7 @@ impl StateStore for RedisState {
     async fn claim(&self, key: &str, owner: &str, ttl: Duration) -> Result<String> {
         // SET NX GET answers the holder's value, or nil when this call set it.
         let previous: Option<String> = redis::cmd("SET")
-            .arg(keys::claim(key))
+            .arg(self.keys.claim(key))
             .arg(owner)
             .arg("NX")
             .arg("GET")
@@ -157,7 +164,7 @@ impl StateStore for RedisState {
     }
 
     async fn index_event(&self, event: &Event, retention: Duration) -> Result<()> {
-        let [by_ts, bodies, by_expiry] = keys::event_index(&event.name);
+        let [by_ts, bodies, by_expiry] = self.keys.event_index(&event.name);
         scripts::INDEX_EVENT
             .key(by_ts)
             .key(bodies)
@@ -176,7 +183,7 @@ impl StateStore for RedisState {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let [by_ts, bodies, _] = keys::event_index(name);
+        let [by_ts, bodies, _] = self.keys.event_index(name);
         let found: Vec<Option<String>> = scripts::EVENTS_SINCE
             .key(by_ts)
             .key(bodies)
@@ -194,10 +201,10 @@ impl StateStore for RedisState {
 
     async fn create_run(&self, run: &Run) -> Result<bool> {
         let created: i64 = scripts::CREATE_RUN
-            .key(keys::run(&run.id))
-            .key(keys::RUNS)
-            .key(keys::runs_with(run.status))
-            .key(keys::event_runs(&run.event.internal_id))
+            .key(self.keys.run(&run.id))
+            .key(self.keys.runs())
+            .key(self.keys.runs_with(run.status))
+            .key(self.keys.event_runs(&run.event.internal_id))
             .arg(to_json(run)?)
             .arg(keys::status_str(run.status))
             .arg(run.created_at)
@@ -214,7 +221,7 @@ impl StateStore for RedisState {
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>> {
         let fields: HashMap<String, String> = self
             .conn()
-            .hgetall(keys::run(run_id))
+            .hgetall(self.keys.run(run_id))
             .await
             .map_err(classify)?;
         decode_run(fields)
@@ -223,7 +230,7 @@ impl StateStore for RedisState {
     async fn runs_for_event(&self, internal_id: &str) -> Result<Vec<Run>> {
         let ids: Vec<String> = self
             .conn()
-            .zrange(keys::event_runs(internal_id), 0, -1)
+            .zrange(self.keys.event_runs(internal_id), 0, -1)
             .await
             .map_err(classify)?;
         self.runs_by_id(&ids).await
@@ -234,8 +241,8 @@ impl StateStore for RedisState {
             return Ok(Vec::new());
         }
         let index = match status {
-            Some(s) => keys::runs_with(s),
-            None => keys::RUNS.to_string(),
+            Some(s) => self.keys.runs_with(s),
+            None => self.keys.runs(),
         };
         let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
         let ids: Vec<String> = self
@@ -255,9 +262,9 @@ impl StateStore for RedisState {
     ) -> Result<bool> {
         terminal(run_id, status)?;
         let ended: i64 = scripts::FINISH_RUN
-            .key(keys::run(run_id))
-            .key(keys::runs_with(RunStatus::Running))
-            .key(keys::runs_with(status))
+            .key(self.keys.run(run_id))
+            .key(self.keys.runs_with(RunStatus::Running))
+            .key(self.keys.runs_with(status))
             .arg(keys::status_str(status))
             .arg(if error.is_some() { "1" } else { "0" })
             .arg(error.as_deref().unwrap_or(""))
@@ -270,13 +277,14 @@ impl StateStore for RedisState {
     }
 
     async fn purge_finished(&self, before: i64, limit: usize) -> Result<usize> {
-        let mut script = scripts::PURGE_FINISHED.key(keys::RUNS);
+        let mut script = scripts::PURGE_FINISHED.key(self.keys.runs());
         for status in keys::STATUSES.into_iter().filter(|s| s.is_terminal()) {
-            script.key(keys::runs_with(status));
+            script.key(self.keys.runs_with(status));
         }
         let purged: i64 = script
             .arg(before)
             .arg(limit)
+            .arg(self.keys.prefix())
             .invoke_async(&mut self.conn())
             .await
             .map_err(classify)?;
@@ -286,7 +294,7 @@ impl StateStore for RedisState {
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
         let mut pipe = redis::pipe();
         for s in keys::STATUSES {
-            pipe.zcard(keys::runs_with(s));
+            pipe.zcard(self.keys.runs_with(s));
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(classify)?;
         Ok(keys::STATUSES
@@ -298,7 +306,7 @@ impl StateStore for RedisState {
 
     async fn record_attempt(&self, run_id: &str, step_id: &str, attempt: Attempt) -> Result<()> {
         scripts::RECORD_ATTEMPT
-            .key(keys::steps(run_id))
+            .key(self.keys.steps(run_id))
             .arg(step_id)
             .arg(attempt_field(attempt.number))
             .arg(to_json(&attempt)?)
@@ -320,7 +328,7 @@ impl StateStore for RedisState {
             outcome: outcome.clone(),
         })?;
         let written: i64 = scripts::SET_OUTCOME
-            .key(keys::steps(run_id))
+            .key(self.keys.steps(run_id))
             .arg(step_id)
             .arg(stored)
             .invoke_async(&mut self.conn())
@@ -332,7 +340,7 @@ impl StateStore for RedisState {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         let fields: HashMap<String, String> = self
             .conn()
-            .hgetall(keys::steps(run_id))
+            .hgetall(self.keys.steps(run_id))
             .await
             .map_err(classify)?;
         steps_from_fields(fields)
@@ -340,13 +348,13 @@ impl StateStore for RedisState {
 
     async fn add_wait(&self, wait: &Wait) -> Result<()> {
         scripts::ADD_WAIT
-            .key(keys::run_waits(&wait.run_id))
-            .key(keys::waits(&wait.event_name))
+            .key(self.keys.run_waits(&wait.run_id))
+            .key(self.keys.waits(&wait.event_name))
             .arg(&wait.step_id)
             .arg(&wait.event_name)
             .arg(keys::wait_field(&wait.run_id, &wait.step_id))
             .arg(to_json(wait)?)
-            .arg(keys::WAITS_PREFIX)
+            .arg(self.keys.waits_prefix())
             .invoke_async::<i64>(&mut self.conn())
             .await
             .map_err(classify)?;
@@ -356,7 +364,7 @@ impl StateStore for RedisState {
     async fn waits_for(&self, event_name: &str) -> Result<Vec<Wait>> {
         let all: BTreeMap<String, String> = self
             .conn()
-            .hgetall(keys::waits(event_name))
+            .hgetall(self.keys.waits(event_name))
             .await
             .map_err(classify)?;
         all.values()
@@ -366,10 +374,10 @@ impl StateStore for RedisState {
 
     async fn take_wait(&self, run_id: &str, step_id: &str) -> Result<bool> {
         let taken: i64 = scripts::TAKE_WAIT
-            .key(keys::run_waits(run_id))
+            .key(self.keys.run_waits(run_id))
             .arg(step_id)
             .arg(keys::wait_field(run_id, step_id))
-            .arg(keys::WAITS_PREFIX)
+            .arg(self.keys.waits_prefix())
             .invoke_async(&mut self.conn())
             .await
             .map_err(classify)?;
@@ -378,8 +386,8 @@ impl StateStore for RedisState {
 
     async fn run_with_steps(&self, run_id: &str) -> Result<(Option<Run>, Vec<StepRecord>)> {
         let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
-            .hgetall(keys::run(run_id))
-            .hgetall(keys::steps(run_id))
+            .hgetall(self.keys.run(run_id))
+            .hgetall(self.keys.steps(run_id))
             .query_async(&mut self.conn())
             .await
             .map_err(classify)?;
@@ -405,13 +413,14 @@ impl StateStore for RedisState {
         } else {
             (None, finish)
         };
-        let mut script = scripts::END_STEP.key(keys::steps(&run_id));
+        let mut script = scripts::END_STEP.key(self.keys.steps(&run_id));
         script
-            .key(keys::run(&run_id))
-            .key(keys::runs_with(RunStatus::Running))
-            .key(keys::runs_with(
-                now.as_ref().map_or(RunStatus::Running, |(s, _)| *s),
-            ))
+            .key(self.keys.run(&run_id))
+            .key(self.keys.runs_with(RunStatus::Running))
+            .key(
+                self.keys
+                    .runs_with(now.as_ref().map_or(RunStatus::Running, |(s, _)| *s)),
+            )
             .arg(&step_id)
             .arg(to_json(&StoredOutcome { at, outcome })?);
         match &attempt {
@@ -454,7 +463,7 @@ impl StateStore for RedisState {
         lease: Duration,
     ) -> Result<bool> {
         let granted: i64 = scripts::ACQUIRE_SLOT
-            .key(keys::slot(key))
+            .key(self.keys.slot(key))
             .arg(holder)
             .arg(limit)
             .arg(ms(lease))
@@ -466,7 +475,7 @@ impl StateStore for RedisState {
 
     async fn release_slot(&self, key: &str, holder: &str) -> Result<()> {
         self.conn()
-            .zrem::<_, _, ()>(keys::slot(key), holder)
+            .zrem::<_, _, ()>(self.keys.slot(key), holder)
             .await
             .map_err(classify)
     }

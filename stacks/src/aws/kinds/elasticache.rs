@@ -566,19 +566,17 @@ async fn replication_group_status(ctx: &Ctx, o: &Observed) -> Result<Option<Stri
     }))
 }
 
-/// Deletes the replication group (no final snapshot) and waits, up to
-/// `deadline`, until it is gone: its subnet group and security group can
-/// only be deleted then. A group already `deleting` (an earlier `down`) is
-/// only waited for.
+/// Deletes the replication group (no final snapshot) and waits until it is
+/// gone (see [`super::delete_and_wait`]).
 pub(crate) async fn delete_replication_group(
     ctx: &Ctx,
     o: &Observed,
     deadline: std::time::Instant,
 ) -> Result<Deleted> {
-    match replication_group_status(ctx, o).await? {
-        None => return Ok(Deleted::AlreadyGone),
-        Some(s) if s == "deleting" => {}
-        Some(_) => {
+    super::delete_and_wait(
+        deadline,
+        || replication_group_status(ctx, o),
+        || async {
             ctx.aws
                 .elasticache()
                 .delete_replication_group()
@@ -587,10 +585,8 @@ pub(crate) async fn delete_replication_group(
                 .send()
                 .await
                 .map_err(api!(super::subject_of(o), "DeleteReplicationGroup"))?;
-        }
-    }
-    super::wait_gone(deadline, std::time::Duration::from_secs(10), || {
-        replication_group_status(ctx, o)
-    })
+            Ok(())
+        },
+    )
     .await
 }

@@ -18,6 +18,7 @@ pub(crate) mod elasticache;
 pub(crate) mod elbv2;
 pub(crate) mod iam;
 pub(crate) mod logs;
+pub(crate) mod memorydb;
 pub(crate) mod sqs;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,10 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
         Kind::ElastiCacheSubnetGroup => elasticache::read_subnet_group(ctx, t).await?,
         Kind::ElastiCacheParameterGroup => elasticache::read_parameter_group(ctx, t).await?,
         Kind::ElastiCacheReplicationGroup => elasticache::read_replication_group(ctx, t).await?,
+        Kind::MemoryDbSubnetGroup => memorydb::read_subnet_group(ctx, t).await?,
+        Kind::MemoryDbUser => memorydb::read_user(ctx, t).await?,
+        Kind::MemoryDbAcl => memorydb::read_acl(ctx, t).await?,
+        Kind::MemoryDbCluster => memorydb::read_cluster(ctx, t).await?,
         Kind::EcrRepository => ecr::read(ctx, t).await?,
         Kind::EcsCluster => ecs::read_cluster(ctx, t).await?,
         Kind::EcsTaskDefinition => ecs::read_task_definition(ctx, t).await?,
@@ -221,6 +226,10 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         Kind::ElastiCacheSubnetGroup => elasticache::apply_subnet_group(ctx, work).await,
         Kind::ElastiCacheParameterGroup => elasticache::apply_parameter_group(ctx, work).await,
         Kind::ElastiCacheReplicationGroup => elasticache::apply_replication_group(ctx, work).await,
+        Kind::MemoryDbSubnetGroup => memorydb::apply_subnet_group(ctx, work).await,
+        Kind::MemoryDbUser => memorydb::apply_user(ctx, work).await,
+        Kind::MemoryDbAcl => memorydb::apply_acl(ctx, work).await,
+        Kind::MemoryDbCluster => memorydb::apply_cluster(ctx, work).await,
         Kind::EcrRepository => ecr::apply(ctx, work).await,
         Kind::EcsCluster => ecs::apply_cluster(ctx, work).await,
         Kind::EcsTaskDefinition => ecs::apply_task_definition(ctx, work).await,
@@ -307,7 +316,8 @@ pub(crate) enum Deleted {
 
 /// Deletes one resource that `down` found and proved to be the stack's.
 /// Deletions that later deletions must wait for (ECS services, the Auto
-/// Scaling group, the replication group, a Cloud Map namespace) poll until
+/// Scaling group, the replication group, the MemoryDB cluster, a Cloud Map
+/// namespace) poll until
 /// the resource is gone or `deadline` passes. A not-found answer at any
 /// step means someone else finished the job: [`Deleted::AlreadyGone`].
 pub(crate) async fn delete(
@@ -328,6 +338,10 @@ pub(crate) async fn delete(
         Kind::ElastiCacheReplicationGroup => {
             elasticache::delete_replication_group(ctx, o, deadline).await
         }
+        Kind::MemoryDbSubnetGroup => memorydb::delete_subnet_group(ctx, o).await,
+        Kind::MemoryDbUser => memorydb::delete_user(ctx, o).await,
+        Kind::MemoryDbAcl => memorydb::delete_acl(ctx, o).await,
+        Kind::MemoryDbCluster => memorydb::delete_cluster(ctx, o, deadline).await,
         Kind::EcrRepository => ecr::delete(ctx, o).await,
         Kind::EcsCluster => ecs::delete_cluster(ctx, o).await,
         Kind::EcsTaskDefinition => ecs::delete_task_definition(ctx, o).await,
@@ -371,6 +385,29 @@ pub(crate) fn output<'a>(
             action,
             missing: name,
         })
+}
+
+/// Deletes a resource whose deletion runs for minutes (a replication group,
+/// a MemoryDB cluster) and waits, up to `deadline`, until it is gone, since
+/// what it uses can only be deleted then. `status` reads its state (`None`:
+/// gone); one already `deleting` (an earlier `down`) is only waited for.
+pub(crate) async fn delete_and_wait<S, SFut, D, DFut>(
+    deadline: std::time::Instant,
+    mut status: S,
+    delete: D,
+) -> Result<Deleted>
+where
+    S: FnMut() -> SFut,
+    SFut: std::future::Future<Output = Result<Option<String>>>,
+    D: FnOnce() -> DFut,
+    DFut: std::future::Future<Output = Result<()>>,
+{
+    match status().await? {
+        None => return Ok(Deleted::AlreadyGone),
+        Some(s) if s == "deleting" => {}
+        Some(_) => delete().await?,
+    }
+    wait_gone(deadline, std::time::Duration::from_secs(10), status).await
 }
 
 /// Polls `gone` every `every` until it says the resource is gone
