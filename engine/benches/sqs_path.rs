@@ -40,7 +40,7 @@ use engine::loadgen::{BenchConfig, Load, Report};
 use serde_json::json;
 
 mod common;
-#[path = "../tests/common/sqs_client.rs"]
+#[path = "../tests/it/common/sqs_client.rs"]
 mod sqs_client;
 
 /// The engine before the SQS batchers and the Redis round-trip work: the

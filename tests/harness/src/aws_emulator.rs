@@ -176,7 +176,9 @@ impl AwsEmulator {
 
     /// The data plane's view: `containers` (kind `task` with `service`,
     /// `instance` for an EC2 host, others with the `instance` that runs them),
-    /// `instances` (with `boot`: booting, ok or failed), `redis`, `services`
+    /// `instances` (with `boot`: booting, ok or failed), `redis` (ElastiCache
+    /// groups), `memorydb` (MemoryDB clusters: name, address, nodes, tls, acl,
+    /// users), `services`
     /// (a loopback address per ECS service), `step_image` (an image in "ECR"
     /// for docker steps), `replaced` and `errors`.
     pub fn status(&self) -> Result<Value> {

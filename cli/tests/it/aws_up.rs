@@ -1,0 +1,335 @@
+//! `stackctl up` of the example aws stack against the moto server: the
+//! first run creates every resource (NDJSON progress, then a result line),
+//! leaves the stack lock released and the live state equal to the spec; a
+//! second run finds nothing to change. `stackctl status` reports every
+//! resource missing before and in sync after.
+//!
+//! The spec builds the engine image from source: `up` ships a small binary
+//! (`STACKCTL_ENGINE_BINARY`) and pushes to a local registry standing in for
+//! ECR (`STACKCTL_REGISTRY_ENDPOINT`; moto's ECR has no registry protocol).
+//! An arm64 engine (an ELF header written by the test: moto never runs it)
+//! is refused on the example's x86_64 executors before any AWS write, and
+//! on Graviton executors registers ARM64 task definitions and a launch
+//! template with the arm64 AMI.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{moto_and_registry, repo_root, stackctl};
+use harness::{Moto, Registry};
+use stacks::aws::{self, Aws, Inputs};
+use stacks::graph::Graph;
+
+fn up(
+    moto: &Moto,
+    registry: &Registry,
+    cwd: &Path,
+) -> (std::process::Output, Vec<serde_json::Value>) {
+    let mut cmd = stackctl();
+    moto.configure_command(&mut cmd);
+    cmd.env("STACKCTL_ENGINE_BINARY", "/bin/echo")
+        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
+    let out = cmd
+        .args(["--output", "json", "up", "--no-verify", "-f"])
+        .arg(repo_root().join("examples/aws.yaml"))
+        .current_dir(cwd)
+        .env_remove("STACKCTL_STACK")
+        .output()
+        .expect("stackctl runs");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out, lines)
+}
+
+fn status(moto: &Moto, cwd: &Path) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = stackctl();
+    moto.configure_command(&mut cmd);
+    let out = cmd
+        .args(["--output", "json", "status", "-f"])
+        .arg(repo_root().join("examples/aws.yaml"))
+        .current_dir(cwd)
+        .env_remove("STACKCTL_STACK")
+        .output()
+        .expect("stackctl runs");
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status prints JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
+    let (moto, registry) = moto_and_registry().await;
+    let cwd = tempfile::tempdir().unwrap();
+
+    let (code, before) = status(&moto, cwd.path());
+    assert_eq!(code, Some(1), "{before}");
+    let resources = before["resources"].as_array().unwrap();
+    assert!(!resources.is_empty(), "{before}");
+    assert!(
+        resources
+            .iter()
+            .all(|r| r["state"] == "missing" && r["exists"] == false),
+        "{before}"
+    );
+
+    let (first, lines) = up(&moto, &registry, cwd.path());
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let result = lines.last().expect("a result line");
+    assert_eq!(result["type"], "result", "{lines:?}");
+    let applied = result["applied"].as_array().unwrap();
+    assert!(applied.iter().any(|a| a["action"] == "create"), "{result}");
+    assert!(
+        lines.len() > applied.len(),
+        "progress events come before the result: {lines:?}"
+    );
+
+    let loaded =
+        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
+    let spec = loaded.spec.clone();
+    let aws = Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap();
+    let graph = Graph::build(&loaded).unwrap();
+    let planned = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
+        .await
+        .unwrap();
+    assert!(
+        !planned.plan.has_changes(),
+        "{}",
+        planned.plan.render_text()
+    );
+    assert!(
+        aws::lock::holder(&aws, &spec.stack)
+            .await
+            .unwrap()
+            .is_none(),
+        "the lock is released after up"
+    );
+
+    let (code, after) = status(&moto, cwd.path());
+    assert_eq!(code, Some(0), "{after}");
+    assert_eq!(after["in_sync"], true, "{after}");
+    assert_eq!(
+        after["resources"].as_array().map(Vec::len),
+        Some(resources.len()),
+        "{after}"
+    );
+    assert!(
+        after["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "in sync" && r["exists"] == true),
+        "{after}"
+    );
+
+    let (second, lines) = up(&moto, &registry, cwd.path());
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let result = lines.last().expect("a result line");
+    assert_eq!(
+        result["applied"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
+}
+
+/// `examples/aws.yaml` (with its function files) in `dir`, its executors on
+/// `instance_type`.
+fn example_on(dir: &Path, instance_type: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("examples/aws.yaml")).unwrap();
+    assert!(text.contains("instance_type: t3.medium"), "{text}");
+    let text = text.replace(
+        "instance_type: t3.medium",
+        &format!("instance_type: {instance_type}"),
+    );
+    let functions = dir.join("functions");
+    std::fs::create_dir_all(&functions).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("examples/functions")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), functions.join(entry.file_name())).unwrap();
+    }
+    let path = dir.join(format!("aws-{instance_type}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `stackctl ARGS SPEC` shipping `engine`.
+fn stackctl_with(
+    moto: &Moto,
+    registry: &Registry,
+    engine: &Path,
+    args: &[&str],
+    spec: &Path,
+) -> std::process::Output {
+    let mut cmd = stackctl();
+    moto.configure_command(&mut cmd);
+    cmd.env("STACKCTL_ENGINE_BINARY", engine)
+        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url())
+        .args(args)
+        .arg(spec)
+        .current_dir(spec.parent().unwrap())
+        .env_remove("STACKCTL_STACK")
+        .output()
+        .expect("stackctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_only() {
+    use stacks::arch::Architecture;
+    use stacks::image::elf;
+
+    let (moto, registry) = moto_and_registry().await;
+    let aws = Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Engine binaries by their ELF headers, whatever this host is.
+    let engine = |arch: Architecture| {
+        let path = dir.path().join(format!("stackctl-engine-{arch}"));
+        std::fs::write(&path, elf::fixture(arch, false)).unwrap();
+        path
+    };
+    let (arm64, x86_64) = (engine(Architecture::Arm64), engine(Architecture::X86_64));
+    let example = repo_root().join("examples/aws.yaml");
+    let graviton = example_on(dir.path(), "t4g.medium");
+
+    // Refused before any AWS write, naming the instance type and the fix.
+    for (engine, spec, expected) in [
+        (
+            &arm64,
+            &example,
+            "executors.instance_type `t3.medium` is an x86_64 instance type, but the engine image is arm64: use an arm64 instance type (e.g. `t4g.medium` for arm64)",
+        ),
+        (
+            &x86_64,
+            &graviton,
+            "executors.instance_type `t4g.medium` is an arm64 instance type, but the engine image is x86_64: use an x86_64 instance type (e.g. `t3.medium` for x86_64)",
+        ),
+    ] {
+        let out = stackctl_with(&moto, &registry, engine, &["up", "--no-verify", "-f"], spec);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let written = aws
+        .ecr()
+        .describe_repositories()
+        .send()
+        .await
+        .unwrap()
+        .repositories
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{written:?}");
+    let families = aws
+        .ecs()
+        .list_task_definitions()
+        .send()
+        .await
+        .unwrap()
+        .task_definition_arns
+        .unwrap_or_default();
+    assert!(families.is_empty(), "{families:?}");
+
+    // Graviton executors run it: ARM64 task definitions, the arm64 AMI.
+    let out = stackctl_with(
+        &moto,
+        &registry,
+        &arm64,
+        &["--output", "json", "up", "--no-verify", "-f"],
+        &graviton,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    assert_eq!(result["architecture"], "arm64", "{result}");
+    for family in ["reference-event-api", "reference-runner"] {
+        let td = aws
+            .ecs()
+            .describe_task_definition()
+            .task_definition(family)
+            .send()
+            .await
+            .unwrap()
+            .task_definition
+            .unwrap();
+        let platform = td.runtime_platform.unwrap();
+        assert_eq!(
+            platform.cpu_architecture.map(|a| a.as_str().to_string()),
+            Some("ARM64".to_string()),
+            "{family}"
+        );
+    }
+    let arm_ami = aws
+        .ssm()
+        .get_parameter()
+        .name(Architecture::Arm64.ami_parameter())
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .and_then(|p| p.value)
+        .unwrap();
+    let launch = aws
+        .ec2()
+        .describe_launch_template_versions()
+        .launch_template_name("reference-executors")
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap()
+        .launch_template_versions
+        .unwrap_or_default()
+        .remove(0)
+        .launch_template_data
+        .unwrap();
+    assert_eq!(launch.image_id, Some(arm_ami));
+
+    // The same engine again: nothing to change.
+    let plan = stackctl_with(
+        &moto,
+        &registry,
+        &arm64,
+        &["plan", "--detailed-exitcode", "-f"],
+        &graviton,
+    );
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+}

@@ -1,0 +1,391 @@
+//! End to end, in one process: events sent over HTTP to the event API run
+//! functions whose http steps call a step server started by the test.
+//! Covers the DAG (`after`, `if` skips, a durable `sleep`), trigger filters,
+//! event idempotency, `cancel_on`, cancelling through the runs API and
+//! per-key concurrency limits. Every test runs on the embedded backend
+//! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
+use engine::backend::{RunStatus, StepOutcome};
+use engine::config::Role;
+use serde_json::{Value, json};
+
+fn output(outcome: &Option<StepOutcome>) -> &Value {
+    match outcome {
+        Some(StepOutcome::Completed { output }) => output,
+        other => panic!("expected a completed step, got {other:?}"),
+    }
+}
+
+/// Waits until every event message has been processed and acked.
+async fn drain_events(stack: &Stack) {
+    poll("the event stream to drain", DEADLINE, || async {
+        let d = stack.backends.events.depth().await.expect("depth");
+        (d.visible == 0 && d.in_flight == 0 && d.delayed == 0).then_some(())
+    })
+    .await;
+}
+
+async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs(
+    backend: TestBackend,
+) {
+    let steps = StepServer::start().await;
+    let u = &steps.url;
+    let f = function(json!({
+        "id": "three-steps",
+        "triggers": [{"event": "demo/start"}],
+        "steps": [
+            {"id": "fetch", "http": {"url": format!("{u}/ok/fetch")}},
+            {"id": "pro", "after": ["fetch"], "if": "event.data.plan == 'pro' && steps.fetch.tag == 'fetch'",
+             "http": {"url": format!("{u}/ok/pro")}},
+            {"id": "free", "after": ["fetch"], "if": "event.data.plan == 'free'",
+             "http": {"url": format!("{u}/ok/free")}},
+            {"id": "nap", "after": ["pro", "free"], "sleep": "200ms"},
+            {"id": "finish", "after": ["nap"], "if": "has(steps.pro) && !has(steps.free)",
+             "http": {"url": format!("{u}/ok/finish")}}
+        ]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let id = stack
+        .client
+        .send_one(json!({"name": "demo/start", "data": {"plan": "pro"}}))
+        .await;
+    let run = stack.client.finished_run(&id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.error, None);
+    assert_eq!(run.function_id, "three-steps");
+
+    let records = stack.client.steps(&run.id).await;
+    assert_eq!(records.len(), 5, "{records:?}");
+    assert_eq!(output(&records["fetch"].outcome)["tag"], "fetch");
+    assert_eq!(
+        output(&records["pro"].outcome)["seen"]["fetch"]["tag"],
+        "fetch"
+    );
+    assert_eq!(records["free"].outcome, Some(StepOutcome::Skipped));
+    assert_eq!(output(&records["nap"].outcome), &Value::Null);
+    let finish = output(&records["finish"].outcome);
+    assert_eq!(finish["tag"], "finish");
+    let seen = finish["seen"].as_object().expect("seen");
+    let mut seen_ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+    seen_ids.sort();
+    assert_eq!(
+        seen_ids,
+        ["fetch", "nap", "pro"],
+        "skipped steps are absent from `steps`"
+    );
+
+    // Each http step ran exactly once; the skipped one never.
+    for (step, n) in [("fetch", 1), ("pro", 1), ("free", 0), ("finish", 1)] {
+        assert_eq!(steps.calls_of(&run.id, step).len(), n, "calls of {step}");
+    }
+    // The sleep lasted at least its duration.
+    let nap = &records["nap"].attempts;
+    assert_eq!(nap.len(), 1);
+    assert!(nap[0].ended_at - nap[0].started_at >= 200, "{nap:?}");
+    let pro_done = records["pro"].ended_at.expect("pro ended");
+    let finish_start = records["finish"].attempts[0].started_at;
+    assert!(
+        finish_start - pro_done >= 200,
+        "finish started {}ms after pro",
+        finish_start - pro_done
+    );
+
+    // The runs API shows the same.
+    let view = stack.client.api_get(&format!("/runs/{}", run.id)).await;
+    assert_eq!(view["status"], "completed");
+    assert_eq!(view["steps"].as_array().map(Vec::len), Some(5));
+    stack.stop().await;
+}
+
+async fn trigger_filters_and_event_ids_decide_which_events_start_runs(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "filtered",
+        "triggers": [{"event": "demo/filtered", "if": "event.data.n > 1"}],
+        "steps": [{"id": "only", "http": {"url": format!("{}/ok/only", steps.url)}}]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let c = &stack.client;
+    let low = c
+        .send_one(json!({"name": "demo/filtered", "data": {"n": 1}}))
+        .await;
+    let other = c
+        .send_one(json!({"name": "demo/unrelated", "data": {"n": 5}}))
+        .await;
+    let first = c
+        .send_one(json!({"id": "dup-1", "name": "demo/filtered", "data": {"n": 5}}))
+        .await;
+    let repeat = c
+        .send_one(json!({"id": "dup-1", "name": "demo/filtered", "data": {"n": 5}}))
+        .await;
+    assert_ne!(
+        first, repeat,
+        "every accepted event gets its own internal id"
+    );
+
+    let run = c.finished_run(&first).await;
+    assert_eq!(run.status, RunStatus::Completed);
+    drain_events(&stack).await;
+    for (id, what) in [
+        (&low, "filtered out"),
+        (&other, "no trigger"),
+        (&repeat, "a repeated event id"),
+    ] {
+        let runs = stack.backends.state.runs_for_event(id).await.unwrap();
+        assert!(runs.is_empty(), "{what} must not start a run: {runs:?}");
+    }
+    assert_eq!(steps.calls().len(), 1);
+    stack.stop().await;
+}
+
+async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBackend) {
+    let f = function(json!({
+        "id": "cancellable",
+        "triggers": [{"event": "order/created"}],
+        "cancel_on": [{"event": "order/cancelled", "match": "async.data.order == event.data.order"}],
+        "steps": [{"id": "wait", "wait_for_event": {"event": "order/never", "timeout": "10m"}}]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let c = &stack.client;
+    let one = c
+        .send_one(json!({"name": "order/created", "data": {"order": 1}}))
+        .await;
+    let two = c
+        .send_one(json!({"name": "order/created", "data": {"order": 2}}))
+        .await;
+    poll("both runs to be waiting", DEADLINE, || async {
+        (stack
+            .backends
+            .state
+            .waits_for("order/never")
+            .await
+            .unwrap()
+            .len()
+            == 2)
+            .then_some(())
+    })
+    .await;
+
+    c.send_one(json!({"name": "order/cancelled", "data": {"order": 1}}))
+        .await;
+    let run1 = c.finished_run(&one).await;
+    assert_eq!(run1.status, RunStatus::Cancelled);
+    assert!(
+        run1.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("order/cancelled"),
+        "{run1:?}"
+    );
+
+    // The waits are dropped right after the run ends.
+    let waiting = poll(
+        "the cancelled run's wait to be dropped",
+        DEADLINE,
+        || async {
+            let w = stack.backends.state.waits_for("order/never").await.unwrap();
+            (w.len() == 1).then_some(w)
+        },
+    )
+    .await;
+    assert_ne!(waiting[0].run_id, run1.id);
+    let cancels = stack
+        .backends
+        .state
+        .waits_for("order/cancelled")
+        .await
+        .unwrap();
+    assert!(cancels.iter().all(|w| w.run_id != run1.id), "{cancels:?}");
+
+    let runs2 = stack.backends.state.runs_for_event(&two).await.unwrap();
+    assert_eq!(runs2.len(), 1);
+    assert_eq!(
+        runs2[0].status,
+        RunStatus::Running,
+        "the other order's run goes on"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/runs/{}/cancel", c.url, runs2[0].id))
+        .bearer_auth(common::API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let run2 = c.finished_run(&two).await;
+    assert_eq!(run2.status, RunStatus::Cancelled);
+    stack.stop().await;
+}
+
+async fn a_concurrency_limit_per_key_is_honoured(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "limited",
+        "triggers": [{"event": "demo/limited"}],
+        "concurrency": {"limit": 1, "key": "event.data.user"},
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/100/limited", steps.url)}}]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let ids = stack
+        .client
+        .send(json!([
+            {"name": "demo/limited", "data": {"user": "u1"}},
+            {"name": "demo/limited", "data": {"user": "u1"}},
+            {"name": "demo/limited", "data": {"user": "u1"}},
+            {"name": "demo/limited", "data": {"user": "u1"}}
+        ]))
+        .await;
+    for id in &ids {
+        let run = stack.client.finished_run(id).await;
+        assert_eq!(run.status, RunStatus::Completed);
+    }
+    assert_eq!(steps.calls().len(), 4);
+    assert_eq!(
+        steps.max_in_flight("limited"),
+        1,
+        "one step at a time for user u1"
+    );
+    let calls = steps.calls();
+    let first = calls.iter().map(|c| c.started).min().unwrap();
+    let last = calls.iter().map(|c| c.ended).max().unwrap();
+    assert!(
+        last - first >= Duration::from_millis(400),
+        "four 100ms steps ran one after another"
+    );
+    stack.stop().await;
+}
+
+/// Copies of a step's job taken by another executor while the step runs (a
+/// redelivery, a duplicated event): the step runs once, never twice at the
+/// same time, and the copies find its outcome when they get their turn.
+/// Each executor takes one job at a time, so the copies go to the one that
+/// is not running the step.
+async fn duplicate_jobs_never_run_a_step_twice_at_once(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "once",
+        "triggers": [{"event": "demo/once"}],
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/1500/once", steps.url)}}]
+    }));
+    let stack = Stack::start_tuned(
+        backend,
+        vec![f],
+        &[Role::Runner, Role::Executor, Role::Executor],
+        |c| c.executor.concurrency = 1,
+    )
+    .await;
+    let id = stack
+        .client
+        .send_one(json!({"name": "demo/once", "data": {}}))
+        .await;
+    let run_id = poll("the step to start", DEADLINE, || async {
+        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
+        let run = runs.into_iter().next()?;
+        (steps.in_flight_now("once") == 1).then_some(run.id)
+    })
+    .await;
+    let now = engine::runner::now_ms();
+    let copy = engine::runner::Job::first(&run_id, "work", now)
+        .to_message(now, stack.backends.work.max_delay());
+    stack
+        .backends
+        .work
+        .send(vec![copy.clone(), copy.clone(), copy])
+        .await
+        .expect("send copies of the job");
+    let run = stack.client.finished_run(&id).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    // The copies are done with once they saw the outcome.
+    poll("the copies to be handled", DEADLINE, || async {
+        let d = stack.backends.work.depth().await.ok()?;
+        (d.visible + d.in_flight + d.delayed == 0).then_some(())
+    })
+    .await;
+    assert_eq!(steps.max_in_flight("once"), 1, "never two at once");
+    assert_eq!(steps.calls_of(&run.id, "work").len(), 1, "run once");
+    let records = stack.client.steps(&run.id).await;
+    assert_eq!(records["work"].attempts.len(), 1, "{records:?}");
+    stack.stop().await;
+}
+
+/// Runners delete runs that ended longer than `runner.run_retention` ago
+/// (a runner looks when it starts, then every minute); running runs stay.
+async fn ended_runs_are_deleted_after_their_retention(backend: TestBackend) {
+    let f = function(json!({
+        "id": "brief",
+        "triggers": [{"event": "demo/brief"}],
+        "steps": [{"id": "nap", "sleep": "10ms"}]
+    }));
+    let long = function(json!({
+        "id": "long",
+        "triggers": [{"event": "demo/long"}],
+        "steps": [{"id": "nap", "sleep": "1h"}]
+    }));
+    let mut stack = Stack::start_tuned(
+        backend,
+        vec![f, long],
+        &[Role::Runner, Role::Executor],
+        |c| c.runner.run_retention = engine::functions::Duration::from_secs(1),
+    )
+    .await;
+    let brief = stack
+        .client
+        .send_one(json!({"name": "demo/brief", "data": {}}))
+        .await;
+    let long = stack
+        .client
+        .send_one(json!({"name": "demo/long", "data": {}}))
+        .await;
+    let ended = stack.client.finished_run(&brief).await;
+    assert_eq!(ended.status, RunStatus::Completed);
+    let running = poll("the long run", DEADLINE, || async {
+        stack
+            .client
+            .state
+            .runs_for_event(&long)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Another runner: it looks at once.
+    stack.start_role(Role::Runner);
+    poll("the ended run to be deleted", DEADLINE, || async {
+        stack
+            .client
+            .state
+            .get_run(&ended.id)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        stack
+            .client
+            .state
+            .runs_for_event(&brief)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let still = stack.client.state.get_run(&running.id).await.unwrap();
+    assert_eq!(still.map(|r| r.status), Some(RunStatus::Running));
+    stack.stop().await;
+}
+
+common::on_every_backend!(
+    a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
+    trigger_filters_and_event_ids_decide_which_events_start_runs,
+    cancel_on_events_and_the_runs_api_cancel_running_runs,
+    a_concurrency_limit_per_key_is_honoured,
+    duplicate_jobs_never_run_a_step_twice_at_once,
+    ended_runs_are_deleted_after_their_retention,
+);

@@ -1,0 +1,17 @@
+//! The engine's integration tests: the backend conformance suite on each
+//! backend, the roles end to end in one process and as processes, crashes,
+//! retries, waits and the Docker driver against podman. One test binary: one
+//! link, one place for the shared helpers (`common`).
+
+mod aws_backends;
+mod common;
+mod conformance_embedded;
+mod conformance_sqs_redis;
+mod crash;
+mod docker;
+mod e2e;
+mod e2e_processes;
+mod event_api;
+mod event_api_process;
+mod retries;
+mod waits;
