@@ -42,7 +42,6 @@ impl Setup {
         cmd.args(args)
             .arg(repo_root().join("examples/aws.yaml"))
             .current_dir(self.cwd.path())
-            .env_remove("STACKCTL_STACK")
             .env("STACKCTL_ENGINE_BINARY", binary)
             .env("STACKCTL_REGISTRY_ENDPOINT", self.registry.url())
             .output()

@@ -7,7 +7,7 @@
 //! (`stacks/tests/it/aws_down.rs`) check what remains in detail.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use crate::support::{moto_for_up, ndjson, repo_root, stackctl as stackctl_command};
 use harness::Moto;
@@ -21,9 +21,6 @@ fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
         .arg("-f")
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
-        .env_remove("STACKCTL_STACK")
-        // No terminal to confirm on.
-        .stdin(Stdio::null())
         .output()
         .expect("stackctl runs")
 }

@@ -147,7 +147,6 @@ impl Stack {
         };
         cmd.args(args)
             .current_dir(self.dir.path())
-            .env_remove("STACKCTL_STACK")
             .env_remove("STACKCTL_EVENT_KEY")
             .env_remove("STACKCTL_API_TOKEN")
             .env(

@@ -73,8 +73,7 @@ fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Run {
         .args(args)
         .arg("-f")
         .arg(cwd.join("aws.yaml"))
-        .current_dir(cwd)
-        .env_remove("STACKCTL_STACK");
+        .current_dir(cwd);
     let started = Instant::now();
     let out = cmd.output().expect("stackctl runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -459,7 +458,6 @@ async fn up_waits_then_status_scale_and_logs_work() {
         ])
         .arg(cwd.path().join("aws.yaml"))
         .current_dir(cwd.path())
-        .env_remove("STACKCTL_STACK")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

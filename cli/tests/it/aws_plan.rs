@@ -16,7 +16,6 @@ fn plan(moto: &Moto, extra: &[&str]) -> std::process::Output {
     cmd.args(["plan", "examples/aws.yaml", "--detailed-exitcode"])
         .args(extra)
         .current_dir(repo_root())
-        .env_remove("STACKCTL_STACK")
         .output()
         .expect("stackctl runs")
 }
@@ -38,7 +37,6 @@ async fn credentials_from_an_instance_profile_are_accepted() {
         moto.configure_command(&mut cmd);
         cmd.args(args)
             .current_dir(repo_root())
-            .env_remove("STACKCTL_STACK")
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_SESSION_TOKEN")
@@ -148,7 +146,6 @@ fn a_prebuilt_arm64_image_needs_graviton_executors() {
             .args(["plan", "--offline", "--detailed-exitcode"])
             .arg(&spec)
             .current_dir(dir.path())
-            .env_remove("STACKCTL_STACK")
             .output()
             .expect("stackctl runs")
     };

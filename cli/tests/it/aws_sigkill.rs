@@ -28,7 +28,6 @@ fn stackctl(moto: &Moto, registry: &Registry, cwd: &Path, args: &[&str]) -> Comm
     cmd.args(args)
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
-        .env_remove("STACKCTL_STACK")
         .env("STACKCTL_ENGINE_BINARY", "/bin/echo")
         .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
     cmd

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{moto_and_registry, repo_root, stackctl};
+use crate::support::{moto_and_registry, ndjson, repo_root, stackctl};
 use harness::{Moto, Registry};
 use stacks::aws::{self, Aws, Inputs};
 use stacks::graph::Graph;
@@ -32,14 +32,9 @@ fn up(
         .args(["--output", "json", "up", "--no-verify", "-f"])
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
-        .env_remove("STACKCTL_STACK")
         .output()
         .expect("stackctl runs");
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = ndjson(&out);
     (out, lines)
 }
 
@@ -50,7 +45,6 @@ fn status(moto: &Moto, cwd: &Path) -> (Option<i32>, serde_json::Value) {
         .args(["--output", "json", "status", "-f"])
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
-        .env_remove("STACKCTL_STACK")
         .output()
         .expect("stackctl runs");
     let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -190,7 +184,6 @@ fn stackctl_with(
         .args(args)
         .arg(spec)
         .current_dir(spec.parent().unwrap())
-        .env_remove("STACKCTL_STACK")
         .output()
         .expect("stackctl runs")
 }

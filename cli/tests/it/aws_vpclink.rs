@@ -10,7 +10,7 @@
 //! nor API is left. Checked with SDK calls of the test's own.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use crate::support::{moto_for_up, ndjson, repo_root, stackctl as stackctl_command};
 use harness::Moto;
@@ -51,8 +51,6 @@ fn stackctl(moto: &Moto, spec: &Path, args: &[&str]) -> Output {
         .arg("-f")
         .arg(spec)
         .current_dir(spec.parent().unwrap())
-        .env_remove("STACKCTL_STACK")
-        .stdin(Stdio::null())
         .output()
         .expect("stackctl runs")
 }

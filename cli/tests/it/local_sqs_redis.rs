@@ -5,7 +5,7 @@
 //! run whose records are in Redis.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::support::stackctl as stackctl_command;
@@ -20,7 +20,6 @@ fn stackctl(
     let mut cmd = stackctl_command();
     cmd.args(args)
         .current_dir(dir)
-        .stdin(Stdio::null())
         .env("REDIS_URL", redis.url())
         .env("STACKCTL_EVENT_KEY", "sqs-redis-key")
         .env("STACKCTL_API_TOKEN", "sqs-redis-token");

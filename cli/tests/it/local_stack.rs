@@ -3,7 +3,7 @@
 //! in a temp dir, and the tests talk to them over loopback HTTP.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::stackctl;
@@ -65,7 +65,6 @@ functions:
         stackctl()
             .args(args)
             .current_dir(self.dir.path())
-            .stdin(Stdio::null())
             .output()
             .expect("run stackctl")
     }
@@ -525,7 +524,6 @@ fn commands_without_a_stack_say_how_to_name_one() {
         let out = stackctl()
             .arg(verb)
             .current_dir(dir.path())
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{verb}");
@@ -563,7 +561,6 @@ fn aws_stacks_are_refused_honestly() {
             // No instance profile either, and no probe of the metadata
             // service (off loopback) to find that out.
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{verb}");

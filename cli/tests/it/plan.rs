@@ -15,7 +15,6 @@ fn stackctl(args: &[&str]) -> Output {
         .args(args)
         .current_dir(repo_root())
         // The examples read these with defaults; a developer's values must not leak in.
-        .env_remove("STACKCTL_STACK")
         .env("AWS_REGION", "us-east-1")
         .output()
         .expect("stackctl runs")
@@ -159,7 +158,6 @@ fn plan_shows_the_specs_warnings_and_goes_on() {
             .args(["plan", "--offline", "examples/aws.yaml"])
             .args(args)
             .current_dir(repo_root())
-            .env_remove("STACKCTL_STACK")
             .env_remove("STEP_URL")
             .env("AWS_REGION", "us-east-1");
         if let Some(url) = step_url {

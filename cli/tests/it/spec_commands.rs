@@ -26,7 +26,6 @@ fn stackctl_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
         .current_dir(root())
         .env_remove("STACKCTL_EVENT_KEY")
         .env_remove("STACKCTL_API_TOKEN")
-        .env_remove("STACKCTL_STACK")
         .env_remove("STEP_URL");
     for (name, value) in vars {
         command.env(name, value);
