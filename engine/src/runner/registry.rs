@@ -3,6 +3,11 @@
 //! from the state store on an interval and on demand (a job naming an
 //! unknown function). Unchanged functions keep their compiled form.
 //!
+//! Reloads run one at a time, so a slow one (started before a change) can
+//! never replace the snapshot of a later one; a lookup that misses is
+//! answered from a reload that started after the miss, so a function put
+//! into the store before its run was created is always found.
+//!
 //! A runner pins the functions it was configured with: a state store that
 //! no longer has one (a Redis restarted without its data) gets it back at
 //! the next reload, and the loss is logged and counted, instead of events
@@ -18,8 +23,6 @@ use crate::metrics::Metrics;
 
 /// How often the registry is reloaded in the background.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
-/// The least time between two on-demand reloads.
-const MIN_ON_DEMAND: Duration = Duration::from_millis(50);
 
 /// A function ready to run: its definition, compiled expressions and graph.
 #[derive(Debug)]
@@ -117,6 +120,9 @@ struct Snapshot {
 pub struct Registry {
     state: Arc<dyn StateStore>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Held for the whole of a reload: reloads never overlap.
+    loading: tokio::sync::Mutex<()>,
+    /// When the last completed reload started reading the store.
     last_load: Mutex<Option<Instant>>,
     /// Functions put back whenever the state store does not have them.
     pinned: Vec<FunctionDef>,
@@ -130,6 +136,7 @@ impl Registry {
         Self {
             state,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            loading: tokio::sync::Mutex::new(()),
             last_load: Mutex::new(None),
             pinned: Vec::new(),
             metrics: None,
@@ -157,6 +164,13 @@ impl Registry {
 
     /// Reloads every function from the state store.
     pub async fn refresh(&self) -> Result<(), BackendError> {
+        let _loading = self.loading.lock().await;
+        self.load().await
+    }
+
+    /// One reload; the caller holds `loading`.
+    async fn load(&self) -> Result<(), BackendError> {
+        let started = Instant::now();
         let mut defs = self.state.list_functions().await?;
         let missing: Vec<&FunctionDef> = self
             .pinned
@@ -221,23 +235,26 @@ impl Registry {
             next.functions.insert(loaded.def.id.clone(), loaded);
         }
         *self.snapshot.write().expect("registry lock") = Arc::new(next);
-        *self.last_load.lock().expect("registry lock") = Some(Instant::now());
+        *self.last_load.lock().expect("registry lock") = Some(started);
         Ok(())
     }
 
-    /// A function by id, reloading once if it is not known yet (it may have
-    /// been registered since the last reload).
+    /// A function by id. One not known yet is looked up again in a reload
+    /// that started after this call (it may have been registered since the
+    /// last one); misses at the same moment share that reload.
     pub async fn get(&self, id: &str) -> Result<Option<Arc<LoadedFunction>>, BackendError> {
         if let Some(f) = self.current().functions.get(id) {
             return Ok(Some(f.clone()));
         }
-        let recent = self
+        let asked = Instant::now();
+        let _loading = self.loading.lock().await;
+        let fresh = self
             .last_load
             .lock()
             .expect("registry lock")
-            .is_some_and(|t| t.elapsed() < MIN_ON_DEMAND);
-        if !recent {
-            self.refresh().await?;
+            .is_some_and(|started| started >= asked);
+        if !fresh {
+            self.load().await?;
         }
         Ok(self.current().functions.get(id).cloned())
     }
@@ -293,6 +310,34 @@ impl Registry {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn def(id: &str) -> FunctionDef {
+        serde_json::from_value(json!({
+            "id": id,
+            "triggers": [{"event": "a"}],
+            "steps": [{"id": "s", "sleep": "1s"}]
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_function_stored_just_after_a_reload_is_found_by_the_next_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = crate::backend::embedded::open(
+            &dir.path().join("db"),
+            &crate::config::QueuesConfig::default(),
+        )
+        .await
+        .unwrap();
+        let registry = Registry::new(backends.state.clone());
+        for round in 0..20 {
+            registry.refresh().await.unwrap();
+            let id = format!("f{round}");
+            backends.state.put_function(&def(&id)).await.unwrap();
+            let found = registry.get(&id).await.unwrap();
+            assert_eq!(found.map(|f| f.def.id.clone()), Some(id));
+        }
+    }
 
     #[test]
     fn indexes_first_steps_and_successors() {
