@@ -133,24 +133,21 @@ macro_rules! call {
 pub(crate) async fn parameters(aws: &Aws, stack: &str) -> Result<Vec<Parameter>> {
     let ssm = aws.ssm();
     let path = format!("/stackctl/{stack}");
-    let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            &path,
-            "GetParametersByPath",
-            ssm.get_parameters_by_path()
-                .path(&path)
-                .recursive(true)
-                .set_next_token(token)
-                .send()
-        )?;
-        names.extend(page.parameters().iter().filter_map(|p| p.name.clone()));
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
+    let pages = call!(
+        &path,
+        "GetParametersByPath",
+        ssm.get_parameters_by_path()
+            .path(&path)
+            .recursive(true)
+            .into_paginator()
+            .send()
+            .try_collect()
+    )?;
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.parameters())
+        .filter_map(|p| p.name.clone())
+        .collect();
     let mut out = Vec::new();
     for name in names {
         let tags = call!(
@@ -210,37 +207,34 @@ async fn security_groups(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
 
 async fn launch_templates(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let ec2 = aws.ec2();
+    let templates = call!(
+        stack,
+        "DescribeLaunchTemplates",
+        ec2.describe_launch_templates()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeLaunchTemplates",
-            ec2.describe_launch_templates().set_next_token(token).send()
-        )?;
-        for lt in page.launch_templates() {
-            let name = lt.launch_template_name.clone().unwrap_or_default();
-            let tags: BTreeMap<String, String> = lt
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
-                .collect();
-            if name.starts_with(&format!("{stack}-"))
-                || tags.get(TAG_STACK).map(String::as_str) == Some(stack)
-            {
-                out.push(
-                    Seen::new(
-                        Kind::LaunchTemplate,
-                        name,
-                        lt.launch_template_id.clone().unwrap_or_default(),
-                    )
-                    .tags(tags),
-                );
-            }
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
+    for lt in &templates {
+        let name = lt.launch_template_name.clone().unwrap_or_default();
+        let tags: BTreeMap<String, String> = lt
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+            .collect();
+        if name.starts_with(&format!("{stack}-"))
+            || tags.get(TAG_STACK).map(String::as_str) == Some(stack)
+        {
+            out.push(
+                Seen::new(
+                    Kind::LaunchTemplate,
+                    name,
+                    lt.launch_template_id.clone().unwrap_or_default(),
+                )
+                .tags(tags),
+            );
         }
     }
     Ok(out)
@@ -250,79 +244,68 @@ async fn iam(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let iam = aws.iam();
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "ListRoles",
-            iam.list_roles().set_marker(marker).send()
+    let roles = call!(
+        stack,
+        "ListRoles",
+        iam.list_roles()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for role in roles.iter().filter(|r| r.role_name.starts_with(&prefix)) {
+        let tags = call!(
+            &role.role_name,
+            "ListRoleTags",
+            iam.list_role_tags().role_name(&role.role_name).send()
         )?;
-        for role in page
-            .roles()
-            .iter()
-            .filter(|r| r.role_name.starts_with(&prefix))
-        {
-            let tags = call!(
-                &role.role_name,
-                "ListRoleTags",
-                iam.list_role_tags().role_name(&role.role_name).send()
-            )?;
-            out.push(
-                Seen::new(Kind::IamRole, role.role_name.clone(), role.arn.clone()).tags(
-                    tags.tags()
-                        .iter()
-                        .map(|t| (t.key.clone(), t.value.clone()))
-                        .collect(),
-                ),
-            );
-        }
-        marker = page.marker;
-        if !page.is_truncated || marker.is_none() {
-            break;
-        }
+        out.push(
+            Seen::new(Kind::IamRole, role.role_name.clone(), role.arn.clone()).tags(
+                tags.tags()
+                    .iter()
+                    .map(|t| (t.key.clone(), t.value.clone()))
+                    .collect(),
+            ),
+        );
     }
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "ListInstanceProfiles",
-            iam.list_instance_profiles().set_marker(marker).send()
+    let profiles = call!(
+        stack,
+        "ListInstanceProfiles",
+        iam.list_instance_profiles()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for p in profiles
+        .iter()
+        .filter(|p| p.instance_profile_name.starts_with(&prefix))
+    {
+        let got = call!(
+            &p.instance_profile_name,
+            "GetInstanceProfile",
+            iam.get_instance_profile()
+                .instance_profile_name(&p.instance_profile_name)
+                .send()
         )?;
-        for p in page
-            .instance_profiles()
-            .iter()
-            .filter(|p| p.instance_profile_name.starts_with(&prefix))
-        {
-            let got = call!(
-                &p.instance_profile_name,
-                "GetInstanceProfile",
-                iam.get_instance_profile()
-                    .instance_profile_name(&p.instance_profile_name)
-                    .send()
-            )?;
-            let tags = got
-                .instance_profile
-                .as_ref()
-                .map(|p| {
-                    p.tags()
-                        .iter()
-                        .map(|t| (t.key.clone(), t.value.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(
-                Seen::new(
-                    Kind::IamInstanceProfile,
-                    p.instance_profile_name.clone(),
-                    p.arn.clone(),
-                )
-                .tags(tags),
-            );
-        }
-        marker = page.marker;
-        if !page.is_truncated || marker.is_none() {
-            break;
-        }
+        let tags = got
+            .instance_profile
+            .as_ref()
+            .map(|p| {
+                p.tags()
+                    .iter()
+                    .map(|t| (t.key.clone(), t.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(
+            Seen::new(
+                Kind::IamInstanceProfile,
+                p.instance_profile_name.clone(),
+                p.arn.clone(),
+            )
+            .tags(tags),
+        );
     }
     Ok(out)
 }
@@ -330,35 +313,30 @@ async fn iam(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
 async fn log_groups(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let logs = aws.logs();
     let prefix = format!("/stackctl/{stack}/");
+    let groups = call!(
+        &prefix,
+        "DescribeLogGroups",
+        logs.describe_log_groups()
+            .log_group_name_prefix(&prefix)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            &prefix,
-            "DescribeLogGroups",
-            logs.describe_log_groups()
-                .log_group_name_prefix(&prefix)
-                .set_next_token(token)
-                .send()
+    for g in &groups {
+        let name = g.log_group_name.clone().unwrap_or_default();
+        let arn = g.arn.clone().unwrap_or_default();
+        let arn = arn.strip_suffix(":*").unwrap_or(&arn).to_string();
+        let tags = call!(
+            &name,
+            "ListTagsForResource",
+            logs.list_tags_for_resource().resource_arn(&arn).send()
         )?;
-        for g in page.log_groups() {
-            let name = g.log_group_name.clone().unwrap_or_default();
-            let arn = g.arn.clone().unwrap_or_default();
-            let arn = arn.strip_suffix(":*").unwrap_or(&arn).to_string();
-            let tags = call!(
-                &name,
-                "ListTagsForResource",
-                logs.list_tags_for_resource().resource_arn(&arn).send()
-            )?;
-            out.push(
-                Seen::new(Kind::LogGroup, name, arn)
-                    .tags(tags.tags.unwrap_or_default().into_iter().collect()),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+        out.push(
+            Seen::new(Kind::LogGroup, name, arn)
+                .tags(tags.tags.unwrap_or_default().into_iter().collect()),
+        );
     }
     Ok(out)
 }
@@ -504,90 +482,75 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let cache = aws.elasticache();
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeReplicationGroups",
-            cache
-                .describe_replication_groups()
-                .set_marker(marker)
-                .send()
-        )?;
-        for g in page.replication_groups() {
-            let id = g.replication_group_id.clone().unwrap_or_default();
-            if !id.starts_with(&prefix) {
-                continue;
-            }
-            let arn = g.arn.clone().unwrap_or_default();
-            let tags = elasticache_tags(aws, &arn).await?;
-            let status = g.status.clone().unwrap_or_default();
-            out.push(
-                Seen::new(Kind::ElastiCacheReplicationGroup, id, arn)
-                    .tags(tags)
-                    .deleting((status == "deleting").then_some(status)),
-            );
+    let groups = call!(
+        stack,
+        "DescribeReplicationGroups",
+        cache
+            .describe_replication_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for g in &groups {
+        let id = g.replication_group_id.clone().unwrap_or_default();
+        if !id.starts_with(&prefix) {
+            continue;
         }
-        marker = page.marker;
-        if marker.is_none() {
-            break;
-        }
+        let arn = g.arn.clone().unwrap_or_default();
+        let tags = elasticache_tags(aws, &arn).await?;
+        let status = g.status.clone().unwrap_or_default();
+        out.push(
+            Seen::new(Kind::ElastiCacheReplicationGroup, id, arn)
+                .tags(tags)
+                .deleting((status == "deleting").then_some(status)),
+        );
     }
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeCacheSubnetGroups",
-            cache
-                .describe_cache_subnet_groups()
-                .set_marker(marker)
-                .send()
-        )?;
-        for g in page.cache_subnet_groups() {
-            let name = g.cache_subnet_group_name.clone().unwrap_or_default();
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            let arn = g.arn.clone().unwrap_or_default();
-            let tags = if arn.is_empty() {
-                BTreeMap::new()
-            } else {
-                elasticache_tags(aws, &arn).await?
-            };
-            out.push(Seen::new(Kind::ElastiCacheSubnetGroup, name, arn).tags(tags));
+    let groups = call!(
+        stack,
+        "DescribeCacheSubnetGroups",
+        cache
+            .describe_cache_subnet_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for g in &groups {
+        let name = g.cache_subnet_group_name.clone().unwrap_or_default();
+        if !name.starts_with(&prefix) {
+            continue;
         }
-        marker = page.marker;
-        if marker.is_none() {
-            break;
-        }
+        let arn = g.arn.clone().unwrap_or_default();
+        let tags = if arn.is_empty() {
+            BTreeMap::new()
+        } else {
+            elasticache_tags(aws, &arn).await?
+        };
+        out.push(Seen::new(Kind::ElastiCacheSubnetGroup, name, arn).tags(tags));
     }
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeCacheParameterGroups",
-            cache
-                .describe_cache_parameter_groups()
-                .set_marker(marker)
-                .send()
-        )?;
-        for g in page.cache_parameter_groups() {
-            let name = g.cache_parameter_group_name.clone().unwrap_or_default();
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            let arn = g.arn.clone().unwrap_or_default();
-            let tags = if arn.is_empty() {
-                BTreeMap::new()
-            } else {
-                elasticache_tags(aws, &arn).await?
-            };
-            out.push(Seen::new(Kind::ElastiCacheParameterGroup, name, arn).tags(tags));
+    let groups = call!(
+        stack,
+        "DescribeCacheParameterGroups",
+        cache
+            .describe_cache_parameter_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for g in &groups {
+        let name = g.cache_parameter_group_name.clone().unwrap_or_default();
+        if !name.starts_with(&prefix) {
+            continue;
         }
-        marker = page.marker;
-        if marker.is_none() {
-            break;
-        }
+        let arn = g.arn.clone().unwrap_or_default();
+        let tags = if arn.is_empty() {
+            BTreeMap::new()
+        } else {
+            elasticache_tags(aws, &arn).await?
+        };
+        out.push(Seen::new(Kind::ElastiCacheParameterGroup, name, arn).tags(tags));
     }
     Ok(out)
 }
@@ -595,38 +558,35 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
 async fn ecr(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let ecr = aws.ecr();
     let prefix = format!("{stack}-");
+    let repositories = call!(
+        stack,
+        "DescribeRepositories",
+        ecr.describe_repositories()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeRepositories",
-            ecr.describe_repositories().set_next_token(token).send()
+    for r in &repositories {
+        let name = r.repository_name.clone().unwrap_or_default();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let arn = r.repository_arn.clone().unwrap_or_default();
+        let tags = call!(
+            &name,
+            "ListTagsForResource",
+            ecr.list_tags_for_resource().resource_arn(&arn).send()
         )?;
-        for r in page.repositories() {
-            let name = r.repository_name.clone().unwrap_or_default();
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            let arn = r.repository_arn.clone().unwrap_or_default();
-            let tags = call!(
-                &name,
-                "ListTagsForResource",
-                ecr.list_tags_for_resource().resource_arn(&arn).send()
-            )?;
-            out.push(
-                Seen::new(Kind::EcrRepository, name, arn).tags(
-                    tags.tags()
-                        .iter()
-                        .map(|t| (t.key.clone(), t.value.clone()))
-                        .collect(),
-                ),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+        out.push(
+            Seen::new(Kind::EcrRepository, name, arn).tags(
+                tags.tags()
+                    .iter()
+                    .map(|t| (t.key.clone(), t.value.clone()))
+                    .collect(),
+            ),
+        );
     }
     Ok(out)
 }
@@ -644,28 +604,22 @@ async fn ecs(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let ecs = aws.ecs();
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut clusters = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "ListClusters",
-            ecs.list_clusters().set_next_token(token).send()
-        )?;
-        clusters.extend(
-            page.cluster_arns()
-                .iter()
-                .filter(|arn| {
-                    let name = arn.rsplit('/').next().unwrap_or(arn);
-                    name == stack || name.starts_with(&prefix)
-                })
-                .cloned(),
-        );
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
+    let arns: Vec<String> = call!(
+        stack,
+        "ListClusters",
+        ecs.list_clusters()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    let clusters: Vec<String> = arns
+        .into_iter()
+        .filter(|arn| {
+            let name = arn.rsplit('/').next().unwrap_or(arn);
+            name == stack || name.starts_with(&prefix)
+        })
+        .collect();
     for arn in clusters {
         let got = call!(
             &arn,
@@ -683,23 +637,16 @@ async fn ecs(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             out.push(
                 Seen::new(Kind::EcsCluster, name.clone(), arn.clone()).tags(ecs_tags(c.tags())),
             );
-            let mut services = Vec::new();
-            let mut token = None;
-            loop {
-                let page = call!(
-                    &name,
-                    "ListServices",
-                    ecs.list_services()
-                        .cluster(&arn)
-                        .set_next_token(token)
-                        .send()
-                )?;
-                services.extend(page.service_arns().iter().cloned());
-                token = page.next_token;
-                if token.is_none() {
-                    break;
-                }
-            }
+            let services: Vec<String> = call!(
+                &name,
+                "ListServices",
+                ecs.list_services()
+                    .cluster(&arn)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+            )?;
             for batch in services.chunks(10) {
                 let got = call!(
                     &name,
@@ -728,45 +675,40 @@ async fn ecs(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             }
         }
     }
-    let mut token = None;
-    loop {
-        let page = call!(
-            &prefix,
-            "ListTaskDefinitionFamilies",
-            ecs.list_task_definition_families()
-                .family_prefix(&prefix)
-                .status(TaskDefinitionFamilyStatus::Active)
-                .set_next_token(token)
+    let families: Vec<String> = call!(
+        &prefix,
+        "ListTaskDefinitionFamilies",
+        ecs.list_task_definition_families()
+            .family_prefix(&prefix)
+            .status(TaskDefinitionFamilyStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for family in &families {
+        let got = call!(
+            family,
+            "DescribeTaskDefinition",
+            ecs.describe_task_definition()
+                .task_definition(family)
+                .include(TaskDefinitionField::Tags)
                 .send()
-        )?;
-        for family in page.families() {
-            let got = call!(
-                family,
-                "DescribeTaskDefinition",
-                ecs.describe_task_definition()
-                    .task_definition(family)
-                    .include(TaskDefinitionField::Tags)
-                    .send()
-            );
-            let got = match got {
-                Ok(g) => g,
-                // No ACTIVE revision left (deregistered meanwhile).
-                Err(AwsError::Api { code, .. }) if code == "ClientException" => continue,
-                Err(e) => return Err(e),
-            };
-            let arn = got
-                .task_definition
-                .as_ref()
-                .and_then(|t| t.task_definition_arn.clone())
-                .unwrap_or_default();
-            out.push(
-                Seen::new(Kind::EcsTaskDefinition, family.clone(), arn).tags(ecs_tags(got.tags())),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+        );
+        let got = match got {
+            Ok(g) => g,
+            // No ACTIVE revision left (deregistered meanwhile).
+            Err(AwsError::Api { code, .. }) if code == "ClientException" => continue,
+            Err(e) => return Err(e),
+        };
+        let arn = got
+            .task_definition
+            .as_ref()
+            .and_then(|t| t.task_definition_arn.clone())
+            .unwrap_or_default();
+        out.push(
+            Seen::new(Kind::EcsTaskDefinition, family.clone(), arn).tags(ecs_tags(got.tags())),
+        );
     }
     Ok(out)
 }
@@ -775,64 +717,56 @@ async fn autoscaling(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let asg = aws.autoscaling();
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeAutoScalingGroups",
-            asg.describe_auto_scaling_groups()
-                .set_next_token(token)
-                .send()
-        )?;
-        for g in page.auto_scaling_groups() {
-            let name = g.auto_scaling_group_name.clone().unwrap_or_default();
-            let tags: BTreeMap<String, String> = g
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
-                .collect();
-            if name.starts_with(&prefix) || tags.get(TAG_STACK).map(String::as_str) == Some(stack) {
-                let status = g.status.clone();
-                out.push(
-                    Seen::new(
-                        Kind::AutoScalingGroup,
-                        name,
-                        g.auto_scaling_group_arn.clone().unwrap_or_default(),
-                    )
-                    .tags(tags)
-                    .deleting(status.filter(|s| s.starts_with("Delete"))),
-                );
-            }
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
+    let groups = call!(
+        stack,
+        "DescribeAutoScalingGroups",
+        asg.describe_auto_scaling_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for g in &groups {
+        let name = g.auto_scaling_group_name.clone().unwrap_or_default();
+        let tags: BTreeMap<String, String> = g
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+            .collect();
+        if name.starts_with(&prefix) || tags.get(TAG_STACK).map(String::as_str) == Some(stack) {
+            let status = g.status.clone();
+            out.push(
+                Seen::new(
+                    Kind::AutoScalingGroup,
+                    name,
+                    g.auto_scaling_group_arn.clone().unwrap_or_default(),
+                )
+                .tags(tags)
+                .deleting(status.filter(|s| s.starts_with("Delete"))),
+            );
         }
     }
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribePolicies",
-            asg.describe_policies().set_next_token(token).send()
-        )?;
-        for p in page.scaling_policies() {
-            let name = p.policy_name.clone().unwrap_or_default();
-            let group = p.auto_scaling_group_name.clone().unwrap_or_default();
-            if name.starts_with(&prefix) || group.starts_with(&prefix) {
-                out.push(
-                    Seen::new(
-                        Kind::AsgScalingPolicy,
-                        name,
-                        p.policy_arn.clone().unwrap_or_default(),
-                    )
-                    .untaggable(),
-                );
-            }
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
+    let policies = call!(
+        stack,
+        "DescribePolicies",
+        asg.describe_policies()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for p in &policies {
+        let name = p.policy_name.clone().unwrap_or_default();
+        let group = p.auto_scaling_group_name.clone().unwrap_or_default();
+        if name.starts_with(&prefix) || group.starts_with(&prefix) {
+            out.push(
+                Seen::new(
+                    Kind::AsgScalingPolicy,
+                    name,
+                    p.policy_arn.clone().unwrap_or_default(),
+                )
+                .untaggable(),
+            );
         }
     }
     Ok(out)
@@ -844,65 +778,50 @@ async fn appscaling(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let ours = format!("service/{stack}/");
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeScalableTargets",
-            scaling
-                .describe_scalable_targets()
-                .service_namespace(ServiceNamespace::Ecs)
-                .set_next_token(token)
-                .send()
-        )?;
-        for t in page
-            .scalable_targets()
-            .iter()
-            .filter(|t| t.resource_id.starts_with(&ours))
-        {
-            out.push(
-                Seen::new(
-                    Kind::ScalableTarget,
-                    t.resource_id.clone(),
-                    t.scalable_target_arn.clone().unwrap_or_default(),
-                )
-                .untaggable(),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+    let targets = call!(
+        stack,
+        "DescribeScalableTargets",
+        scaling
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for t in targets.iter().filter(|t| t.resource_id.starts_with(&ours)) {
+        out.push(
+            Seen::new(
+                Kind::ScalableTarget,
+                t.resource_id.clone(),
+                t.scalable_target_arn.clone().unwrap_or_default(),
+            )
+            .untaggable(),
+        );
     }
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeScalingPolicies",
-            scaling
-                .describe_scaling_policies()
-                .service_namespace(ServiceNamespace::Ecs)
-                .set_next_token(token)
-                .send()
-        )?;
-        for p in page
-            .scaling_policies()
-            .iter()
-            .filter(|p| p.resource_id.starts_with(&ours) || p.policy_name.starts_with(&prefix))
-        {
-            out.push(
-                Seen::new(
-                    Kind::ScalingPolicy,
-                    p.policy_name.clone(),
-                    p.policy_arn.clone(),
-                )
-                .untaggable(),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+    let policies = call!(
+        stack,
+        "DescribeScalingPolicies",
+        scaling
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Ecs)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for p in policies
+        .iter()
+        .filter(|p| p.resource_id.starts_with(&ours) || p.policy_name.starts_with(&prefix))
+    {
+        out.push(
+            Seen::new(
+                Kind::ScalingPolicy,
+                p.policy_name.clone(),
+                p.policy_arn.clone(),
+            )
+            .untaggable(),
+        );
     }
     Ok(out)
 }
@@ -910,42 +829,36 @@ async fn appscaling(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
 async fn alarms(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let cw = aws.cloudwatch();
     let prefix = format!("{stack}-");
+    let pages = call!(
+        &prefix,
+        "DescribeAlarms",
+        cw.describe_alarms()
+            .alarm_name_prefix(&prefix)
+            .into_paginator()
+            .send()
+            .try_collect()
+    )?;
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            &prefix,
-            "DescribeAlarms",
-            cw.describe_alarms()
-                .alarm_name_prefix(&prefix)
-                .set_next_token(token)
-                .send()
+    for a in pages.iter().flat_map(|page| page.metric_alarms()) {
+        let arn = a.alarm_arn.clone().unwrap_or_default();
+        let tags = call!(
+            &arn,
+            "ListTagsForResource",
+            cw.list_tags_for_resource().resource_arn(&arn).send()
         )?;
-        for a in page.metric_alarms() {
-            let arn = a.alarm_arn.clone().unwrap_or_default();
-            let tags = call!(
-                &arn,
-                "ListTagsForResource",
-                cw.list_tags_for_resource().resource_arn(&arn).send()
-            )?;
-            out.push(
-                Seen::new(
-                    Kind::CloudWatchAlarm,
-                    a.alarm_name.clone().unwrap_or_default(),
-                    arn,
-                )
-                .tags(
-                    tags.tags()
-                        .iter()
-                        .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
-                        .collect(),
-                ),
-            );
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
+        out.push(
+            Seen::new(
+                Kind::CloudWatchAlarm,
+                a.alarm_name.clone().unwrap_or_default(),
+                arn,
+            )
+            .tags(
+                tags.tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+                    .collect(),
+            ),
+        );
     }
     Ok(out)
 }
@@ -971,29 +884,23 @@ async fn cloudmap(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let map = aws.cloudmap();
     let ours = format!("{stack}.internal");
     let mut out = Vec::new();
-    let mut namespaces = Vec::new();
-    let mut token = None;
-    loop {
-        let page = call!(
-            stack,
-            "ListNamespaces",
-            map.list_namespaces().set_next_token(token).send()
-        )?;
-        for ns in page.namespaces() {
-            let name = ns.name.clone().unwrap_or_default();
-            if name == ours {
-                namespaces.push((
-                    name,
-                    ns.id.clone().unwrap_or_default(),
-                    ns.arn.clone().unwrap_or_default(),
-                ));
-            }
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
+    let pages = call!(
+        stack,
+        "ListNamespaces",
+        map.list_namespaces().into_paginator().send().try_collect()
+    )?;
+    let namespaces: Vec<(String, String, String)> = pages
+        .iter()
+        .flat_map(|page| page.namespaces())
+        .filter(|ns| ns.name.as_deref() == Some(ours.as_str()))
+        .map(|ns| {
+            (
+                ns.name.clone().unwrap_or_default(),
+                ns.id.clone().unwrap_or_default(),
+                ns.arn.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
     for (name, id, arn) in namespaces {
         let tags = cloudmap_tags(aws, &arn).await?;
         out.push(Seen::new(Kind::ServiceDiscoveryNamespace, name, arn).tags(tags));
@@ -1045,47 +952,41 @@ async fn elbv2(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     let elb = aws.elbv2();
     let prefix = format!("{stack}-");
     let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeLoadBalancers",
-            elb.describe_load_balancers().set_marker(marker).send()
-        )?;
-        for lb in page.load_balancers() {
-            let name = lb.load_balancer_name().unwrap_or_default();
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-            let tags = elb_tags(aws, &arn).await?;
-            out.push(Seen::new(Kind::LoadBalancer, name, arn).tags(tags));
+    let balancers = call!(
+        stack,
+        "DescribeLoadBalancers",
+        elb.describe_load_balancers()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for lb in &balancers {
+        let name = lb.load_balancer_name().unwrap_or_default();
+        if !name.starts_with(&prefix) {
+            continue;
         }
-        marker = page.next_marker;
-        if marker.is_none() {
-            break;
-        }
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+        let tags = elb_tags(aws, &arn).await?;
+        out.push(Seen::new(Kind::LoadBalancer, name, arn).tags(tags));
     }
-    let mut marker = None;
-    loop {
-        let page = call!(
-            stack,
-            "DescribeTargetGroups",
-            elb.describe_target_groups().set_marker(marker).send()
-        )?;
-        for tg in page.target_groups() {
-            let name = tg.target_group_name().unwrap_or_default();
-            if !name.starts_with(&prefix) {
-                continue;
-            }
-            let arn = tg.target_group_arn().unwrap_or_default().to_string();
-            let tags = elb_tags(aws, &arn).await?;
-            out.push(Seen::new(Kind::TargetGroup, name, arn).tags(tags));
+    let groups = call!(
+        stack,
+        "DescribeTargetGroups",
+        elb.describe_target_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+    )?;
+    for tg in &groups {
+        let name = tg.target_group_name().unwrap_or_default();
+        if !name.starts_with(&prefix) {
+            continue;
         }
-        marker = page.next_marker;
-        if marker.is_none() {
-            break;
-        }
+        let arn = tg.target_group_arn().unwrap_or_default().to_string();
+        let tags = elb_tags(aws, &arn).await?;
+        out.push(Seen::new(Kind::TargetGroup, name, arn).tags(tags));
     }
     Ok(out)
 }

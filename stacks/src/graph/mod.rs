@@ -364,6 +364,45 @@ impl Kind {
         )
     }
 
+    /// The kind whose deletion takes this one with it (an inline policy goes
+    /// with its role, a listener with its load balancer): `down`'s sweep
+    /// looks for that parent instead. Every other kind is listed by the
+    /// sweep itself; the match names each kind so a new one has to say which.
+    pub fn deleted_with(self) -> Option<Kind> {
+        match self {
+            Kind::IamRolePolicy => Some(Kind::IamRole),
+            Kind::Listener => Some(Kind::LoadBalancer),
+            Kind::SecurityGroup
+            | Kind::IamRole
+            | Kind::IamInstanceProfile
+            | Kind::LogGroup
+            | Kind::SqsQueue
+            | Kind::ElastiCacheSubnetGroup
+            | Kind::ElastiCacheParameterGroup
+            | Kind::ElastiCacheReplicationGroup
+            | Kind::MemoryDbSubnetGroup
+            | Kind::MemoryDbUser
+            | Kind::MemoryDbAcl
+            | Kind::MemoryDbCluster
+            | Kind::EcrRepository
+            | Kind::EcsCluster
+            | Kind::EcsTaskDefinition
+            | Kind::EcsService
+            | Kind::LaunchTemplate
+            | Kind::AutoScalingGroup
+            | Kind::LoadBalancer
+            | Kind::TargetGroup
+            | Kind::ApiGatewayVpcLink
+            | Kind::ApiGatewayRestApi
+            | Kind::ServiceDiscoveryNamespace
+            | Kind::ServiceDiscoveryService
+            | Kind::ScalableTarget
+            | Kind::ScalingPolicy
+            | Kind::AsgScalingPolicy
+            | Kind::CloudWatchAlarm => None,
+        }
+    }
+
     /// Start order among resources that are ready at the same time: higher
     /// first (see [`Graph::apply_order`]). ElastiCache and MemoryDB take
     /// 5-15 minutes to create and a load balancer a few, so they start first.

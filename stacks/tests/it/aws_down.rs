@@ -740,3 +740,75 @@ async fn up_and_down_survive_throttling_and_server_errors() {
     assert_elasticache_gap_reported(&report);
     assert_eq!(remaining(&moto.endpoint()).await, moto_elasticache_gap());
 }
+
+/// Stacks whose graphs together hold every kind (the test below checks
+/// that): the example (ElastiCache, Cloud Map), a `public` event API on
+/// MemoryDB scaled on its load balancer's requests, and a `vpc_link` one.
+fn stacks_of_every_kind() -> Vec<Spec> {
+    let mut dns = example();
+    dns.stack = "every-dns".into();
+    let mut public = example();
+    public.stack = "every-public".into();
+    public.network.event_api = stacks::spec::Connection::Public;
+    public.network.plain_http = true;
+    public.services.event_api.scaling = Some(
+        serde_json::from_value(serde_json::json!({
+            "strategy": "alb", "max": 6, "target_requests": 1000
+        }))
+        .expect("alb scaling"),
+    );
+    public.state.memorydb = Some(stacks::spec::MemoryDb::default());
+    let mut link = example();
+    link.stack = "every-link".into();
+    link.network.event_api = stacks::spec::Connection::VpcLink;
+    vec![dns, public, link]
+}
+
+/// `down` ends with a sweep that lists every service by the stack's tag
+/// and names, independently of the graph: it must find every resource `up`
+/// created, of every kind (or, for a kind AWS deletes with its parent, that
+/// parent), or a resource it misses would leak while `down` says clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_finds_every_resource_up_created_of_every_kind() {
+    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+    let aws = connect(&moto.endpoint()).await;
+    let mut kinds = BTreeSet::new();
+    for spec in stacks_of_every_kind() {
+        up(&aws, &spec).await;
+        let graph = Graph::from_spec(&spec).expect("graph");
+        kinds.extend(graph.kinds());
+        let known = aws::sweep::known_names(&graph);
+        let report = aws::sweep::sweep(&aws, &spec.stack, &known, &[])
+            .await
+            .expect("sweep");
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let found: BTreeSet<(String, String)> = report
+            .leftovers
+            .iter()
+            .chain(&report.deleting)
+            .map(|l| (l.kind.clone(), l.name.clone()))
+            .collect();
+        for r in graph.resources() {
+            let (kind, name) = match r.kind.deleted_with() {
+                None => (r.kind, r.name.clone()),
+                Some(parent) => {
+                    let p = r
+                        .dependencies
+                        .iter()
+                        .filter_map(|d| graph.get(d))
+                        .find(|d| d.kind == parent)
+                        .unwrap_or_else(|| panic!("{} depends on its {parent}", r.id));
+                    (parent, p.name.clone())
+                }
+            };
+            assert!(
+                found.contains(&(kind.label().to_string(), name.clone())),
+                "{}: the sweep misses the {kind} `{name}` ({}); it found {found:#?}",
+                spec.stack,
+                r.id
+            );
+        }
+    }
+    let all: BTreeSet<Kind> = Kind::ALL.into_iter().collect();
+    assert_eq!(kinds, all, "the stacks above hold every kind");
+}
