@@ -144,39 +144,6 @@ pub(crate) fn retry_later(e: &AwsError) -> bool {
     }
 }
 
-/// Teardown rank by kind, for resources outside the graph (left by an
-/// older spec): lower ranks are deleted first.
-fn rank(kind: Kind) -> u8 {
-    match kind {
-        Kind::CloudWatchAlarm => 0,
-        Kind::ScalingPolicy | Kind::AsgScalingPolicy => 1,
-        Kind::ScalableTarget | Kind::ApiGatewayRestApi => 2,
-        Kind::EcsService | Kind::AutoScalingGroup | Kind::Listener | Kind::ApiGatewayVpcLink => 3,
-        Kind::EcsTaskDefinition
-        | Kind::LaunchTemplate
-        | Kind::TargetGroup
-        | Kind::LoadBalancer
-        | Kind::ServiceDiscoveryService => 4,
-        Kind::ElastiCacheReplicationGroup
-        | Kind::MemoryDbCluster
-        | Kind::EcsCluster
-        | Kind::IamInstanceProfile
-        | Kind::IamRolePolicy
-        | Kind::ServiceDiscoveryNamespace => 5,
-        Kind::ElastiCacheSubnetGroup
-        | Kind::ElastiCacheParameterGroup
-        | Kind::MemoryDbSubnetGroup
-        | Kind::MemoryDbAcl
-        | Kind::SecurityGroup
-        | Kind::IamRole
-        | Kind::LogGroup
-        | Kind::SqsQueue
-        | Kind::EcrRepository => 6,
-        // Once no ACL holds it.
-        Kind::MemoryDbUser => 7,
-    }
-}
-
 /// For each resource, everything it (transitively) depends on in the
 /// graph. Security groups referring to each other are not an order: the
 /// referring rules are revoked when the referred group is deleted.
@@ -421,7 +388,7 @@ pub async fn down(
             let before = match (graph.get(a), graph.get(b)) {
                 (Some(_), Some(_)) => ancestors.get(b).is_some_and(|s| s.contains(a)),
                 // One of them is not in the graph: order by kind.
-                _ => rank(kb) < rank(ka),
+                _ => kb.info().teardown_rank < ka.info().teardown_rank,
             };
             if before {
                 set.insert(b);

@@ -371,7 +371,7 @@ fn diff(
             .filter_map(|c| match c.action {
                 Action::Create | Action::Replace => Some((c.resource.id.clone(), Vec::new())),
                 Action::Update => {
-                    let outs = resolve::outputs_changed_by_update(c.resource.kind);
+                    let outs = c.resource.kind.info().outputs_changed_by_update;
                     (!outs.is_empty()).then(|| (c.resource.id.clone(), outs.to_vec()))
                 }
                 Action::Delete | Action::NoChange => None,

@@ -351,12 +351,3 @@ pub(crate) fn carry_unobservable(desired: &Attributes, observed: &mut Attributes
         _ => {}
     }
 }
-
-/// Outputs that change when a resource of this kind is updated in place
-/// (a launch template's new version): dependents see them as unknown.
-pub(crate) fn outputs_changed_by_update(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::LaunchTemplate => &["latest_version"],
-        _ => &[],
-    }
-}
