@@ -329,6 +329,17 @@ impl Executor {
                 .await?;
             return Ok(());
         };
+        // A step this process's cached definition lacks may come from an
+        // update the last reload did not see yet: ask the store again
+        // before failing the run.
+        let f = match f.step(&job.step_id) {
+            Some(_) => f,
+            None => self
+                .registry
+                .get_fresh(&run.function_id)
+                .await?
+                .unwrap_or(f),
+        };
         let Some(step) = f.step(&job.step_id) else {
             let error = format!(
                 "function `{}` has no step `{}` any more",

@@ -246,6 +246,14 @@ impl Registry {
         if let Some(f) = self.current().functions.get(id) {
             return Ok(Some(f.clone()));
         }
+        self.get_fresh(id).await
+    }
+
+    /// A function by id as the state store has it now: from a reload that
+    /// started after this call (shared with lookups at the same moment).
+    /// For a job that names what the cached definition lacks (a step added
+    /// by an update the last reload did not see yet).
+    pub async fn get_fresh(&self, id: &str) -> Result<Option<Arc<LoadedFunction>>, BackendError> {
         let asked = Instant::now();
         let _loading = self.loading.lock().await;
         let fresh = self
@@ -337,6 +345,31 @@ mod tests {
             let found = registry.get(&id).await.unwrap();
             assert_eq!(found.map(|f| f.def.id.clone()), Some(id));
         }
+    }
+
+    #[tokio::test]
+    async fn a_step_added_just_after_a_reload_is_found_by_a_fresh_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = crate::backend::embedded::open(
+            &dir.path().join("db"),
+            &crate::config::QueuesConfig::default(),
+        )
+        .await
+        .unwrap();
+        let registry = Registry::new(backends.state.clone());
+        backends.state.put_function(&def("f")).await.unwrap();
+        registry.refresh().await.unwrap();
+        let mut updated = def("f");
+        updated.steps.push(def("f").steps[0].clone());
+        updated.steps[1].id = "added".into();
+        backends.state.put_function(&updated).await.unwrap();
+        let cached = registry.get("f").await.unwrap().unwrap();
+        assert!(
+            cached.step("added").is_none(),
+            "the cache is one reload behind"
+        );
+        let fresh = registry.get_fresh("f").await.unwrap().unwrap();
+        assert!(fresh.step("added").is_some());
     }
 
     #[test]
