@@ -328,8 +328,9 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_function_stored_just_after_a_reload_is_found_by_the_next_lookup() {
+    /// An embedded state store in a temporary directory (kept while the
+    /// directory lives).
+    async fn store() -> (tempfile::TempDir, Arc<dyn StateStore>) {
         let dir = tempfile::tempdir().unwrap();
         let backends = crate::backend::embedded::open(
             &dir.path().join("db"),
@@ -337,11 +338,17 @@ mod tests {
         )
         .await
         .unwrap();
-        let registry = Registry::new(backends.state.clone());
+        (dir, backends.state)
+    }
+
+    #[tokio::test]
+    async fn a_function_stored_just_after_a_reload_is_found_by_the_next_lookup() {
+        let (_dir, state) = store().await;
+        let registry = Registry::new(state.clone());
         for round in 0..20 {
             registry.refresh().await.unwrap();
             let id = format!("f{round}");
-            backends.state.put_function(&def(&id)).await.unwrap();
+            state.put_function(&def(&id)).await.unwrap();
             let found = registry.get(&id).await.unwrap();
             assert_eq!(found.map(|f| f.def.id.clone()), Some(id));
         }
@@ -349,20 +356,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_step_added_just_after_a_reload_is_found_by_a_fresh_lookup() {
-        let dir = tempfile::tempdir().unwrap();
-        let backends = crate::backend::embedded::open(
-            &dir.path().join("db"),
-            &crate::config::QueuesConfig::default(),
-        )
-        .await
-        .unwrap();
-        let registry = Registry::new(backends.state.clone());
-        backends.state.put_function(&def("f")).await.unwrap();
+        let (_dir, state) = store().await;
+        let registry = Registry::new(state.clone());
+        state.put_function(&def("f")).await.unwrap();
         registry.refresh().await.unwrap();
         let mut updated = def("f");
         updated.steps.push(def("f").steps[0].clone());
         updated.steps[1].id = "added".into();
-        backends.state.put_function(&updated).await.unwrap();
+        state.put_function(&updated).await.unwrap();
         let cached = registry.get("f").await.unwrap().unwrap();
         assert!(
             cached.step("added").is_none(),

@@ -506,7 +506,7 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
                 .deleting((status == "deleting").then_some(status)),
         );
     }
-    let groups = call!(
+    let subnet_groups = call!(
         stack,
         "DescribeCacheSubnetGroups",
         cache
@@ -516,20 +516,7 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             .send()
             .try_collect()
     )?;
-    for g in &groups {
-        let name = g.cache_subnet_group_name.clone().unwrap_or_default();
-        if !name.starts_with(&prefix) {
-            continue;
-        }
-        let arn = g.arn.clone().unwrap_or_default();
-        let tags = if arn.is_empty() {
-            BTreeMap::new()
-        } else {
-            elasticache_tags(aws, &arn).await?
-        };
-        out.push(Seen::new(Kind::ElastiCacheSubnetGroup, name, arn).tags(tags));
-    }
-    let groups = call!(
+    let parameter_groups = call!(
         stack,
         "DescribeCacheParameterGroups",
         cache
@@ -539,18 +526,28 @@ async fn elasticache(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             .send()
             .try_collect()
     )?;
-    for g in &groups {
-        let name = g.cache_parameter_group_name.clone().unwrap_or_default();
+    let groups = subnet_groups
+        .into_iter()
+        .map(|g| {
+            let name = g.cache_subnet_group_name;
+            (Kind::ElastiCacheSubnetGroup, name, g.arn)
+        })
+        .chain(parameter_groups.into_iter().map(|g| {
+            let name = g.cache_parameter_group_name;
+            (Kind::ElastiCacheParameterGroup, name, g.arn)
+        }));
+    for (kind, name, arn) in groups {
+        let name = name.unwrap_or_default();
         if !name.starts_with(&prefix) {
             continue;
         }
-        let arn = g.arn.clone().unwrap_or_default();
+        let arn = arn.unwrap_or_default();
         let tags = if arn.is_empty() {
             BTreeMap::new()
         } else {
             elasticache_tags(aws, &arn).await?
         };
-        out.push(Seen::new(Kind::ElastiCacheParameterGroup, name, arn).tags(tags));
+        out.push(Seen::new(kind, name, arn).tags(tags));
     }
     Ok(out)
 }
