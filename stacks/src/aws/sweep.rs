@@ -958,15 +958,6 @@ async fn elbv2(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             .send()
             .try_collect()
     )?;
-    for lb in &balancers {
-        let name = lb.load_balancer_name().unwrap_or_default();
-        if !name.starts_with(&prefix) {
-            continue;
-        }
-        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
-        let tags = elb_tags(aws, &arn).await?;
-        out.push(Seen::new(Kind::LoadBalancer, name, arn).tags(tags));
-    }
     let groups = call!(
         stack,
         "DescribeTargetGroups",
@@ -976,14 +967,24 @@ async fn elbv2(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
             .send()
             .try_collect()
     )?;
-    for tg in &groups {
-        let name = tg.target_group_name().unwrap_or_default();
+    let named = balancers
+        .iter()
+        .map(|lb| {
+            let (name, arn) = (lb.load_balancer_name(), lb.load_balancer_arn());
+            (Kind::LoadBalancer, name, arn)
+        })
+        .chain(groups.iter().map(|tg| {
+            let (name, arn) = (tg.target_group_name(), tg.target_group_arn());
+            (Kind::TargetGroup, name, arn)
+        }));
+    for (kind, name, arn) in named {
+        let name = name.unwrap_or_default();
         if !name.starts_with(&prefix) {
             continue;
         }
-        let arn = tg.target_group_arn().unwrap_or_default().to_string();
+        let arn = arn.unwrap_or_default().to_string();
         let tags = elb_tags(aws, &arn).await?;
-        out.push(Seen::new(Kind::TargetGroup, name, arn).tags(tags));
+        out.push(Seen::new(kind, name, arn).tags(tags));
     }
     Ok(out)
 }
