@@ -16,10 +16,13 @@
 //! binaries (`--engine-binary`) keep the image build fast: moto never runs
 //! the image.
 
-use crate::support::{repo_root, stackctl};
+use crate::support::{
+    assert_exit, aws_on, last_doc, plan_example, repo_root, stackctl_shipping, task_definition,
+    task_definition_arns,
+};
 use harness::{Moto, Registry, RegistryAuth};
-use stacks::aws::{self, Aws, Inputs};
-use stacks::graph::{Attributes, Graph, LogicalId};
+use stacks::aws::{Aws, Inputs};
+use stacks::graph::{Attributes, LogicalId};
 
 /// moto's ECR authorization token is `base64("AWS:<account>-auth-token")`.
 const ECR_PASSWORD: &str = "123456789012-auth-token";
@@ -37,13 +40,10 @@ struct Setup {
 
 impl Setup {
     fn stackctl(&self, binary: &str, args: &[&str]) -> std::process::Output {
-        let mut cmd = stackctl();
-        self.moto.configure_command(&mut cmd);
-        cmd.args(args)
+        stackctl_shipping(&self.moto, &self.registry, binary)
+            .args(args)
             .arg(repo_root().join("examples/aws.yaml"))
             .current_dir(self.cwd.path())
-            .env("STACKCTL_ENGINE_BINARY", binary)
-            .env("STACKCTL_REGISTRY_ENDPOINT", self.registry.url())
             .output()
             .expect("stackctl runs")
     }
@@ -59,13 +59,13 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr),
             self.registry.log()
         );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .expect("a result line");
-        let doc: serde_json::Value = serde_json::from_str(last).unwrap();
-        assert_eq!(doc["type"], "result", "{stdout}");
+        let doc = last_doc(&out);
+        assert_eq!(
+            doc["type"],
+            "result",
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         doc
     }
 
@@ -99,42 +99,9 @@ async fn setup() -> Setup {
     }
 }
 
-async fn aws_of(moto: &Moto) -> Aws {
-    Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap()
-}
-
-/// Every revision of the stack's task definition families.
-async fn task_definition_arns(aws: &Aws) -> Vec<String> {
-    let mut arns = aws
-        .ecs()
-        .list_task_definitions()
-        .send()
-        .await
-        .unwrap()
-        .task_definition_arns
-        .unwrap_or_default();
-    arns.sort();
-    arns
-}
-
 /// The image of the latest revision of `family`.
 async fn image_of(aws: &Aws, family: &str) -> String {
-    let td = aws
-        .ecs()
-        .describe_task_definition()
-        .task_definition(family)
-        .send()
-        .await
-        .unwrap()
-        .task_definition
-        .unwrap();
+    let td = task_definition(aws, family).await;
     td.container_definitions()[0].image().unwrap().to_string()
 }
 
@@ -164,7 +131,7 @@ async fn registry_digest(registry: &Registry, repository: &str, digest: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
     let s = setup().await;
-    let aws = aws_of(&s.moto).await;
+    let aws = aws_on(&s.moto).await;
 
     // The token moto hands out is what the registry's htpasswd expects.
     let token = aws.ecr().get_authorization_token().send().await.unwrap();
@@ -207,14 +174,12 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
     for family in ["reference-event-api", "reference-runner"] {
         assert_eq!(image_of(&aws, family).await, image, "{family}");
     }
-    let loaded =
-        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
-    let spec = loaded.spec.clone();
-    let graph = Graph::build(&loaded).unwrap();
-    let inputs = Inputs::from_spec(&spec, None)
-        .with_built_image(digest, stacks::arch::Architecture::host().unwrap())
-        .unwrap();
-    let planned = aws::plan(&aws, &graph, &inputs).await.unwrap();
+    let (_, planned) = plan_example(&aws, |spec| {
+        Inputs::from_spec(spec, None)
+            .with_built_image(digest, stacks::arch::Architecture::host().unwrap())
+            .unwrap()
+    })
+    .await;
     assert!(
         !planned.plan.has_changes(),
         "{}",
@@ -241,14 +206,7 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
 
     // --- unchanged binary: same digest, nothing to change, nothing registered.
     let before = task_definition_arns(&aws).await;
-    let plan = s.plan(FIRST_BINARY);
-    assert_eq!(
-        plan.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&plan.stdout),
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    assert_exit(&s.plan(FIRST_BINARY), 0);
     let second = s.up(FIRST_BINARY);
     assert_eq!(second["image"], image.as_str(), "{second}");
     assert_eq!(
@@ -260,13 +218,8 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
 
     // --- changed binary: a new digest shows as task definition changes and is deployed.
     let plan = s.plan(SECOND_BINARY);
+    assert_exit(&plan, 2);
     let text = String::from_utf8_lossy(&plan.stdout);
-    assert_eq!(
-        plan.status.code(),
-        Some(2),
-        "{text}\n{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
     assert!(text.contains("ecs.taskdef.event-api"), "{text}");
     let third = s.up(SECOND_BINARY);
     let new_image = third["image"].as_str().unwrap().to_string();
@@ -289,7 +242,7 @@ async fn up_pushes_the_built_engine_to_ecr_and_deploys_it_by_digest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
     let mut s = setup().await;
-    let aws = aws_of(&s.moto).await;
+    let aws = aws_on(&s.moto).await;
     let first = s.up(FIRST_BINARY);
     let image = first["image"].as_str().unwrap().to_string();
     let (_, digest) = image.split_once('@').unwrap();
@@ -326,8 +279,7 @@ async fn an_up_to_date_stack_pushes_again_an_image_its_registry_lost() {
         stdout.contains("was missing from its repository; pushed"),
         "{stdout}"
     );
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    let result = last_doc(&out);
     assert_eq!(
         result["applied"].as_array().map(Vec::len),
         Some(0),

@@ -9,15 +9,13 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::support::{moto_for_up, ndjson, repo_root, stackctl as stackctl_command};
+use crate::support::{aws_on, moto_for_up, ndjson, plan_example, repo_root, stackctl_on, strings};
 use harness::Moto;
-use stacks::aws::{self, Aws, Inputs};
-use stacks::graph::Graph;
+use stacks::aws::{self, Inputs};
 
 fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
-    let mut cmd = stackctl_command();
-    moto.configure_command(&mut cmd);
-    cmd.args(args)
+    stackctl_on(moto)
+        .args(args)
         .arg("-f")
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
@@ -30,20 +28,11 @@ fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Output {
 const IMAGE: &str = "public.ecr.aws/stackctl/engine:test";
 
 async fn changes(moto: &Moto) -> usize {
-    let aws = Aws::with_endpoint(&moto.endpoint(), harness::REGION, "testing", "testing")
-        .await
-        .unwrap();
-    let path = repo_root().join("examples/aws.yaml");
-    let loaded = stacks::spec::load_with_env(&path, &|_| None).unwrap();
-    let spec = loaded.spec.clone();
-    let graph = Graph::build(&loaded).unwrap();
-    let plan = aws::plan(
-        &aws,
-        &graph,
-        &Inputs::from_spec(&spec, Some(IMAGE.to_string())),
-    )
-    .await
-    .unwrap();
+    let aws = aws_on(moto).await;
+    let (_, plan) = plan_example(&aws, |spec| {
+        Inputs::from_spec(spec, Some(IMAGE.to_string()))
+    })
+    .await;
     plan.plan.summary.create + plan.plan.summary.update + plan.plan.summary.replace
 }
 
@@ -116,12 +105,7 @@ async fn down_refuses_without_yes_then_deletes_the_stack_with_yes() {
         result["in_progress"][0]["id"], "elasticache.redis",
         "{result}"
     );
-    let leftovers: Vec<&str> = result["sweep"]["leftovers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
+    let leftovers = strings(result["sweep"]["leftovers"].as_array().unwrap(), "name");
     assert_eq!(
         leftovers,
         ["reference-redis", "reference-redis", "reference-redis"],
@@ -130,8 +114,6 @@ async fn down_refuses_without_yes_then_deletes_the_stack_with_yes() {
     assert!(result["calls"]["writes"].as_u64().unwrap() > 0);
 
     // The lock was released.
-    let aws = Aws::with_endpoint(&moto.endpoint(), harness::REGION, "testing", "testing")
-        .await
-        .unwrap();
+    let aws = aws_on(&moto).await;
     assert_eq!(aws::lock::holder(&aws, "reference").await.unwrap(), None);
 }

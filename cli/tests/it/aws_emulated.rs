@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{last_doc, on_memorydb, repo_root, stackctl};
+use crate::support::{find_by, last_doc, now_ms, on_memorydb, repo_root, stackctl, strings};
 use harness::AwsEmulator;
 use serde_json::{Value, json};
 
@@ -244,17 +244,11 @@ steps:
 /// its run to have ended) started exactly one run of the cron function,
 /// whose step ran once, however many runners ticked; the ticks checked.
 async fn cron_ran_once_per_tick(api: &Api, since_ms: i64) -> usize {
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let last_due = now_ms() - 15_000;
     let first = (since_ms / 60_000 + 1) * 60_000;
     let mut ticks = 0;
     let mut at = first;
-    while at <= now_ms - 15_000 {
+    while at <= last_due {
         // Cron runs are keyed by the function and the due time.
         let runs = api.runs_of(&format!("cron:emulated-cron:{at}")).await;
         assert_eq!(runs.len(), 1, "one run for the tick at {at}: {runs:?}");
@@ -573,13 +567,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     let start = Instant::now();
     let (stack, api) = ready_stack(start).await;
     let spec = stack.spec().display().to_string();
-    let deployed_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let deployed_ms = now_ms();
 
     // Events through SQS, the runner, Redis and an executor.
     let mut events = Vec::new();
@@ -603,18 +591,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     phase(start, "5 events completed, status ok");
     // `bench` with no address: the Cloud Map name does not resolve here,
     // so the load comes from an agent task inside the VPC.
-    let out = stack
-        .run(
-            &[
-                "--output", "json", "bench", "-f", &spec, "-r", "20", "-d", "4s",
-            ],
-            0,
-        )
-        .await;
-    let report = last_doc(&out);
-    assert_eq!(report["agents"], 1, "{report}");
-    assert_eq!(report["http_reqs"]["count"], 80, "{report}");
-    assert_eq!(report["status_codes"]["200"], 80, "{report}");
+    let report = bench_in_the_vpc(&stack, &spec, &["-r", "20", "-d", "4s"], 1, 80).await;
     assert!(
         report["target"]
             .as_str()
@@ -694,12 +671,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     assert_eq!(result["verified"], true, "{result}");
     let event = api.send(7, false).await.expect("acknowledged");
     let run = api.completed_run(&event).await;
-    let steps: BTreeSet<&str> = run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step_id"].as_str().unwrap())
-        .collect();
+    let steps = BTreeSet::from_iter(strings(run["steps"].as_array().unwrap(), "step_id"));
     assert_eq!(steps, BTreeSet::from(["call", "box", "v2"]), "{run}");
     // Nothing changed: no AWS write (and so no canary task).
     let out = stack.run(&["--output", "json", "up", "-f", &spec], 0).await;
@@ -859,12 +831,7 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
     phase(start, "broken boot seen");
     let status = stack.status();
     assert_eq!(executors(&status).len(), 1, "{}", counts(&status));
-    let failed = status["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["boot"] == "failed")
-        .unwrap();
+    let failed = find_by(status["instances"].as_array().unwrap(), "boot", "failed");
     let log = std::fs::read_to_string(failed["boot_log"].as_str().unwrap()).unwrap();
     assert!(
         log.contains("cannot read SSM parameter /stackctl/reference/redis-auth-token"),
@@ -1010,6 +977,24 @@ fn one_off_version(emu: &AwsEmulator) -> (i64, String) {
     )
 }
 
+/// `bench --output json` with no address (the load comes from agent tasks
+/// inside the VPC) and `more` arguments; its report, checked to come from
+/// `agents` agents with `requests` requests, each answered 200.
+async fn bench_in_the_vpc(
+    stack: &Arc<Stack>,
+    spec: &str,
+    more: &[&str],
+    agents: u64,
+    requests: u64,
+) -> Value {
+    let args = [&["--output", "json", "bench", "-f", spec][..], more].concat();
+    let report = last_doc(&stack.run(&args, 0).await);
+    assert_eq!(report["agents"], agents, "{report}");
+    assert_eq!(report["http_reqs"]["count"], requests, "{report}");
+    assert_eq!(report["status_codes"]["200"], requests, "{report}");
+    report
+}
+
 /// `up --verify` on a stack with a broken stage: exit 1, naming the stage
 /// and showing the end of the log of the service at fault.
 async fn up_fails_at(stack: &Arc<Stack>, spec: &str, stage: &str, service: &str) {
@@ -1062,33 +1047,12 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
 
     // `bench` with no address: the stage's invoke URL does not resolve
     // here, so the load comes from an agent inside the VPC.
-    let out = stack
-        .run(
-            &[
-                "--output", "json", "bench", "-f", &spec, "-r", "20", "-d", "2s",
-            ],
-            0,
-        )
-        .await;
-    let report = last_doc(&out);
-    assert_eq!(report["agents"], 1, "{report}");
-    assert_eq!(report["http_reqs"]["count"], 40, "{report}");
-    assert_eq!(report["status_codes"]["200"], 40, "{report}");
+    bench_in_the_vpc(&stack, &spec, &["-r", "20", "-d", "2s"], 1, 40).await;
     phase(start, "bench with no address");
     // Two load agents inside the VPC, through the network load balancer;
     // one summary of both.
-    let out = stack
-        .run(
-            &[
-                "--output", "json", "bench", "-f", &spec, "--agents", "2", "-r", "40", "-d", "4s",
-            ],
-            0,
-        )
-        .await;
-    let report = last_doc(&out);
-    assert_eq!(report["agents"], 2, "{report}");
-    assert_eq!(report["http_reqs"]["count"], 160, "{report}");
-    assert_eq!(report["status_codes"]["200"], 160, "{report}");
+    let more = ["--agents", "2", "-r", "40", "-d", "4s"];
+    let report = bench_in_the_vpc(&stack, &spec, &more, 2, 160).await;
     assert_eq!(report["http_req_duration"]["count"], 160, "{report}");
     phase(start, "bench from two agents");
     // `status` shows the load balancer's view of the event API.

@@ -16,9 +16,9 @@
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::support::{repo_root, stackctl as stackctl_command};
+use crate::support::{aws_on, find_by, now_ms, queue_url, repo_root, stackctl_on, strings};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use harness::Moto;
 use stacks::aws::Aws;
@@ -67,8 +67,7 @@ impl Run {
 }
 
 fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Run {
-    let mut cmd = stackctl_command();
-    moto.configure_command(&mut cmd);
+    let mut cmd = stackctl_on(moto);
     cmd.args(["--output", "json"])
         .args(args)
         .arg("-f")
@@ -92,17 +91,6 @@ fn stackctl(moto: &Moto, cwd: &Path, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: started.elapsed(),
     }
-}
-
-async fn sdk(moto: &Moto) -> Aws {
-    Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap()
 }
 
 async fn start_moto(running: Option<u32>) -> Moto {
@@ -162,16 +150,6 @@ async fn runner_bounds(aws: &Aws) -> (i32, i32) {
     (t.min_capacity, t.max_capacity)
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 async fn put_events(aws: &Aws, group: &str, stream: &str, events: &[(i64, &str)]) {
     let _ = aws
         .logs()
@@ -206,7 +184,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
     let moto = start_moto(Some(4)).await;
     let cwd = tempfile::tempdir().unwrap();
     write_spec(cwd.path());
-    let aws = sdk(&moto).await;
+    let aws = aws_on(&moto).await;
 
     // up: the waits are reported and complete.
     let up = stackctl(&moto, cwd.path(), &["up", "--no-verify"]);
@@ -265,14 +243,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
     let empty = stackctl(&moto, cwd.path(), &["dlq"]);
     assert_eq!(empty.code, Some(0), "{:?} {}", empty.lines, empty.stderr);
     let sqs = aws.sqs();
-    let dead_url = sqs
-        .get_queue_url()
-        .queue_name(format!("{STACK}-work-dlq"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let dead_url = queue_url(&aws, &format!("{STACK}-work-dlq")).await;
     let job = serde_json::json!({
         "run_id": "01JRUN", "step_id": "charge", "attempt": 1, "kind": "step", "scheduled_at": 1
     });
@@ -298,14 +269,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
         "{:?}",
         moved.lines
     );
-    let work_url = sqs
-        .get_queue_url()
-        .queue_name(format!("{STACK}-work"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let work_url = queue_url(&aws, &format!("{STACK}-work")).await;
     let back = sqs
         .receive_message()
         .queue_url(&work_url)
@@ -339,12 +303,11 @@ async fn up_waits_then_status_scale_and_logs_work() {
             assert!(!shown.contains(secret), "{secret} printed: {shown}");
         }
     }
-    let row = doc["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == "ecs.service.runner")
-        .unwrap();
+    let row = find_by(
+        doc["resources"].as_array().unwrap(),
+        "resource",
+        "ecs.service.runner",
+    );
     assert_eq!(
         (row["desired"].clone(), row["running"].clone()),
         (4.into(), 4.into())
@@ -434,13 +397,8 @@ async fn up_waits_then_status_scale_and_logs_work() {
     assert_eq!(r.lines[0]["message"], "too old");
     let r = stackctl(&moto, cwd.path(), &["logs", "runner", "--since", "10m"]);
     assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.lines);
-    let messages: Vec<&str> = r
-        .lines
-        .iter()
-        .map(|l| l["message"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        messages,
+        strings(&r.lines, "message"),
         ["first line", "second line", "from another task"],
         "{:?}",
         r.lines
@@ -450,9 +408,7 @@ async fn up_waits_then_status_scale_and_logs_work() {
     assert!(r.lines[0]["time"].as_str().unwrap().ends_with('Z'));
 
     // --follow (-F) prints events that arrive later, once each.
-    let mut cmd = stackctl_command();
-    moto.configure_command(&mut cmd);
-    let mut child = cmd
+    let mut child = stackctl_on(&moto)
         .args([
             "--output", "json", "logs", "runner", "-F", "--since", "1m", "-f",
         ])

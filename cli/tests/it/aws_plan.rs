@@ -5,15 +5,12 @@
 //! executors is refused, offline too. Credentials from an instance profile
 //! (moto's instance metadata service) are accepted.
 
-use crate::support::{repo_root, stackctl};
+use crate::support::{apply_example, assert_exit, aws_on, moto, repo_root, stackctl, stackctl_on};
 use harness::Moto;
-use stacks::aws::{self, ApplyOptions, Aws, Inputs};
-use stacks::graph::Graph;
 
 fn plan(moto: &Moto, extra: &[&str]) -> std::process::Output {
-    let mut cmd = stackctl();
-    moto.configure_command(&mut cmd);
-    cmd.args(["plan", "examples/aws.yaml", "--detailed-exitcode"])
+    stackctl_on(moto)
+        .args(["plan", "examples/aws.yaml", "--detailed-exitcode"])
         .args(extra)
         .current_dir(repo_root())
         .output()
@@ -26,16 +23,11 @@ fn plan(moto: &Moto, extra: &[&str]) -> std::process::Output {
 /// credentials instead of refusing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_from_an_instance_profile_are_accepted() {
-    let moto = tokio::task::spawn_blocking(|| {
-        Moto::start().expect("moto_server starts (run scripts/test to install it)")
-    })
-    .await
-    .unwrap();
+    let moto = moto().await;
     let home = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let mut cmd = stackctl();
-        moto.configure_command(&mut cmd);
-        cmd.args(args)
+        stackctl_on(&moto)
+            .args(args)
             .current_dir(repo_root())
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -64,52 +56,16 @@ async fn credentials_from_an_instance_profile_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_live_state_and_exits_0_when_nothing_changes() {
-    let moto = tokio::task::spawn_blocking(|| {
-        Moto::start().expect("moto_server starts (run scripts/test to install it)")
-    })
-    .await
-    .unwrap();
+    let moto = moto().await;
 
     let before = plan(&moto, &[]);
-    assert_eq!(
-        before.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&before.stderr)
-    );
+    assert_exit(&before, 2);
 
-    let loaded =
-        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
-    let spec = loaded.spec.clone();
-    let graph = Graph::build(&loaded).unwrap();
-    let aws = Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap();
-    let planned = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .unwrap();
-    aws::apply(
-        &aws,
-        &planned,
-        &ApplyOptions::default(),
-        &stacks::local::Silent,
-    )
-    .await
-    .unwrap();
+    apply_example(&aws_on(&moto).await).await;
 
     let after = plan(&moto, &[]);
+    assert_exit(&after, 0);
     let text = String::from_utf8_lossy(&after.stdout);
-    assert_eq!(
-        after.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
     assert!(text.contains("0 to create, 0 to update"), "{text}");
     for secret in ["change-me-event-key", "change-me-api-token"] {
         assert!(
@@ -160,10 +116,5 @@ fn a_prebuilt_arm64_image_needs_graviton_executors() {
     assert!(stderr.contains("`t4g.medium` for arm64"), "{stderr}");
 
     let planned = plan("c7g.large");
-    assert_eq!(
-        planned.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&planned.stderr)
-    );
+    assert_exit(&planned, 2);
 }

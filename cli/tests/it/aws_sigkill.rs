@@ -16,20 +16,18 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{moto_and_registry, repo_root, stackctl as stackctl_command};
+use crate::support::{
+    assert_exit, aws_on, last_doc, moto_and_registry, repo_root, stackctl_shipping,
+};
 use harness::{Moto, Registry};
-use stacks::aws::Aws;
 
 const STACK: &str = "reference";
 
 fn stackctl(moto: &Moto, registry: &Registry, cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = stackctl_command();
-    moto.configure_command(&mut cmd);
+    let mut cmd = stackctl_shipping(moto, registry, "/bin/echo");
     cmd.args(args)
         .arg(repo_root().join("examples/aws.yaml"))
-        .current_dir(cwd)
-        .env("STACKCTL_ENGINE_BINARY", "/bin/echo")
-        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
+        .current_dir(cwd);
     cmd
 }
 
@@ -74,6 +72,11 @@ fn up_and_kill(mut cmd: Command, kill_after: usize) -> Vec<String> {
 
 fn run(mut cmd: Command) -> std::process::Output {
     cmd.output().expect("stackctl runs")
+}
+
+/// The names `name` finds in `items` (ARNs or SDK records).
+fn names<T>(items: &[T], name: impl Fn(&T) -> Option<&str>) -> Vec<String> {
+    items.iter().filter_map(name).map(str::to_string).collect()
 }
 
 /// How many times each name occurs; the ones seen more than once.
@@ -136,14 +139,7 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
     );
 
     // The last run finishes.
-    let done = run(up(&["--force-unlock", "--yes"]));
-    assert_eq!(
-        done.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&done.stdout),
-        String::from_utf8_lossy(&done.stderr)
-    );
+    assert_exit(&run(up(&["--force-unlock", "--yes"])), 0);
 
     // Converged: nothing left to change, nothing more applied.
     let plan = run(stackctl(
@@ -152,18 +148,10 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
         cwd.path(),
         &["plan", "--detailed-exitcode", "-f"],
     ));
-    assert_eq!(
-        plan.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&plan.stdout),
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    assert_exit(&plan, 0);
     let again = run(up(&[]));
-    let stdout = String::from_utf8_lossy(&again.stdout);
-    assert_eq!(again.status.code(), Some(0), "{stdout}");
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.lines().rfind(|l| !l.is_empty()).unwrap()).unwrap();
+    assert_exit(&again, 0);
+    let result = last_doc(&again);
     assert_eq!(
         result["applied"].as_array().map(Vec::len),
         Some(0),
@@ -171,14 +159,7 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
     );
 
     // No duplicates, counted independently of stackctl.
-    let aws = Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap();
+    let aws = aws_on(&moto).await;
     assert!(
         stacks::aws::lock::holder(&aws, STACK)
             .await
@@ -194,11 +175,7 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
         .send()
         .await
         .unwrap();
-    let group_names: Vec<String> = groups
-        .security_groups()
-        .iter()
-        .filter_map(|g| g.group_name().map(str::to_string))
-        .collect();
+    let group_names = names(groups.security_groups(), |g| g.group_name());
     assert!(!group_names.is_empty());
     assert_eq!(
         duplicates(group_names.clone()),
@@ -222,11 +199,7 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
         );
     }
     let clusters = aws.ecs().list_clusters().send().await.unwrap();
-    let cluster_names: Vec<String> = clusters
-        .cluster_arns()
-        .iter()
-        .map(|a| a.rsplit('/').next().unwrap().to_string())
-        .collect();
+    let cluster_names = names(clusters.cluster_arns(), |a| a.rsplit('/').next());
     assert_eq!(duplicates(cluster_names), BTreeMap::new());
     let services = aws
         .ecs()
@@ -235,11 +208,7 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
         .send()
         .await
         .unwrap();
-    let service_names: Vec<String> = services
-        .service_arns()
-        .iter()
-        .map(|a| a.rsplit('/').next().unwrap().to_string())
-        .collect();
+    let service_names = names(services.service_arns(), |a| a.rsplit('/').next());
     assert_eq!(service_names.len(), 2, "{service_names:?}");
     assert_eq!(
         duplicates(service_names.clone()),
@@ -265,30 +234,18 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
         .send()
         .await
         .unwrap();
-    let asg_names: Vec<String> = asgs
-        .auto_scaling_groups()
-        .iter()
-        .filter_map(|g| g.auto_scaling_group_name().map(str::to_string))
-        .collect();
+    let asg_names = names(asgs.auto_scaling_groups(), |g| g.auto_scaling_group_name());
     assert_eq!(asg_names, vec!["reference-executors".to_string()]);
 
     let namespaces = aws.cloudmap().list_namespaces().send().await.unwrap();
-    let namespace_names: Vec<String> = namespaces
-        .namespaces()
-        .iter()
-        .filter_map(|n| n.name().map(str::to_string))
-        .collect();
+    let namespace_names = names(namespaces.namespaces(), |n| n.name());
     assert_eq!(
         namespace_names,
         vec!["reference.internal".to_string()],
         "one Cloud Map namespace"
     );
     let discovery = aws.cloudmap().list_services().send().await.unwrap();
-    let discovery_names: Vec<String> = discovery
-        .services()
-        .iter()
-        .filter_map(|s| s.name().map(str::to_string))
-        .collect();
+    let discovery_names = names(discovery.services(), |s| s.name());
     assert_eq!(discovery_names, vec!["event-api".to_string()]);
 
     let queues = aws
@@ -302,10 +259,6 @@ async fn up_killed_at_several_points_converges_without_duplicates() {
     let repos = aws.ecr().describe_repositories().send().await.unwrap();
     assert_eq!(repos.repositories().len(), 1);
     let alarms = aws.cloudwatch().describe_alarms().send().await.unwrap();
-    let alarm_names: Vec<String> = alarms
-        .metric_alarms()
-        .iter()
-        .filter_map(|a| a.alarm_name().map(str::to_string))
-        .collect();
+    let alarm_names = names(alarms.metric_alarms(), |a| a.alarm_name());
     assert_eq!(duplicates(alarm_names), BTreeMap::new());
 }

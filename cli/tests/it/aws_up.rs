@@ -14,34 +14,36 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{moto_and_registry, ndjson, repo_root, stackctl};
+use crate::support::{
+    assert_exit, aws_on, last_doc, moto_and_registry, ndjson, plan_example, repo_root, stackctl_on,
+    stackctl_shipping, task_definition, task_definition_arns,
+};
 use harness::{Moto, Registry};
-use stacks::aws::{self, Aws, Inputs};
-use stacks::graph::Graph;
+use stacks::aws::{self, Inputs};
 
-fn up(
-    moto: &Moto,
-    registry: &Registry,
-    cwd: &Path,
-) -> (std::process::Output, Vec<serde_json::Value>) {
-    let mut cmd = stackctl();
-    moto.configure_command(&mut cmd);
-    cmd.env("STACKCTL_ENGINE_BINARY", "/bin/echo")
-        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
-    let out = cmd
+/// `up --output json` of the example, which must succeed; its NDJSON lines.
+fn up(moto: &Moto, registry: &Registry, cwd: &Path) -> Vec<serde_json::Value> {
+    let out = stackctl_shipping(moto, registry, "/bin/echo")
         .args(["--output", "json", "up", "--no-verify", "-f"])
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
         .output()
         .expect("stackctl runs");
-    let lines = ndjson(&out);
-    (out, lines)
+    assert_exit(&out, 0);
+    ndjson(&out)
+}
+
+/// Whether every row of `status --output json` is in `state`, and exists or not.
+fn all_rows(status: &serde_json::Value, state: &str, exists: bool) -> bool {
+    status["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == state && r["exists"] == exists)
 }
 
 fn status(moto: &Moto, cwd: &Path) -> (Option<i32>, serde_json::Value) {
-    let mut cmd = stackctl();
-    moto.configure_command(&mut cmd);
-    let out = cmd
+    let out = stackctl_on(moto)
         .args(["--output", "json", "status", "-f"])
         .arg(repo_root().join("examples/aws.yaml"))
         .current_dir(cwd)
@@ -66,20 +68,9 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
     assert_eq!(code, Some(1), "{before}");
     let resources = before["resources"].as_array().unwrap();
     assert!(!resources.is_empty(), "{before}");
-    assert!(
-        resources
-            .iter()
-            .all(|r| r["state"] == "missing" && r["exists"] == false),
-        "{before}"
-    );
+    assert!(all_rows(&before, "missing", false), "{before}");
 
-    let (first, lines) = up(&moto, &registry, cwd.path());
-    assert_eq!(
-        first.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let lines = up(&moto, &registry, cwd.path());
     let result = lines.last().expect("a result line");
     assert_eq!(result["type"], "result", "{lines:?}");
     let applied = result["applied"].as_array().unwrap();
@@ -89,21 +80,8 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         "progress events come before the result: {lines:?}"
     );
 
-    let loaded =
-        stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None).unwrap();
-    let spec = loaded.spec.clone();
-    let aws = Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap();
-    let graph = Graph::build(&loaded).unwrap();
-    let planned = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .unwrap();
+    let aws = aws_on(&moto).await;
+    let (spec, planned) = plan_example(&aws, |spec| Inputs::from_spec(spec, None)).await;
     assert!(
         !planned.plan.has_changes(),
         "{}",
@@ -125,22 +103,9 @@ async fn up_creates_the_example_stack_then_finds_nothing_to_change() {
         Some(resources.len()),
         "{after}"
     );
-    assert!(
-        after["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["state"] == "in sync" && r["exists"] == true),
-        "{after}"
-    );
+    assert!(all_rows(&after, "in sync", true), "{after}");
 
-    let (second, lines) = up(&moto, &registry, cwd.path());
-    assert_eq!(
-        second.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    let lines = up(&moto, &registry, cwd.path());
     let result = lines.last().expect("a result line");
     assert_eq!(
         result["applied"].as_array().map(Vec::len),
@@ -177,10 +142,7 @@ fn stackctl_with(
     args: &[&str],
     spec: &Path,
 ) -> std::process::Output {
-    let mut cmd = stackctl();
-    moto.configure_command(&mut cmd);
-    cmd.env("STACKCTL_ENGINE_BINARY", engine)
-        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url())
+    stackctl_shipping(moto, registry, engine)
         .args(args)
         .arg(spec)
         .current_dir(spec.parent().unwrap())
@@ -194,14 +156,7 @@ async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_o
     use stacks::image::elf;
 
     let (moto, registry) = moto_and_registry().await;
-    let aws = Aws::with_endpoint(
-        &moto.endpoint(),
-        harness::REGION,
-        harness::ACCESS_KEY_ID,
-        harness::SECRET_ACCESS_KEY,
-    )
-    .await
-    .unwrap();
+    let aws = aws_on(&moto).await;
     let dir = tempfile::tempdir().unwrap();
     // Engine binaries by their ELF headers, whatever this host is.
     let engine = |arch: Architecture| {
@@ -240,14 +195,7 @@ async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_o
         .repositories
         .unwrap_or_default();
     assert!(written.is_empty(), "{written:?}");
-    let families = aws
-        .ecs()
-        .list_task_definitions()
-        .send()
-        .await
-        .unwrap()
-        .task_definition_arns
-        .unwrap_or_default();
+    let families = task_definition_arns(&aws).await;
     assert!(families.is_empty(), "{families:?}");
 
     // Graviton executors run it: ARM64 task definitions, the arm64 AMI.
@@ -258,26 +206,11 @@ async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_o
         &["--output", "json", "up", "--no-verify", "-f"],
         &graviton,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap()).unwrap();
+    assert_exit(&out, 0);
+    let result = last_doc(&out);
     assert_eq!(result["architecture"], "arm64", "{result}");
     for family in ["reference-event-api", "reference-runner"] {
-        let td = aws
-            .ecs()
-            .describe_task_definition()
-            .task_definition(family)
-            .send()
-            .await
-            .unwrap()
-            .task_definition
-            .unwrap();
+        let td = task_definition(&aws, family).await;
         let platform = td.runtime_platform.unwrap();
         assert_eq!(
             platform.cpu_architecture.map(|a| a.as_str().to_string()),
@@ -318,11 +251,5 @@ async fn an_arm64_engine_runs_on_arm64_task_definitions_and_graviton_executors_o
         &["plan", "--detailed-exitcode", "-f"],
         &graviton,
     );
-    assert_eq!(
-        plan.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&plan.stdout),
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    assert_exit(&plan, 0);
 }

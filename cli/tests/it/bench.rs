@@ -9,7 +9,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::support::stackctl as stackctl_command;
+use crate::support::{assert_exit, serve as serve_app, stackctl as stackctl_command};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -44,13 +44,10 @@ async fn serve(status: u16) -> (SocketAddr, Arc<Server>) {
         status,
         ..Server::default()
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/e/{key}", post(ingest))
         .with_state(Arc::clone(&server));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, server)
+    (serve_app(app).await, server)
 }
 
 /// A TLS front on loopback (a certificate for 127.0.0.1 from a CA of its
@@ -173,6 +170,15 @@ async fn stackctl(dir: &Path, args: &[&str]) -> Output {
         .expect("stackctl runs")
 }
 
+/// `args` followed by a `--threshold` for each of `thresholds`.
+fn with_thresholds<'a>(args: &[&'a str], thresholds: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    for t in thresholds {
+        all.extend(["--threshold", t]);
+    }
+    all
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -194,40 +200,18 @@ async fn thresholds_set_the_exit_code() {
 
     let pass = stackctl(
         dir.path(),
-        &[
-            &base[..],
-            &["--threshold", "p99<10s", "--threshold", "failed<1%"],
-        ]
-        .concat(),
+        &with_thresholds(&base, &["p99<10s", "failed<1%"]),
     )
     .await;
-    assert_eq!(
-        pass.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&pass.stderr)
-    );
+    assert_exit(&pass, 0);
     let doc = json(&pass);
     assert_eq!(doc["http_reqs"]["count"], 100);
     assert_eq!(doc["thresholds"][0]["ok"], true);
     assert_eq!(server.requests.load(Ordering::SeqCst), 100);
 
     // No HTTP answer takes under a microsecond: this one fails every time.
-    let fail = stackctl(
-        dir.path(),
-        &[
-            &base[..],
-            &["--threshold", "p99<1us", "--threshold", "rate>1"],
-        ]
-        .concat(),
-    )
-    .await;
-    assert_eq!(
-        fail.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&fail.stderr)
-    );
+    let fail = stackctl(dir.path(), &with_thresholds(&base, &["p99<1us", "rate>1"])).await;
+    assert_exit(&fail, 3);
     let doc = json(&fail);
     assert_eq!(doc["thresholds"][0]["ok"], false);
     assert_eq!(doc["thresholds"][1]["ok"], true);
@@ -255,12 +239,7 @@ async fn server_errors_are_failed_requests_in_the_summary() {
         ],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let text = String::from_utf8_lossy(&out.stdout);
     let n = server.requests.load(Ordering::SeqCst);
     assert!(n > 10, "{text}");
@@ -309,12 +288,7 @@ event_keys: {{default: {KEY}}}
         ],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert_eq!(json(&out)["http_reqs"]["count"], 50);
     assert_eq!(
         json(&out)["target"],
@@ -333,12 +307,7 @@ event_keys: {{default: {KEY}}}
         &["bench", "--rate", "50", "-d", "1s", "-o", "json"],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert_eq!(server.requests.load(Ordering::SeqCst), 100);
 }
 
@@ -389,53 +358,34 @@ async fn https_is_verified_against_the_systems_roots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let out = stackctl(dir.path(), &["bench", "-d", "1s"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no stack given"));
-
-    let out = stackctl(
-        dir.path(),
-        &[
-            "bench",
-            "--url",
-            "http://127.0.0.1:9",
-            "--key",
-            "k",
-            "--threshold",
-            "p99",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected e.g. `p99<50ms`"));
-
-    let out = stackctl(
-        dir.path(),
-        &[
-            "bench",
-            "--url",
-            "http://127.0.0.1:9",
-            "--key",
-            "k",
-            "--stage",
-            "fast",
-        ],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DURATION:RATE"));
-
     let port = harness::free_port().unwrap().to_string();
-    let url = format!("http://127.0.0.1:{port}");
-    let out = stackctl(
-        dir.path(),
-        &["bench", "--url", &url, "--key", "k", "-d", "1s"],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let closed = format!("http://127.0.0.1:{port}");
+    // (the target's URL, given with a key; further arguments; exit code; what stderr says)
+    let cases: [(Option<&str>, &[&str], i32, &str); 4] = [
+        (None, &["-d", "1s"], 1, "no stack given"),
+        (
+            Some("http://127.0.0.1:9"),
+            &["--threshold", "p99"],
+            2,
+            "expected e.g. `p99<50ms`",
+        ),
+        (
+            Some("http://127.0.0.1:9"),
+            &["--stage", "fast"],
+            2,
+            "DURATION:RATE",
+        ),
+        (Some(&closed), &["-d", "1s"], 1, "cannot connect"),
+    ];
+    for (url, more, code, says) in cases {
+        let mut args = vec!["bench"];
+        if let Some(url) = url {
+            args.extend(["--url", url, "--key", "k"]);
+        }
+        args.extend_from_slice(more);
+        let out = stackctl(dir.path(), &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

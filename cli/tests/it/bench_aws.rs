@@ -10,15 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::support::stackctl;
+use crate::support::{apply_example, assert_exit, aws_on, moto, queue_url, serve, stackctl};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use harness::Moto;
 use serde_json::Value;
-use stacks::aws::{self, ApplyOptions, Aws, Inputs};
-use stacks::graph::Graph;
 
 /// The example's key when STACKCTL_EVENT_KEY is not set.
 const KEY: &str = "change-me-event-key";
@@ -38,47 +35,21 @@ async fn count(State(n): State<Arc<AtomicU64>>, UrlPath(key): UrlPath<String>) -
     StatusCode::ACCEPTED
 }
 
-async fn serve() -> (SocketAddr, Arc<AtomicU64>) {
+/// An event API on loopback that counts the events sent with [`KEY`].
+async fn event_api() -> (SocketAddr, Arc<AtomicU64>) {
     let n = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/e/{key}", post(count))
         .with_state(Arc::clone(&n));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, n)
+    (serve(app).await, n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_without_a_file_uses_the_last_aws_up_and_samples_it() {
-    let moto = tokio::task::spawn_blocking(|| Moto::start().expect("moto_server starts"))
-        .await
-        .unwrap();
-    let aws = Aws::with_endpoint(&moto.endpoint(), harness::REGION, "testing", "testing")
-        .await
-        .unwrap();
-    let loaded = stacks::spec::load_with_env(example(), &|_| None).unwrap();
-    let graph = Graph::build(&loaded).unwrap();
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&loaded.spec, None))
-        .await
-        .unwrap();
-    aws::apply(
-        &aws,
-        &plan,
-        &ApplyOptions::default(),
-        &stacks::local::Silent,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply failed: {e}"));
-    let events = aws
-        .sqs()
-        .get_queue_url()
-        .queue_name("reference-events")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let moto = moto().await;
+    let aws = aws_on(&moto).await;
+    apply_example(&aws).await;
+    let events = queue_url(&aws, "reference-events").await;
     for i in 0..4 {
         aws.sqs()
             .send_message()
@@ -92,7 +63,7 @@ async fn bench_without_a_file_uses_the_last_aws_up_and_samples_it() {
     let dir = tempfile::tempdir().unwrap();
     // What `up` records.
     stacks::stackref::record_last(dir.path(), &example()).unwrap();
-    let (addr, served) = serve().await;
+    let (addr, served) = event_api().await;
     let url = format!("http://{addr}");
     let mut cmd = tokio::process::Command::from(stackctl());
     for (k, _) in std::env::vars() {
@@ -119,12 +90,7 @@ async fn bench_without_a_file_uses_the_last_aws_up_and_samples_it() {
         .output()
         .await
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(doc["http_reqs"]["count"], 40);

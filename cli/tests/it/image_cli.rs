@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::support::stackctl;
+use crate::support::{assert_exit, stackctl};
 use serde_json::Value;
 
 /// A small dynamically linked binary: its shared libraries go in the image.
@@ -27,14 +27,9 @@ fn build(binary: &Path, oci_dir: &Path, cwd: &Path, json: bool) -> Output {
         .expect("run stackctl")
 }
 
+/// The JSON report of a build that succeeded.
 fn json_report(out: &Output) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(out, 0);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is one JSON document ({e}): {}",

@@ -244,6 +244,21 @@ async fn get_run(api: &str, run_id: &str) -> Value {
         .expect("run json")
 }
 
+/// Waits for the run of `function` for `event_id` to finish, asserts that
+/// it completed, and returns its detail (steps and outcomes).
+async fn completed_run(api: &str, event_id: &str, function: &str) -> Value {
+    let run = wait_run(
+        api,
+        event_id,
+        function,
+        |s| s != "running",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    get_run(api, run["id"].as_str().unwrap()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_events_scales_and_goes_down() {
     let stack = Stack::new();
@@ -273,16 +288,7 @@ async fn up_runs_events_scales_and_goes_down() {
         json!({"name": "test/branch", "data": {"go": true}}),
     )
     .await;
-    let run = wait_run(
-        &stack.api(),
-        &id,
-        "branchy",
-        |s| s != "running",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(run["status"], "completed", "{run}");
-    let detail = get_run(&stack.api(), run["id"].as_str().unwrap()).await;
+    let detail = completed_run(&stack.api(), &id, "branchy").await;
     let outcome = |step: &str| {
         detail["steps"]
             .as_array()
@@ -429,16 +435,7 @@ async fn up_again_resumes_an_unfinished_run() {
         Some(0),
         "{up}"
     );
-    let run = wait_run(
-        &stack.api(),
-        &id,
-        "napper",
-        |s| s != "running",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(run["status"], "completed", "{run}");
-    let detail = get_run(&stack.api(), run["id"].as_str().unwrap()).await;
+    let detail = completed_run(&stack.api(), &id, "napper").await;
     let steps = detail["steps"].as_array().unwrap();
     assert!(
         steps.iter().all(|s| s["outcome"]["status"] == "completed"),

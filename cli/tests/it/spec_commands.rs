@@ -1,16 +1,8 @@
 //! `stackctl validate`, `init` and `schema` as a user runs them: the built
 //! binary, real files, exit codes and output.
 
-use crate::support::stackctl as stackctl_command;
-use std::path::{Path, PathBuf};
+use crate::support::{repo_root, stackctl as stackctl_command};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// Runs stackctl in the workspace root with a clean interpolation
 /// environment (the examples' defaults apply).
@@ -23,7 +15,7 @@ fn stackctl_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = stackctl_command();
     command
         .args(args)
-        .current_dir(root())
+        .current_dir(repo_root())
         .env_remove("STACKCTL_EVENT_KEY")
         .env_remove("STACKCTL_API_TOKEN")
         .env_remove("STEP_URL");
@@ -35,6 +27,14 @@ fn stackctl_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that the command exited with `code` and said `says` on stderr.
+#[track_caller]
+fn assert_fails_saying(out: &Output, code: i32, says: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(says), "{stderr}");
 }
 
 #[test]
@@ -192,12 +192,7 @@ fn json_output_lists_every_error() {
 #[test]
 fn unreadable_file_exits_1() {
     let out = stackctl(&["validate", "tests/specs/no-such-file.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("cannot read tests/specs/no-such-file.yaml"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_saying(&out, 1, "cannot read tests/specs/no-such-file.yaml");
 }
 
 #[test]
@@ -218,12 +213,7 @@ fn init_writes_valid_specs_and_never_overwrites() {
 
         std::fs::write(&file, "mine").expect("overwrite with user content");
         let out = stackctl(&["init", "--provider", provider, file_arg]);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            text(&out.stderr).contains("--force"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert_fails_saying(&out, 1, "--force");
         assert_eq!(std::fs::read_to_string(&file).expect("still there"), "mine");
         let out = stackctl(&["init", "--provider", provider, "--force", file_arg]);
         assert_eq!(out.status.code(), Some(0));
@@ -259,7 +249,8 @@ fn schema_prints_the_checked_in_schema() {
     assert_eq!(out.status.code(), Some(0));
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let checked_in: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("schema/stack.schema.json")).expect("schema file"),
+        &std::fs::read_to_string(repo_root().join("schema/stack.schema.json"))
+            .expect("schema file"),
     )
     .expect("JSON");
     assert_eq!(printed, checked_in);
@@ -285,12 +276,8 @@ fn named_stackctl_engine_the_binary_is_the_engine() {
         .args(["health", "--port", "1"])
         .output()
         .expect("run it");
-    assert_eq!(out.status.code(), Some(1), "nothing listens on port 1");
-    assert!(
-        text(&out.stderr).contains("unhealthy"),
-        "{}",
-        text(&out.stderr)
-    );
+    // Nothing listens on port 1.
+    assert_fails_saying(&out, 1, "unhealthy");
 }
 
 /// Output into a reader that went away (`stackctl status | head -0`) ends

@@ -1,11 +1,19 @@
 //! What the CLI tests share: the repository root, the stackctl command as a
-//! test runs it, and readers of its JSON output.
+//! test runs it (on moto too), checks and readers of its output, the moto
+//! and registry servers, the SDK clients a test checks AWS with, and a
+//! loopback HTTP server.
 
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use aws_sdk_ecs::types::TaskDefinition;
 use harness::{Moto, Registry};
 use serde_json::Value;
+use stacks::aws::{self, ApplyOptions, Aws, AwsPlan, Inputs};
+use stacks::graph::Graph;
+use stacks::spec::Spec;
 
 /// The workspace root (examples/, tests/specs/).
 pub fn repo_root() -> PathBuf {
@@ -23,6 +31,37 @@ pub fn stackctl() -> Command {
     cmd
 }
 
+/// [`stackctl`] with `moto`'s AWS environment (endpoint, region,
+/// credentials) in place of the caller's.
+pub fn stackctl_on(moto: &Moto) -> Command {
+    let mut cmd = stackctl();
+    moto.configure_command(&mut cmd);
+    cmd
+}
+
+/// [`stackctl_on`] for a spec that builds its engine image: `up` ships
+/// `engine` and pushes to `registry`, standing in for ECR (moto's ECR has
+/// no registry protocol).
+pub fn stackctl_shipping(moto: &Moto, registry: &Registry, engine: impl AsRef<OsStr>) -> Command {
+    let mut cmd = stackctl_on(moto);
+    cmd.env("STACKCTL_ENGINE_BINARY", engine)
+        .env("STACKCTL_REGISTRY_ENDPOINT", registry.url());
+    cmd
+}
+
+/// Asserts that the command exited with `code`; the message shows its
+/// stdout and stderr.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Each non-empty line of stdout as JSON (`--output json` of the streaming
 /// commands).
 pub fn ndjson(out: &Output) -> Vec<Value> {
@@ -31,6 +70,37 @@ pub fn ndjson(out: &Output) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
+}
+
+/// The string `field` of each of `items`.
+pub fn strings<'a>(items: &'a [Value], field: &str) -> Vec<&'a str> {
+    items
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field}: {item}"))
+        })
+        .collect()
+}
+
+/// The first of `items` whose `field` is `value`.
+pub fn find_by<'a>(items: &'a [Value], field: &str, value: &str) -> &'a Value {
+    items
+        .iter()
+        .find(|item| item[field] == value)
+        .unwrap_or_else(|| panic!("none with {field} {value}: {items:?}"))
+}
+
+/// Milliseconds since the Unix epoch, now (CloudWatch and run timestamps).
+pub fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 /// The last JSON document of stdout, pretty-printed or not.
@@ -57,6 +127,15 @@ pub fn on_memorydb(spec: &str) -> String {
     spec
 }
 
+/// A moto with its default behaviour, started off the async runtime.
+pub async fn moto() -> Moto {
+    tokio::task::spawn_blocking(|| {
+        Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .expect("moto starts")
+}
+
 /// A moto whose ECS services report at least every service's desired count
 /// running (`up` waits for them), started off the async runtime.
 pub async fn moto_for_up() -> Moto {
@@ -78,4 +157,87 @@ pub async fn moto_and_registry() -> (Moto, Registry) {
             .await
             .expect("registry starts");
     (moto, registry)
+}
+
+/// The SDK clients a test checks AWS with, on `moto` with its credentials.
+pub async fn aws_on(moto: &Moto) -> Aws {
+    Aws::with_endpoint(
+        &moto.endpoint(),
+        harness::REGION,
+        harness::ACCESS_KEY_ID,
+        harness::SECRET_ACCESS_KEY,
+    )
+    .await
+    .unwrap()
+}
+
+/// The library's plan of examples/aws.yaml (read with no variables set)
+/// against the live state on `aws`, with the inputs `inputs` makes of the
+/// spec; the spec too.
+pub async fn plan_example(aws: &Aws, inputs: impl FnOnce(&Spec) -> Inputs) -> (Spec, AwsPlan) {
+    let loaded = stacks::spec::load_with_env(repo_root().join("examples/aws.yaml"), &|_| None)
+        .expect("examples/aws.yaml loads");
+    let graph = Graph::build(&loaded).unwrap();
+    let planned = aws::plan(aws, &graph, &inputs(&loaded.spec)).await.unwrap();
+    (loaded.spec, planned)
+}
+
+/// Deploys examples/aws.yaml through the library (no `stackctl` process),
+/// with the image its spec names.
+pub async fn apply_example(aws: &Aws) {
+    let (_, planned) = plan_example(aws, |spec| Inputs::from_spec(spec, None)).await;
+    aws::apply(
+        aws,
+        &planned,
+        &ApplyOptions::default(),
+        &stacks::local::Silent,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply failed: {e}"));
+}
+
+/// The latest revision of the ECS task definition `family`.
+pub async fn task_definition(aws: &Aws, family: &str) -> TaskDefinition {
+    aws.ecs()
+        .describe_task_definition()
+        .task_definition(family)
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap()
+}
+
+/// Every revision of every ECS task definition family, sorted.
+pub async fn task_definition_arns(aws: &Aws) -> Vec<String> {
+    let mut arns = aws
+        .ecs()
+        .list_task_definitions()
+        .send()
+        .await
+        .unwrap()
+        .task_definition_arns
+        .unwrap_or_default();
+    arns.sort();
+    arns
+}
+
+/// The URL of the SQS queue `name`.
+pub async fn queue_url(aws: &Aws, name: &str) -> String {
+    aws.sqs()
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// Serves `app` on a free loopback port for the rest of the test; its address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
 }

@@ -14,16 +14,19 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{API_TOKEN, Client, DEADLINE, EVENT_KEY, StepServer, function, poll};
+use common::{
+    API_TOKEN, Client, DEADLINE, EVENT_KEY, EngineProcess, Stack, StepServer, function,
+    moto_and_durable_redis, output, poll, receive_bodies, run_to_success, string_list,
+};
 use engine::Shutdown;
 use engine::backend::redis::RedisState;
-use engine::backend::{BackendConfig, BackendError, Backends, Message, RunStatus, StepOutcome};
+use engine::backend::{BackendError, Backends, Message, RunStatus};
 use engine::config::{Config, Role};
 use engine::functions::FunctionDef;
 use engine::metrics::Metrics;
@@ -99,25 +102,8 @@ impl Drop for Outage {
     }
 }
 
-/// An engine in this process on SQS + Redis: the event API over real HTTP,
-/// a runner and an executor as tasks.
-struct AwsStack {
-    backends: Backends,
-    client: Client,
-    shutdown: Shutdown,
-    tasks: Vec<JoinHandle<()>>,
-}
-
 fn aws_config(redis_url: &str) -> Config {
-    let mut config = Config::new(BackendConfig::SqsRedis {
-        events_queue: "e2e-events".into(),
-        work_queue: "e2e-work".into(),
-        redis_url: redis_url.into(),
-        redis_cluster: false,
-        create_queues: true,
-    });
-    config.event_keys = vec![EVENT_KEY.to_string()];
-    config.api_token = Some(API_TOKEN.to_string());
+    let mut config = common::test_config_on(common::sqs_redis_backend("e2e", redis_url));
     // Short timeouts so a message whose handler died comes back quickly.
     config.queues.events.visibility_timeout = engine::functions::Duration::from_secs(2);
     config.queues.work.visibility_timeout = engine::functions::Duration::from_secs(5);
@@ -128,112 +114,56 @@ fn aws_config(redis_url: &str) -> Config {
 
 /// The test's queues on `sqs_endpoint` and its state on `redis_url`.
 async fn open_backends(config: &Config, sqs_endpoint: &str, redis_url: &str) -> Backends {
-    let state = Arc::new(
-        RedisState::open(redis_url, false)
-            .await
-            .expect("open Redis"),
-    );
-    let (events, work) = engine::backend::sqs::open_pair_with(
-        common::sqs_client_at(sqs_endpoint),
-        "e2e-events",
-        "e2e-work",
-        true,
-        &config.queues,
-    )
-    .await
-    .expect("open SQS queues");
-    Backends {
-        events,
-        work,
-        state,
-    }
+    common::open_sqs_redis(sqs_endpoint, redis_url, "e2e", &config.queues).await
 }
 
-impl AwsStack {
-    /// Opens the backends through `sqs_endpoint`, registers `functions` and
-    /// starts every role.
-    async fn start(functions: Vec<FunctionDef>, sqs_endpoint: &str, redis_url: &str) -> Self {
-        Self::start_with(functions, sqs_endpoint, redis_url, |_| {}).await
-    }
-
-    /// [`AwsStack::start`] with `tune` applied to the engine's configuration.
-    async fn start_with(
-        functions: Vec<FunctionDef>,
-        sqs_endpoint: &str,
-        redis_url: &str,
-        tune: impl FnOnce(&mut Config),
-    ) -> Self {
-        let mut config = aws_config(redis_url);
-        tune(&mut config);
-        let config = Arc::new(config);
-        let backends = open_backends(&config, sqs_endpoint, redis_url).await;
-        for f in &functions {
-            backends.state.put_function(f).await.expect("register");
-        }
-        let shutdown = Shutdown::new();
-        let metrics = Arc::new(Metrics::new());
-        let (url, api) = common::spawn_event_api(&config, &backends, &metrics, &shutdown).await;
-        let mut tasks = vec![api];
-        for role in [Role::Runner, Role::Executor] {
-            let (b, c, m, sd) = (
-                backends.clone(),
-                config.clone(),
-                Arc::new(Metrics::new()),
-                shutdown.clone(),
-            );
-            tasks.push(match role {
-                Role::Runner => {
-                    tokio::spawn(
-                        async move { engine::runner::run(b, c, m, sd).await.expect("runner") },
-                    )
-                }
-                _ => tokio::spawn(async move {
-                    engine::executor::run(b, c, m, sd).await.expect("executor")
-                }),
-            });
-        }
-        let client = Client::new(url, backends.state.clone());
-        Self {
-            backends,
-            client,
-            shutdown,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.expect("role task");
-        }
-    }
+/// An engine in this process on SQS + Redis (the event API over real HTTP,
+/// a runner and an executor as tasks): opens the backends through
+/// `sqs_endpoint` and registers `functions`.
+async fn aws_stack(functions: Vec<FunctionDef>, sqs_endpoint: &str, redis_url: &str) -> Stack {
+    aws_stack_with(functions, sqs_endpoint, redis_url, |_| {}).await
 }
 
-fn servers() -> (harness::Moto, harness::RedisServer) {
-    tokio::task::block_in_place(|| {
-        (
-            harness::Moto::start().expect("start moto"),
-            harness::RedisServer::builder()
-                .appendonly(true)
-                .start()
-                .expect("start redis-server"),
-        )
-    })
+/// [`aws_stack`] with `tune` applied to the engine's configuration.
+async fn aws_stack_with(
+    functions: Vec<FunctionDef>,
+    sqs_endpoint: &str,
+    redis_url: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Stack {
+    let mut config = aws_config(redis_url);
+    tune(&mut config);
+    let backends = open_backends(&config, sqs_endpoint, redis_url).await;
+    Stack::start_over(config, backends, functions, &[Role::Runner, Role::Executor]).await
 }
 
-fn one_step(url: &str) -> FunctionDef {
+/// moto, and a redis-server reached through an [`Outage`]: its URL.
+async fn redis_behind_an_outage() -> (harness::Moto, harness::RedisServer, Outage, String) {
+    let (moto, redis) = moto_and_durable_redis();
+    let outage = Outage::start(redis.addr()).await;
+    let redis_url = format!("redis://{}/", outage.addr);
+    (moto, redis, outage, redis_url)
+}
+
+/// `count` events `load/item` of round `round`.
+fn load_items(round: u32, count: u32) -> Value {
+    (0..count)
+        .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
+        .collect()
+}
+
+/// The function `id`: on each `load/item` event, one step `work` that
+/// calls `step_url`.
+fn work_function(id: &str, step_url: String) -> FunctionDef {
     function(json!({
-        "id": "one-step",
+        "id": id,
         "triggers": [{"event": "load/item"}],
-        "steps": [{"id": "work", "http": {"url": format!("{url}/ok/work")}}]
+        "steps": [{"id": "work", "http": {"url": step_url}}]
     }))
 }
 
-fn output(outcome: &Option<StepOutcome>) -> &Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output,
-        other => panic!("expected a completed step, got {other:?}"),
-    }
+fn one_step(url: &str) -> FunctionDef {
+    work_function("one-step", format!("{url}/ok/work"))
 }
 
 /// Waits until every event in `ids` has a completed run; returns how many.
@@ -294,7 +224,7 @@ async fn all_completed(client: &Client, ids: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
-    let (moto, redis) = servers();
+    let (moto, redis) = moto_and_durable_redis();
     let steps = StepServer::start().await;
     let u = &steps.url;
     let f = function(json!({
@@ -308,14 +238,13 @@ async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
             {"id": "ship", "after": ["approval"], "http": {"url": format!("{u}/ok/ship")}}
         ]
     }));
-    let stack = AwsStack::start(vec![f], &moto.endpoint(), &redis.url()).await;
+    let stack = aws_stack(vec![f], &moto.endpoint(), &redis.url()).await;
     let id = stack
         .client
-        .send_one(json!({"name": "order/created", "data": {"order": 7}}))
+        .send_event("order/created", json!({"order": 7}))
         .await;
     let run_id = poll("the run to wait for approval", DEADLINE, || async {
-        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
-        let run = runs.into_iter().next()?;
+        let run = stack.client.run_of(&id).await?;
         let waits = stack.client.state.waits_for("order/approved").await.ok()?;
         waits.iter().any(|w| w.run_id == run.id).then_some(run.id)
     })
@@ -327,9 +256,8 @@ async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
             {"name": "order/approved", "data": {"order": 7, "by": "ops"}}
         ]))
         .await;
-    let run = stack.client.finished_run(&id).await;
+    let run = stack.client.finished_as(&id, RunStatus::Completed).await;
     assert_eq!(run.id, run_id);
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
     let records = stack.client.steps(&run.id).await;
     assert_eq!(records["fetch"].attempts.len(), 3, "two 500s, then 200");
     assert_eq!(output(&records["approval"].outcome)["data"]["by"], "ops");
@@ -341,17 +269,49 @@ async fn a_dag_with_a_wait_and_a_retried_step_completes_on_sqs_and_redis() {
 /// An event API alone (no runner, no executor) on `backends`: its send URL
 /// and what stops it.
 async fn event_api_alone(config: &Arc<Config>, backends: Backends) -> (String, Shutdown) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/e/{EVENT_KEY}", listener.local_addr().unwrap());
-    let app = engine::event_api::router(engine::event_api::ApiState::new(
-        config.clone(),
-        backends,
-        Arc::new(Metrics::new()),
-        "event-api",
-    ));
     let shutdown = Shutdown::new();
-    tokio::spawn(engine::event_api::serve(listener, app, shutdown.clone()));
-    (url, shutdown)
+    let metrics = Arc::new(Metrics::new());
+    let (url, _) = common::spawn_event_api(config, &backends, &metrics, &shutdown).await;
+    (format!("{url}/e/{EVENT_KEY}"), shutdown)
+}
+
+/// An event API alone whose SQS calls go through a [`harness::FaultProxy`]
+/// in front of moto, with the same queues also opened without the proxy.
+struct ProxiedEventApi {
+    proxy: harness::FaultProxy,
+    /// The queues, reached directly.
+    direct: Backends,
+    /// Where to POST events.
+    url: String,
+    shutdown: Shutdown,
+    _servers: (harness::Moto, harness::RedisServer),
+}
+
+impl ProxiedEventApi {
+    async fn start() -> Self {
+        let (moto, redis) = moto_and_durable_redis();
+        let proxy = tokio::task::block_in_place(|| {
+            harness::FaultProxy::start(&format!("127.0.0.1:{}", moto.port()), 0.0, 1)
+        })
+        .expect("start the proxy");
+        let config = Arc::new(aws_config(&redis.url()));
+        let through = open_backends(&config, &proxy.endpoint(), &redis.url()).await;
+        let direct = open_backends(&config, &moto.endpoint(), &redis.url()).await;
+        let (url, shutdown) = event_api_alone(&config, through).await;
+        Self {
+            proxy,
+            direct,
+            url,
+            shutdown,
+            _servers: (moto, redis),
+        }
+    }
+}
+
+/// The internal ids of the events in one queue message.
+fn event_ids(body: &[u8]) -> Vec<String> {
+    let events = engine::backend::decode_events(body).expect("events");
+    events.into_iter().map(|e| e.internal_id).collect()
 }
 
 /// 60 events of 20 KiB each: about five SQS messages' worth in one request.
@@ -362,61 +322,52 @@ fn big_batch() -> Vec<Value> {
         .collect()
 }
 
+/// POSTs [`big_batch`] to the event API at `url`: the status and the body.
+async fn send_big_batch(url: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&big_batch())
+        .send()
+        .await
+        .expect("the event API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON answer"))
+}
+
 /// A request larger than one SQS message is acknowledged once all of it is
 /// in SQS, split over as many messages as it takes, with the state store
 /// unreachable the whole time (the event API needs SQS alone); a message
 /// SQS cannot hold is refused, never kept anywhere else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_larger_than_one_sqs_message_is_kept_in_sqs_alone() {
-    let (moto, redis) = servers();
-    let outage = Outage::start(redis.addr()).await;
-    let redis_url = format!("redis://{}/", outage.addr);
+    let (moto, _redis, outage, redis_url) = redis_behind_an_outage().await;
     let config = Arc::new(aws_config(&redis_url));
     let backends = open_backends(&config, &moto.endpoint(), &redis_url).await;
     outage.down();
     let (url, shutdown) = event_api_alone(&config, backends.clone()).await;
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&big_batch())
-        .send()
-        .await
-        .expect("the event API answers");
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    let ids: Vec<String> = body["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let (status, body) = send_big_batch(&url).await;
+    assert_eq!(status, 200);
+    let ids = string_list(&body["ids"]);
     assert_eq!(ids.len(), 60);
 
     let limit = backends.events.max_message_bytes();
-    let mut messages = 0;
+    let bodies = receive_bodies(&*backends.events, 60, DEADLINE).await;
     let mut stored = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while stored.len() < 60 && tokio::time::Instant::now() < deadline {
-        for m in backends
-            .events
-            .receive(10, Duration::from_secs(30), Duration::from_secs(1))
-            .await
-            .expect("receive")
-        {
-            assert!(m.body.len() <= limit, "{} > {limit}", m.body.len());
-            messages += 1;
-            let events = engine::backend::decode_events(&m.body).expect("events");
-            stored.extend(
-                events
-                    .into_iter()
-                    .map(|e| (e.internal_id, e.data["i"].as_u64().expect("i"))),
-            );
-        }
+    for body in &bodies {
+        assert!(body.len() <= limit, "{} > {limit}", body.len());
+        let events = engine::backend::decode_events(body).expect("events");
+        stored.extend(
+            events
+                .into_iter()
+                .map(|e| (e.internal_id, e.data["i"].as_u64().expect("i"))),
+        );
     }
     stored.sort();
     let mut expected: Vec<(String, u64)> =
         ids.iter().zip(0..).map(|(id, i)| (id.clone(), i)).collect();
     expected.sort();
     assert_eq!(stored, expected, "every event, once, in SQS");
+    let messages = bodies.len();
     assert!(messages >= 5, "1.2 MB over {messages} messages");
 
     let err = backends
@@ -436,31 +387,12 @@ async fn a_request_larger_than_one_sqs_message_is_kept_in_sqs_alone() {
 /// those are in SQS: the client can retry the others alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_fails_part_way_says_which_events_were_stored() {
-    let (moto, redis) = servers();
-    let proxy = tokio::task::block_in_place(|| {
-        harness::FaultProxy::start(&format!("127.0.0.1:{}", moto.port()), 0.0, 1)
-    })
-    .expect("start the fault proxy");
-    let config = Arc::new(aws_config(&redis.url()));
-    let through = open_backends(&config, &proxy.endpoint(), &redis.url()).await;
-    let direct = open_backends(&config, &moto.endpoint(), &redis.url()).await;
-    let (url, shutdown) = event_api_alone(&config, through).await;
+    let api = ProxiedEventApi::start().await;
     // About five messages' worth; SQS answers the first send only.
-    proxy.fail_after(1);
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&big_batch())
-        .send()
-        .await
-        .expect("the event API answers");
-    assert_eq!(resp.status(), 503);
-    let body: Value = resp.json().await.unwrap();
-    let mut stored: Vec<String> = body["stored"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    api.proxy.fail_after(1);
+    let (status, body) = send_big_batch(&api.url).await;
+    assert_eq!(status, 503);
+    let mut stored = string_list(&body["stored"]);
     assert!(
         !stored.is_empty() && stored.len() < 60,
         "part of the request was stored: {body}"
@@ -475,7 +407,8 @@ async fn a_send_that_fails_part_way_says_which_events_were_stored() {
 
     let mut found = Vec::new();
     loop {
-        let got = direct
+        let got = api
+            .direct
             .events
             .receive(10, Duration::from_secs(30), Duration::from_secs(1))
             .await
@@ -484,8 +417,7 @@ async fn a_send_that_fails_part_way_says_which_events_were_stored() {
             break;
         }
         for m in got {
-            let events = engine::backend::decode_events(&m.body).expect("events");
-            found.extend(events.into_iter().map(|e| e.internal_id));
+            found.extend(event_ids(&m.body));
         }
     }
     found.sort();
@@ -494,7 +426,7 @@ async fn a_send_that_fails_part_way_says_which_events_were_stored() {
         found, stored,
         "exactly the events said to be stored are in SQS"
     );
-    shutdown.cancel();
+    api.shutdown.cancel();
 }
 
 /// Concurrent requests to one event API share SendMessageBatch calls: 64
@@ -504,22 +436,14 @@ async fn a_send_that_fails_part_way_says_which_events_were_stored() {
 async fn concurrent_requests_share_sqs_batch_calls() {
     const CLIENTS: usize = 64;
     const EACH: usize = 10;
-    let (moto, redis) = servers();
-    let proxy = tokio::task::block_in_place(|| {
-        harness::FaultProxy::start(&format!("127.0.0.1:{}", moto.port()), 0.0, 1)
-    })
-    .expect("start the counting proxy");
-    let config = Arc::new(aws_config(&redis.url()));
-    let through = open_backends(&config, &proxy.endpoint(), &redis.url()).await;
-    let direct = open_backends(&config, &moto.endpoint(), &redis.url()).await;
-    let (url, shutdown) = event_api_alone(&config, through).await;
-    let calls = |name: &str| proxy.actions().get(name).copied().unwrap_or(0);
+    let api = ProxiedEventApi::start().await;
+    let calls = |name: &str| api.proxy.actions().get(name).copied().unwrap_or(0);
     let before = calls("SendMessageBatch");
 
     let http = reqwest::Client::new();
     let senders: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (http, url) = (http.clone(), url.clone());
+            let (http, url) = (http.clone(), api.url.clone());
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in 0..EACH {
@@ -551,40 +475,26 @@ async fn concurrent_requests_share_sqs_batch_calls() {
         "{events} single-event requests from {CLIENTS} clients: {sends} SendMessageBatch calls"
     );
 
-    let mut found = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while found.len() < acked.len() && tokio::time::Instant::now() < deadline {
-        let got = direct
-            .events
-            .receive(64, Duration::from_secs(60), Duration::from_secs(1))
-            .await
-            .expect("receive");
-        for m in got {
-            let events = engine::backend::decode_events(&m.body).expect("events");
-            found.extend(events.into_iter().map(|e| e.internal_id));
-        }
-    }
+    let bodies = receive_bodies(&*api.direct.events, acked.len(), DEADLINE).await;
+    let mut found: Vec<String> = bodies.iter().flat_map(|b| event_ids(b)).collect();
     found.sort();
     acked.sort();
     assert_eq!(found, acked, "every acknowledged event once in SQS");
-    shutdown.cancel();
+    api.shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_load_loses_no_acknowledged_event() {
-    let (moto, mut redis) = servers();
+    let (moto, mut redis) = moto_and_durable_redis();
     let steps = StepServer::start().await;
-    let stack = AwsStack::start(vec![one_step(&steps.url)], &moto.endpoint(), &redis.url()).await;
+    let stack = aws_stack(vec![one_step(&steps.url)], &moto.endpoint(), &redis.url()).await;
     let mut ids = Vec::new();
     for round in 0..10 {
         if round == 4 {
             // SIGTERM (redis writes its AOF), then the same port again.
             tokio::task::block_in_place(|| redis.start_again()).expect("restart redis");
         }
-        let batch: Vec<Value> = (0..20)
-            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
-            .collect();
-        ids.extend(stack.client.send(Value::Array(batch)).await);
+        ids.extend(stack.client.send(load_items(round, 20)).await);
     }
     assert_eq!(ids.len(), 200);
     assert_eq!(all_completed(&stack.client, &ids).await, 200);
@@ -600,13 +510,13 @@ async fn a_redis_restart_mid_load_loses_no_acknowledged_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
-    let (moto, redis) = servers();
+    let (moto, redis) = moto_and_durable_redis();
     let outage = Outage::start(format!("127.0.0.1:{}", moto.port())).await;
     let steps = StepServer::start().await;
-    let stack = AwsStack::start(vec![one_step(&steps.url)], &outage.endpoint(), &redis.url()).await;
+    let stack = aws_stack(vec![one_step(&steps.url)], &outage.endpoint(), &redis.url()).await;
     let before = stack
         .client
-        .send_one(json!({"name": "load/item", "data": {"when": "before"}}))
+        .send_event("load/item", json!({"when": "before"}))
         .await;
 
     outage.down();
@@ -660,12 +570,10 @@ async fn an_unreachable_sqs_endpoint_gets_503_and_recovers_on_its_own() {
 /// dead-letter queues empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_store_outage_dead_letters_no_acknowledged_work() {
-    let (moto, redis) = servers();
-    let outage = Outage::start(redis.addr()).await;
-    let redis_url = format!("redis://{}/", outage.addr);
+    let (moto, _redis, outage, redis_url) = redis_behind_an_outage().await;
     let steps = StepServer::start().await;
     let defaults = engine::config::QueuesConfig::default();
-    let stack = AwsStack::start_with(
+    let stack = aws_stack_with(
         vec![one_step(&steps.url)],
         &moto.endpoint(),
         &redis_url,
@@ -687,10 +595,7 @@ async fn a_state_store_outage_dead_letters_no_acknowledged_work() {
             outage.restore();
         }
         tick.tick().await;
-        let batch: Vec<Value> = (0..4)
-            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
-            .collect();
-        ids.extend(stack.client.send(Value::Array(batch)).await);
+        ids.extend(stack.client.send(load_items(round, 4)).await);
     }
     assert_eq!(ids.len(), 600);
     assert_eq!(all_completed(&stack.client, &ids).await, 600);
@@ -715,7 +620,7 @@ async fn a_state_store_outage_dead_letters_no_acknowledged_work() {
 /// run is marked failed with the reason instead of staying `running`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_job_fails_its_run_with_the_reason() {
-    let (moto, redis) = servers();
+    let (moto, redis) = moto_and_durable_redis();
     let f = function(json!({
         "id": "nap-then-work",
         "triggers": [{"event": "load/item"}],
@@ -724,17 +629,13 @@ async fn a_dead_lettered_job_fails_its_run_with_the_reason() {
             {"id": "after", "after": ["nap"], "sleep": "3s"}
         ]
     }));
-    let stack = AwsStack::start_with(vec![f], &moto.endpoint(), &redis.url(), |c| {
+    let stack = aws_stack_with(vec![f], &moto.endpoint(), &redis.url(), |c| {
         c.queues.work.max_receives = 2;
     })
     .await;
-    let id = stack
-        .client
-        .send_one(json!({"name": "load/item", "data": {}}))
-        .await;
+    let id = stack.client.send_event("load/item", json!({})).await;
     let run = poll("a step record of the run", DEADLINE, || async {
-        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
-        let run = runs.into_iter().next()?;
+        let run = stack.client.run_of(&id).await?;
         let steps = stack.client.state.steps(&run.id).await.ok()?;
         (!steps.is_empty()).then_some(run)
     })
@@ -772,8 +673,8 @@ async fn a_dead_lettered_job_fails_its_run_with_the_reason() {
 /// queue for `stackctl dlq` to show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_run_is_missing_is_dead_lettered_not_dropped() {
-    let (moto, redis) = servers();
-    let stack = AwsStack::start_with(Vec::new(), &moto.endpoint(), &redis.url(), |c| {
+    let (moto, redis) = moto_and_durable_redis();
+    let stack = aws_stack_with(Vec::new(), &moto.endpoint(), &redis.url(), |c| {
         c.queues.work.max_receives = 2;
     })
     .await;
@@ -814,9 +715,7 @@ async fn a_job_whose_run_is_missing_is_dead_lettered_not_dropped() {
 /// stays live, so a container health check does not replace the tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_store_outage_leaves_the_event_api_ready_and_every_role_live() {
-    let (moto, redis) = servers();
-    let outage = Outage::start(redis.addr()).await;
-    let redis_url = format!("redis://{}/", outage.addr);
+    let (moto, _redis, outage, redis_url) = redis_behind_an_outage().await;
     let config = Arc::new(aws_config(&redis_url));
     let backends = open_backends(&config, &moto.endpoint(), &redis_url).await;
     let shutdown = Shutdown::new();
@@ -903,66 +802,6 @@ async fn a_state_store_outage_leaves_the_event_api_ready_and_every_role_live() {
 
 // ------------------------------------------------------------ processes
 
-/// A `stackctl-engine` process on SQS + Redis: the backends come from its
-/// configuration file and the SQS endpoint from `AWS_ENDPOINT_URL`.
-struct Engine {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Engine {
-    fn spawn(moto: &harness::Moto, config: &Path, role: &str, log: std::path::PathBuf) -> Self {
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"));
-        cmd.args(["--role", role, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        moto.configure_command(&mut cmd);
-        Self {
-            child: cmd.spawn().expect("spawn stackctl-engine"),
-            log,
-        }
-    }
-
-    async fn event_api(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let addr = text.lines().find_map(|line| {
-                let v: Value = serde_json::from_str(line).ok()?;
-                let f = &v["fields"];
-                (f["message"] == "listening" && f["role"] == "event-api")
-                    .then(|| format!("http://{}", f["addr"].as_str().unwrap_or_default()))
-            });
-            if let Some(addr) = addr {
-                return addr;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("engine exited ({status}):\n{text}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the event API never listened:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Writes `dir/engine.json` for engine processes on SQS queues
 /// `<prefix>-events` and `<prefix>-work` (3 s visibility, dead-lettered after
 /// `max_receives`) and Redis at `redis_url`, registering `f`; its path.
@@ -972,7 +811,7 @@ fn write_process_config(
     redis_url: &str,
     max_receives: u32,
     f: &FunctionDef,
-) -> std::path::PathBuf {
+) -> PathBuf {
     let queue =
         json!({"visibility_timeout": "3s", "max_receives": max_receives, "retention": "1d"});
     let config = json!({
@@ -991,36 +830,62 @@ fn write_process_config(
     path
 }
 
+/// Engine processes on moto (reached through `AWS_ENDPOINT_URL`) with one
+/// configuration ([`write_process_config`]), their logs beside it in a
+/// temp dir.
+struct AwsProcesses<'a> {
+    moto: &'a harness::Moto,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> AwsProcesses<'a> {
+    /// Writes the configuration (see [`write_process_config`]).
+    fn new(
+        moto: &'a harness::Moto,
+        prefix: &str,
+        redis_url: &str,
+        max_receives: u32,
+        f: &FunctionDef,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_process_config(dir.path(), prefix, redis_url, max_receives, f);
+        Self { moto, config, dir }
+    }
+
+    /// The log file of the process called `name`.
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Starts the process called `name` in `role`.
+    fn spawn(&self, role: &str, name: &str) -> EngineProcess {
+        EngineProcess::spawn_at(self.moto, &self.config, role, self.log(name))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_processes_on_sqs_and_redis_survive_a_sigkill_of_the_executor() {
-    let (moto, redis) = servers();
+    let (moto, redis) = moto_and_durable_redis();
     let steps = StepServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let f = function(json!({
-        "id": "slowish",
-        "triggers": [{"event": "load/item"}],
-        "steps": [{"id": "work", "http": {"url": format!("{}/slow/20/work", steps.url)}}]
-    }));
-    let path = write_process_config(dir.path(), "proc", &redis.url(), 100, &f);
-    let mut api = Engine::spawn(&moto, &path, "event-api,runner", dir.path().join("api.log"));
-    let url = api.event_api().await;
-    let mut executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex1.log"));
+    let f = work_function("slowish", format!("{}/slow/20/work", steps.url));
+    let engines = AwsProcesses::new(&moto, "proc", &redis.url(), 100, &f);
+    let api = engines.spawn("event-api,runner", "api");
+    let url = api.event_api_url().await;
+    let executor = engines.spawn("executor", "ex1");
     let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     steps.watch_outcomes(state.clone());
     let client = Client::new(url, state);
     let mut ids = Vec::new();
     for round in 0..5 {
-        let batch: Vec<Value> = (0..20)
-            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
-            .collect();
-        ids.extend(client.send(Value::Array(batch)).await);
+        ids.extend(client.send(load_items(round, 20)).await);
     }
     poll("some steps to run", DEADLINE, || async {
         (steps.calls().len() >= 10).then_some(())
     })
     .await;
     executor.kill();
-    let _executor = Engine::spawn(&moto, &path, "executor", dir.path().join("ex2.log"));
+    let _executor = engines.spawn("executor", "ex2");
     assert_eq!(all_completed(&client, &ids).await, 100);
     // A step whose output was saved is never produced again.
     let late: Vec<_> = steps
@@ -1051,23 +916,14 @@ async fn a_redis_that_lost_its_data_gets_the_functions_back_and_says_so() {
         )
     });
     let steps = StepServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = write_process_config(dir.path(), "lost", &redis.url(), 3, &one_step(&steps.url));
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut api = Engine::spawn(&moto, &path, "event-api", log("api"));
-    let url = api.event_api().await;
-    let _runner = Engine::spawn(&moto, &path, "runner", log("runner"));
-    let _executor = Engine::spawn(&moto, &path, "executor", log("executor"));
+    let engines = AwsProcesses::new(&moto, "lost", &redis.url(), 3, &one_step(&steps.url));
+    let api = engines.spawn("event-api", "api");
+    let url = api.event_api_url().await;
+    let _runner = engines.spawn("runner", "runner");
+    let _executor = engines.spawn("executor", "executor");
     let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     let client = Client::new(url, state);
-    let batch = |round: u32| {
-        Value::Array(
-            (0..10)
-                .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
-                .collect(),
-        )
-    };
-    let before = client.send(batch(0)).await;
+    let before = client.send(load_items(0, 10)).await;
     assert_eq!(all_completed(&client, &before).await, 10);
 
     tokio::task::block_in_place(|| {
@@ -1086,12 +942,12 @@ async fn a_redis_that_lost_its_data_gets_the_functions_back_and_says_so() {
     // the empty Redis; only once that reload has put the function back do
     // the new events prove the store has it again.
     poll("the runner to put its functions back", DEADLINE, || async {
-        std::fs::read_to_string(log("runner"))
+        std::fs::read_to_string(engines.log("runner"))
             .ok()
             .filter(|l| l.contains("the state store lost registered functions"))
     })
     .await;
-    let after = client.send(batch(1)).await;
+    let after = client.send(load_items(1, 10)).await;
     assert_eq!(all_completed(&client, &after).await, 10);
     api.kill();
 }
@@ -1100,21 +956,17 @@ async fn a_redis_that_lost_its_data_gets_the_functions_back_and_says_so() {
 async fn redis_state_over_tls_with_an_auth_token() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl (Debian package `openssl`)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    run_to_success(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdin(Stdio::null()),
+        "openssl (Debian package `openssl`)",
     );
     let tls_port = harness::free_port().expect("free port");
     let redis = tokio::task::block_in_place(|| {
@@ -1136,20 +988,11 @@ async fn redis_state_over_tls_with_an_auth_token() {
     let url = format!("rediss://:s3cret-token@127.0.0.1:{tls_port}/#insecure");
     let state = RedisState::open(&url, false).await.expect("open over TLS");
     let store: &dyn engine::backend::StateStore = &state;
-    assert_eq!(
-        store
-            .claim("k", "me", Duration::from_secs(60))
-            .await
-            .unwrap(),
-        "me"
-    );
-    assert_eq!(
-        store
-            .claim("k", "you", Duration::from_secs(60))
-            .await
-            .unwrap(),
-        "me"
-    );
+    // The first claim wins; a later one is answered with its holder.
+    for claimant in ["me", "you"] {
+        let holder = store.claim("k", claimant, Duration::from_secs(60)).await;
+        assert_eq!(holder.unwrap(), "me", "claimed by {claimant}");
+    }
     let seen = redis.command(&["GET", "stackctl:claim:k"]).expect("GET");
     assert_eq!(seen.as_text().as_deref(), Some("me"), "written over TLS");
 
@@ -1176,7 +1019,7 @@ async fn redis_state_over_tls_with_an_auth_token() {
 async fn steady_load(
     url: String,
     every: Duration,
-    events_per_request: usize,
+    events_per_request: u32,
     stop: Arc<AtomicBool>,
 ) -> Vec<String> {
     let http = reqwest::Client::new();
@@ -1186,9 +1029,7 @@ async fn steady_load(
     let mut round = 0;
     while !stop.load(Ordering::SeqCst) {
         tick.tick().await;
-        let batch: Vec<Value> = (0..events_per_request)
-            .map(|i| json!({"name": "load/item", "data": {"round": round, "i": i}}))
-            .collect();
+        let batch = load_items(round, events_per_request);
         loop {
             let resp = http
                 .post(format!("{url}/e/{EVENT_KEY}"))
@@ -1202,13 +1043,7 @@ async fn steady_load(
             }
             assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
             let body: Value = resp.json().await.expect("JSON");
-            ids.extend(
-                body["ids"]
-                    .as_array()
-                    .expect("ids")
-                    .iter()
-                    .map(|v| v.as_str().expect("id").to_string()),
-            );
+            ids.extend(string_list(&body["ids"]));
             break;
         }
         round += 1;
@@ -1239,18 +1074,12 @@ async fn chaos_under_load_loses_and_duplicates_nothing() {
     let outage = Outage::start(redis.addr()).await;
     let redis_url = format!("redis://{}/", outage.addr);
     let steps = StepServer::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let f = function(json!({
-        "id": "chaos",
-        "triggers": [{"event": "load/item"}],
-        "steps": [{"id": "work", "http": {"url": format!("{}/slow/20/work", steps.url)}}]
-    }));
-    let path = write_process_config(dir.path(), "chaos", &redis_url, 5, &f);
-    let log = |name: &str| dir.path().join(format!("{name}.log"));
-    let mut api = Engine::spawn(&moto, &path, "event-api", log("api"));
-    let url = api.event_api().await;
-    let mut runner = Engine::spawn(&moto, &path, "runner", log("runner-1"));
-    let mut executor = Engine::spawn(&moto, &path, "executor", log("executor-1"));
+    let f = work_function("chaos", format!("{}/slow/20/work", steps.url));
+    let engines = AwsProcesses::new(&moto, "chaos", &redis_url, 5, &f);
+    let api = engines.spawn("event-api", "api");
+    let url = api.event_api_url().await;
+    let runner = engines.spawn("runner", "runner-1");
+    let executor = engines.spawn("executor", "executor-1");
     let state = Arc::new(RedisState::open(&redis.url(), false).await.expect("redis"));
     steps.watch_outcomes(state.clone());
 
@@ -1266,10 +1095,10 @@ async fn chaos_under_load_loses_and_duplicates_nothing() {
     let started = std::time::Instant::now();
     at(2).await;
     runner.kill();
-    let _runner = Engine::spawn(&moto, &path, "runner", log("runner-2"));
+    let _runner = engines.spawn("runner", "runner-2");
     at(2).await;
     executor.kill();
-    let _executor = Engine::spawn(&moto, &path, "executor", log("executor-2"));
+    let _executor = engines.spawn("executor", "executor-2");
     at(2).await;
     tokio::task::block_in_place(|| {
         redis.kill();

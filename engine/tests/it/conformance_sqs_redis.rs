@@ -5,11 +5,8 @@
 
 use crate::common;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use engine::backend::conformance::Harness;
-use engine::backend::redis::RedisState;
 use engine::backend::{BackendConfig, Backends};
 use engine::config::QueuesConfig;
 
@@ -23,25 +20,13 @@ struct SqsRedis {
 #[async_trait]
 impl Harness for SqsRedis {
     async fn open(&self, queues: &QueuesConfig) -> Backends {
-        let state = Arc::new(
-            RedisState::open(&self.redis.url(), false)
-                .await
-                .expect("open the Redis state"),
-        );
-        let (events, work) = engine::backend::sqs::open_pair_with(
-            common::sqs_client_at(&self.moto.endpoint()),
-            "conformance-events",
-            "conformance-work",
-            true,
+        common::open_sqs_redis(
+            &self.moto.endpoint(),
+            &self.redis.url(),
+            "conformance",
             queues,
         )
         .await
-        .expect("open the SQS queues");
-        Backends {
-            events,
-            work,
-            state,
-        }
     }
 
     fn stale_ack_may_delete(&self) -> bool {

@@ -22,23 +22,46 @@
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    Client, EngineProcess, ProcessBackend, StepServer, TestBackend, function, poll,
+    EngineProcess, ProcessBackend, StepServer, TestBackend, function, output, poll,
     write_process_config_with,
 };
 use engine::backend::{RunStatus, StepOutcome};
+use engine::functions::FunctionDef;
 use serde_json::{Value, json};
 
 const SLOW: Duration = Duration::from_secs(180);
 
-fn saved(outcome: &Option<StepOutcome>) -> &Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output,
-        other => panic!("expected a completed step, got {other:?}"),
+/// Engine processes on one backend, with their configuration (registering
+/// the test's functions) and their logs in a temp dir.
+struct Processes {
+    backend: ProcessBackend,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Processes {
+    /// Starts the servers of `kind` and writes the configuration.
+    fn new(kind: TestBackend, functions: &[FunctionDef], work_visibility: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ProcessBackend::start(kind, dir.path());
+        let config =
+            write_process_config_with(dir.path(), backend.config(), functions, work_visibility);
+        Self {
+            backend,
+            config,
+            dir,
+        }
+    }
+
+    /// Starts an engine process in `role`, logging to `log` in the temp dir.
+    fn spawn(&self, role: &str, log: &str) -> EngineProcess {
+        EngineProcess::spawn_on(&self.backend, &self.config, role, self.dir.path().join(log))
     }
 }
 
@@ -51,8 +74,6 @@ async fn sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_o
         TestBackend::Embedded => 200,
         TestBackend::SqsRedis => 60,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let backend = ProcessBackend::start(kind, dir.path());
     let steps = StepServer::start().await;
     let u = &steps.url;
     let f = function(json!({
@@ -72,18 +93,14 @@ async fn sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_o
         TestBackend::Embedded => "2s",
         TestBackend::SqsRedis => "5s",
     };
-    let config = write_process_config_with(dir.path(), backend.config(), &[f], visibility);
-    let state = backend.state().await;
+    let engines = Processes::new(kind, &[f], visibility);
+    let state = engines.backend.state().await;
     steps.watch_outcomes(state.clone());
 
-    let spawn = |role: &str, log: &str| {
-        EngineProcess::spawn_on(&backend, &config, role, dir.path().join(log))
-    };
-    let api = spawn("event-api", "api.log");
-    let _runner = spawn("runner", "runner.log");
-    let executor = spawn("executor", "executor-1.log");
-    let addr = api.listening("event-api").await;
-    let client = Client::new(format!("http://{addr}"), state.clone());
+    let api = engines.spawn("event-api", "api.log");
+    let _runner = engines.spawn("runner", "runner.log");
+    let executor = engines.spawn("executor", "executor-1.log");
+    let client = api.client(state.clone()).await;
 
     let mut ids = Vec::new();
     for batch in 0..runs / 20 {
@@ -109,7 +126,7 @@ async fn sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_o
         .len();
     assert!(completed_at_kill < runs, "the kill must land mid-load");
 
-    let _executor2 = spawn("executor", "executor-2.log");
+    let _executor2 = engines.spawn("executor", "executor-2.log");
     poll("every run to complete after the restart", SLOW, || async {
         let done = state
             .list_runs(Some(RunStatus::Completed), 10_000)
@@ -136,9 +153,9 @@ async fn sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_o
         assert_eq!(run.status, RunStatus::Completed, "{run:?}");
         let records = client.steps(&run.id).await;
         let (a, b, c) = (
-            saved(&records["a"].outcome),
-            saved(&records["b"].outcome),
-            saved(&records["c"].outcome),
+            output(&records["a"].outcome),
+            output(&records["b"].outcome),
+            output(&records["c"].outcome),
         );
         // 3. successors saw the saved output, whichever attempt produced it.
         assert_eq!(b["seen"]["a"]["nonce"], a["nonce"], "run {}", run.id);
@@ -169,7 +186,7 @@ async fn sigkill_of_the_executor_mid_load_loses_no_run_and_reproduces_no_saved_o
                 run.id
             );
             // The saved output is one of the answers given.
-            let nonce = saved(&records[step].outcome)["nonce"].as_u64().unwrap();
+            let nonce = output(&records[step].outcome)["nonce"].as_u64().unwrap();
             assert!(answered.iter().any(|c| c.nonce == nonce));
             if answered.len() > 1 {
                 repeated += 1;
@@ -199,28 +216,19 @@ async fn sigkill_of_the_event_api_after_1000_acknowledged_events_loses_none(kind
         TestBackend::Embedded => 1000,
         TestBackend::SqsRedis => 200,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let backend = ProcessBackend::start(kind, dir.path());
     let steps = StepServer::start().await;
     let f = function(json!({
         "id": "ping",
         "triggers": [{"event": "demo/ping"}],
         "steps": [{"id": "pong", "http": {"url": format!("{}/ok/pong", steps.url)}}]
     }));
-    let config = write_process_config_with(dir.path(), backend.config(), &[f], "5s");
-    let state = backend.state().await;
+    let engines = Processes::new(kind, &[f], "5s");
+    let state = engines.backend.state().await;
 
-    let spawn = |role: &str, log: &str| {
-        EngineProcess::spawn_on(&backend, &config, role, dir.path().join(log))
-    };
-    let api = spawn("event-api", "api-1.log");
-    let _runner = spawn("runner", "runner.log");
-    let _executor = spawn("executor", "executor.log");
-    let url = format!(
-        "http://{}/e/{}",
-        api.listening("event-api").await,
-        common::EVENT_KEY
-    );
+    let api = engines.spawn("event-api", "api-1.log");
+    let _runner = engines.spawn("runner", "runner.log");
+    let _executor = engines.spawn("executor", "executor.log");
+    let url = format!("{}/e/{}", api.event_api_url().await, common::EVENT_KEY);
 
     // 16 senders, one event per request, until 1,000 (200) are acknowledged; the
     // process is killed at once, with requests still in flight.
@@ -263,18 +271,13 @@ async fn sigkill_of_the_event_api_after_1000_acknowledged_events_loses_none(kind
     assert!(acked.len() >= acked_target, "{} acknowledged", acked.len());
 
     // A restarted event API serves again.
-    let api2 = spawn("event-api", "api-2.log");
-    let client = Client::new(
-        format!("http://{}", api2.listening("event-api").await),
-        state.clone(),
-    );
+    let api2 = engines.spawn("event-api", "api-2.log");
+    let client = api2.client(state.clone()).await;
     let health = reqwest::get(format!("{}/health", client.url))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let after = client
-        .send_one(json!({"name": "demo/ping", "data": {"after": true}}))
-        .await;
+    let after = client.send_event("demo/ping", json!({"after": true})).await;
 
     poll(
         "a completed run for every acknowledged event",
@@ -313,8 +316,6 @@ async fn sigkill_of_the_event_api_after_1000_acknowledged_events_loses_none(kind
 /// time (or until its job is dead-lettered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_cut_short_by_a_crash_count_toward_the_retries() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = ProcessBackend::start(TestBackend::Embedded, dir.path());
     let steps = StepServer::start().await;
     let u = &steps.url;
     let f = function(json!({
@@ -323,21 +324,15 @@ async fn attempts_cut_short_by_a_crash_count_toward_the_retries() {
         "retries": {"attempts": 1, "backoff": "100ms"},
         "steps": [{"id": "a", "http": {"url": format!("{u}/slow/600000/hang")}}]
     }));
-    let config = write_process_config_with(dir.path(), backend.config(), &[f], "2s");
-    let state = backend.state().await;
-    let spawn = |role: &str, log: &str| {
-        EngineProcess::spawn_on(&backend, &config, role, dir.path().join(log))
-    };
-    let api = spawn("event-api", "api.log");
-    let _runner = spawn("runner", "runner.log");
-    let addr = api.listening("event-api").await;
-    let client = Client::new(format!("http://{addr}"), state.clone());
-    let id = client
-        .send_one(json!({"name": "demo/hang", "data": {}}))
-        .await;
+    let engines = Processes::new(TestBackend::Embedded, &[f], "2s");
+    let state = engines.backend.state().await;
+    let api = engines.spawn("event-api", "api.log");
+    let _runner = engines.spawn("runner", "runner.log");
+    let client = api.client(state.clone()).await;
+    let id = client.send_event("demo/hang", json!({})).await;
 
     for n in 1..=2 {
-        let executor = spawn("executor", &format!("executor-{n}.log"));
+        let executor = engines.spawn("executor", &format!("executor-{n}.log"));
         poll(&format!("attempt {n} to reach the step"), SLOW, || async {
             executor.assert_running();
             (steps.arrived("hang") >= n).then_some(())
@@ -345,7 +340,7 @@ async fn attempts_cut_short_by_a_crash_count_toward_the_retries() {
         .await;
         executor.kill();
     }
-    let _executor = spawn("executor", "executor-3.log");
+    let _executor = engines.spawn("executor", "executor-3.log");
     let run = poll("the run to fail", SLOW, || async {
         let runs = state.runs_for_event(&id).await.unwrap();
         runs.into_iter().find(|r| r.status == RunStatus::Failed)

@@ -5,20 +5,16 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, DEADLINE, function, poll, test_config};
-use engine::Shutdown;
-use engine::backend::{self, RunStatus, StepOutcome};
-use engine::config::{Config, DockerDriverConfig};
+use common::{DEADLINE, Stack, TestBackend, function, output, poll};
+use engine::backend::RunStatus;
+use engine::config::{DockerDriverConfig, Role};
 use engine::drivers::docker::LABEL_RUN_ID;
 use engine::drivers::{DockerDriver, Driver, StepContext};
 use engine::functions::{FunctionDef, Step};
-use engine::metrics::Metrics;
 use harness::Podman;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// Podman's API with a busybox image `localhost/steps:latest`.
 async fn podman_with_image() -> (Podman, String) {
@@ -206,17 +202,9 @@ async fn pull_never_with_a_missing_image_fails_permanently() {
 
 /// The event API, a runner and an executor whose configuration has the
 /// docker driver on `socket`, over one embedded database.
-struct DockerStack {
-    _dir: tempfile::TempDir,
-    client: Client,
-    shutdown: Shutdown,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl DockerStack {
-    async fn start(functions: Vec<FunctionDef>, socket: &std::path::Path) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config: Config = test_config(&dir.path().join("engine.db"));
+async fn docker_stack(functions: Vec<FunctionDef>, socket: &std::path::Path) -> Stack {
+    let roles = [Role::Runner, Role::Executor];
+    Stack::start_tuned(TestBackend::Embedded, functions, &roles, |config| {
         // Through the JSON form: what a deployed executor reads.
         config.executor.drivers.docker = Some(
             serde_json::from_value::<DockerDriverConfig>(
@@ -224,56 +212,8 @@ impl DockerStack {
             )
             .expect("docker driver config"),
         );
-        let config = Arc::new(config);
-        let backends = backend::open(&config.backend, &config.queues)
-            .await
-            .expect("open backends");
-        for f in &functions {
-            backends.state.put_function(f).await.expect("register");
-        }
-        let shutdown = Shutdown::new();
-        let metrics = Arc::new(Metrics::new());
-        let (url, api) = common::spawn_event_api(&config, &backends, &metrics, &shutdown).await;
-        let mut tasks = vec![api];
-        let (b, c, m, sd) = (
-            backends.clone(),
-            config.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            engine::runner::run(b, c, m, sd).await.expect("runner")
-        }));
-        let (b, c, m, sd) = (
-            backends.clone(),
-            config.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            engine::executor::run(b, c, m, sd).await.expect("executor")
-        }));
-        Self {
-            _dir: dir,
-            client: Client::new(url, backends.state.clone()),
-            shutdown,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.expect("role task");
-        }
-    }
-}
-
-fn output(outcome: &Option<StepOutcome>) -> &Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output,
-        other => panic!("expected a completed step, got {other:?}"),
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,23 +244,16 @@ async fn the_executor_runs_docker_steps_retries_failures_and_times_out_hangs() {
         "retries": {"attempts": 0},
         "steps": [{"id": "work", "docker": {"image": image, "command": ["sleep", "60"], "timeout": "1s"}}]
     }));
-    let stack = DockerStack::start(vec![flaky, broken, hang], podman.socket_path()).await;
-    let flaky_id = stack
-        .client
-        .send_one(json!({"name": "demo/flaky", "data": {"greeting": "hello"}}))
+    let stack = docker_stack(vec![flaky, broken, hang], podman.socket_path()).await;
+    let c = &stack.client;
+    let flaky_id = c
+        .send_event("demo/flaky", json!({"greeting": "hello"}))
         .await;
-    let broken_id = stack
-        .client
-        .send_one(json!({"name": "demo/broken", "data": {}}))
-        .await;
-    let hang_id = stack
-        .client
-        .send_one(json!({"name": "demo/hang", "data": {}}))
-        .await;
+    let broken_id = c.send_event("demo/broken", json!({})).await;
+    let hang_id = c.send_event("demo/hang", json!({})).await;
 
-    let run = stack.client.finished_run(&flaky_id).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
-    let records = stack.client.steps(&run.id).await;
+    let run = c.finished_as(&flaky_id, RunStatus::Completed).await;
+    let records = c.steps(&run.id).await;
     let attempts = &records["work"].attempts;
     assert_eq!(
         attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
@@ -344,20 +277,18 @@ async fn the_executor_runs_docker_steps_retries_failures_and_times_out_hangs() {
     assert_eq!(then["steps"]["work"], json!({"greeting": "hello"}));
     assert_eq!(then["run_id"], run.id.as_str());
 
-    let run = stack.client.finished_run(&broken_id).await;
-    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let run = c.finished_as(&broken_id, RunStatus::Failed).await;
     let error = run.error.clone().unwrap_or_default();
     assert!(
         error.contains("no luck") && error.contains("gave up after 2 attempts"),
         "{error}"
     );
-    assert_eq!(stack.client.steps(&run.id).await["work"].attempts.len(), 2);
+    assert_eq!(c.steps(&run.id).await["work"].attempts.len(), 2);
 
-    let run = stack.client.finished_run(&hang_id).await;
-    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let run = c.finished_as(&hang_id, RunStatus::Failed).await;
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("timed out after 1s"), "{error}");
-    let attempt = &stack.client.steps(&run.id).await["work"].attempts[0];
+    let attempt = &c.steps(&run.id).await["work"].attempts[0];
     assert!(
         attempt.ended_at - attempt.started_at < 30_000,
         "killed on time: {attempt:?}"
@@ -376,16 +307,12 @@ async fn a_missing_image_is_pulled_from_a_registry() {
         let image = podman.busybox_image("steps").expect("a busybox image");
         // Only in the registry: podman's storage has it under another name.
         let reference = format!("{}/steps/pulled:v1", registry.host_port());
-        let out = podman
-            .cli()
-            .args(["push", "--quiet", "--tls-verify=false", &image])
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("podman push");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_to_success(
+            podman
+                .cli()
+                .args(["push", "--quiet", "--tls-verify=false", &image])
+                .arg(format!("docker://{reference}")),
+            "podman push",
         );
         (podman, reference, registry)
     })

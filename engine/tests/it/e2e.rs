@@ -9,17 +9,10 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
+use common::{DEADLINE, Stack, StepServer, TestBackend, function, output, poll};
 use engine::backend::{RunStatus, StepOutcome};
 use engine::config::Role;
 use serde_json::{Value, json};
-
-fn output(outcome: &Option<StepOutcome>) -> &Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output,
-        other => panic!("expected a completed step, got {other:?}"),
-    }
-}
 
 /// Waits until every event message has been processed and acked.
 async fn drain_events(stack: &Stack) {
@@ -52,10 +45,9 @@ async fn a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_output
     let stack = Stack::start_on(backend, vec![f]).await;
     let id = stack
         .client
-        .send_one(json!({"name": "demo/start", "data": {"plan": "pro"}}))
+        .send_event("demo/start", json!({"plan": "pro"}))
         .await;
-    let run = stack.client.finished_run(&id).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = stack.client.finished_as(&id, RunStatus::Completed).await;
     assert_eq!(run.error, None);
     assert_eq!(run.function_id, "three-steps");
 
@@ -111,12 +103,8 @@ async fn trigger_filters_and_event_ids_decide_which_events_start_runs(backend: T
     }));
     let stack = Stack::start_on(backend, vec![f]).await;
     let c = &stack.client;
-    let low = c
-        .send_one(json!({"name": "demo/filtered", "data": {"n": 1}}))
-        .await;
-    let other = c
-        .send_one(json!({"name": "demo/unrelated", "data": {"n": 5}}))
-        .await;
+    let low = c.send_event("demo/filtered", json!({"n": 1})).await;
+    let other = c.send_event("demo/unrelated", json!({"n": 5})).await;
     let first = c
         .send_one(json!({"id": "dup-1", "name": "demo/filtered", "data": {"n": 5}}))
         .await;
@@ -128,8 +116,7 @@ async fn trigger_filters_and_event_ids_decide_which_events_start_runs(backend: T
         "every accepted event gets its own internal id"
     );
 
-    let run = c.finished_run(&first).await;
-    assert_eq!(run.status, RunStatus::Completed);
+    c.finished_as(&first, RunStatus::Completed).await;
     drain_events(&stack).await;
     for (id, what) in [
         (&low, "filtered out"),
@@ -152,12 +139,8 @@ async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBack
     }));
     let stack = Stack::start_on(backend, vec![f]).await;
     let c = &stack.client;
-    let one = c
-        .send_one(json!({"name": "order/created", "data": {"order": 1}}))
-        .await;
-    let two = c
-        .send_one(json!({"name": "order/created", "data": {"order": 2}}))
-        .await;
+    let one = c.send_event("order/created", json!({"order": 1})).await;
+    let two = c.send_event("order/created", json!({"order": 2})).await;
     poll("both runs to be waiting", DEADLINE, || async {
         (stack
             .backends
@@ -171,10 +154,8 @@ async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBack
     })
     .await;
 
-    c.send_one(json!({"name": "order/cancelled", "data": {"order": 1}}))
-        .await;
-    let run1 = c.finished_run(&one).await;
-    assert_eq!(run1.status, RunStatus::Cancelled);
+    c.send_event("order/cancelled", json!({"order": 1})).await;
+    let run1 = c.finished_as(&one, RunStatus::Cancelled).await;
     assert!(
         run1.error
             .as_deref()
@@ -216,8 +197,7 @@ async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBack
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let run2 = c.finished_run(&two).await;
-    assert_eq!(run2.status, RunStatus::Cancelled);
+    c.finished_as(&two, RunStatus::Cancelled).await;
     stack.stop().await;
 }
 
@@ -240,8 +220,7 @@ async fn a_concurrency_limit_per_key_is_honoured(backend: TestBackend) {
         ]))
         .await;
     for id in &ids {
-        let run = stack.client.finished_run(id).await;
-        assert_eq!(run.status, RunStatus::Completed);
+        stack.client.finished_as(id, RunStatus::Completed).await;
     }
     assert_eq!(steps.calls().len(), 4);
     assert_eq!(
@@ -278,13 +257,9 @@ async fn duplicate_jobs_never_run_a_step_twice_at_once(backend: TestBackend) {
         |c| c.executor.concurrency = 1,
     )
     .await;
-    let id = stack
-        .client
-        .send_one(json!({"name": "demo/once", "data": {}}))
-        .await;
+    let id = stack.client.send_event("demo/once", json!({})).await;
     let run_id = poll("the step to start", DEADLINE, || async {
-        let runs = stack.client.state.runs_for_event(&id).await.ok()?;
-        let run = runs.into_iter().next()?;
+        let run = stack.client.run_of(&id).await?;
         (steps.in_flight_now("once") == 1).then_some(run.id)
     })
     .await;
@@ -297,8 +272,7 @@ async fn duplicate_jobs_never_run_a_step_twice_at_once(backend: TestBackend) {
         .send(vec![copy.clone(), copy.clone(), copy])
         .await
         .expect("send copies of the job");
-    let run = stack.client.finished_run(&id).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = stack.client.finished_as(&id, RunStatus::Completed).await;
     // The copies are done with once they saw the outcome.
     poll("the copies to be handled", DEADLINE, || async {
         let d = stack.backends.work.depth().await.ok()?;
@@ -332,27 +306,10 @@ async fn ended_runs_are_deleted_after_their_retention(backend: TestBackend) {
         |c| c.runner.run_retention = engine::functions::Duration::from_secs(1),
     )
     .await;
-    let brief = stack
-        .client
-        .send_one(json!({"name": "demo/brief", "data": {}}))
-        .await;
-    let long = stack
-        .client
-        .send_one(json!({"name": "demo/long", "data": {}}))
-        .await;
-    let ended = stack.client.finished_run(&brief).await;
-    assert_eq!(ended.status, RunStatus::Completed);
-    let running = poll("the long run", DEADLINE, || async {
-        stack
-            .client
-            .state
-            .runs_for_event(&long)
-            .await
-            .ok()?
-            .into_iter()
-            .next()
-    })
-    .await;
+    let brief = stack.client.send_event("demo/brief", json!({})).await;
+    let long = stack.client.send_event("demo/long", json!({})).await;
+    let ended = stack.client.finished_as(&brief, RunStatus::Completed).await;
+    let running = poll("the long run", DEADLINE, || stack.client.run_of(&long)).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // Another runner: it looks at once.
     stack.start_role(Role::Runner);

@@ -5,17 +5,10 @@
 
 use crate::common;
 
-use common::{Client, DEADLINE, EngineProcess, StepServer, function, poll, write_process_config};
+use common::{DEADLINE, EngineProcess, StepServer, function, output, poll, write_process_config};
 use engine::backend::{self, BackendConfig, RunStatus, StepOutcome};
 use engine::config::QueuesConfig;
 use serde_json::{Value, json};
-
-fn output(outcome: &Option<StepOutcome>) -> Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output.clone(),
-        other => panic!("expected a completed step, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dag_wait_and_retry_scenarios_across_three_processes() {
@@ -62,55 +55,39 @@ async fn dag_wait_and_retry_scenarios_across_three_processes() {
     .await
     .expect("open the database")
     .state;
-    let c = Client::new(
-        format!("http://{}", api.listening("event-api").await),
-        state.clone(),
-    );
+    let c = api.client(state.clone()).await;
 
-    let dag_event = c
-        .send_one(json!({"name": "demo/dag", "data": {"plan": "pro"}}))
-        .await;
-    let created = c
-        .send_one(json!({"name": "order/created", "data": {"order": 7}}))
-        .await;
-    let flaky_event = c.send_one(json!({"name": "demo/flaky", "data": {}})).await;
-    let rejected_event = c
-        .send_one(json!({"name": "demo/rejected", "data": {}}))
-        .await;
+    let dag_event = c.send_event("demo/dag", json!({"plan": "pro"})).await;
+    let created = c.send_event("order/created", json!({"order": 7})).await;
+    let flaky_event = c.send_event("demo/flaky", json!({})).await;
+    let rejected_event = c.send_event("demo/rejected", json!({})).await;
     poll("the wait to be recorded", DEADLINE, || async {
         (!state.waits_for("order/paid").await.unwrap().is_empty()).then_some(())
     })
     .await;
-    c.send_one(json!({"name": "order/paid", "data": {"order": 8}}))
-        .await;
-    let paid = c
-        .send_one(json!({"name": "order/paid", "data": {"order": 7}}))
-        .await;
+    c.send_event("order/paid", json!({"order": 8})).await;
+    let paid = c.send_event("order/paid", json!({"order": 7})).await;
 
-    let run = c.finished_run(&dag_event).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = c.finished_as(&dag_event, RunStatus::Completed).await;
     let records = c.steps(&run.id).await;
     assert_eq!(records["free"].outcome, Some(StepOutcome::Skipped));
-    assert_eq!(output(&records["nap"].outcome), Value::Null);
+    assert_eq!(output(&records["nap"].outcome), &Value::Null);
     let finish = output(&records["finish"].outcome);
     assert_eq!(finish["seen"]["pro"]["tag"], "pro");
     assert!(finish["seen"].get("free").is_none());
     let nap = &records["nap"].attempts[0];
     assert!(nap.ended_at - nap.started_at >= 200, "{nap:?}");
 
-    let run = c.finished_run(&created).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = c.finished_as(&created, RunStatus::Completed).await;
     assert_eq!(
         output(&c.steps(&run.id).await["paid"].outcome)["internal_id"],
         paid.as_str()
     );
 
-    let run = c.finished_run(&flaky_event).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = c.finished_as(&flaky_event, RunStatus::Completed).await;
     assert_eq!(c.steps(&run.id).await["call"].attempts.len(), 3);
 
-    let run = c.finished_run(&rejected_event).await;
-    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let run = c.finished_as(&rejected_event, RunStatus::Failed).await;
     assert!(
         run.error.as_deref().unwrap_or("").contains("400"),
         "{run:?}"

@@ -117,20 +117,16 @@ impl Server {
 
     /// Every event in the event stream, in order.
     async fn stored_events(&self, expected: usize) -> Vec<Event> {
-        let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while out.len() < expected && tokio::time::Instant::now() < deadline {
-            let got = self
-                .backends
-                .events
-                .receive(100, Duration::from_secs(60), Duration::from_millis(200))
-                .await
-                .expect("receive");
-            for r in got {
-                out.extend(backend::decode_events(&r.body).expect("decode"));
-            }
-        }
-        out
+        let bodies = crate::common::receive_bodies(
+            &*self.backends.events,
+            expected,
+            Duration::from_secs(10),
+        )
+        .await;
+        bodies
+            .iter()
+            .flat_map(|b| backend::decode_events(b).expect("decode"))
+            .collect()
     }
 }
 
@@ -166,12 +162,7 @@ async fn accepts_one_event_or_an_array_and_stores_them() {
         StatusCode::OK,
         "a missing content type is accepted: {body}"
     );
-    let ids: Vec<String> = body["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let ids = crate::common::string_list(&body["ids"]);
     assert_eq!(ids.len(), 3);
 
     let events = s.stored_events(4).await;

@@ -97,12 +97,7 @@ async fn acknowledged_events_survive_sigkill_and_sigterm_stops_cleanly() {
             let resp = http.post(url).json(&events).send().await.expect("send");
             assert_eq!(resp.status(), 200);
             let body: Value = resp.json().await.expect("json");
-            body["ids"]
-                .as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
+            crate::common::string_list(&body["ids"])
         });
     }
     let mut acked = HashSet::new();

@@ -19,12 +19,8 @@ async fn a_step_failing_twice_with_500_completes_on_the_third_attempt(backend: T
         "steps": [{"id": "call", "http": {"url": format!("{}/flaky/2/call", steps.url)}}]
     }));
     let stack = Stack::start_on(backend, vec![f]).await;
-    let id = stack
-        .client
-        .send_one(json!({"name": "demo/flaky", "data": {}}))
-        .await;
-    let run = stack.client.finished_run(&id).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let id = stack.client.send_event("demo/flaky", json!({})).await;
+    let run = stack.client.finished_as(&id, RunStatus::Completed).await;
 
     let record = &stack.client.steps(&run.id).await["call"];
     let attempts = &record.attempts;
@@ -70,12 +66,8 @@ async fn a_400_fails_the_step_and_the_run_with_the_error_recorded(backend: TestB
         ]
     }));
     let stack = Stack::start_on(backend, vec![f]).await;
-    let id = stack
-        .client
-        .send_one(json!({"name": "demo/rejected", "data": {}}))
-        .await;
-    let run = stack.client.finished_run(&id).await;
-    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    let id = stack.client.send_event("demo/rejected", json!({})).await;
+    let run = stack.client.finished_as(&id, RunStatus::Failed).await;
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("bad") && error.contains("400"), "{error}");
 
@@ -113,17 +105,10 @@ async fn exhausted_retries_and_timeouts_fail_the_run(backend: TestBackend) {
         "steps": [{"id": "call", "http": {"url": format!("{}/slow/2000/slow", steps.url), "timeout": "200ms"}}]
     }));
     let stack = Stack::start_on(backend, vec![always_503, too_slow]).await;
-    let down = stack
-        .client
-        .send_one(json!({"name": "demo/down", "data": {}}))
-        .await;
-    let slow = stack
-        .client
-        .send_one(json!({"name": "demo/slow", "data": {}}))
-        .await;
+    let down = stack.client.send_event("demo/down", json!({})).await;
+    let slow = stack.client.send_event("demo/slow", json!({})).await;
 
-    let run = stack.client.finished_run(&down).await;
-    assert_eq!(run.status, RunStatus::Failed);
+    let run = stack.client.finished_as(&down, RunStatus::Failed).await;
     let error = run.error.unwrap_or_default();
     assert!(
         error.contains("503") && error.contains("gave up after 2 attempts"),
@@ -131,8 +116,7 @@ async fn exhausted_retries_and_timeouts_fail_the_run(backend: TestBackend) {
     );
     assert_eq!(stack.client.steps(&run.id).await["call"].attempts.len(), 2);
 
-    let run = stack.client.finished_run(&slow).await;
-    assert_eq!(run.status, RunStatus::Failed);
+    let run = stack.client.finished_as(&slow, RunStatus::Failed).await;
     let error = run.error.unwrap_or_default();
     assert!(error.contains("timed out"), "{error}");
     stack.stop().await;

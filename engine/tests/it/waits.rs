@@ -6,8 +6,8 @@
 
 use crate::common;
 
-use common::{DEADLINE, Stack, StepServer, TestBackend, function, poll};
-use engine::backend::{RunStatus, StepOutcome};
+use common::{DEADLINE, Stack, StepServer, TestBackend, function, output, poll};
+use engine::backend::RunStatus;
 use engine::config::Role;
 use engine::functions::FunctionDef;
 use serde_json::{Value, json};
@@ -27,36 +27,24 @@ fn waiting_function(url: &str, timeout: &str) -> FunctionDef {
     }))
 }
 
-fn output(outcome: &Option<StepOutcome>) -> Value {
-    match outcome {
-        Some(StepOutcome::Completed { output }) => output.clone(),
-        other => panic!("expected a completed step, got {other:?}"),
-    }
+/// How many waits for an `order/paid` event are recorded.
+async fn payment_waits(stack: &Stack) -> usize {
+    let waits = stack.backends.state.waits_for("order/paid").await;
+    waits.unwrap().len()
 }
 
 async fn a_matching_event_resumes_the_run_and_others_are_ignored(backend: TestBackend) {
     let steps = StepServer::start().await;
     let stack = Stack::start_on(backend, vec![waiting_function(&steps.url, "10m")]).await;
     let c = &stack.client;
-    let created = c
-        .send_one(json!({"name": "order/created", "data": {"order": 1}}))
-        .await;
+    let created = c.send_event("order/created", json!({"order": 1})).await;
     poll("the wait to be recorded", DEADLINE, || async {
-        (!stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .is_empty())
-        .then_some(())
+        (payment_waits(&stack).await > 0).then_some(())
     })
     .await;
 
     // Another order's payment does not match; the run keeps waiting.
-    let other = c
-        .send_one(json!({"name": "order/paid", "data": {"order": 2}}))
-        .await;
+    let other = c.send_event("order/paid", json!({"order": 2})).await;
     poll(
         "the non-matching event to be processed",
         DEADLINE,
@@ -68,22 +56,12 @@ async fn a_matching_event_resumes_the_run_and_others_are_ignored(backend: TestBa
     .await;
     let runs = stack.backends.state.runs_for_event(&created).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Running);
-    assert_eq!(
-        stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(payment_waits(&stack).await, 1);
 
     let paid = c
-        .send_one(json!({"name": "order/paid", "data": {"order": 1, "amount": 30}}))
+        .send_event("order/paid", json!({"order": 1, "amount": 30}))
         .await;
-    let run = c.finished_run(&created).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = c.finished_as(&created, RunStatus::Completed).await;
     let records = c.steps(&run.id).await;
     let got = output(&records["payment"].outcome);
     assert_eq!(
@@ -97,42 +75,23 @@ async fn a_matching_event_resumes_the_run_and_others_are_ignored(backend: TestBa
         output(&records["after"].outcome)["seen"]["payment"]["data"]["order"],
         1
     );
-    assert!(
-        stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(payment_waits(&stack).await, 0);
     stack.stop().await;
 }
 
 async fn a_wait_times_out_with_null(backend: TestBackend) {
     let steps = StepServer::start().await;
     let stack = Stack::start_on(backend, vec![waiting_function(&steps.url, "300ms")]).await;
-    let created = stack
-        .client
-        .send_one(json!({"name": "order/created", "data": {"order": 9}}))
-        .await;
-    let run = stack.client.finished_run(&created).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
-    let records = stack.client.steps(&run.id).await;
-    assert_eq!(output(&records["payment"].outcome), Value::Null);
+    let c = &stack.client;
+    let created = c.send_event("order/created", json!({"order": 9})).await;
+    let run = c.finished_as(&created, RunStatus::Completed).await;
+    let records = c.steps(&run.id).await;
+    assert_eq!(output(&records["payment"].outcome), &Value::Null);
     let waited = &records["payment"].attempts[0];
     assert!(waited.ended_at - waited.started_at >= 300, "{waited:?}");
     let after = output(&records["after"].outcome);
     assert_eq!(after["seen"]["payment"], Value::Null);
-    assert!(
-        stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(payment_waits(&stack).await, 0);
     stack.stop().await;
 }
 
@@ -160,34 +119,19 @@ async fn an_event_that_arrives_before_the_wait_is_recorded_resolves_it(backend: 
         (d.visible == 0 && d.in_flight == 0 && runs.len() == 1).then_some(())
     })
     .await;
-    assert!(
-        stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .is_empty(),
-        "no wait is recorded yet"
-    );
+    assert_eq!(payment_waits(&stack).await, 0, "no wait is recorded yet");
 
     stack.start_role(Role::Executor);
-    let run = stack.client.finished_run(created).await;
-    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let run = stack
+        .client
+        .finished_as(created, RunStatus::Completed)
+        .await;
     let records = stack.client.steps(&run.id).await;
     assert_eq!(
         output(&records["payment"].outcome)["internal_id"],
         paid.as_str()
     );
-    assert!(
-        stack
-            .backends
-            .state
-            .waits_for("order/paid")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(payment_waits(&stack).await, 0);
     stack.stop().await;
 }
 

@@ -15,11 +15,11 @@
 //! a missing one as the stage variable it always sets (see
 //! `stacks::aws::kinds::apigateway`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{apply_plan, assert_converged, connect};
-use harness::Moto;
+use crate::aws_describe as describe;
+use crate::support::{apply_plan, assert_converged, example_in, moto_and_aws};
 use stacks::aws::{self, DownOptions, Inputs};
 use stacks::graph::{Graph, Kind, LogicalId};
 use stacks::spec::LoadedSpec;
@@ -29,29 +29,14 @@ const STACK: &str = "reference";
 /// The example spec with `event_api: vpc_link` on an external Redis, in a
 /// temp dir (with the function files it refers to).
 fn vpc_link_example(dir: &Path) -> LoadedSpec {
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
-    assert!(text.contains("event_api: internal_dns"));
-    let text = text.replace("event_api: internal_dns", "event_api: vpc_link");
-    std::fs::create_dir_all(dir.join("functions")).unwrap();
-    for f in std::fs::read_dir(examples.join("functions")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dir.join("functions").join(f.file_name())).unwrap();
-    }
-    std::fs::write(dir.join("aws.yaml"), text).unwrap();
-    let mut loaded =
-        stacks::spec::load_with_env(dir.join("aws.yaml"), &|_| None).expect("the spec loads");
+    let mut loaded = example_in(dir, "event_api: vpc_link");
     loaded.spec.state.url = Some("rediss://redis.example.internal:6379".into());
     loaded
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
-    let moto = tokio::task::spawn_blocking(|| {
-        Moto::start().expect("moto_server starts (run scripts/test to install it)")
-    })
-    .await
-    .unwrap();
+    let (_moto, aws) = moto_and_aws().await;
     let dir = tempfile::tempdir().unwrap();
     let loaded = vpc_link_example(dir.path());
     let spec = &loaded.spec;
@@ -59,21 +44,13 @@ async fn vpc_link_publishes_the_event_api_through_a_rest_api_stage() {
     assert!(graph.kinds().contains(&Kind::ApiGatewayVpcLink));
     assert!(graph.kinds().contains(&Kind::ApiGatewayRestApi));
     assert!(!graph.kinds().contains(&Kind::ElastiCacheReplicationGroup));
-    let aws = connect(&moto.endpoint()).await;
     let inputs = Inputs::from_spec(spec, None);
     let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
     let report = apply_plan(&aws, &plan).await;
     let out = |id: &str, key: &str| report.outputs[&LogicalId::new(id)][key].clone();
 
     // Checked with the SDK, not the provider's readers.
-    let lbs = aws
-        .elbv2()
-        .describe_load_balancers()
-        .names("reference-api")
-        .send()
-        .await
-        .unwrap();
-    let lb = &lbs.load_balancers()[0];
+    let lb = describe::load_balancer(aws.elbv2(), "reference-api").await;
     assert_eq!(lb.r#type().map(|t| t.as_str()), Some("network"));
     assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internal"));
     let lb_arn = lb.load_balancer_arn().unwrap().to_string();

@@ -15,9 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Recorder, connect, example, sdk_config, start_moto};
+use crate::aws_describe as describe;
+use crate::support::{
+    Recorder, connect, example, moto_and_aws, plan_spec, sdk_config, start_moto, up,
+};
 use harness::FaultProxy;
-use stacks::aws::{self, ApplyOptions, Aws, DownOptions, DownReport, Inputs};
+use stacks::aws::{self, ApplyOptions, Aws, DownOptions, DownReport};
 use stacks::graph::{Graph, Kind};
 use stacks::local::{Phase, Progress, ProgressEvent};
 use stacks::spec::Spec;
@@ -29,16 +32,6 @@ fn example_without_elasticache() -> Spec {
     let mut spec = example();
     spec.state.url = Some("rediss://redis.example.internal:6379".into());
     spec
-}
-
-async fn up(aws: &Aws, spec: &Spec) {
-    let graph = Graph::from_spec(spec).expect("graph");
-    let plan = aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
-        .await
-        .expect("plan");
-    aws::apply(aws, &plan, &ApplyOptions::default(), &Recorder::default())
-        .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}"));
 }
 
 async fn down(aws: &Aws, spec: &Spec) -> (DownReport, Vec<ProgressEvent>) {
@@ -419,8 +412,7 @@ fn assert_elasticache_gap_reported(report: &DownReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_after_up_leaves_nothing_with_the_stack_tags() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (moto, aws) = moto_and_aws().await;
     let spec = example();
     let graph = Graph::from_spec(&spec).unwrap();
     up(&aws, &spec).await;
@@ -490,8 +482,7 @@ async fn down_after_up_leaves_nothing_with_the_stack_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_without_elasticache_is_clean_and_a_second_down_writes_nothing() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (moto, aws) = moto_and_aws().await;
     let spec = example_without_elasticache();
     let graph = Graph::from_spec(&spec).unwrap();
     assert!(!graph.kinds().contains(&Kind::ElastiCacheReplicationGroup));
@@ -550,13 +541,10 @@ impl Progress for StopAfter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_after_an_interrupted_up_cleans_up() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (moto, aws) = moto_and_aws().await;
     let spec = example();
     let graph = Graph::from_spec(&spec).unwrap();
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .unwrap();
+    let plan = plan_spec(&aws, &spec).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stop = Arc::new(StopAfter {
         applied: AtomicUsize::new(0),
@@ -609,22 +597,14 @@ async fn down_after_an_interrupted_up_cleans_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untagged_resource_with_the_stack_name_is_left_alone_and_reported() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (moto, aws) = moto_and_aws().await;
     let spec = example_without_elasticache();
     up(&aws, &spec).await;
     let config = sdk_config(&moto.endpoint()).await;
     // Someone else's queue and role that happen to have the stack's names:
     // delete the stack's own, then create untagged ones in their place.
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("reference-work-dlq")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = describe::queue_url(&sqs, "reference-work-dlq").await;
     sqs.delete_queue().queue_url(&url).send().await.unwrap();
     sqs.create_queue()
         .queue_name("reference-work-dlq")
@@ -770,8 +750,7 @@ fn stacks_of_every_kind() -> Vec<Spec> {
 /// parent), or a resource it misses would leak while `down` says clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_finds_every_resource_up_created_of_every_kind() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (_moto, aws) = moto_and_aws().await;
     let mut kinds = BTreeSet::new();
     for spec in stacks_of_every_kind() {
         up(&aws, &spec).await;

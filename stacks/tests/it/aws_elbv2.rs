@@ -9,10 +9,11 @@
 //! makes no write call. `vpc_link` (a network load balancer behind API
 //! Gateway) is tested in `aws_apigateway.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::support::{apply_plan, assert_converged, connect};
-use harness::{Moto, TestCertificate};
+use crate::aws_describe as describe;
+use crate::support::{apply_plan, assert_converged, example_in, moto_and_aws};
+use harness::TestCertificate;
 use stacks::aws::{self, Inputs};
 use stacks::graph::{Graph, LogicalId};
 use stacks::spec::Spec;
@@ -20,31 +21,12 @@ use stacks::spec::Spec;
 /// The example spec with another connection type, in a temp dir (with the
 /// function files it refers to); `network` is YAML added under `network:`.
 fn example_with(connection: &str, network: &str, dir: &Path) -> Spec {
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
-    assert!(text.contains("event_api: internal_dns"));
-    let text = text.replace(
-        "event_api: internal_dns",
-        &format!("event_api: {connection}\n{network}"),
-    );
-    std::fs::create_dir_all(dir.join("functions")).unwrap();
-    for f in std::fs::read_dir(examples.join("functions")).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dir.join("functions").join(f.file_name())).unwrap();
-    }
-    std::fs::write(dir.join("aws.yaml"), text).unwrap();
-    stacks::spec::load_with_env(dir.join("aws.yaml"), &|_| None)
-        .expect("the spec loads")
-        .spec
+    example_in(dir, &format!("event_api: {connection}\n{network}")).spec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
-    let moto = tokio::task::spawn_blocking(|| {
-        Moto::start().expect("moto_server starts (run scripts/test to install it)")
-    })
-    .await
-    .unwrap();
+    let (moto, aws) = moto_and_aws().await;
     let dir = tempfile::tempdir().unwrap();
     let certificate = TestCertificate::issue(dir.path(), "events.example.test").unwrap();
     let certificate_arn = moto.import_certificate(&certificate).unwrap();
@@ -59,7 +41,6 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
             "{id} in the graph"
         );
     }
-    let aws = connect(&moto.endpoint()).await;
     let inputs = Inputs::from_spec(&spec, None);
     let plan = aws::plan(&aws, &graph, &inputs).await.unwrap();
     let report = apply_plan(&aws, &plan).await;
@@ -76,13 +57,7 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
 
     // Checked with the SDK, not the provider's readers.
     let elb = aws.elbv2();
-    let lbs = elb
-        .describe_load_balancers()
-        .names("reference-api")
-        .send()
-        .await
-        .unwrap();
-    let lb = &lbs.load_balancers()[0];
+    let lb = describe::load_balancer(elb, "reference-api").await;
     assert_eq!(
         lb.load_balancer_arn(),
         Some(out("elb.load-balancer", "arn").as_str())
@@ -145,14 +120,9 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
         "{attrs:?}"
     );
 
-    let listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(lb.load_balancer_arn().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listeners.listeners().len(), 1);
-    let listener = &listeners.listeners()[0];
+    let listeners = describe::listeners_of(elb, lb.load_balancer_arn().unwrap()).await;
+    assert_eq!(listeners.len(), 1);
+    let listener = &listeners[0];
     // HTTPS only, with the spec's certificate; the security group admits
     // clients on 443 alone.
     assert_eq!(listener.port(), Some(443));
@@ -205,29 +175,16 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
             .collect::<Vec<_>>()
     };
     let listener_arn = listener.listener_arn().unwrap().to_string();
-    let rules = elb
-        .describe_rules()
-        .listener_arn(&listener_arn)
-        .send()
-        .await
-        .unwrap();
+    let rules = describe::listener_rules(elb, &listener_arn).await;
     assert_eq!(
-        published(rules.rules()),
+        published(&rules),
         [(
             vec!["/e/*".to_string(), "/health".into(), "/health/*".into()],
             Some(tg_arn.clone())
         )]
     );
 
-    let services = aws
-        .ecs()
-        .describe_services()
-        .cluster("reference")
-        .services("reference-event-api")
-        .send()
-        .await
-        .unwrap();
-    let service = &services.services()[0];
+    let service = describe::service(aws.ecs(), "reference", "reference-event-api").await;
     assert_eq!(
         service.load_balancers()[0].target_group_arn(),
         Some(tg_arn.as_str()),
@@ -257,13 +214,8 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
         listeners.listeners()[0].default_actions()[0].target_group_arn(),
         Some(tg_arn.as_str())
     );
-    let rules = elb
-        .describe_rules()
-        .listener_arn(&listener_arn)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(published(rules.rules()), []);
+    let rules = describe::listener_rules(elb, &listener_arn).await;
+    assert_eq!(published(&rules), []);
     let again = aws::plan(&aws, &graph, &inputs).await.unwrap();
     assert!(!again.plan.has_changes(), "{}", again.plan.render_text());
 
@@ -279,21 +231,12 @@ async fn public_event_api_gets_a_load_balancer_target_group_and_listener() {
             .await
             .unwrap();
         apply_plan(&aws, &plan).await;
-        let listeners = elb
-            .describe_listeners()
-            .load_balancer_arn(lb.load_balancer_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
+        let listeners = describe::listeners_of(elb, lb.load_balancer_arn().unwrap()).await;
         let shape: Vec<(Option<i32>, Option<&str>)> = listeners
-            .listeners()
             .iter()
             .map(|l| (l.port(), l.protocol().map(|p| p.as_str())))
             .collect();
         assert_eq!(shape, [(Some(port), Some(protocol))], "{network}");
-        assert_eq!(
-            listeners.listeners()[0].listener_arn(),
-            Some(listener_arn.as_str())
-        );
+        assert_eq!(listeners[0].listener_arn(), Some(listener_arn.as_str()));
     }
 }

@@ -16,14 +16,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{apply_plan, example};
+use crate::aws_describe as describe;
+use crate::support::{apply_plan, example, moto_and_aws, plan_spec, planned, sdk_config, up};
 use base64::Engine as _;
 use engine::backend::BackendConfig;
 use engine::config::{Config, ENV_API_TOKEN, ENV_EVENT_KEYS, ENV_REDIS_AUTH_TOKEN};
-use stacks::aws::{self, ApplyOptions, Aws, Inputs};
+use stacks::aws::{self, Aws, Inputs};
 use stacks::graph::plan::Action;
 use stacks::graph::{Graph, LogicalId};
-use stacks::spec::Spec;
 
 /// What every engine of the stack must be configured with.
 struct Expected {
@@ -51,18 +51,6 @@ fn parameter_of(arn: &str) -> &str {
     arn.split_once(":parameter")
         .map(|(_, name)| name)
         .unwrap_or_else(|| panic!("not an SSM parameter ARN: {arn}"))
-}
-
-async fn ssm_value(ssm: &aws_sdk_ssm::Client, name: &str) -> String {
-    ssm.get_parameter()
-        .name(name)
-        .with_decryption(true)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GetParameter {name}: {e:?}"))
-        .parameter
-        .and_then(|p| p.value)
-        .expect("parameter value")
 }
 
 /// Loads an engine configuration from an environment, as the engine
@@ -112,67 +100,35 @@ fn check(env: &BTreeMap<String, String>, expected: &Expected, what: &str, serves
     }
 }
 
-async fn connect(moto: &harness::Moto) -> (Aws, aws_config::SdkConfig) {
-    let endpoint = moto.endpoint();
-    (
-        crate::support::connect(&endpoint).await,
-        crate::support::sdk_config(&endpoint).await,
-    )
-}
-
-async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
-    let graph = Graph::from_spec(spec).expect("graph");
-    let plan = aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
-        .await
-        .expect("plan");
-    aws::apply(aws, &plan, &ApplyOptions::default(), &stacks::local::Silent)
-        .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}"))
+/// A moto of the test's own, the provider's AWS context on it and plain
+/// SDK configuration for independent checks.
+async fn start() -> (harness::Moto, Aws, aws_config::SdkConfig) {
+    let (moto, aws) = moto_and_aws().await;
+    let config = sdk_config(&moto.endpoint()).await;
+    (moto, aws, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queues_and_redis() {
-    let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
-        .await
-        .unwrap();
-    let (aws, config) = connect(&moto).await;
+    let (_moto, aws, config) = start().await;
     let spec = example();
     assert_eq!(spec.event_keys["default"], EVENT_KEY);
     assert_eq!(spec.api_token.as_deref(), Some(API_TOKEN));
     up(&aws, &spec).await;
 
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = |name: &'static str| {
-        let sqs = sqs.clone();
-        async move {
-            sqs.get_queue_url()
-                .queue_name(name)
-                .send()
-                .await
-                .unwrap()
-                .queue_url
-                .unwrap()
-        }
-    };
     let cache = aws_sdk_elasticache::Client::new(&config);
-    let rg = cache
-        .describe_replication_groups()
-        .replication_group_id("reference-redis")
-        .send()
-        .await
-        .unwrap()
-        .replication_groups
-        .unwrap();
+    let rg = describe::replication_group(&cache, "reference-redis").await;
     let ssm = aws_sdk_ssm::Client::new(&config);
     let expected = Expected {
-        events_url: url("reference-events").await,
-        work_url: url("reference-work").await,
-        redis_host: rg[0].node_groups()[0]
+        events_url: describe::queue_url(&sqs, "reference-events").await,
+        work_url: describe::queue_url(&sqs, "reference-work").await,
+        redis_host: rg.node_groups()[0]
             .primary_endpoint()
             .and_then(|e| e.address())
             .expect("primary endpoint")
             .to_string(),
-        token: ssm_value(&ssm, "/stackctl/reference/redis-auth-token").await,
+        token: describe::parameter_value(&ssm, "/stackctl/reference/redis-auth-token").await,
         event_key: EVENT_KEY.into(),
         api_token: API_TOKEN.into(),
     };
@@ -182,15 +138,8 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         ("/stackctl/reference/event-keys", EVENT_KEY),
         ("/stackctl/reference/api-token", API_TOKEN),
     ] {
-        assert_eq!(ssm_value(&ssm, name).await, value, "{name}");
-        let p = ssm
-            .get_parameter()
-            .name(name)
-            .send()
-            .await
-            .unwrap()
-            .parameter
-            .unwrap();
+        assert_eq!(describe::parameter_value(&ssm, name).await, value, "{name}");
+        let p = describe::parameter(&ssm, name).await;
         assert_eq!(
             p.r#type,
             Some(aws_sdk_ssm::types::ParameterType::SecureString),
@@ -219,24 +168,9 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
     // The ECS services: environment plus secrets, as ECS assembles them.
     let ecs = aws_sdk_ecs::Client::new(&config);
     let iam = aws_sdk_iam::Client::new(&config);
-    let execution = iam
-        .get_role_policy()
-        .role_name("reference-execution")
-        .policy_name("reference-execution")
-        .send()
-        .await
-        .unwrap()
-        .policy_document;
-    let execution = urlencoding_decode(&execution);
+    let execution = urlencoding_decode(&describe::role_policy(&iam, "reference-execution").await);
     for family in ["reference-event-api", "reference-runner"] {
-        let td = ecs
-            .describe_task_definition()
-            .task_definition(family)
-            .send()
-            .await
-            .unwrap()
-            .task_definition
-            .unwrap();
+        let td = describe::task_definition(&ecs, family).await;
         let c = &td.container_definitions()[0];
         // ECS checks the role with the engine binary itself (no curl in the image).
         let health = c.health_check().expect("a container health check");
@@ -301,7 +235,10 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
                 execution.contains(arn) && execution.contains("ssm:GetParameters"),
                 "{family}: the execution role may read {arn}: {execution}"
             );
-            env.insert(var.to_string(), ssm_value(&ssm, parameter_of(arn)).await);
+            env.insert(
+                var.to_string(),
+                describe::parameter_value(&ssm, parameter_of(arn)).await,
+            );
         }
         check(&env, &expected, family, serves_events);
     }
@@ -312,17 +249,8 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
     // The executor hosts: the env file the user data writes, plus the
     // secrets it reads from SSM with the instance role.
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let versions = ec2
-        .describe_launch_template_versions()
-        .launch_template_name("reference-executors")
-        .versions("$Latest")
-        .send()
-        .await
-        .unwrap();
-    let encoded = versions.launch_template_versions()[0]
-        .launch_template_data()
-        .and_then(|d| d.user_data())
-        .expect("user data");
+    let launched = describe::latest_launch_template(&ec2, "reference-executors").await;
+    let encoded = launched.user_data().expect("user data");
     let user_data = String::from_utf8(
         base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -365,20 +293,9 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         user_data.contains("--volume /var/run/docker.sock:/var/run/docker.sock"),
         "{user_data}"
     );
-    let metadata = versions.launch_template_versions()[0]
-        .launch_template_data()
-        .and_then(|d| d.metadata_options())
-        .expect("metadata options");
+    let metadata = launched.metadata_options().expect("metadata options");
     assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
-    let executors = urlencoding_decode(
-        &iam.get_role_policy()
-            .role_name("reference-executors")
-            .policy_name("reference-executors")
-            .send()
-            .await
-            .unwrap()
-            .policy_document,
-    );
+    let executors = urlencoding_decode(&describe::role_policy(&iam, "reference-executors").await);
     for (_, parameter) in &fetched {
         assert!(
             executors.contains("ssm:GetParameter")
@@ -389,33 +306,20 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
     assert_eq!(executors.matches(":parameter/").count(), 1, "{executors}");
     assert!(!executors.contains("ssm:*") && !executors.contains("parameter/*"));
     for (var, parameter) in fetched {
-        env.insert(var.to_string(), ssm_value(&ssm, parameter).await);
+        env.insert(
+            var.to_string(),
+            describe::parameter_value(&ssm, parameter).await,
+        );
     }
     check(&env, &expected, "executor user data", false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
-    let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
-        .await
-        .unwrap();
-    let (aws, config) = connect(&moto).await;
+    let (_moto, aws, config) = start().await;
     let mut spec = example();
     up(&aws, &spec).await;
     let ssm = aws_sdk_ssm::Client::new(&config);
-    let version = |name: &'static str| {
-        let ssm = ssm.clone();
-        async move {
-            ssm.get_parameter()
-                .name(name)
-                .send()
-                .await
-                .unwrap()
-                .parameter
-                .unwrap()
-                .version
-        }
-    };
 
     // A new key: the plan reads, writes nothing, and shows the event API's
     // new revision without the value.
@@ -423,9 +327,7 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
     spec.event_keys.insert("default".into(), ROTATED.into());
     let graph = Graph::from_spec(&spec).unwrap();
     let before = aws.calls();
-    let plan = aws::plan(&aws, &graph, &Inputs::from_spec(&spec, None))
-        .await
-        .expect("plan");
+    let plan = plan_spec(&aws, &spec).await;
     assert_eq!(
         aws.calls().writes,
         before.writes,
@@ -433,17 +335,10 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
         aws.calls().write_operations()
     );
     assert_eq!(
-        ssm_value(&ssm, "/stackctl/reference/event-keys").await,
+        describe::parameter_value(&ssm, "/stackctl/reference/event-keys").await,
         EVENT_KEY
     );
-    let change = |id: &str| {
-        plan.plan
-            .changes
-            .iter()
-            .find(|c| c.resource.id == LogicalId::new(id))
-            .map(|c| (c.action, c.changed_attributes.clone()))
-            .unwrap_or_else(|| panic!("{id} not planned"))
-    };
+    let change = |id: &str| planned(&plan, id);
     // Only the event API holds the event keys: only it rolls.
     assert_eq!(
         change("ecs.taskdef.event-api"),
@@ -491,23 +386,24 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
         after.write_operations()
     );
     assert_eq!(
-        ssm_value(&ssm, "/stackctl/reference/event-keys").await,
+        describe::parameter_value(&ssm, "/stackctl/reference/event-keys").await,
         ROTATED
     );
-    assert_eq!(version("/stackctl/reference/event-keys").await, 2);
-    assert_eq!(version("/stackctl/reference/api-token").await, 1);
+    for (name, version) in [
+        ("/stackctl/reference/event-keys", 2),
+        ("/stackctl/reference/api-token", 1),
+    ] {
+        assert_eq!(
+            describe::parameter(&ssm, name).await.version,
+            version,
+            "{name}"
+        );
+    }
     let ecs = aws_sdk_ecs::Client::new(&config);
     for (id, service) in [("ecs.taskdef.event-api", "reference-event-api")] {
         let arn = &report.outputs[&LogicalId::new(id)]["arn"];
         assert!(arn.ends_with(":2"), "{arn}");
-        let td = ecs
-            .describe_task_definition()
-            .task_definition(arn)
-            .send()
-            .await
-            .unwrap()
-            .task_definition
-            .unwrap();
+        let td = describe::task_definition(&ecs, arn).await;
         let env = td.container_definitions()[0].environment();
         let version = env
             .iter()
@@ -523,16 +419,7 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
                 .all(|kv| !kv.value().unwrap_or_default().contains(ROTATED)),
             "{id}: {env:?}"
         );
-        let running = ecs
-            .describe_services()
-            .cluster("reference")
-            .services(service)
-            .send()
-            .await
-            .unwrap()
-            .services
-            .unwrap()
-            .remove(0);
+        let running = describe::service(&ecs, "reference", service).await;
         assert_eq!(running.task_definition(), Some(arn.as_str()), "{service}");
     }
 
@@ -546,10 +433,7 @@ async fn a_changed_secret_is_stored_by_up_not_plan_and_rolls_the_engine() {
 /// parameter and the way back, and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_redis_token_parameter_is_refused_not_replaced() {
-    let moto = tokio::task::spawn_blocking(|| harness::Moto::start().expect("start moto"))
-        .await
-        .unwrap();
-    let (aws, config) = connect(&moto).await;
+    let (_moto, aws, config) = start().await;
     let spec = example();
     up(&aws, &spec).await;
     let ssm = aws_sdk_ssm::Client::new(&config);

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{connect, example_loaded, start_moto};
+use crate::aws_describe as describe;
+use crate::support::{apply_plan, example_loaded, moto_and_aws};
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use stacks::aws::{self, ApplyOptions, Aws, Inputs};
+use stacks::aws::{self, Aws, Inputs};
 use stacks::bench::aws::{AwsNames, AwsSampler, check_reachable, discover};
 use stacks::bench::{self, BenchConfig, Load, Observer, Progress, Sample, Sampler};
 use stacks::graph::Graph;
@@ -29,31 +30,27 @@ async fn apply(aws: &Aws, loaded: &LoadedSpec) {
     let graph = Graph::build(loaded).expect("graph");
     let inputs = Inputs::from_spec(&loaded.spec, None);
     let plan = aws::plan(aws, &graph, &inputs).await.expect("plan");
-    aws::apply(aws, &plan, &ApplyOptions::default(), &stacks::local::Silent)
-        .await
-        .unwrap_or_else(|e| panic!("apply failed: {e}"));
+    apply_plan(aws, &plan).await;
+}
+
+/// The example with the event key `key` and no runs-API token (`up`
+/// generates one).
+fn example_with_key(key: &str) -> LoadedSpec {
+    let mut loaded = example_loaded();
+    loaded.spec.event_keys.insert("default".into(), key.into());
+    loaded.spec.api_token = None;
+    loaded
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_finds_the_cloud_map_name_the_deployed_key_and_the_ssm_token() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
-    let mut loaded = example_loaded();
+    let (_moto, aws) = moto_and_aws().await;
     // Deployed with this key and a generated runs-API token (none in the spec).
-    loaded
-        .spec
-        .event_keys
-        .insert("default".into(), "key-at-up".into());
-    loaded.spec.api_token = None;
+    let loaded = example_with_key("key-at-up");
     apply(&aws, &loaded).await;
 
     // bench runs later, in a shell where the spec's key resolves differently.
-    let mut later = example_loaded();
-    later
-        .spec
-        .event_keys
-        .insert("default".into(), "key-in-this-shell".into());
-    later.spec.api_token = None;
+    let later = example_with_key("key-in-this-shell");
     let target = discover(&aws, &later, None).await.expect("discovery");
     assert_eq!(target.event_api, "http://event-api.reference.internal:8288");
     assert_eq!(
@@ -64,17 +61,8 @@ async fn discovery_finds_the_cloud_map_name_the_deployed_key_and_the_ssm_token()
         target.ingest_url(),
         "http://event-api.reference.internal:8288/e/key-at-up"
     );
-    let stored = aws
-        .ssm()
-        .get_parameter()
-        .name("/stackctl/reference/api-token")
-        .with_decryption(true)
-        .send()
-        .await
-        .expect("up stored the generated token")
-        .parameter
-        .and_then(|p| p.value)
-        .unwrap();
+    // `up` stored the token it generated.
+    let stored = describe::parameter_value(aws.ssm(), "/stackctl/reference/api-token").await;
     assert_eq!(target.api_token.as_deref(), Some(stored.as_str()));
     assert_eq!(target.metrics, None, "no engine metrics outside the VPC");
 
@@ -92,8 +80,7 @@ async fn discovery_finds_the_cloud_map_name_the_deployed_key_and_the_ssm_token()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_stack_is_reached_through_its_load_balancer_and_errors_say_how_to_fix() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (_moto, aws) = moto_and_aws().await;
     let mut loaded = example_loaded();
     loaded.spec.network.event_api = Connection::Public;
 
@@ -198,17 +185,6 @@ impl Observer for Watch {
     fn phase(&self, _: &str) {}
 }
 
-async fn queue_url(aws: &Aws, name: &str) -> String {
-    aws.sqs()
-        .get_queue_url()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
-
 async fn send(aws: &Aws, url: &str, n: usize) {
     for i in 0..n {
         aws.sqs()
@@ -223,14 +199,13 @@ async fn send(aws: &Aws, url: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_carries_the_counts_and_depths_set_through_the_sdk() {
-    let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
-    let aws = connect(&moto.endpoint()).await;
+    let (_moto, aws) = moto_and_aws().await;
     let loaded = example_loaded();
     apply(&aws, &loaded).await;
 
     // State set through the SDK, as auto-scaling and traffic would.
-    let events = queue_url(&aws, "reference-events").await;
-    let work = queue_url(&aws, "reference-work").await;
+    let events = describe::queue_url(aws.sqs(), "reference-events").await;
+    let work = describe::queue_url(aws.sqs(), "reference-work").await;
     send(&aws, &events, 7).await;
     send(&aws, &work, 3).await;
     aws.ecs()

@@ -56,6 +56,13 @@ fn graph(stack: &str, connection: &str) -> Graph {
     Graph::from_spec(&spec(spec_json(stack, connection))).expect("graph builds")
 }
 
+/// The attributes of the resource `id`, which `g` must hold.
+fn attributes<'g>(g: &'g Graph, id: &str) -> &'g Attributes {
+    &g.get(&id.into())
+        .unwrap_or_else(|| panic!("{id} in the graph"))
+        .attributes
+}
+
 fn ids(g: &Graph) -> BTreeSet<&str> {
     g.resources().iter().map(|r| r.id.as_str()).collect()
 }
@@ -479,7 +486,7 @@ fn iam_policies_have_no_wildcard_actions_and_each_service_only_its_own_queue_act
             vec![("TakeJobs", take.to_vec(), vec![q("work")])],
         ),
     ] {
-        let Attributes::IamRolePolicy(p) = &g.get(&policy.into()).unwrap().attributes else {
+        let Attributes::IamRolePolicy(p) = attributes(&g, policy) else {
             panic!("{policy}");
         };
         let sqs: Vec<(&str, Vec<&str>, Vec<String>)> = p
@@ -522,7 +529,7 @@ fn iam_policies_have_no_wildcard_actions_and_each_service_only_its_own_queue_act
         ("ecs.taskdef.event-api", "iam.role.task"),
         ("ecs.taskdef.runner", "iam.role.runner"),
     ] {
-        let Attributes::EcsTaskDefinition(td) = &g.get(&taskdef.into()).unwrap().attributes else {
+        let Attributes::EcsTaskDefinition(td) = attributes(&g, taskdef) else {
             panic!("{taskdef}");
         };
         assert_eq!(td.task_role_arn, format!("${{{role}.arn}}"), "{taskdef}");
@@ -594,9 +601,7 @@ fn fixed_counts_and_prebuilt_images_leave_out_scaling_and_ecr() {
         alarms,
         ["cloudwatch.alarm.events-dlq", "cloudwatch.alarm.work-dlq"]
     );
-    let Attributes::IamRolePolicy(exec) =
-        &g.get(&"iam.policy.execution".into()).unwrap().attributes
-    else {
+    let Attributes::IamRolePolicy(exec) = attributes(&g, "iam.policy.execution") else {
         panic!("execution policy");
     };
     assert!(
@@ -611,9 +616,7 @@ fn fixed_counts_and_prebuilt_images_leave_out_scaling_and_ecr() {
 #[test]
 fn container_environment_and_user_data_are_rendered_from_templates() {
     let g = graph("demo", "internal_dns");
-    let Attributes::EcsTaskDefinition(td) =
-        &g.get(&"ecs.taskdef.runner".into()).unwrap().attributes
-    else {
+    let Attributes::EcsTaskDefinition(td) = attributes(&g, "ecs.taskdef.runner") else {
         panic!("task definition");
     };
     assert_eq!(td.container.command, ["--role", "runner"]);
@@ -667,9 +670,7 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
             arn("redis-auth-token")
         )])
     );
-    let Attributes::EcsTaskDefinition(api) =
-        &g.get(&"ecs.taskdef.event-api".into()).unwrap().attributes
-    else {
+    let Attributes::EcsTaskDefinition(api) = attributes(&g, "ecs.taskdef.event-api") else {
         panic!("task definition");
     };
     assert_eq!(
@@ -700,7 +701,7 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
             vec![arn("redis-auth-token")],
         ),
     ] {
-        let Attributes::IamRolePolicy(p) = &g.get(&policy.into()).unwrap().attributes else {
+        let Attributes::IamRolePolicy(p) = attributes(&g, policy) else {
             panic!("{policy}");
         };
         let ssm: Vec<_> = p
@@ -719,11 +720,7 @@ fn container_environment_and_user_data_are_rendered_from_templates() {
         .expect("engine accepts the config");
     assert_eq!(parsed.backend.kind(), engine::backend::Kind::SqsRedis);
 
-    let Attributes::LaunchTemplate(lt) = &g
-        .get(&"ec2.launch-template.executors".into())
-        .unwrap()
-        .attributes
-    else {
+    let Attributes::LaunchTemplate(lt) = attributes(&g, "ec2.launch-template.executors") else {
         panic!("launch template");
     };
     let ud = &lt.user_data;
@@ -788,11 +785,7 @@ fn the_docker_socket_is_mounted_only_for_the_docker_driver() {
         let mut v = spec_json("demo", "internal");
         v["executors"]["drivers"] = drivers;
         let g = Graph::from_spec(&spec(v)).unwrap();
-        let Attributes::LaunchTemplate(lt) = &g
-            .get(&"ec2.launch-template.executors".into())
-            .unwrap()
-            .attributes
-        else {
+        let Attributes::LaunchTemplate(lt) = attributes(&g, "ec2.launch-template.executors") else {
             panic!("launch template");
         };
         lt.user_data.clone()
@@ -814,8 +807,7 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
     v["executors"]["scaling"]["min"] = json!(2);
     v["executors"]["scaling"]["max"] = json!(9);
     let g = Graph::from_spec(&spec(v)).unwrap();
-    let Attributes::ScalableTarget(t) = &g.get(&"scaling.target.runner".into()).unwrap().attributes
-    else {
+    let Attributes::ScalableTarget(t) = attributes(&g, "scaling.target.runner") else {
         panic!("scalable target");
     };
     assert_eq!(
@@ -824,11 +816,7 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
         "min defaults to the service count"
     );
     assert_eq!(t.resource_id, "service/demo/demo-runner");
-    let Attributes::AutoScalingGroup(asg) = &g
-        .get(&"autoscaling.group.executors".into())
-        .unwrap()
-        .attributes
-    else {
+    let Attributes::AutoScalingGroup(asg) = attributes(&g, "autoscaling.group.executors") else {
         panic!("asg");
     };
     assert_eq!(
@@ -837,10 +825,7 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
         "desired is kept within the bounds"
     );
     assert!(asg.scaling_managed);
-    let Attributes::CloudWatchAlarm(alarm) = &g
-        .get(&"cloudwatch.alarm.executors.out".into())
-        .unwrap()
-        .attributes
+    let Attributes::CloudWatchAlarm(alarm) = attributes(&g, "cloudwatch.alarm.executors.out")
     else {
         panic!("alarm");
     };
@@ -859,17 +844,13 @@ fn task_definitions_follow_the_engine_images_architecture_and_executors_must_run
 
     let g = graph("demo", "internal");
     for id in ["ecs.taskdef.event-api", "ecs.taskdef.runner"] {
-        let Attributes::EcsTaskDefinition(td) = &g.get(&id.into()).unwrap().attributes else {
+        let Attributes::EcsTaskDefinition(td) = attributes(&g, id) else {
             panic!("{id}");
         };
         // Known once the image is: the provider resolves it per command.
         assert_eq!(td.cpu_architecture, "${cpu_architecture}", "{id}");
     }
-    let Attributes::LaunchTemplate(lt) = &g
-        .get(&"ec2.launch-template.executors".into())
-        .unwrap()
-        .attributes
-    else {
+    let Attributes::LaunchTemplate(lt) = attributes(&g, "ec2.launch-template.executors") else {
         panic!("launch template");
     };
     assert_eq!(lt.image_id, "${ami_id}");
@@ -944,7 +925,7 @@ fn memorydb_replaces_elasticache_with_a_tls_cluster_the_engine_joins_as_its_own_
         !ids.iter().any(|id| id.starts_with("elasticache.")),
         "no ElastiCache beside MemoryDB: {ids:?}"
     );
-    let attrs = |id: &str| g.get(&id.into()).unwrap().attributes.clone();
+    let attrs = |id: &str| attributes(&g, id).clone();
     let Attributes::MemoryDbCluster(cluster) = attrs("memorydb.cluster") else {
         panic!("cluster");
     };

@@ -103,6 +103,38 @@ async fn push(
     image::push(image, target, opts, &mut |_| {}).await
 }
 
+/// The test image of a copy of [`TEST_BINARY`] with `suffix` appended:
+/// another binary, so another binary layer.
+fn build_changed_image(suffix: &[u8]) -> BuiltImage {
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("engine");
+    let mut bytes = std::fs::read(TEST_BINARY).unwrap();
+    bytes.extend_from_slice(suffix);
+    std::fs::write(&changed, bytes).unwrap();
+    image::build(&options(&changed)).unwrap()
+}
+
+/// Push options that log in as [`USER`] with `password`.
+fn login(password: &str) -> PushOptions {
+    PushOptions {
+        credentials: Some(Credentials::new(USER, password)),
+        ..PushOptions::default()
+    }
+}
+
+/// Pushes `built` to `target` as [`USER`]: refused with a wrong password,
+/// then pushed with the right one, every blob uploaded. Returns the options
+/// that logged in and the report.
+async fn push_as_user(built: &BuiltImage, target: &ImageRef) -> (PushOptions, PushReport) {
+    let err = push(built, target, &login("wrong")).await.unwrap_err();
+    assert!(matches!(err, ImageError::Auth(_)), "wrong password: {err}");
+
+    let right = login(PASSWORD);
+    let report = push(built, target, &right).await.unwrap();
+    assert!(report.blobs.iter().all(|b| b.uploaded));
+    (right, report)
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .stdin(Stdio::null())
@@ -127,6 +159,16 @@ fn skopeo_inspect(reference: &str, config: bool) -> Value {
     serde_json::from_slice(&run(&mut cmd).stdout).unwrap()
 }
 
+/// The items of a JSON array of strings.
+fn strings(array: &Value) -> Vec<&str> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn build_is_reproducible_and_a_new_binary_keeps_the_base_layer() {
     let first = build_test_image();
@@ -136,12 +178,7 @@ fn build_is_reproducible_and_a_new_binary_keeps_the_base_layer() {
     assert_eq!(first.config, second.config);
 
     // A different binary: only the binary layer (and so config and manifest) changes.
-    let dir = tempfile::tempdir().unwrap();
-    let changed = dir.path().join("engine");
-    let mut bytes = std::fs::read(TEST_BINARY).unwrap();
-    bytes.extend_from_slice(b"\0changed");
-    std::fs::write(&changed, bytes).unwrap();
-    let third = image::build(&options(&changed)).unwrap();
+    let third = build_changed_image(b"\0changed");
     assert_eq!(third.layers[0].digest, first.layers[0].digest);
     assert_ne!(third.layers[1].digest, first.layers[1].digest);
     assert_ne!(third.manifest_digest, first.manifest_digest);
@@ -179,12 +216,7 @@ fn oci_layout_is_readable_by_skopeo() {
     assert_eq!(inspect["Digest"], built.manifest_digest.as_str());
     assert_eq!(inspect["Architecture"], built.platform.architecture);
     assert_eq!(inspect["Os"], "linux");
-    let layers: Vec<&str> = inspect["Layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let layers = strings(&inspect["Layers"]);
     let ours: Vec<&str> = built.layers.iter().map(|l| l.digest.as_str()).collect();
     assert_eq!(layers, ours);
 
@@ -246,12 +278,7 @@ async fn push_shows_in_skopeo_and_a_second_push_uploads_nothing() {
     assert_eq!(runtime["Cmd"], serde_json::json!(["--role", "all"]));
     assert_eq!(runtime["User"], "65532:65532");
     assert!(runtime["ExposedPorts"]["8288/tcp"].is_object());
-    let env: Vec<&str> = runtime["Env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let env = strings(&runtime["Env"]);
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
     assert!(env.contains(&"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"));
 
@@ -271,12 +298,7 @@ async fn push_shows_in_skopeo_and_a_second_push_uploads_nothing() {
     assert_eq!(second.reference, first.reference);
 
     // A new binary to another repository of the same registry: untagged push by digest.
-    let dir = tempfile::tempdir().unwrap();
-    let changed = dir.path().join("engine");
-    let mut bytes = std::fs::read(TEST_BINARY).unwrap();
-    bytes.extend_from_slice(b"\0v2");
-    std::fs::write(&changed, bytes).unwrap();
-    let v2 = image::build(&options(&changed)).unwrap();
+    let v2 = build_changed_image(b"\0v2");
     let v2_report = push(&v2, &target, &PushOptions::default()).await.unwrap();
     let uploaded: Vec<BlobKind> = v2_report
         .blobs
@@ -309,19 +331,7 @@ async fn push_with_basic_auth() {
         "pushing without credentials: {err}"
     );
 
-    let wrong = PushOptions {
-        credentials: Some(Credentials::new(USER, "wrong")),
-        ..PushOptions::default()
-    };
-    let err = push(&built, &target, &wrong).await.unwrap_err();
-    assert!(matches!(err, ImageError::Auth(_)), "wrong password: {err}");
-
-    let right = PushOptions {
-        credentials: Some(Credentials::new(USER, PASSWORD)),
-        ..PushOptions::default()
-    };
-    let report = push(&built, &target, &right).await.unwrap();
-    assert!(report.blobs.iter().all(|b| b.uploaded));
+    let (_, report) = push_as_user(&built, &target).await;
     let inspect = run(Command::new("skopeo").args([
         "inspect",
         "--tls-verify=false",
@@ -345,19 +355,30 @@ fn podman(dir: &Path) -> Command {
     cmd
 }
 
-#[tokio::test]
-async fn pushed_image_pulls_and_runs_in_podman() {
+/// Pushes `built` as `repo_and_tag` to a registry of its own (no auth) and
+/// pulls it into podman storage of its own. Returns the registry (running
+/// while held), the push's report and the storage.
+async fn push_and_pull(
+    built: &BuiltImage,
+    repo_and_tag: &str,
+) -> (Registry, PushReport, tempfile::TempDir) {
     let registry = Registry::start(Auth::None);
-    let built = build_test_image();
     let report = push(
-        &built,
-        &registry.target("stackctl/engine:run"),
+        built,
+        &registry.target(repo_and_tag),
         &PushOptions::default(),
     )
     .await
     .unwrap();
     let storage = tempfile::tempdir().unwrap();
     run(podman(storage.path()).args(["pull", "--quiet", "--tls-verify=false", &report.reference]));
+    (registry, report, storage)
+}
+
+#[tokio::test]
+async fn pushed_image_pulls_and_runs_in_podman() {
+    let built = build_test_image();
+    let (_registry, report, storage) = push_and_pull(&built, "stackctl/engine:run").await;
 
     let user = run(podman(storage.path()).args([
         "image",
@@ -565,19 +586,7 @@ async fn push_with_bearer_token_auth() {
     let built = build_test_image();
     let target = registry.target("tokened/engine:v1");
 
-    let wrong = PushOptions {
-        credentials: Some(Credentials::new(USER, "wrong")),
-        ..PushOptions::default()
-    };
-    let err = push(&built, &target, &wrong).await.unwrap_err();
-    assert!(matches!(err, ImageError::Auth(_)), "wrong password: {err}");
-
-    let right = PushOptions {
-        credentials: Some(Credentials::new(USER, PASSWORD)),
-        ..PushOptions::default()
-    };
-    let report = push(&built, &target, &right).await.unwrap();
-    assert!(report.blobs.iter().all(|b| b.uploaded));
+    let (right, _) = push_as_user(&built, &target).await;
     // One token, asked for with push rights, served every request of the push.
     assert_eq!(
         *tokens.issued.lock().unwrap(),
@@ -621,17 +630,7 @@ async fn engine_image_starts_and_answers_health_in_podman() {
         built.size(),
         started.elapsed()
     );
-    let registry = Registry::start(Auth::None);
-    let report = push(
-        &built,
-        &registry.target("stackctl/engine:health"),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap();
-
-    let storage = tempfile::tempdir().unwrap();
-    run(podman(storage.path()).args(["pull", "--quiet", "--tls-verify=false", &report.reference]));
+    let (_registry, report, storage) = push_and_pull(&built, "stackctl/engine:health").await;
     let port = free_port();
     let container = ContainerGuard {
         storage: storage.path(),

@@ -7,6 +7,8 @@ mod aws_apigateway;
 #[cfg(feature = "aws")]
 mod aws_apply;
 #[cfg(feature = "aws")]
+mod aws_describe;
+#[cfg(feature = "aws")]
 mod aws_down;
 #[cfg(feature = "aws")]
 mod aws_elbv2;

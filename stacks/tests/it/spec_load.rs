@@ -29,8 +29,7 @@ fn errors_of(result: Result<stacks::spec::LoadedSpec, LoadError>) -> stacks::spe
 
 #[test]
 fn aws_example_is_the_reference_stack() {
-    let loaded = load_with_env(root().join("examples/aws.yaml"), &no_env)
-        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let loaded = example("aws.yaml", &no_env);
     let spec = &loaded.spec;
     assert_eq!(spec.provider, Provider::Aws);
     let api = &spec.services.event_api;
@@ -81,6 +80,12 @@ fn aws_example_is_the_reference_stack() {
     );
 }
 
+/// `examples/<file>` loaded with `env`; panics with the rendered errors.
+fn example(file: &str, env: &dyn Fn(&str) -> Option<String>) -> stacks::spec::LoadedSpec {
+    load_with_env(root().join("examples").join(file), env)
+        .unwrap_or_else(|e| panic!("examples/{file}: {}", render(e)))
+}
+
 fn render(e: LoadError) -> String {
     match e {
         LoadError::Invalid(errors) => errors.render(),
@@ -90,8 +95,7 @@ fn render(e: LoadError) -> String {
 
 #[test]
 fn local_example_loads_with_defaults_from_the_environment() {
-    let loaded = load_with_env(root().join("examples/local.yaml"), &no_env)
-        .unwrap_or_else(|e| panic!("examples/local.yaml: {}", render(e)));
+    let loaded = example("local.yaml", &no_env);
     let spec = &loaded.spec;
     assert_eq!(spec.provider, Provider::Local);
     assert_eq!(spec.services.event_api.port, Some(8288));
@@ -114,7 +118,7 @@ fn local_example_loads_with_defaults_from_the_environment() {
         "STEP_URL" => Some("http://127.0.0.1:9999".to_string()),
         _ => None,
     };
-    let loaded = load_with_env(root().join("examples/local.yaml"), &env).expect("valid");
+    let loaded = example("local.yaml", &env);
     assert_eq!(loaded.spec.event_keys["default"], "from-env");
     let f = loaded
         .function_defs()
@@ -220,8 +224,7 @@ fn warning_places(loaded: stacks::spec::LoadedSpec) -> Vec<String> {
 
 #[test]
 fn aws_example_warns_of_loopback_step_urls_until_step_url_is_set() {
-    let loaded = load_with_env(root().join("examples/aws.yaml"), &no_env)
-        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let loaded = example("aws.yaml", &no_env);
     let warnings = loaded.warnings.clone().relative_to(&root());
     insta::assert_snapshot!(warnings.render());
     for d in &warnings.diagnostics {
@@ -241,17 +244,14 @@ fn aws_example_warns_of_loopback_step_urls_until_step_url_is_set() {
     let step_url =
         |url: &'static str| move |name: &str| (name == "STEP_URL").then(|| url.to_string());
     let internal = step_url("http://steps.internal:8300");
-    let loaded = load_with_env(root().join("examples/aws.yaml"), &internal)
-        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let loaded = example("aws.yaml", &internal);
     assert!(loaded.warnings.is_empty(), "{}", loaded.warnings.render());
     let loopback = step_url("http://localhost:8300");
-    let loaded = load_with_env(root().join("examples/aws.yaml"), &loopback)
-        .unwrap_or_else(|e| panic!("examples/aws.yaml: {}", render(e)));
+    let loaded = example("aws.yaml", &loopback);
     assert_eq!(loaded.warnings.diagnostics.len(), 4);
 
     // A local stack's executors are this machine: loopback is where its steps are.
-    let loaded = load_with_env(root().join("examples/local.yaml"), &no_env)
-        .unwrap_or_else(|e| panic!("examples/local.yaml: {}", render(e)));
+    let loaded = example("local.yaml", &no_env);
     assert!(loaded.warnings.is_empty(), "{}", loaded.warnings.render());
 }
 

@@ -1,5 +1,6 @@
-//! What the stacks tests share: the example spec, moto and clients pointed
-//! at it, and a progress recorder.
+//! What the stacks tests share: the example spec (also as a copy with
+//! another connection type), moto and clients pointed at it, planning and
+//! applying a spec on it, and a progress recorder.
 
 use std::path::PathBuf;
 
@@ -37,11 +38,22 @@ mod aws {
     use aws_sdk_sts::config::Credentials;
     use harness::Moto;
     use stacks::aws::{self, ApplyOptions, ApplyReport, Aws, AwsPlan, Inputs};
-    use stacks::graph::Graph;
+    use stacks::graph::plan::Action;
+    use stacks::graph::{Graph, LogicalId};
+    use stacks::spec::{LoadedSpec, Spec};
+    use std::path::{Path, PathBuf};
 
     /// A moto server of the test's own.
     pub fn start_moto() -> Moto {
         Moto::start().expect("moto_server starts (run scripts/test to install it)")
+    }
+
+    /// A moto server of the test's own (started off the async workers) and
+    /// the provider's AWS context on it.
+    pub async fn moto_and_aws() -> (Moto, Aws) {
+        let moto = tokio::task::spawn_blocking(start_moto).await.unwrap();
+        let aws = connect(&moto.endpoint()).await;
+        (moto, aws)
     }
 
     /// The provider's AWS context on `endpoint` (moto, or a proxy in front).
@@ -54,6 +66,31 @@ mod aws {
         )
         .await
         .expect("AWS context")
+    }
+
+    /// The plan for the graph of `spec` (inline functions only) with no
+    /// built image.
+    pub async fn plan_spec(aws: &Aws, spec: &Spec) -> AwsPlan {
+        let graph = Graph::from_spec(spec).expect("graph");
+        aws::plan(aws, &graph, &Inputs::from_spec(spec, None))
+            .await
+            .expect("plan")
+    }
+
+    /// `up` without progress output: plans `spec` and applies the plan.
+    pub async fn up(aws: &Aws, spec: &Spec) -> ApplyReport {
+        apply_plan(aws, &plan_spec(aws, spec).await).await
+    }
+
+    /// The action `plan` has for the resource `id`, and the attributes it
+    /// changes.
+    pub fn planned(plan: &AwsPlan, id: &str) -> (Action, Vec<String>) {
+        plan.plan
+            .changes
+            .iter()
+            .find(|c| c.resource.id == LogicalId::new(id))
+            .map(|c| (c.action, c.changed_attributes.clone()))
+            .unwrap_or_else(|| panic!("{id} not planned"))
     }
 
     /// Applies `plan` with the default options and no progress output.
@@ -92,5 +129,22 @@ mod aws {
             ))
             .load()
             .await
+    }
+
+    /// `examples/aws.yaml` with its `event_api: internal_dns` line replaced
+    /// by `event_api` (which may add YAML below it), written into `dir` with
+    /// the function files it refers to, and loaded with no variables.
+    pub fn example_in(dir: &Path, event_api: &str) -> LoadedSpec {
+        let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let text = std::fs::read_to_string(examples.join("aws.yaml")).unwrap();
+        assert!(text.contains("event_api: internal_dns"));
+        let text = text.replace("event_api: internal_dns", event_api);
+        std::fs::create_dir_all(dir.join("functions")).unwrap();
+        for f in std::fs::read_dir(examples.join("functions")).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dir.join("functions").join(f.file_name())).unwrap();
+        }
+        std::fs::write(dir.join("aws.yaml"), text).unwrap();
+        stacks::spec::load_with_env(dir.join("aws.yaml"), &|_| None).expect("the spec loads")
     }
 }

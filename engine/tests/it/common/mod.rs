@@ -23,8 +23,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use engine::Shutdown;
-use engine::backend::{self, Backends, Run, StateStore, StepRecord};
-use engine::config::{Config, Role};
+use engine::backend::{self, Backends, Queue, Run, RunStatus, StateStore, StepOutcome, StepRecord};
+use engine::config::{Config, QueuesConfig, Role};
 use engine::functions::FunctionDef;
 use engine::metrics::Metrics;
 use serde_json::{Value, json};
@@ -76,6 +76,54 @@ pub fn function(def: Value) -> FunctionDef {
     f
 }
 
+/// The output of a completed step (panics on any other outcome).
+pub fn output(outcome: &Option<StepOutcome>) -> &Value {
+    match outcome {
+        Some(StepOutcome::Completed { output }) => output,
+        other => panic!("expected a completed step, got {other:?}"),
+    }
+}
+
+/// The strings of a JSON array, such as the `ids` of an event API answer
+/// (panics on anything else).
+pub fn string_list(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a JSON array, not {list}"))
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_string())
+        .collect()
+}
+
+/// Receives from `queue` until the messages hold `expected` events or
+/// `timeout` has passed: the messages' bodies, in the order received.
+pub async fn receive_bodies(queue: &dyn Queue, expected: usize, timeout: Duration) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    let mut events = 0;
+    let deadline = Instant::now() + timeout;
+    while events < expected && Instant::now() < deadline {
+        let got = queue
+            .receive(10, Duration::from_secs(60), Duration::from_secs(1))
+            .await
+            .expect("receive");
+        for m in got {
+            events += backend::decode_events(&m.body).expect("events").len();
+            bodies.push(m.body);
+        }
+    }
+    bodies
+}
+
+/// Runs `cmd` (`what` it is) to its end; panics with its stderr unless it
+/// succeeded.
+pub fn run_to_success(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // ---------------------------------------------------------------- step server
 
 /// One call the step server answered.
@@ -109,7 +157,7 @@ struct StepState {
     calls: Mutex<Vec<Call>>,
     nonce: AtomicU64,
     /// (run, step) → calls so far, for `flaky` routes.
-    seen: Mutex<HashMap<(String, String), u32>>,
+    seen: Mutex<HashMap<(String, String), u64>>,
     /// tag → (in flight now, most ever in flight).
     in_flight: Mutex<HashMap<String, (u32, u32)>>,
     /// tag → calls that arrived (answered or not).
@@ -134,9 +182,7 @@ impl StepServer {
         let state = Arc::new(StepState::default());
         let app = Router::new()
             .route("/ok/{tag}", post(ok))
-            .route("/flaky/{fails}/{tag}", post(flaky))
-            .route("/status/{code}/{tag}", post(status))
-            .route("/slow/{ms}/{tag}", post(slow))
+            .route("/{kind}/{n}/{tag}", post(shaped))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -275,39 +321,36 @@ async fn ok(
     answer(&st, ctx, tag, 200, Duration::ZERO).await
 }
 
-async fn flaky(
+/// `/flaky/{fails}/{tag}`, `/status/{code}/{tag}` and `/slow/{ms}/{tag}`.
+async fn shaped(
     State(st): State<Arc<StepState>>,
-    UrlPath((fails, tag)): UrlPath<(u32, String)>,
+    UrlPath((kind, n, tag)): UrlPath<(String, u64, String)>,
     Json(ctx): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let key = (
-        ctx["run_id"].as_str().unwrap_or_default().to_string(),
-        ctx["step_id"].as_str().unwrap_or_default().to_string(),
-    );
-    let n = {
-        let mut seen = st.seen.lock().unwrap();
-        let n = seen.entry(key).or_default();
-        *n += 1;
-        *n
+    let (code, delay) = match kind.as_str() {
+        "flaky" => {
+            let key = (
+                ctx["run_id"].as_str().unwrap_or_default().to_string(),
+                ctx["step_id"].as_str().unwrap_or_default().to_string(),
+            );
+            let calls = {
+                let mut seen = st.seen.lock().unwrap();
+                let calls = seen.entry(key).or_default();
+                *calls += 1;
+                *calls
+            };
+            (if calls <= n { 500 } else { 200 }, Duration::ZERO)
+        }
+        "status" => (u16::try_from(n).expect("a status code"), Duration::ZERO),
+        "slow" => (200, Duration::from_millis(n)),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such route"})),
+            );
+        }
     };
-    let code = if n <= fails { 500 } else { 200 };
-    answer(&st, ctx, tag, code, Duration::ZERO).await
-}
-
-async fn status(
-    State(st): State<Arc<StepState>>,
-    UrlPath((code, tag)): UrlPath<(u16, String)>,
-    Json(ctx): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    answer(&st, ctx, tag, code, Duration::ZERO).await
-}
-
-async fn slow(
-    State(st): State<Arc<StepState>>,
-    UrlPath((ms, tag)): UrlPath<(u64, String)>,
-    Json(ctx): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    answer(&st, ctx, tag, 200, Duration::from_millis(ms)).await
+    answer(&st, ctx, tag, code, delay).await
 }
 
 // ------------------------------------------------------------ in-process stack
@@ -344,12 +387,7 @@ impl Client {
         let status = resp.status();
         let body: Value = resp.json().await.expect("JSON answer");
         assert_eq!(status, 200, "event API answered {status}: {body}");
-        body["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| v.as_str().expect("id").to_string())
-            .collect()
+        string_list(&body["ids"])
     }
 
     /// Sends one event and returns its internal id.
@@ -357,6 +395,17 @@ impl Client {
         let ids = self.send(event).await;
         assert_eq!(ids.len(), 1);
         ids.into_iter().next().unwrap()
+    }
+
+    /// Sends one event named `name` with `data` and returns its internal id.
+    pub async fn send_event(&self, name: &str, data: Value) -> String {
+        self.send_one(json!({"name": name, "data": data})).await
+    }
+
+    /// The run of the event with this internal id, once there is one.
+    pub async fn run_of(&self, internal_id: &str) -> Option<Run> {
+        let runs = self.state.runs_for_event(internal_id).await.ok()?;
+        runs.into_iter().next()
     }
 
     /// Waits until the event with this internal id has exactly one run in
@@ -376,6 +425,13 @@ impl Client {
             },
         )
         .await
+    }
+
+    /// Like [`Client::finished_run`], asserting that the run ended `status`.
+    pub async fn finished_as(&self, internal_id: &str, status: RunStatus) -> Run {
+        let run = self.finished_run(internal_id).await;
+        assert_eq!(run.status, status, "{run:?}");
+        run
     }
 
     /// A run's step records by step id.
@@ -408,9 +464,10 @@ impl Client {
 }
 
 /// An engine in this process: the event API (real HTTP on loopback), a
-/// runner and an executor as tasks, over one embedded database.
+/// runner and an executor as tasks, over one embedded database, SQS + Redis
+/// (see [`TestBackend`]) or backends the test opened itself.
 pub struct Stack {
-    /// The temp dir holding the database.
+    /// A temp dir, holding the embedded database if there is one.
     pub dir: tempfile::TempDir,
     /// The configuration the roles run with.
     pub config: Arc<Config>,
@@ -474,47 +531,68 @@ async fn sqs_redis_backends(
             harness::RedisServer::start().expect("start redis-server"),
         )
     });
-    config.backend = backend::BackendConfig::SqsRedis {
-        events_queue: "test-events".into(),
-        work_queue: "test-work".into(),
-        redis_url: redis.url(),
+    config.backend = sqs_redis_backend("test", &redis.url());
+    let backends = open_sqs_redis(&moto.endpoint(), &redis.url(), "test", &config.queues).await;
+    (backends, (moto, redis))
+}
+
+/// The SQS + Redis backend section: queues `{prefix}-events` and
+/// `{prefix}-work` (created by the engine), state on `redis_url`.
+pub fn sqs_redis_backend(prefix: &str, redis_url: &str) -> backend::BackendConfig {
+    backend::BackendConfig::SqsRedis {
+        events_queue: format!("{prefix}-events"),
+        work_queue: format!("{prefix}-work"),
+        redis_url: redis_url.into(),
         redis_cluster: false,
         create_queues: true,
-    };
+    }
+}
+
+/// Opens backends on SQS at `sqs_endpoint` (queues `{prefix}-events` and
+/// `{prefix}-work`, created with `queues`) and Redis state at `redis_url`.
+pub async fn open_sqs_redis(
+    sqs_endpoint: &str,
+    redis_url: &str,
+    prefix: &str,
+    queues: &QueuesConfig,
+) -> Backends {
     let state = Arc::new(
-        backend::redis::RedisState::open(&redis.url(), false)
+        backend::redis::RedisState::open(redis_url, false)
             .await
             .expect("open Redis"),
     );
     let (events, work) = backend::sqs::open_pair_with(
-        sqs_client_at(&moto.endpoint()),
-        "test-events",
-        "test-work",
+        sqs_client_at(sqs_endpoint),
+        &format!("{prefix}-events"),
+        &format!("{prefix}-work"),
         true,
-        &config.queues,
+        queues,
     )
     .await
     .expect("open SQS queues");
-    (
-        Backends {
-            events,
-            work,
-            state,
-        },
-        (moto, redis),
-    )
+    Backends {
+        events,
+        work,
+        state,
+    }
 }
 
-/// A test configuration over `db`: test key and token, short work visibility.
-pub fn test_config(db: &Path) -> Config {
-    let mut config = Config::new(backend::BackendConfig::Embedded {
-        path: db.to_path_buf(),
-    });
+/// A test configuration over `backend`: test key and token, short work
+/// visibility.
+pub fn test_config_on(backend: backend::BackendConfig) -> Config {
+    let mut config = Config::new(backend);
     config.event_keys = vec![EVENT_KEY.to_string()];
     config.api_token = Some(API_TOKEN.to_string());
     config.queues.work.visibility_timeout = engine::functions::Duration::from_secs(5);
     config.queues.work.max_receives = 50;
     config
+}
+
+/// [`test_config_on`] the embedded database at `db`.
+pub fn test_config(db: &Path) -> Config {
+    test_config_on(backend::BackendConfig::Embedded {
+        path: db.to_path_buf(),
+    })
 }
 
 impl Stack {
@@ -566,8 +644,31 @@ impl Stack {
                 None,
             ),
         };
+        Self::assemble(dir, config, backends, servers, &functions, roles).await
+    }
+
+    /// Registers `functions` in `backends` the test opened itself, then
+    /// starts the event API and `roles` with `config`.
+    pub async fn start_over(
+        config: Config,
+        backends: Backends,
+        functions: Vec<FunctionDef>,
+        roles: &[Role],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::assemble(dir, config, backends, None, &functions, roles).await
+    }
+
+    async fn assemble(
+        dir: tempfile::TempDir,
+        config: Config,
+        backends: Backends,
+        servers: Option<(harness::Moto, harness::RedisServer)>,
+        functions: &[FunctionDef],
+        roles: &[Role],
+    ) -> Self {
         let config = Arc::new(config);
-        for f in &functions {
+        for f in functions {
             backends
                 .state
                 .put_function(f)
@@ -577,7 +678,6 @@ impl Stack {
         let shutdown = Shutdown::new();
         let metrics = Arc::new(Metrics::new());
         let (url, api) = spawn_event_api(&config, &backends, &metrics, &shutdown).await;
-        let mut tasks = vec![api];
         let client = Client::new(url, backends.state.clone());
         let mut stack = Self {
             dir,
@@ -585,13 +685,12 @@ impl Stack {
             backends,
             client,
             shutdown,
-            tasks: Vec::new(),
+            tasks: vec![api],
             _servers: servers,
         };
         for role in roles {
             stack.start_role(*role);
         }
-        stack.tasks.append(&mut tasks);
         stack
     }
 
@@ -645,20 +744,26 @@ pub struct ProcessBackend {
     servers: Option<(harness::Moto, harness::RedisServer)>,
 }
 
+/// A fresh moto server and a redis-server with appendonly on (it keeps
+/// its data over a restart).
+pub fn moto_and_durable_redis() -> (harness::Moto, harness::RedisServer) {
+    tokio::task::block_in_place(|| {
+        (
+            harness::Moto::start().expect("start moto"),
+            harness::RedisServer::builder()
+                .appendonly(true)
+                .start()
+                .expect("start redis-server"),
+        )
+    })
+}
+
 impl ProcessBackend {
     /// Starts what `kind` needs; the embedded database goes in `dir`.
     pub fn start(kind: TestBackend, dir: &Path) -> Self {
         let servers = match kind {
             TestBackend::Embedded => None,
-            TestBackend::SqsRedis => Some(tokio::task::block_in_place(|| {
-                (
-                    harness::Moto::start().expect("start moto"),
-                    harness::RedisServer::builder()
-                        .appendonly(true)
-                        .start()
-                        .expect("start redis-server"),
-                )
-            })),
+            TestBackend::SqsRedis => Some(moto_and_durable_redis()),
         };
         Self {
             kind,
@@ -762,6 +867,14 @@ impl EngineProcess {
         Self::spawn_with(config, role, log, |cmd| backend.configure(cmd))
     }
 
+    /// Like [`EngineProcess::spawn`], pointed at `moto` (its endpoint and
+    /// credentials in the environment).
+    pub fn spawn_at(moto: &harness::Moto, config: &Path, role: &str, log: PathBuf) -> Self {
+        Self::spawn_with(config, role, log, |cmd| {
+            moto.configure_command(cmd);
+        })
+    }
+
     fn spawn_with(
         config: &Path,
         role: &str,
@@ -813,6 +926,16 @@ impl EngineProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The base URL of the event API this process serves.
+    pub async fn event_api_url(&self) -> String {
+        format!("http://{}", self.listening("event-api").await)
+    }
+
+    /// A client for the event API this process serves, reading `state`.
+    pub async fn client(&self, state: Arc<dyn StateStore>) -> Client {
+        Client::new(self.event_api_url().await, state)
     }
 
     /// SIGKILL, then reap.
