@@ -19,6 +19,11 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
 - An ElastiCache replication group (cluster mode disabled) created with
   `NumCacheClusters` has that many member clusters, a primary and replicas
   (moto creates the primary only unless `ReplicasPerNodeGroup` is given).
+  As on AWS, CreateReplicationGroup refuses AutomaticFailoverEnabled or
+  MultiAZEnabled for a group of fewer than 2 member clusters:
+  InvalidParameterCombination (HTTP 400) "When using automatic failover,
+  there must be at least 2 cache clusters in the replication group."
+  (moto took it).
 - Those member clusters are cache clusters, as on AWS: DescribeCacheClusters
   lists them (moto lists none) with the group's node type, engine version,
   subnet group, security groups, port, encryption, auth token flag and
@@ -60,7 +65,27 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
   AuthTokenEnabled and a new AuthTokenLastModifiedDate). It answers the
   group as DescribeReplicationGroups does; an unknown group is
   ReplicationGroupNotFoundFault (404), one not `available` (being deleted)
-  InvalidReplicationGroupState.
+  InvalidReplicationGroupState. Enabling AutomaticFailoverEnabled or
+  MultiAZEnabled on a group of one member cluster is refused as
+  CreateReplicationGroup refuses it (InvalidParameterCombination), before
+  anything changes: replicas must be added first.
+- IncreaseReplicaCount and DecreaseReplicaCount, which moto does not
+  implement, for cluster-mode-disabled groups and `NewReplicaCount` only
+  (0 to 5; ReplicaConfiguration and ReplicasToRemove are not emulated:
+  InvalidParameterValue), apply at once (ApplyImmediately or not; AWS takes
+  minutes, the group `modifying` meanwhile): the group's members become
+  its primary and that many replicas. New replicas are named as moto names
+  members (`<group>-002`, `-003`, ...: the lowest free numbers), with read
+  endpoints in the group's domain, and are cache clusters as above;
+  DecreaseReplicaCount removes the highest-numbered replicas (never the
+  primary), whose cache clusters are gone at once (AWS deletes them over
+  minutes). A count not above (Increase) or not below (Decrease) the
+  current one is InvalidParameterValue; DecreaseReplicaCount to 0 while
+  automatic failover is enabled is InvalidParameterCombination, as on AWS
+  (turn failover and Multi-AZ off first). Both answer the group as
+  ModifyReplicationGroup does; an unknown group is
+  ReplicationGroupNotFoundFault (404), one not `available`
+  InvalidReplicationGroupState. The group stays `available` throughout.
 - MemoryDB users and ACLs, which moto does not implement. CreateUser
   (AWS's naming rules; AuthenticationMode `password` with one or two
   passwords of 16 to 128 characters, or `iam` without any, the only types
@@ -131,6 +156,7 @@ from moto.ec2.models import launch_templates
 from moto.elasticache import models as elasticache_models
 from moto.elasticache import responses as elasticache_responses
 from moto.elasticache.exceptions import ElastiCacheException, InvalidParameterValueException, ReplicationGroupNotFound
+from moto.elasticache.exceptions import InvalidParameterCombinationException as ElastiCacheInvalidCombination
 from moto.instance_metadata import responses as imds_responses
 from moto.instance_metadata import urls as imds_urls
 from moto.memorydb import models as memorydb_models
@@ -282,7 +308,7 @@ def _members_disabled(self, *args, **kwargs):
     return _original_members_disabled(self, *args, **kwargs)
 
 
-# ----- ElastiCache: cache parameter groups, member clusters, ModifyReplicationGroup
+# ----- ElastiCache: cache parameter groups, member clusters, ModifyReplicationGroup, replica counts
 
 
 class CacheParameterGroupNotFound(ElastiCacheException):
@@ -561,11 +587,14 @@ def _prune_members(backend) -> None:
             del backend.cache_clusters[cid]
 
 
-def _add_members(backend, group) -> None:
-    """The group's member clusters, as DescribeCacheClusters lists them."""
+def _add_members(backend, group, only: set[str] | None = None) -> None:
+    """The group's member clusters (those of `only`, when given), as
+    DescribeCacheClusters lists them."""
     for node_group in group.node_groups:
         for member in node_group["node_group_members"]:
             cid = member["cache_cluster_id"]
+            if only is not None and cid not in only:
+                continue
             cluster = elasticache_models.CacheCluster(
                 account_id=backend.account_id,
                 region_name=backend.region_name,
@@ -612,10 +641,20 @@ def _add_members(backend, group) -> None:
 _original_create_replication_group = elasticache_models.ElastiCacheBackend.create_replication_group
 
 
+# What ElastiCache answers to automatic failover (or Multi-AZ) on a group of
+# one cache cluster: a primary alone has nothing to fail over to.
+FAILOVER_NEEDS_TWO = "When using automatic failover, there must be at least 2 cache clusters in the replication group."
+
+
 def _create_replication_group(self, *args, **kwargs):
     name = kwargs.get("cache_parameter_group_name")
     if name:
         _parameter_group(self, name)  # refused when unknown, as AWS does
+    if kwargs.get("cluster_mode") != "enabled" and (kwargs.get("num_node_groups") or 1) == 1:
+        replicas = kwargs.get("replicas_per_node_group")
+        clusters = replicas + 1 if replicas else kwargs.get("num_cache_clusters") or 1
+        if clusters < 2 and (kwargs.get("automatic_failover_enabled") or kwargs.get("multi_az_enabled")):
+            raise ElastiCacheInvalidCombination(FAILOVER_NEEDS_TWO)
     group = _original_create_replication_group(self, *args, **kwargs)
     group.cache_parameter_group_name = name or _default_parameter_group_name(
         group.engine, group.engine_version, group.cluster_mode
@@ -661,6 +700,10 @@ def _modify_replication_group(self):
         raise ReplicationGroupNotFound(gid)
     if group.status != "available":
         raise InvalidReplicationGroupState(f"Replication group {gid} is not in available state.")
+    if len(group.member_clusters) < 2 and (
+        self._get_bool_param("AutomaticFailoverEnabled") or self._get_bool_param("MultiAZEnabled")
+    ):
+        raise ElastiCacheInvalidCombination(FAILOVER_NEEDS_TWO)
     members = _members(backend, group)
 
     def both(attribute: str, value) -> None:
@@ -717,6 +760,85 @@ def _modify_replication_group(self):
             raise InvalidParameterValueException(f"Invalid AuthTokenUpdateStrategy {strategy}.")
         both("auth_token_enabled", strategy != "DELETE")
         both("auth_token_last_modified_date", utcnow())
+    return ActionResult({"ReplicationGroup": group})
+
+
+def _replica_count_group(response):
+    """The cluster-mode-disabled group IncreaseReplicaCount or
+    DecreaseReplicaCount changes, and the NewReplicaCount asked for."""
+    backend = response.elasticache_backend
+    gid = response._get_param("ReplicationGroupId")
+    group = backend.replication_groups.get(gid)
+    if group is None:
+        raise ReplicationGroupNotFound(gid)
+    if group.status != "available":
+        raise InvalidReplicationGroupState(f"Replication group {gid} is not in available state.")
+    if group.cluster_enabled or len(group.node_groups) != 1:
+        raise InvalidParameterValueException(
+            "moto_plus: only cluster-mode-disabled groups change their replica count here."
+        )
+    count = response._get_int_param("NewReplicaCount")
+    if count is None:
+        raise InvalidParameterValueException(
+            "moto_plus: NewReplicaCount is required (ReplicaConfiguration and ReplicasToRemove are not emulated)."
+        )
+    if not 0 <= count <= 5:
+        raise InvalidParameterValueException(f"NewReplicaCount must be between 0 and 5, not {count}.")
+    return backend, group, count
+
+
+def _increase_replica_count(self):
+    backend, group, count = _replica_count_group(self)
+    node_group = group.node_groups[0]
+    nodes = node_group["node_group_members"]
+    if count <= len(nodes) - 1:
+        raise InvalidParameterValueException(
+            f"The new replica count ({count}) must be greater than the current replica count ({len(nodes) - 1})."
+        )
+    primary = next((m for m in nodes if m.get("current_role") == "primary"), nodes[0])
+    # Member endpoints are `<cluster id>.<the group's domain>` (moto's naming).
+    domain = primary["read_endpoint"]["address"][len(primary["cache_cluster_id"]) + 1 :]
+    taken = {m["cache_cluster_id"] for m in nodes}
+    added = set()
+    number = 1
+    while len(nodes) < count + 1:
+        number += 1
+        cid = f"{group.replication_group_id}-{number:0>3}"
+        if cid in taken:
+            continue
+        nodes.append(
+            {
+                "cache_cluster_id": cid,
+                "cache_node_id": node_group["node_group_id"],
+                "read_endpoint": {"address": f"{cid}.{domain}", "port": group.port},
+                "preferred_availability_zone": "us-east-1b",
+                "current_role": "replica",
+            }
+        )
+        group.member_clusters.append(cid)
+        added.add(cid)
+    _add_members(backend, group, only=added)
+    return ActionResult({"ReplicationGroup": group})
+
+
+def _decrease_replica_count(self):
+    backend, group, count = _replica_count_group(self)
+    nodes = group.node_groups[0]["node_group_members"]
+    if count >= len(nodes) - 1:
+        raise InvalidParameterValueException(
+            f"The new replica count ({count}) must be less than the current replica count ({len(nodes) - 1})."
+        )
+    if count == 0 and group.automatic_failover in ("enabled", "enabling"):
+        raise ElastiCacheInvalidCombination(FAILOVER_NEEDS_TWO)
+    # The newest replicas go; the primary stays.
+    replicas = [m for m in nodes if m.get("current_role") != "primary"]
+    removed = {m["cache_cluster_id"] for m in replicas[count:]}
+    nodes[:] = [m for m in nodes if m["cache_cluster_id"] not in removed]
+    group.member_clusters[:] = [c for c in group.member_clusters if c not in removed]
+    for cid in removed:
+        backend.cache_clusters.pop(cid, None)
+    if group.snapshotting_cluster_id in removed:
+        group.snapshotting_cluster_id = group.member_clusters[min(1, len(group.member_clusters) - 1)]
     return ActionResult({"ReplicationGroup": group})
 
 
@@ -1260,6 +1382,8 @@ elasticache_responses.ElastiCacheResponse.reset_cache_parameter_group = _reset_c
 elasticache_responses.ElastiCacheResponse.describe_cache_parameters = _describe_cache_parameters
 elasticache_responses.ElastiCacheResponse.delete_cache_parameter_group = _delete_cache_parameter_group
 elasticache_responses.ElastiCacheResponse.modify_replication_group = _modify_replication_group
+elasticache_responses.ElastiCacheResponse.increase_replica_count = _increase_replica_count
+elasticache_responses.ElastiCacheResponse.decrease_replica_count = _decrease_replica_count
 memorydb_models.MemoryDBBackend.__init__ = _memorydb_init
 memorydb_models.MemoryDBBackend.create_cluster = _memorydb_create_cluster
 memorydb_models.MemoryDBBackend.update_cluster = _memorydb_update_cluster

@@ -2,10 +2,11 @@
 //! `examples/aws.yaml` creates every resource (checked with SDK describe
 //! calls, independently of the provider's readers), the plan after it is
 //! empty, a second apply makes no write call, a cpu change replaces the
-//! task definition and updates the service, the engine image's architecture
-//! sets the task definitions' and the executors' AMI, and the stack lock
-//! excludes a second holder until released or expired. Each test starts its
-//! own moto.
+//! task definition and updates the service, Redis replicas are added before
+//! automatic failover is enabled and removed after it is disabled, the
+//! engine image's architecture sets the task definitions' and the
+//! executors' AMI, and the stack lock excludes a second holder until
+//! released or expired. Each test starts its own moto.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -663,3 +664,67 @@ async fn memorydb_is_created_read_back_without_drift_and_resized_in_place() {
     assert_plans_nothing(&aws, &spec).await;
 }
 
+/// ElastiCache refuses automatic failover and Multi-AZ on a replication
+/// group without a replica (the emulator refuses it as AWS does): a stack
+/// made with `replicas: 0` gets its replica before they are enabled, and
+/// going back to 0 turns them off before the replica is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_replicas_come_before_failover_and_go_after_it() {
+    use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus};
+
+    let (moto, aws) = moto_and_aws().await;
+    let cache = aws_sdk_elasticache::Client::new(&sdk_config(&moto.endpoint()).await);
+    let mut spec = example();
+    spec.state.redis.replicas = 0;
+    up(&aws, &spec).await;
+    let rg = describe::replication_group(&cache, "reference-redis").await;
+    assert_eq!(rg.member_clusters().len(), 1, "{:?}", rg.member_clusters());
+    assert_eq!(
+        rg.automatic_failover,
+        Some(AutomaticFailoverStatus::Disabled)
+    );
+    assert_eq!(rg.multi_az, Some(MultiAzStatus::Disabled));
+    assert_plans_nothing(&aws, &spec).await;
+
+    for (replicas, on) in [(1, true), (0, false)] {
+        spec.state.redis.replicas = replicas;
+        let plan = plan_spec(&aws, &spec).await;
+        assert_eq!(
+            changes(&plan),
+            [r#"Update elasticache.redis ["automatic_failover", "multi_az", "replicas"]"#],
+            "replicas: {replicas}"
+        );
+        apply_plan(&aws, &plan).await;
+
+        let rg = describe::replication_group(&cache, "reference-redis").await;
+        assert_eq!(
+            rg.member_clusters().len(),
+            replicas as usize + 1,
+            "replicas: {replicas}: {:?}",
+            rg.member_clusters()
+        );
+        let (failover, multi_az) = if on {
+            (AutomaticFailoverStatus::Enabled, MultiAzStatus::Enabled)
+        } else {
+            (AutomaticFailoverStatus::Disabled, MultiAzStatus::Disabled)
+        };
+        assert_eq!(
+            rg.automatic_failover,
+            Some(failover),
+            "replicas: {replicas}"
+        );
+        assert_eq!(rg.multi_az, Some(multi_az), "replicas: {replicas}");
+        // Every member, the new replica too, is one of the group's cache
+        // clusters on the stack's parameter group.
+        for member in rg.member_clusters() {
+            assert_eq!(
+                describe::cache_cluster_parameter_group(&cache, member)
+                    .await
+                    .as_deref(),
+                Some("reference-redis"),
+                "{member}"
+            );
+        }
+        assert_plans_nothing(&aws, &spec).await;
+    }
+}

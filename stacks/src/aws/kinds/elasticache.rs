@@ -6,6 +6,7 @@
 //! not the stack's business.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, ParameterNameValue, Tag};
 
@@ -13,7 +14,7 @@ use super::{
     Ctx, Deleted, Observed, Target, Work, api, attrs, incomplete, not_found_is_none, outputs,
     reread,
 };
-use crate::aws::error::Result;
+use crate::aws::error::{AwsError, Class, Result};
 use crate::aws::resolve::{NOT_REPORTED, Outputs};
 use crate::graph::plan::Action;
 use crate::graph::{
@@ -459,6 +460,31 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
         .observed
         .as_ref()
         .ok_or_else(|| incomplete(&work.target(), "DescribeReplicationGroups", "the group"))?;
+    let Attributes::ElastiCacheReplicationGroup(seen) = &observed.resource.attributes else {
+        unreachable!("a replication group reads as one");
+    };
+    // ElastiCache refuses automatic failover and Multi-AZ on a group with
+    // no replica (InvalidParameterCombination), whether being enabled or
+    // kept while the last replica goes: replicas are added before the
+    // ModifyReplicationGroup that may enable them, and removed after the
+    // one that disables them.
+    let adding = work.changed("replicas") && desired.replicas > seen.replicas;
+    let removing = work.changed("replicas") && desired.replicas < seen.replicas;
+    // The call that may have left the group `modifying`: ElastiCache
+    // refuses the next one (InvalidReplicationGroupState) until it is
+    // `available` again.
+    let mut previous: Option<&'static str> = None;
+    if adding {
+        cache
+            .increase_replica_count()
+            .replication_group_id(name)
+            .new_replica_count(desired.replicas as i32)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "IncreaseReplicaCount"))?;
+        previous = Some("IncreaseReplicaCount");
+    }
     let mut modify = cache
         .modify_replication_group()
         .replication_group_id(name)
@@ -501,34 +527,27 @@ pub(crate) async fn apply_replication_group(ctx: &Ctx, work: &Work) -> Result<Ou
         any = true;
     }
     if any {
+        if let Some(after) = previous {
+            wait_until_available(ctx, observed, after, "ModifyReplicationGroup").await?;
+        }
         modify
             .send()
             .await
             .map_err(api!(subject.clone(), "ModifyReplicationGroup"))?;
+        previous = Some("ModifyReplicationGroup");
     }
-    if work.changed("replicas") {
-        let Attributes::ElastiCacheReplicationGroup(seen) = &observed.resource.attributes else {
-            unreachable!("a replication group reads as one");
-        };
-        if desired.replicas > seen.replicas {
-            cache
-                .increase_replica_count()
-                .replication_group_id(name)
-                .new_replica_count(desired.replicas as i32)
-                .apply_immediately(true)
-                .send()
-                .await
-                .map_err(api!(subject.clone(), "IncreaseReplicaCount"))?;
-        } else {
-            cache
-                .decrease_replica_count()
-                .replication_group_id(name)
-                .new_replica_count(desired.replicas as i32)
-                .apply_immediately(true)
-                .send()
-                .await
-                .map_err(api!(subject.clone(), "DecreaseReplicaCount"))?;
+    if removing {
+        if let Some(after) = previous {
+            wait_until_available(ctx, observed, after, "DecreaseReplicaCount").await?;
         }
+        cache
+            .decrease_replica_count()
+            .replication_group_id(name)
+            .new_replica_count(desired.replicas as i32)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(api!(subject.clone(), "DecreaseReplicaCount"))?;
     }
     sync_tags(ctx, work, &observed.outputs["arn"]).await?;
     Ok(observed.outputs.clone())
@@ -564,6 +583,68 @@ async fn replication_group_status(ctx: &Ctx, o: &Observed) -> Result<Option<Stri
             .next()
             .map(|g| g.status.unwrap_or_else(|| "unknown".into()))
     }))
+}
+
+/// How long one change of a replication group (`after`: a replica added or
+/// removed, failover or Multi-AZ switched) may keep it from `available`
+/// before the next change gives up; adding a replica takes AWS 10 to 20
+/// minutes.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// How often a busy replication group's status is read.
+const CHANGE_POLL: Duration = Duration::from_secs(10);
+
+/// Waits until the replication group is `available` again after `after`
+/// left it `modifying`, since ElastiCache refuses `next` (and every other
+/// change) until then (InvalidReplicationGroupState). A group being
+/// deleted, or gone, will not be: an error, as is one still busy after
+/// [`CHANGE_TIMEOUT`].
+async fn wait_until_available(
+    ctx: &Ctx,
+    o: &Observed,
+    after: &'static str,
+    next: &'static str,
+) -> Result<()> {
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    loop {
+        let status = replication_group_status(ctx, o).await?;
+        let (code, message) = match status.as_deref() {
+            Some("available") => return Ok(()),
+            None => (
+                "ReplicationGroupNotFoundFault",
+                format!(
+                    "replication group {} is gone since {after}",
+                    o.resource.name
+                ),
+            ),
+            Some("deleting") => (
+                "InvalidReplicationGroupState",
+                format!(
+                    "replication group {} is being deleted since {after}",
+                    o.resource.name
+                ),
+            ),
+            Some(state) if Instant::now() + CHANGE_POLL > deadline => (
+                "Timeout",
+                format!(
+                    "replication group {} is still `{state}` {} minutes after {after}; \
+                     ElastiCache accepts {next} only once it is `available`: run `up` again then",
+                    o.resource.name,
+                    CHANGE_TIMEOUT.as_secs() / 60
+                ),
+            ),
+            Some(_) => {
+                tokio::time::sleep(CHANGE_POLL).await;
+                continue;
+            }
+        };
+        return Err(AwsError::Api {
+            subject: super::subject_of(o),
+            action: next,
+            code: code.into(),
+            message,
+            class: Class::of(code, None),
+        });
+    }
 }
 
 /// Deletes the replication group (no final snapshot) and waits until it is
