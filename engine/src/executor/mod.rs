@@ -289,15 +289,52 @@ impl Executor {
             .acquire_slot(&key, &holder, 1, self.slot_lease)
             .await?
         {
-            let wait = (self.slot_lease / 4).clamp(LEASED_RETRY_MIN, LEASED_RETRY_MAX);
-            let jitter = wait.mul_f64(backoff::random_unit() / 2.0);
-            return self.later(&job, wait + jitter).await;
+            return self.leased_elsewhere(&job).await;
         }
-        let result = self.renewing(&key, &holder, 1, self.handle(job)).await;
+        let result = match self
+            .renewing(&key, &holder, 1, self.handle(job.clone()))
+            .await
+        {
+            Ok(result) => result,
+            Err(lost) => return self.lost(&job, &key, lost).await,
+        };
         if let Err(e) = state.release_slot(&key, &holder).await {
             tracing::warn!(error = %e, "cannot give back a step's lease; it lapses on its own");
         }
         result
+    }
+
+    /// A job whose step another holder's lease covers: it comes back when
+    /// that lease has had time to end (the holder's outcome is then seen).
+    async fn leased_elsewhere(&self, job: &Job) -> Result<(), BackendError> {
+        let wait = (self.slot_lease / 4).clamp(LEASED_RETRY_MIN, LEASED_RETRY_MAX);
+        let jitter = wait.mul_f64(backoff::random_unit() / 2.0);
+        self.later(job, wait + jitter).await
+    }
+
+    /// The work under the lease `key` was stopped because the lease ended
+    /// (see [`Executor::renewing`]). Its attempt stays recorded as started,
+    /// so whoever runs the step next counts it as interrupted.
+    async fn lost(&self, job: &Job, key: &str, lost: LeaseLost) -> Result<(), BackendError> {
+        self.metrics.counter(
+            "stackctl_executor_leases_lost_total",
+            "Step attempts stopped because their lease ended before they did.",
+            &[],
+            1,
+        );
+        match lost {
+            LeaseLost::Taken => {
+                tracing::warn!(key, run = %job.run_id, step = %job.step_id, "another holder took the lease; attempt stopped");
+                self.leased_elsewhere(job).await
+            }
+            // An outage: the consumer pauses and gives the job back.
+            LeaseLost::Unrenewed(e) => {
+                tracing::warn!(key, run = %job.run_id, step = %job.step_id, error = %e, "the lease ran out unrenewed; attempt stopped");
+                Err(BackendError::Unavailable(format!(
+                    "the lease {key} could not be renewed before it ran out: {e}"
+                )))
+            }
+        }
     }
 
     /// A job that may act (its step's lease held, for a step).
@@ -792,7 +829,10 @@ impl Executor {
         let result = match &slot {
             Some((key, holder)) => {
                 let limit = f.def.concurrency.as_ref().map(|c| c.limit).unwrap_or(1);
-                self.renewing(key, holder, limit, run_driver).await
+                match self.renewing(key, holder, limit, run_driver).await {
+                    Ok(result) => result,
+                    Err(lost) => return self.lost(job, key, lost).await,
+                }
             }
             None => run_driver.await,
         };
@@ -866,28 +906,60 @@ impl Executor {
     }
 
     /// Runs `work`, renewing the slot `key` of `holder` (a concurrency slot,
-    /// a step's lease) while it runs.
+    /// a step's lease, taken just before) while it runs. The work is
+    /// stopped (dropped) once the slot is no longer surely held: another
+    /// holder has it, or renewals failed until shortly before it would run
+    /// out. Past that point another executor may take the slot and call
+    /// the same driver beside this one.
     async fn renewing<T>(
         &self,
         key: &str,
         holder: &str,
         limit: u32,
         work: impl std::future::Future<Output = T>,
-    ) -> T {
+    ) -> Result<T, LeaseLost> {
         tokio::pin!(work);
-        let every = (self.slot_lease / 3).max(Duration::from_millis(100));
+        let lease = self.slot_lease;
+        let every = (lease / 3).max(Duration::from_millis(100));
+        // Stop this long before the lease would run out: the store's clock
+        // counts from when it granted the lease, a little before this.
+        let margin = every / 2;
+        let mut held_until = tokio::time::Instant::now() + lease;
+        let mut last_error = None;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
+            let ends =
+                tokio::time::sleep_until(held_until.checked_sub(margin).unwrap_or(held_until));
             tokio::select! {
-                out = &mut work => return out,
+                out = &mut work => return Ok(out),
                 _ = tick.tick() => {
-                    if let Err(e) = self.flow.backends.state.acquire_slot(key, holder, limit, self.slot_lease).await {
-                        tracing::warn!(key, error = %e, "cannot renew a lease");
+                    let asked = tokio::time::Instant::now();
+                    match self.flow.backends.state.acquire_slot(key, holder, limit, lease).await {
+                        Ok(true) => held_until = asked + lease,
+                        Ok(false) => return Err(LeaseLost::Taken),
+                        Err(e) => {
+                            tracing::warn!(key, error = %e, "cannot renew a lease");
+                            last_error = Some(e);
+                        }
                     }
+                }
+                () = ends => {
+                    return Err(LeaseLost::Unrenewed(last_error.unwrap_or_else(|| {
+                        BackendError::Unavailable("no renewal answered in time".into())
+                    })));
                 }
             }
         }
     }
+}
+
+/// Why a lease ended before the work under it did.
+enum LeaseLost {
+    /// Another holder has it: this one's ran out while it was not renewed
+    /// (a paused process, a slow store).
+    Taken,
+    /// The store did not answer renewals until the lease was about to run out.
+    Unrenewed(BackendError),
 }
 
 fn kind_label(kind: JobKind) -> &'static str {

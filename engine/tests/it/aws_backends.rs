@@ -1165,3 +1165,180 @@ async fn dead_depth(moto: &harness::Moto, queue: &str) -> u64 {
     .expect("open the queue");
     events.depth().await.expect("depth").dead
 }
+
+/// An HTTP step endpoint on raw TCP whose first call is never answered:
+/// it notes when the caller gives that call up (closes the connection).
+/// Later calls are answered `{}` at once.
+struct HangingStep {
+    url: String,
+    first_closed: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+impl HangingStep {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/step", listener.local_addr().unwrap());
+        let first_closed = Arc::new(tokio::sync::Notify::new());
+        let closed = first_closed.clone();
+        let task = tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((conn, _)) = listener.accept().await {
+                let (hang, closed) = (std::mem::take(&mut first), closed.clone());
+                tokio::spawn(HangingStep::serve(conn, hang, closed));
+            }
+        });
+        Self {
+            url,
+            first_closed,
+            task,
+        }
+    }
+
+    /// Reads one request; holds it until the caller closes (`hang`) or
+    /// answers it.
+    async fn serve(mut conn: TcpStream, hang: bool, closed: Arc<tokio::sync::Notify>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        // The request's head, then its body by its length.
+        loop {
+            match conn.read(&mut buf[read..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+            let text = String::from_utf8_lossy(&buf[..read]).to_lowercase();
+            if let Some(head) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if read >= head + 4 + length {
+                    break;
+                }
+            }
+        }
+        if hang {
+            // The caller closing the connection ends the read with 0.
+            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+            closed.notify_one();
+            return;
+        }
+        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        let _ = conn.write_all(answer.as_bytes()).await;
+    }
+
+    /// Waits until the caller gave up the first call, at most `within`.
+    async fn first_call_given_up(&self, within: Duration) {
+        tokio::time::timeout(within, self.first_closed.notified())
+            .await
+            .expect("the executor to stop the attempt whose lease it lost");
+    }
+}
+
+impl Drop for HangingStep {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A function whose one step calls `url` with a minute's timeout, so that
+/// only a lost lease makes the executor give the call up early.
+fn hanging_function(url: &str) -> FunctionDef {
+    function(json!({
+        "id": "hangs",
+        "triggers": [{"event": "demo/hang"}],
+        "steps": [{"id": "work", "http": {"url": url, "timeout": "1m"}}]
+    }))
+}
+
+/// Waits until the step of the run of event `id` has an attempt; the run's id.
+async fn first_attempt_started(stack: &Stack, id: &str) -> String {
+    poll("the step's first attempt to start", DEADLINE, || async {
+        let run = stack.client.run_of(id).await?;
+        let records = stack.client.steps(&run.id).await;
+        let started = records.get("work").is_some_and(|r| !r.attempts.is_empty());
+        started.then_some(run.id)
+    })
+    .await
+}
+
+/// The run completes with two attempts of its step: the first, stopped,
+/// counted as interrupted, the second answered.
+async fn completed_after_an_interrupted_attempt(stack: &Stack, id: &str) {
+    let run = stack.client.finished_as(id, RunStatus::Completed).await;
+    let records = stack.client.steps(&run.id).await;
+    let attempts = &records["work"].attempts;
+    assert_eq!(attempts.len(), 2, "{records:?}");
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{records:?}"
+    );
+    assert_eq!(attempts[1].error, None, "{records:?}");
+}
+
+/// An executor whose step lease another holder took (its own ran out while
+/// it could not renew it, e.g. a paused process) stops the step's call at
+/// its next renewal instead of finishing it beside the new holder; the step
+/// runs again once the lease is free, the stopped attempt counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_whose_step_lease_was_taken_stops_the_step() {
+    let (moto, redis) = moto_and_durable_redis();
+    let step = HangingStep::start().await;
+    let stack = aws_stack_with(
+        vec![hanging_function(&step.url)],
+        &moto.endpoint(),
+        &redis.url(),
+        |c| c.queues.work.visibility_timeout = engine::functions::Duration::from_secs(3),
+    )
+    .await;
+    let id = stack.client.send_event("demo/hang", json!({})).await;
+    let run_id = first_attempt_started(&stack, &id).await;
+    // Another holder in the lease's place until 4 s from now.
+    let keys = redis.command(&["KEYS", "*slot:*step:*"]).expect("KEYS");
+    let harness::Reply::Array(Some(keys)) = keys else {
+        panic!("KEYS answered {keys:?}");
+    };
+    assert_eq!(keys.len(), 1, "one step lease: {keys:?}");
+    let key = keys[0].as_text().unwrap();
+    assert!(key.contains(&run_id), "{key}");
+    let until = (engine::runner::now_ms() + 4_000).to_string();
+    redis.command(&["DEL", &key]).expect("DEL");
+    redis
+        .command(&["ZADD", &key, &until, "another-holder"])
+        .expect("ZADD");
+    // Renewals come every second (a third of the 3 s lease).
+    step.first_call_given_up(Duration::from_secs(10)).await;
+    completed_after_an_interrupted_attempt(&stack, &id).await;
+    stack.stop().await;
+}
+
+/// An executor that cannot renew its step lease (the state store
+/// unreachable) stops the step's call by the time the lease runs out, so no
+/// executor that takes the lease afterwards calls it beside this one; the
+/// step runs again once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_cannot_renew_its_step_lease_stops_the_step_in_time() {
+    let (moto, _redis, outage, redis_url) = redis_behind_an_outage().await;
+    let step = HangingStep::start().await;
+    let stack = aws_stack_with(
+        vec![hanging_function(&step.url)],
+        &moto.endpoint(),
+        &redis_url,
+        |c| c.queues.work.visibility_timeout = engine::functions::Duration::from_secs(3),
+    )
+    .await;
+    let id = stack.client.send_event("demo/hang", json!({})).await;
+    first_attempt_started(&stack, &id).await;
+    outage.down();
+    // The lease runs out 3 s after its last renewal, which came before the
+    // cut (1 s of slack for a loaded machine's timers).
+    step.first_call_given_up(Duration::from_secs(4)).await;
+    outage.restore();
+    completed_after_an_interrupted_attempt(&stack, &id).await;
+    stack.stop().await;
+}
