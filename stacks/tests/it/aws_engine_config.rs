@@ -285,8 +285,9 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
         fetched,
         [(ENV_REDIS_AUTH_TOKEN, "/stackctl/reference/redis-auth-token")]
     );
-    // Host networking and one metadata hop: the executor reaches the
-    // instance role, the containers of docker steps do not; the Docker
+    // Host networking and one metadata hop, tokens required (the hop limit
+    // binds only the token request, so IMDSv1 must be off): the executor
+    // reaches the instance role, the containers of docker steps do not; the Docker
     // socket is mounted because the example enables the docker driver.
     assert!(user_data.contains("--network host"), "{user_data}");
     assert!(
@@ -295,6 +296,10 @@ async fn task_definitions_and_user_data_configure_the_engine_on_the_stacks_queue
     );
     let metadata = launched.metadata_options().expect("metadata options");
     assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&aws_sdk_ec2::types::LaunchTemplateHttpTokensState::Required)
+    );
     let executors = urlencoding_decode(&describe::role_policy(&iam, "reference-executors").await);
     for (_, parameter) in &fetched {
         assert!(
