@@ -982,3 +982,24 @@ fn memorydb_replaces_elasticache_with_a_tls_cluster_the_engine_joins_as_its_own_
         );
     }
 }
+
+/// A spec that says nothing of its state gets a Redis that survives a node
+/// loss: one replica in another AZ with automatic failover, and daily
+/// snapshots.
+#[test]
+fn a_spec_without_state_settings_gets_a_replicated_redis_with_snapshots() {
+    let g = graph("demo", "internal_dns");
+    let Attributes::ElastiCacheReplicationGroup(rg) = attributes(&g, "elasticache.redis") else {
+        panic!("elasticache.redis is a replication group");
+    };
+    assert_eq!(
+        (
+            rg.replicas,
+            rg.automatic_failover,
+            rg.multi_az,
+            rg.snapshot_retention_days
+        ),
+        (1, true, true, 1),
+        "{rg:?}"
+    );
+}
