@@ -38,6 +38,23 @@ async fn up(aws: &Aws, spec: &Spec) -> aws::ApplyReport {
     report
 }
 
+/// Every member cache cluster of the example's replication group `rg` uses
+/// the stack's parameter group.
+async fn assert_members_use_the_stacks_parameter_group(
+    cache: &aws_sdk_elasticache::Client,
+    rg: &aws_sdk_elasticache::types::ReplicationGroup,
+) {
+    for member in rg.member_clusters() {
+        assert_eq!(
+            describe::cache_cluster_parameter_group(cache, member)
+                .await
+                .as_deref(),
+            Some("reference-redis"),
+            "{member}"
+        );
+    }
+}
+
 fn changes(plan: &aws::AwsPlan) -> Vec<String> {
     plan.plan
         .changes
@@ -201,15 +218,7 @@ async fn apply_creates_the_example_stack_then_plans_nothing_and_writes_nothing()
         .map(|p| (p.parameter_name(), p.parameter_value()))
         .collect();
     assert_eq!(parameters, [(Some("maxmemory-policy"), Some("noeviction"))]);
-    for member in rg.member_clusters() {
-        assert_eq!(
-            describe::cache_cluster_parameter_group(&cache, member)
-                .await
-                .as_deref(),
-            Some("reference-redis"),
-            "{member}"
-        );
-    }
+    assert_members_use_the_stacks_parameter_group(&cache, &rg).await;
 
     let asg = aws_sdk_autoscaling::Client::new(&config);
     let groups = asg
@@ -716,15 +725,7 @@ async fn redis_replicas_come_before_failover_and_go_after_it() {
         assert_eq!(rg.multi_az, Some(multi_az), "replicas: {replicas}");
         // Every member, the new replica too, is one of the group's cache
         // clusters on the stack's parameter group.
-        for member in rg.member_clusters() {
-            assert_eq!(
-                describe::cache_cluster_parameter_group(&cache, member)
-                    .await
-                    .as_deref(),
-                Some("reference-redis"),
-                "{member}"
-            );
-        }
+        assert_members_use_the_stacks_parameter_group(&cache, &rg).await;
         assert_plans_nothing(&aws, &spec).await;
     }
 }
