@@ -126,9 +126,17 @@ pub(super) async fn ingest(
             limits.max_events_per_request
         )));
     }
-    let now = crate::backend::embedded::now_ms();
+    let mut now = crate::backend::embedded::now_ms();
     let mut ids = Vec::with_capacity(raws.len());
-    if let Ok(mut generator) = st.ids.lock() {
+    if let Some(seed) = event_id_seed(headers) {
+        // The ids Inngest gives (see `seed`). An event without `ts` takes the
+        // seed's time, when the client built the request, so that a repeat
+        // of the request stores exactly the same events: the runner then
+        // takes it for a redelivery (same internal ids, so the same run ids
+        // and wait-index entries) and nothing happens twice.
+        now = seed.millis();
+        ids.extend(seed.ids(raws.len()));
+    } else if let Ok(mut generator) = st.ids.lock() {
         // Monotonic ids keep a request's events in order; overflow within one ms falls back to random.
         ids.extend(
             (0..raws.len()).map(|_| generator.generate().unwrap_or_else(|_| ulid::Ulid::new())),
@@ -198,6 +206,18 @@ async fn send(
         stored += count;
     }
     Ok(())
+}
+
+/// The request's `x-inngest-event-id-seed`, if it has one that parses. One
+/// that does not is ignored, as Inngest's event API does: the events get
+/// fresh ids and the request is accepted.
+fn event_id_seed(headers: &HeaderMap) -> Option<super::seed::Seed> {
+    let value = headers.get(super::seed::HEADER)?;
+    let seed = value.to_str().ok().and_then(super::seed::Seed::parse);
+    if seed.is_none() {
+        tracing::debug!(value = ?value, "ignoring a malformed {} header", super::seed::HEADER);
+    }
+    seed
 }
 
 fn body_too_large(limit: usize) -> ApiError {

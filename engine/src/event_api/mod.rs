@@ -13,6 +13,7 @@
 mod error;
 mod ingest;
 mod runs;
+pub mod seed;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -13,5 +13,6 @@ mod e2e;
 mod e2e_processes;
 mod event_api;
 mod event_api_process;
+mod event_id_seed;
 mod retries;
 mod waits;

@@ -3,6 +3,7 @@
 //! an emulated AWS whose ECS services, Auto Scaling instances and ElastiCache
 //! groups run as real containers and processes ([`AwsEmulator`]);
 //! test certificates from a CA of their own ([`TestCertificate`]);
+//! Inngest's Python SDK in its venv ([`inngest_python`]);
 //! and a fault-injecting proxy that answers a seeded share of AWS calls with
 //! throttling errors and 5xx.
 //!
@@ -24,6 +25,7 @@ mod aws_emulator;
 mod error;
 mod fault_proxy;
 pub mod http;
+mod inngest;
 mod moto;
 mod podman;
 mod process;
@@ -34,6 +36,7 @@ mod tls;
 pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
 pub use error::{Error, Result, TEST_COMMAND};
 pub use fault_proxy::{FaultProxy, FaultStats};
+pub use inngest::{inngest_python, inngest_send_retry_script};
 pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};

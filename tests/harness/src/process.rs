@@ -78,6 +78,27 @@ pub(crate) fn find_binary(
         })
 }
 
+/// Like [`find_binary`], looking only in `candidates`.
+pub(crate) fn find_only(
+    binary: &'static str,
+    package: &'static str,
+    candidates: &[PathBuf],
+) -> Result<PathBuf> {
+    candidates
+        .iter()
+        .find(|path| is_executable(path))
+        .cloned()
+        .ok_or_else(|| Error::MissingBinary {
+            binary,
+            package,
+            searched: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 fn describe_search(candidates: &[PathBuf]) -> String {
     let mut places: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     places.push("PATH".into());
