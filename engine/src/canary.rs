@@ -38,6 +38,7 @@ pub fn canary_function() -> FunctionDef {
         retries: None,
         concurrency: None,
         cancel_on: Vec::new(),
+        idempotency: None,
         steps: vec![Step {
             id: "pause".into(),
             name: Some("short durable sleep".into()),

@@ -197,6 +197,8 @@ pub struct CompiledFunction {
     pub cancel_matches: HashMap<usize, Expression>,
     /// The concurrency key, if any.
     pub concurrency_key: Option<Expression>,
+    /// The idempotency key, if any.
+    pub idempotency_key: Option<Expression>,
 }
 
 impl CompiledFunction {
@@ -236,6 +238,9 @@ impl CompiledFunction {
         }
         if let Some(key) = function.concurrency.as_ref().and_then(|c| c.key.as_ref()) {
             compiled.concurrency_key = Some(Expression::compile(key)?);
+        }
+        if let Some(key) = &function.idempotency {
+            compiled.idempotency_key = Some(Expression::compile(key)?);
         }
         Ok(compiled)
     }

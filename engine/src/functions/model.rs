@@ -34,6 +34,11 @@ pub struct FunctionDef {
     /// Cancel a running run when a matching event arrives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancel_on: Vec<CancelOn>,
+    /// CEL over `event` giving an idempotency key, e.g. `event.data.order_id`:
+    /// an event whose key an earlier event of the last 24 hours had starts
+    /// no run of this function (other functions it triggers still run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Expr>,
     /// The steps; those without `after` start as soon as the run is created.
     pub steps: Vec<Step>,
 }

@@ -347,6 +347,9 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
             cel_error(key, path!["concurrency", "key"], &mut errors);
         }
     }
+    if let Some(key) = &function.idempotency {
+        cel_error(key, path!["idempotency"], &mut errors);
+    }
     for (i, cancel) in function.cancel_on.iter().enumerate() {
         check_event_name(&cancel.event, path!["cancel_on", i, "event"], &mut errors);
         if let Some(m) = &cancel.matches {
@@ -662,6 +665,7 @@ mod tests {
             "id": "f",
             "triggers": [{"event": "a", "if": "event.data.x =="}, {"cron": "61 * * * *"}, {"cron": "* * *"}],
             "concurrency": {"limit": 0, "key": "event.data.("},
+            "idempotency": "event.data.order ==",
             "steps": [{"id": "s", "sleep": "1s"}],
         }))
         .unwrap();
@@ -674,7 +678,8 @@ mod tests {
                 "triggers[1].cron",
                 "triggers[2].cron",
                 "concurrency.limit",
-                "concurrency.key"
+                "concurrency.key",
+                "idempotency"
             ]
         );
         assert!(

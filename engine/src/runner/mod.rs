@@ -194,16 +194,26 @@ impl Runner {
                 }
             }
             seen.insert(f.def.id.clone());
-            self.start(&f, event).await?;
+            self.start(&f, event, &value).await?;
         }
         self.count_event("processed");
         Ok(())
     }
 
-    async fn start(&self, f: &LoadedFunction, event: &Event) -> Result<(), BackendError> {
+    async fn start(
+        &self,
+        f: &LoadedFunction,
+        event: &Event,
+        value: &Value,
+    ) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
+        let id = run_id(&f.def.id, &event.internal_id, event.ts);
+        if !self.first_of_its_key(f, &id, value).await? {
+            self.count_idempotent_skip(f);
+            return Ok(());
+        }
         let run = Run {
-            id: run_id(&f.def.id, &event.internal_id, event.ts),
+            id,
             function_id: f.def.id.clone(),
             event: event.clone(),
             status: RunStatus::Running,
@@ -232,6 +242,49 @@ impl Runner {
             self.flow.start_run(f, &run, false).await?;
         }
         Ok(())
+    }
+
+    /// Whether the run `run_id` may start under the function's idempotency
+    /// key: the key is claimed for 24 hours by the first run that has it
+    /// (claimed again by the same run when its event is delivered again).
+    /// A key that cannot be computed from the event does not hold the run
+    /// back: it is logged and the run starts.
+    async fn first_of_its_key(
+        &self,
+        f: &LoadedFunction,
+        run_id: &str,
+        event: &Value,
+    ) -> Result<bool, BackendError> {
+        let Some(expr) = &f.exprs.idempotency_key else {
+            return Ok(true);
+        };
+        let key = match expr.eval_key(&Vars::new().with("event", event)) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(function = %f.def.id, error = %e, "idempotency key failed; the run starts");
+                return Ok(true);
+            }
+        };
+        let owner = self
+            .flow
+            .backends
+            .state
+            .claim(
+                &format!("idempotency:{}:{key}", f.def.id),
+                run_id,
+                IDEMPOTENCY_TTL,
+            )
+            .await?;
+        Ok(owner == run_id)
+    }
+
+    fn count_idempotent_skip(&self, f: &LoadedFunction) {
+        self.metrics.counter(
+            "stackctl_runner_runs_skipped_total",
+            "Runs not started, by function and reason (idempotency: the key was seen within 24 h).",
+            &[("function", &f.def.id), ("reason", "idempotency")],
+            1,
+        );
     }
 
     fn count_run(&self, f: &LoadedFunction) {
@@ -368,7 +421,9 @@ impl Runner {
                     continue;
                 }
                 let event = cron::cron_event(&f.def.id, schedule.as_str(), at);
-                self.start(&f, &event).await?;
+                let value = serde_json::to_value(&event)
+                    .map_err(|e| BackendError::Corrupt(e.to_string()))?;
+                self.start(&f, &event, &value).await?;
                 fired.insert(key, at);
             }
         }

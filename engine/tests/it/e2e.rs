@@ -1,8 +1,8 @@
 //! End to end, in one process: events sent over HTTP to the event API run
 //! functions whose http steps call a step server started by the test.
 //! Covers the DAG (`after`, `if` skips, a durable `sleep`), trigger filters,
-//! event idempotency, `cancel_on`, cancelling through the runs API and
-//! per-key concurrency limits. Every test runs on the embedded backend
+//! event idempotency, a function's idempotency key, `cancel_on`, cancelling
+//! through the runs API and per-key concurrency limits. Every test runs on the embedded backend
 //! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
 
 use crate::common;
@@ -127,6 +127,57 @@ async fn trigger_filters_and_event_ids_decide_which_events_start_runs(backend: T
         assert!(runs.is_empty(), "{what} must not start a run: {runs:?}");
     }
     assert_eq!(steps.calls().len(), 1);
+    stack.stop().await;
+}
+
+/// A function's idempotency key lets one event per key start a run (in 24
+/// hours); another function triggered by the same events is not held back,
+/// and an event whose key cannot be computed still starts its run.
+async fn an_idempotency_key_starts_one_run_per_key(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let once = function(json!({
+        "id": "once-per-order",
+        "triggers": [{"event": "shop/order"}],
+        "idempotency": "event.data.order",
+        "steps": [{"id": "bill", "http": {"url": format!("{}/ok/bill", steps.url)}}]
+    }));
+    let every = function(json!({
+        "id": "every-order",
+        "triggers": [{"event": "shop/order"}],
+        "steps": [{"id": "log", "sleep": "1ms"}]
+    }));
+    let stack = Stack::start_on(backend, vec![once, every]).await;
+    let c = &stack.client;
+    let first = c.send_event("shop/order", json!({"order": "A-1"})).await;
+    let again = c.send_event("shop/order", json!({"order": "A-1"})).await;
+    let other = c.send_event("shop/order", json!({"order": 7})).await;
+    let keyless = c.send_event("shop/order", json!({})).await;
+    drain_events(&stack).await;
+    for (id, expected, what) in [
+        (
+            &first,
+            vec!["every-order", "once-per-order"],
+            "the key's first event",
+        ),
+        (&again, vec!["every-order"], "the key seen again"),
+        (&other, vec!["every-order", "once-per-order"], "another key"),
+        (&keyless, vec!["every-order", "once-per-order"], "no key"),
+    ] {
+        let runs = stack.backends.state.runs_for_event(id).await.unwrap();
+        let mut functions: Vec<String> = runs.into_iter().map(|r| r.function_id).collect();
+        functions.sort();
+        assert_eq!(functions, expected, "{what}");
+    }
+    for id in [&first, &other, &keyless] {
+        poll("the billing run to complete", DEADLINE, || async {
+            let runs = stack.backends.state.runs_for_event(id).await.ok()?;
+            runs.iter()
+                .any(|r| r.function_id == "once-per-order" && r.status == RunStatus::Completed)
+                .then_some(())
+        })
+        .await;
+    }
+    assert_eq!(steps.calls().len(), 3, "one bill per key and one without");
     stack.stop().await;
 }
 
@@ -341,6 +392,7 @@ async fn ended_runs_are_deleted_after_their_retention(backend: TestBackend) {
 common::on_every_backend!(
     a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
     trigger_filters_and_event_ids_decide_which_events_start_runs,
+    an_idempotency_key_starts_one_run_per_key,
     cancel_on_events_and_the_runs_api_cancel_running_runs,
     a_concurrency_limit_per_key_is_honoured,
     duplicate_jobs_never_run_a_step_twice_at_once,
