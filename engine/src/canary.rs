@@ -39,6 +39,7 @@ pub fn canary_function() -> FunctionDef {
         concurrency: None,
         cancel_on: Vec::new(),
         idempotency: None,
+        rate_limit: None,
         steps: vec![Step {
             id: "pause".into(),
             name: Some("short durable sleep".into()),
@@ -275,7 +276,7 @@ pub async fn check(
                                 executor,
                             });
                         }
-                        RunStatus::Failed | RunStatus::Cancelled => {
+                        RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped => {
                             return Err(CanaryError::new(
                                 Stage::Step,
                                 format!(

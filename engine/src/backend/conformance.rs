@@ -792,6 +792,28 @@ pub async fn finish_run_once(h: &dyn Harness) {
             .await
             .unwrap()
     );
+    // Every ended status is stored, read back and counted as itself.
+    for (i, status) in RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .enumerate()
+    {
+        let id = format!("ended-{i}");
+        b.state.create_run(&run(&id, "e", t)).await.unwrap();
+        assert!(
+            b.state
+                .finish_run(&id, status, Some("why".into()), t)
+                .await
+                .unwrap()
+        );
+        let stored = b.state.get_run(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.status, stored.error.as_deref()),
+            (status, Some("why"))
+        );
+    }
+    let counts = b.state.run_counts().await.unwrap();
+    assert_eq!(counts.get(&RunStatus::Skipped), Some(&1), "{counts:?}");
 }
 
 /// Functions can be registered, replaced, listed and deleted.

@@ -198,9 +198,20 @@ pub enum RunStatus {
     Failed,
     /// Cancelled by the API or a `cancel_on` event.
     Cancelled,
+    /// Never started: over its function's rate limit (the error says so).
+    Skipped,
 }
 
 impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 5] = [
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Skipped,
+    ];
+
     /// Whether the run has ended.
     pub fn is_terminal(self) -> bool {
         !matches!(self, Self::Running)

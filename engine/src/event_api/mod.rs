@@ -257,12 +257,7 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     }
     match st.backends.state.run_counts().await {
         Ok(counts) => {
-            for status in [
-                RunStatus::Running,
-                RunStatus::Completed,
-                RunStatus::Failed,
-                RunStatus::Cancelled,
-            ] {
+            for status in RunStatus::ALL {
                 let label = serde_json::to_value(status)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))

@@ -199,6 +199,8 @@ pub struct CompiledFunction {
     pub concurrency_key: Option<Expression>,
     /// The idempotency key, if any.
     pub idempotency_key: Option<Expression>,
+    /// The rate limit's key, if any.
+    pub rate_limit_key: Option<Expression>,
 }
 
 impl CompiledFunction {
@@ -241,6 +243,9 @@ impl CompiledFunction {
         }
         if let Some(key) = &function.idempotency {
             compiled.idempotency_key = Some(Expression::compile(key)?);
+        }
+        if let Some(key) = function.rate_limit.as_ref().and_then(|r| r.key.as_ref()) {
+            compiled.rate_limit_key = Some(Expression::compile(key)?);
         }
         Ok(compiled)
     }

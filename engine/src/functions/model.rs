@@ -39,6 +39,10 @@ pub struct FunctionDef {
     /// no run of this function (other functions it triggers still run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<Expr>,
+    /// At most `limit` runs start in any `period` (per key); the events over
+    /// it start no run: each is recorded as a `skipped` run with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// The steps; those without `after` start as soon as the run is created.
     pub steps: Vec<Step>,
 }
@@ -105,6 +109,20 @@ pub struct Concurrency {
     pub limit: u32,
     /// CEL over `event` giving the partition key, e.g. `event.data.user_id`.
     /// Without it the limit is for the function as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+}
+
+/// A limit on how many runs of a function start in a sliding window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Runs that may start in any `period` (at least 1).
+    pub limit: u32,
+    /// The window, from `1s` to `24h`.
+    pub period: Duration,
+    /// CEL over `event` giving the key the limit counts by, e.g.
+    /// `event.data.user_id`. Without it the limit is for the function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Expr>,
 }

@@ -174,6 +174,15 @@ pub enum FunctionErrorKind {
     /// `concurrency.limit: 0`.
     #[error("concurrency limit must be at least 1")]
     ZeroConcurrency,
+    /// `rate_limit.limit: 0`.
+    #[error("rate limit must be at least 1")]
+    ZeroRateLimit,
+    /// A `rate_limit.period` outside 1s..=24h.
+    #[error("rate limit period {period} is outside 1s to 24h")]
+    RateLimitPeriod {
+        /// The period as written.
+        period: String,
+    },
     /// A retry backoff larger than its cap.
     #[error("retry backoff {backoff} is larger than max_backoff {max_backoff}")]
     BackoffAboveMax {
@@ -237,6 +246,8 @@ impl FunctionError {
                     .into()
             }
             K::ZeroConcurrency => "remove `concurrency` for no limit, or set `limit: 1` or more".into(),
+            K::ZeroRateLimit => "remove `rate_limit` for no limit, or set `limit: 1` or more".into(),
+            K::RateLimitPeriod { .. } => "use a period from `1s` to `24h`, e.g. `1m`".into(),
             K::BackoffAboveMax { .. } => "lower `backoff` or raise `max_backoff`".into(),
             K::ZeroDuration { .. } => "use a duration such as `30s`, `5m` or `1d`".into(),
         }
@@ -349,6 +360,28 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
     }
     if let Some(key) = &function.idempotency {
         cel_error(key, path!["idempotency"], &mut errors);
+    }
+    if let Some(rate) = &function.rate_limit {
+        if rate.limit == 0 {
+            errors.push(FunctionError::new(
+                path!["rate_limit", "limit"],
+                FunctionErrorKind::ZeroRateLimit,
+            ));
+        }
+        let period = rate.period.std();
+        if period < std::time::Duration::from_secs(1)
+            || period > std::time::Duration::from_secs(86_400)
+        {
+            errors.push(FunctionError::new(
+                path!["rate_limit", "period"],
+                FunctionErrorKind::RateLimitPeriod {
+                    period: rate.period.to_string(),
+                },
+            ));
+        }
+        if let Some(key) = &rate.key {
+            cel_error(key, path!["rate_limit", "key"], &mut errors);
+        }
     }
     for (i, cancel) in function.cancel_on.iter().enumerate() {
         check_event_name(&cancel.event, path!["cancel_on", i, "event"], &mut errors);
@@ -666,6 +699,7 @@ mod tests {
             "triggers": [{"event": "a", "if": "event.data.x =="}, {"cron": "61 * * * *"}, {"cron": "* * *"}],
             "concurrency": {"limit": 0, "key": "event.data.("},
             "idempotency": "event.data.order ==",
+            "rate_limit": {"limit": 0, "period": "2d", "key": "event.("},
             "steps": [{"id": "s", "sleep": "1s"}],
         }))
         .unwrap();
@@ -679,7 +713,10 @@ mod tests {
                 "triggers[2].cron",
                 "concurrency.limit",
                 "concurrency.key",
-                "idempotency"
+                "idempotency",
+                "rate_limit.limit",
+                "rate_limit.period",
+                "rate_limit.key"
             ]
         );
         assert!(

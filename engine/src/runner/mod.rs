@@ -209,7 +209,7 @@ impl Runner {
         let state = &self.flow.backends.state;
         let id = run_id(&f.def.id, &event.internal_id, event.ts);
         if !self.first_of_its_key(f, &id, value).await? {
-            self.count_idempotent_skip(f);
+            self.count_skip(f, "idempotency");
             return Ok(());
         }
         let run = Run {
@@ -221,6 +221,18 @@ impl Runner {
             created_at: now_ms(),
             ended_at: None,
         };
+        if let Some(reason) = self.rate_limited(f, &run.id, value).await? {
+            // Recorded as a run that ended at once, so the event shows why
+            // it started nothing. A run that exists already (a redelivery
+            // of an event that did start one) carries on below.
+            if state.create_run(&run).await? {
+                state
+                    .finish_run(&run.id, RunStatus::Skipped, Some(reason), now_ms())
+                    .await?;
+                self.count_skip(f, "rate_limit");
+                return Ok(());
+            }
+        }
         // Without `cancel_on`, the run and its first jobs are one write.
         if let Some(created) = self.flow.create_and_start(f, &run).await? {
             if created {
@@ -278,11 +290,60 @@ impl Runner {
         Ok(owner == run_id)
     }
 
-    fn count_idempotent_skip(&self, f: &LoadedFunction) {
+    /// Why the run `run_id` may not start under the function's rate limit,
+    /// if it may not. Each run that starts holds a place in the limit's
+    /// window (by key) for the period; the same run asking again (its event
+    /// delivered again) keeps its place. A key the event cannot give counts
+    /// toward the function's window as a whole.
+    async fn rate_limited(
+        &self,
+        f: &LoadedFunction,
+        run_id: &str,
+        event: &Value,
+    ) -> Result<Option<String>, BackendError> {
+        let Some(rate) = &f.def.rate_limit else {
+            return Ok(None);
+        };
+        let key = match &f.exprs.rate_limit_key {
+            None => String::new(),
+            Some(expr) => expr
+                .eval_key(&Vars::new().with("event", event))
+                .unwrap_or_else(|e| {
+                    tracing::warn!(function = %f.def.id, error = %e, "rate limit key failed; counted without a key");
+                    String::new()
+                }),
+        };
+        let granted = self
+            .flow
+            .backends
+            .state
+            .acquire_slot(
+                &format!("rate:{}:{key}", f.def.id),
+                run_id,
+                rate.limit,
+                rate.period.std(),
+            )
+            .await?;
+        Ok((!granted).then(|| {
+            let of = if key.is_empty() {
+                String::new()
+            } else {
+                format!(" for key `{key}`")
+            };
+            format!(
+                "rate limited: {} runs already started in the last {}{of}",
+                rate.limit, rate.period
+            )
+        }))
+    }
+
+    /// Counts a run not started for `reason` (idempotency: the key was seen
+    /// within 24 h; rate_limit: over the function's rate limit).
+    fn count_skip(&self, f: &LoadedFunction, reason: &str) {
         self.metrics.counter(
             "stackctl_runner_runs_skipped_total",
-            "Runs not started, by function and reason (idempotency: the key was seen within 24 h).",
-            &[("function", &f.def.id), ("reason", "idempotency")],
+            "Runs not started, by function and reason (idempotency, rate_limit).",
+            &[("function", &f.def.id), ("reason", reason)],
             1,
         );
     }

@@ -1,7 +1,7 @@
 //! End to end, in one process: events sent over HTTP to the event API run
 //! functions whose http steps call a step server started by the test.
 //! Covers the DAG (`after`, `if` skips, a durable `sleep`), trigger filters,
-//! event idempotency, a function's idempotency key, `cancel_on`, cancelling
+//! event idempotency, a function's idempotency key and rate limit, `cancel_on`, cancelling
 //! through the runs API and per-key concurrency limits. Every test runs on the embedded backend
 //! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
 
@@ -178,6 +178,60 @@ async fn an_idempotency_key_starts_one_run_per_key(backend: TestBackend) {
         .await;
     }
     assert_eq!(steps.calls().len(), 3, "one bill per key and one without");
+    stack.stop().await;
+}
+
+/// A rate limit starts at most `limit` runs per period and key; each event
+/// over it is recorded as a skipped run saying why, and starts nothing.
+async fn a_rate_limit_skips_the_runs_over_it_and_says_why(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "limited",
+        "triggers": [{"event": "api/call"}],
+        "rate_limit": {"limit": 2, "period": "1m", "key": "event.data.user"},
+        "steps": [{"id": "work", "http": {"url": format!("{}/ok/work", steps.url)}}]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let c = &stack.client;
+    let mut ann = Vec::new();
+    for _ in 0..4 {
+        ann.push(c.send_event("api/call", json!({"user": "ann"})).await);
+    }
+    let bob = c.send_event("api/call", json!({"user": "bob"})).await;
+    drain_events(&stack).await;
+    let mut statuses = Vec::new();
+    for id in ann.iter().chain([&bob]) {
+        let runs = stack.backends.state.runs_for_event(id).await.unwrap();
+        assert_eq!(
+            runs.len(),
+            1,
+            "one run (or skipped run) per event: {runs:?}"
+        );
+        statuses.push(runs[0].status);
+    }
+    let skipped = statuses
+        .iter()
+        .filter(|s| **s == RunStatus::Skipped)
+        .count();
+    assert_eq!(skipped, 2, "ann's third and fourth calls: {statuses:?}");
+    assert_ne!(
+        statuses[4],
+        RunStatus::Skipped,
+        "bob has a window of his own"
+    );
+    for id in ann.iter().chain([&bob]) {
+        let run = c.finished_run(id).await;
+        match run.status {
+            RunStatus::Completed => {}
+            RunStatus::Skipped => assert_eq!(
+                run.error.as_deref(),
+                Some("rate limited: 2 runs already started in the last 1m for key `ann`"),
+                "{run:?}"
+            ),
+            other => panic!("{other:?}: {run:?}"),
+        }
+    }
+    assert_eq!(steps.calls().len(), 3, "two of ann's calls and bob's");
     stack.stop().await;
 }
 
@@ -393,6 +447,7 @@ common::on_every_backend!(
     a_dag_with_a_skipped_branch_and_a_sleep_completes_with_the_right_outputs,
     trigger_filters_and_event_ids_decide_which_events_start_runs,
     an_idempotency_key_starts_one_run_per_key,
+    a_rate_limit_skips_the_runs_over_it_and_says_why,
     cancel_on_events_and_the_runs_api_cancel_running_runs,
     a_concurrency_limit_per_key_is_honoured,
     duplicate_jobs_never_run_a_step_twice_at_once,

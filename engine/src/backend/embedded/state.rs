@@ -142,6 +142,7 @@ fn status_str(s: RunStatus) -> &'static str {
         RunStatus::Completed => "completed",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
+        RunStatus::Skipped => "skipped",
     }
 }
 
@@ -151,6 +152,7 @@ fn parse_status(s: &str) -> Result<RunStatus> {
         "completed" => RunStatus::Completed,
         "failed" => RunStatus::Failed,
         "cancelled" => RunStatus::Cancelled,
+        "skipped" => RunStatus::Skipped,
         other => {
             return Err(BackendError::Corrupt(format!(
                 "unknown run status `{other}`"

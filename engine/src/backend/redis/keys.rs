@@ -94,6 +94,7 @@ pub(crate) fn status_str(s: RunStatus) -> &'static str {
         RunStatus::Completed => "completed",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
+        RunStatus::Skipped => "skipped",
     }
 }
 
@@ -103,13 +104,7 @@ pub(crate) fn parse_status(s: &str) -> Option<RunStatus> {
         "completed" => RunStatus::Completed,
         "failed" => RunStatus::Failed,
         "cancelled" => RunStatus::Cancelled,
+        "skipped" => RunStatus::Skipped,
         _ => return None,
     })
 }
-
-pub(crate) const STATUSES: [RunStatus; 4] = [
-    RunStatus::Running,
-    RunStatus::Completed,
-    RunStatus::Failed,
-    RunStatus::Cancelled,
-];

@@ -278,7 +278,7 @@ impl StateStore for RedisState {
 
     async fn purge_finished(&self, before: i64, limit: usize) -> Result<usize> {
         let mut script = scripts::PURGE_FINISHED.key(self.keys.runs());
-        for status in keys::STATUSES.into_iter().filter(|s| s.is_terminal()) {
+        for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             script.key(self.keys.runs_with(status));
         }
         let purged: i64 = script
@@ -293,11 +293,11 @@ impl StateStore for RedisState {
 
     async fn run_counts(&self) -> Result<BTreeMap<RunStatus, u64>> {
         let mut pipe = redis::pipe();
-        for s in keys::STATUSES {
+        for s in RunStatus::ALL {
             pipe.zcard(self.keys.runs_with(s));
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.conn()).await.map_err(classify)?;
-        Ok(keys::STATUSES
+        Ok(RunStatus::ALL
             .into_iter()
             .zip(counts)
             .filter(|(_, n)| *n > 0)
