@@ -6,25 +6,30 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::support::stackctl;
+use crate::support::{
+    LOCAL_ROLES, LocalStackGuard, assert_stackctl_ok, last_doc, local_logs, local_pids,
+    local_stack_dir, running, stackctl, wait_gone,
+};
 use serde_json::{Value, json};
 
+const STACK: &str = "lt";
 const KEY: &str = "test-key";
 const TOKEN: &str = "test-token";
 
 /// A local stack in a temp dir; dropping it runs `down --yes` and kills
 /// anything recorded that is still there.
 struct Stack {
+    // First, so it is dropped while the directory it runs `down` in exists.
+    _guard: LocalStackGuard,
     dir: tempfile::TempDir,
     port: u16,
 }
 
 impl Stack {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = harness::free_port().expect("free port");
-        let spec = format!(
-            r#"stack: lt
+        let (dir, port) = local_stack_dir(|port| {
+            format!(
+                r#"stack: {STACK}
 provider: local
 services:
   event-api: {{count: 1, port: {port}}}
@@ -47,9 +52,17 @@ functions:
         - {{id: nap, sleep: 2s}}
         - {{id: wake, after: [nap], sleep: 10ms}}
 "#
-        );
-        std::fs::write(dir.path().join("stack.yaml"), spec).expect("write spec");
-        Self { dir, port }
+            )
+        });
+        let spec = dir.path().join("stack.yaml");
+        let mut down = stackctl();
+        down.args(["down", "--yes", "-f", &spec.to_string_lossy()])
+            .current_dir(dir.path());
+        Self {
+            _guard: LocalStackGuard::new(dir.path(), STACK, down),
+            dir,
+            port,
+        }
     }
 
     fn spec(&self) -> PathBuf {
@@ -71,109 +84,26 @@ functions:
 
     fn ok(&self, args: &[&str]) -> Output {
         let out = self.stackctl(args);
-        assert!(
-            out.status.success(),
-            "stackctl {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\nlogs:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
+        assert_stackctl_ok(&out, args, || self.logs());
         out
     }
 
     /// The `--output json` result: the whole output when it is one document
     /// (`status`), else the last NDJSON line (`up`, `scale`, `down`).
     fn json(&self, args: &[&str]) -> Value {
-        let out = self.ok(args);
-        let text = String::from_utf8_lossy(&out.stdout);
-        if let Ok(doc) = serde_json::from_str(&text) {
-            return doc;
-        }
-        let last = text
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .expect("json output");
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
-    }
-
-    fn state(&self) -> Value {
-        let text = std::fs::read_to_string(self.dir.path().join(".stackctl/lt/state.json"))
-            .expect("state.json");
-        serde_json::from_str(&text).expect("state.json is JSON")
+        last_doc(&self.ok(args))
     }
 
     fn pids(&self, role: &str) -> Vec<u32> {
-        let state = self.state();
-        state["processes"]
-            .as_array()
-            .expect("processes")
-            .iter()
-            .filter(|p| p["role"] == role)
-            .map(|p| u32::try_from(p["pid"].as_u64().expect("pid")).expect("pid fits"))
-            .collect()
+        local_pids(self.dir.path(), STACK, role).expect("state.json")
     }
 
     fn all_pids(&self) -> Vec<u32> {
-        ["event-api", "runner", "executor"]
-            .iter()
-            .flat_map(|r| self.pids(r))
-            .collect()
+        LOCAL_ROLES.iter().flat_map(|r| self.pids(r)).collect()
     }
 
     fn logs(&self) -> String {
-        let mut out = String::new();
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join(".stackctl/lt/logs")) {
-            for e in entries.flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                out.push_str(&format!("== {}\n", e.path().display()));
-                for l in tail.into_iter().rev() {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let pids = if self.dir.path().join(".stackctl/lt/state.json").exists() {
-            self.all_pids()
-        } else {
-            Vec::new()
-        };
-        let _ = self.stackctl(&["down", "--yes", "-f", &self.spec().to_string_lossy()]);
-        for pid in pids {
-            if running(pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-/// Whether `pid` is a live (not zombie) process.
-fn running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next()),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
-    }
-}
-
-fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        local_logs(self.dir.path(), STACK, 15)
     }
 }
 

@@ -1,12 +1,16 @@
 //! What the CLI tests share: the repository root, the stackctl command as a
 //! test runs it (on moto too), checks and readers of its output, the moto
-//! and registry servers, the SDK clients a test checks AWS with, and a
-//! loopback HTTP server.
+//! and registry servers, the SDK clients a test checks AWS with, a
+//! loopback HTTP server, and for local stacks: a temp dir with their spec,
+//! a check of a stackctl run that shows their logs, the pids and logs their
+//! directory records, waits on those processes, and a guard that takes a
+//! stack down.
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::TaskDefinition;
 use harness::{Moto, Registry};
@@ -240,4 +244,132 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
+}
+
+/// A new temp dir holding a local stack's spec, `stack.yaml`: what `spec`
+/// makes of a free port for the event API. The dir and that port.
+pub fn local_stack_dir(spec: impl FnOnce(u16) -> String) -> (tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = harness::free_port().expect("free port");
+    std::fs::write(dir.path().join("stack.yaml"), spec(port)).expect("write spec");
+    (dir, port)
+}
+
+/// Asserts that `stackctl ARGS` succeeded (`out` its output); the message
+/// shows its stdout and stderr and, to tell why, `logs` (the tails of the
+/// stack's process logs).
+#[track_caller]
+pub fn assert_stackctl_ok(out: &Output, args: &[&str], logs: impl FnOnce() -> String) {
+    assert!(
+        out.status.success(),
+        "stackctl {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\nlogs:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+}
+
+/// The roles of a local stack's processes.
+pub const LOCAL_ROLES: [&str; 3] = ["event-api", "runner", "executor"];
+
+/// The pids that local stack `stack`, run from `dir`, records for its
+/// processes of `role` (in `<dir>/.stackctl/<stack>/state.json`); `None`
+/// when there is no state file to read.
+pub fn local_pids(dir: &Path, stack: &str, role: &str) -> Option<Vec<u32>> {
+    let text =
+        std::fs::read_to_string(dir.join(".stackctl").join(stack).join("state.json")).ok()?;
+    let state: Value = serde_json::from_str(&text).expect("state.json is JSON");
+    Some(
+        state["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .filter(|p| p["role"] == role)
+            .map(|p| u32::try_from(p["pid"].as_u64().expect("pid")).expect("pid fits"))
+            .collect(),
+    )
+}
+
+/// The last `lines` lines of each process log of local stack `stack`, run
+/// from `dir` (under `<dir>/.stackctl/<stack>/logs`), each after a
+/// `== PATH` line; empty when there are no logs. For failure messages.
+pub fn local_logs(dir: &Path, stack: &str, lines: usize) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join(".stackctl").join(stack).join("logs")) {
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("== {}\n", e.path().display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `within` for all of `pids` to exit; those still running at
+/// the deadline (empty when all exited).
+pub fn wait_gone(pids: &[u32], within: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Takes a local stack down when dropped: runs its `down` command, then
+/// kills (`kill -9`) each process the stack recorded before that which is
+/// still running.
+pub struct LocalStackGuard {
+    dir: PathBuf,
+    stack: &'static str,
+    down: Command,
+}
+
+impl LocalStackGuard {
+    /// A guard for local stack `stack`, run from `dir`; `down` is the
+    /// `stackctl down --yes` that takes it down.
+    pub fn new(dir: &Path, stack: &'static str, down: Command) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            stack,
+            down,
+        }
+    }
+}
+
+impl Drop for LocalStackGuard {
+    fn drop(&mut self) {
+        // Read before `down`, which clears the record: whatever it leaves
+        // running (after a test that failed midway) is still killed, so no
+        // engine process outlives the test.
+        let pids: Vec<u32> = LOCAL_ROLES
+            .iter()
+            .flat_map(|r| local_pids(&self.dir, self.stack, r).unwrap_or_default())
+            .collect();
+        let _ = self.down.output();
+        for pid in pids {
+            if running(pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
 }
