@@ -40,6 +40,7 @@ pub fn canary_function() -> FunctionDef {
         cancel_on: Vec::new(),
         idempotency: None,
         rate_limit: None,
+        timeouts: None,
         steps: vec![Step {
             id: "pause".into(),
             name: Some("short durable sleep".into()),

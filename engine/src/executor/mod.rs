@@ -19,13 +19,16 @@ use serde_json::Value;
 
 use crate::Shutdown;
 use crate::backend::{
-    Attempt, BackendError, Backends, Received, Run, RunStatus, StepEnd, StepOutcome, Wait,
+    Attempt, BackendError, Backends, Received, Run, RunStatus, StepEnd, StepOutcome, StepRecord,
+    Wait,
 };
 use crate::config::{Config, Role};
 use crate::drivers::{Driver, DriverError, Drivers, StepContext};
 use crate::functions::{Action, Step, Vars};
 use crate::metrics::Metrics;
-use crate::runner::flow::{EVENTS_SCAN_LIMIT, event_value, next_steps, wait_matches};
+use crate::runner::flow::{
+    EVENTS_SCAN_LIMIT, RunTimeout, event_value, next_steps, parse_timeout_id, wait_matches,
+};
 use crate::runner::{
     Consumer, Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume,
     now_ms,
@@ -366,6 +369,9 @@ impl Executor {
                 .await?;
             return Ok(());
         };
+        if job.kind == JobKind::RunTimeout {
+            return self.time_out(&f, &run, &job, &steps).await;
+        }
         // A step this process's cached definition lacks may come from an
         // update the last reload did not see yet: ask the store again
         // before failing the run.
@@ -422,7 +428,50 @@ impl Executor {
                     .await?;
                 Ok(())
             }
+            JobKind::RunTimeout => unreachable!("run timeouts are handled before the step lookup"),
         }
+    }
+
+    /// One of the function's `timeouts` came due for a running run: it is
+    /// cancelled with the reason, unless (for `start`) a step of it has
+    /// been picked up already. A function that no longer has that timeout
+    /// leaves the run alone.
+    async fn time_out(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        job: &Job,
+        steps: &[StepRecord],
+    ) -> Result<(), BackendError> {
+        let timeouts = f.def.timeouts.as_ref();
+        let reason = match parse_timeout_id(&job.step_id) {
+            Some(RunTimeout::Start) => match timeouts.and_then(|t| t.start) {
+                Some(limit) if steps.is_empty() => {
+                    format!("timed out: no step started within {limit} (timeouts.start)")
+                }
+                _ => return Ok(()),
+            },
+            Some(RunTimeout::Finish) => match timeouts.and_then(|t| t.finish) {
+                Some(limit) => format!("timed out: not finished within {limit} (timeouts.finish)"),
+                None => return Ok(()),
+            },
+            None => {
+                return Err(BackendError::Corrupt(format!(
+                    "a run timeout job names no timeout: `{}`",
+                    job.step_id
+                )));
+            }
+        };
+        self.metrics.counter(
+            "stackctl_executor_runs_timed_out_total",
+            "Runs cancelled by their function's timeouts.",
+            &[],
+            1,
+        );
+        self.flow
+            .end_run(f, run, RunStatus::Cancelled, Some(reason))
+            .await?;
+        Ok(())
     }
 
     /// Writes an outcome (if none exists) and moves the run on.
@@ -967,6 +1016,7 @@ fn kind_label(kind: JobKind) -> &'static str {
         JobKind::Step => "step",
         JobKind::Wake => "wake",
         JobKind::WaitTimeout => "wait_timeout",
+        JobKind::RunTimeout => "run_timeout",
     }
 }
 

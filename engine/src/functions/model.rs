@@ -43,6 +43,10 @@ pub struct FunctionDef {
     /// it start no run: each is recorded as a `skipped` run with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// How long a run may take to start and to finish; past either it is
+    /// cancelled with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
     /// The steps; those without `after` start as soon as the run is created.
     pub steps: Vec<Step>,
 }
@@ -111,6 +115,19 @@ pub struct Concurrency {
     /// Without it the limit is for the function as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Expr>,
+}
+
+/// How long a run may take, from its creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Until its first step is picked up: a run held back (e.g. by a
+    /// concurrency limit) longer than this is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Duration>,
+    /// Until it ends: a run still running after this is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<Duration>,
 }
 
 /// A limit on how many runs of a function start in a sliding window.

@@ -361,6 +361,19 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
     if let Some(key) = &function.idempotency {
         cel_error(key, path!["idempotency"], &mut errors);
     }
+    if let Some(timeouts) = &function.timeouts {
+        for (name, value, what) in [
+            ("start", timeouts.start, "timeouts.start"),
+            ("finish", timeouts.finish, "timeouts.finish"),
+        ] {
+            if value.is_some_and(|d| d.std().is_zero()) {
+                errors.push(FunctionError::new(
+                    path!["timeouts", name],
+                    FunctionErrorKind::ZeroDuration { what },
+                ));
+            }
+        }
+    }
     if let Some(rate) = &function.rate_limit {
         if rate.limit == 0 {
             errors.push(FunctionError::new(
@@ -700,6 +713,7 @@ mod tests {
             "concurrency": {"limit": 0, "key": "event.data.("},
             "idempotency": "event.data.order ==",
             "rate_limit": {"limit": 0, "period": "2d", "key": "event.("},
+            "timeouts": {"start": "0s", "finish": "1h"},
             "steps": [{"id": "s", "sleep": "1s"}],
         }))
         .unwrap();
@@ -714,6 +728,7 @@ mod tests {
                 "concurrency.limit",
                 "concurrency.key",
                 "idempotency",
+                "timeouts.start",
                 "rate_limit.limit",
                 "rate_limit.period",
                 "rate_limit.key"

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::job::{Job, now_ms};
+use super::job::{Job, JobKind, now_ms};
 use super::registry::LoadedFunction;
 use crate::backend::{
     Attempt, BackendError, Backends, Run, RunStatus, StepOutcome, StepRecord, Wait,
@@ -81,6 +81,59 @@ impl Progress {
 /// The `event` variable: the stored event as JSON.
 pub fn event_value(run: &Run) -> Value {
     serde_json::to_value(&run.event).unwrap_or(Value::Null)
+}
+
+/// Prefix of the step id of a run timeout's job (`$timeout/start`,
+/// `$timeout/finish`).
+const TIMEOUT_PREFIX: &str = "$timeout/";
+
+/// Which of a function's `timeouts` a run timeout job is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTimeout {
+    /// The run must have started a step by then.
+    Start,
+    /// The run must have ended by then.
+    Finish,
+}
+
+/// The step id of a run timeout's job.
+pub fn timeout_id(which: RunTimeout) -> String {
+    let name = match which {
+        RunTimeout::Start => "start",
+        RunTimeout::Finish => "finish",
+    };
+    format!("{TIMEOUT_PREFIX}{name}")
+}
+
+/// Which timeout a run timeout job's step id is for.
+pub fn parse_timeout_id(step_id: &str) -> Option<RunTimeout> {
+    match step_id.strip_prefix(TIMEOUT_PREFIX)? {
+        "start" => Some(RunTimeout::Start),
+        "finish" => Some(RunTimeout::Finish),
+        _ => None,
+    }
+}
+
+/// The jobs that enforce the function's `timeouts` on a run created at
+/// `created_at`: each comes due when its timeout does.
+pub fn timeout_jobs(f: &LoadedFunction, run_id: &str, created_at: i64) -> Vec<Job> {
+    let Some(t) = &f.def.timeouts else {
+        return Vec::new();
+    };
+    [(RunTimeout::Start, t.start), (RunTimeout::Finish, t.finish)]
+        .into_iter()
+        .filter_map(|(which, after)| {
+            let after = i64::try_from(after?.std().as_millis()).unwrap_or(i64::MAX);
+            Some(Job {
+                run_id: run_id.to_string(),
+                step_id: timeout_id(which),
+                attempt: 1,
+                kind: JobKind::RunTimeout,
+                scheduled_at: created_at,
+                not_before: Some(created_at.saturating_add(after)),
+            })
+        })
+        .collect()
 }
 
 /// The step id of the wait that implements `cancel_on[index]`.
@@ -267,7 +320,9 @@ impl Flow {
         let max = self.backends.work.max_delay();
         let jobs = f
             .first_steps()
-            .map(|s| Job::first(&run.id, &s.id, since).to_message(now, max))
+            .map(|s| Job::first(&run.id, &s.id, since))
+            .chain(timeout_jobs(f, &run.id, run.created_at))
+            .map(|j| j.to_message(now, max))
             .collect();
         self.backends
             .state
@@ -323,11 +378,13 @@ impl Flow {
         } else {
             self.progress(&run.id).await?.started
         };
-        let jobs: Vec<Job> = f
+        let mut jobs: Vec<Job> = f
             .first_steps()
             .filter(|s| !started.contains(&s.id))
             .map(|s| Job::first(&run.id, &s.id, since))
             .collect();
+        // Again on a redelivery too: a duplicate timeout job is harmless.
+        jobs.extend(timeout_jobs(f, &run.id, run.created_at));
         self.enqueue(&jobs).await
     }
 

@@ -21,6 +21,9 @@ pub enum JobKind {
     /// A `wait_for_event` step's timeout has come: complete it with `null`
     /// unless an event resolved it first.
     WaitTimeout,
+    /// One of the function's `timeouts` has come (the step id says which,
+    /// see `flow::timeout_id`): cancel the run unless it is past that point.
+    RunTimeout,
 }
 
 /// A step job on the work queue (JSON).

@@ -1,7 +1,7 @@
 //! End to end, in one process: events sent over HTTP to the event API run
 //! functions whose http steps call a step server started by the test.
 //! Covers the DAG (`after`, `if` skips, a durable `sleep`), trigger filters,
-//! event idempotency, a function's idempotency key and rate limit, `cancel_on`, cancelling
+//! event idempotency, a function's idempotency key, rate limit and timeouts, `cancel_on`, cancelling
 //! through the runs API and per-key concurrency limits. Every test runs on the embedded backend
 //! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
 
@@ -235,6 +235,60 @@ async fn a_rate_limit_skips_the_runs_over_it_and_says_why(backend: TestBackend) 
     stack.stop().await;
 }
 
+/// A function's `timeouts`: a run still running after `finish` is
+/// cancelled with the reason; one whose first step is held back (here by a
+/// concurrency limit of 1) for longer than `start` is cancelled before it
+/// calls anything, while the run holding the slot completes.
+async fn runs_past_their_timeouts_are_cancelled_with_the_reason(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let slow = function(json!({
+        "id": "slow",
+        "triggers": [{"event": "demo/slow"}],
+        "timeouts": {"finish": "1s"},
+        "steps": [{"id": "nap", "sleep": "1m"}]
+    }));
+    let queued = function(json!({
+        "id": "queued",
+        "triggers": [{"event": "demo/queued"}],
+        "concurrency": {"limit": 1},
+        "timeouts": {"start": "1s"},
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/3000/work", steps.url)}}]
+    }));
+    let stack = Stack::start_on(backend, vec![slow, queued]).await;
+    let c = &stack.client;
+    let napping = c.send_event("demo/slow", json!({})).await;
+    let first = c.send_event("demo/queued", json!({"n": 1})).await;
+    poll("the first queued run's step to start", DEADLINE, || async {
+        (steps.in_flight_now("work") == 1).then_some(())
+    })
+    .await;
+    let second = c.send_event("demo/queued", json!({"n": 2})).await;
+
+    let run = c.finished_as(&napping, RunStatus::Cancelled).await;
+    assert_eq!(
+        run.error.as_deref(),
+        Some("timed out: not finished within 1s (timeouts.finish)"),
+        "{run:?}"
+    );
+    let run = c.finished_as(&second, RunStatus::Cancelled).await;
+    assert_eq!(
+        run.error.as_deref(),
+        Some("timed out: no step started within 1s (timeouts.start)"),
+        "{run:?}"
+    );
+    assert!(
+        stack.client.steps(&run.id).await.is_empty(),
+        "it called nothing"
+    );
+    c.finished_as(&first, RunStatus::Completed).await;
+    assert_eq!(
+        steps.calls().len(),
+        1,
+        "only the first queued run's step ran"
+    );
+    stack.stop().await;
+}
+
 async fn cancel_on_events_and_the_runs_api_cancel_running_runs(backend: TestBackend) {
     let f = function(json!({
         "id": "cancellable",
@@ -448,6 +502,7 @@ common::on_every_backend!(
     trigger_filters_and_event_ids_decide_which_events_start_runs,
     an_idempotency_key_starts_one_run_per_key,
     a_rate_limit_skips_the_runs_over_it_and_says_why,
+    runs_past_their_timeouts_are_cancelled_with_the_reason,
     cancel_on_events_and_the_runs_api_cancel_running_runs,
     a_concurrency_limit_per_key_is_honoured,
     duplicate_jobs_never_run_a_step_twice_at_once,
