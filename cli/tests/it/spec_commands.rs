@@ -54,6 +54,33 @@ fn examples_are_valid() {
     }
 }
 
+/// What a person reads from `validate`: each example's one-line summary,
+/// and a spec with mistakes in its expressions, each at its place with the
+/// fix (exit 2). The step URL is set so that the aws example's loopback
+/// warnings stay out of its snapshot.
+#[test]
+fn validate_reads_as_the_snapshots_say() {
+    for (name, file, code) in [
+        ("validate_local", "examples/local.yaml", 0),
+        ("validate_aws", "examples/aws.yaml", 0),
+        ("validate_broken", "tests/specs/broken/cel-invalid.yaml", 2),
+    ] {
+        let out = stackctl_with(
+            &["validate", file],
+            &[("STEP_URL", "http://steps.internal:8300")],
+        );
+        assert_eq!(out.status.code(), Some(code), "{out:?}");
+        insta::assert_snapshot!(
+            name,
+            format!(
+                "stdout:\n{}\nstderr:\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        );
+    }
+}
+
 #[test]
 fn aws_example_warns_of_loopback_step_urls_and_stays_valid() {
     let out = stackctl(&["validate", "examples/aws.yaml"]);
