@@ -67,15 +67,7 @@ pub(crate) fn find_binary(
         .cloned()
         .chain(path_dirs.iter().chain(&sbin).map(|dir| dir.join(binary)))
         .collect();
-    searched
-        .iter()
-        .find(|path| is_executable(path))
-        .cloned()
-        .ok_or_else(|| Error::MissingBinary {
-            binary,
-            package,
-            searched: describe_search(candidates),
-        })
+    first_executable(binary, package, &searched, || describe_search(candidates))
 }
 
 /// Like [`find_binary`], looking only in `candidates`.
@@ -84,18 +76,31 @@ pub(crate) fn find_only(
     package: &'static str,
     candidates: &[PathBuf],
 ) -> Result<PathBuf> {
-    candidates
+    first_executable(binary, package, candidates, || {
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// The first of `paths` that is an executable file, else `MissingBinary`
+/// saying where it was looked for (`searched`).
+fn first_executable(
+    binary: &'static str,
+    package: &'static str,
+    paths: &[PathBuf],
+    searched: impl FnOnce() -> String,
+) -> Result<PathBuf> {
+    paths
         .iter()
         .find(|path| is_executable(path))
         .cloned()
         .ok_or_else(|| Error::MissingBinary {
             binary,
             package,
-            searched: candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            searched: searched(),
         })
 }
 
