@@ -5,6 +5,7 @@ pub mod arch;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod bench;
+pub mod cost;
 pub mod dlq;
 pub mod engine_config;
 pub mod graph;

@@ -6,6 +6,8 @@
 //! `--key` overrides only the address (e.g. a forwarded port); when the
 //! event API cannot be reached from here, or with `--agents N`, the load
 //! comes from load agents inside the stack's VPC (`stacks::bench::agents`).
+//! On an aws stack the summary ends with the cost per million events at the
+//! throughput measured (`stacks::cost::of_bench`, the running counts sampled).
 //! Exit 0, or 3 when a `--threshold` failed (1 on errors, 2 on an invalid spec).
 
 use std::io::{IsTerminal as _, Write as _};
@@ -118,6 +120,10 @@ pub struct BenchArgs {
     /// No live progress line.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// (aws stacks) The price table for the cost per million events (the shape `stackctl
+    /// cost --dump-prices` prints) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
 }
 
 /// Runs `stackctl bench`.
@@ -168,10 +174,32 @@ pub async fn run(args: BenchArgs, output: Output) -> anyhow::Result<Exit> {
         None => bench::mask_key(args.url.as_deref().unwrap_or_default()),
     };
     let report = report.with_context(|| format!("bench against {what} failed"))?;
+    // An aws stack's run ends with its cost per million events at the
+    // throughput measured, the stack at the counts it ran at.
+    let cost = loaded
+        .as_ref()
+        .filter(|l| l.spec.provider == Provider::Aws)
+        .map(|l| {
+            stacks::cost::PriceTable::load_or_shipped(args.prices.as_deref())
+                .and_then(|table| stacks::cost::of_bench(l, &report, &table))
+        });
     match output {
-        Output::Json => output::print_json(&report)?,
+        Output::Json => {
+            let mut doc = serde_json::to_value(&report)?;
+            match &cost {
+                Some(Ok(cost)) => doc["cost"] = serde_json::to_value(cost)?,
+                Some(Err(e)) => doc["cost"] = serde_json::json!({ "unpriced": e.to_string() }),
+                None => {}
+            }
+            output::print_json(&doc)?;
+        }
         Output::Human => {
             output::print_text(&report.render())?;
+            match &cost {
+                Some(Ok(cost)) => outln!("{}", cost.render_text())?,
+                Some(Err(e)) => outln!("  cost: not priced: {e}")?,
+                None => {}
+            }
             if args.timeline {
                 outln!("\n  timeline\n{}", report.render_timeline())?;
             }

@@ -13,6 +13,7 @@ mod aws_status;
 mod aws_up;
 mod aws_wait;
 mod bench;
+mod cost;
 mod dlq;
 mod down;
 pub mod engine;
@@ -38,6 +39,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Show the AWS resources a spec implies and what `up` would change.
     Plan(plan::PlanArgs),
+    /// Estimate what an aws stack costs a month, line by line, from a price table.
+    Cost(cost::CostArgs),
     /// Bring a stack up (or converge it) and verify it end to end.
     Up(up::UpArgs),
     /// Show the stack's processes, their health and the counts by service.
@@ -51,7 +54,7 @@ pub enum Command {
     /// Show what is in the stack's dead-letter queues, or move it back (--redrive).
     Dlq(dlq::DlqArgs),
     /// Load-test the event API (fixed arrival rate or maximum throughput), k6-style summary.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run engine roles in this process (started by the local provider).
     #[command(hide = true)]
     Engine(engine::EngineArgs),
@@ -65,12 +68,13 @@ pub async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         Command::Init(args) => init::run(args, output),
         Command::Schema(args) => schema::run(args, output),
         Command::Plan(args) => plan::run(args, output).await,
+        Command::Cost(args) => cost::run(args, output),
         Command::Up(args) => up::run(args, output).await,
         Command::Status(args) => status::run(args, output).await,
         Command::Down(args) => down::run(args, output).await,
         Command::Scale(args) => scale::run(args, output).await,
         Command::Logs(args) => logs::run(args, output).await,
-        Command::Bench(args) => bench::run(args, output).await,
+        Command::Bench(args) => bench::run(*args, output).await,
         Command::Dlq(args) => dlq::run(args, output).await,
         // `main` runs it before starting a runtime; reaching here is a bug in main.
         Command::Engine(_) => anyhow::bail!("`stackctl engine` must be dispatched by main"),

@@ -2,7 +2,8 @@
 //! it would change, as a tree grouped by dependency depth or as JSON
 //! (`stacks::graph`). With AWS credentials the observed state is read from
 //! AWS (`stacks::aws::plan`); `--offline`, or no credentials, plans every
-//! resource as a create.
+//! resource as a create. The plan ends with what it does to the monthly
+//! cost (`stacks::cost`; `--prices FILE` for other prices).
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ pub struct PlanArgs {
     /// assumes the image the stack runs now (`up` always builds).
     #[arg(long, value_name = "PATH", env = "STACKCTL_ENGINE_BINARY")]
     engine_binary: Option<PathBuf>,
+    /// Work out the monthly cost difference with this price table (the shape
+    /// `stackctl cost --dump-prices` prints) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
 }
 
 /// Runs `stackctl plan`.
@@ -71,10 +76,15 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
             "stackctl: no AWS credentials (none configured, no instance profile): planning offline (every resource a create); pass --offline to say so"
         );
     }
+    let prices = match &args.prices {
+        Some(file) => Some(stacks::cost::PriceTable::load(file)?),
+        None => None,
+    };
     let options = stacks::aws::ops::PlanOptions {
         live,
         image: args.image,
         engine_binary: args.engine_binary,
+        prices,
     };
     let reporter = Reporter::new(output);
     let result = stacks::aws::ops::plan(&loaded, options, &reporter).await;
@@ -88,7 +98,7 @@ pub async fn run(args: PlanArgs, output: Output) -> anyhow::Result<Exit> {
             output::print_json(&doc)?;
         }
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
+    Ok(if args.detailed_exitcode && plan.plan.has_changes() {
         Exit::Invalid
     } else {
         Exit::Ok

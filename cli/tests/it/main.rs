@@ -13,6 +13,7 @@ mod aws_up;
 mod aws_vpclink;
 mod bench;
 mod bench_aws;
+mod cost;
 mod image_cli;
 mod local_sqs_redis;
 mod local_stack;

@@ -21,8 +21,9 @@ use super::scale::{ScaleError, ScaleReport};
 use super::wait::{GroupState, RedisState, ServiceState, TargetsHealth, Timeouts, WaitError};
 use super::{Aws, StackLock};
 use crate::arch::ArchitectureError;
+use crate::cost::{CostChange, Footprint, PriceTable};
 use crate::graph::plan::{Action, Plan};
-use crate::graph::{Graph, GraphError, LogicalId};
+use crate::graph::{Graph, GraphError, LogicalId, Resource};
 use crate::image::ImageError;
 use crate::local::Service;
 use crate::progress::Progress;
@@ -724,14 +725,83 @@ pub struct PlanOptions {
     /// Build the engine image from this binary and plan with its digest;
     /// `None`: assume the image the stack runs now.
     pub engine_binary: Option<PathBuf>,
+    /// The prices the monthly difference is worked out with; `None`: the
+    /// table shipped with the tool.
+    pub prices: Option<PriceTable>,
 }
 
-/// What applying the spec would change.
+/// A plan and what it does to the monthly cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct CostedPlan {
+    /// The changes.
+    #[serde(flatten)]
+    pub plan: Plan,
+    /// The monthly difference, or why it has no price.
+    pub cost: PlanCost,
+}
+
+/// The monthly difference of a plan, or why there is none.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PlanCost {
+    /// Priced.
+    Priced(CostChange),
+    /// Not priced (a region or type the price table lacks), and why.
+    Unpriced {
+        /// Why, with the fix.
+        unpriced: String,
+    },
+}
+
+impl CostedPlan {
+    /// The plan's human rendering with the monthly difference after it.
+    pub fn render_text(&self) -> String {
+        let cost = match &self.cost {
+            PlanCost::Priced(change) => change.render_text(),
+            PlanCost::Unpriced { unpriced } => format!("Monthly cost: not priced: {unpriced}\n"),
+        };
+        format!("{}\n{cost}", self.plan.render_text())
+    }
+}
+
+/// The monthly difference between the observed resources and what the
+/// plan leaves (the resources it does not delete).
+fn plan_cost(
+    plan: &Plan,
+    region: &str,
+    observed: &[&Resource],
+    prices: Option<&PriceTable>,
+) -> PlanCost {
+    let shipped;
+    let table = match prices {
+        Some(t) => t,
+        None => {
+            shipped = PriceTable::shipped();
+            &shipped
+        }
+    };
+    let before = Footprint::of(observed.iter().copied());
+    let after = Footprint::of(
+        plan.changes
+            .iter()
+            .filter(|c| c.action != Action::Delete)
+            .map(|c| &c.resource),
+    )
+    .settled_over(&before);
+    match crate::cost::change(&plan.stack, region, &before, &after, table) {
+        Ok(change) => PlanCost::Priced(change),
+        Err(e) => PlanCost::Unpriced {
+            unpriced: e.to_string(),
+        },
+    }
+}
+
+/// What applying the spec would change, and what that does to the monthly cost.
 pub async fn plan(
     loaded: &LoadedSpec,
     opts: PlanOptions,
     progress: &dyn Progress,
-) -> Result<Plan, OpError> {
+) -> Result<CostedPlan, OpError> {
     let stack = &loaded.spec.stack;
     let mut inputs = super::Inputs::from_spec(&loaded.spec, opts.image);
     if !opts.live {
@@ -744,7 +814,14 @@ pub async fn plan(
                 .check_architecture(architecture)
                 .map_err(OpError::architecture(stack))?;
         }
-        return Ok(Plan::create_all(&graph));
+        let plan = Plan::create_all(&graph);
+        let cost = match crate::cost::region_of(loaded, None) {
+            Ok(region) => plan_cost(&plan, &region, &[], opts.prices.as_ref()),
+            Err(e) => PlanCost::Unpriced {
+                unpriced: e.to_string(),
+            },
+        };
+        return Ok(CostedPlan { plan, cost });
     }
     let opened = open(loaded, ForceUnlock::No, progress).await?;
     if inputs.builds_image()
@@ -764,8 +841,22 @@ pub async fn plan(
             .check_architecture(architecture)
             .map_err(OpError::architecture(stack))?;
     }
-    Ok(super::plan(&opened.aws, &opened.graph, &inputs)
+    let planned = super::plan(&opened.aws, &opened.graph, &inputs)
         .await
-        .map_err(OpError::aws("cannot read the state", &opened.stack))?
-        .plan)
+        .map_err(OpError::aws("cannot read the state", &opened.stack))?;
+    let observed: Vec<&Resource> = planned
+        .all_observed()
+        .values()
+        .map(|o| &o.resource)
+        .collect();
+    let cost = plan_cost(
+        &planned.plan,
+        opened.aws.region(),
+        &observed,
+        opts.prices.as_ref(),
+    );
+    Ok(CostedPlan {
+        plan: planned.plan,
+        cost,
+    })
 }

@@ -18,6 +18,7 @@ mod bench;
 #[cfg(feature = "aws")]
 mod bench_aws;
 mod bench_engine;
+mod cost;
 mod graph;
 mod graph_plan;
 mod image_registry;
