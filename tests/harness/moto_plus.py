@@ -134,6 +134,12 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
   SendMessage no longer counts the queue's messages three times to read
   its ContentBasedDeduplication flag; DeleteMessageBatch removes all its
   receipts in one pass over the queue instead of two passes per receipt.
+- SQS loses no message and brings none back: moto deletes by rebuilding a
+  queue's message list without the lock that sends append under, so on its
+  threaded server a message sent during a delete was lost (a whole batch
+  of ten at a time) and one deleted by a concurrent delete came back.
+  DeleteMessage, DeleteMessageBatch and ReceiveMessage (which moves
+  messages to the dead-letter queue) hold that lock.
 """
 
 import base64
@@ -1325,6 +1331,8 @@ def _counting(original):
 
 
 _original_send_message = sqs_models.SQSBackend.send_message
+_original_delete_message = sqs_models.Queue.delete_message
+_original_receive_message = sqs_models.SQSBackend.receive_message
 
 
 def _send_message(self, *args, **kwargs):
@@ -1335,20 +1343,34 @@ def _send_message(self, *args, **kwargs):
         _sending.active = False
 
 
+def _receive_message(self, queue_name, *args, **kwargs):
+    # A long poll waits on the lock's condition, which releases it meanwhile.
+    with self.get_queue(queue_name)._messages_lock:
+        return _original_receive_message(self, queue_name, *args, **kwargs)
+
+
+def _delete_message(self, receipt_handle):
+    with self._messages_lock:
+        return _original_delete_message(self, receipt_handle)
+
+
 def _delete_message_batch(self, queue_name, receipts):
     queue = self.get_queue(queue_name)
     ids = {entry["ReceiptHandle"]: entry["Id"] for entry in receipts}
-    deleted = {handle for handle in ids if handle in queue.deleted_messages}
-    kept = []
-    for message in queue._messages:
-        handles = message.all_receipt_handles
-        if any(handle in ids for handle in handles):
-            deleted.update(handle for handle in handles if handle in ids)
-            queue.pending_messages.discard(message)
-            queue.deleted_messages.update(handles)
-            continue
-        kept.append(message)
-    queue._messages = kept
+    # Under the lock that a send appends under: the list is rebuilt, and a
+    # message appended or deleted meanwhile would be lost or come back.
+    with queue._messages_lock:
+        deleted = {handle for handle in ids if handle in queue.deleted_messages}
+        kept = []
+        for message in queue._messages:
+            handles = message.all_receipt_handles
+            if any(handle in ids for handle in handles):
+                deleted.update(handle for handle in handles if handle in ids)
+                queue.pending_messages.discard(message)
+                queue.deleted_messages.update(handles)
+                continue
+            kept.append(message)
+        queue._messages = kept
     success, errors = [], []
     for entry in receipts:
         handle = entry["ReceiptHandle"]
@@ -1419,6 +1441,8 @@ for _name in (
     setattr(sqs_models.Queue, _name, _counting(getattr(sqs_models.Queue, _name)))
 sqs_models.SQSBackend.send_message = _send_message
 sqs_models.SQSBackend.delete_message_batch = _delete_message_batch
+sqs_models.Queue.delete_message = _delete_message
+sqs_models.SQSBackend.receive_message = _receive_message
 
 if __name__ == "__main__":
     sys.exit(main())

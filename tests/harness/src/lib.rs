@@ -37,7 +37,7 @@ pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
 pub use error::{Error, Result, TEST_COMMAND};
 pub use fault_proxy::{FaultProxy, FaultStats};
 pub use inngest::{inngest_python, inngest_send_retry_script};
-pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY};
+pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, venv_python as moto_python};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};
 pub use redis::{RedisBuilder, RedisServer, Reply};

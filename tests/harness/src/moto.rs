@@ -235,7 +235,7 @@ fn moto_binary() -> Result<PathBuf> {
 }
 
 /// The Python interpreter of moto's venv (it has boto3 and the AWS CLI).
-pub(crate) fn venv_python() -> Result<PathBuf> {
+pub fn venv_python() -> Result<PathBuf> {
     Ok(moto_binary()?.with_file_name("python"))
 }
 
