@@ -51,6 +51,7 @@ fn runs() -> usize {
 fn ctx(i: usize) -> StepContext {
     StepContext {
         event: json!({"name": "bench/step", "data": {"i": i}}),
+        events: None,
         steps: serde_json::Map::new(),
         run_id: format!("bench-{i}"),
         function_id: "bench".to_string(),

@@ -40,6 +40,9 @@ pub fn canary_function() -> FunctionDef {
         cancel_on: Vec::new(),
         idempotency: None,
         rate_limit: None,
+        throttle: None,
+        debounce: None,
+        batch_events: None,
         timeouts: None,
         steps: vec![Step {
             id: "pause".into(),

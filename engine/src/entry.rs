@@ -86,6 +86,7 @@ const USAGE: &str = "usage: stackctl-engine [--role event-api|runner|executor|al
        stackctl-engine health --port PORT
        stackctl-engine canary --url URL [--timeout SECONDS]
        stackctl-engine bench-agent --plan JSON
+       stackctl-engine runs-client --request JSON
 
   --role ROLE        role to run; repeatable or a comma list (default: the config's `roles`, else all)
   --config PATH      the engine's JSON configuration (default: $STACKCTL_ENGINE_CONFIG)
@@ -99,6 +100,8 @@ const USAGE: &str = "usage: stackctl-engine [--role event-api|runner|executor|al
   bench-agent        runs one load agent's share of `stackctl bench --agents` (a JSON plan) against the
                      event API with the first key of $STACKCTL_ENGINE_EVENT_KEYS; prints its figures as
                      JSON lines tagged `bench_agent`
+  runs-client        answers one runs-API request (JSON: method, path, body) over the backends of this
+                     process's configuration; prints the answer as JSON lines tagged `runs_client`
 ";
 
 /// Parses the engine's arguments (without the program name).
@@ -148,6 +151,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         Some("health") => return crate::probe::health(&rest[1..]),
         Some("canary") => return crate::probe::canary(&rest[1..]),
         Some("bench-agent") => return crate::probe::bench_agent(&rest[1..]),
+        Some("runs-client") => return crate::event_api::runs_client::main(&rest[1..]),
         _ => {}
     }
     match parse_args(rest) {

@@ -12,5 +12,6 @@ pub mod graph;
 pub mod image;
 pub mod local;
 pub mod progress;
+pub mod runs;
 pub mod spec;
 pub mod stackref;

@@ -18,6 +18,7 @@ mod dlq;
 mod down;
 pub mod engine;
 mod logs;
+mod runs;
 mod scale;
 mod status;
 mod up;
@@ -53,6 +54,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Show what is in the stack's dead-letter queues, or move it back (--redrive).
     Dlq(dlq::DlqArgs),
+    /// List, show, cancel and replay the stack's runs (local and aws stacks).
+    Runs(runs::RunsArgs),
     /// Load-test the event API (fixed arrival rate or maximum throughput), k6-style summary.
     Bench(Box<bench::BenchArgs>),
     /// Run engine roles in this process (started by the local provider).
@@ -76,6 +79,7 @@ pub async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::run(args, output).await,
         Command::Bench(args) => bench::run(*args, output).await,
         Command::Dlq(args) => dlq::run(args, output).await,
+        Command::Runs(args) => runs::run(args, output).await,
         // `main` runs it before starting a runtime; reaching here is a bug in main.
         Command::Engine(_) => anyhow::bail!("`stackctl engine` must be dispatched by main"),
     }

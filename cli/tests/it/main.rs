@@ -18,5 +18,6 @@ mod image_cli;
 mod local_sqs_redis;
 mod local_stack;
 mod plan;
+mod runs;
 mod spec_commands;
 mod support;

@@ -1,8 +1,9 @@
 //! The conformance suite every backend passes: queue semantics (durability,
 //! delays, visibility, acks, extend, dead letters, depth, batches, concurrent
 //! sends) and state semantics (claims, run creation, write-once outcomes,
-//! single-winner waits, the event index, slots, finishing runs) including two
-//! independent handles on one store.
+//! single-winner waits, the event index, slots, throttle reservations,
+//! debounce keys, batches, finishing runs) including two independent handles on one
+//! store.
 //!
 //! A backend's test file implements [`Harness`] (each `open` returns a new
 //! handle on the SAME store; a fresh store per harness value) and expands
@@ -17,7 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Attempt, Backends, Event, Message, Queue, Run, RunStatus, StepEnd, StepOutcome, Wait};
+use super::{
+    Attempt, Backends, Batched, Event, Message, Queue, Run, RunStatus, StepEnd, StepOutcome, Wait,
+};
 use crate::config::QueuesConfig;
 use crate::functions::FunctionDef;
 
@@ -45,7 +48,7 @@ macro_rules! backend_conformance {
             durable_send, delays, visibility_and_redelivery, ack_and_stale_receipts, extend,
             dead_letter_after_max_receives, depth, batch_send, concurrent_sends,
             claims, runs, set_outcome_once_under_concurrency, attempts, take_wait_single_winner,
-            events_since, slots, finish_run_once, functions, two_handles_share_the_store,
+            events_since, slots, throttle_reservations, debounces, batches, finish_run_once, functions, two_handles_share_the_store,
             create_run_and_send_once, end_step_once, purge_finished);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -744,6 +747,240 @@ pub async fn slots(h: &dyn Harness) {
         !s.acquire_slot("lease", "x", 1, lease).await.unwrap(),
         "x lost its expired slot"
     );
+}
+
+/// Throttle reservations follow GCRA: `burst` starts at once beside the
+/// first, then one per interval; a holder asking again (from any handle)
+/// gets its own start back and takes no other, until `keep` after it.
+pub async fn throttle_reservations(h: &dyn Harness) {
+    let (one, two) = (h.open(&queues()).await, h.open(&queues()).await);
+    let (s1, s2) = (&one.state, &two.state);
+    let interval = Duration::from_secs(10);
+    let keep = Duration::from_secs(3600);
+    let before = now();
+    let a = s1.reserve_start("k", "a", interval, 1, keep).await.unwrap();
+    assert!(
+        a >= before - 1000 && a <= now() + 1000,
+        "the first starts now: {a} vs {before}"
+    );
+    let b = s2.reserve_start("k", "b", interval, 1, keep).await.unwrap();
+    assert!(b - a < 5000, "one more at once (burst 1): {b} vs {a}");
+    let c = s1.reserve_start("k", "c", interval, 1, keep).await.unwrap();
+    assert_eq!(c, a + 10_000, "then one per interval");
+    assert_eq!(
+        s2.reserve_start("k", "c", interval, 1, keep).await.unwrap(),
+        c,
+        "asking again gets the same start"
+    );
+    assert_eq!(
+        s2.reserve_start("k", "a", interval, 1, keep).await.unwrap(),
+        a
+    );
+    let d = s2.reserve_start("k", "d", interval, 1, keep).await.unwrap();
+    assert_eq!(d, a + 20_000, "the repeats took no start");
+    let other = s1
+        .reserve_start("other", "x", interval, 1, keep)
+        .await
+        .unwrap();
+    assert!(other < a + 5000, "keys are separate: {other} vs {a}");
+
+    let x = s1
+        .reserve_start("smooth", "x", interval, 0, keep)
+        .await
+        .unwrap();
+    let y = s1
+        .reserve_start("smooth", "y", interval, 0, keep)
+        .await
+        .unwrap();
+    assert_eq!(y, x + 10_000, "without a burst every start is spaced");
+
+    // A fraction of a millisecond apart: 4 starts in about 1 ms.
+    let fast = Duration::from_micros(250);
+    let firsts: Vec<i64> = {
+        let mut v = Vec::new();
+        for holder in ["p", "q", "r", "s", "t"] {
+            v.push(
+                s1.reserve_start("fast", holder, fast, 0, keep)
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    assert!(
+        firsts.windows(2).all(|w| w[0] <= w[1]) && firsts[4] - firsts[0] <= 1000,
+        "{firsts:?}"
+    );
+
+    let short = Duration::from_millis(300);
+    let first = s1
+        .reserve_start("forget", "z", Duration::from_millis(1), 0, short)
+        .await
+        .unwrap();
+    eventually("the reservation to be forgotten", || async {
+        s2.reserve_start("forget", "z", Duration::from_millis(1), 0, short)
+            .await
+            .unwrap()
+            != first
+    })
+    .await;
+}
+
+/// A debounce key holds the latest event of its burst with the time the
+/// burst began; an older event (a redelivery) changes nothing; taking it
+/// is a compare-and-delete with one winner; it lapses after its ttl.
+pub async fn debounces(h: &dyn Harness) {
+    let (one, two) = (h.open(&queues()).await, h.open(&queues()).await);
+    let (s1, s2) = (&one.state, &two.state);
+    let ttl = Duration::from_secs(3600);
+    let (e1, e2, e3) = (
+        event("01J0000000000000000000000A", "app/edit", 1),
+        event("01J0000000000000000000000B", "app/edit", 2),
+        event("01J0000000000000000000000C", "app/edit", 3),
+    );
+    assert_eq!(s1.debounced("d").await.unwrap(), None);
+    let held = s1.debounce("d", &e1, 1000, ttl).await.unwrap();
+    assert_eq!(
+        (held.event.internal_id.as_str(), held.since, held.last),
+        (e1.internal_id.as_str(), 1000, 1000)
+    );
+    let held = s2.debounce("d", &e2, 1500, ttl).await.unwrap();
+    assert_eq!(
+        (held.event.clone(), held.since, held.last),
+        (e2.clone(), 1000, 1500),
+        "the latest event, the burst's start"
+    );
+    let again = s1.debounce("d", &e1, 1700, ttl).await.unwrap();
+    assert_eq!(again, held, "an older event changes nothing");
+    let again = s1.debounce("d", &e2, 1800, ttl).await.unwrap();
+    assert_eq!(again, held, "the one held again keeps its times");
+    assert_eq!(s2.debounced("d").await.unwrap(), Some(held.clone()));
+    assert_eq!(s1.debounced("other").await.unwrap(), None);
+
+    assert!(
+        !s1.take_debounced("d", &e1.internal_id).await.unwrap(),
+        "not the event held"
+    );
+    let (t1, t2) = tokio::join!(
+        s1.take_debounced("d", &e2.internal_id),
+        s2.take_debounced("d", &e2.internal_id)
+    );
+    assert_eq!(
+        [t1.unwrap(), t2.unwrap()].iter().filter(|t| **t).count(),
+        1,
+        "one winner"
+    );
+    assert_eq!(s1.debounced("d").await.unwrap(), None);
+    let held = s2.debounce("d", &e3, 3000, ttl).await.unwrap();
+    assert_eq!((held.since, held.last), (3000, 3000), "a new burst");
+
+    s1.debounce("lapses", &e1, 1000, Duration::from_millis(200))
+        .await
+        .unwrap();
+    eventually("the debounce key to lapse", || async {
+        s2.debounced("lapses").await.unwrap().is_none()
+    })
+    .await;
+}
+
+/// Batches gather events per key up to their max size, in order; an event
+/// added again (from any handle) joins nothing and gets its batch back;
+/// sealing closes a batch to new events (once, for the batch it names);
+/// concurrent adds lose none and double none.
+pub async fn batches(h: &dyn Harness) {
+    let (one, two) = (h.open(&queues()).await, h.open(&queues()).await);
+    let (s1, s2) = (&one.state, &two.state);
+    let keep = Duration::from_secs(3600);
+    let e: Vec<Event> = (0..7)
+        .map(|i| event(&format!("01J00000000000000000000B{i:02}"), "app/row", i))
+        .collect();
+    assert_eq!(s1.batch("b0").await.unwrap(), None);
+    let a = s1.batch_add("k", "b0", &e[0], 3, 1000, keep).await.unwrap();
+    assert_eq!(
+        a,
+        Batched {
+            id: "b0".into(),
+            size: 1,
+            opened_at: 1000
+        },
+        "the first event opens a batch named by its candidate"
+    );
+    let b = s2.batch_add("k", "b1", &e[1], 3, 1100, keep).await.unwrap();
+    assert_eq!((b.id.as_str(), b.size, b.opened_at), ("b0", 2, 1000));
+    let again = s1.batch_add("k", "b1", &e[1], 3, 1200, keep).await.unwrap();
+    assert_eq!(again, b, "a redelivery joins nothing");
+    let other = s1
+        .batch_add("other", "o", &e[2], 3, 1300, keep)
+        .await
+        .unwrap();
+    assert_eq!((other.id.as_str(), other.size), ("o", 1), "keys are apart");
+    let full = s2.batch_add("k", "b3", &e[3], 3, 1400, keep).await.unwrap();
+    assert_eq!((full.id.as_str(), full.size), ("b0", 3), "full: sealed");
+    let next = s1.batch_add("k", "b4", &e[4], 3, 1500, keep).await.unwrap();
+    assert_eq!(
+        (next.id.as_str(), next.size),
+        ("b4", 1),
+        "a full batch takes no more"
+    );
+    assert_eq!(
+        s2.batch_add("k", "b0", &e[0], 3, 1600, keep).await.unwrap(),
+        full,
+        "a redelivery of a sealed batch's event goes back to it"
+    );
+    let batch = s2.batch("b0").await.unwrap().expect("batch b0");
+    assert_eq!(batch.opened_at, 1000);
+    assert_eq!(batch.events, vec![e[0].clone(), e[1].clone(), e[3].clone()]);
+
+    s1.seal_batch("k", "b0").await.unwrap();
+    assert_eq!(
+        s1.batch_add("k", "b5", &e[5], 3, 1700, keep)
+            .await
+            .unwrap()
+            .id,
+        "b4",
+        "sealing another batch leaves the open one open"
+    );
+    s2.seal_batch("k", "b4").await.unwrap();
+    s2.seal_batch("k", "b4").await.unwrap();
+    let after = s1.batch_add("k", "b6", &e[6], 3, 1800, keep).await.unwrap();
+    assert_eq!(
+        (after.id.as_str(), after.size),
+        ("b6", 1),
+        "sealed: a new batch"
+    );
+    let sealed = s1.batch("b4").await.unwrap().expect("batch b4");
+    assert_eq!(sealed.events, vec![e[4].clone(), e[5].clone()]);
+
+    let many: Vec<Event> = (0..40)
+        .map(|i| event(&format!("01J00000000000000000000C{i:02}"), "app/row", i))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ev) in many.iter().cloned().enumerate() {
+        let s = Arc::clone(if i % 2 == 0 { s1 } else { s2 });
+        tasks.spawn(async move {
+            s.batch_add("busy", &format!("c{i}"), &ev, 10, 2000, keep)
+                .await
+                .expect("batch_add")
+        });
+    }
+    let mut got = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        got.push(r.expect("join"));
+    }
+    let mut ids: Vec<&str> = got.iter().map(|b| b.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "40 events in batches of 10: {ids:?}");
+    let mut seen = Vec::new();
+    for id in ids {
+        let batch = s1.batch(id).await.unwrap().expect("batch");
+        assert_eq!(batch.events.len(), 10, "batch {id}");
+        seen.extend(batch.events.into_iter().map(|e| e.internal_id));
+    }
+    seen.sort_unstable();
+    let mut all: Vec<String> = many.iter().map(|e| e.internal_id.clone()).collect();
+    all.sort_unstable();
+    assert_eq!(seen, all, "every event in exactly one batch");
 }
 
 /// A run ends once: racing `finish_run` calls have one winner, later ones change nothing.

@@ -317,8 +317,39 @@ pub struct Wait {
     pub expires_at: i64,
 }
 
-/// Runs, steps, waits, idempotency keys, concurrency slots and the function
-/// registry.
+/// The latest event of a debounce key's burst (see [`StateStore::debounce`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Debounced {
+    /// The latest event.
+    pub event: Event,
+    /// When the burst's first event was debounced (ms since the epoch).
+    pub since: i64,
+    /// When its latest event was.
+    pub last: i64,
+}
+
+/// Where an event went in a batch (see [`StateStore::batch_add`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batched {
+    /// The batch's id: the `candidate` of the event that opened it.
+    pub id: String,
+    /// How many events it holds now.
+    pub size: u32,
+    /// When it was opened (ms since the epoch).
+    pub opened_at: i64,
+}
+
+/// A batch's events, in the order they joined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The events; the first opened the batch.
+    pub events: Vec<Event>,
+    /// When it was opened (ms since the epoch).
+    pub opened_at: i64,
+}
+
+/// Runs, steps, waits, idempotency keys, concurrency slots, throttle,
+/// debounce and batch state and the function registry.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Registers (or replaces) a function.
@@ -400,6 +431,57 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives a slot back.
     async fn release_slot(&self, key: &str, holder: &str) -> Result<()>;
+
+    /// Reserves a start time for `holder` under `key`'s throttle: one start
+    /// per `interval`, and up to `burst` more at once after a quiet spell
+    /// (GCRA, with a theoretical arrival time per key; the store's clock
+    /// decides). Returns the reserved start (ms since the epoch, never
+    /// before now). Never refuses: a start past the others is reserved. The
+    /// same holder asking again gets its reservation back, without taking
+    /// another, until `keep` after the reserved start.
+    async fn reserve_start(
+        &self,
+        key: &str,
+        holder: &str,
+        interval: Duration,
+        burst: u32,
+        keep: Duration,
+    ) -> Result<i64>;
+
+    /// Makes `event`, debounced at `at`, the latest of `key`'s burst: a new
+    /// burst starts at `at` when the key holds none. An event older than
+    /// the one held (a lower internal id: a redelivery after a later event
+    /// arrived) changes nothing, and the one held again keeps its times.
+    /// The key lapses `ttl` after the last change. Returns what the key
+    /// holds now.
+    async fn debounce(&self, key: &str, event: &Event, at: i64, ttl: Duration)
+    -> Result<Debounced>;
+    /// What `key` holds, if anything.
+    async fn debounced(&self, key: &str) -> Result<Option<Debounced>>;
+    /// Removes what `key` holds if its event is still `internal_id`
+    /// (compare-and-delete); `true` if this call removed it.
+    async fn take_debounced(&self, key: &str, internal_id: &str) -> Result<bool>;
+
+    /// Puts `event` into `key`'s open batch, in one atomic step: an event
+    /// already in a batch of `key` (a redelivery) joins none and gets that
+    /// batch back; else it joins the open batch, or opens one (id
+    /// `candidate`, opened `at`) when the key has none; the batch that
+    /// reaches `max_size` events is sealed (the next event opens another).
+    /// The batch and the event's membership are kept for `keep`.
+    async fn batch_add(
+        &self,
+        key: &str,
+        candidate: &str,
+        event: &Event,
+        max_size: u32,
+        at: i64,
+        keep: Duration,
+    ) -> Result<Batched>;
+    /// Seals `key`'s open batch if it is `batch_id`: no event joins it
+    /// any more. Sealing a sealed batch changes nothing.
+    async fn seal_batch(&self, key: &str, batch_id: &str) -> Result<()>;
+    /// The batch `batch_id`, if it exists.
+    async fn batch(&self, batch_id: &str) -> Result<Option<Batch>>;
 
     /// Creates `run` and, only if this call created it, sends `jobs` (its
     /// first steps) to `work`; `true` if created. The default does the two

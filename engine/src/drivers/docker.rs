@@ -701,6 +701,7 @@ mod tests {
     fn ctx() -> StepContext {
         StepContext {
             event: serde_json::json!({"name": "e"}),
+            events: None,
             steps: serde_json::Map::new(),
             run_id: "r1".into(),
             function_id: "f".into(),

@@ -202,6 +202,7 @@ mod tests {
     fn ctx() -> StepContext {
         StepContext {
             event: serde_json::json!({"name": "e"}),
+            events: None,
             steps: serde_json::Map::new(),
             run_id: "r".into(),
             function_id: "f".into(),

@@ -43,6 +43,10 @@ impl DriverError {
 pub struct StepContext {
     /// The triggering event (Inngest format plus `internal_id`).
     pub event: Value,
+    /// Every event of a batched run (a function with `batch_events`), in
+    /// the order they joined its batch, `event` first; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Value>>,
     /// Outputs of the run's completed steps, by step id (skipped steps are
     /// absent, so `has(steps.x)` tells whether `x` ran).
     pub steps: Map<String, Value>,

@@ -13,7 +13,9 @@
 mod error;
 mod ingest;
 mod runs;
+pub mod runs_client;
 pub mod seed;
+mod ui;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,7 +32,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 pub use ingest::Accepted;
-pub use runs::{MAX_LIST_LIMIT, RunView};
+pub use runs::{MAX_LIST_LIMIT, MAX_SCAN, ReplayFrom, Replayed, RunView};
 
 use crate::Shutdown;
 use crate::backend::{Backends, RunStatus};
@@ -80,6 +82,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/runs", get(runs::list_runs))
         .route("/runs/{id}", get(runs::get_run))
         .route("/runs/{id}/cancel", post(runs::cancel_run))
+        .route("/runs/{id}/replay", post(runs::replay_run))
         .route("/events/{id}/runs", get(runs::runs_of_event))
         .route(
             "/functions",
@@ -96,6 +99,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/e/{event_key}", post(ingest::ingest))
         .nest("/v1", v1)
+        .route("/ui", get(ui::page))
         .merge(health_routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), record))

@@ -1,5 +1,13 @@
 //! The runs API under `/v1`, behind `Authorization: Bearer <api_token>`:
-//! runs with their steps, runs of an event, the function registry, cancel.
+//! runs with their steps, runs of an event, the function registry, cancel
+//! and replay.
+//!
+//! A replay is a new run of the same function for the same event (so
+//! `/v1/events/{id}/runs` lists it beside the original). From `failed`, the
+//! steps that completed or were skipped are copied into it as they were
+//! (outcome and attempts, with their original times) before the run exists,
+//! so no job ever finds the run without them and they are not run again;
+//! the steps whose predecessors all have such an outcome are scheduled.
 
 use std::sync::Arc;
 
@@ -13,12 +21,18 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, ApiState};
-use crate::backend::{Run, RunStatus, StepRecord};
+use crate::backend::{Run, RunStatus, StepOutcome, StepRecord};
 use crate::functions::{FunctionDef, validate_function};
+use crate::runner::flow::{Flow, timeout_jobs};
+use crate::runner::{Job, LoadedFunction, now_ms};
 
 /// Largest `limit` of `GET /v1/runs`.
 pub const MAX_LIST_LIMIT: usize = 1000;
 const DEFAULT_LIST_LIMIT: usize = 50;
+/// Most recent runs `GET /v1/runs?function=` looks through: the state
+/// stores index runs by time and status only, so a function's runs are
+/// found among these (`more` says when older ones may match too).
+pub const MAX_SCAN: usize = 5000;
 
 /// A run with its steps, as `GET /v1/runs/{id}` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +91,10 @@ pub(super) async fn runs_of_event(
 pub(super) struct ListQuery {
     status: Option<String>,
     limit: Option<usize>,
+    /// Only runs of this function.
+    function: Option<String>,
+    /// Only runs created at or after this time (ms since the epoch).
+    since: Option<i64>,
 }
 
 pub(super) async fn list_runs(
@@ -97,8 +115,203 @@ pub(super) async fn list_runs(
         .limit
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .clamp(1, MAX_LIST_LIMIT);
-    let runs = st.backends.state.list_runs(status, limit).await?;
-    Ok(Json(json!({ "runs": runs })))
+    let function = q.function.as_deref().filter(|f| !f.is_empty());
+    let since = q.since.unwrap_or(i64::MIN);
+    // One more than asked tells whether there are more; runs come newest
+    // first, so `since` cuts a prefix.
+    let scan = match function {
+        Some(_) => MAX_SCAN.max(limit + 1),
+        None => limit + 1,
+    };
+    let scanned = st.backends.state.list_runs(status, scan).await?;
+    let window_full = scanned.len() == scan;
+    let oldest_in_range = scanned.last().is_some_and(|r| r.created_at >= since);
+    let mut matching = scanned
+        .into_iter()
+        .filter(|r| r.created_at >= since && function.is_none_or(|f| r.function_id == f));
+    let runs: Vec<Run> = matching.by_ref().take(limit).collect();
+    let more = matching.next().is_some() || (function.is_some() && window_full && oldest_in_range);
+    Ok(Json(json!({ "runs": runs, "more": more })))
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFrom {
+    /// Every step runs again.
+    Start,
+    /// The steps that completed (or were skipped) keep their outcomes; the
+    /// failed ones, and whatever had not run, run.
+    #[default]
+    Failed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    #[serde(default)]
+    from: ReplayFrom,
+}
+
+/// What `POST /v1/runs/{id}/replay` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayed {
+    /// The new run.
+    pub id: String,
+    /// The run it replays.
+    pub replay_of: String,
+    /// Where it started.
+    pub from: ReplayFrom,
+    /// The function.
+    pub function_id: String,
+    /// The event both runs are for (internal id).
+    pub event_id: String,
+    /// The new run's status (`running`).
+    pub status: RunStatus,
+    /// Steps whose outcome was copied from the replayed run.
+    pub copied: Vec<String>,
+    /// Steps scheduled to run first.
+    pub scheduled: Vec<String>,
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, message)
+}
+
+/// Replays an ended run as a new run of its function for the same event,
+/// from the start or from its failed steps (body `{"from": "start" |
+/// "failed"}`, default `failed`).
+pub(super) async fn replay_run(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Replayed>, ApiError> {
+    let from = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayFrom::default()
+    } else {
+        serde_json::from_slice::<ReplayBody>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "body: {e}: expected {{\"from\": \"start\"}} or {{\"from\": \"failed\"}}"
+                ))
+            })?
+            .from
+    };
+    let state = &st.backends.state;
+    let (run, steps) = state.run_with_steps(&id).await?;
+    let run = run.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+    match (run.status, from) {
+        (RunStatus::Running, _) => {
+            return Err(conflict(format!(
+                "run `{id}` is still running: cancel it first (POST /v1/runs/{id}/cancel) or let it end"
+            )));
+        }
+        (RunStatus::Completed, ReplayFrom::Failed) => {
+            return Err(conflict(format!(
+                "run `{id}` completed: no step failed to replay from; replay it from the start"
+            )));
+        }
+        _ => {}
+    }
+    let def = state
+        .list_functions()
+        .await?
+        .into_iter()
+        .find(|f| f.id == run.function_id)
+        .ok_or_else(|| {
+            conflict(format!(
+                "function `{}` of run `{id}` is not registered any more: nothing to replay",
+                run.function_id
+            ))
+        })?;
+    let f = LoadedFunction::load(def).map_err(|e| {
+        conflict(format!(
+            "function `{}` of run `{id}` does not compile: {e}",
+            run.function_id
+        ))
+    })?;
+    let now = now_ms();
+    let new_id = ulid::Ulid::new().to_string();
+    // Only outcomes of steps the function (as registered now) still has.
+    let copied: Vec<StepRecord> = match from {
+        ReplayFrom::Start => Vec::new(),
+        ReplayFrom::Failed => steps
+            .into_iter()
+            .filter(|r| f.step(&r.step_id).is_some())
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Some(StepOutcome::Completed { .. } | StepOutcome::Skipped)
+                )
+            })
+            .collect(),
+    };
+    for record in &copied {
+        let Some(outcome) = &record.outcome else {
+            continue;
+        };
+        state
+            .set_outcome(
+                &new_id,
+                &record.step_id,
+                outcome,
+                record.ended_at.unwrap_or(now),
+            )
+            .await?;
+        for attempt in &record.attempts {
+            state
+                .record_attempt(&new_id, &record.step_id, attempt.clone())
+                .await?;
+        }
+    }
+    let done: std::collections::HashSet<&str> = copied.iter().map(|r| r.step_id.as_str()).collect();
+    // Ready as the executor decides after an outcome: every `after` has one.
+    let ready: Vec<String> = f
+        .def
+        .steps
+        .iter()
+        .filter(|s| !done.contains(s.id.as_str()))
+        .filter(|s| s.after.iter().all(|a| done.contains(a.as_str())))
+        .map(|s| s.id.clone())
+        .collect();
+    let replay = Run {
+        id: new_id.clone(),
+        status: RunStatus::Running,
+        error: None,
+        created_at: now,
+        ended_at: None,
+        ..run.clone()
+    };
+    let flow = Flow {
+        backends: st.backends.clone(),
+    };
+    let mut jobs: Vec<Job> = ready.iter().map(|s| Job::first(&new_id, s, now)).collect();
+    if f.def.cancel_on.is_empty() {
+        jobs.extend(timeout_jobs(&f, &new_id, now));
+        let max = st.backends.work.max_delay();
+        let messages = jobs.iter().map(|j| j.to_message(now, max)).collect();
+        state
+            .create_run_and_send(&replay, st.backends.work.as_ref(), messages)
+            .await?;
+    } else {
+        // `cancel_on` waits are recorded before any step runs, as the runner
+        // does; `start_run` also sends the first steps not copied.
+        state.create_run(&replay).await?;
+        flow.start_run(&f, &replay, false).await?;
+        jobs.retain(|j| f.step(&j.step_id).is_some_and(|s| !s.after.is_empty()));
+        flow.enqueue(&jobs).await?;
+    }
+    tracing::info!(run_id = %new_id, replay_of = %id, ?from, "run replayed");
+    Ok(Json(Replayed {
+        id: new_id,
+        replay_of: id,
+        from,
+        function_id: run.function_id,
+        event_id: run.event.internal_id,
+        status: RunStatus::Running,
+        copied: copied.into_iter().map(|r| r.step_id).collect(),
+        scheduled: ready,
+    }))
 }
 
 /// Registers one function, or an array of them (all validated before any is stored).

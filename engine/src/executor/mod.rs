@@ -30,8 +30,8 @@ use crate::runner::flow::{
     EVENTS_SCAN_LIMIT, RunTimeout, event_value, next_steps, parse_timeout_id, wait_matches,
 };
 use crate::runner::{
-    Consumer, Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, consume,
-    now_ms,
+    Consumer, Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, Starter,
+    consume, now_ms,
 };
 
 /// How long a claim fixing a sleep's deadline or a wait's start outlives it.
@@ -51,6 +51,10 @@ const BUSY_RETRY: Duration = Duration::from_millis(200);
 /// lease of tries again (a quarter of the lease, plus jitter).
 const LEASED_RETRY_MIN: Duration = Duration::from_millis(500);
 const LEASED_RETRY_MAX: Duration = Duration::from_secs(15);
+/// A job that arrives at most this much before its time waits it out here
+/// rather than going back to the queue (jobs sent to arrive early, see
+/// `Job::to_message_early`).
+const EARLY_WAIT_MAX: i64 = 1000;
 
 /// Why the executor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,7 @@ pub async fn run_with_drivers(
         busy: Mutex::new(HashSet::new()),
         host: config.executor.host_name(),
         max_receives: config.queues.work.max_receives,
+        early_waits: tokio::sync::Semaphore::new((config.executor.concurrency / 4).max(1)),
     });
     tracing::info!(
         concurrency = config.executor.concurrency,
@@ -171,6 +176,9 @@ struct Executor {
     host: Option<String>,
     /// Deliveries of a job before the work queue dead-letters it.
     max_receives: u32,
+    /// Early jobs waiting out their last second here; bounded so that
+    /// waiting never takes more than a quarter of the concurrency.
+    early_waits: tokio::sync::Semaphore,
 }
 
 impl Executor {
@@ -269,15 +277,33 @@ impl Executor {
     /// Everything one job causes; `Ok` means the job may be acked.
     async fn process(&self, job: Job) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
-        if job.remaining(now_ms()).is_some() {
-            // Arrived before its time (the queue caps delays): wait more.
-            return self.flow.enqueue(&[job]).await;
+        if let Some(early) = job.remaining(now_ms()) {
+            // Arrived before its time: the queue caps delays, or the job
+            // was sent to arrive within a second of it.
+            let Some(_waiting) = (early <= EARLY_WAIT_MAX)
+                .then(|| self.early_waits.try_acquire().ok())
+                .flatten()
+            else {
+                return self.flow.enqueue(&[job]).await;
+            };
+            tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
         }
         // Taken before reading outcomes, so that a duplicate either waits
         // or sees the outcome the first one wrote.
         let Some(_busy) = self.mark_busy(&job) else {
             return self.later(&job, BUSY_RETRY).await;
         };
+        if matches!(job.kind, JobKind::Debounce | JobKind::Batch) {
+            let starter = Starter {
+                flow: &self.flow,
+                metrics: &self.metrics,
+            };
+            return if job.kind == JobKind::Batch {
+                starter.fire_batch(&self.registry, &job).await
+            } else {
+                starter.fire_debounce(&self.registry, &job).await
+            };
+        }
         if job.kind != JobKind::Step {
             // Sleeps and waits agree through claims; only steps call drivers.
             return self.handle(job).await;
@@ -429,6 +455,9 @@ impl Executor {
                 Ok(())
             }
             JobKind::RunTimeout => unreachable!("run timeouts are handled before the step lookup"),
+            JobKind::Debounce | JobKind::Batch => {
+                unreachable!("debounce and batch jobs are handled before the run lookup")
+            }
         }
     }
 
@@ -762,6 +791,28 @@ impl Executor {
         self.flow.enqueue(&[timeout_job]).await
     }
 
+    /// The events of a batched run (its batch, stored apart from the run
+    /// record), for the step's context; `None` for a function that does
+    /// not batch. A batch no longer kept leaves the run's own event.
+    async fn batch_events(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+    ) -> Result<Option<Vec<Value>>, BackendError> {
+        if f.def.batch_events.is_none() {
+            return Ok(None);
+        }
+        let events = match self.flow.backends.state.batch(&run.id).await? {
+            Some(batch) => batch.events,
+            None => vec![run.event.clone()],
+        };
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).map_err(|e| BackendError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// Takes a concurrency slot if the function has a limit.
     async fn take_slot(
         &self,
@@ -849,8 +900,10 @@ impl Executor {
                     .await;
             }
         };
+        let events = self.batch_events(f, run).await?;
         let ctx = StepContext {
             event,
+            events,
             steps: progress.outputs(),
             run_id: run.id.clone(),
             function_id: f.def.id.clone(),
@@ -1017,6 +1070,8 @@ fn kind_label(kind: JobKind) -> &'static str {
         JobKind::Wake => "wake",
         JobKind::WaitTimeout => "wait_timeout",
         JobKind::RunTimeout => "run_timeout",
+        JobKind::Debounce => "debounce",
+        JobKind::Batch => "batch",
     }
 }
 

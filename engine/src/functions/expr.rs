@@ -201,6 +201,12 @@ pub struct CompiledFunction {
     pub idempotency_key: Option<Expression>,
     /// The rate limit's key, if any.
     pub rate_limit_key: Option<Expression>,
+    /// The throttle's key, if any.
+    pub throttle_key: Option<Expression>,
+    /// The debounce key, if any.
+    pub debounce_key: Option<Expression>,
+    /// The batch key, if any.
+    pub batch_key: Option<Expression>,
 }
 
 impl CompiledFunction {
@@ -246,6 +252,15 @@ impl CompiledFunction {
         }
         if let Some(key) = function.rate_limit.as_ref().and_then(|r| r.key.as_ref()) {
             compiled.rate_limit_key = Some(Expression::compile(key)?);
+        }
+        if let Some(key) = function.throttle.as_ref().and_then(|t| t.key.as_ref()) {
+            compiled.throttle_key = Some(Expression::compile(key)?);
+        }
+        if let Some(key) = function.debounce.as_ref().and_then(|d| d.key.as_ref()) {
+            compiled.debounce_key = Some(Expression::compile(key)?);
+        }
+        if let Some(key) = function.batch_events.as_ref().and_then(|b| b.key.as_ref()) {
+            compiled.batch_key = Some(Expression::compile(key)?);
         }
         Ok(compiled)
     }

@@ -43,6 +43,18 @@ pub struct FunctionDef {
     /// it start no run: each is recorded as a `skipped` run with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// At most `limit` runs start per `period` (per key), evenly spaced;
+    /// the runs over it start later, none is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+    /// Only the last event of a quiet `period` (per key) starts a run, with
+    /// that event; `timeout` bounds how long a run can be put off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<Debounce>,
+    /// Events gathered (per key) into one run of up to `max_size` events,
+    /// started once the batch is full or `timeout` after its first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_events: Option<BatchEvents>,
     /// How long a run may take to start and to finish; past either it is
     /// cancelled with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +152,68 @@ pub struct RateLimit {
     pub period: Duration,
     /// CEL over `event` giving the key the limit counts by, e.g.
     /// `event.data.user_id`. Without it the limit is for the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+}
+
+/// A limit on how fast runs of a function start: the runs over it wait
+/// for their turn instead of being dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    /// Runs that may start per `period` (at least 1); they are spaced
+    /// `period / limit` apart.
+    pub limit: u32,
+    /// The period, from `1s` to `7d`.
+    pub period: Duration,
+    /// Runs that may start at once on top of the first after a quiet
+    /// spell, so that at most `limit + burst` start in any `period`.
+    /// `0` (the default) spaces every run evenly.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub burst: u32,
+    /// CEL over `event` giving the key the limit counts by, e.g.
+    /// `event.data.user_id`. Without it the limit is for the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Waiting for a quiet spell before starting a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Debounce {
+    /// How long no further event (of the key) must arrive before the last
+    /// one starts a run, from `100ms` to `7d`.
+    pub period: Duration,
+    /// CEL over `event` giving the key events are debounced by, e.g.
+    /// `event.data.account_id`. Without it every event of the function
+    /// counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+    /// The longest a run can be put off after the first event of a burst
+    /// (at least `period`, at most `7d`): then it starts with the latest
+    /// event even if events keep coming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// Gathering events into batches, each starting one run that receives
+/// all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEvents {
+    /// The most events in one batch (1 to 100): a batch that reaches it
+    /// starts its run at once.
+    pub max_size: u32,
+    /// How long after its first event a batch that is not full starts its
+    /// run anyway, from `1s` to `1h`.
+    pub timeout: Duration,
+    /// CEL over `event` giving the key events are batched by, e.g.
+    /// `event.data.account_id`. Without it every event of the function
+    /// goes into the same batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Expr>,
 }

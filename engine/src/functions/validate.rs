@@ -11,6 +11,13 @@ use std::fmt;
 
 use super::{ACTION_KEYS, FunctionDef, Retries, Step, Trigger};
 
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most events one batch may gather (Inngest's cap too).
+pub const BATCH_MAX_SIZE: u32 = 100;
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The longest throttle period and debounce wait, as Inngest allows.
+const WEEK: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// One segment of a path into a document: a mapping key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PathSegment {
@@ -183,6 +190,49 @@ pub enum FunctionErrorKind {
         /// The period as written.
         period: String,
     },
+    /// `throttle.limit: 0`.
+    #[error("throttle limit must be at least 1")]
+    ZeroThrottle,
+    /// A `throttle.period` outside 1s..=7d.
+    #[error("throttle period {period} is outside 1s to 7d")]
+    ThrottlePeriod {
+        /// The period as written.
+        period: String,
+    },
+    /// A `debounce.period` outside 100ms..=7d.
+    #[error("debounce period {period} is outside 100ms to 7d")]
+    DebouncePeriod {
+        /// The period as written.
+        period: String,
+    },
+    /// A `debounce.timeout` shorter than the period or longer than 7d.
+    #[error("debounce timeout {timeout} is outside {period} (the period) to 7d")]
+    DebounceTimeout {
+        /// The timeout as written.
+        timeout: String,
+        /// The period as written.
+        period: String,
+    },
+    /// A `batch_events.max_size` of 0 or above [`BATCH_MAX_SIZE`].
+    #[error("batch max_size {max_size} is outside 1 to {BATCH_MAX_SIZE}")]
+    BatchSize {
+        /// The size as written.
+        max_size: u32,
+    },
+    /// A `batch_events.timeout` outside 1s..=1h.
+    #[error("batch timeout {timeout} is outside 1s to 1h")]
+    BatchTimeout {
+        /// The timeout as written.
+        timeout: String,
+    },
+    /// `batch_events` beside a flow-control setting it cannot combine with.
+    #[error("batch_events cannot be combined with {other}: {why}")]
+    BatchWith {
+        /// The other setting.
+        other: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
     /// A retry backoff larger than its cap.
     #[error("retry backoff {backoff} is larger than max_backoff {max_backoff}")]
     BackoffAboveMax {
@@ -248,6 +298,17 @@ impl FunctionError {
             K::ZeroConcurrency => "remove `concurrency` for no limit, or set `limit: 1` or more".into(),
             K::ZeroRateLimit => "remove `rate_limit` for no limit, or set `limit: 1` or more".into(),
             K::RateLimitPeriod { .. } => "use a period from `1s` to `24h`, e.g. `1m`".into(),
+            K::ZeroThrottle => "remove `throttle` for no limit, or set `limit: 1` or more".into(),
+            K::ThrottlePeriod { .. } => "use a period from `1s` to `7d`, e.g. `1m`".into(),
+            K::DebouncePeriod { .. } => "use a period from `100ms` to `7d`, e.g. `5s`".into(),
+            K::DebounceTimeout { period, .. } => {
+                format!("use a timeout from `{period}` to `7d`, or remove it to wait for a quiet period however long")
+            }
+            K::BatchSize { .. } => format!("use a max_size from 1 to {BATCH_MAX_SIZE}, e.g. `10`"),
+            K::BatchTimeout { .. } => "use a timeout from `1s` to `1h`, e.g. `5s`".into(),
+            K::BatchWith { other, .. } => {
+                format!("remove `{other}` or `batch_events`, or split the function in two")
+            }
             K::BackoffAboveMax { .. } => "lower `backoff` or raise `max_backoff`".into(),
             K::ZeroDuration { .. } => "use a duration such as `30s`, `5m` or `1d`".into(),
         }
@@ -394,6 +455,90 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
         }
         if let Some(key) = &rate.key {
             cel_error(key, path!["rate_limit", "key"], &mut errors);
+        }
+    }
+    if let Some(throttle) = &function.throttle {
+        if throttle.limit == 0 {
+            errors.push(FunctionError::new(
+                path!["throttle", "limit"],
+                FunctionErrorKind::ZeroThrottle,
+            ));
+        }
+        if !(SECOND..=WEEK).contains(&throttle.period.std()) {
+            errors.push(FunctionError::new(
+                path!["throttle", "period"],
+                FunctionErrorKind::ThrottlePeriod {
+                    period: throttle.period.to_string(),
+                },
+            ));
+        }
+        if let Some(key) = &throttle.key {
+            cel_error(key, path!["throttle", "key"], &mut errors);
+        }
+    }
+    if let Some(debounce) = &function.debounce {
+        let period = debounce.period.std();
+        if !(std::time::Duration::from_millis(100)..=WEEK).contains(&period) {
+            errors.push(FunctionError::new(
+                path!["debounce", "period"],
+                FunctionErrorKind::DebouncePeriod {
+                    period: debounce.period.to_string(),
+                },
+            ));
+        }
+        if let Some(timeout) = debounce.timeout
+            && !(period..=WEEK).contains(&timeout.std())
+        {
+            errors.push(FunctionError::new(
+                path!["debounce", "timeout"],
+                FunctionErrorKind::DebounceTimeout {
+                    timeout: timeout.to_string(),
+                    period: debounce.period.to_string(),
+                },
+            ));
+        }
+        if let Some(key) = &debounce.key {
+            cel_error(key, path!["debounce", "key"], &mut errors);
+        }
+    }
+    if let Some(batch) = &function.batch_events {
+        if !(1..=BATCH_MAX_SIZE).contains(&batch.max_size) {
+            errors.push(FunctionError::new(
+                path!["batch_events", "max_size"],
+                FunctionErrorKind::BatchSize {
+                    max_size: batch.max_size,
+                },
+            ));
+        }
+        if !(SECOND..=HOUR).contains(&batch.timeout.std()) {
+            errors.push(FunctionError::new(
+                path!["batch_events", "timeout"],
+                FunctionErrorKind::BatchTimeout {
+                    timeout: batch.timeout.to_string(),
+                },
+            ));
+        }
+        if let Some(key) = &batch.key {
+            cel_error(key, path!["batch_events", "key"], &mut errors);
+        }
+        if function.debounce.is_some() {
+            errors.push(FunctionError::new(
+                path!["batch_events"],
+                FunctionErrorKind::BatchWith {
+                    other: "debounce",
+                    why: "a debounce keeps only the last event of a burst, a batch keeps them all",
+                },
+            ));
+        }
+        if !function.cancel_on.is_empty() {
+            errors.push(FunctionError::new(
+                path!["batch_events"],
+                FunctionErrorKind::BatchWith {
+                    other: "cancel_on",
+                    why: "a batch's run has many events, and a cancelling event could match any of \
+                          them or none (as in Inngest, batching and cancellation do not mix)",
+                },
+            ));
         }
     }
     for (i, cancel) in function.cancel_on.iter().enumerate() {
@@ -714,6 +859,8 @@ mod tests {
             "idempotency": "event.data.order ==",
             "rate_limit": {"limit": 0, "period": "2d", "key": "event.("},
             "timeouts": {"start": "0s", "finish": "1h"},
+            "throttle": {"limit": 0, "period": "8d", "key": "event.("},
+            "debounce": {"period": "50ms", "key": "event.(", "timeout": "10ms"},
             "steps": [{"id": "s", "sleep": "1s"}],
         }))
         .unwrap();
@@ -731,7 +878,13 @@ mod tests {
                 "timeouts.start",
                 "rate_limit.limit",
                 "rate_limit.period",
-                "rate_limit.key"
+                "rate_limit.key",
+                "throttle.limit",
+                "throttle.period",
+                "throttle.key",
+                "debounce.period",
+                "debounce.timeout",
+                "debounce.key"
             ]
         );
         assert!(
@@ -739,6 +892,53 @@ mod tests {
         );
         assert!(check_cel("event.data.plan == \"pro\" && size(event.data.items) > 0").is_ok());
         assert!(check_cron("*/5 * * * MON-FRI").is_ok());
+    }
+
+    #[test]
+    fn batch_events_are_checked_at_their_place() {
+        let f: FunctionDef = serde_json::from_value(serde_json::json!({
+            "id": "f",
+            "triggers": [{"event": "a"}],
+            "batch_events": {"max_size": 0, "timeout": "2h", "key": "event.("},
+            "debounce": {"period": "1s"},
+            "cancel_on": [{"event": "b"}],
+            "steps": [{"id": "s", "sleep": "1s"}],
+        }))
+        .unwrap();
+        let errors = kinds(&f);
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "batch_events.max_size",
+                "batch_events.timeout",
+                "batch_events.key",
+                "batch_events",
+                "batch_events"
+            ]
+        );
+        let message = errors[4].1.to_string();
+        assert!(message.contains("cancel_on"), "{message}");
+        for (size, timeout, ok) in [
+            (101, "5s", false),
+            (100, "1s", true),
+            (1, "1h", true),
+            (10, "500ms", false),
+        ] {
+            let f: FunctionDef = serde_json::from_value(serde_json::json!({
+                "id": "f",
+                "triggers": [{"event": "a"}],
+                "batch_events": {"max_size": size, "timeout": timeout},
+                "steps": [{"id": "s", "sleep": "1s"}],
+            }))
+            .unwrap();
+            assert_eq!(
+                kinds(&f).is_empty(),
+                ok,
+                "{size} {timeout}: {:?}",
+                kinds(&f)
+            );
+        }
     }
 
     #[test]

@@ -136,6 +136,15 @@ pub fn timeout_jobs(f: &LoadedFunction, run_id: &str, created_at: i64) -> Vec<Jo
         .collect()
 }
 
+/// The job of a run's first step `step_id`, not to be acted on before
+/// `start_at` when the run's start was put off.
+fn first_job(run_id: &str, step_id: &str, since: i64, start_at: Option<i64>) -> Job {
+    Job {
+        not_before: start_at,
+        ..Job::first(run_id, step_id, since)
+    }
+}
+
 /// The step id of the wait that implements `cancel_on[index]`.
 pub fn cancel_wait_id(index: usize) -> String {
     format!("{CANCEL_PREFIX}{index}")
@@ -312,6 +321,17 @@ impl Flow {
         f: &LoadedFunction,
         run: &Run,
     ) -> Result<Option<bool>, BackendError> {
+        self.create_and_start_at(f, run, None).await
+    }
+
+    /// [`create_and_start`](Self::create_and_start), the first steps held
+    /// back until `start_at` (ms since the epoch; a throttle's reservation).
+    pub async fn create_and_start_at(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        start_at: Option<i64>,
+    ) -> Result<Option<bool>, BackendError> {
         if !f.def.cancel_on.is_empty() {
             return Ok(None);
         }
@@ -320,9 +340,12 @@ impl Flow {
         let max = self.backends.work.max_delay();
         let jobs = f
             .first_steps()
-            .map(|s| Job::first(&run.id, &s.id, since))
-            .chain(timeout_jobs(f, &run.id, run.created_at))
-            .map(|j| j.to_message(now, max))
+            .map(|s| first_job(&run.id, &s.id, since, start_at).to_message_early(now, max))
+            .chain(
+                timeout_jobs(f, &run.id, run.created_at)
+                    .iter()
+                    .map(|j| j.to_message(now, max)),
+            )
             .collect();
         self.backends
             .state
@@ -339,6 +362,18 @@ impl Flow {
         f: &LoadedFunction,
         run: &Run,
         fresh: bool,
+    ) -> Result<(), BackendError> {
+        self.start_run_at(f, run, fresh, None).await
+    }
+
+    /// [`start_run`](Self::start_run), the first steps held back until
+    /// `start_at` (ms since the epoch; a throttle's reservation).
+    pub async fn start_run_at(
+        &self,
+        f: &LoadedFunction,
+        run: &Run,
+        fresh: bool,
+        start_at: Option<i64>,
     ) -> Result<(), BackendError> {
         let state = &self.backends.state;
         let since = run.event.ts.min(run.created_at);
@@ -378,14 +413,23 @@ impl Flow {
         } else {
             self.progress(&run.id).await?.started
         };
-        let mut jobs: Vec<Job> = f
+        let now = now_ms();
+        let max = self.backends.work.max_delay();
+        let mut messages: Vec<_> = f
             .first_steps()
             .filter(|s| !started.contains(&s.id))
-            .map(|s| Job::first(&run.id, &s.id, since))
+            .map(|s| first_job(&run.id, &s.id, since, start_at).to_message_early(now, max))
             .collect();
         // Again on a redelivery too: a duplicate timeout job is harmless.
-        jobs.extend(timeout_jobs(f, &run.id, run.created_at));
-        self.enqueue(&jobs).await
+        messages.extend(
+            timeout_jobs(f, &run.id, run.created_at)
+                .iter()
+                .map(|j| j.to_message(now, max)),
+        );
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.backends.work.send(messages).await
     }
 
     /// Moves a run on after `step_id` got an outcome (`progress` must

@@ -24,6 +24,14 @@ pub enum JobKind {
     /// One of the function's `timeouts` has come (the step id says which,
     /// see `flow::timeout_id`): cancel the run unless it is past that point.
     RunTimeout,
+    /// A debounced event's quiet period may be over (the step id names the
+    /// function and key, see `start::debounce_id`): start the run of the
+    /// key's latest event if its time has come.
+    Debounce,
+    /// A batch's timeout has come (the step id names the function and key,
+    /// see `start::batch_id`; the run id is the batch's): seal it and start
+    /// its run unless it started already.
+    Batch,
 }
 
 /// A step job on the work queue (JSON).
@@ -71,6 +79,19 @@ impl Job {
             body: serde_json::to_vec(self).expect("a job always serializes"),
             delay,
         }
+    }
+
+    /// The queue message of a job that should be acted on as close to
+    /// `not_before` as can be: delayed only to the last whole second
+    /// before it, so it arrives up to a second early on every queue (SQS
+    /// counts delays in whole seconds and rounds them up, which would make
+    /// it up to a second late) and the executor waits out the rest.
+    pub fn to_message_early(&self, now: i64, max_delay: Duration) -> Message {
+        let mut message = self.to_message(now, max_delay);
+        if message.delay < max_delay {
+            message.delay = Duration::from_secs(message.delay.as_secs());
+        }
+        message
     }
 
     /// Decodes a message body.
@@ -156,6 +177,21 @@ mod tests {
         );
         assert_eq!(job.remaining(1000), Some(3_600_000));
         assert_eq!(job.remaining(1000 + 3_600_000), None);
+    }
+
+    #[test]
+    fn early_messages_arrive_within_a_second_before_their_time() {
+        let mut job = Job::first("r", "s", 1000);
+        let max = Duration::from_secs(900);
+        job.not_before = Some(1000 + 2_700);
+        assert_eq!(
+            job.to_message_early(1000, max).delay,
+            Duration::from_secs(2)
+        );
+        job.not_before = Some(1000 + 700);
+        assert_eq!(job.to_message_early(1000, max).delay, Duration::ZERO);
+        job.not_before = Some(1000 + 3_600_000);
+        assert_eq!(job.to_message_early(1000, max).delay, max, "the cap stays");
     }
 
     #[test]

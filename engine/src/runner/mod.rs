@@ -1,7 +1,9 @@
 //! The runner: consumes the event stream and, for each event, enforces the
 //! sender's idempotency key, indexes it for waits recorded later, resolves
 //! pending waits and `cancel_on`s it matches, and creates one run per
-//! matching function (deterministic run id) with its first steps enqueued.
+//! matching function (deterministic run id) with its first steps enqueued,
+//! under the function's flow control (`start`: idempotency key, rate limit,
+//! throttle, debounce, batches).
 //! A message is acked only after all of that is durably recorded, so a crash
 //! at any point redelivers it and the idempotent steps above repeat safely.
 
@@ -10,6 +12,7 @@ pub mod cron;
 pub mod flow;
 pub mod job;
 pub mod registry;
+pub mod start;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::Shutdown;
-use crate::backend::{BackendError, Backends, Event, Received, Run, RunStatus};
+use crate::backend::{BackendError, Backends, Event, Received, RunStatus};
 use crate::config::{Config, Role};
 use crate::functions::Vars;
 use crate::metrics::Metrics;
@@ -32,6 +35,7 @@ const PURGE_BATCH: usize = 500;
 pub use flow::{Flow, Progress};
 pub use job::{Job, JobKind, now_ms, run_id};
 pub use registry::{LoadedFunction, REFRESH_INTERVAL, Registry};
+pub use start::Starter;
 
 /// How long an event `id` makes repeats of it no-ops.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -194,167 +198,23 @@ impl Runner {
                 }
             }
             seen.insert(f.def.id.clone());
-            self.start(&f, event, &value).await?;
+            let starter = self.starter();
+            if !starter.batch(&f, event, &value).await?
+                && !starter.debounce(&f, event, &value).await?
+            {
+                starter.start(&f, event, &value).await?;
+            }
         }
         self.count_event("processed");
         Ok(())
     }
 
-    async fn start(
-        &self,
-        f: &LoadedFunction,
-        event: &Event,
-        value: &Value,
-    ) -> Result<(), BackendError> {
-        let state = &self.flow.backends.state;
-        let id = run_id(&f.def.id, &event.internal_id, event.ts);
-        if !self.first_of_its_key(f, &id, value).await? {
-            self.count_skip(f, "idempotency");
-            return Ok(());
+    /// Starts runs under the functions' flow control.
+    fn starter(&self) -> Starter<'_> {
+        Starter {
+            flow: &self.flow,
+            metrics: &self.metrics,
         }
-        let run = Run {
-            id,
-            function_id: f.def.id.clone(),
-            event: event.clone(),
-            status: RunStatus::Running,
-            error: None,
-            created_at: now_ms(),
-            ended_at: None,
-        };
-        if let Some(reason) = self.rate_limited(f, &run.id, value).await? {
-            // Recorded as a run that ended at once, so the event shows why
-            // it started nothing. A run that exists already (a redelivery
-            // of an event that did start one) carries on below.
-            if state.create_run(&run).await? {
-                state
-                    .finish_run(&run.id, RunStatus::Skipped, Some(reason), now_ms())
-                    .await?;
-                self.count_skip(f, "rate_limit");
-                return Ok(());
-            }
-        }
-        // Without `cancel_on`, the run and its first jobs are one write.
-        if let Some(created) = self.flow.create_and_start(f, &run).await? {
-            if created {
-                self.count_run(f);
-                return Ok(());
-            }
-        } else if state.create_run(&run).await? {
-            self.count_run(f);
-            return self.flow.start_run(f, &run, true).await;
-        }
-        // A redelivery: carry on with the stored run.
-        let Some(run) = state.get_run(&run.id).await? else {
-            return Err(BackendError::Other(format!(
-                "run {} exists but cannot be read",
-                run.id
-            )));
-        };
-        if run.status == RunStatus::Running {
-            self.flow.start_run(f, &run, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether the run `run_id` may start under the function's idempotency
-    /// key: the key is claimed for 24 hours by the first run that has it
-    /// (claimed again by the same run when its event is delivered again).
-    /// A key that cannot be computed from the event does not hold the run
-    /// back: it is logged and the run starts.
-    async fn first_of_its_key(
-        &self,
-        f: &LoadedFunction,
-        run_id: &str,
-        event: &Value,
-    ) -> Result<bool, BackendError> {
-        let Some(expr) = &f.exprs.idempotency_key else {
-            return Ok(true);
-        };
-        let key = match expr.eval_key(&Vars::new().with("event", event)) {
-            Ok(key) => key,
-            Err(e) => {
-                tracing::warn!(function = %f.def.id, error = %e, "idempotency key failed; the run starts");
-                return Ok(true);
-            }
-        };
-        let owner = self
-            .flow
-            .backends
-            .state
-            .claim(
-                &format!("idempotency:{}:{key}", f.def.id),
-                run_id,
-                IDEMPOTENCY_TTL,
-            )
-            .await?;
-        Ok(owner == run_id)
-    }
-
-    /// Why the run `run_id` may not start under the function's rate limit,
-    /// if it may not. Each run that starts holds a place in the limit's
-    /// window (by key) for the period; the same run asking again (its event
-    /// delivered again) keeps its place. A key the event cannot give counts
-    /// toward the function's window as a whole.
-    async fn rate_limited(
-        &self,
-        f: &LoadedFunction,
-        run_id: &str,
-        event: &Value,
-    ) -> Result<Option<String>, BackendError> {
-        let Some(rate) = &f.def.rate_limit else {
-            return Ok(None);
-        };
-        let key = match &f.exprs.rate_limit_key {
-            None => String::new(),
-            Some(expr) => expr
-                .eval_key(&Vars::new().with("event", event))
-                .unwrap_or_else(|e| {
-                    tracing::warn!(function = %f.def.id, error = %e, "rate limit key failed; counted without a key");
-                    String::new()
-                }),
-        };
-        let granted = self
-            .flow
-            .backends
-            .state
-            .acquire_slot(
-                &format!("rate:{}:{key}", f.def.id),
-                run_id,
-                rate.limit,
-                rate.period.std(),
-            )
-            .await?;
-        Ok((!granted).then(|| {
-            let of = if key.is_empty() {
-                String::new()
-            } else {
-                format!(" for key `{key}`")
-            };
-            format!(
-                "rate limited: {} runs already started in the last {}{of}",
-                rate.limit, rate.period
-            )
-        }))
-    }
-
-    /// Counts a run not started for `reason` (idempotency: the key was seen
-    /// within 24 h; rate_limit: over the function's rate limit).
-    fn count_skip(&self, f: &LoadedFunction, reason: &str) {
-        self.metrics.counter(
-            "stackctl_runner_runs_skipped_total",
-            "Runs not started, by function and reason (idempotency, rate_limit).",
-            &[("function", &f.def.id), ("reason", reason)],
-            1,
-        );
-    }
-
-    fn count_run(&self, f: &LoadedFunction) {
-        self.metrics.counter(
-            "stackctl_runner_runs_created_total",
-            "Runs created, by function.",
-            &[("function", &f.def.id)],
-            1,
-        );
     }
 
     async fn resolve_waits(&self, event: &Event, value: &Value) -> Result<(), BackendError> {
@@ -484,7 +344,7 @@ impl Runner {
                 let event = cron::cron_event(&f.def.id, schedule.as_str(), at);
                 let value = serde_json::to_value(&event)
                     .map_err(|e| BackendError::Corrupt(e.to_string()))?;
-                self.start(&f, &event, &value).await?;
+                self.starter().start(&f, &event, &value).await?;
                 fired.insert(key, at);
             }
         }

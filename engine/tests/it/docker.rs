@@ -45,6 +45,7 @@ fn step(docker: Value) -> Step {
 fn ctx(run_id: &str) -> StepContext {
     StepContext {
         event: json!({"name": "demo/docker", "data": {"greeting": "hello"}}),
+        events: None,
         steps: serde_json::Map::from_iter([("before".to_string(), json!({"n": 1}))]),
         run_id: run_id.to_string(),
         function_id: "f".to_string(),

@@ -1,6 +1,6 @@
 //! The engine's integration tests: the backend conformance suite on each
 //! backend, the roles end to end in one process and as processes, crashes,
-//! retries, waits and the Docker driver against podman. One test binary: one
+//! retries, waits, flow control and the Docker driver against podman. One test binary: one
 //! link, one place for the shared helpers (`common`).
 
 mod aws_backends;
@@ -14,5 +14,8 @@ mod e2e_processes;
 mod event_api;
 mod event_api_process;
 mod event_id_seed;
+mod flow_control;
 mod retries;
+mod runs_page;
+mod runs_replay;
 mod waits;

@@ -55,6 +55,32 @@ pub struct Stopped {
     pub reason: String,
 }
 
+impl Stopped {
+    /// Says why a task's answer was unusable (`why`), with how it ended
+    /// (stopped, or not finished by its deadline: `timed_out`) and the last
+    /// `tail` lines of its log, for an operator to act on.
+    pub fn failure(&self, what: &str, timed_out: bool, why: &str, tail: usize) -> String {
+        let start = self.lines.len().saturating_sub(tail);
+        let tail = &self.lines[start..];
+        format!(
+            "{what} {} {} ({}, exit code {}): {why}; the end of its log:\n    {}",
+            self.task,
+            if timed_out {
+                "did not finish in time"
+            } else {
+                "stopped"
+            },
+            self.reason,
+            self.exit_code.map_or("none".to_string(), |c| c.to_string()),
+            if tail.is_empty() {
+                "(no log lines)".to_string()
+            } else {
+                tail.join("\n    ")
+            }
+        )
+    }
+}
+
 /// Starts `count` tasks of `service`'s primary task definition running
 /// `command`, tagged `started_by`.
 pub async fn start(
@@ -338,5 +364,35 @@ pub async fn stream_lines(aws: &Aws, group: &str, stream: &str) -> Vec<String> {
             }
             _ => return lines,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_the_task_how_it_ended_and_the_end_of_its_log() {
+        let stopped = Stopped {
+            task: "arn:task/1".into(),
+            lines: (1..=5).map(|i| format!("line {i}")).collect(),
+            exit_code: Some(3),
+            reason: "EssentialContainerExited: exited".into(),
+        };
+        assert_eq!(
+            stopped.failure("agent task", false, "no report", 2),
+            "agent task arn:task/1 stopped (EssentialContainerExited: exited, exit code 3): \
+             no report; the end of its log:\n    line 4\n    line 5"
+        );
+        let silent = Stopped {
+            lines: Vec::new(),
+            exit_code: None,
+            ..stopped
+        };
+        assert_eq!(
+            silent.failure("task", true, "no answer", 20),
+            "task arn:task/1 did not finish in time (EssentialContainerExited: exited, exit \
+             code none): no answer; the end of its log:\n    (no log lines)"
+        );
     }
 }

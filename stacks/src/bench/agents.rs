@@ -128,31 +128,11 @@ pub async fn run(
         match collector.finish() {
             Ok(part) => parts.push(part),
             Err(why) => {
-                let tail: Vec<&str> = stopped
-                    .lines
-                    .iter()
-                    .rev()
-                    .take(TAIL_LINES)
-                    .rev()
-                    .map(String::as_str)
-                    .collect();
-                return Err(BenchError::Agents(format!(
-                    "agent task {} {} ({}, exit code {}): {why}; the end of its log:\n    {}",
-                    stopped.task,
-                    if timed_out {
-                        "did not finish in time"
-                    } else {
-                        "stopped"
-                    },
-                    stopped.reason,
-                    stopped
-                        .exit_code
-                        .map_or("none".to_string(), |c| c.to_string()),
-                    if tail.is_empty() {
-                        "(no log lines)".to_string()
-                    } else {
-                        tail.join("\n    ")
-                    }
+                return Err(BenchError::Agents(stopped.failure(
+                    "agent task",
+                    timed_out,
+                    &why,
+                    TAIL_LINES,
                 )));
             }
         }

@@ -4,6 +4,7 @@
 //! groups run as real containers and processes ([`AwsEmulator`]);
 //! test certificates from a CA of their own ([`TestCertificate`]);
 //! Inngest's Python SDK in its venv ([`inngest_python`]);
+//! headless Chromium for tests of web pages ([`chromium`]);
 //! and a fault-injecting proxy that answers a seeded share of AWS calls with
 //! throttling errors and 5xx.
 //!
@@ -22,6 +23,7 @@
 //! never dropped, so their processes would outlive the test binary.
 
 mod aws_emulator;
+mod chromium;
 mod error;
 mod fault_proxy;
 pub mod http;
@@ -34,10 +36,13 @@ mod registry;
 mod tls;
 
 pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
+pub use chromium::{Chromium, chromium};
 pub use error::{Error, Result, TEST_COMMAND};
 pub use fault_proxy::{FaultProxy, FaultStats};
 pub use inngest::{inngest_python, inngest_send_retry_script};
-pub use moto::{ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, venv_python as moto_python};
+pub use moto::{
+    ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, venv_python as moto_python,
+};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};
 pub use redis::{RedisBuilder, RedisServer, Reply};

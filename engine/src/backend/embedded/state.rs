@@ -1,6 +1,7 @@
-//! The embedded state store: runs, steps, waits, claims, slots, the event
-//! index and the function registry as SQLite tables. Write-once operations
-//! are single conditional statements whose changed-row count says who won.
+//! The embedded state store: runs, steps, waits, claims, slots, throttles,
+//! debounces, the event index and the function registry as SQLite tables.
+//! Write-once operations are single conditional statements whose
+//! changed-row count says who won.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Db, EmbeddedQueue, GcClock, json_err, ms, now_ms, sql_err};
 use crate::backend::{
-    Attempt, BackendError, Event, Message, Queue, Result, Run, RunStatus, StateStore, StepEnd,
-    StepOutcome, StepRecord, Wait,
+    Attempt, BackendError, Batch, Batched, Debounced, Event, Message, Queue, Result, Run,
+    RunStatus, StateStore, StepEnd, StepOutcome, StepRecord, Wait,
 };
 use crate::functions::FunctionDef;
 
@@ -20,14 +21,80 @@ use crate::functions::FunctionDef;
 pub struct EmbeddedState {
     db: Arc<Db>,
     gc: GcClock,
+    /// The throttle, debounce and batch tables exist (made by this handle or
+    /// found in the file).
+    flow_tables: tokio::sync::OnceCell<()>,
+    /// Sweeps of expired throttle rows.
+    flow_gc: GcClock,
+    /// Sweeps of expired batch rows.
+    batch_gc: GcClock,
 }
+
+/// The tables of throttles, debounces and batches, made on first use so that a
+/// database file written by an earlier version gains them in place.
+const FLOW_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS throttles_by_expiry ON throttles(expires_at);
+CREATE TABLE IF NOT EXISTS throttle_starts (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS throttle_starts_by_expiry ON throttle_starts(key, expires_at);
+CREATE TABLE IF NOT EXISTS debounces (
+    key TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_open (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_members (
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, event_id)
+);
+CREATE INDEX IF NOT EXISTS batch_members_by_expiry ON batch_members(expires_at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    opened_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_expiry ON batches(expires_at);
+CREATE TABLE IF NOT EXISTS batch_events (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+);
+"#;
 
 impl EmbeddedState {
     pub(crate) fn new(db: Arc<Db>) -> Self {
         Self {
             db,
             gc: GcClock::default(),
+            flow_tables: tokio::sync::OnceCell::new(),
+            flow_gc: GcClock::default(),
+            batch_gc: GcClock::default(),
         }
+    }
+
+    /// Makes the throttle, debounce and batch tables once per handle.
+    async fn flow_tables(&self) -> Result<()> {
+        self.flow_tables
+            .get_or_try_init(|| {
+                self.db
+                    .write(|c| c.execute_batch(FLOW_SCHEMA).map_err(sql_err))
+            })
+            .await
+            .copied()
     }
 
     /// `work` as an embedded queue of this same handle, whose writes can
@@ -134,6 +201,49 @@ fn sweep(c: &Connection, now: i64) -> Result<()> {
         .map_err(sql_err)?;
     }
     Ok(())
+}
+
+/// Deletes the batches, memberships and open-batch marks past their time.
+fn sweep_batches(c: &Connection, now: i64) -> Result<()> {
+    for sql in [
+        "DELETE FROM batch_events WHERE batch_id IN (SELECT batch_id FROM batches WHERE expires_at <= ?1)",
+        "DELETE FROM batches WHERE expires_at <= ?1",
+        "DELETE FROM batch_members WHERE expires_at <= ?1",
+        "DELETE FROM batch_open WHERE expires_at <= ?1",
+    ] {
+        c.prepare_cached(sql)
+            .map_err(sql_err)?
+            .execute([now])
+            .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+type DebounceRow = (String, i64, i64);
+
+fn to_debounced((event, since, last): DebounceRow) -> Result<Debounced> {
+    Ok(Debounced {
+        event: serde_json::from_str(&event).map_err(json_err)?,
+        since,
+        last,
+    })
+}
+
+fn debounced_in(c: &Connection, key: &str, now: i64) -> Result<Option<DebounceRow>> {
+    c.prepare_cached("SELECT event, since, last FROM debounces WHERE key = ?1 AND expires_at > ?2")
+        .map_err(sql_err)?
+        .query_row(params![key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(sql_err)
+}
+
+/// One GCRA step: the start reserved at `now` for a key whose theoretical
+/// arrival time is `tat` (none: no recent start), with `tolerance` (ms) of
+/// starts allowed ahead of schedule, and the key's next `tat`.
+fn gcra(tat: Option<f64>, now: i64, interval: f64, tolerance: f64) -> (i64, f64) {
+    let tat = tat.unwrap_or(f64::MIN).max(now as f64);
+    let start = (tat - tolerance).max(now as f64).ceil() as i64;
+    (start, tat + interval)
 }
 
 fn status_str(s: RunStatus) -> &'static str {
@@ -616,6 +726,293 @@ impl StateStore for EmbeddedState {
                 Ok(())
             })
             .await
+    }
+
+    async fn reserve_start(
+        &self,
+        key: &str,
+        holder: &str,
+        interval: Duration,
+        burst: u32,
+        keep: Duration,
+    ) -> Result<i64> {
+        self.flow_tables().await?;
+        let (key, holder) = (key.to_string(), holder.to_string());
+        let interval = interval.as_secs_f64() * 1000.0;
+        let tolerance = interval * f64::from(burst);
+        let keep = ms(keep);
+        let gc = self.flow_gc.due(now_ms());
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                if gc {
+                    c.execute("DELETE FROM throttles WHERE expires_at <= ?1", [now])
+                        .map_err(sql_err)?;
+                }
+                let held: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT start_at FROM throttle_starts WHERE key = ?1 AND holder = ?2 AND expires_at > ?3",
+                    )
+                    .map_err(sql_err)?
+                    .query_row(params![key, holder, now], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                if let Some(start) = held {
+                    return Ok(start);
+                }
+                c.prepare_cached("DELETE FROM throttle_starts WHERE key = ?1 AND expires_at <= ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, now])
+                    .map_err(sql_err)?;
+                let tat: Option<f64> = c
+                    .prepare_cached("SELECT tat FROM throttles WHERE key = ?1")
+                    .map_err(sql_err)?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                let (start, tat) = gcra(tat, now, interval, tolerance);
+                c.prepare_cached("INSERT OR REPLACE INTO throttles (key, tat, expires_at) VALUES (?1, ?2, ?3)")
+                    .map_err(sql_err)?
+                    .execute(params![key, tat, (tat.ceil() as i64).saturating_add(1000)])
+                    .map_err(sql_err)?;
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO throttle_starts (key, holder, start_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql_err)?
+                .execute(params![key, holder, start, start.saturating_add(keep)])
+                .map_err(sql_err)?;
+                Ok(start)
+            })
+            .await
+    }
+
+    async fn debounce(
+        &self,
+        key: &str,
+        event: &Event,
+        at: i64,
+        ttl: Duration,
+    ) -> Result<Debounced> {
+        self.flow_tables().await?;
+        let key = key.to_string();
+        let id = event.internal_id.clone();
+        let body = serde_json::to_string(event).map_err(json_err)?;
+        let ttl = ms(ttl);
+        let row = self
+            .db
+            .write(move |c| {
+                let now = now_ms();
+                let held: Option<String> = c
+                    .prepare_cached("SELECT event_id FROM debounces WHERE key = ?1 AND expires_at > ?2")
+                    .map_err(sql_err)?
+                    .query_row(params![key, now], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                match held {
+                    Some(held) if held.as_str() >= id.as_str() => {}
+                    Some(_) => {
+                        c.prepare_cached(
+                            "UPDATE debounces SET event_id = ?2, event = ?3, last = ?4, expires_at = ?5 WHERE key = ?1",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, id, body, at, now.saturating_add(ttl)])
+                        .map_err(sql_err)?;
+                    }
+                    None => {
+                        c.prepare_cached(
+                            "INSERT OR REPLACE INTO debounces (key, event_id, event, since, last, expires_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, id, body, at, now.saturating_add(ttl)])
+                        .map_err(sql_err)?;
+                    }
+                }
+                debounced_in(c, &key, now)?.ok_or_else(|| {
+                    BackendError::Other(format!("debounce key `{key}` vanished while written"))
+                })
+            })
+            .await?;
+        to_debounced(row)
+    }
+
+    async fn debounced(&self, key: &str) -> Result<Option<Debounced>> {
+        self.flow_tables().await?;
+        let key = key.to_string();
+        let row = self
+            .db
+            .read(move |c| debounced_in(c, &key, now_ms()))
+            .await?;
+        row.map(to_debounced).transpose()
+    }
+
+    async fn take_debounced(&self, key: &str, internal_id: &str) -> Result<bool> {
+        self.flow_tables().await?;
+        let (key, id) = (key.to_string(), internal_id.to_string());
+        self.db
+            .write(move |c| {
+                let n = c
+                    .prepare_cached("DELETE FROM debounces WHERE key = ?1 AND event_id = ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, id])
+                    .map_err(sql_err)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+
+    async fn batch_add(
+        &self,
+        key: &str,
+        candidate: &str,
+        event: &Event,
+        max_size: u32,
+        at: i64,
+        keep: Duration,
+    ) -> Result<Batched> {
+        self.flow_tables().await?;
+        let (key, candidate) = (key.to_string(), candidate.to_string());
+        let id = event.internal_id.clone();
+        let body = serde_json::to_string(event).map_err(json_err)?;
+        let keep = ms(keep);
+        let gc = self.batch_gc.due(now_ms());
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                if gc {
+                    sweep_batches(c, now)?;
+                }
+                let expires = now.saturating_add(keep);
+                let member: Option<String> = c
+                    .prepare_cached(
+                        "SELECT batch_id FROM batch_members WHERE key = ?1 AND event_id = ?2 AND expires_at > ?3",
+                    )
+                    .map_err(sql_err)?
+                    .query_row(params![key, id, now], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                let batch_id = match member {
+                    Some(batch_id) => batch_id,
+                    None => {
+                        let open: Option<String> = c
+                            .prepare_cached(
+                                "SELECT batch_id FROM batch_open WHERE key = ?1 AND expires_at > ?2",
+                            )
+                            .map_err(sql_err)?
+                            .query_row(params![key, now], |r| r.get(0))
+                            .optional()
+                            .map_err(sql_err)?;
+                        let batch_id = match open {
+                            Some(open) => open,
+                            None => {
+                                c.prepare_cached(
+                                    "INSERT OR REPLACE INTO batch_open (key, batch_id, expires_at) VALUES (?1, ?2, ?3)",
+                                )
+                                .map_err(sql_err)?
+                                .execute(params![key, candidate, expires])
+                                .map_err(sql_err)?;
+                                c.prepare_cached(
+                                    "INSERT OR REPLACE INTO batches (batch_id, opened_at, size, expires_at) VALUES (?1, ?2, 0, ?3)",
+                                )
+                                .map_err(sql_err)?
+                                .execute(params![candidate, at, expires])
+                                .map_err(sql_err)?;
+                                candidate
+                            }
+                        };
+                        let size: i64 = c
+                            .prepare_cached(
+                                "UPDATE batches SET size = size + 1, expires_at = ?2 WHERE batch_id = ?1 RETURNING size",
+                            )
+                            .map_err(sql_err)?
+                            .query_row(params![batch_id, expires], |r| r.get(0))
+                            .map_err(sql_err)?;
+                        c.prepare_cached(
+                            "INSERT INTO batch_events (batch_id, seq, event) VALUES (?1, ?2, ?3)",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![batch_id, size, body])
+                        .map_err(sql_err)?;
+                        c.prepare_cached(
+                            "INSERT OR REPLACE INTO batch_members (key, event_id, batch_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .map_err(sql_err)?
+                        .execute(params![key, id, batch_id, expires])
+                        .map_err(sql_err)?;
+                        if size >= i64::from(max_size) {
+                            c.prepare_cached("DELETE FROM batch_open WHERE key = ?1 AND batch_id = ?2")
+                                .map_err(sql_err)?
+                                .execute(params![key, batch_id])
+                                .map_err(sql_err)?;
+                        }
+                        batch_id
+                    }
+                };
+                let (size, opened_at): (i64, i64) = c
+                    .prepare_cached("SELECT size, opened_at FROM batches WHERE batch_id = ?1")
+                    .map_err(sql_err)?
+                    .query_row([&batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(sql_err)?;
+                Ok(Batched {
+                    id: batch_id,
+                    size: u32::try_from(size).unwrap_or(u32::MAX),
+                    opened_at,
+                })
+            })
+            .await
+    }
+
+    async fn seal_batch(&self, key: &str, batch_id: &str) -> Result<()> {
+        self.flow_tables().await?;
+        let (key, batch_id) = (key.to_string(), batch_id.to_string());
+        self.db
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM batch_open WHERE key = ?1 AND batch_id = ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, batch_id])
+                    .map_err(sql_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn batch(&self, batch_id: &str) -> Result<Option<Batch>> {
+        self.flow_tables().await?;
+        let batch_id = batch_id.to_string();
+        let rows = self
+            .db
+            .read(move |c| {
+                let opened_at: Option<i64> = c
+                    .prepare_cached(
+                        "SELECT opened_at FROM batches WHERE batch_id = ?1 AND expires_at > ?2",
+                    )
+                    .map_err(sql_err)?
+                    .query_row(params![batch_id, now_ms()], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                let Some(opened_at) = opened_at else {
+                    return Ok(None);
+                };
+                let events = c
+                    .prepare_cached(
+                        "SELECT event FROM batch_events WHERE batch_id = ?1 ORDER BY seq",
+                    )
+                    .map_err(sql_err)?
+                    .query_map([&batch_id], |r| r.get::<_, String>(0))
+                    .map_err(sql_err)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(sql_err)?;
+                Ok(Some((opened_at, events)))
+            })
+            .await?;
+        let Some((opened_at, events)) = rows else {
+            return Ok(None);
+        };
+        let events = events
+            .iter()
+            .map(|e| serde_json::from_str(e).map_err(json_err))
+            .collect::<Result<Vec<Event>>>()?;
+        Ok(Some(Batch { events, opened_at }))
     }
 
     async fn create_run_and_send(

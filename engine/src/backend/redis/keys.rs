@@ -81,6 +81,42 @@ impl Keys {
     pub(crate) fn slot(self, key: &str) -> String {
         format!("{}slot:{{{key}}}", self.prefix)
     }
+
+    /// A throttle key's theoretical arrival time (a string) and its
+    /// reservations (sorted set: holder → reserved start).
+    pub(crate) fn throttle(self, key: &str) -> [String; 2] {
+        let p = self.prefix;
+        [
+            format!("{p}throttle:{{{key}}}"),
+            format!("{p}throttle:{{{key}}}:starts"),
+        ]
+    }
+
+    /// A batch key's open batch (a string: its id) and the batch of one
+    /// of its events (a string per event: the batch id).
+    pub(crate) fn batch_key(self, key: &str, internal_id: &str) -> [String; 2] {
+        let p = self.prefix;
+        [
+            format!("{p}batch-open:{{{key}}}"),
+            format!("{p}batch-member:{{{key}}}:{internal_id}"),
+        ]
+    }
+
+    /// `BATCH_ADD` builds a batch's key (hash: at, n, e1..en) from this,
+    /// the batch id and `}`.
+    pub(crate) fn batch_prefix(self) -> String {
+        format!("{}batch:{{", self.prefix)
+    }
+
+    /// A batch's hash (at, n, e1..en: its events in the order they joined).
+    pub(crate) fn batch(self, batch_id: &str) -> String {
+        format!("{}{batch_id}}}", self.batch_prefix())
+    }
+
+    /// A debounce key's latest event (hash: id, event, since, last).
+    pub(crate) fn debounce(self, key: &str) -> String {
+        format!("{}debounce:{{{key}}}", self.prefix)
+    }
 }
 
 /// One wait's field in its event name's waits hash.

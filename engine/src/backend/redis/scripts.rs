@@ -195,6 +195,112 @@ return 0
     )
 });
 
+/// GCRA with reservations. KEYS: the throttle key's theoretical arrival
+/// time, its reservations (holder → start). ARGV: holder, interval ms,
+/// tolerance ms (burst × interval), ms a reservation is kept after its
+/// start. Returns the holder's reserved start (ms), its earlier one if it
+/// has one. Reservations only grow later, so the newest one's expiry
+/// covers the set.
+pub static RESERVE_START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if held then return string.format('%.0f', tonumber(held)) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.0f', now - keep))
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local start = math.ceil(math.max(now, tat - tonumber(ARGV[3])))
+tat = tat + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+redis.call('ZADD', KEYS[2], string.format('%.0f', start), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], math.ceil(start - now + keep))
+return string.format('%.0f', start)
+",
+    )
+});
+
+/// KEYS: the debounce key's hash. ARGV: internal id, event JSON, at, ttl
+/// ms. The event becomes the latest unless the one held is as late or
+/// later (ids sort by time); a new burst starts at `at`. Returns
+/// {event, since, last} as held now.
+pub static DEBOUNCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('HGET', KEYS[1], 'id')
+if not held then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'event', ARGV[2], 'since', ARGV[3], 'last', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+elseif held < ARGV[1] then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'event', ARGV[2], 'last', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return redis.call('HMGET', KEYS[1], 'event', 'since', 'last')
+",
+    )
+});
+
+/// KEYS: the debounce key's hash. ARGV: internal id. Deletes it if it
+/// still holds that event; 1 if this call did.
+pub static TAKE_DEBOUNCED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// KEYS: the batch key's open batch, the event's membership.
+/// ARGV: the batch key prefix, candidate id, event JSON, max size, opened
+/// at (ms), keep (ms). An event that is a member already joins nothing;
+/// else it joins the open batch or opens one named by the candidate, and a
+/// batch that reaches the max size is no longer open. Returns {batch id,
+/// size, opened at}.
+pub static BATCH_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('GET', KEYS[2])
+if not id then
+  id = redis.call('GET', KEYS[1])
+  if not id then
+    id = ARGV[2]
+    redis.call('SET', KEYS[1], id, 'PX', ARGV[6])
+    redis.call('HSET', ARGV[1] .. id .. '}', 'at', ARGV[5], 'n', 0)
+  end
+  local batch = ARGV[1] .. id .. '}'
+  local n = redis.call('HINCRBY', batch, 'n', 1)
+  redis.call('HSET', batch, 'e' .. n, ARGV[3])
+  redis.call('PEXPIRE', batch, ARGV[6])
+  redis.call('SET', KEYS[2], id, 'PX', ARGV[6])
+  if n >= tonumber(ARGV[4]) then
+    redis.call('DEL', KEYS[1])
+  end
+end
+local got = redis.call('HMGET', ARGV[1] .. id .. '}', 'n', 'at')
+return {id, got[1] or '0', got[2] or '0'}
+",
+    )
+});
+
+/// KEYS: the batch key's open batch. ARGV: batch id. Seals the batch if it
+/// is the open one.
+pub static SEAL_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
 /// KEYS: the all-runs index, then the index of each ended status.
 /// ARGV: cutoff (ms), most runs to delete, the key prefix. Deletes runs whose
 /// ended-status score is below the cutoff: the run hash, its steps and waits,

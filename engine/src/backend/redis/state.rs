@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::keys::{self, Keys};
 use super::{Conn, classify, connect, scripts};
 use crate::backend::{
-    Attempt, BackendError, Event, Queue, Result, Run, RunStatus, StateStore, StepEnd, StepOutcome,
-    StepRecord, Wait,
+    Attempt, BackendError, Batch, Batched, Debounced, Event, Queue, Result, Run, RunStatus,
+    StateStore, StepEnd, StepOutcome, StepRecord, Wait,
 };
 use crate::functions::FunctionDef;
 
@@ -479,6 +479,158 @@ impl StateStore for RedisState {
             .await
             .map_err(classify)
     }
+
+    async fn reserve_start(
+        &self,
+        key: &str,
+        holder: &str,
+        interval: Duration,
+        burst: u32,
+        keep: Duration,
+    ) -> Result<i64> {
+        let [tat, starts] = self.keys.throttle(key);
+        let interval = interval.as_secs_f64() * 1000.0;
+        let start: String = scripts::RESERVE_START
+            .key(tat)
+            .key(starts)
+            .arg(holder)
+            .arg(format!("{interval:.3}"))
+            .arg(format!("{:.3}", interval * f64::from(burst)))
+            .arg(ms(keep))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        start
+            .parse()
+            .map_err(|e| BackendError::Corrupt(format!("throttle {key}: start `{start}`: {e}")))
+    }
+
+    async fn debounce(
+        &self,
+        key: &str,
+        event: &Event,
+        at: i64,
+        ttl: Duration,
+    ) -> Result<Debounced> {
+        let held: Vec<Option<String>> = scripts::DEBOUNCE
+            .key(self.keys.debounce(key))
+            .arg(&event.internal_id)
+            .arg(to_json(event)?)
+            .arg(at)
+            .arg(ms(ttl))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        decode_debounced(key, held)?.ok_or_else(|| {
+            BackendError::Other(format!("debounce key `{key}` vanished while written"))
+        })
+    }
+
+    async fn debounced(&self, key: &str) -> Result<Option<Debounced>> {
+        let held: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.debounce(key))
+            .arg("event")
+            .arg("since")
+            .arg("last")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        decode_debounced(key, held)
+    }
+
+    async fn take_debounced(&self, key: &str, internal_id: &str) -> Result<bool> {
+        let taken: i64 = scripts::TAKE_DEBOUNCED
+            .key(self.keys.debounce(key))
+            .arg(internal_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(taken == 1)
+    }
+
+    async fn batch_add(
+        &self,
+        key: &str,
+        candidate: &str,
+        event: &Event,
+        max_size: u32,
+        at: i64,
+        keep: Duration,
+    ) -> Result<Batched> {
+        let [open, member] = self.keys.batch_key(key, &event.internal_id);
+        let (id, size, opened_at): (String, u32, i64) = scripts::BATCH_ADD
+            .key(open)
+            .key(member)
+            .arg(self.keys.batch_prefix())
+            .arg(candidate)
+            .arg(to_json(event)?)
+            .arg(max_size)
+            .arg(at)
+            .arg(ms(keep))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(Batched {
+            id,
+            size,
+            opened_at,
+        })
+    }
+
+    async fn seal_batch(&self, key: &str, batch_id: &str) -> Result<()> {
+        let [open, _] = self.keys.batch_key(key, "");
+        let _: i64 = scripts::SEAL_BATCH
+            .key(open)
+            .arg(batch_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn batch(&self, batch_id: &str) -> Result<Option<Batch>> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.batch(batch_id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        let Some(at) = fields.get("at") else {
+            return Ok(None);
+        };
+        let number = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|e| BackendError::Corrupt(format!("batch {batch_id}: `{v}`: {e}")))
+        };
+        let opened_at = number(at)?;
+        let size = number(fields.get("n").map_or("0", String::as_str))?;
+        let events = (1..=size)
+            .map(|n| {
+                let body = fields.get(&format!("e{n}")).ok_or_else(|| {
+                    BackendError::Corrupt(format!("batch {batch_id}: event {n} missing"))
+                })?;
+                serde_json::from_str(body).map_err(json_err)
+            })
+            .collect::<Result<Vec<Event>>>()?;
+        Ok(Some(Batch { events, opened_at }))
+    }
+}
+
+/// A debounce key's fields (event, since, last), if it holds an event.
+fn decode_debounced(key: &str, fields: Vec<Option<String>>) -> Result<Option<Debounced>> {
+    let [Some(event), Some(since), Some(last)] = <[Option<String>; 3]>::try_from(fields)
+        .map_err(|f| BackendError::Corrupt(format!("debounce {key}: {} fields", f.len())))?
+    else {
+        return Ok(None);
+    };
+    let time = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|e| BackendError::Corrupt(format!("debounce {key}: time `{v}`: {e}")))
+    };
+    Ok(Some(Debounced {
+        event: serde_json::from_str(&event).map_err(json_err)?,
+        since: time(&since)?,
+        last: time(&last)?,
+    }))
 }
 
 /// The record of `step` (first-seen order, record), made on first use.
