@@ -28,6 +28,10 @@ use crate::spec::{LoadedSpec, Provider};
 /// Time for a one-off task to start, answer and have its log read.
 #[cfg(feature = "aws")]
 const TASK_DEADLINE: Duration = Duration::from_secs(240);
+/// Reads of a stopped task's log stream, a second apart, while its answer
+/// is not all there yet.
+#[cfg(feature = "aws")]
+const LOG_REREADS: u32 = 10;
 /// How long a direct request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -636,17 +640,34 @@ impl RunsApi {
         let Some(result) = waited.into_iter().next() else {
             return Err(failed("RunTask started no task".into()));
         };
-        let (stopped, timed_out) = match result {
+        let (mut stopped, timed_out) = match result {
             Ok(s) => (s, false),
             Err(s) => (s, true),
         };
-        let mut collector = Collector::default();
-        for line in &stopped.lines {
-            collector.push(line);
+        let collect = |lines: &[String]| {
+            let mut collector = Collector::default();
+            for line in lines {
+                collector.push(line);
+            }
+            collector.finish()
+        };
+        let mut answer = collect(&stopped.lines);
+        // CloudWatch Logs may show a stream's last events a little after
+        // the task stopped: a task that answered (exit 0) gets a few reads.
+        if !timed_out && stopped.exit_code == Some(0) {
+            let stream = started.tasks.first().map(|(_, s)| s.as_str());
+            let mut reads = 0;
+            while let (Err(_), Some(stream)) = (&answer, stream) {
+                if reads == LOG_REREADS {
+                    break;
+                }
+                reads += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stopped.lines = task::stream_lines(aws, &started.group, stream).await;
+                answer = collect(&stopped.lines);
+            }
         }
-        collector
-            .finish()
-            .map_err(|why| failed(stopped.failure("task", timed_out, &why, 20)))
+        answer.map_err(|why| failed(stopped.failure("task", timed_out, &why, 20)))
     }
 }
 

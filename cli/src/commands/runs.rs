@@ -275,7 +275,7 @@ fn print_list(list: &RunList) -> anyhow::Result<()> {
         outln!("(more runs match: raise --limit or narrow with --since, --status, --function)")?;
     }
     if let Via::Task { .. } = list.via {
-        outln!("(read{})", via_note(&list.via))?;
+        outln!("(read through {})", list.via)?;
     }
     Ok(())
 }
@@ -361,7 +361,7 @@ fn print_detail(d: &RunDetail) -> anyhow::Result<()> {
         }
     }
     if let Via::Task { .. } = d.via {
-        outln!("(read{})", via_note(&d.via))?;
+        outln!("(read through {})", d.via)?;
     }
     Ok(())
 }

@@ -10,7 +10,8 @@
 //!
 //! `up` deploys the spec's functions (the test adds one with an HTTP step on
 //! the example step service and a Docker step) and verifies the stack with
-//! its canary from inside the VPC. The second test kills a runner and the
+//! its canary from inside the VPC; `runs` lists, shows and replays its runs
+//! through one-off tasks inside the VPC. The second test kills a runner and the
 //! executor under load, runs a one-off task (RunTask) and boots a host whose
 //! user data cannot read its SSM parameter.
 
@@ -589,6 +590,7 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     assert_eq!(redis[0]["maxmemory_policy"], "noeviction", "{redis}");
 
     phase(start, "5 events completed, status ok");
+    runs_from_inside_the_vpc(&stack, &api, &spec, start).await;
     // `bench` with no address: the Cloud Map name does not resolve here,
     // so the load comes from an agent task inside the VPC.
     let report = bench_in_the_vpc(&stack, &spec, &["-r", "20", "-d", "4s"], 1, 80).await;
@@ -1147,4 +1149,85 @@ async fn up_names_the_stage_that_fails_its_canary_on_the_emulator() {
     )
     .await;
     phase(start, "missing event API named");
+}
+
+/// `stackctl runs --output json ARGS` on the stack; its result.
+async fn runs_json(stack: &Arc<Stack>, args: &[&str]) -> Value {
+    let args = [&["--output", "json", "runs"][..], args].concat();
+    last_json(&stack.run(&args, 0).await)
+}
+
+/// `stackctl runs list|show|replay` on a stack that publishes no runs API:
+/// each request is answered by a one-off runner task inside the VPC and read
+/// back from its log. A run is listed and shown, and its replay from the
+/// start completes.
+async fn runs_from_inside_the_vpc(stack: &Arc<Stack>, api: &Api, spec: &str, start: Instant) {
+    // Event data far larger than one printed piece of the task's answer
+    // (2 KiB): the answers come back from the log in several lines.
+    let pad = "x".repeat(6000);
+    let sent: Value = api
+        .http
+        .post(format!("{}/e/{EVENT_KEY}", api.base))
+        .json(&json!({"name": FUNCTION_EVENT, "data": {"n": 1, "boxed": false, "pad": pad}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = sent["ids"][0].as_str().expect("acknowledged").to_string();
+    let run = api.completed_run(&event).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    phase(start, "an event's run completed");
+
+    let list = runs_json(stack, &["list", spec, "--function", "emulated-check"]).await;
+    assert_eq!(list["via"]["kind"], "task", "{list}");
+    let listed = find_by(list["runs"].as_array().unwrap(), "id", &id);
+    assert_eq!(listed["status"], "completed", "{list}");
+    phase(start, "runs list");
+
+    let shown = runs_json(stack, &["show", spec, &id]).await;
+    assert_eq!(shown["run"]["status"], "completed", "{shown}");
+    assert_eq!(shown["event"]["data"]["pad"], pad.as_str(), "{shown}");
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(
+        find_by(steps, "step_id", "call")["status"],
+        "completed",
+        "{shown}"
+    );
+    assert_eq!(
+        find_by(steps, "step_id", "box")["status"],
+        "skipped",
+        "{shown}"
+    );
+    // The API's refusal comes back through the task too: exit 1, its message.
+    let out = stack.run(&["runs", "show", spec, "01NOSUCHRUN"], 1).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no run `01NOSUCHRUN`"), "{err}");
+    phase(start, "runs show");
+
+    // A replay sends step jobs from the runner's task, whose role may.
+    let replay = runs_json(stack, &["replay", spec, &id, "--from", "start"]).await;
+    assert_eq!(replay["replay_of"], id.as_str(), "{replay}");
+    let new_id = replay["id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, id, "{replay}");
+    let deadline = Instant::now() + CONVERGE;
+    while api.run(&new_id).await["status"] != "completed" {
+        assert!(
+            Instant::now() < deadline,
+            "the replay never completed: {}",
+            api.run(&new_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let shown = runs_json(stack, &["show", spec, &new_id]).await;
+    assert_eq!(shown["run"]["status"], "completed", "{shown}");
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(
+        find_by(steps, "step_id", "call")["status"],
+        "completed",
+        "{shown}"
+    );
+    assert!(steps.iter().all(|s| s["copied"] == false), "{shown}");
+    phase(start, "runs replay --from start completed");
 }
