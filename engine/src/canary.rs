@@ -44,6 +44,7 @@ pub fn canary_function() -> FunctionDef {
         debounce: None,
         batch_events: None,
         timeouts: None,
+        priority: None,
         steps: vec![Step {
             id: "pause".into(),
             name: Some("short durable sleep".into()),

@@ -2,8 +2,8 @@
 //! delays, visibility, acks, extend, dead letters, depth, batches, concurrent
 //! sends) and state semantics (claims, run creation, write-once outcomes,
 //! single-winner waits, the event index, slots, throttle reservations,
-//! debounce keys, batches, finishing runs) including two independent handles on one
-//! store.
+//! debounce keys, batches, finishing runs, ranked slots) including two
+//! independent handles on one store.
 //!
 //! A backend's test file implements [`Harness`] (each `open` returns a new
 //! handle on the SAME store; a fresh store per harness value) and expands
@@ -49,7 +49,7 @@ macro_rules! backend_conformance {
             dead_letter_after_max_receives, depth, batch_send, concurrent_sends,
             claims, runs, set_outcome_once_under_concurrency, attempts, take_wait_single_winner,
             events_since, slots, throttle_reservations, debounces, batches, finish_run_once, functions, two_handles_share_the_store,
-            create_run_and_send_once, end_step_once, purge_finished);
+            create_run_and_send_once, end_step_once, purge_finished, ranked_slots);
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1285,4 +1285,97 @@ pub async fn end_step_once(h: &dyn Harness) {
     assert_eq!(counts.get(&RunStatus::Failed), Some(&1), "{counts:?}");
     let (none, steps) = b.state.run_with_steps("missing").await.unwrap();
     assert!(none.is_none() && steps.is_empty());
+}
+
+/// Ranked slots: a freed slot goes to the best-ranked live waiter even when
+/// a worse one asks first; ties go to the lower holder id; a waiter that
+/// stops asking blocks no one once its registration expires; a holder
+/// renews; free slots beyond the better waiters go to whoever asks.
+pub async fn ranked_slots(h: &dyn Harness) {
+    let b = h.open(&queues()).await;
+    let s = &b.state;
+    let lease = Duration::from_secs(60);
+    let wait = Duration::from_secs(60);
+    let ask = |holder: &'static str, rank: i64, wait: Duration| async move {
+        s.acquire_slot_ranked("k", holder, 1, lease, rank, wait)
+            .await
+            .unwrap()
+    };
+    assert!(ask("a", 50, wait).await, "a free slot with no waiters");
+    assert!(ask("a", 50, wait).await, "a holder renews");
+    assert!(!ask("low", 20, wait).await, "full");
+    assert!(!ask("high", 10, wait).await, "full");
+    s.release_slot("k", "a").await.unwrap();
+    assert!(
+        !ask("low", 20, wait).await,
+        "a better-ranked waiter goes first, though the worse one asked first"
+    );
+    assert!(
+        ask("high", 10, wait).await,
+        "the best waiter takes the slot"
+    );
+    s.release_slot("k", "high").await.unwrap();
+    assert!(ask("low", 20, wait).await, "the winner no longer waits");
+
+    // Ties by holder id; across handles.
+    let other = h.open(&queues()).await;
+    assert!(!ask("tie-b", 20, wait).await);
+    assert!(
+        !other
+            .state
+            .acquire_slot_ranked("k", "tie-a", 1, lease, 20, wait)
+            .await
+            .unwrap()
+    );
+    s.release_slot("k", "low").await.unwrap();
+    assert!(
+        !ask("tie-b", 20, wait).await,
+        "same rank: the lower id first"
+    );
+    assert!(
+        other
+            .state
+            .acquire_slot_ranked("k", "tie-a", 1, lease, 20, wait)
+            .await
+            .unwrap()
+    );
+    s.release_slot("k", "tie-a").await.unwrap();
+    assert!(ask("tie-b", 20, wait).await);
+
+    // An expired waiter stops blocking.
+    let short = Duration::from_secs(1);
+    assert!(!ask("gone", 1, short).await, "full: registers a short wait");
+    s.release_slot("k", "tie-b").await.unwrap();
+    assert!(!ask("late", 100, wait).await, "gone is still waiting");
+    eventually("the better waiter's registration to expire", || async {
+        ask("late", 100, wait).await
+    })
+    .await;
+
+    // Two free slots and one better waiter: the worse one gets the other.
+    let two = |holder: &'static str, rank: i64| async move {
+        s.acquire_slot_ranked("k2", holder, 2, lease, rank, wait)
+            .await
+            .unwrap()
+    };
+    assert!(two("x", 0).await);
+    assert!(two("y", 0).await);
+    assert!(!two("best", 1).await);
+    assert!(!two("worst", 9).await);
+    s.release_slot("k2", "x").await.unwrap();
+    s.release_slot("k2", "y").await.unwrap();
+    assert!(
+        two("worst", 9).await,
+        "one free slot beyond the one waiter ahead"
+    );
+    assert!(two("best", 1).await);
+    assert!(!two("third", 5).await, "full again");
+
+    // Keys are separate, and plain acquisition is unaffected.
+    assert!(
+        s.acquire_slot_ranked("k3", "solo", 1, lease, 999, wait)
+            .await
+            .unwrap()
+    );
+    assert!(s.acquire_slot("plain", "p", 1, lease).await.unwrap());
 }

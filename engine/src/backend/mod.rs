@@ -506,6 +506,25 @@ pub trait StateStore: Send + Sync + 'static {
     async fn end_step(&self, end: StepEnd, work: &dyn Queue) -> Result<bool> {
         end_step_in_order(self, end, work).await
     }
+
+    /// [`acquire_slot`](Self::acquire_slot) in rank order, in one atomic
+    /// step: waiters whose registration expired are dropped; `holder`
+    /// renews a slot it holds; else it takes a free slot only if fewer
+    /// live waiters rank better (lower `rank`, ties by lower holder id) than
+    /// there are free slots, and stops waiting; else it registers (or
+    /// refreshes) itself as a waiter with `rank` until `wait` from now.
+    /// `true` if granted or renewed. A waiter must ask again within `wait`
+    /// to keep its place, so one that stopped asking blocks no one for
+    /// longer than that.
+    async fn acquire_slot_ranked(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+        rank: i64,
+        wait: Duration,
+    ) -> Result<bool>;
 }
 
 /// [`StateStore::create_run_and_send`] as separate writes, in order.

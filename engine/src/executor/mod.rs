@@ -39,6 +39,13 @@ const TIMING_CLAIM_EXTRA: Duration = Duration::from_secs(7 * 86_400);
 /// Delay before a job that found its concurrency key full tries again
 /// (plus up to as much jitter).
 const SLOT_RETRY: Duration = Duration::from_millis(100);
+/// How long a job refused a slot keeps its place among a prioritized
+/// function's waiters. It asks again after `SLOT_RETRY` plus jitter, but
+/// SQS counts delays in whole seconds and rounds them up, so there the next
+/// ask comes a second or more later; this outlasts that with room for a
+/// slow receive, and a job that stopped asking (its executor died) holds
+/// the others back no longer.
+const PRIORITY_WAIT: Duration = Duration::from_secs(3);
 /// The error of an attempt whose executor stopped before it ended.
 const INTERRUPTED: &str = "interrupted: the executor stopped before the attempt ended";
 /// Sleeps up to this long are waited out by the executor that runs the
@@ -833,12 +840,33 @@ impl Executor {
         };
         let key = format!("concurrency:{}:{partition}", f.def.id);
         let holder = format!("{}:{}", run.id, step.id);
-        let granted = self
-            .flow
-            .backends
-            .state
-            .acquire_slot(&key, &holder, limit.limit, self.slot_lease)
-            .await?;
+        let state = &self.flow.backends.state;
+        let granted = match &f.exprs.priority {
+            Some(expr) => {
+                let seconds = expr
+                    .eval_priority(&Vars::new().with("event", event))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(run_id = %run.id, function = %f.def.id, error = %e, "priority counts as 0");
+                        0
+                    });
+                let rank = run.created_at.saturating_sub(seconds * 1000);
+                state
+                    .acquire_slot_ranked(
+                        &key,
+                        &holder,
+                        limit.limit,
+                        self.slot_lease,
+                        rank,
+                        PRIORITY_WAIT,
+                    )
+                    .await?
+            }
+            None => {
+                state
+                    .acquire_slot(&key, &holder, limit.limit, self.slot_lease)
+                    .await?
+            }
+        };
         Ok(if granted {
             Slot::Held(key, holder)
         } else {

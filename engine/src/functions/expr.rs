@@ -1,7 +1,8 @@
 //! CEL evaluation for functions: trigger filters (`event`), step conditions
-//! (`event`, `steps`), wait and cancel matches (`event`, `async`) and
-//! concurrency keys. Expressions are compiled once per function
-//! ([`CompiledFunction`]) and evaluated many times against [`Vars`].
+//! (`event`, `steps`), wait and cancel matches (`event`, `async`),
+//! concurrency and flow-control keys, and priorities. Expressions are
+//! compiled once per function ([`CompiledFunction`]) and evaluated many
+//! times against [`Vars`].
 //!
 //! Evaluation errors are reported, never guessed: callers decide whether an
 //! error means "no match" (triggers, waits) or a failed step (conditions).
@@ -131,6 +132,29 @@ impl Expression {
     }
 }
 
+/// The bound of a priority either way, in seconds (Inngest's too).
+pub const PRIORITY_MAX_SECONDS: i64 = 600;
+
+impl Expression {
+    /// Evaluates to a priority in seconds, clamped to
+    /// ±[`PRIORITY_MAX_SECONDS`]; a fraction is cut toward zero.
+    pub fn eval_priority(&self, vars: &Vars) -> Result<i64, ExprError> {
+        let seconds = match self.execute(vars)? {
+            CelValue::Int(i) => i,
+            CelValue::UInt(u) => i64::try_from(u).unwrap_or(i64::MAX),
+            // `as` saturates, and NaN becomes 0.
+            CelValue::Float(f) => f as i64,
+            other => {
+                return Err(ExprError::Eval {
+                    source_text: self.source.clone(),
+                    message: format!("a priority must be a number, got {}", describe(&other)),
+                });
+            }
+        };
+        Ok(seconds.clamp(-PRIORITY_MAX_SECONDS, PRIORITY_MAX_SECONDS))
+    }
+}
+
 fn describe(value: &CelValue) -> String {
     format!("{:?}", value.type_of())
 }
@@ -207,6 +231,8 @@ pub struct CompiledFunction {
     pub debounce_key: Option<Expression>,
     /// The batch key, if any.
     pub batch_key: Option<Expression>,
+    /// The priority expression, if any.
+    pub priority: Option<Expression>,
 }
 
 impl CompiledFunction {
@@ -261,6 +287,9 @@ impl CompiledFunction {
         }
         if let Some(key) = function.batch_events.as_ref().and_then(|b| b.key.as_ref()) {
             compiled.batch_key = Some(Expression::compile(key)?);
+        }
+        if let Some(priority) = &function.priority {
+            compiled.priority = Some(Expression::compile(&priority.run)?);
         }
         Ok(compiled)
     }
@@ -367,6 +396,32 @@ mod tests {
         let mut bad = f.clone();
         bad.steps[0].condition = Some("((".into());
         assert!(CompiledFunction::compile(&bad).is_err());
+    }
+
+    #[test]
+    fn priorities_are_numbers_clamped_to_ten_minutes() {
+        let e = Expression::compile("event.data.vip ? 60 : 0").unwrap();
+        assert_eq!(
+            e.eval_priority(&vars(json!({"data": {"vip": true}})))
+                .unwrap(),
+            60
+        );
+        assert_eq!(
+            e.eval_priority(&vars(json!({"data": {"vip": false}})))
+                .unwrap(),
+            0
+        );
+        assert!(e.eval_priority(&vars(json!({"data": {}}))).is_err());
+        for (src, want) in [("5000", 600), ("-5000", -600), ("1.9", 1), ("-30", -30)] {
+            let e = Expression::compile(src).unwrap();
+            assert_eq!(e.eval_priority(&vars(json!({}))).unwrap(), want, "{src}");
+        }
+        assert!(
+            Expression::compile("'high'")
+                .unwrap()
+                .eval_priority(&vars(json!({})))
+                .is_err()
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct FunctionDef {
     /// cancelled with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// Which runs go first when steps wait for a `concurrency` slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
     /// The steps; those without `after` start as soon as the run is created.
     pub steps: Vec<Step>,
 }
@@ -216,6 +219,18 @@ pub struct BatchEvents {
     /// goes into the same batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Expr>,
+}
+
+/// The order in which runs waiting for a concurrency slot get one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Priority {
+    /// CEL over `event` giving the run's advantage in seconds, from `-600`
+    /// to `600` (values beyond are clamped; one that fails to evaluate
+    /// counts as `0`), e.g. `event.data.plan == "pro" ? 60 : 0`: a waiting
+    /// step of this run goes before those of runs created up to that many
+    /// seconds earlier.
+    pub run: Expr,
 }
 
 /// Cancels a run when an event of this name matches.

@@ -233,6 +233,9 @@ pub enum FunctionErrorKind {
         /// Why not.
         why: &'static str,
     },
+    /// `priority` on a function without `concurrency`.
+    #[error("priority needs a concurrency limit: it orders the runs waiting for a slot")]
+    PriorityWithoutConcurrency,
     /// A retry backoff larger than its cap.
     #[error("retry backoff {backoff} is larger than max_backoff {max_backoff}")]
     BackoffAboveMax {
@@ -308,6 +311,10 @@ impl FunctionError {
             K::BatchTimeout { .. } => "use a timeout from `1s` to `1h`, e.g. `5s`".into(),
             K::BatchWith { other, .. } => {
                 format!("remove `{other}` or `batch_events`, or split the function in two")
+            }
+            K::PriorityWithoutConcurrency => {
+                "priority orders runs waiting for a concurrency slot: add `concurrency: {limit: N}`"
+                    .into()
             }
             K::BackoffAboveMax { .. } => "lower `backoff` or raise `max_backoff`".into(),
             K::ZeroDuration { .. } => "use a duration such as `30s`, `5m` or `1d`".into(),
@@ -538,6 +545,18 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
                     why: "a batch's run has many events, and a cancelling event could match any of \
                           them or none (as in Inngest, batching and cancellation do not mix)",
                 },
+            ));
+        }
+    }
+    if let Some(priority) = &function.priority {
+        cel_error(&priority.run, path!["priority", "run"], &mut errors);
+        // The engine reorders nothing else: its queues (SQS among them)
+        // deliver in their own order, and only a full concurrency key
+        // makes steps wait where they can be ranked.
+        if function.concurrency.is_none() {
+            errors.push(FunctionError::new(
+                path!["priority"],
+                FunctionErrorKind::PriorityWithoutConcurrency,
             ));
         }
     }
@@ -939,6 +958,34 @@ mod tests {
                 kinds(&f)
             );
         }
+    }
+
+    #[test]
+    fn priority_needs_concurrency_and_valid_cel() {
+        let f: FunctionDef = serde_json::from_value(serde_json::json!({
+            "id": "f",
+            "triggers": [{"event": "a"}],
+            "priority": {"run": "event.data.("},
+            "steps": [{"id": "s", "sleep": "1s"}],
+        }))
+        .unwrap();
+        let errors = validate_function(&f);
+        let paths: Vec<String> = errors.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(paths, ["priority.run", "priority"]);
+        assert!(
+            errors[1].help().contains("concurrency: {limit: N}"),
+            "{}",
+            errors[1].help()
+        );
+        let mut ok = f.clone();
+        ok.priority = Some(crate::functions::Priority {
+            run: "event.data.vip ? 60 : 0".into(),
+        });
+        ok.concurrency = Some(crate::functions::Concurrency {
+            limit: 1,
+            key: None,
+        });
+        assert!(validate_function(&ok).is_empty(), "{:?}", kinds(&ok));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Flow control end to end, in one process: a function's `throttle` (runs
 //! over the limit start later, none dropped), `debounce` (only the last
-//! event of a quiet period starts a run; `timeout` bounds the push-back)
-//! and `batch_events` (one run per batch of events, each event in one).
+//! event of a quiet period starts a run; `timeout` bounds the push-back),
+//! `batch_events` (one run per batch of events, each event in one) and
+//! `priority` (a freed concurrency slot goes to the higher-priority run).
 //! Events go over HTTP to the event API; runs and step attempts are read
 //! from the state store. Every test runs on the embedded backend
 //! (`embedded::`) and on SQS + Redis (`sqs_redis::`).
@@ -586,6 +587,72 @@ async fn a_redelivered_event_joins_no_second_batch(backend: TestBackend) {
     stack.stop().await;
 }
 
+/// With one concurrency slot held by run A, run L (priority 0) starts
+/// waiting for it, and run H (priority 60 s) arrives a little later: H's
+/// step gets the slot when A's ends, though L asked for it first and was
+/// created first. One step at a time throughout.
+async fn a_higher_priority_run_takes_a_freed_slot_first(backend: TestBackend) {
+    let steps = StepServer::start().await;
+    let f = function(json!({
+        "id": "prioritized",
+        "triggers": [{"event": "job/queued"}],
+        "concurrency": {"limit": 1},
+        "priority": {"run": "event.data.vip ? 60 : 0"},
+        "steps": [{"id": "work", "http": {"url": format!("{}/slow/2000/work", steps.url)}}]
+    }));
+    let stack = Stack::start_on(backend, vec![f]).await;
+    let c = &stack.client;
+
+    let a = c
+        .send_event("job/queued", json!({"who": "a", "vip": false}))
+        .await;
+    poll("A's step to hold the slot", DEADLINE, || async {
+        (steps.in_flight_now("work") == 1).then_some(())
+    })
+    .await;
+    let l = c
+        .send_event("job/queued", json!({"who": "l", "vip": false}))
+        .await;
+    // Lets L's step find the slot taken and start waiting before H exists.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let h = c
+        .send_event("job/queued", json!({"who": "h", "vip": true}))
+        .await;
+    assert_eq!(
+        steps.in_flight_now("work"),
+        1,
+        "A still holds the slot when H arrives, so L and H contend for it"
+    );
+
+    let mut started = Vec::new();
+    for id in [&a, &l, &h] {
+        let run = c.finished_as(id, RunStatus::Completed).await;
+        started.push((
+            run.created_at,
+            c.steps(&run.id).await["work"].attempts[0].started_at,
+        ));
+    }
+    let [
+        (a_created, a_start),
+        (l_created, l_start),
+        (h_created, h_start),
+    ] = started[..]
+    else {
+        unreachable!("three runs")
+    };
+    assert!(
+        a_created <= l_created && l_created < h_created,
+        "{started:?}"
+    );
+    assert!(a_start < h_start, "A held the slot first: {started:?}");
+    assert!(
+        h_start < l_start,
+        "the higher-priority run H started before L: {started:?}"
+    );
+    assert_eq!(steps.max_in_flight("work"), 1, "one step at a time");
+    assert_eq!(steps.calls().len(), 3, "each step ran once");
+}
+
 common::on_every_backend!(
     a_throttle_starts_runs_over_its_limit_later_and_drops_none,
     a_redelivered_event_keeps_its_throttled_start,
@@ -594,4 +661,5 @@ common::on_every_backend!(
     a_batch_starts_one_run_per_max_size_events_and_the_rest_at_its_timeout,
     events_with_different_keys_batch_separately,
     a_redelivered_event_joins_no_second_batch,
+    a_higher_priority_run_takes_a_freed_slot_first,
 );

@@ -30,7 +30,7 @@ pub struct EmbeddedState {
     batch_gc: GcClock,
 }
 
-/// The tables of throttles, debounces and batches, made on first use so that a
+/// The tables of throttles, debounces, batches and slot waiters, made on first use so that a
 /// database file written by an earlier version gains them in place.
 const FLOW_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at INTEGER NOT NULL);
@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS batch_events (
     seq INTEGER NOT NULL,
     event TEXT NOT NULL,
     PRIMARY KEY (batch_id, seq)
+);
+CREATE TABLE IF NOT EXISTS slot_waiters (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
 );
 "#;
 
@@ -710,6 +717,74 @@ impl StateStore for EmbeddedState {
                 )
                 .map_err(sql_err)?;
                 Ok(true)
+            })
+            .await
+    }
+
+    async fn acquire_slot_ranked(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+        rank: i64,
+        wait: Duration,
+    ) -> Result<bool> {
+        self.flow_tables().await?;
+        let (key, holder) = (key.to_string(), holder.to_string());
+        let (lease, wait) = (ms(lease), ms(wait));
+        self.db
+            .write(move |c| {
+                let now = now_ms();
+                c.prepare_cached("DELETE FROM slots WHERE key = ?1 AND expires_at <= ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, now])
+                    .map_err(sql_err)?;
+                c.prepare_cached("DELETE FROM slot_waiters WHERE key = ?1 AND expires_at <= ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, now])
+                    .map_err(sql_err)?;
+                let renewed = c
+                    .prepare_cached("UPDATE slots SET expires_at = ?3 WHERE key = ?1 AND holder = ?2")
+                    .map_err(sql_err)?
+                    .execute(params![key, holder, now.saturating_add(lease)])
+                    .map_err(sql_err)?;
+                if renewed == 1 {
+                    return Ok(true);
+                }
+                let held: i64 = c
+                    .prepare_cached("SELECT COUNT(*) FROM slots WHERE key = ?1")
+                    .map_err(sql_err)?
+                    .query_row([&key], |r| r.get(0))
+                    .map_err(sql_err)?;
+                // Text compares bytewise here, as Redis orders members of one
+                // score, so both stores break ties alike.
+                let ahead: i64 = c
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM slot_waiters WHERE key = ?1 \
+                         AND (rank < ?2 OR (rank = ?2 AND holder < ?3))",
+                    )
+                    .map_err(sql_err)?
+                    .query_row(params![key, rank, holder], |r| r.get(0))
+                    .map_err(sql_err)?;
+                if i64::from(limit) - held > ahead {
+                    c.prepare_cached("DELETE FROM slot_waiters WHERE key = ?1 AND holder = ?2")
+                        .map_err(sql_err)?
+                        .execute(params![key, holder])
+                        .map_err(sql_err)?;
+                    c.prepare_cached("INSERT INTO slots (key, holder, expires_at) VALUES (?1, ?2, ?3)")
+                        .map_err(sql_err)?
+                        .execute(params![key, holder, now.saturating_add(lease)])
+                        .map_err(sql_err)?;
+                    return Ok(true);
+                }
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO slot_waiters (key, holder, rank, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql_err)?
+                .execute(params![key, holder, rank, now.saturating_add(wait)])
+                .map_err(sql_err)?;
+                Ok(false)
             })
             .await
     }

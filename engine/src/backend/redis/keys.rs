@@ -82,6 +82,17 @@ impl Keys {
         format!("{}slot:{{{key}}}", self.prefix)
     }
 
+    /// A slot key's waiters for [`slot`](Self::slot) in rank order (sorted
+    /// set: holder → rank) and their registrations' expiry (holder → ms),
+    /// in the slot key's hash slot so one script reads all three.
+    pub(crate) fn slot_waiters(self, key: &str) -> [String; 2] {
+        let p = self.prefix;
+        [
+            format!("{p}slot:{{{key}}}:waiters"),
+            format!("{p}slot:{{{key}}}:waiting-until"),
+        ]
+    }
+
     /// A throttle key's theoretical arrival time (a string) and its
     /// reservations (sorted set: holder → reserved start).
     pub(crate) fn throttle(self, key: &str) -> [String; 2] {

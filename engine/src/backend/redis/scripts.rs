@@ -195,6 +195,50 @@ return 0
     )
 });
 
+/// KEYS: the slot key's sorted set (holder → lease expiry), its waiters
+/// (holder → rank), their registrations' expiry (holder → ms).
+/// ARGV: holder, limit, lease ms, rank, wait ms. Returns 1 if granted or
+/// renewed. Waiters with one rank sort by holder (a sorted set orders equal
+/// scores by member), so `ZRANK` is the number that go before this one.
+pub static ACQUIRE_SLOT_RANKED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = string.format('%.0f', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', nows)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', nows)
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('ZREM', KEYS[3], unpack(gone))
+end
+local function take()
+  local expires = string.format('%.0f', now + tonumber(ARGV[3]))
+  redis.call('ZADD', KEYS[1], expires, ARGV[1])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], last[2])
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  take()
+  return 1
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local ahead = redis.call('ZRANK', KEYS[2], ARGV[1])
+if tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1]) > ahead then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  take()
+  return 1
+end
+redis.call('ZADD', KEYS[3], string.format('%.0f', now + tonumber(ARGV[5])), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[2], last[2])
+redis.call('PEXPIREAT', KEYS[3], last[2])
+return 0
+",
+    )
+});
+
 /// GCRA with reservations. KEYS: the throttle key's theoretical arrival
 /// time, its reservations (holder → start). ARGV: holder, interval ms,
 /// tolerance ms (burst × interval), ms a reservation is kept after its

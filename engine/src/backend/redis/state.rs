@@ -473,6 +473,31 @@ impl StateStore for RedisState {
         Ok(granted == 1)
     }
 
+    async fn acquire_slot_ranked(
+        &self,
+        key: &str,
+        holder: &str,
+        limit: u32,
+        lease: Duration,
+        rank: i64,
+        wait: Duration,
+    ) -> Result<bool> {
+        let [waiters, until] = self.keys.slot_waiters(key);
+        let granted: i64 = scripts::ACQUIRE_SLOT_RANKED
+            .key(self.keys.slot(key))
+            .key(waiters)
+            .key(until)
+            .arg(holder)
+            .arg(limit)
+            .arg(ms(lease))
+            .arg(rank)
+            .arg(ms(wait))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(classify)?;
+        Ok(granted == 1)
+    }
+
     async fn release_slot(&self, key: &str, holder: &str) -> Result<()> {
         self.conn()
             .zrem::<_, _, ()>(self.keys.slot(key), holder)
