@@ -220,13 +220,13 @@ impl Setup<'_> {
         let cpu_before = cpu_time(api.child.id());
         let report = run_load(rt, &url, Load::constant(rate, secs));
         let api_cpu = cpu_time(api.child.id()).saturating_sub(cpu_before);
-        let api_sqs = delta(&sqs_before[0], &api.proxy.actions());
+        let api_sqs = harness::counts_since(&sqs_before[0], &api.proxy.actions());
         let accepted = report.events_accepted.count;
         done += accepted;
         let start = Instant::now();
         let missing = rt.block_on(drained(&sqs, &queues, executor_addr, done));
         let drained = start.elapsed();
-        let redis = delta(&redis_before, &common::commandstats(self.redis))
+        let redis = harness::counts_since(&redis_before, &common::commandstats(self.redis))
             .into_iter()
             .filter(|(name, _)| name != "info" && name != "flushall" && name != "monitor")
             .collect();
@@ -239,8 +239,14 @@ impl Setup<'_> {
         }
         let sqs = BTreeMap::from([
             ("event-api", api_sqs),
-            ("runner", delta(&sqs_before[1], &runner.proxy.actions())),
-            ("executor", delta(&sqs_before[2], &executor.proxy.actions())),
+            (
+                "runner",
+                harness::counts_since(&sqs_before[1], &runner.proxy.actions()),
+            ),
+            (
+                "executor",
+                harness::counts_since(&sqs_before[2], &executor.proxy.actions()),
+            ),
         ]);
         Figures {
             report,
@@ -314,10 +320,7 @@ async fn steps_written(http: &reqwest::Client, executor: SocketAddr) -> u64 {
         return 0;
     };
     let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("stackctl_executor_steps_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    harness::prometheus_sum(&text, "stackctl_executor_steps_total")
 }
 
 /// The URLs of the queues named `names` (the engine created them).
@@ -382,14 +385,6 @@ fn cpu_time(pid: u32) -> Duration {
         })
         .sum();
     Duration::from_millis(ticks * 10)
-}
-
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
 }
 
 /// CPU time per request of the reference server (an axum app that reads

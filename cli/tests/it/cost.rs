@@ -409,23 +409,12 @@ fn spawn(moto: &harness::Moto, config: &Path, role: &str, dir: &Path) -> Process
     Process { child, proxy, log }
 }
 
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
-}
-
 async fn steps_written(http: &reqwest::Client, executor: std::net::SocketAddr) -> u64 {
     let Ok(resp) = http.get(format!("http://{executor}/metrics")).send().await else {
         return 0;
     };
     let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("stackctl_executor_steps_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    harness::prometheus_sum(&text, "stackctl_executor_steps_total")
 }
 
 /// Waits until the executor wrote `runs` step outcomes.
@@ -543,46 +532,43 @@ async fn sqs_requests_per_event_measured_are_not_above_the_tables() {
     drained(executor, done, &logs).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // Each process's SQS calls by action and log bytes since `mark`.
+    let mark = || {
+        (
+            procs.each_ref().map(|p| p.proxy.actions()),
+            procs.each_ref().map(Process::log_bytes),
+        )
+    };
+    let since = |(actions, logs): ([BTreeMap<String, u64>; 3], [u64; 3])| {
+        let calls: Vec<_> = procs
+            .iter()
+            .zip(&actions)
+            .map(|(p, before)| harness::counts_since(before, &p.proxy.actions()))
+            .collect();
+        let log_bytes: Vec<u64> = procs
+            .iter()
+            .zip(logs)
+            .map(|(p, b)| p.log_bytes() - b)
+            .collect();
+        (calls, log_bytes)
+    };
+
     // Idle.
-    let before = procs.each_ref().map(|p| p.proxy.actions());
-    let log_before = procs.each_ref().map(Process::log_bytes);
+    let before = mark();
     let started = Instant::now();
     tokio::time::sleep(IDLE).await;
     let idle_hours = started.elapsed().as_secs_f64() / 3600.0;
-    let idle = procs
-        .each_ref()
-        .map(|p| p.proxy.actions())
-        .iter()
-        .zip(&before)
-        .map(|(after, before)| delta(before, after))
-        .collect::<Vec<_>>();
-    let idle_logs: Vec<u64> = procs
-        .iter()
-        .zip(log_before)
-        .map(|(p, b)| p.log_bytes() - b)
-        .collect();
+    let (idle, idle_logs) = since(before);
 
     // Load, until every run completed.
-    let before = procs.each_ref().map(|p| p.proxy.actions());
-    let log_before = procs.each_ref().map(Process::log_bytes);
+    let before = mark();
     let started = Instant::now();
     let report = load(&url, RATE, LOAD).await;
     let events = report.events_accepted.count;
     done += events;
     drained(executor, done, &logs).await;
     let hours = started.elapsed().as_secs_f64() / 3600.0;
-    let busy = procs
-        .each_ref()
-        .map(|p| p.proxy.actions())
-        .iter()
-        .zip(&before)
-        .map(|(after, before)| delta(before, after))
-        .collect::<Vec<_>>();
-    let busy_logs: Vec<u64> = procs
-        .iter()
-        .zip(log_before)
-        .map(|(p, b)| p.log_bytes() - b)
-        .collect();
+    let (busy, busy_logs) = since(before);
 
     let n = |m: &BTreeMap<String, u64>| m.values().sum::<u64>() as f64;
     let per_event: Vec<f64> = busy.iter().map(|m| n(m) / events as f64).collect();

@@ -15,6 +15,7 @@ const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most events one batch may gather (Inngest's cap too).
 pub const BATCH_MAX_SIZE: u32 = 100;
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// The longest throttle period and debounce wait, as Inngest allows.
 const WEEK: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
@@ -443,45 +444,24 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
         }
     }
     if let Some(rate) = &function.rate_limit {
-        if rate.limit == 0 {
-            errors.push(FunctionError::new(
-                path!["rate_limit", "limit"],
-                FunctionErrorKind::ZeroRateLimit,
-            ));
-        }
-        let period = rate.period.std();
-        if period < std::time::Duration::from_secs(1)
-            || period > std::time::Duration::from_secs(86_400)
-        {
-            errors.push(FunctionError::new(
-                path!["rate_limit", "period"],
-                FunctionErrorKind::RateLimitPeriod {
-                    period: rate.period.to_string(),
-                },
-            ));
-        }
-        if let Some(key) = &rate.key {
-            cel_error(key, path!["rate_limit", "key"], &mut errors);
-        }
+        check_rule(
+            &mut errors,
+            "rate_limit",
+            (rate.limit, &rate.period, rate.key.as_deref()),
+            SECOND..=DAY,
+            FunctionErrorKind::ZeroRateLimit,
+            |period| FunctionErrorKind::RateLimitPeriod { period },
+        );
     }
     if let Some(throttle) = &function.throttle {
-        if throttle.limit == 0 {
-            errors.push(FunctionError::new(
-                path!["throttle", "limit"],
-                FunctionErrorKind::ZeroThrottle,
-            ));
-        }
-        if !(SECOND..=WEEK).contains(&throttle.period.std()) {
-            errors.push(FunctionError::new(
-                path!["throttle", "period"],
-                FunctionErrorKind::ThrottlePeriod {
-                    period: throttle.period.to_string(),
-                },
-            ));
-        }
-        if let Some(key) = &throttle.key {
-            cel_error(key, path!["throttle", "key"], &mut errors);
-        }
+        check_rule(
+            &mut errors,
+            "throttle",
+            (throttle.limit, &throttle.period, throttle.key.as_deref()),
+            SECOND..=WEEK,
+            FunctionErrorKind::ZeroThrottle,
+            |period| FunctionErrorKind::ThrottlePeriod { period },
+        );
     }
     if let Some(debounce) = &function.debounce {
         let period = debounce.period.std();
@@ -581,6 +561,31 @@ pub fn validate_function(function: &FunctionDef) -> Vec<FunctionError> {
 fn check_event_name(name: &str, at: Path, errors: &mut Vec<FunctionError>) {
     if name.trim().is_empty() {
         errors.push(FunctionError::new(at, FunctionErrorKind::EmptyEventName));
+    }
+}
+
+/// Checks a `{limit, period, key}` rule at `field`: a zero limit (`zero`),
+/// a period outside `periods` (`out_of_range` with the period as written)
+/// and a key that is not CEL.
+fn check_rule(
+    errors: &mut Vec<FunctionError>,
+    field: &'static str,
+    (limit, period, key): (u32, &super::Duration, Option<&str>),
+    periods: std::ops::RangeInclusive<std::time::Duration>,
+    zero: FunctionErrorKind,
+    out_of_range: impl FnOnce(String) -> FunctionErrorKind,
+) {
+    if limit == 0 {
+        errors.push(FunctionError::new(path![field, "limit"], zero));
+    }
+    if !periods.contains(&period.std()) {
+        errors.push(FunctionError::new(
+            path![field, "period"],
+            out_of_range(period.to_string()),
+        ));
+    }
+    if let Some(key) = key {
+        cel_error(key, path![field, "key"], errors);
     }
 }
 

@@ -24,6 +24,7 @@
 
 mod aws_emulator;
 mod chromium;
+mod counts;
 mod error;
 mod fault_proxy;
 pub mod http;
@@ -37,6 +38,7 @@ mod tls;
 
 pub use aws_emulator::{AwsEmulator, AwsEmulatorBuilder};
 pub use chromium::{Chromium, chromium};
+pub use counts::{counts_since, prometheus_sum};
 pub use error::{Error, Result, TEST_COMMAND};
 pub use fault_proxy::{FaultProxy, FaultStats};
 pub use inngest::{inngest_python, inngest_send_retry_script};

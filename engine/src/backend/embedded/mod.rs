@@ -101,6 +101,54 @@ CREATE TABLE IF NOT EXISTS slots (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (key, holder)
 );
+-- Flow control: throttle reservations, debounces, batches, slot waiters.
+CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS throttles_by_expiry ON throttles(expires_at);
+CREATE TABLE IF NOT EXISTS throttle_starts (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS throttle_starts_by_expiry ON throttle_starts(key, expires_at);
+CREATE TABLE IF NOT EXISTS debounces (
+    key TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_open (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_members (
+    key TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, event_id)
+);
+CREATE INDEX IF NOT EXISTS batch_members_by_expiry ON batch_members(expires_at);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    opened_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_expiry ON batches(expires_at);
+CREATE TABLE IF NOT EXISTS batch_events (
+    batch_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (batch_id, seq)
+);
+CREATE TABLE IF NOT EXISTS slot_waiters (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, holder)
+);
 "#;
 
 /// Milliseconds since the epoch.

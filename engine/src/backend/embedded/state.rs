@@ -21,87 +21,20 @@ use crate::functions::FunctionDef;
 pub struct EmbeddedState {
     db: Arc<Db>,
     gc: GcClock,
-    /// The throttle, debounce and batch tables exist (made by this handle or
-    /// found in the file).
-    flow_tables: tokio::sync::OnceCell<()>,
     /// Sweeps of expired throttle rows.
     flow_gc: GcClock,
     /// Sweeps of expired batch rows.
     batch_gc: GcClock,
 }
 
-/// The tables of throttles, debounces, batches and slot waiters, made on first use so that a
-/// database file written by an earlier version gains them in place.
-const FLOW_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS throttles (key TEXT PRIMARY KEY, tat REAL NOT NULL, expires_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS throttles_by_expiry ON throttles(expires_at);
-CREATE TABLE IF NOT EXISTS throttle_starts (
-    key TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    start_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (key, holder)
-);
-CREATE INDEX IF NOT EXISTS throttle_starts_by_expiry ON throttle_starts(key, expires_at);
-CREATE TABLE IF NOT EXISTS debounces (
-    key TEXT PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    since INTEGER NOT NULL,
-    last INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batch_open (key TEXT PRIMARY KEY, batch_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS batch_members (
-    key TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (key, event_id)
-);
-CREATE INDEX IF NOT EXISTS batch_members_by_expiry ON batch_members(expires_at);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY,
-    opened_at INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_by_expiry ON batches(expires_at);
-CREATE TABLE IF NOT EXISTS batch_events (
-    batch_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    PRIMARY KEY (batch_id, seq)
-);
-CREATE TABLE IF NOT EXISTS slot_waiters (
-    key TEXT NOT NULL,
-    holder TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (key, holder)
-);
-"#;
-
 impl EmbeddedState {
     pub(crate) fn new(db: Arc<Db>) -> Self {
         Self {
             db,
             gc: GcClock::default(),
-            flow_tables: tokio::sync::OnceCell::new(),
             flow_gc: GcClock::default(),
             batch_gc: GcClock::default(),
         }
-    }
-
-    /// Makes the throttle, debounce and batch tables once per handle.
-    async fn flow_tables(&self) -> Result<()> {
-        self.flow_tables
-            .get_or_try_init(|| {
-                self.db
-                    .write(|c| c.execute_batch(FLOW_SCHEMA).map_err(sql_err))
-            })
-            .await
-            .copied()
     }
 
     /// `work` as an embedded queue of this same handle, whose writes can
@@ -730,7 +663,6 @@ impl StateStore for EmbeddedState {
         rank: i64,
         wait: Duration,
     ) -> Result<bool> {
-        self.flow_tables().await?;
         let (key, holder) = (key.to_string(), holder.to_string());
         let (lease, wait) = (ms(lease), ms(wait));
         self.db
@@ -811,7 +743,6 @@ impl StateStore for EmbeddedState {
         burst: u32,
         keep: Duration,
     ) -> Result<i64> {
-        self.flow_tables().await?;
         let (key, holder) = (key.to_string(), holder.to_string());
         let interval = interval.as_secs_f64() * 1000.0;
         let tolerance = interval * f64::from(burst);
@@ -868,7 +799,6 @@ impl StateStore for EmbeddedState {
         at: i64,
         ttl: Duration,
     ) -> Result<Debounced> {
-        self.flow_tables().await?;
         let key = key.to_string();
         let id = event.internal_id.clone();
         let body = serde_json::to_string(event).map_err(json_err)?;
@@ -912,7 +842,6 @@ impl StateStore for EmbeddedState {
     }
 
     async fn debounced(&self, key: &str) -> Result<Option<Debounced>> {
-        self.flow_tables().await?;
         let key = key.to_string();
         let row = self
             .db
@@ -922,7 +851,6 @@ impl StateStore for EmbeddedState {
     }
 
     async fn take_debounced(&self, key: &str, internal_id: &str) -> Result<bool> {
-        self.flow_tables().await?;
         let (key, id) = (key.to_string(), internal_id.to_string());
         self.db
             .write(move |c| {
@@ -945,7 +873,6 @@ impl StateStore for EmbeddedState {
         at: i64,
         keep: Duration,
     ) -> Result<Batched> {
-        self.flow_tables().await?;
         let (key, candidate) = (key.to_string(), candidate.to_string());
         let id = event.internal_id.clone();
         let body = serde_json::to_string(event).map_err(json_err)?;
@@ -1038,7 +965,6 @@ impl StateStore for EmbeddedState {
     }
 
     async fn seal_batch(&self, key: &str, batch_id: &str) -> Result<()> {
-        self.flow_tables().await?;
         let (key, batch_id) = (key.to_string(), batch_id.to_string());
         self.db
             .write(move |c| {
@@ -1052,7 +978,6 @@ impl StateStore for EmbeddedState {
     }
 
     async fn batch(&self, batch_id: &str) -> Result<Option<Batch>> {
-        self.flow_tables().await?;
         let batch_id = batch_id.to_string();
         let rows = self
             .db
