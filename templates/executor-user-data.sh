@@ -32,7 +32,7 @@ engine_secret() { # engine_secret VARIABLE PARAMETER
   echo "cannot read SSM parameter $2" >&2
   return 1
 }
-{{secret_env}}
+{{secret_env}}{{otel_collector}}
 
 IMAGE='{{image}}'
 REGISTRY="$(echo "$IMAGE" | cut -d/ -f1)"

@@ -7,7 +7,10 @@
 //! events/s with every role running (`--role all`). Prints a table and the
 //! issue's targets, the 64-connection one on alternating pairs of runs.
 //! `BENCH_SECS` sets the seconds per cell (default 5), `BENCH_ROUNDS` the
-//! pairs (default 5).
+//! pairs (default 5). With `BENCH_BASELINE_ENGINE` (a `stackctl-engine`
+//! built from another revision, e.g. by `scripts/baseline-engine REV`), the
+//! single-event 64-connection cell is also measured in alternating pairs of
+//! that build and this one, each on a fresh database, and their ratio printed.
 
 mod common;
 
@@ -170,7 +173,102 @@ fn main() {
         ms(l.latency.p99),
         verdict(l.measured > 0 && l.latency.p99 < 25.0)
     );
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE_ENGINE") {
+        before_and_after(&rt, std::path::Path::new(&baseline), rounds, time);
+    }
     println!("\n  load average at end: {}", common::loadavg());
+}
+
+/// Single events at 64 connections: a baseline build against this one, in
+/// alternating pairs (which goes first alternates too), with each engine
+/// process's CPU time per request, which a busy machine moves far less than
+/// its requests per second.
+fn before_and_after(
+    rt: &tokio::runtime::Runtime,
+    baseline: &std::path::Path,
+    rounds: usize,
+    time: Duration,
+) {
+    let before_dir = tempfile::tempdir().expect("temp dir");
+    let after_dir = tempfile::tempdir().expect("temp dir");
+    let before = common::start_engine_binary(
+        baseline,
+        before_dir.path(),
+        &common::engine_config(before_dir.path()),
+        "event-api",
+    );
+    let after = common::start_engine(
+        after_dir.path(),
+        &common::engine_config(after_dir.path()),
+        "event-api",
+    );
+    for addr in [before.addr, after.addr] {
+        let _ = common::closed_loop(rt, addr, 16, 1, Duration::from_secs(1));
+    }
+    println!(
+        "\n  single events at 64 connections, baseline {} (before) and this build (after), {rounds} alternating pairs:",
+        baseline.display()
+    );
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut cpu_ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        // Requests per second and CPU microseconds per request.
+        let run = |engine: &common::ChildGuard| {
+            let cpu = cpu_time(engine.pid());
+            let report = common::closed_loop(rt, engine.addr, 64, 1, time);
+            assert_eq!(report.http_req_failed.count, 0);
+            let used = cpu_time(engine.pid()).saturating_sub(cpu);
+            let per_request = used.as_secs_f64() * 1e6 / report.http_reqs.count.max(1) as f64;
+            (report, per_request)
+        };
+        let ((b, b_cpu), (a, a_cpu)) = if round % 2 == 0 {
+            let b = run(&before);
+            (b, run(&after))
+        } else {
+            let a = run(&after);
+            (run(&before), a)
+        };
+        let ratio = a.http_reqs.rate / b.http_reqs.rate;
+        println!(
+            "    before {:>6.0} req/s p99 {:>8} {b_cpu:>5.1} µs CPU/req   after {:>6.0} req/s p99 {:>8} {a_cpu:>5.1} µs CPU/req   after/before {ratio:.2} req/s, {:.2} CPU/req",
+            b.http_reqs.rate,
+            ms(b.http_req_duration.p99),
+            a.http_reqs.rate,
+            ms(a.http_req_duration.p99),
+            a_cpu / b_cpu,
+        );
+        ratios.push(ratio);
+        cpu_ratios.push(a_cpu / b_cpu);
+    }
+    ratios.sort_by(f64::total_cmp);
+    cpu_ratios.sort_by(f64::total_cmp);
+    println!(
+        "    median after/before: {:.2} req/s, {:.2} CPU per request",
+        ratios[ratios.len() / 2],
+        cpu_ratios[cpu_ratios.len() / 2]
+    );
+}
+
+/// User and system CPU time of process `pid` so far, from `/proc/PID/stat`
+/// (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15, the 12th and 13th after `)`.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .expect("utime, stime")
+        })
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// 500 events/s into an engine running every role, with a 1-step function on the event.

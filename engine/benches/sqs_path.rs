@@ -12,7 +12,9 @@
 //!   run at the runner and the executor, by action;
 //! - the event-API process's CPU time per accepted event (`/proc/PID/stat`),
 //!   beside the reference server's CPU time per request under the same load
-//!   (what serving the HTTP requests alone costs on this machine);
+//!   (what serving the HTTP requests alone costs on this machine), and
+//!   the context switches of both per event (`/proc/PID/task/*/status`:
+//!   how often their threads sleep and wake);
 //! - Redis commands per completed run: those the engine's connections
 //!   send (`MONITOR`; each is a round trip but the executor's two
 //!   `HGETALL`s per step, one pipeline), and every command run including
@@ -144,6 +146,8 @@ struct Figures {
     sqs: BTreeMap<&'static str, BTreeMap<String, u64>>,
     /// Event-API CPU time during the load.
     api_cpu: Duration,
+    /// Context switches of the event-API process's threads under the load.
+    api_switches: u64,
     /// Redis commands by name until every run completed, those inside
     /// scripts included.
     redis: BTreeMap<String, u64>,
@@ -218,8 +222,10 @@ impl Setup<'_> {
         let monitor = rt.block_on(common::Monitor::start(&self.redis.addr()));
         let redis_before = common::commandstats(self.redis);
         let cpu_before = cpu_time(api.child.id());
+        let switches_before = context_switches(api.child.id());
         let report = run_load(rt, &url, Load::constant(rate, secs));
         let api_cpu = cpu_time(api.child.id()).saturating_sub(cpu_before);
+        let api_switches = context_switches(api.child.id()).saturating_sub(switches_before);
         let api_sqs = harness::counts_since(&sqs_before[0], &api.proxy.actions());
         let accepted = report.events_accepted.count;
         done += accepted;
@@ -252,6 +258,7 @@ impl Setup<'_> {
             report,
             sqs,
             api_cpu,
+            api_switches,
             redis,
             sent,
             runs: accepted,
@@ -387,19 +394,48 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Context switches (voluntary and not) of every thread of process `pid`
+/// so far, from `/proc/PID/task/*/status`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// CPU time per request of the reference server (an axum app that reads
 /// the body and answers 200) under the same load: what serving the HTTP
 /// requests alone costs on this machine.
-fn reference_cpu(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration) -> Duration {
+/// Also its context switches per request.
+fn reference_cpu(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration) -> (Duration, f64) {
     let reference = common::start_reference();
     let url = format!("http://{}/e/{}", reference.addr, common::KEY);
     run_load(rt, &url, Load::constant(20.0, Duration::from_secs(1)));
     let before = cpu_time(reference.pid());
+    let switches = context_switches(reference.pid());
     let report = run_load(rt, &url, Load::constant(rate, secs));
-    (cpu_time(reference.pid()).saturating_sub(before)) / report.http_reqs.count.max(1) as u32
+    let requests = report.http_reqs.count.max(1);
+    (
+        (cpu_time(reference.pid()).saturating_sub(before)) / requests as u32,
+        context_switches(reference.pid()).saturating_sub(switches) as f64 / requests as f64,
+    )
 }
 
-fn print_cell(rate: f64, reference: Duration, figures: &BTreeMap<&str, Figures>) {
+fn print_cell(
+    rate: f64,
+    (reference, reference_switches): (Duration, f64),
+    figures: &BTreeMap<&str, Figures>,
+) {
     let labels: Vec<&str> = ["before", "now"]
         .into_iter()
         .filter(|l| figures.contains_key(l))
@@ -432,6 +468,16 @@ fn print_cell(rate: f64, reference: Duration, figures: &BTreeMap<&str, Figures>)
     row("event API CPU per event / reference", &|f| {
         format!("{:.2}", api_cpu(f) / reference.as_secs_f64().max(1e-9))
     });
+    row("event API context switches per event", &|f| {
+        format!(
+            "{:.2}",
+            f.api_switches as f64 / f.report.events_accepted.count.max(1) as f64
+        )
+    });
+    println!(
+        "  {:<44} {:.2}",
+        "reference server context switches per request", reference_switches
+    );
     for process in ["event-api", "runner", "executor"] {
         let per = if process == "event-api" {
             "event"

@@ -173,12 +173,15 @@ pub fn run(opts: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing(opts.log_format.unwrap_or(config.log_format));
     let roles = if opts.roles.is_empty() {
         config.roles.clone()
     } else {
         opts.roles
     };
+    let telemetry = crate::trace::init(
+        opts.log_format.unwrap_or(config.log_format),
+        &service_name(&roles),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -194,6 +197,11 @@ pub fn run(opts: Options) -> ExitCode {
         spawn_signal_handler(shutdown.clone()).map_err(EntryError::Startup)?;
         serve(Arc::new(config), &roles, shutdown).await
     });
+    // After the runtime, as the exporter's blocking HTTP client requires.
+    drop(runtime);
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -320,20 +328,13 @@ fn spawn_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: the local provider sends logs to files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling run twice) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+/// The trace service name of a process running `roles`, unless the
+/// environment names it: `stackctl-<role>` for one role.
+fn service_name(roles: &[Role]) -> String {
+    match roles {
+        [role] if *role != Role::All => format!("stackctl-{}", role.as_str()),
+        _ => "stackctl-engine".to_string(),
+    }
 }
 
 #[cfg(test)]

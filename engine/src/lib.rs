@@ -14,6 +14,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod probe;
 pub mod runner;
+pub mod trace;
 
 /// The signal every role watches to stop: cancelled on SIGTERM/SIGINT.
 pub use tokio_util::sync::CancellationToken as Shutdown;

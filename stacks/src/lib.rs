@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cost;
 pub mod dlq;
 pub mod engine_config;
+pub mod figures;
 pub mod graph;
 pub mod image;
 pub mod local;

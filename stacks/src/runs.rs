@@ -276,6 +276,9 @@ pub struct RunDetail {
     pub event: Event,
     /// Its steps.
     pub steps: Vec<StepView>,
+    /// The id of its trace, when the engine traced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// `cancel`'s report.
@@ -311,7 +314,17 @@ pub struct ReplayReport {
 
 /// Lists the stack's runs, most recent first.
 pub async fn list(loaded: &LoadedSpec, opts: &ListOptions) -> Result<RunList, RunsError> {
-    let api = RunsApi::open(loaded, Op::Read).await?;
+    list_via(RunsApi::open(loaded, Op::Read).await?, opts).await
+}
+
+/// [`list`] where the runs API answers over HTTP from here (a local stack,
+/// an AWS stack whose load balancer publishes `/v1`); a stack reached only
+/// through a one-off task inside the VPC is an error that says so.
+pub async fn list_direct(loaded: &LoadedSpec, opts: &ListOptions) -> Result<RunList, RunsError> {
+    list_via(RunsApi::open(loaded, Op::QuickRead).await?, opts).await
+}
+
+async fn list_via(api: RunsApi, opts: &ListOptions) -> Result<RunList, RunsError> {
     let mut query = vec![format!("limit={}", opts.limit.max(1))];
     if let Some(f) = &opts.function {
         query.push(format!("function={}", encode(f)));
@@ -360,6 +373,7 @@ pub async fn show(loaded: &LoadedSpec, run_id: &str) -> Result<RunDetail, RunsEr
         run: RunSummary::of(&view.run, now_ms()),
         event: view.run.event,
         steps,
+        trace_id: view.trace_id,
     })
 }
 
@@ -416,6 +430,9 @@ enum Op {
     Read,
     /// Sends step jobs to the work queue.
     Replay,
+    /// Reads only over HTTP from here, never through a one-off task
+    /// (which takes a minute or more): for `status`.
+    QuickRead,
 }
 
 /// The runs API of one stack, and how it is reached.
@@ -495,6 +512,16 @@ impl RunsApi {
         use crate::bench::aws::{AwsNames, check_reachable, discover};
         use crate::spec::{Connection, Publish};
 
+        let network = &loaded.spec.network;
+        let published = network.publish == Publish::All
+            && matches!(network.event_api, Connection::Public | Connection::VpcLink);
+        if op == Op::QuickRead && !published {
+            return Err(RunsError::Stack(format!(
+                "stack `{}` publishes no runs API outside its VPC (`network.publish: all` \
+                 does), and a one-off task inside it takes a minute or more",
+                loaded.spec.stack
+            )));
+        }
         let opened = crate::aws::ops::open(
             loaded,
             crate::aws::lock::ForceUnlock::No,
@@ -503,10 +530,7 @@ impl RunsApi {
         .await?;
         let stack_err = |e: crate::bench::BenchError| RunsError::Stack(e.to_string());
         let names = AwsNames::of(loaded).map_err(stack_err)?;
-        let network = &loaded.spec.network;
-        let published = network.publish == Publish::All
-            && matches!(network.event_api, Connection::Public | Connection::VpcLink);
-        if published && op == Op::Read {
+        if published && matches!(op, Op::Read | Op::QuickRead) {
             let target = discover(&opened.aws, loaded, None)
                 .await
                 .map_err(stack_err)?;
@@ -516,6 +540,12 @@ impl RunsApi {
                     .is_ok();
             if let (true, Some(token)) = (reachable, target.api_token) {
                 return Ok(Self::http(loaded, "aws", target.event_api, token));
+            }
+            if op == Op::QuickRead {
+                return Err(RunsError::Stack(format!(
+                    "the runs API of stack `{}` at {} does not answer from here",
+                    loaded.spec.stack, target.event_api
+                )));
             }
         }
         let service = names

@@ -140,6 +140,20 @@ imported by the AWS data plane's moto (`dataplane/moto_dataplane.py`).
   of ten at a time) and one deleted by a concurrent delete came back.
   DeleteMessage, DeleteMessageBatch and ReceiveMessage (which moves
   messages to the dead-letter queue) hold that lock.
+- The Price List Query API (service `pricing`, JSON 1.1 target
+  `AWSPriceListService.*`), which moto does not serve: GetProducts answers
+  from `price_list.json` beside this file, Price List documents in the API's
+  shape (product with productFamily, attributes and sku; serviceCode; terms
+  with OnDemand price dimensions; version; publicationDate), as JSON text,
+  FormatVersion `aws_v1`. ServiceCode is required (one the file has no
+  product of is NotFoundException); every filter must match: TERM_MATCH and
+  EQUALS an exact value, CONTAINS a substring, ANY_OF and NONE_OF a
+  comma-separated list, on a product attribute or `productFamily`.
+  MaxResults (1 to 100, default 100; MOTO_PRICING_PAGE_SIZE caps a page
+  lower, so tests page) and NextToken page through the matches in the
+  file's order; a token from another query, or none issued, is
+  InvalidNextTokenException; other bad input InvalidParameterException.
+  Other Price List actions are not emulated (UnknownOperationException).
 """
 
 import base64
@@ -169,6 +183,7 @@ from moto.memorydb import models as memorydb_models
 from moto.memorydb import responses as memorydb_responses
 from moto.memorydb.exceptions import InvalidParameterValueException as MemoryDBInvalidParameterValue
 from moto.memorydb.exceptions import MemoryDBClientError, SubnetGroupNotFoundFault
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
 from moto.sqs import models as sqs_models
 
@@ -1388,6 +1403,117 @@ def _delete_message_batch(self, queue_name, receipts):
     return success, errors
 
 
+# ----- Price List Query API (pricing): GetProducts from price_list.json
+
+PRICE_LIST_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "price_list.json")
+PRICING_PAGE_SIZE = int(os.environ.get("MOTO_PRICING_PAGE_SIZE", "100"))
+_price_list: list[dict] | None = None
+_price_list_lock = threading.Lock()
+
+
+class PricingError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def _price_documents() -> list[dict]:
+    global _price_list
+    with _price_list_lock:
+        if _price_list is None:
+            with open(PRICE_LIST_FILE) as f:
+                _price_list = json.load(f)["PriceList"]
+        return _price_list
+
+
+def _price_filter_matches(product: dict, flt: dict) -> bool:
+    kind, field, value = flt.get("Type"), flt.get("Field"), flt.get("Value")
+    if not field or value is None:
+        raise PricingError("InvalidParameterException", "A filter needs a Field and a Value.")
+    if field == "productFamily":
+        have = product.get("productFamily")
+    else:
+        have = product.get("attributes", {}).get(field)
+    if kind in ("TERM_MATCH", "EQUALS"):
+        return have == value
+    if kind == "CONTAINS":
+        return have is not None and value in have
+    if kind in ("ANY_OF", "NONE_OF"):
+        listed = [v.strip() for v in value.split(",")]
+        return (have in listed) == (kind == "ANY_OF")
+    raise PricingError("InvalidParameterException", f"Unsupported filter type {kind!r}.")
+
+
+def _price_query_token(body: dict) -> str:
+    query = json.dumps([body.get("ServiceCode"), body.get("Filters") or []], sort_keys=True)
+    return base64.urlsafe_b64encode(query.encode()).decode()[:48]
+
+
+def _get_products(body: dict) -> dict:
+    service = body.get("ServiceCode")
+    if not service:
+        raise PricingError("InvalidParameterException", "ServiceCode is required.")
+    if body.get("FormatVersion", "aws_v1") != "aws_v1":
+        raise PricingError("InvalidParameterException", f"Unsupported FormatVersion {body['FormatVersion']!r}.")
+    limit = body.get("MaxResults", 100)
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise PricingError("InvalidParameterException", "MaxResults must be between 1 and 100.")
+    limit = min(limit, PRICING_PAGE_SIZE)
+    documents = [d for d in _price_documents() if d["serviceCode"] == service]
+    if not documents:
+        raise PricingError("NotFoundException", f"The service code {service} was not found.", 404)
+    filters = body.get("Filters") or []
+    found = [d for d in documents if all(_price_filter_matches(d["product"], f) for f in filters)]
+    start = 0
+    token = body.get("NextToken")
+    if token:
+        query, _, offset = token.rpartition(".")
+        if query != _price_query_token(body) or not offset.isdigit() or int(offset) > len(found):
+            raise PricingError("InvalidNextTokenException", "The NextToken is not valid for this query.")
+        start = int(offset)
+    page = found[start : start + limit]
+    answer = {"FormatVersion": "aws_v1", "PriceList": [json.dumps(d, separators=(",", ":")) for d in page]}
+    if start + limit < len(found):
+        answer["NextToken"] = f"{_price_query_token(body)}.{start + limit}"
+    return answer
+
+
+def _pricing(environ, start_response, action: str):
+    request_id = str(uuid.uuid4())
+    try:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(size) if size else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise PricingError("SerializationException", "The request body is not JSON.")
+        if action != "GetProducts":
+            raise PricingError("UnknownOperationException", f"{action} is not emulated here.")
+        status, payload = "200 OK", _get_products(body)
+        headers = [("x-amzn-RequestId", request_id)]
+    except PricingError as e:
+        reason = {400: "Bad Request", 404: "Not Found"}.get(e.status, "Error")
+        status, payload = f"{e.status} {reason}", {"__type": e.code, "message": e.message}
+        headers = [("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", e.code)]
+    data = json.dumps(payload).encode()
+    headers += [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))]
+    start_response(status, headers)
+    return [data]
+
+
+_original_dispatch = DomainDispatcherApplication.__call__
+
+
+def _dispatch(self, environ, start_response):
+    # moto has no pricing backend, so its dispatcher would hand these to
+    # another service: they are answered before it looks.
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target.startswith("AWSPriceListService."):
+        return _pricing(environ, start_response, target.split(".", 1)[1])
+    return _original_dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch
 acm_models.AWSCertificateManagerBackend.export_certificate = _export_certificate
 imds_responses.InstanceMetadataResponse.metadata_response = staticmethod(_metadata_response)
 elasticache_models.ReplicationGroup._set_node_members_clusters_disabled = _members_disabled

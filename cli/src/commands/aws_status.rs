@@ -68,6 +68,7 @@ fn print_human(s: &StackStatus) -> anyhow::Result<()> {
             r.endpoint.as_deref().unwrap_or("(no endpoint yet)")
         ));
     }
+    lines.extend(super::status::figure_lines(&s.figures));
     lines.push(String::new());
     for r in &s.resources {
         let drift = if r.drift.is_empty() {

@@ -2,8 +2,12 @@
 //! resources, line by line (`stacks::cost::estimate`), from the price table
 //! shipped with the tool or `--prices FILE`; `--events-per-month N` adds the
 //! request-priced lines and the cost per million events. `--dump-prices`
-//! prints the shipped table. Reads no AWS API. Exit 0; 1 on errors (a
-//! region or type without a price among them); 2 on an invalid spec.
+//! prints the shipped table. `--live-prices` asks the AWS Price List API
+//! for the prices (`stacks::cost::live`, aws-config's credentials), failing
+//! on any it does not give unless `--fallback-to-table`; each line says
+//! where its price comes from. Otherwise reads no AWS API. Exit 0; 1 on
+//! errors (a region or type without a price among them); 2 on an invalid
+//! spec.
 
 use std::path::PathBuf;
 
@@ -18,7 +22,8 @@ use crate::output::{self, Exit, Output};
 #[command(after_help = "Examples:
   stackctl cost examples/aws.yaml
   stackctl cost examples/aws.yaml --events-per-month 10M
-  stackctl cost --dump-prices > prices.json   # edit, then: stackctl cost aws.yaml --prices prices.json")]
+  stackctl cost --dump-prices > prices.json   # edit, then: stackctl cost aws.yaml --prices prices.json
+  stackctl cost examples/aws.yaml --live-prices   # prices from the AWS Price List API (needs credentials)")]
 pub struct CostArgs {
     #[command(flatten)]
     stack: StackFile,
@@ -35,10 +40,19 @@ pub struct CostArgs {
     /// Print the shipped price table (JSON) and exit.
     #[arg(long, exclusive = true)]
     dump_prices: bool,
+    /// Fetch the prices from the AWS Price List API (GetProducts at its us-east-1 endpoint,
+    /// whatever the stack's region; AWS credentials from the usual chain, any account).
+    /// Fails naming every price it cannot fetch, unless --fallback-to-table.
+    #[arg(long)]
+    live_prices: bool,
+    /// With --live-prices: take the table's price for what the Price List API does not
+    /// price; each line says whether its price is `live` or from the `table`.
+    #[arg(long, requires = "live_prices")]
+    fallback_to_table: bool,
 }
 
 /// Runs `stackctl cost`.
-pub fn run(args: CostArgs, out: Output) -> anyhow::Result<Exit> {
+pub async fn run(args: CostArgs, out: Output) -> anyhow::Result<Exit> {
     if args.dump_prices {
         output::print_text(stacks::cost::PriceTable::shipped_text())?;
         return Ok(Exit::Ok);
@@ -52,8 +66,17 @@ pub fn run(args: CostArgs, out: Output) -> anyhow::Result<Exit> {
         events_per_month: args.events_per_month,
         region: args.region,
     };
-    let estimate = stacks::cost::estimate(&loaded, &table, &options)
-        .with_context(|| format!("cannot estimate the cost of {}", loaded.path.display()))?;
+    let estimate = if args.live_prices {
+        let fallback = if args.fallback_to_table {
+            stacks::cost::live::Fallback::ToTable
+        } else {
+            stacks::cost::live::Fallback::Never
+        };
+        stacks::cost::live::estimate_live(&loaded, &table, &options, fallback).await
+    } else {
+        stacks::cost::estimate(&loaded, &table, &options)
+    }
+    .with_context(|| format!("cannot estimate the cost of {}", loaded.path.display()))?;
     match out {
         Output::Human => output::print_text(&estimate.render_text())?,
         Output::Json => output::print_json(&estimate)?,

@@ -71,7 +71,7 @@ pub async fn run(command: Command, output: Output) -> anyhow::Result<Exit> {
         Command::Init(args) => init::run(args, output),
         Command::Schema(args) => schema::run(args, output),
         Command::Plan(args) => plan::run(args, output).await,
-        Command::Cost(args) => cost::run(args, output),
+        Command::Cost(args) => cost::run(args, output).await,
         Command::Up(args) => up::run(args, output).await,
         Command::Status(args) => status::run(args, output).await,
         Command::Down(args) => down::run(args, output).await,

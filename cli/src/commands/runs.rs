@@ -312,6 +312,9 @@ fn print_detail(d: &RunDetail) -> anyhow::Result<()> {
             duration(r.duration_ms)
         )?,
     }
+    if let Some(trace_id) = &d.trace_id {
+        outln!("  trace    {trace_id}")?;
+    }
     if d.steps.is_empty() {
         outln!("  no step has started")?;
     }

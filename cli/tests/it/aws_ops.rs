@@ -284,10 +284,72 @@ async fn up_waits_then_status_scale_and_logs_work() {
         .collect();
     assert_eq!(bodies, [job], "the job is back in the work queue");
 
+    // Two events wait in the events queue (no engine runs on moto) and a
+    // job in the work dead-letter queue, for status's figures.
+    let events_url = queue_url(&aws, &format!("{STACK}-events")).await;
+    for n in 0..2 {
+        sqs.send_message()
+            .queue_url(&events_url)
+            .message_body(format!("[{{\"name\": \"figures/{n}\"}}]"))
+            .send()
+            .await
+            .unwrap();
+    }
+    sqs.send_message()
+        .queue_url(&dead_url)
+        .message_body(r#"{"run_id": "01JDEAD", "step_id": "charge", "attempt": 1, "kind": "step", "scheduled_at": 1}"#)
+        .send()
+        .await
+        .unwrap();
+
     // status: live counts, stable field names.
     let status = stackctl(&moto, cwd.path(), &["status"]);
     assert_eq!(status.code, Some(0), "{:?}", status.lines);
     let doc = status.last();
+    // The figures: depths from SQS, ages from CloudWatch (moto has no SQS
+    // datapoints: unknown where messages wait, 0 where none does), failed
+    // runs unknown with the reason (this stack publishes no runs API).
+    let figures = &doc["figures"];
+    let runner = &figures["services"]["runner"];
+    assert_eq!(runner["queue"], "events", "{figures}");
+    assert_eq!(
+        runner["depth"],
+        serde_json::json!({"known": 2}),
+        "{figures}"
+    );
+    assert_eq!(
+        runner["dead_letters"],
+        serde_json::json!({"known": 0}),
+        "{figures}"
+    );
+    assert!(
+        runner["oldest_age_seconds"]["unknown"]
+            .as_str()
+            .is_some_and(|r| r.contains("ApproximateAgeOfOldestMessage")),
+        "{figures}"
+    );
+    let executors = &figures["services"]["executors"];
+    assert_eq!(
+        executors["depth"],
+        serde_json::json!({"known": 0}),
+        "{figures}"
+    );
+    assert_eq!(
+        executors["dead_letters"],
+        serde_json::json!({"known": 1}),
+        "{figures}"
+    );
+    assert_eq!(
+        executors["oldest_age_seconds"],
+        serde_json::json!({"known": 0.0}),
+        "{figures}"
+    );
+    assert!(
+        figures["runs_failed_last_hour"]["unknown"]
+            .as_str()
+            .is_some_and(|r| r.contains("runs API")),
+        "{figures}"
+    );
     assert_eq!(doc["ready"], true, "{doc}");
     assert_eq!(doc["services"]["runner"]["desired"], 4, "{doc}");
     assert_eq!(doc["services"]["runner"]["running"], 4, "{doc}");

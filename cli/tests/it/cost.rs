@@ -654,3 +654,312 @@ async fn sqs_requests_per_event_measured_are_not_above_the_tables() {
         "{busy_total} log bytes under load, the table allows {allowed:.0}"
     );
 }
+
+/// The Price List documents the harness's moto serves (tests/harness/price_list.json).
+fn price_list() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo_root().join("tests/harness/price_list.json")).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    doc["PriceList"].as_array().unwrap().clone()
+}
+
+/// The on-demand price (its first tier that is not free) of the one
+/// product of `service` with the attributes `attrs` in the served list.
+fn served_price(list: &[Value], service: &str, attrs: &[(&str, &str)]) -> f64 {
+    let found: Vec<&Value> = list
+        .iter()
+        .filter(|d| {
+            d["serviceCode"] == service
+                && attrs
+                    .iter()
+                    .all(|(k, v)| d["product"]["attributes"][*k] == *v)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{service} {attrs:?}: {found:#?}");
+    let mut tiers: Vec<(f64, f64)> = found[0]["terms"]["OnDemand"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|t| t["priceDimensions"].as_object().unwrap().values())
+        .map(|d| {
+            (
+                d["beginRange"].as_str().unwrap().parse().unwrap(),
+                d["pricePerUnit"]["USD"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    tiers.sort_by(|a, b| a.0.total_cmp(&b.0));
+    tiers.iter().find(|t| t.1 > 0.0).unwrap().1
+}
+
+/// What the example's lines cost in the served price list, by the table
+/// entry each line names (per-request prices per million).
+fn served_example_prices() -> BTreeMap<&'static str, f64> {
+    let l = price_list();
+    let usage = |service, usagetype| served_price(&l, service, &[("usagetype", usagetype)]);
+    BTreeMap::from([
+        (
+            "fargate.x86_64.vcpu_hour",
+            usage("AmazonECS", "USE1-Fargate-vCPU-Hours:perCPU"),
+        ),
+        (
+            "fargate.x86_64.gb_hour",
+            usage("AmazonECS", "USE1-Fargate-GB-Hours"),
+        ),
+        (
+            "ec2_instance_hour.t3.medium",
+            served_price(
+                &l,
+                "AmazonEC2",
+                &[
+                    ("instanceType", "t3.medium"),
+                    ("operatingSystem", "Linux"),
+                    ("regionCode", "us-east-1"),
+                ],
+            ),
+        ),
+        (
+            "ebs_gp3_gb_month",
+            served_price(&l, "AmazonEC2", &[("volumeApiName", "gp3")]),
+        ),
+        (
+            "public_ipv4_hour",
+            usage("AmazonVPC", "USE1-PublicIPv4:InUseAddress"),
+        ),
+        (
+            "elasticache_node_hour.cache.t4g.small",
+            served_price(
+                &l,
+                "AmazonElastiCache",
+                &[
+                    ("instanceType", "cache.t4g.small"),
+                    ("cacheEngine", "Redis"),
+                ],
+            ),
+        ),
+        (
+            "sqs_requests_million",
+            usage("AWSQueueService", "USE1-Requests-Tier1") * 1e6,
+        ),
+        (
+            "logs_ingested_gb",
+            usage("AmazonCloudWatch", "USE1-DataProcessing-Bytes"),
+        ),
+        (
+            "logs_stored_gb_month",
+            usage("AmazonCloudWatch", "USE1-TimedStorage-ByteHrs"),
+        ),
+        (
+            "alarm_month",
+            usage("AmazonCloudWatch", "USE1-CW:AlarmMonitorUsage"),
+        ),
+        ("hosted_zone_month", usage("AmazonRoute53", "HostedZone")),
+        (
+            "cloud_map_instance_month",
+            usage("AWSCloudMap", "USE1-RegisteredResource"),
+        ),
+    ])
+}
+
+/// A moto whose Price List API answers one product a page, so every query
+/// that matches more than one (Fargate's on-demand and Spot vCPU) pages.
+async fn moto_paging_prices() -> harness::Moto {
+    tokio::task::spawn_blocking(|| {
+        harness::Moto::builder()
+            .env("MOTO_PRICING_PAGE_SIZE", "1")
+            .start()
+            .expect("moto_server starts (run scripts/test to install it)")
+    })
+    .await
+    .unwrap()
+}
+
+/// `--live-prices` prices every line of the example from the Price List
+/// API (the harness's moto serves it from tests/harness/price_list.json,
+/// one product a page): each line's unit price is the served product's,
+/// even over a `--prices` file whose figures are all wrong, and says
+/// `live`; the JSON names the endpoint region and the SKU of each price;
+/// the table shows `live` beside each unit price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_prices_come_from_the_price_list_api_and_every_line_says_so() {
+    let moto = moto_paging_prices().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A table whose every us-east-1 price is wrong: none may show.
+    fn wrong(v: &mut Value) {
+        match v {
+            Value::Number(_) => *v = json!(99.0),
+            Value::Object(m) => m.values_mut().for_each(wrong),
+            _ => {}
+        }
+    }
+    let mut table: Value = serde_json::from_str(PriceTable::shipped_text()).unwrap();
+    wrong(&mut table["regions"]["us-east-1"]);
+    let prices = dir.path().join("wrong.json");
+    std::fs::write(&prices, table.to_string()).unwrap();
+
+    let out = stackctl_on(&moto)
+        .args(["cost", "examples/aws.yaml", "--live-prices"])
+        .args(["--events-per-month", "10M", "--prices"])
+        .arg(&prices)
+        .args(["-o", "json"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served = served_example_prices();
+    let lines = doc["lines"].as_array().unwrap();
+    assert!(lines.len() >= 12, "{doc:#}");
+    for l in lines {
+        let key = l["price_key"].as_str().unwrap();
+        let want = served
+            .get(key)
+            .unwrap_or_else(|| panic!("line {} priced by {key}, not served", l["item"]));
+        assert_eq!(l["price_source"], "live", "{l:#}");
+        close(l["unit_price"].as_f64().unwrap(), *want);
+        close(
+            l["monthly"].as_f64().unwrap(),
+            l["quantity"].as_f64().unwrap() * want,
+        );
+    }
+    let live = &doc["prices"]["live"];
+    assert_eq!(live["endpoint_region"], "us-east-1");
+    assert_eq!(live["unpriced"], json!([]));
+    let ec2 = live["fetched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "ec2_instance_hour.t3.medium")
+        .unwrap_or_else(|| panic!("{live:#}"));
+    let linux = price_list()
+        .into_iter()
+        .find(|d| {
+            d["product"]["attributes"]["instanceType"] == "t3.medium"
+                && d["product"]["attributes"]["operatingSystem"] == "Linux"
+                && d["product"]["attributes"]["regionCode"] == "us-east-1"
+        })
+        .unwrap();
+    assert_eq!(ec2["sku"], linux["product"]["sku"]);
+    assert_eq!(ec2["effective_date"], "2026-11-01T00:00:00Z");
+
+    let human = stackctl_on(&moto)
+        .args(["cost", "examples/aws.yaml", "--live-prices"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_exit(&human, 0);
+    let text = String::from_utf8_lossy(&human.stdout);
+    for want in [
+        "live from the AWS Price List API",
+        "us-east-1 endpoint",
+        "$0.0416 live",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("marked `table`"), "{text}");
+}
+
+/// A product the price list lacks (an instance type it has no Linux price
+/// for here) fails `--live-prices` with an error naming it and the query,
+/// and the way out; `--fallback-to-table` prices that line from the table,
+/// marked `table` (JSON and text), and the rest live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_missing_from_the_price_list_is_a_clear_error_unless_the_table_may_stand_in() {
+    let moto = moto_paging_prices().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = example_variant(dir.path(), |t| {
+        t.replace("instance_type: t3.medium", "instance_type: m6i.large")
+    });
+    let run = |extra: &[&str]| {
+        stackctl_on(&moto)
+            .arg("cost")
+            .arg(&spec)
+            .arg("--live-prices")
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "--live-prices: the AWS Price List API gave no price in region `us-east-1`",
+        "EC2 instance type `m6i.large`: no product in the price list matches",
+        "AmazonEC2: regionCode TERM_MATCH us-east-1, instanceType TERM_MATCH m6i.large",
+        "--fallback-to-table",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("Fargate"), "only what is missing: {err}");
+
+    let out = run(&["--fallback-to-table", "-o", "json"]);
+    assert_exit(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let table = PriceTable::shipped();
+    let served = served_example_prices();
+    for l in doc["lines"].as_array().unwrap() {
+        if l["item"] == "executors m6i.large" {
+            assert_eq!(l["price_source"], "table", "{l:#}");
+            close(
+                l["unit_price"].as_f64().unwrap(),
+                table.regions["us-east-1"].ec2_instance_hour["m6i.large"],
+            );
+        } else {
+            assert_eq!(l["price_source"], "live", "{l:#}");
+            close(
+                l["unit_price"].as_f64().unwrap(),
+                served[l["price_key"].as_str().unwrap()],
+            );
+        }
+    }
+    let unpriced = &doc["prices"]["live"]["unpriced"];
+    assert_eq!(unpriced.as_array().unwrap().len(), 1, "{unpriced:#}");
+    assert_eq!(unpriced[0]["key"], "ec2_instance_hour.m6i.large");
+
+    let out = run(&["--fallback-to-table"]);
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "lines live from the AWS Price List API",
+        "the lines marked `table` from:",
+        "no live price for EC2 instance type `m6i.large`",
+        "$0.096 table",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+}
+
+/// Without any AWS credentials `--live-prices` fails saying so (no
+/// network call is made), and `--fallback-to-table` needs `--live-prices`.
+#[test]
+fn live_prices_without_credentials_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = stackctl();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args(["cost", "examples/aws.yaml", "--live-prices"])
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no AWS credentials") && err.contains("Fargate vCPU (x86_64)"),
+        "{err}"
+    );
+
+    let out = stackctl()
+        .args(["cost", "examples/aws.yaml", "--fallback-to-table"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--live-prices"), "{err}");
+}

@@ -51,6 +51,11 @@ functions:
       steps:
         - {{id: nap, sleep: 2s}}
         - {{id: wake, after: [nap], sleep: 10ms}}
+    - id: doomed
+      triggers: [{{event: test/doom}}]
+      retries: {{attempts: 0}}
+      steps:
+        - {{id: call, http: {{url: "http://127.0.0.1:9/nothing"}}}}
 "#
             )
         });
@@ -232,9 +237,44 @@ async fn up_runs_events_scales_and_goes_down() {
     assert_eq!(outcome("taken"), "completed", "{detail}");
     assert_eq!(outcome("not-taken"), "skipped", "{detail}");
 
+    // A run that fails: its step's one attempt finds nothing listening.
+    let doomed = send(&stack.api(), json!({"name": "test/doom", "data": {}})).await;
+    let run = wait_run(
+        &stack.api(),
+        &doomed,
+        "doomed",
+        |s| s != "running",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+
     // status, without FILE: the last `up` from this directory.
     let status = stack.json(&["status", "--output", "json"]);
     assert_eq!(status["healthy"], true, "{status}");
+    // The figures: the queues the runner and the executors consume, read
+    // from the engine's /metrics, and the failed run from the runs API.
+    let figures = &status["figures"];
+    assert_eq!(
+        figures["runs_failed_last_hour"],
+        json!({"known": {"count": 1, "more": false}}),
+        "{figures}"
+    );
+    for (service, queue) in [("runner", "events"), ("executors", "work")] {
+        let q = &figures["services"][service];
+        assert_eq!(q["queue"], queue, "{figures}");
+        assert!(q["depth"]["known"].is_u64(), "{figures}");
+        assert_eq!(q["dead_letters"], json!({"known": 0}), "{figures}");
+        assert!(q["oldest_age_seconds"]["known"].is_number(), "{figures}");
+    }
+    let human = String::from_utf8_lossy(&stack.ok(&["status"]).stdout).into_owned();
+    assert!(human.contains("runs failed in the last hour: 1"), "{human}");
+    let row = human
+        .lines()
+        .find(|l| l.trim_start().starts_with("executors") && l.contains("work"))
+        .unwrap_or_else(|| panic!("no executors queue row in\n{human}"));
+    assert!(!row.contains("unknown"), "{human}");
+    assert!(human.contains("DEAD LETTERS"), "{human}");
     let procs = status["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 3);
     assert!(

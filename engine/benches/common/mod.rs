@@ -126,6 +126,21 @@ pub fn start_reference() -> ChildGuard {
 
 /// Starts `stackctl-engine` with `config` (JSON) and `roles`, logging into `dir`.
 pub fn start_engine(dir: &Path, config: &engine::config::Config, roles: &str) -> ChildGuard {
+    start_engine_binary(
+        Path::new(env!("CARGO_BIN_EXE_stackctl-engine")),
+        dir,
+        config,
+        roles,
+    )
+}
+
+/// [`start_engine`] with another build of `stackctl-engine` (a baseline).
+pub fn start_engine_binary(
+    binary: &Path,
+    dir: &Path,
+    config: &engine::config::Config,
+    roles: &str,
+) -> ChildGuard {
     let path = dir.join("engine.json");
     std::fs::write(
         &path,
@@ -133,7 +148,7 @@ pub fn start_engine(dir: &Path, config: &engine::config::Config, roles: &str) ->
     )
     .expect("write config");
     let log = std::fs::File::create(dir.join("engine.log")).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stackctl-engine"))
+    let mut child = Command::new(binary)
         .args(["--role", roles, "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")

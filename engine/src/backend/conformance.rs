@@ -123,6 +123,7 @@ fn event(internal_id: &str, name: &str, ts: i64) -> Event {
         user: serde_json::Value::Null,
         ts,
         v: None,
+        traceparent: None,
     }
 }
 
@@ -135,6 +136,7 @@ fn run(id: &str, event_id: &str, created_at: i64) -> Run {
         error: None,
         created_at,
         ended_at: None,
+        traceparent: None,
     }
 }
 
@@ -540,8 +542,17 @@ pub async fn runs(h: &dyn Harness) {
         run("r1", "e1", t),
         "first one kept"
     );
-    assert!(s.create_run(&run("r2", "e1", t + 1)).await.unwrap());
+    let traced = Run {
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        ..run("r2", "e1", t + 1)
+    };
+    assert!(s.create_run(&traced).await.unwrap());
     assert!(s.create_run(&run("r3", "e2", t + 2)).await.unwrap());
+    assert_eq!(
+        s.get_run("r2").await.unwrap().unwrap(),
+        traced,
+        "the trace context is kept"
+    );
     assert!(s.get_run("nope").await.unwrap().is_none());
     let of_e1: Vec<String> = s
         .runs_for_event("e1")

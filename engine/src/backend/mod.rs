@@ -73,6 +73,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// How many times this message has been received, this time included.
     pub receive_count: u32,
+    /// When it was sent (ms since the epoch), where the backend tells.
+    pub sent_at: Option<i64>,
 }
 
 /// A message in a queue's dead-letter queue.
@@ -99,6 +101,12 @@ pub struct QueueDepth {
     pub delayed: u64,
     /// In the dead-letter queue.
     pub dead: u64,
+    /// How long the oldest visible message has been ready to be received
+    /// (ms), where the backend can tell cheaply; `None` when none is
+    /// visible or the backend cannot tell (SQS: only CloudWatch's
+    /// `ApproximateAgeOfOldestMessage` knows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_visible_ms: Option<u64>,
 }
 
 /// A durable at-least-once queue with delays and visibility timeouts: the
@@ -184,6 +192,10 @@ pub struct Event {
     /// Event schema version, if sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<String>,
+    /// The W3C `traceparent` of the span that ingested the event, when the
+    /// event API traces: only on the event stream, the runner takes it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A run's status.
@@ -238,6 +250,10 @@ pub struct Run {
     /// When it reached a terminal status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// The W3C `traceparent` of the run's span, when the runner traces: the
+    /// parent of its step attempts' spans, sampled or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What became of a step; written once.

@@ -169,6 +169,7 @@ impl DockerDriver {
         spec: &DockerStep,
         ctx: &StepContext,
         context_json: &str,
+        traceparent: Option<&str>,
     ) -> Result<(), DriverError> {
         let labels = HashMap::from([
             (LABEL_RUN_ID.to_string(), ctx.run_id.clone()),
@@ -195,7 +196,7 @@ impl DockerDriver {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(environment(spec, ctx, context_json)),
+            env: Some(environment(spec, ctx, context_json, traceparent)),
             labels: Some(labels),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -411,6 +412,29 @@ async fn remove(docker: &Docker, id: &str) {
 #[async_trait]
 impl Driver for DockerDriver {
     async fn run(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
+        if !crate::trace::enabled() {
+            return self.call(step, ctx).await;
+        }
+        let image = step.docker.as_ref().map(|d| d.image.as_str()).unwrap_or("");
+        let span = tracing::info_span!(
+            "docker run",
+            otel.kind = "client",
+            container.image.name = %image,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.call(step, ctx), span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", e.to_string());
+        }
+        result
+    }
+}
+
+impl DockerDriver {
+    /// One attempt, inside the driver call's span when traces are on.
+    async fn call(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
         let Some(spec) = &step.docker else {
             return Err(DriverError::Permanent(format!(
                 "step `{}` has no docker settings",
@@ -431,6 +455,7 @@ impl Driver for DockerDriver {
             spec.clone(),
             ctx.clone(),
             context_json,
+            crate::trace::current_traceparent(),
             timeout,
             stop,
         ));
@@ -449,6 +474,7 @@ impl DockerDriver {
         spec: DockerStep,
         ctx: StepContext,
         context_json: String,
+        traceparent: Option<String>,
         timeout: Duration,
         stop: CancellationToken,
     ) -> Result<Finished, DriverError> {
@@ -461,7 +487,8 @@ impl DockerDriver {
         let began = Instant::now();
         let (mut created, mut started) = (None, None);
         let result = async {
-            self.create(&id, &spec, &ctx, &context_json).await?;
+            self.create(&id, &spec, &ctx, &context_json, traceparent.as_deref())
+                .await?;
             created = Some(Instant::now());
             if stop.is_cancelled() {
                 return Err(cancelled());
@@ -567,9 +594,19 @@ pub fn parse_output(stdout: &str) -> Result<Value, String> {
     serde_json::from_str(last).map_err(|e| format!("last line `{}` ({e})", snippet(last, 200)))
 }
 
-/// The container's environment: the step's, then the driver's variables.
-fn environment(spec: &DockerStep, ctx: &StepContext, context_json: &str) -> Vec<String> {
+/// The container's environment: the step's, then the driver's variables
+/// (with `TRACEPARENT`, the W3C trace context of the driver call, when the
+/// executor traces).
+fn environment(
+    spec: &DockerStep,
+    ctx: &StepContext,
+    context_json: &str,
+    traceparent: Option<&str>,
+) -> Vec<String> {
     let mut env: BTreeMap<String, String> = spec.env.clone();
+    if let Some(traceparent) = traceparent {
+        env.insert("TRACEPARENT".into(), traceparent.to_string());
+    }
     env.insert("STACKCTL_RUN_ID".into(), ctx.run_id.clone());
     env.insert("STACKCTL_FUNCTION_ID".into(), ctx.function_id.clone());
     env.insert("STACKCTL_STEP_ID".into(), ctx.step_id.clone());
@@ -716,13 +753,21 @@ mod tests {
             "image": "x", "env": {"A": "1", "STACKCTL_RUN_ID": "spoofed"}
         }))
         .unwrap();
-        let env = environment(&spec, &ctx(), "{\"small\":true}");
+        let env = environment(&spec, &ctx(), "{\"small\":true}", None);
         assert!(env.contains(&"A=1".to_string()), "{env:?}");
         assert!(env.contains(&"STACKCTL_RUN_ID=r1".to_string()), "{env:?}");
         assert!(env.contains(&"STACKCTL_ATTEMPT=2".to_string()), "{env:?}");
         assert!(env.contains(&"STACKCTL_STEP_CONTEXT={\"small\":true}".to_string()));
         let big = "x".repeat(ENV_CONTEXT_MAX_BYTES + 1);
-        let env = environment(&spec, &ctx(), &big);
+        let env = environment(
+            &spec,
+            &ctx(),
+            &big,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(env.contains(
+            &"TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()
+        ));
         assert!(!env.iter().any(|v| v.starts_with("STACKCTL_STEP_CONTEXT=")));
         assert!(env.contains(&"STACKCTL_STEP_ID=s".to_string()));
     }

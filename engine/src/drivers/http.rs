@@ -101,6 +101,37 @@ fn snippet(body: &str) -> String {
 #[async_trait]
 impl Driver for HttpDriver {
     async fn run(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
+        if !crate::trace::enabled() {
+            return self.call(step, ctx).await;
+        }
+        let url = step.http.as_ref().map(|h| h.url.as_str()).unwrap_or("");
+        let parsed = reqwest::Url::parse(url).ok();
+        // An HTTP client span as OpenTelemetry's conventions name it.
+        let span = tracing::info_span!(
+            "POST",
+            otel.kind = "client",
+            http.request.method = "POST",
+            url.full = %url,
+            server.address = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or(""),
+            server.port = parsed.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(0),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.call(step, ctx), span.clone()).await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", e.to_string());
+        }
+        result
+    }
+}
+
+impl HttpDriver {
+    /// One attempt, inside the driver call's span when traces are on (the
+    /// `traceparent` header names that span).
+    async fn call(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
         let Some(http) = &step.http else {
             return Err(DriverError::Permanent(format!(
                 "step `{}` has no http settings",
@@ -115,7 +146,34 @@ impl Driver for HttpDriver {
         for (name, value) in &http.headers {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| classify(&http.url, e))?;
+        if let Some(traceparent) = crate::trace::current_traceparent()
+            && !http
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case(crate::trace::TRACEPARENT))
+        {
+            request = request.header(crate::trace::TRACEPARENT, traceparent);
+        }
+        let sent = request.send().await;
+        if crate::trace::enabled() {
+            let span = tracing::Span::current();
+            match &sent {
+                Ok(r) if !r.status().is_success() => {
+                    span.record("http.response.status_code", r.status().as_u16());
+                    span.record("error.type", r.status().as_str());
+                }
+                Ok(r) => {
+                    span.record("http.response.status_code", r.status().as_u16());
+                }
+                Err(e) if e.is_timeout() => {
+                    span.record("error.type", "timeout");
+                }
+                Err(_) => {
+                    span.record("error.type", "_OTHER");
+                }
+            }
+        }
+        let response = sent.map_err(|e| classify(&http.url, e))?;
         let status = response.status();
         let body = self.body(&http.url, status, response).await?;
         if status.is_success() {

@@ -60,6 +60,51 @@ pub(super) async fn ingest(
     Path(key): Path<String>,
     request: Request,
 ) -> Result<Json<Accepted>, ApiError> {
+    if !crate::trace::enabled() {
+        return accept(st, key, request, None).await;
+    }
+    // An HTTP server span as OpenTelemetry's conventions name it, continuing
+    // the sender's trace when it sent one; its context goes with each event.
+    let span = tracing::info_span!(
+        "POST /e/{event_key}",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/e/{event_key}",
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let sent = request
+        .headers()
+        .get(crate::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    crate::trace::continue_from(&span, sent);
+    let traceparent = crate::trace::traceparent(&span);
+    let accepting = accept(st, key, request, traceparent.as_deref());
+    // Entered (for the trace ids of log lines) only when sampled: entering
+    // on every poll is most of what an unsampled request's span costs.
+    let result = if traceparent.as_deref().is_some_and(crate::trace::is_sampled) {
+        tracing::Instrument::instrument(accepting, span.clone()).await
+    } else {
+        accepting.await
+    };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+/// The ingestion itself; `traceparent` goes on every event.
+async fn accept(
+    st: Arc<ApiState>,
+    key: String,
+    request: Request,
+    traceparent: Option<&str>,
+) -> Result<Json<Accepted>, ApiError> {
     // The request itself rather than a `HeaderMap` extractor, which clones
     // every header on every request.
     let (parts, body) = request.into_parts();
@@ -156,7 +201,7 @@ pub(super) async fn ingest(
             )));
         }
         let event = check_event(i, raw, now)?;
-        write_event(&mut encoded, internal_id, &event);
+        write_event(&mut encoded, internal_id, &event, traceparent);
         ends.push(encoded.len());
     }
     let slices: Vec<&[u8]> = ends
@@ -169,12 +214,7 @@ pub(super) async fn ingest(
         .collect();
     let messages = pack(&slices, st.backends.events.max_message_bytes())?;
     send(&st, messages, &ids).await?;
-    st.metrics.counter(
-        "stackctl_events_accepted_total",
-        "Events durably accepted by the event API.",
-        &[],
-        ids.len() as u64,
-    );
+    st.metrics.events_accepted.inc_by(ids.len() as u64);
     Ok(Json(Accepted { ids, status: 200 }))
 }
 
@@ -403,7 +443,7 @@ impl<'de> serde::de::Visitor<'de> for Walk {
 
 /// Appends one event as stored: the JSON of an [`Event`](crate::backend::Event), its text fields
 /// copied from the request as they were sent.
-fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>) {
+fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>, traceparent: Option<&str>) {
     use std::io::Write as _;
     out.extend_from_slice(b"{\"internal_id\":\"");
     out.extend_from_slice(internal_id.as_bytes());
@@ -424,6 +464,12 @@ fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>) {
     if let Some(v) = e.v {
         out.extend_from_slice(b",\"v\":");
         out.extend_from_slice(v.as_bytes());
+    }
+    // Hex digits and dashes only (made by `trace::traceparent`): no escaping.
+    if let Some(traceparent) = traceparent {
+        out.extend_from_slice(b",\"traceparent\":\"");
+        out.extend_from_slice(traceparent.as_bytes());
+        out.push(b'"');
     }
     out.push(b'}');
 }
@@ -485,7 +531,7 @@ mod tests {
         let mut ends = Vec::new();
         for (i, text) in events.iter().enumerate() {
             let raw: &RawValue = serde_json::from_str(text).unwrap();
-            write_event(&mut out, &i.to_string(), &check_event(i, raw, now)?);
+            write_event(&mut out, &i.to_string(), &check_event(i, raw, now)?, None);
             ends.push(out.len());
         }
         Ok((out, ends))
@@ -514,6 +560,7 @@ mod tests {
                 user: serde_json::json!({"u": 1}),
                 ts: 42,
                 v: Some("2".into()),
+                traceparent: None,
             }
         );
         let e = decode_one(
@@ -599,5 +646,16 @@ mod tests {
         assert_eq!(order, (0..10).collect::<Vec<_>>(), "all, in order");
         assert_eq!(pack(&slices, 1 << 20).unwrap().len(), 1);
         assert!(pack(&slices, one - 1).is_err());
+    }
+
+    #[test]
+    fn a_traced_request_puts_its_traceparent_on_each_event() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let raw: &RawValue = serde_json::from_str(r#"{"name": "a", "data": {"x": 1}}"#).unwrap();
+        let mut out = Vec::new();
+        write_event(&mut out, "0", &check_event(0, raw, 5).unwrap(), Some(tp));
+        let e: Event = serde_json::from_slice(&out).unwrap();
+        assert_eq!(e.traceparent.as_deref(), Some(tp));
+        assert_eq!(e.data, serde_json::json!({"x": 1}));
     }
 }

@@ -44,6 +44,8 @@ pub struct ApiState {
     config: Arc<Config>,
     backends: Backends,
     metrics: Arc<Metrics>,
+    /// Requests being served (`stackctl_http_requests_in_flight` of this role).
+    requests_in_flight: prometheus_client::metrics::gauge::Gauge,
     in_flight: Arc<Semaphore>,
     /// Request bytes in flight (`event_api.max_in_flight_bytes` permits).
     in_flight_bytes: Arc<Semaphore>,
@@ -64,10 +66,14 @@ impl ApiState {
             .event_api
             .max_in_flight_bytes
             .min(Semaphore::MAX_PERMITS);
+        let requests_in_flight = metrics
+            .http_in_flight
+            .get_or_create_owned(&crate::metrics::RoleLabel { role });
         Arc::new(Self {
             config,
             backends,
             metrics,
+            requests_in_flight,
             in_flight: Arc::new(Semaphore::new(permits)),
             in_flight_bytes: Arc::new(Semaphore::new(bytes)),
             ids: Mutex::new(ulid::Generator::new()),
@@ -183,25 +189,26 @@ async fn record(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Re
     // `MatchedPath` is a shared string: cloning it allocates nothing.
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    st.requests_in_flight.inc();
+    // Decremented on drop: a request whose client went away is cancelled
+    // inside `next.run` and never reaches the lines after it.
+    let _in_flight = InFlight(&st.requests_in_flight);
     let resp = next.run(req).await;
-    let status = resp.status();
-    st.metrics.counter(
-        "stackctl_http_requests_total",
-        "HTTP requests by route and status.",
-        &[
-            ("role", st.role),
-            ("route", route),
-            ("status", status.as_str()),
-        ],
-        1,
-    );
-    st.metrics.observe(
-        "stackctl_http_request_duration_seconds",
-        "HTTP request latency by route.",
-        &[("role", st.role), ("route", route)],
+    st.metrics.http_request(
+        st.role,
+        route,
+        resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn live(State(st): State<Arc<ApiState>>) -> Response {
@@ -236,6 +243,7 @@ fn no_store(mut resp: Response) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+    use crate::metrics::{QueueLabel, QueueStateLabels, StatusLabel};
     let m = &st.metrics;
     for (name, queue) in [("events", &st.backends.events), ("work", &st.backends.work)] {
         match queue.depth().await {
@@ -246,12 +254,28 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
                     ("delayed", d.delayed),
                     ("dead", d.dead),
                 ] {
-                    m.gauge_set(
-                        "stackctl_queue_messages",
-                        "Messages in a queue by state.",
-                        &[("queue", name), ("state", state)],
-                        n as f64,
-                    );
+                    m.queue_messages
+                        .get_or_create(&QueueStateLabels { queue: name, state })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                m.queue_dead_letters
+                    .get_or_create(&QueueLabel { queue: name })
+                    .set(i64::try_from(d.dead).unwrap_or(i64::MAX));
+                let oldest = &m.queue_oldest_age;
+                match d.oldest_visible_ms {
+                    Some(ms) => {
+                        oldest
+                            .get_or_create(&QueueLabel { queue: name })
+                            .set(ms as f64 / 1000.0);
+                    }
+                    // Unknown to this backend, or no message waits: no
+                    // series rather than a misleading 0 for the former.
+                    None if d.visible == 0 => {
+                        oldest.get_or_create(&QueueLabel { queue: name }).set(0.0);
+                    }
+                    None => {
+                        oldest.remove(&QueueLabel { queue: name });
+                    }
                 }
             }
             Err(e) => {
@@ -262,26 +286,19 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     match st.backends.state.run_counts().await {
         Ok(counts) => {
             for status in RunStatus::ALL {
-                let label = serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                m.gauge_set(
-                    "stackctl_runs",
-                    "Runs by status.",
-                    &[("status", &label)],
-                    counts.get(&status).copied().unwrap_or(0) as f64,
-                );
+                let n = counts.get(&status).copied().unwrap_or(0);
+                m.runs
+                    .get_or_create(&StatusLabel {
+                        status: crate::metrics::status_label(status),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read run counts for /metrics"),
     }
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         m.render(),
     )
         .into_response()

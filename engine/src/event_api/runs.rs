@@ -42,6 +42,15 @@ pub struct RunView {
     pub run: Run,
     /// Its step records (attempts, outcomes, timestamps).
     pub steps: Vec<StepRecord>,
+    /// The id of the run's trace, when the run was traced and sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// A run as the runs API answers: its trace context stays inside.
+fn answered(mut run: Run) -> Run {
+    run.traceparent = None;
+    run
 }
 
 pub(super) async fn require_token(
@@ -76,14 +85,29 @@ pub(super) async fn get_run(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
     let steps = st.backends.state.steps(&id).await?;
-    Ok(Json(RunView { run, steps }))
+    let trace_id = run
+        .traceparent
+        .as_deref()
+        .and_then(crate::trace::sampled_trace_id);
+    Ok(Json(RunView {
+        run: answered(run),
+        steps,
+        trace_id,
+    }))
 }
 
 pub(super) async fn runs_of_event(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let runs = st.backends.state.runs_for_event(&id).await?;
+    let runs: Vec<Run> = st
+        .backends
+        .state
+        .runs_for_event(&id)
+        .await?
+        .into_iter()
+        .map(answered)
+        .collect();
     Ok(Json(json!({ "runs": runs })))
 }
 
@@ -129,7 +153,7 @@ pub(super) async fn list_runs(
     let mut matching = scanned
         .into_iter()
         .filter(|r| r.created_at >= since && function.is_none_or(|f| r.function_id == f));
-    let runs: Vec<Run> = matching.by_ref().take(limit).collect();
+    let runs: Vec<Run> = matching.by_ref().take(limit).map(answered).collect();
     let more = matching.next().is_some() || (function.is_some() && window_full && oldest_in_range);
     Ok(Json(json!({ "runs": runs, "more": more })))
 }
@@ -280,10 +304,12 @@ pub(super) async fn replay_run(
         error: None,
         created_at: now,
         ended_at: None,
+        traceparent: None,
         ..run.clone()
     };
     let flow = Flow {
         backends: st.backends.clone(),
+        metrics: st.metrics.clone(),
     };
     let mut jobs: Vec<Job> = ready.iter().map(|s| Job::first(&new_id, s, now)).collect();
     if f.def.cancel_on.is_empty() {
@@ -398,6 +424,10 @@ pub(super) async fn cancel_run(
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+    if cancelled {
+        let seconds = now.saturating_sub(run.created_at).max(0) as f64 / 1000.0;
+        st.metrics.run_ended(&run.function_id, "cancelled", seconds);
+    }
     Ok(Json(
         json!({ "id": id, "status": run.status, "cancelled": cancelled }),
     ))

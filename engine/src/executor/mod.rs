@@ -108,6 +108,7 @@ pub async fn run_with_drivers(
     let executor = Arc::new(Executor {
         flow: Flow {
             backends: backends.clone(),
+            metrics: metrics.clone(),
         },
         registry,
         drivers,
@@ -196,14 +197,21 @@ impl Executor {
             tracing::error!(message_id = %message.id, error = %e, "undecodable job; leaving it for the dead-letter queue");
             BackendError::Corrupt(format!("job message: {e}"))
         })?;
+        if message.receive_count == 1
+            && let Some(sent) = message.sent_at
+        {
+            // A delayed job was due at its `not_before`, not at its send.
+            let due = job.not_before.map_or(sent, |t| t.max(sent));
+            self.metrics.queue_lag("work", now_ms() - due);
+        }
         let started = Instant::now();
         let result = self.process(job.clone()).await;
-        self.metrics.observe(
-            "stackctl_executor_job_seconds",
-            "Time to process one step job, by kind.",
-            &[("kind", kind_label(job.kind))],
-            started.elapsed().as_secs_f64(),
-        );
+        self.metrics
+            .executor_job_seconds
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: kind_label(job.kind),
+            })
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
@@ -304,6 +312,7 @@ impl Executor {
             let starter = Starter {
                 flow: &self.flow,
                 metrics: &self.metrics,
+                traced_from: None,
             };
             return if job.kind == JobKind::Batch {
                 starter.fire_batch(&self.registry, &job).await
@@ -352,12 +361,7 @@ impl Executor {
     /// (see [`Executor::renewing`]). Its attempt stays recorded as started,
     /// so whoever runs the step next counts it as interrupted.
     async fn lost(&self, job: &Job, key: &str, lost: LeaseLost) -> Result<(), BackendError> {
-        self.metrics.counter(
-            "stackctl_executor_leases_lost_total",
-            "Step attempts stopped because their lease ended before they did.",
-            &[],
-            1,
-        );
+        self.metrics.executor_leases_lost.inc();
         match lost {
             LeaseLost::Taken => {
                 tracing::warn!(key, run = %job.run_id, step = %job.step_id, "another holder took the lease; attempt stopped");
@@ -381,12 +385,7 @@ impl Executor {
             // Runs are written before their first job is sent, so the state
             // store lost this one (or a replica lags behind): retried, then
             // dead-lettered where `stackctl dlq` shows it, never dropped.
-            self.metrics.counter(
-                "stackctl_executor_jobs_without_run_total",
-                "Step jobs whose run the state store does not have.",
-                &[],
-                1,
-            );
+            self.metrics.executor_jobs_without_run.inc();
             return Err(BackendError::Corrupt(format!(
                 "run {} of this job is not in the state store",
                 job.run_id
@@ -498,12 +497,7 @@ impl Executor {
                 )));
             }
         };
-        self.metrics.counter(
-            "stackctl_executor_runs_timed_out_total",
-            "Runs cancelled by their function's timeouts.",
-            &[],
-            1,
-        );
+        self.metrics.executor_runs_timed_out.inc();
         self.flow
             .end_run(f, run, RunStatus::Cancelled, Some(reason))
             .await?;
@@ -568,14 +562,13 @@ impl Executor {
             recorded?;
             return advanced;
         }
-        self.metrics.counter(
-            "stackctl_executor_steps_total",
-            "Step outcomes written, by status (completed, skipped, failed).",
-            &[("status", status)],
-            1,
-        );
+        self.metrics
+            .executor_steps
+            .get_or_create(&crate::metrics::StatusLabel { status })
+            .inc();
         if let Some((status, _)) = &next.finish {
             tracing::debug!(run_id = %run.id, function = %f.def.id, ?status, "run ended");
+            self.flow.count_run_end(run, *status, now);
             self.flow.drop_waits(f, run, *status).await?;
         }
         if !next.settled {
@@ -651,8 +644,10 @@ impl Executor {
                             .await;
                     }
                 };
-                self.attempt(f, run, step, job, driver, event, progress)
-                    .await
+                let number = progress.attempts.get(&step.id).copied().unwrap_or(0) + 1;
+                let span = attempt_span(f, run, &step.id, number);
+                let attempt = self.attempt(f, run, step, job, driver, event, progress);
+                tracing::Instrument::instrument(attempt, span).await
             }
         }
     }
@@ -955,6 +950,7 @@ impl Executor {
                 },
             )
             .await?;
+        let clock = Instant::now();
         let run_driver = driver.run(step, &ctx);
         let result = match &slot {
             Some((key, holder)) => {
@@ -967,6 +963,14 @@ impl Executor {
             None => run_driver.await,
         };
         let ended = now_ms();
+        self.metrics
+            .step_duration
+            .get_or_create(&crate::metrics::StepLabels {
+                function: f.def.id.clone(),
+                driver: driver_label(step),
+                result: if result.is_ok() { "ok" } else { "error" },
+            })
+            .observe(clock.elapsed().as_secs_f64());
         let outcome = async {
             let attempt = Attempt {
                 number,
@@ -989,12 +993,7 @@ impl Executor {
                     .await
                 }
                 Err(e) if e.is_retryable() && number <= retries.attempts => {
-                    self.metrics.counter(
-                        "stackctl_executor_retries_total",
-                        "Step attempts that failed and were scheduled again.",
-                        &[],
-                        1,
-                    );
+                    self.metrics.executor_retries.inc();
                     // Recorded first: the retry's attempt number counts it.
                     state.record_attempt(&run.id, &step.id, attempt).await?;
                     let delay = backoff::backoff(&retries, number, backoff::random_unit());
@@ -1090,6 +1089,31 @@ enum LeaseLost {
     Taken,
     /// The store did not answer renewals until the lease was about to run out.
     Unrenewed(BackendError),
+}
+
+fn driver_label(step: &Step) -> &'static str {
+    match step.action() {
+        Some(Action::Docker(_)) => "docker",
+        _ => "http",
+    }
+}
+
+/// The span of a step attempt, under its run's span (`Run::traceparent`);
+/// no span when traces are off.
+fn attempt_span(f: &LoadedFunction, run: &Run, step_id: &str, number: u32) -> tracing::Span {
+    if !crate::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "step attempt",
+        otel.kind = "internal",
+        run_id = %run.id,
+        step_id = %step_id,
+        attempt = number,
+        function = %f.def.id,
+    );
+    crate::trace::continue_from(&span, run.traceparent.as_deref());
+    span
 }
 
 fn kind_label(kind: JobKind) -> &'static str {

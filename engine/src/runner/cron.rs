@@ -42,6 +42,7 @@ pub fn cron_event(function_id: &str, schedule: &str, at: i64) -> Event {
         user: serde_json::Value::Null,
         ts: at,
         v: None,
+        traceparent: None,
     }
 }
 

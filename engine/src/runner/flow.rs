@@ -9,6 +9,7 @@
 //! nothing but (re)advance.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -19,6 +20,7 @@ use crate::backend::{
     Attempt, BackendError, Backends, Run, RunStatus, StepOutcome, StepRecord, Wait,
 };
 use crate::functions::{Expression, Vars};
+use crate::metrics::Metrics;
 
 /// How long the dedupe claim of a multi-predecessor step's scheduling is
 /// kept: longer than any message is retained, so a redelivered predecessor
@@ -292,9 +294,22 @@ fn descendants<'f>(f: &'f LoadedFunction, step_id: &str) -> HashSet<&'f str> {
 pub struct Flow {
     /// Queues and state.
     pub backends: Backends,
+    /// Where runs that end are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Flow {
+    /// Counts `run` ended with `status` at `at` (ms since the epoch), for
+    /// the caller whose write ended it.
+    pub fn count_run_end(&self, run: &Run, status: RunStatus, at: i64) {
+        let seconds = at.saturating_sub(run.created_at).max(0) as f64 / 1000.0;
+        self.metrics.run_ended(
+            &run.function_id,
+            crate::metrics::status_label(status),
+            seconds,
+        );
+    }
+
     /// Sends jobs to the work queue (one batch).
     pub async fn enqueue(&self, jobs: &[Job]) -> Result<(), BackendError> {
         if jobs.is_empty() {
@@ -570,9 +585,11 @@ impl Flow {
         error: Option<String>,
     ) -> Result<bool, BackendError> {
         let state = &self.backends.state;
-        let ended = state.finish_run(&run.id, status, error, now_ms()).await?;
+        let at = now_ms();
+        let ended = state.finish_run(&run.id, status, error, at).await?;
         if ended {
             tracing::debug!(run_id = %run.id, function = %f.def.id, ?status, "run ended");
+            self.count_run_end(run, status, at);
         }
         self.drop_waits(f, run, status).await?;
         Ok(ended)
@@ -617,11 +634,13 @@ mod tests {
                 user: Value::Null,
                 ts: 1000,
                 v: None,
+                traceparent: None,
             },
             status: RunStatus::Running,
             error: None,
             created_at: 1001,
             ended_at: None,
+            traceparent: None,
         }
     }
 

@@ -84,6 +84,7 @@ pub async fn run(
     let runner = Arc::new(Runner {
         flow: Flow {
             backends: backends.clone(),
+            metrics: metrics.clone(),
         },
         registry,
         metrics,
@@ -144,28 +145,37 @@ impl Runner {
     async fn handle_message(&self, message: Arc<Received>) -> Result<(), BackendError> {
         let queue = &self.flow.backends.events;
         let started = Instant::now();
+        if message.receive_count == 1
+            && let Some(sent) = message.sent_at
+        {
+            self.metrics.queue_lag("events", now_ms() - sent);
+        }
         let events = crate::backend::decode_events(&message.body).inspect_err(|e| {
             tracing::error!(message_id = %message.id, error = %e, "undecodable event message; leaving it for the dead-letter queue");
         })?;
-        for event in &events {
-            self.handle_event(event).await.inspect_err(|e| {
+        for mut event in events {
+            // Off the event before anything stores or evaluates it.
+            let traced_from = event.traceparent.take();
+            let event = &event;
+            self.handle_event(event, traced_from.as_deref()).await.inspect_err(|e| {
                 tracing::warn!(event = %event.internal_id, error = %e, "event processing failed; it will be retried");
             })?;
         }
         if let Err(e) = queue.ack(std::slice::from_ref(&message.receipt)).await {
             tracing::warn!(error = %e, "cannot ack an event message; it will be processed again");
         }
-        self.metrics.observe(
-            "stackctl_runner_message_seconds",
-            "Time to process one event-stream message.",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
+        self.metrics
+            .runner_message_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Everything one event causes. Idempotent.
-    async fn handle_event(&self, event: &Event) -> Result<(), BackendError> {
+    async fn handle_event(
+        &self,
+        event: &Event,
+        traced_from: Option<&str>,
+    ) -> Result<(), BackendError> {
         let state = &self.flow.backends.state;
         if let Some(id) = &event.id {
             let owner = state
@@ -198,7 +208,10 @@ impl Runner {
                 }
             }
             seen.insert(f.def.id.clone());
-            let starter = self.starter();
+            let starter = Starter {
+                traced_from,
+                ..self.starter()
+            };
             if !starter.batch(&f, event, &value).await?
                 && !starter.debounce(&f, event, &value).await?
             {
@@ -214,6 +227,7 @@ impl Runner {
         Starter {
             flow: &self.flow,
             metrics: &self.metrics,
+            traced_from: None,
         }
     }
 
@@ -303,12 +317,7 @@ impl Runner {
                 {
                     Ok(n) => {
                         if n > 0 {
-                            self.metrics.counter(
-                                "stackctl_runner_runs_purged_total",
-                                "Ended runs deleted after the run retention.",
-                                &[],
-                                n as u64,
-                            );
+                            self.metrics.runner_runs_purged.inc_by(n as u64);
                             tracing::info!(runs = n, "deleted runs past their retention");
                         }
                         if n < PURGE_BATCH {
@@ -351,22 +360,18 @@ impl Runner {
         Ok(())
     }
 
-    fn count_event(&self, outcome: &str) {
-        self.metrics.counter(
-            "stackctl_runner_events_total",
-            "Events processed by the runner, by outcome (processed, duplicate).",
-            &[("outcome", outcome)],
-            1,
-        );
+    fn count_event(&self, outcome: &'static str) {
+        self.metrics
+            .runner_events
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
     }
 
-    fn count_wait(&self, outcome: &str) {
-        self.metrics.counter(
-            "stackctl_runner_waits_total",
-            "Waits ended by an event, by outcome (resolved, cancelled).",
-            &[("outcome", outcome)],
-            1,
-        );
+    fn count_wait(&self, outcome: &'static str) {
+        self.metrics
+            .runner_waits
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
     }
 }
 
@@ -400,6 +405,7 @@ mod tests {
             Runner {
                 flow: Flow {
                     backends: backends.clone(),
+                    metrics: Arc::new(Metrics::new()),
                 },
                 registry,
                 metrics: Arc::new(Metrics::new()),

@@ -184,13 +184,7 @@ impl Registry {
             let ids: Vec<&str> = missing.iter().map(|f| f.id.as_str()).collect();
             if self.last_load.lock().expect("registry lock").is_some() {
                 if let Some(m) = &self.metrics {
-                    m.counter(
-                        "stackctl_runner_functions_restored_total",
-                        "Reloads of the function registry that found configured functions \
-                         missing from the state store (its data was lost) and put them back.",
-                        &[],
-                        1,
-                    );
+                    m.runner_functions_restored.inc();
                 }
                 tracing::error!(
                     functions = ?ids,

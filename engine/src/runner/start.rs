@@ -113,6 +113,9 @@ pub struct Starter<'a> {
     pub flow: &'a Flow,
     /// Where the skip, throttle and debounce counts go.
     pub metrics: &'a Metrics,
+    /// The `traceparent` the event was ingested under, the parent of the
+    /// span of a run it starts.
+    pub traced_from: Option<&'a str>,
 }
 
 impl Starter<'_> {
@@ -125,12 +128,24 @@ impl Starter<'_> {
         event: &Event,
         value: &Value,
     ) -> Result<(), BackendError> {
-        let state = &self.flow.backends.state;
         let id = run_id(&f.def.id, &event.internal_id, event.ts);
         if !self.first_of_its_key(f, &id, value).await? {
             self.count_skip(f, "idempotency");
             return Ok(());
         }
+        let span = if crate::trace::enabled() {
+            let span = tracing::info_span!(
+                "run",
+                otel.kind = "internal",
+                run_id = %id,
+                function = %f.def.id,
+                event_name = %event.name,
+            );
+            crate::trace::continue_from(&span, self.traced_from);
+            span
+        } else {
+            tracing::Span::none()
+        };
         let run = Run {
             id,
             function_id: f.def.id.clone(),
@@ -139,7 +154,20 @@ impl Starter<'_> {
             error: None,
             created_at: now_ms(),
             ended_at: None,
+            traceparent: crate::trace::traceparent(&span),
         };
+        tracing::Instrument::instrument(self.create(f, run, value), span).await
+    }
+
+    /// The rest of [`start`](Self::start) once the run is made: rate limit,
+    /// throttle, then the run and its first jobs.
+    async fn create(
+        &self,
+        f: &LoadedFunction,
+        run: Run,
+        value: &Value,
+    ) -> Result<(), BackendError> {
+        let state = &self.flow.backends.state;
         if let Some(reason) = self.rate_limited(f, &run.id, value).await? {
             // Recorded as a run that ended at once, so the event shows why
             // it started nothing. A run that exists already (a redelivery
@@ -336,12 +364,7 @@ impl Starter<'_> {
             not_before: Some(debounce_due(debounce, &held)),
         };
         self.flow.enqueue(&[job]).await?;
-        self.metrics.counter(
-            "stackctl_runner_events_debounced_total",
-            "Events held back by a function's debounce, by function.",
-            &[("function", &f.def.id)],
-            1,
-        );
+        Metrics::per_function(&self.metrics.runner_events_debounced, &f.def.id);
         Ok(true)
     }
 
@@ -441,12 +464,7 @@ impl Starter<'_> {
             };
             self.flow.enqueue(&[job]).await?;
         }
-        self.metrics.counter(
-            "stackctl_runner_events_batched_total",
-            "Events gathered into a function's batches, by function.",
-            &[("function", &f.def.id)],
-            1,
-        );
+        Metrics::per_function(&self.metrics.runner_events_batched, &f.def.id);
         if batched.size >= batching.max_size {
             self.start_batch(f, &batched.id).await?;
         }
@@ -498,30 +516,21 @@ impl Starter<'_> {
 
     /// Counts a run not started for `reason` (idempotency: the key was seen
     /// within 24 h; rate_limit: over the function's rate limit).
-    fn count_skip(&self, f: &LoadedFunction, reason: &str) {
-        self.metrics.counter(
-            "stackctl_runner_runs_skipped_total",
-            "Runs not started, by function and reason (idempotency, rate_limit).",
-            &[("function", &f.def.id), ("reason", reason)],
-            1,
-        );
+    fn count_skip(&self, f: &LoadedFunction, reason: &'static str) {
+        self.metrics
+            .runner_runs_skipped
+            .get_or_create(&crate::metrics::SkipLabels {
+                function: f.def.id.clone(),
+                reason,
+            })
+            .inc();
     }
 
     /// Counts a run created, and one put off by a throttle.
     fn count_run(&self, f: &LoadedFunction, start_at: Option<i64>) {
-        self.metrics.counter(
-            "stackctl_runner_runs_created_total",
-            "Runs created, by function.",
-            &[("function", &f.def.id)],
-            1,
-        );
+        Metrics::per_function(&self.metrics.runner_runs_created, &f.def.id);
         if start_at.is_some_and(|at| at > now_ms()) {
-            self.metrics.counter(
-                "stackctl_runner_runs_throttled_total",
-                "Runs whose start a throttle put off, by function.",
-                &[("function", &f.def.id)],
-                1,
-            );
+            Metrics::per_function(&self.metrics.runner_runs_throttled, &f.def.id);
         }
     }
 }

@@ -511,6 +511,7 @@ async fn health_and_metrics() {
         error: None,
         created_at: t,
         ended_at: None,
+        traceparent: None,
     };
     s.backends.state.create_run(&run).await.expect("create");
     let resp = s
@@ -524,7 +525,7 @@ async fn health_and_metrics() {
         resp.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain")
+            .starts_with("application/openmetrics-text")
     );
     let text = resp.text().await.expect("text");
     for line in [
@@ -568,6 +569,7 @@ async fn runs_api_needs_the_token_and_serves_runs_steps_and_functions() {
             error: None,
             created_at: 1000 + i as i64,
             ended_at: None,
+            traceparent: None,
         };
         state.create_run(&run).await.unwrap();
     }

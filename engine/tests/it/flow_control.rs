@@ -576,6 +576,7 @@ async fn a_redelivered_event_joins_no_second_batch(backend: TestBackend) {
         user: Value::Null,
         ts: now_ms(),
         v: None,
+        traceparent: None,
     };
     redeliver(&stack, std::slice::from_ref(&made)).await;
     redeliver(&stack, std::slice::from_ref(&made)).await;

@@ -234,6 +234,8 @@ clients! {
     elbv2: aws_sdk_elasticloadbalancingv2,
     cloudwatch: aws_sdk_cloudwatch,
     apigateway: aws_sdk_apigateway,
+    sns: aws_sdk_sns,
+    pricing: aws_sdk_pricing,
 }
 
 struct Inner {

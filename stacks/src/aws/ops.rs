@@ -516,6 +516,8 @@ pub struct StackStatus {
     pub redis: Option<RedisState>,
     /// Every resource, in apply order.
     pub resources: Vec<ResourceStatus>,
+    /// Queue depths and ages, dead letters and failed runs.
+    pub figures: crate::figures::Figures,
 }
 
 /// Reads the stack: the plan against the live account (existence and
@@ -652,6 +654,23 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         .iter()
         .map(|(id, o)| (id.clone(), o.outputs.clone()))
         .collect();
+    let url = |id: &str| {
+        outputs
+            .get(&LogicalId::new(id))
+            .and_then(|o| o.get("url"))
+            .cloned()
+    };
+    let queues: Vec<crate::figures::AwsQueue> = crate::figures::CONSUMERS
+        .iter()
+        .map(|(service, queue)| crate::figures::AwsQueue {
+            service,
+            queue,
+            name: name(&format!("sqs.{queue}")).unwrap_or_default(),
+            url: url(&format!("sqs.{queue}")),
+            dead_letter_url: url(&format!("sqs.{queue}-dlq")),
+        })
+        .collect();
+    let figures = crate::figures::aws(aws, loaded, &queues).await;
     Ok(StackStatus {
         stack: stack.clone(),
         provider: "aws",
@@ -663,6 +682,7 @@ pub async fn status(loaded: &LoadedSpec, progress: &dyn Progress) -> Result<Stac
         services,
         redis,
         resources,
+        figures,
     })
 }
 

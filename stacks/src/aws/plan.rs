@@ -109,6 +109,17 @@ pub(crate) fn candidates(stack: &str) -> Vec<Target> {
             Kind::ApiGatewayVpcLink,
             d("api"),
         ),
+        ("sns.alarms".into(), Kind::SnsTopic, d("alarms")),
+        (
+            "cloudwatch.alarm.events-age".into(),
+            Kind::CloudWatchAlarm,
+            d("events-age"),
+        ),
+        (
+            "cloudwatch.alarm.event-api-5xx".into(),
+            Kind::CloudWatchAlarm,
+            d("event-api-5xx"),
+        ),
     ];
     for svc in ["event-api", "runner"] {
         out.push((

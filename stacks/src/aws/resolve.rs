@@ -254,6 +254,7 @@ pub(crate) fn from_value(kind: Kind, value: Value) -> serde_json::Result<Attribu
         Kind::ScalableTarget => Attributes::ScalableTarget(v(value)?),
         Kind::ScalingPolicy | Kind::AsgScalingPolicy => Attributes::ScalingPolicy(v(value)?),
         Kind::CloudWatchAlarm => Attributes::CloudWatchAlarm(v(value)?),
+        Kind::SnsTopic => Attributes::SnsTopic(v(value)?),
     })
 }
 
@@ -288,6 +289,7 @@ pub(crate) fn normalize(attributes: &mut Attributes) {
             lb.security_groups.sort();
         }
         Attributes::ApiGatewayVpcLink(l) => l.target_arns.sort(),
+        Attributes::SnsTopic(t) => t.email.sort(),
         Attributes::IamRole(_)
         | Attributes::IamRolePolicy(_)
         | Attributes::IamInstanceProfile(_)

@@ -6,7 +6,8 @@
 //! tagging API is not used: it misses launch templates, Auto Scaling
 //! groups, IAM and Cloud Map, and lists deleted ElastiCache resources.
 //! API Gateway VPC links and REST APIs are listed whole (their names are
-//! not unique) and kept when named `{stack}-*` or tagged for the stack.
+//! not unique) and kept when named `{stack}-*` or tagged for the stack;
+//! so are SNS topics, kept when named `{stack}-*`.
 //!
 //! Each find is sorted into:
 //! - **leftover**: tagged for the stack, an untaggable resource under the
@@ -860,6 +861,44 @@ async fn alarms(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
     Ok(out)
 }
 
+/// SNS topics named `{stack}-*` (the alarms' topic), with their tags.
+async fn topics(aws: &Aws, stack: &str) -> Result<Vec<Seen>> {
+    let sns = aws.sns();
+    let prefix = format!("{stack}-");
+    let pages = call!(
+        &prefix,
+        "ListTopics",
+        sns.list_topics().into_paginator().send().try_collect()
+    )?;
+    let mut out = Vec::new();
+    for arn in pages
+        .iter()
+        .flat_map(|page| page.topics())
+        .filter_map(|t| t.topic_arn.clone())
+    {
+        let name = arn.rsplit(':').next().unwrap_or_default().to_string();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let tags = call!(
+            &arn,
+            "ListTagsForResource",
+            sns.list_tags_for_resource().resource_arn(&arn).send()
+        );
+        let tags = match tags {
+            Ok(t) => t
+                .tags()
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(Seen::new(Kind::SnsTopic, name, arn).tags(tags));
+    }
+    Ok(out)
+}
+
 async fn cloudmap_tags(aws: &Aws, arn: &str) -> Result<BTreeMap<String, String>> {
     let out = call!(
         arn,
@@ -1057,6 +1096,7 @@ pub async fn sweep(
         params,
         elb,
         gateway,
+        sns,
     ) = tokio::join!(
         security_groups(aws, stack),
         launch_templates(aws, stack),
@@ -1074,6 +1114,7 @@ pub async fn sweep(
         parameters(aws, stack),
         elbv2(aws, stack),
         apigateway(aws, stack),
+        topics(aws, stack),
     );
     let params = params.map(|ps| {
         ps.into_iter()
@@ -1105,6 +1146,7 @@ pub async fn sweep(
         ("SSM", params),
         ("Elastic Load Balancing", elb),
         ("API Gateway", gateway),
+        ("SNS", sns),
     ] {
         match found {
             Ok(items) => seen.extend(items),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::CostError;
 use super::footprint::{At, Footprint, StateEngine};
+use super::keys;
 use super::prices::{PriceTable, Provenance, priced};
 use crate::arch::Architecture;
 
@@ -33,6 +34,30 @@ pub struct Line {
     pub monthly_max: f64,
     /// Priced per event (zero without events).
     pub per_event: bool,
+    /// The price's entry in the table, e.g. `ec2_instance_hour.t3.medium`.
+    pub price_key: String,
+    /// Where the unit price comes from: the table, or the Price List API.
+    pub price_source: PriceSource,
+}
+
+/// Where a line's unit price comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceSource {
+    /// The price table (shipped, or `--prices FILE`).
+    Table,
+    /// The AWS Price List API (`--live-prices`).
+    Live,
+}
+
+impl PriceSource {
+    /// `table` or `live`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceSource::Table => "table",
+            PriceSource::Live => "live",
+        }
+    }
 }
 
 /// A stack's monthly estimate.
@@ -81,12 +106,14 @@ const NOT_INCLUDED: &[&str] = &[
     "Savings Plans, reserved nodes and taxes",
 ];
 
-struct Builder {
+struct Builder<'t> {
     lines: Vec<Line>,
+    table: &'t PriceTable,
 }
 
-impl Builder {
-    /// Adds a line whose quantity `qty` gives at each count.
+impl Builder<'_> {
+    /// Adds a line whose quantity `qty` gives at each count, priced at
+    /// `unit_price`, the table's entry `price_key`.
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
@@ -94,10 +121,14 @@ impl Builder {
         item: impl Into<String>,
         detail: impl Into<String>,
         unit: &'static str,
-        unit_price: f64,
+        (price_key, unit_price): (String, f64),
         per_event: bool,
         qty: impl Fn(At) -> f64,
     ) {
+        let price_source = match &self.table.live {
+            Some(live) if live.has(&price_key) => PriceSource::Live,
+            _ => PriceSource::Table,
+        };
         let quantity = qty(At::Count);
         self.lines.push(Line {
             service,
@@ -110,6 +141,8 @@ impl Builder {
             monthly_min: qty(At::Min) * unit_price,
             monthly_max: qty(At::Max) * unit_price,
             per_event,
+            price_key,
+            price_source,
         });
     }
 }
@@ -128,7 +161,10 @@ pub fn estimate_footprint(
     let hours = table.hours_per_month;
     let events = events_per_month as f64;
     let rate = events / (hours * 3600.0);
-    let mut b = Builder { lines: Vec::new() };
+    let mut b = Builder {
+        lines: Vec::new(),
+        table,
+    };
     let h = fmt_num(hours);
 
     let fargate = p.fargate(fp.architecture, region, table)?;
@@ -141,7 +177,10 @@ pub fn estimate_footprint(
             format!("{} vCPU", s.name),
             format!("{tasks} x {} vCPU x {h} h", fmt_num(vcpu)),
             "vCPU-hours",
-            fargate.vcpu_hour,
+            (
+                keys::fargate(fp.architecture, "vcpu_hour"),
+                fargate.vcpu_hour,
+            ),
             false,
             |at| at.of(s.count, s.min, s.max) * vcpu * hours,
         );
@@ -150,7 +189,7 @@ pub fn estimate_footprint(
             format!("{} memory", s.name),
             format!("{tasks} x {} GB x {h} h", fmt_num(gb)),
             "GB-hours",
-            fargate.gb_hour,
+            (keys::fargate(fp.architecture, "gb_hour"), fargate.gb_hour),
             false,
             |at| at.of(s.count, s.min, s.max) * gb * hours,
         );
@@ -169,7 +208,7 @@ pub fn estimate_footprint(
             format!("executors {}", e.instance_type),
             format!("{instances} x {h} h"),
             "instance-hours",
-            price,
+            (keys::ec2(&e.instance_type), price),
             false,
             |at| at.of(e.desired, e.min, e.max) * hours,
         );
@@ -179,7 +218,7 @@ pub fn estimate_footprint(
             "executors' root volumes",
             format!("{instances} x {} GB gp3", fmt_num(gb)),
             "GB-months",
-            p.ebs_gp3_gb_month,
+            (keys::EBS_GP3.into(), p.ebs_gp3_gb_month),
             false,
             |at| at.of(e.desired, e.min, e.max) * gb,
         );
@@ -207,7 +246,7 @@ pub fn estimate_footprint(
                 range_text(ips(At::Count), ips(At::Min), ips(At::Max))
             ),
             "address-hours",
-            p.public_ipv4_hour,
+            (keys::PUBLIC_IPV4.into(), p.public_ipv4_hour),
             false,
             |at| ips(at) * hours,
         );
@@ -234,7 +273,7 @@ pub fn estimate_footprint(
                 plural(f64::from(st.replicas))
             ),
             "node-hours",
-            price,
+            (keys::state(st.engine, &st.node_type), price),
             false,
             |_| nodes * hours,
         );
@@ -250,7 +289,7 @@ pub fn estimate_footprint(
             format!("{kind} load balancer ({})", lb.scheme),
             format!("{h} h"),
             "hours",
-            hour,
+            (keys::lb(&lb.lb_type, "hour"), hour),
             false,
             |_| hours,
         );
@@ -260,7 +299,7 @@ pub fn estimate_footprint(
             format!("{kind} load balancer capacity units"),
             format!("{} x {h} h", fmt_num(lcus)),
             unit,
-            lcu,
+            (keys::lb(&lb.lb_type, "lcu_hour"), lcu),
             false,
             |_| lcus * hours,
         );
@@ -275,7 +314,7 @@ pub fn estimate_footprint(
                 fp.vpc_links
             ),
             "hours",
-            p.vpc_link_hour,
+            (keys::VPC_LINK.into(), p.vpc_link_hour),
             false,
             |_| n * hours,
         );
@@ -291,7 +330,7 @@ pub fn estimate_footprint(
                 fmt_num(usage.events_per_request)
             ),
             "million requests",
-            p.rest_api_requests_million,
+            (keys::REST_API.into(), p.rest_api_requests_million),
             true,
             |_| requests / 1e6,
         );
@@ -312,7 +351,7 @@ pub fn estimate_footprint(
                 band.executor
             ),
             "million requests",
-            p.sqs_requests_million,
+            (keys::SQS.into(), p.sqs_requests_million),
             true,
             |_| events * band.total() / 1e6,
         );
@@ -337,7 +376,7 @@ pub fn estimate_footprint(
                 fmt_num(idle.executor)
             ),
             "million requests",
-            p.sqs_requests_million,
+            (keys::SQS.into(), p.sqs_requests_million),
             false,
             |at| polls(at) / 1e6,
         );
@@ -360,7 +399,7 @@ pub fn estimate_footprint(
                 fmt_num(usage.log_bytes_per_event)
             ),
             "GB",
-            p.logs_ingested_gb,
+            (keys::LOGS_INGESTED.into(), p.logs_ingested_gb),
             false,
             |at| task_gb(at) + event_gb,
         );
@@ -371,7 +410,7 @@ pub fn estimate_footprint(
             "storage",
             format!("{} days of ingestion kept", fp.log_retention_days),
             "GB-months",
-            p.logs_stored_gb_month,
+            (keys::LOGS_STORED.into(), p.logs_stored_gb_month),
             false,
             |at| (task_gb(at) + event_gb) * kept,
         );
@@ -383,7 +422,7 @@ pub fn estimate_footprint(
             "alarms",
             format!("{} (scaling and dead-letter alarms)", fp.alarms),
             "alarm-months",
-            p.alarm_month,
+            (keys::ALARM.into(), p.alarm_month),
             false,
             |_| n,
         );
@@ -395,7 +434,7 @@ pub fn estimate_footprint(
             "Cloud Map namespace (private hosted zone)",
             format!("{} namespace{}", fp.cloud_map_namespaces, plural(n)),
             "zone-months",
-            p.hosted_zone_month,
+            (keys::HOSTED_ZONE.into(), p.hosted_zone_month),
             false,
             |_| n,
         );
@@ -420,7 +459,7 @@ pub fn estimate_footprint(
                     plural(registered(At::Count))
                 ),
                 "instance-months",
-                p.cloud_map_instance_month,
+                (keys::CLOUD_MAP.into(), p.cloud_map_instance_month),
                 false,
                 registered,
             );
@@ -507,7 +546,33 @@ impl Estimate {
             fmt_num(self.hours_per_month),
             self.currency
         );
-        let _ = writeln!(out, "Prices: {}", self.prices.source);
+        let live_lines = self
+            .lines
+            .iter()
+            .filter(|l| l.price_source == PriceSource::Live)
+            .count();
+        if let Some(live) = &self.prices.live {
+            let _ = writeln!(
+                out,
+                "Prices: {live_lines} of {} lines live from the AWS Price List API (GetProducts at \
+                 its {} endpoint, which serves every region's prices; on-demand terms effective {})",
+                self.lines.len(),
+                live.endpoint_region,
+                effective_dates(live)
+            );
+            if live_lines < self.lines.len() {
+                let _ = writeln!(
+                    out,
+                    "        the lines marked `table` from: {}",
+                    self.prices.source
+                );
+            }
+            for u in &live.unpriced {
+                let _ = writeln!(out, "        no live price for {}: {}", u.what, u.reason);
+            }
+        } else {
+            let _ = writeln!(out, "Prices: {}", self.prices.source);
+        }
         if let Some(file) = &self.prices.file {
             let _ = writeln!(out, "        (from {file})");
         }
@@ -534,7 +599,11 @@ impl Estimate {
                 [
                     format!("{} {}", l.service, l.item),
                     format!("{} {}", fmt_qty(l.quantity), l.unit),
-                    unit_price(l.unit_price),
+                    if self.prices.live.is_some() {
+                        format!("{} {}", unit_price(l.unit_price), l.price_source.as_str())
+                    } else {
+                        unit_price(l.unit_price)
+                    },
                     money(l.monthly),
                     range(l),
                 ]
@@ -724,6 +793,22 @@ impl CostChange {
             );
         }
         out
+    }
+}
+
+/// The distinct effective dates of the live prices' terms (their date
+/// part), e.g. `2026-11-01`.
+fn effective_dates(live: &super::prices::LivePrices) -> String {
+    let dates: std::collections::BTreeSet<&str> = live
+        .fetched
+        .iter()
+        .filter_map(|p| p.effective_date.as_deref())
+        .map(|d| d.get(..10).unwrap_or(d))
+        .collect();
+    if dates.is_empty() {
+        "on dates not given".into()
+    } else {
+        dates.into_iter().collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -8,12 +8,16 @@
 //! `--prices` file of the same shape; and this engine's measured SQS
 //! requests per event, idle polling and log volume), the footprint of a
 //! stack (what AWS bills for, read off resources in the graph's shape,
-//! [`Footprint`]) and the pricing of it. It reads no AWS API: prices come
-//! from the table only. A region or an instance or node type the table has
-//! no price for is an error naming it.
+//! [`Footprint`]) and the pricing of it. Prices come from the table,
+//! unless `--live-prices` asks the AWS Price List API for them ([`live`],
+//! with the `aws` feature); each line says which. A region or an instance
+//! or node type without a price is an error naming it.
 
 mod estimate;
 mod footprint;
+mod keys;
+#[cfg(feature = "aws")]
+pub mod live;
 mod prices;
 
 use std::collections::BTreeMap;
@@ -22,10 +26,14 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use estimate::{
-    CostChange, Estimate, Line, LineChange, change, estimate_footprint, fmt_num, money, signed,
+    CostChange, Estimate, Line, LineChange, PriceSource, change, estimate_footprint, fmt_num,
+    money, signed,
 };
 pub use footprint::{ExecutorUse, Footprint, LoadBalancerUse, ServiceUse, StateEngine, StateUse};
-pub use prices::{FargateRate, IdlePolling, PriceTable, Provenance, RegionPrices, SqsBand, Usage};
+pub use prices::{
+    FargateRate, IdlePolling, LivePrice, LivePrices, PriceCheck, PriceTable, Provenance,
+    RegionPrices, SqsBand, Unpriced, Usage,
+};
 
 use crate::bench::Report;
 use crate::graph::{Graph, GraphError};
@@ -79,6 +87,22 @@ pub enum CostError {
         /// The region.
         region: String,
         /// Which table.
+        table: String,
+    },
+    /// `--live-prices`: the AWS Price List API gave no price for what the
+    /// stack runs, and the table's may not stand in.
+    #[error(
+        "--live-prices: the AWS Price List API gave no price in region `{region}` for:\n{}\n\
+         Pass --fallback-to-table to price these from {table} (each line then says where its \
+         price comes from), or leave out --live-prices",
+        missing.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
+    )]
+    LiveUnpriced {
+        /// The region priced.
+        region: String,
+        /// Each price it did not give, with why.
+        missing: Vec<String>,
+        /// The table that would stand in.
         table: String,
     },
     /// A `--prices` file could not be read.

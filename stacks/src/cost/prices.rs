@@ -29,11 +29,86 @@ pub struct PriceTable {
     pub hours_per_month: f64,
     /// Prices by region name (`us-east-1`).
     pub regions: BTreeMap<String, RegionPrices>,
+    /// Which entries were compared with a public page, against what, and
+    /// which could not be verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PriceCheck>,
     /// What the engine uses per event and per hour.
     pub usage: Usage,
     /// The file the table was read from; `None`: the shipped one.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// The prices fetched from the AWS Price List API over this table's
+    /// (`--live-prices`); `None`: every price is the table's.
+    #[serde(skip)]
+    pub live: Option<LivePrices>,
+}
+
+/// A check of some of the table's entries against public pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceCheck {
+    /// The entries, `REGION.KEY` (`*` for every region), e.g.
+    /// `us-east-1.fargate.x86_64`.
+    pub entries: Vec<String>,
+    /// `checked` (the pages show the table's figure), `corrected` or
+    /// `not verified`.
+    pub status: String,
+    /// Each page: its URL, the date it shows and what it shows.
+    pub sources: Vec<String>,
+    /// Anything else worth knowing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Prices one command fetched from the AWS Price List Query API, which
+/// replace the table's for the lines that use them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LivePrices {
+    /// The API's endpoint region asked (it serves every region's prices).
+    pub endpoint_region: String,
+    /// The prices fetched, each with the product and term it comes from.
+    pub fetched: Vec<LivePrice>,
+    /// What the API gave no price for, and why; those lines keep the
+    /// table's price when the caller allowed it, else the estimate fails.
+    pub unpriced: Vec<Unpriced>,
+}
+
+/// One price from the Price List API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LivePrice {
+    /// The table entry it replaces, e.g. `ec2_instance_hour.t3.medium`.
+    pub key: String,
+    /// What it is, e.g. ``EC2 instance type `t3.medium` ``.
+    pub what: String,
+    /// The price, in the table's unit.
+    pub price: f64,
+    /// The product's SKU.
+    pub sku: String,
+    /// The product's usage type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usagetype: Option<String>,
+    /// The on-demand term's effective date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+}
+
+/// A price the Price List API did not give.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unpriced {
+    /// The table entry, e.g. `ec2_instance_hour.c7g.large`.
+    pub key: String,
+    /// What it is.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl LivePrices {
+    /// Whether the price `key` was fetched.
+    pub fn has(&self, key: &str) -> bool {
+        self.fetched.iter().any(|p| p.key == key)
+    }
 }
 
 /// Fargate rates of one CPU architecture.
@@ -225,6 +300,7 @@ impl PriceTable {
             source: self.source.clone(),
             as_of: self.as_of.clone(),
             file: self.file.as_ref().map(|p| p.display().to_string()),
+            live: self.live.clone().map(Box::new),
         }
     }
 }
@@ -239,6 +315,9 @@ pub struct Provenance {
     /// The `--prices` file; absent: the shipped table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// The prices fetched from the Price List API (`--live-prices`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<Box<LivePrices>>,
 }
 
 impl RegionPrices {

@@ -329,6 +329,33 @@ pub struct Container {
     /// empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_check: Vec<String>,
+    /// Containers of the task this one starts after (name → ECS condition,
+    /// e.g. `START`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, String>,
+}
+
+/// A container next to the engine in its task (the OpenTelemetry
+/// collector): not essential, so its failure never stops the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// Container name.
+    pub name: String,
+    /// Image URI (pinned).
+    pub image: String,
+    /// Arguments after the image's entrypoint.
+    pub command: Vec<String>,
+    /// Environment.
+    pub environment: BTreeMap<String, String>,
+    /// `awslogs` log group (the role's).
+    pub log_group: String,
+    /// `awslogs` stream prefix.
+    pub log_stream_prefix: String,
+    /// Hard memory limit in MiB (taken from the task's, off the engine's).
+    pub memory: u32,
+    /// The container health check's command; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_check: Vec<String>,
 }
 
 /// [`Kind::EcsTaskDefinition`](super::Kind::EcsTaskDefinition).
@@ -348,8 +375,11 @@ pub struct EcsTaskDefinition {
     pub execution_role_arn: String,
     /// Task role (`${iam.role.task.arn}`).
     pub task_role_arn: String,
-    /// The container.
+    /// The engine's container.
     pub container: Container,
+    /// Containers next to it, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
 }
 
 /// A load balancer attachment of an ECS service.
@@ -666,9 +696,28 @@ pub struct CloudWatchAlarm {
     /// `GreaterThanOrEqualToThreshold`, `LessThanOrEqualToThreshold` or
     /// `GreaterThanThreshold`.
     pub comparison_operator: String,
-    /// Policies to run (`${scaling.policy.x.arn}`); none for an alarm that
-    /// only reports.
+    /// Policies to run (`${scaling.policy.x.arn}`) or the SNS topic to
+    /// notify; none for an alarm that only reports.
     pub alarm_actions: Vec<String>,
+    /// The SNS topic told when the alarm returns to OK.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ok_actions: Vec<String>,
+    /// What the alarm means and what to look at: the text a person reads in
+    /// the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `notBreaching` for metrics only published when something happens
+    /// (5xx counts); none: AWS's default (`missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treat_missing_data: Option<String>,
+}
+
+/// [`Kind::SnsTopic`](super::Kind::SnsTopic): the stack's own topic for
+/// its alarms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnsTopic {
+    /// Email addresses subscribed (sorted); a pending confirmation counts.
+    pub email: Vec<String>,
 }
 
 /// The attributes of a resource, one variant per kind (serialized as the
@@ -705,6 +754,7 @@ pub enum Attributes {
     ScalableTarget(ScalableTarget),
     ScalingPolicy(ScalingPolicy),
     CloudWatchAlarm(CloudWatchAlarm),
+    SnsTopic(SnsTopic),
 }
 
 impl Attributes {

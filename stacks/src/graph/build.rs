@@ -11,7 +11,9 @@ use super::placeholder::{context, output, secret, secret_version};
 use super::template;
 use super::{Graph, GraphError, Kind, LogicalId, Resource, TAG_RESOURCE, TAG_STACK};
 use crate::engine_config::{Placement, engine_config};
-use crate::spec::{Connection, Driver, Provider, Publish, Scaling, Service, Spec, Step};
+use crate::spec::{
+    Alarms, Connection, Driver, Provider, Publish, Scaling, Service, Spec, Step, Traces,
+};
 use engine::functions::FunctionDef;
 
 /// Port of the event API unless the spec sets one.
@@ -50,6 +52,33 @@ const OUT_EVALUATION_PERIODS: u32 = 2;
 const IN_EVALUATION_PERIODS: u32 = 5;
 /// Retention of dead-letter queues: the SQS maximum, to leave time to look.
 const DLQ_RETENTION_SECS: u64 = 14 * 86_400;
+/// The AWS Distro for OpenTelemetry collector, pinned: it receives the
+/// engine's OTLP traces and sends them to X-Ray.
+pub const OTEL_COLLECTOR_IMAGE: &str =
+    "public.ecr.aws/aws-observability/aws-otel-collector:v0.45.1";
+/// The collector configuration shipped in its image that does traces only
+/// (OTLP on 4317/4318 to X-Ray): the default one also ships metrics to a
+/// log group outside the stack.
+pub const OTEL_COLLECTOR_CONFIG: &str = "--config=/etc/ecs/ecs-xray.yaml";
+/// The collector's container name, in the tasks and on executor hosts.
+pub const OTEL_COLLECTOR_NAME: &str = "aws-otel-collector";
+/// Where the engine sends traces: the collector's OTLP/HTTP receiver, on
+/// the task's (awsvpc) or the host's loopback.
+pub const OTEL_ENDPOINT: &str = "http://127.0.0.1:4318";
+/// The collector's memory in a task (MiB), taken off the engine's: a
+/// traces-only collector uses well under it.
+const OTEL_COLLECTOR_MEMORY: u32 = 128;
+/// What an engine role may do in X-Ray: send segments and telemetry, and
+/// read the sampling rules (none of these has resource-level permissions).
+const XRAY_ACTIONS: [&str; 5] = [
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "xray:GetSamplingStatisticSummaries",
+];
+/// Minutes in a row the event API must answer 5xx before its alarm fires.
+const API_ERROR_PERIODS: u32 = 3;
 
 pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, GraphError> {
     if spec.provider != Provider::Aws {
@@ -67,6 +96,7 @@ pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, Gra
     b.security_groups()?;
     b.iam()?;
     b.log_groups()?;
+    b.alarm_topic()?;
     b.queues()?;
     b.redis()?;
     b.repository()?;
@@ -75,6 +105,7 @@ pub(crate) fn build(spec: &Spec, functions: &[FunctionDef]) -> Result<Graph, Gra
     b.services()?;
     b.executors()?;
     b.scaling()?;
+    b.alarms()?;
     if spec.network.event_api == Connection::Public {
         b.graph.event_api_domain = spec.network.https.as_ref().map(|h| h.domain.clone());
     }
@@ -186,6 +217,48 @@ impl Builder<'_> {
 
     fn builds_image(&self) -> bool {
         self.spec.image.uri.is_none()
+    }
+
+    /// Whether the engine's traces go to X-Ray through collectors.
+    fn xray(&self) -> bool {
+        self.spec
+            .observability
+            .as_ref()
+            .is_some_and(|o| o.traces == Traces::Xray)
+    }
+
+    fn alarm_settings(&self) -> Option<&Alarms> {
+        self.spec.observability.as_ref()?.alarms.as_ref()
+    }
+
+    /// The SNS topic the alarms notify (its ARN, and the resource it is
+    /// when the stack owns it); `None` when nobody is notified.
+    fn alarm_topic_arn(&self) -> Option<(String, Option<&'static str>)> {
+        let alarms = self.alarm_settings()?;
+        match &alarms.topic_arn {
+            Some(arn) => Some((arn.clone(), None)),
+            None if !alarms.email.is_empty() => {
+                Some((output("sns.alarms", "arn"), Some("sns.alarms")))
+            }
+            None => None,
+        }
+    }
+
+    /// A reporting alarm (no policy to run): it notifies the alarm topic,
+    /// if any, on ALARM and on OK.
+    fn report_alarm(&self, alarm: CloudWatchAlarm) -> CloudWatchAlarm {
+        let actions: Vec<String> = self.alarm_topic_arn().map(|t| t.0).into_iter().collect();
+        CloudWatchAlarm {
+            alarm_actions: actions.clone(),
+            ok_actions: actions,
+            ..alarm
+        }
+    }
+
+    /// The X-Ray statement of a role's policy, when traces go to X-Ray.
+    fn xray_statement(&self) -> Option<Statement> {
+        self.xray()
+            .then(|| Statement::allow("XRay", &XRAY_ACTIONS, vec!["*".into()]))
     }
 
     fn port(&self, role: Role) -> u16 {
@@ -451,6 +524,7 @@ impl Builder<'_> {
         let mut executors = self.queue_statements(Role::Executors);
         executors.push(logs(&[Role::Executors], self));
         executors.extend(ecr_pull.unwrap_or_default());
+        executors.extend(self.xray_statement());
         if !secret_arns.is_empty() {
             execution.push(Statement::allow(
                 "EngineSecrets",
@@ -475,6 +549,7 @@ impl Builder<'_> {
             ("task", ecs_tasks, "event API tasks send events", {
                 let mut api = self.queue_statements(Role::EventApi);
                 api.push(logs(&[Role::EventApi], self));
+                api.extend(self.xray_statement());
                 api
             }),
             (
@@ -484,6 +559,7 @@ impl Builder<'_> {
                 {
                     let mut runner = self.queue_statements(Role::Runner);
                     runner.push(logs(&[Role::Runner], self));
+                    runner.extend(self.xray_statement());
                     runner
                 },
             ),
@@ -565,25 +641,39 @@ impl Builder<'_> {
             )?;
             // Anything in a dead-letter queue is work that did not get done:
             // the alarm fires on the first message.
+            let mut deps = vec![dlq_id.as_str()];
+            deps.extend(self.alarm_topic_arn().and_then(|t| t.1));
+            let alarm = self.report_alarm(CloudWatchAlarm {
+                namespace: "AWS/SQS".into(),
+                metric_name: "ApproximateNumberOfMessagesVisible".into(),
+                dimensions: BTreeMap::from([(
+                    "QueueName".to_string(),
+                    self.names.dashed(&format!("{key}-dlq")),
+                )]),
+                statistic: "Maximum".into(),
+                period_seconds: ALARM_PERIOD,
+                evaluation_periods: 1,
+                threshold: 0.0,
+                comparison_operator: "GreaterThanThreshold".into(),
+                alarm_actions: Vec::new(),
+                ok_actions: Vec::new(),
+                description: self.alarm_settings().map(|_| {
+                    format!(
+                        "stackctl {}: {} failed {} times and wait in {}; `stackctl dlq` shows and redrives them",
+                        self.spec.stack,
+                        if key == "events" { "events" } else { "step jobs" },
+                        queue.max_receives,
+                        self.names.dashed(&format!("{key}-dlq")),
+                    )
+                }),
+                treat_missing_data: None,
+            });
             self.add(
                 &format!("cloudwatch.alarm.{key}-dlq"),
                 Kind::CloudWatchAlarm,
                 self.names.dashed(&format!("{key}-dlq-not-empty")),
-                &[&dlq_id],
-                Attributes::CloudWatchAlarm(CloudWatchAlarm {
-                    namespace: "AWS/SQS".into(),
-                    metric_name: "ApproximateNumberOfMessagesVisible".into(),
-                    dimensions: BTreeMap::from([(
-                        "QueueName".to_string(),
-                        self.names.dashed(&format!("{key}-dlq")),
-                    )]),
-                    statistic: "Maximum".into(),
-                    period_seconds: ALARM_PERIOD,
-                    evaluation_periods: 1,
-                    threshold: 0.0,
-                    comparison_operator: "GreaterThanThreshold".into(),
-                    alarm_actions: Vec::new(),
-                }),
+                &deps,
+                Attributes::CloudWatchAlarm(alarm),
             )?;
             self.add(
                 &format!("sqs.{key}"),
@@ -1004,7 +1094,49 @@ impl Builder<'_> {
             ("config", config),
             ("secrets_version", self.secrets_version(role)),
         ]);
-        Ok((template::engine_env(&values)?, deps))
+        let mut env = template::engine_env(&values)?;
+        env.extend(self.otel_env(role));
+        Ok((env, deps))
+    }
+
+    /// The standard OpenTelemetry variables that point a role's traces at
+    /// its collector, when traces go to X-Ray: the service name the X-Ray
+    /// map shows (`{stack}-{role}`) and the spec's sampled fraction of new
+    /// traces (a trace started upstream keeps its own decision).
+    fn otel_env(&self, role: Role) -> BTreeMap<String, String> {
+        let Some(o) = self.spec.observability.as_ref().filter(|_| self.xray()) else {
+            return BTreeMap::new();
+        };
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", OTEL_ENDPOINT.to_string()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            (
+                "OTEL_SERVICE_NAME",
+                format!("{}-{}", self.spec.stack, role.engine_role()),
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
+            ("OTEL_TRACES_SAMPLER_ARG", o.sample.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The collector next to the engine in a task: not essential (a
+    /// collector that fails costs traces, never the event API or the
+    /// runner), its logs in the role's log group.
+    fn collector_sidecar(&self, role: Role) -> Sidecar {
+        Sidecar {
+            name: OTEL_COLLECTOR_NAME.into(),
+            image: OTEL_COLLECTOR_IMAGE.into(),
+            command: vec![OTEL_COLLECTOR_CONFIG.into()],
+            environment: BTreeMap::from([("AWS_REGION".to_string(), context("region"))]),
+            log_group: self.names.log_group(role.key()),
+            log_stream_prefix: role.key().into(),
+            memory: OTEL_COLLECTOR_MEMORY,
+            // The image's own probe of the collector's health extension.
+            health_check: vec!["CMD".into(), "/healthcheck".into()],
+        }
     }
 
     fn services(&mut self) -> Result<(), GraphError> {
@@ -1024,6 +1156,18 @@ impl Builder<'_> {
             };
             let mut deps: Vec<&str> = vec!["iam.role.execution", task_role, &log_id];
             deps.extend(env_deps);
+            let sidecars: Vec<Sidecar> = if self.xray() {
+                vec![self.collector_sidecar(role)]
+            } else {
+                Vec::new()
+            };
+            // Fargate refuses containers whose memory adds up to more than the task's.
+            let engine_memory = service.memory - sidecars.iter().map(|s| s.memory).sum::<u32>();
+            // The collector is up before the engine's first spans.
+            let depends_on = sidecars
+                .iter()
+                .map(|s| (s.name.clone(), "START".to_string()))
+                .collect();
             self.add(
                 &taskdef_id,
                 Kind::EcsTaskDefinition,
@@ -1051,7 +1195,7 @@ impl Builder<'_> {
                             .collect(),
                         log_group: self.names.log_group(key),
                         log_stream_prefix: key.into(),
-                        memory: service.memory,
+                        memory: engine_memory,
                         // The image has no shell or curl: the engine binary
                         // checks its own role. Liveness only: a backend
                         // outage must not get every task replaced (the load
@@ -1065,7 +1209,9 @@ impl Builder<'_> {
                             "--check".into(),
                             "live".into(),
                         ],
+                        depends_on,
                     },
+                    sidecars,
                 })),
             )?;
             self.service(role, service, &taskdef_id)?;
@@ -1163,12 +1309,31 @@ impl Builder<'_> {
         } else {
             String::new()
         };
+        // Started before the engine, so its first spans have a receiver.
+        let otel_collector = if self.xray() {
+            let block = template::render(
+                "executor-otel-collector.sh",
+                template::EXECUTOR_OTEL_COLLECTOR,
+                &BTreeMap::from([
+                    ("collector_image", OTEL_COLLECTOR_IMAGE.to_string()),
+                    ("collector_config", OTEL_COLLECTOR_CONFIG.to_string()),
+                    ("collector_name", OTEL_COLLECTOR_NAME.to_string()),
+                    ("region", context("region")),
+                    ("log_group", self.names.log_group(Role::Executors.key())),
+                ]),
+            )?;
+            // Its own paragraph after the secrets; nothing at all without it.
+            format!("\n\n{}", block.trim_end())
+        } else {
+            String::new()
+        };
         let user_data = template::render(
             "executor-user-data.sh",
             template::EXECUTOR_USER_DATA,
             &BTreeMap::from([
                 ("engine_env", env_text.join("\n")),
                 ("secret_env", secret_env.join("\n")),
+                ("otel_collector", otel_collector),
                 ("image", context("image")),
                 ("region", context("region")),
                 ("log_group", self.names.log_group(Role::Executors.key())),
@@ -1369,6 +1534,122 @@ impl Builder<'_> {
         )
     }
 
+    /// The stack's own SNS topic, when the alarms mail addresses.
+    fn alarm_topic(&mut self) -> Result<(), GraphError> {
+        let Some(alarms) = self.alarm_settings() else {
+            return Ok(());
+        };
+        if alarms.topic_arn.is_some() || alarms.email.is_empty() {
+            return Ok(());
+        }
+        let mut email = alarms.email.clone();
+        email.sort();
+        self.add(
+            "sns.alarms",
+            Kind::SnsTopic,
+            self.names.dashed("alarms"),
+            &[],
+            Attributes::SnsTopic(SnsTopic { email }),
+        )
+    }
+
+    /// The alarms `observability.alarms` adds to the dead-letter queues':
+    /// events waiting too long for the runner, and the event API answering
+    /// 5xx where a load balancer or API Gateway in front of it counts them
+    /// (an `internal` or `internal_dns` event API has nothing that does).
+    fn alarms(&mut self) -> Result<(), GraphError> {
+        let Some(settings) = self.alarm_settings().cloned() else {
+            return Ok(());
+        };
+        let topic = self.alarm_topic_arn().and_then(|t| t.1);
+        let events = self.names.dashed("events");
+        let age = settings.queue_age.as_secs();
+        let alarm = self.report_alarm(CloudWatchAlarm {
+            namespace: "AWS/SQS".into(),
+            metric_name: "ApproximateAgeOfOldestMessage".into(),
+            dimensions: BTreeMap::from([("QueueName".to_string(), events.clone())]),
+            statistic: "Maximum".into(),
+            period_seconds: ALARM_PERIOD,
+            evaluation_periods: 1,
+            threshold: age as f64,
+            comparison_operator: "GreaterThanThreshold".into(),
+            alarm_actions: Vec::new(),
+            ok_actions: Vec::new(),
+            description: Some(format!(
+                "stackctl {}: an event has waited more than {} in {events} for the runner: the runner is down, failing or too few (`stackctl status`, `stackctl logs runner`, `stackctl scale runner N`)",
+                self.spec.stack, settings.queue_age
+            )),
+            // SQS stops publishing for a queue idle for hours: nothing waits.
+            treat_missing_data: Some("notBreaching".into()),
+        });
+        let mut deps = vec!["sqs.events"];
+        deps.extend(topic);
+        self.add(
+            "cloudwatch.alarm.events-age",
+            Kind::CloudWatchAlarm,
+            self.names.dashed("events-age"),
+            &deps,
+            Attributes::CloudWatchAlarm(alarm),
+        )?;
+        let (namespace, metric, dimensions, front, front_deps): (_, _, _, _, &[&str]) =
+            match self.spec.network.event_api {
+                Connection::Internal | Connection::InternalDns => return Ok(()),
+                Connection::Public => (
+                    "AWS/ApplicationELB",
+                    "HTTPCode_Target_5XX_Count",
+                    BTreeMap::from([
+                        (
+                            "LoadBalancer".to_string(),
+                            output("elb.load-balancer", "arn_suffix"),
+                        ),
+                        (
+                            "TargetGroup".to_string(),
+                            output("elb.target-group", "arn_suffix"),
+                        ),
+                    ]),
+                    "its load balancer",
+                    &["elb.load-balancer", "elb.target-group"],
+                ),
+                Connection::VpcLink => (
+                    "AWS/ApiGateway",
+                    "5XXError",
+                    BTreeMap::from([
+                        ("ApiName".to_string(), self.names.dashed("api")),
+                        ("Stage".to_string(), API_STAGE.to_string()),
+                    ]),
+                    "API Gateway",
+                    &["apigateway.rest-api"],
+                ),
+            };
+        let alarm = self.report_alarm(CloudWatchAlarm {
+            namespace: namespace.into(),
+            metric_name: metric.into(),
+            dimensions,
+            statistic: "Sum".into(),
+            period_seconds: ALARM_PERIOD,
+            evaluation_periods: API_ERROR_PERIODS,
+            threshold: f64::from(settings.api_errors_per_minute),
+            comparison_operator: "GreaterThanOrEqualToThreshold".into(),
+            alarm_actions: Vec::new(),
+            ok_actions: Vec::new(),
+            description: Some(format!(
+                "stackctl {}: the event API answered {} or more 5xx a minute ({front}'s count) for {API_ERROR_PERIODS} minutes: senders are refused (503: the event stream is unavailable or the API overloaded) (`stackctl status`, `stackctl logs event-api`)",
+                self.spec.stack, settings.api_errors_per_minute
+            )),
+            // The count is only published in minutes that have a 5xx.
+            treat_missing_data: Some("notBreaching".into()),
+        });
+        let mut deps = front_deps.to_vec();
+        deps.extend(topic);
+        self.add(
+            "cloudwatch.alarm.event-api-5xx",
+            Kind::CloudWatchAlarm,
+            self.names.dashed("event-api-5xx"),
+            &deps,
+            Attributes::CloudWatchAlarm(alarm),
+        )
+    }
+
     fn queue_metric(&self, target: &str, queue: &str) -> Result<Metric, GraphError> {
         if !crate::spec::Queues::NAMES.contains(&queue) {
             return Err(GraphError::UnknownScalingQueue {
@@ -1462,6 +1743,9 @@ impl Builder<'_> {
                     threshold: step.threshold,
                     comparison_operator: comparison.into(),
                     alarm_actions: vec![output(&policy_id, "arn")],
+                    ok_actions: Vec::new(),
+                    description: None,
+                    treat_missing_data: None,
                 }),
             )?;
         }

@@ -83,6 +83,8 @@ pub enum Kind {
     /// CloudWatch metric alarm.
     #[serde(rename = "cloudwatch_alarm")]
     CloudWatchAlarm,
+    /// SNS topic (the alarms' notifications) with its email subscriptions.
+    SnsTopic,
 }
 
 /// What is known of a kind without asking AWS.
@@ -119,7 +121,7 @@ pub struct KindInfo {
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 30] = [
+    pub const ALL: [Kind; 31] = [
         Kind::SecurityGroup,
         Kind::IamRole,
         Kind::IamRolePolicy,
@@ -150,6 +152,7 @@ impl Kind {
         Kind::ScalingPolicy,
         Kind::AsgScalingPolicy,
         Kind::CloudWatchAlarm,
+        Kind::SnsTopic,
     ];
 
     /// What is known of this kind.
@@ -494,6 +497,18 @@ impl Kind {
                 outputs: &["arn"],
                 outputs_changed_by_update: &[],
                 teardown_rank: 0,
+                deleted_with: None,
+            },
+            Kind::SnsTopic => KindInfo {
+                label: "SNS topic",
+                name_limit: Some(256),
+                taggable: true,
+                priority: 0,
+                replaced_on: &[],
+                outputs: &["arn"],
+                outputs_changed_by_update: &[],
+                // After the alarms that notify it.
+                teardown_rank: 1,
                 deleted_with: None,
             },
         }

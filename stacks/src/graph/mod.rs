@@ -48,6 +48,10 @@
 //! | `scaling.policy.{svc}.{out,in,requests}` | Application Auto Scaling policy | `s-{svc}-scale-{out,in}` / `s-{svc}-requests` | 256 |
 //! | `autoscaling.policy.executors.{out,in}` | ASG step scaling policy    | `s-executors-scale-{out,in}`  | 255       |
 //! | `cloudwatch.alarm.{svc}.{out,in}`   | CloudWatch alarm               | `s-{svc}-scale-{out,in}`      | 255       |
+//! | `cloudwatch.alarm.{events,work}-dlq` | CloudWatch alarm (DLQ not empty) | `s-{events,work}-dlq-not-empty` | 255    |
+//! | `cloudwatch.alarm.events-age` (`observability.alarms`) | CloudWatch alarm | `s-events-age`     | 255       |
+//! | `cloudwatch.alarm.event-api-5xx` (alarms, `public`/`vpc_link`) | CloudWatch alarm | `s-event-api-5xx` | 255 |
+//! | `sns.alarms` (`observability.alarms.email`) | SNS topic              | `s-alarms`                    | 256       |
 //!
 //! Values only known while applying (the account, the default VPC, another
 //! resource's ARN, secrets, the engine image and its CPU architecture) are

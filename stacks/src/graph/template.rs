@@ -8,6 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The executor host's boot script (EC2 user data).
 pub const EXECUTOR_USER_DATA: &str = include_str!("../../../templates/executor-user-data.sh");
 
+/// The part of the executor host's boot script that starts the
+/// OpenTelemetry collector (`observability.traces: xray`).
+pub const EXECUTOR_OTEL_COLLECTOR: &str =
+    include_str!("../../../templates/executor-otel-collector.sh");
+
 /// The environment of every engine container, one `NAME=value` per line.
 pub const ENGINE_ENV: &str = include_str!("../../../templates/engine.env");
 

@@ -710,6 +710,8 @@ pub struct StatusReport {
     pub processes: Vec<ProcessStatus>,
     /// Whether every desired process is running and healthy.
     pub healthy: bool,
+    /// Queue depths and ages, dead letters and failed runs.
+    pub figures: crate::figures::Figures,
 }
 
 /// Each recorded process with its liveness and health, and counts by service.
@@ -759,19 +761,26 @@ pub async fn status(loaded: &LoadedSpec) -> Result<StatusReport, LocalError> {
         && services
             .values()
             .all(|c| c.healthy == c.desired && c.running == c.desired);
+    let event_api = format!(
+        "http://127.0.0.1:{}",
+        state
+            .as_ref()
+            .map_or(event_api_port(loaded), |s| s.event_api_port)
+    );
+    let figures = if up {
+        crate::figures::local(loaded, &event_api).await
+    } else {
+        crate::figures::Figures::unknown("the stack is not up")
+    };
     Ok(StatusReport {
         stack: loaded.spec.stack.clone(),
         up,
-        event_api: format!(
-            "http://127.0.0.1:{}",
-            state
-                .as_ref()
-                .map_or(event_api_port(loaded), |s| s.event_api_port)
-        ),
+        event_api,
         state_dir: dir,
         services,
         processes,
         healthy,
+        figures,
     })
 }
 

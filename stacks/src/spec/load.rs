@@ -14,7 +14,7 @@ use serde_json::Value as J;
 use super::diagnostic::{At, Diagnostic, Problem, SpecErrors, SpecWarnings};
 use super::interpolate::{Lookup, process_env};
 use super::schema::{Document, check_structure};
-use super::semantic::{check_loopback_steps, check_sections};
+use super::semantic::{check_loopback_steps, check_observability_locally, check_sections};
 use super::yaml::{Node, parse};
 use super::{Driver, Provider, Spec};
 
@@ -202,6 +202,11 @@ impl<'e> Loader<'e> {
             if spec.provider == Provider::Aws {
                 self.check_loopback_steps(&functions);
             }
+            self.warnings.extend(
+                check_observability_locally(spec)
+                    .into_iter()
+                    .map(|p| (spec_idx, p)),
+            );
         }
         self.check_duplicate_functions(&functions);
         self.finish(spec, functions)

@@ -57,6 +57,11 @@ pub struct Spec {
     /// Local provider settings.
     #[serde(default)]
     pub local: Local,
+    /// Traces and alarms (aws). Without it the stack has neither: no
+    /// collector, no X-Ray permissions, no alarm beyond the dead-letter
+    /// queues' (which then notify nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
 }
 
 /// Where a stack runs.
@@ -612,4 +617,75 @@ pub struct Local {
     /// spec file. Default `.stackctl/<stack>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
+}
+
+/// Traces and alarms of an AWS stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    /// Where the engine's traces go: `none` (the default) or `xray`: an AWS
+    /// Distro for OpenTelemetry collector next to every engine container
+    /// (a sidecar in the event-API and runner tasks, a container on each
+    /// executor host) receives them over OTLP and sends them to AWS X-Ray.
+    /// Ignored, with a warning, by `provider: local`, which has no X-Ray:
+    /// there the engine reads the standard `OTEL_*` variables instead.
+    #[serde(default)]
+    pub traces: Traces,
+    /// The fraction of new traces recorded (0 to 1), e.g. `0.05` for 5 %;
+    /// a trace started upstream keeps its own decision. Default 0.05.
+    #[serde(default = "default_sample")]
+    pub sample: f64,
+    /// CloudWatch alarms on what needs a person: a dead-letter queue that
+    /// is not empty, the event API answering 5xx, events waiting too long.
+    /// Without it only the dead-letter queues have alarms, with no action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<Alarms>,
+}
+
+/// Where traces go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Traces {
+    /// No traces leave the engine.
+    #[default]
+    None,
+    /// AWS X-Ray, through an AWS Distro for OpenTelemetry collector.
+    Xray,
+}
+
+fn default_sample() -> f64 {
+    0.05
+}
+
+/// The stack's alarms and whom they notify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    /// An existing SNS topic the alarms notify
+    /// (`arn:aws:sns:REGION:ACCOUNT:NAME`, in the stack's region). Not
+    /// together with `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_arn: Option<String>,
+    /// Addresses the stack's own topic (`{stack}-alarms`) sends alarms to;
+    /// each gets a message from AWS to confirm first. With neither this
+    /// nor `topic_arn` the alarms notify nobody (their state shows in the
+    /// CloudWatch console).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
+    /// Alarm when the oldest event waiting for the runner is older than
+    /// this (1m or more, below `queues.events.retention`). Default 5m.
+    #[serde(default = "default_queue_age")]
+    pub queue_age: Duration,
+    /// Alarm when the event API answers this many 5xx responses a minute,
+    /// three minutes in a row (only where a load balancer or API Gateway
+    /// fronts it: `public` and `vpc_link`). Default 5.
+    #[serde(default = "default_api_errors")]
+    pub api_errors_per_minute: u32,
+}
+
+fn default_queue_age() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_api_errors() -> u32 {
+    5
 }

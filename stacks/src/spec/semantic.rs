@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as J;
 
 use super::{
-    Connection, Executors, Logs, Network, Publish, Queue, Queues, Scaling, Service, State, Step,
-    Timeouts,
+    Connection, Executors, Logs, Network, Observability, Provider, Publish, Queue, Queues, Scaling,
+    Service, Spec, State, Step, Timeouts, Traces,
 };
 
 /// Every value of a CloudWatch Logs retention (days) that AWS accepts.
@@ -165,6 +165,160 @@ pub(crate) fn check_sections(json: &J) -> Vec<Problem> {
     }
     if let Some(timeouts) = section::<Timeouts>(json, "/timeouts", Some(Timeouts::default())) {
         check_timeouts(&timeouts, &mut out);
+    }
+    if let Some(observability) = section::<Observability>(json, "/observability", None) {
+        let events = section::<Queue>(json, "/queues/events", Some(Queue::default()));
+        check_observability(
+            &observability,
+            json.get("region").and_then(J::as_str),
+            events.map(|q| q.retention),
+            &mut out,
+        );
+    }
+    out
+}
+
+fn check_observability(
+    o: &Observability,
+    region: Option<&str>,
+    events_retention: Option<Duration>,
+    out: &mut Vec<Problem>,
+) {
+    if !(0.0..=1.0).contains(&o.sample) {
+        out.push(Problem::new(
+            path!["observability", "sample"],
+            At::Value,
+            format!("a sampled fraction of {} is not between 0 and 1", o.sample),
+            "write the fraction of traces to keep, e.g. `0.05` for 5 %, `1` for all",
+        ));
+    }
+    let Some(alarms) = &o.alarms else {
+        return;
+    };
+    let at = path!["observability", "alarms"];
+    if let Some(arn) = &alarms.topic_arn {
+        if !alarms.email.is_empty() {
+            out.push(Problem::new(
+                at.join("email"),
+                At::Key,
+                "`alarms` has both `topic_arn` (a topic of yours) and `email` (a topic the stack creates)",
+                "keep one: subscribe the addresses to your topic, or remove `topic_arn` to let the stack make its own",
+            ));
+        }
+        if let Some(problem) = topic_problem(arn, region) {
+            out.push(Problem::new(
+                at.join("topic_arn"),
+                At::Value,
+                problem,
+                "write the ARN of an SNS topic in the stack's region, `arn:aws:sns:REGION:ACCOUNT:NAME`",
+            ));
+        }
+    }
+    for (i, address) in alarms.email.iter().enumerate() {
+        let plausible = address.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !address.contains(char::is_whitespace)
+        });
+        if !plausible {
+            out.push(Problem::new(
+                at.join("email").join(i),
+                At::Value,
+                format!("`{address}` is not an email address"),
+                "write an address such as `ops@example.com`",
+            ));
+        } else if alarms.email[..i].contains(address) {
+            out.push(Problem::new(
+                at.join("email").join(i),
+                At::Value,
+                format!("`{address}` is listed twice"),
+                "list each address once",
+            ));
+        }
+    }
+    let age = alarms.queue_age.std();
+    if age < std::time::Duration::from_secs(60) {
+        out.push(Problem::new(
+            at.join("queue_age"),
+            At::Value,
+            format!(
+                "CloudWatch measures queue age once a minute: {} is too short",
+                alarms.queue_age
+            ),
+            "use `1m` or more, e.g. `5m`",
+        ));
+    } else if let Some(retention) = events_retention
+        && age >= retention.std()
+    {
+        out.push(Problem::new(
+            at.join("queue_age"),
+            At::Value,
+            format!(
+                "events are deleted after {retention} (`queues.events.retention`), before they are {} old: the alarm could never fire",
+                alarms.queue_age
+            ),
+            "alarm on an age below the events' retention, e.g. `5m`",
+        ));
+    }
+    if alarms.api_errors_per_minute == 0 {
+        out.push(Problem::new(
+            at.join("api_errors_per_minute"),
+            At::Value,
+            "an alarm at 0 errors a minute would always be on",
+            "alarm from 1 error a minute, e.g. `5`",
+        ));
+    }
+}
+
+/// What is wrong with an SNS topic ARN, if anything.
+fn topic_problem(arn: &str, region: Option<&str>) -> Option<String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let shaped = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[5].is_empty();
+    if !shaped {
+        return Some(format!("`{arn}` is not an SNS topic ARN"));
+    }
+    match region {
+        Some(region) if parts[3] != region => Some(format!(
+            "topic `{arn}` is in {}, not the stack's region {region}: CloudWatch alarms notify topics of their own region",
+            parts[3]
+        )),
+        _ => None,
+    }
+}
+
+/// What a local stack ignores of `observability`, as warnings: X-Ray,
+/// CloudWatch alarms and SNS exist only on AWS.
+pub(crate) fn check_observability_locally(spec: &Spec) -> Vec<Problem> {
+    let Some(o) = &spec.observability else {
+        return Vec::new();
+    };
+    if spec.provider != Provider::Local {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if o.traces == Traces::Xray {
+        out.push(Problem::new(
+            path!["observability", "traces"],
+            At::Value,
+            "`traces: xray` is ignored by `provider: local`: there is no X-Ray collector on this machine",
+            "to trace a local stack, run `stackctl up` with OTEL_EXPORTER_OTLP_ENDPOINT (and OTEL_TRACES_SAMPLER_ARG) set to your OTLP receiver; keep `xray` for the AWS spec",
+        ));
+    }
+    if o.alarms.is_some() {
+        out.push(Problem::new(
+            path!["observability", "alarms"],
+            At::Key,
+            "`alarms` is ignored by `provider: local`: they are CloudWatch alarms",
+            "watch a local stack with `stackctl status`; keep `alarms` for the AWS spec",
+        ));
     }
     out
 }

@@ -723,7 +723,8 @@ async fn up_and_down_survive_throttling_and_server_errors() {
 
 /// Stacks whose graphs together hold every kind (the test below checks
 /// that): the example (ElastiCache, Cloud Map), a `public` event API on
-/// MemoryDB scaled on its load balancer's requests, and a `vpc_link` one.
+/// MemoryDB scaled on its load balancer's requests with alarms mailed
+/// through the stack's SNS topic, and a `vpc_link` one.
 fn stacks_of_every_kind() -> Vec<Spec> {
     let mut dns = example();
     dns.stack = "every-dns".into();
@@ -738,6 +739,12 @@ fn stacks_of_every_kind() -> Vec<Spec> {
         .expect("alb scaling"),
     );
     public.state.memorydb = Some(stacks::spec::MemoryDb::default());
+    public.observability = Some(
+        serde_json::from_value(serde_json::json!({
+            "traces": "xray", "alarms": { "email": ["ops@example.com"] }
+        }))
+        .expect("observability"),
+    );
     let mut link = example();
     link.stack = "every-link".into();
     link.network.event_api = stacks::spec::Connection::VpcLink;

@@ -245,6 +245,11 @@ fn every_connection_type_has_its_resource_kinds() {
     v["state"] = json!({ "memorydb": {} });
     seen.extend(Graph::from_spec(&spec(v)).unwrap().kinds());
 
+    // Alarms that mail addresses bring the stack's SNS topic.
+    let mut v = spec_json("demo", "internal");
+    v["observability"] = json!({ "alarms": { "email": ["ops@example.com"] } });
+    seen.extend(Graph::from_spec(&spec(v)).unwrap().kinds());
+
     let all: BTreeSet<Kind> = Kind::ALL.into_iter().collect();
     assert_eq!(seen, all, "every kind is produced by some spec");
 }
@@ -1002,4 +1007,230 @@ fn a_spec_without_state_settings_gets_a_replicated_redis_with_snapshots() {
         (1, true, true, 1),
         "{rg:?}"
     );
+}
+
+/// `spec_json` with an `observability` section.
+fn observed_spec(connection: &str, observability: Value) -> Spec {
+    let mut v = spec_json("demo", connection);
+    v["observability"] = observability;
+    spec(v)
+}
+
+#[test]
+fn observability_without_traces_or_alarms_changes_nothing() {
+    for connection in CONNECTIONS {
+        let plain = graph("demo", connection);
+        for section in [json!({}), json!({ "traces": "none", "sample": 0.5 })] {
+            let g = Graph::from_spec(&observed_spec(connection, section.clone())).unwrap();
+            assert_eq!(g, plain, "{connection} {section}");
+        }
+    }
+}
+
+#[test]
+fn xray_puts_a_collector_beside_every_engine_with_the_xray_actions() {
+    let g = Graph::from_spec(&observed_spec(
+        "internal_dns",
+        json!({ "traces": "xray", "sample": 0.25 }),
+    ))
+    .unwrap();
+    for (role, engine_role) in [("event-api", "event-api"), ("runner", "runner")] {
+        let Attributes::EcsTaskDefinition(td) = attributes(&g, &format!("ecs.taskdef.{role}"))
+        else {
+            panic!("task definition");
+        };
+        let [collector] = td.sidecars.as_slice() else {
+            panic!("{role}: one sidecar, got {:?}", td.sidecars);
+        };
+        assert_eq!(collector.name, "aws-otel-collector");
+        assert_eq!(
+            collector.image,
+            "public.ecr.aws/aws-observability/aws-otel-collector:v0.45.1"
+        );
+        assert_eq!(collector.command, ["--config=/etc/ecs/ecs-xray.yaml"]);
+        assert_eq!(collector.log_group, format!("/stackctl/demo/{role}"));
+        assert_eq!(
+            td.container.memory + collector.memory,
+            td.memory,
+            "{role}: the containers share the task's memory"
+        );
+        assert_eq!(
+            td.container.depends_on,
+            BTreeMap::from([("aws-otel-collector".to_string(), "START".to_string())])
+        );
+        let env = &td.container.environment;
+        assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://127.0.0.1:4318");
+        assert_eq!(env["OTEL_SERVICE_NAME"], format!("demo-{engine_role}"));
+        assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+    }
+    let xray = |policy: &str| -> Vec<String> {
+        let Attributes::IamRolePolicy(p) = attributes(&g, policy) else {
+            panic!("{policy}");
+        };
+        p.document
+            .statement
+            .iter()
+            .filter(|s| s.sid.as_deref() == Some("XRay"))
+            .flat_map(|s| {
+                assert_eq!(s.resource, ["*"], "X-Ray has no resource-level permissions");
+                s.action.clone()
+            })
+            .collect()
+    };
+    let actions = [
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+        "xray:GetSamplingStatisticSummaries",
+    ];
+    for policy in [
+        "iam.policy.task",
+        "iam.policy.runner",
+        "iam.policy.executors",
+    ] {
+        assert_eq!(xray(policy), actions, "{policy}");
+    }
+    assert!(
+        xray("iam.policy.execution").is_empty(),
+        "ECS itself sends no traces"
+    );
+    let Attributes::LaunchTemplate(lt) = attributes(&g, "ec2.launch-template.executors") else {
+        panic!("launch template");
+    };
+    let collector = lt
+        .user_data
+        .find("--name 'aws-otel-collector' --restart always")
+        .expect("the user data starts the collector");
+    let executor = lt
+        .user_data
+        .find("--name stackctl-executor")
+        .expect("and the executor");
+    assert!(collector < executor, "the collector starts first");
+    for expected in [
+        "--network host",
+        "'public.ecr.aws/aws-observability/aws-otel-collector:v0.45.1' '--config=/etc/ecs/ecs-xray.yaml'",
+        "--log-opt awslogs-group='/stackctl/demo/executors'",
+        "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318",
+        "OTEL_SERVICE_NAME=demo-executor",
+        "OTEL_TRACES_SAMPLER_ARG=0.25",
+    ] {
+        assert!(lt.user_data.contains(expected), "{expected}");
+    }
+    // Without traces, none of it.
+    let plain = graph("demo", "internal_dns");
+    let Attributes::LaunchTemplate(lt) = attributes(&plain, "ec2.launch-template.executors") else {
+        panic!("launch template");
+    };
+    assert!(!lt.user_data.contains("otel"), "{}", lt.user_data);
+}
+
+#[test]
+fn alarms_notify_the_stacks_topic_or_the_one_given() {
+    let alarm = |g: &Graph, id: &str| -> stacks::graph::CloudWatchAlarm {
+        match attributes(g, id) {
+            Attributes::CloudWatchAlarm(a) => a.clone(),
+            other => panic!("{id}: {other:?}"),
+        }
+    };
+    let topic = placeholder::output("sns.alarms", "arn");
+    let g = Graph::from_spec(&observed_spec(
+        "public",
+        json!({ "alarms": { "email": ["b@example.com", "a@example.com"], "queue_age": "10m" } }),
+    ))
+    .unwrap();
+    let Attributes::SnsTopic(t) = attributes(&g, "sns.alarms") else {
+        panic!("topic");
+    };
+    assert_eq!(t.email, ["a@example.com", "b@example.com"]);
+    assert_eq!(g.get(&"sns.alarms".into()).unwrap().name, "demo-alarms");
+    for id in [
+        "cloudwatch.alarm.events-dlq",
+        "cloudwatch.alarm.work-dlq",
+        "cloudwatch.alarm.events-age",
+        "cloudwatch.alarm.event-api-5xx",
+    ] {
+        let a = alarm(&g, id);
+        assert_eq!(a.alarm_actions, std::slice::from_ref(&topic), "{id}");
+        assert_eq!(a.ok_actions, std::slice::from_ref(&topic), "{id}");
+        assert!(a.description.is_some(), "{id}");
+        assert!(
+            g.get(&id.into())
+                .unwrap()
+                .dependencies
+                .contains(&"sns.alarms".into()),
+            "{id}"
+        );
+    }
+    let age = alarm(&g, "cloudwatch.alarm.events-age");
+    assert_eq!(
+        (
+            age.metric_name.as_str(),
+            age.threshold,
+            age.dimensions["QueueName"].as_str()
+        ),
+        ("ApproximateAgeOfOldestMessage", 600.0, "demo-events")
+    );
+    let api = alarm(&g, "cloudwatch.alarm.event-api-5xx");
+    assert_eq!(
+        (
+            api.namespace.as_str(),
+            api.metric_name.as_str(),
+            api.threshold
+        ),
+        ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", 5.0)
+    );
+    assert_eq!(
+        api.dimensions["TargetGroup"],
+        placeholder::output("elb.target-group", "arn_suffix")
+    );
+    assert_eq!(api.treat_missing_data.as_deref(), Some("notBreaching"));
+
+    // API Gateway counts a `vpc_link` event API's errors.
+    let arn = "arn:aws:sns:us-east-1:123456789012:team-ops";
+    let g = Graph::from_spec(&observed_spec(
+        "vpc_link",
+        json!({ "alarms": { "topic_arn": arn, "api_errors_per_minute": 2 } }),
+    ))
+    .unwrap();
+    assert!(
+        g.get(&"sns.alarms".into()).is_none(),
+        "a topic of the user's"
+    );
+    let api = alarm(&g, "cloudwatch.alarm.event-api-5xx");
+    assert_eq!(
+        (
+            api.namespace.as_str(),
+            api.metric_name.as_str(),
+            api.threshold
+        ),
+        ("AWS/ApiGateway", "5XXError", 2.0)
+    );
+    assert_eq!(api.dimensions["ApiName"], "demo-api");
+    assert_eq!(api.alarm_actions, [arn]);
+    assert_eq!(alarm(&g, "cloudwatch.alarm.work-dlq").ok_actions, [arn]);
+
+    // Nothing counts an internal event API's answers; without a topic the
+    // alarms notify nobody.
+    let g = Graph::from_spec(&observed_spec("internal_dns", json!({ "alarms": {} }))).unwrap();
+    assert!(g.get(&"cloudwatch.alarm.event-api-5xx".into()).is_none());
+    assert!(g.get(&"sns.alarms".into()).is_none());
+    assert!(
+        alarm(&g, "cloudwatch.alarm.events-age")
+            .alarm_actions
+            .is_empty()
+    );
+
+    // Without the section: only the dead-letter queues' alarms, silent.
+    let g = graph("demo", "public");
+    for id in [
+        "sns.alarms",
+        "cloudwatch.alarm.events-age",
+        "cloudwatch.alarm.event-api-5xx",
+    ] {
+        assert!(g.get(&id.into()).is_none(), "{id}");
+    }
+    let dlq = alarm(&g, "cloudwatch.alarm.events-dlq");
+    assert!(dlq.alarm_actions.is_empty() && dlq.ok_actions.is_empty() && dlq.description.is_none());
 }

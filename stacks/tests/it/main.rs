@@ -14,6 +14,8 @@ mod aws_down;
 mod aws_elbv2;
 #[cfg(feature = "aws")]
 mod aws_engine_config;
+#[cfg(feature = "aws")]
+mod aws_observability;
 mod bench;
 #[cfg(feature = "aws")]
 mod bench_aws;

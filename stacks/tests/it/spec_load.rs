@@ -286,3 +286,72 @@ fn a_missing_file_is_not_a_validation_error() {
         other => panic!("expected a read error, got {other:?}"),
     }
 }
+
+#[test]
+fn observability_is_checked_at_its_place() {
+    let head = "stack: demo\nprovider: aws\nregion: eu-west-1\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 1, desired: 1, max: 1}\nevent_keys: {default: k}\nqueues:\n  events: {retention: 10m}\n";
+    let text = format!(
+        "{head}observability:\n  traces: xray\n  sample: 1.5\n  alarms:\n    topic_arn: arn:aws:sns:us-east-1:123456789012:ops\n    email: [ops@example.com, not-an-address]\n    queue_age: 1h\n    api_errors_per_minute: 0\n"
+    );
+    let errors = errors_of(load_str(Path::new("s.yaml"), &text, &no_env));
+    let found: Vec<(usize, &str)> = errors
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (13, "observability.sample"),
+            (15, "observability.alarms.topic_arn"),
+            (16, "observability.alarms.email"),
+            (16, "observability.alarms.email[1]"),
+            (17, "observability.alarms.queue_age"),
+            (18, "observability.alarms.api_errors_per_minute"),
+        ]
+    );
+    let rendered = errors.render();
+    for expected in [
+        "not between 0 and 1",
+        "is in us-east-1, not the stack's region eu-west-1",
+        "both `topic_arn`",
+        "`not-an-address` is not an email address",
+        "before they are 1h old",
+    ] {
+        assert!(rendered.contains(expected), "{expected}: {rendered}");
+    }
+    let unknown = format!("{head}observability: {{traces: jaeger}}\n");
+    let errors = errors_of(load_str(Path::new("s.yaml"), &unknown, &no_env));
+    assert_eq!(errors.diagnostics[0].path, "observability.traces");
+
+    let good = format!(
+        "{head}observability:\n  traces: xray\n  alarms: {{email: [ops@example.com], queue_age: 2m}}\n"
+    );
+    let loaded = load_str(Path::new("s.yaml"), &good, &no_env).expect("valid");
+    let o = loaded.spec.observability.expect("the section");
+    assert_eq!(o.sample, 0.05, "the default fraction");
+    assert_eq!(o.alarms.expect("alarms").api_errors_per_minute, 5);
+    assert!(loaded.warnings.is_empty(), "{}", loaded.warnings.render());
+}
+
+#[test]
+fn a_local_stack_ignores_xray_and_alarms_with_a_warning() {
+    let text = "stack: demo\nprovider: local\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 1, desired: 1, max: 1}\nevent_keys: {default: k}\nobservability:\n  traces: xray\n  alarms: {email: [ops@example.com]}\n";
+    let loaded = load_str(Path::new("s.yaml"), text, &no_env).expect("valid, with warnings");
+    let warnings: Vec<(usize, &str)> = loaded
+        .warnings
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [(9, "observability.traces"), (10, "observability.alarms")]
+    );
+    let rendered = loaded.warnings.render();
+    assert!(
+        rendered.contains("ignored by `provider: local`")
+            && rendered.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{rendered}"
+    );
+}

@@ -5,6 +5,7 @@
 //! test certificates from a CA of their own ([`TestCertificate`]);
 //! Inngest's Python SDK in its venv ([`inngest_python`]);
 //! headless Chromium for tests of web pages ([`chromium`]);
+//! an OTLP/HTTP trace receiver ([`OtlpReceiver`]);
 //! and a fault-injecting proxy that answers a seeded share of AWS calls with
 //! throttling errors and 5xx.
 //!
@@ -30,6 +31,7 @@ mod fault_proxy;
 pub mod http;
 mod inngest;
 mod moto;
+mod otlp;
 mod podman;
 mod process;
 mod redis;
@@ -45,6 +47,7 @@ pub use inngest::{inngest_python, inngest_send_retry_script};
 pub use moto::{
     ACCESS_KEY_ID, Moto, MotoBuilder, REGION, SECRET_ACCESS_KEY, venv_python as moto_python,
 };
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use podman::Podman;
 pub use process::{free_port, repo_root};
 pub use redis::{RedisBuilder, RedisServer, Reply};

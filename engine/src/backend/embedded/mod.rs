@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     error TEXT,
     created_at INTEGER NOT NULL,
-    ended_at INTEGER
+    ended_at INTEGER,
+    traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_event ON runs(event_id);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs(created_at);
@@ -242,6 +243,23 @@ impl GcClock {
     }
 }
 
+/// Adds the columns that tables made by an older engine lack (`CREATE
+/// TABLE IF NOT EXISTS` leaves an existing table as it is).
+fn add_new_columns(conn: &Connection) -> Result<()> {
+    let has_traceparent: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = 'traceparent'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    if !has_traceparent {
+        conn.execute_batch("ALTER TABLE runs ADD COLUMN traceparent TEXT;")
+            .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 impl Db {
     fn open(path: &Path) -> Result<Arc<Self>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -256,8 +274,16 @@ impl Db {
             .map_err(sql_err)?;
         conn.execute_batch("PRAGMA synchronous=FULL;")
             .map_err(sql_err)?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}COMMIT;"))
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))
             .map_err(sql_err)?;
+        let upgraded = add_new_columns(&conn);
+        conn.execute_batch(if upgraded.is_ok() {
+            "COMMIT;"
+        } else {
+            "ROLLBACK;"
+        })
+        .map_err(sql_err)?;
+        upgraded?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Checkpoints run on their own thread (below), so that copying the
         // WAL into the database and its fsync do not stall the commits

@@ -178,6 +178,7 @@ impl EmbeddedQueue {
                         receipt: format!("{seq}.1"),
                         body: m.body,
                         receive_count: 1,
+                        sent_at: Some(now),
                     },
                     until,
                 ));
@@ -257,20 +258,20 @@ impl EmbeddedQueue {
                 let mut out = Vec::new();
                 let mut select = c
                     .prepare_cached(
-                        "SELECT seq, body, receive_count FROM messages \
+                        "SELECT seq, body, receive_count, sent_at FROM messages \
                          WHERE queue = ?1 AND dead = 0 AND visible_at <= ?2 \
                          ORDER BY visible_at, seq LIMIT ?3",
                     )
                     .map_err(sql_err)?;
                 loop {
                     let want = max - out.len();
-                    let rows: Vec<(i64, Vec<u8>, i64)> = select
-                        .query_map(params![queue, now, want as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    let rows: Vec<(i64, Vec<u8>, i64, i64)> = select
+                        .query_map(params![queue, now, want as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                         .map_err(sql_err)?
                         .collect::<std::result::Result<_, _>>()
                         .map_err(sql_err)?;
                     let exhausted = rows.len() < want;
-                    for (seq, body, count) in rows {
+                    for (seq, body, count, sent_at) in rows {
                         if count >= max_receives {
                             c.execute("UPDATE messages SET dead = 1 WHERE seq = ?1", [seq])
                                 .map_err(sql_err)?;
@@ -286,6 +287,7 @@ impl EmbeddedQueue {
                             receipt: format!("{seq}.{}", count + 1),
                             body,
                             receive_count: (count + 1) as u32,
+                            sent_at: Some(sent_at),
                         });
                     }
                     if exhausted || out.len() >= max {
@@ -445,7 +447,8 @@ impl Queue for EmbeddedQueue {
                            COALESCE(SUM(dead = 0 AND visible_at <= ?2), 0), \
                            COALESCE(SUM(dead = 0 AND visible_at > ?2 AND receive_count > 0), 0), \
                            COALESCE(SUM(dead = 0 AND visible_at > ?2 AND receive_count = 0), 0), \
-                           COALESCE(SUM(dead = 1), 0) \
+                           COALESCE(SUM(dead = 1), 0), \
+                           MIN(CASE WHEN dead = 0 AND visible_at <= ?2 THEN visible_at END) \
                          FROM messages WHERE queue = ?1",
                         params![queue, now],
                         |r| {
@@ -454,6 +457,7 @@ impl Queue for EmbeddedQueue {
                                 r.get::<_, i64>(1)?,
                                 r.get::<_, i64>(2)?,
                                 r.get::<_, i64>(3)?,
+                                r.get::<_, Option<i64>>(4)?,
                             ))
                         },
                     )
@@ -465,6 +469,9 @@ impl Queue for EmbeddedQueue {
                     in_flight: row.1 as u64,
                     delayed: row.2 as u64,
                     dead: row.3 as u64,
+                    // Since it became visible: its send, its delay's end,
+                    // or the end of the lease of a delivery that failed.
+                    oldest_visible_ms: row.4.map(|at| now.saturating_sub(at).max(0) as u64),
                 })
             })
             .await

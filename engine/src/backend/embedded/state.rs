@@ -49,8 +49,8 @@ impl EmbeddedState {
 fn create_run_in(c: &Connection, run: &Run, event: &str) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO runs (id, function_id, event_id, event, status, error, created_at, ended_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO runs (id, function_id, event_id, event, status, error, created_at, ended_at, traceparent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(sql_err)?
         .execute(params![
@@ -61,7 +61,8 @@ fn create_run_in(c: &Connection, run: &Run, event: &str) -> Result<bool> {
             status_str(run.status),
             run.error,
             run.created_at,
-            run.ended_at
+            run.ended_at,
+            run.traceparent
         ])
         .map_err(sql_err)?;
     Ok(n == 1)
@@ -211,7 +212,8 @@ fn parse_status(s: &str) -> Result<RunStatus> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, function_id, event, status, error, created_at, ended_at";
+const RUN_COLUMNS: &str =
+    "id, function_id, event, status, error, created_at, ended_at, traceparent";
 
 type RunRow = (
     String,
@@ -221,6 +223,7 @@ type RunRow = (
     Option<String>,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
@@ -232,11 +235,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
 fn to_run(row: RunRow) -> Result<Run> {
-    let (id, function_id, event, status, error, created_at, ended_at) = row;
+    let (id, function_id, event, status, error, created_at, ended_at, traceparent) = row;
     Ok(Run {
         id,
         function_id,
@@ -245,6 +249,7 @@ fn to_run(row: RunRow) -> Result<Run> {
         error,
         created_at,
         ended_at,
+        traceparent,
     })
 }
 

@@ -404,6 +404,11 @@ impl SqsQueue {
             .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
+        let sent_at = m
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .and_then(|v| v.parse().ok());
         let encoding = m
             .message_attributes
             .as_ref()
@@ -430,6 +435,7 @@ impl SqsQueue {
             receipt: m.receipt_handle.unwrap_or_default(),
             body,
             receive_count,
+            sent_at,
         }
     }
 
@@ -582,6 +588,7 @@ impl Queue for SqsQueue {
                 .visibility_timeout(visibility)
                 .wait_time_seconds(wait)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                 .message_attribute_names(ENCODING_ATTR)
                 .send()
                 .await
@@ -639,6 +646,7 @@ impl Queue for SqsQueue {
             in_flight,
             delayed,
             dead,
+            oldest_visible_ms: None,
         })
     }
 

@@ -475,6 +475,9 @@ pub struct Stack {
     pub backends: Backends,
     /// Talks to the event API.
     pub client: Client,
+    /// The metrics every role of the stack updates (as in one
+    /// `--role all` process), served on the event API's `/metrics`.
+    pub metrics: Arc<Metrics>,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
     /// moto and redis-server when the stack runs on SQS + Redis.
@@ -684,6 +687,7 @@ impl Stack {
             config,
             backends,
             client,
+            metrics,
             shutdown,
             tasks: vec![api],
             _servers: servers,
@@ -699,7 +703,7 @@ impl Stack {
         let (b, c, m, sd) = (
             self.backends.clone(),
             self.config.clone(),
-            Arc::new(Metrics::new()),
+            self.metrics.clone(),
             self.shutdown.clone(),
         );
         let task = match role {
@@ -875,7 +879,9 @@ impl EngineProcess {
         })
     }
 
-    fn spawn_with(
+    /// Like [`EngineProcess::spawn`], with `configure` applied to the
+    /// command (its environment, say) before it starts.
+    pub fn spawn_with(
         config: &Path,
         role: &str,
         log: PathBuf,

@@ -1,5 +1,6 @@
-//! CloudWatch: the alarms that run step-scaling policies. PutMetricAlarm
-//! creates or replaces an alarm, so create and update are one request.
+//! CloudWatch: the alarms that run step-scaling policies and those that
+//! notify a person (through the stack's SNS topic). PutMetricAlarm creates
+//! or replaces an alarm, so create and update are one request.
 
 use std::collections::BTreeMap;
 
@@ -69,6 +70,9 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
             .map(|c| c.as_str().to_string())
             .unwrap_or_default(),
         alarm_actions: a.alarm_actions().to_vec(),
+        ok_actions: a.ok_actions().to_vec(),
+        description: a.alarm_description.clone().filter(|d| !d.is_empty()),
+        treat_missing_data: a.treat_missing_data.clone().filter(|t| t != "missing"),
     });
     Ok(Some(t.observed(tags, attributes, outputs([("arn", arn)]))))
 }
@@ -102,6 +106,9 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
                 desired.comparison_operator.as_str(),
             ))
             .set_alarm_actions(Some(desired.alarm_actions.clone()))
+            .set_ok_actions(Some(desired.ok_actions.clone()))
+            .set_alarm_description(desired.description.clone())
+            .set_treat_missing_data(desired.treat_missing_data.clone())
             .set_tags(work.observed.is_none().then(|| cw_tags(&work.desired.tags)))
             .send()
             .await

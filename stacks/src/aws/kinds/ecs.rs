@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ClusterField, ClusterSetting, ClusterSettingName,
-    Compatibility, ContainerDefinition, CpuArchitecture, DeploymentCircuitBreaker,
-    DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration,
-    LogDriver, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
-    ServiceField, ServiceRegistry, Tag, TaskDefinitionField, TransportProtocol,
+    Compatibility, ContainerCondition, ContainerDefinition, ContainerDependency, CpuArchitecture,
+    DeploymentCircuitBreaker, DeploymentConfiguration, HealthCheck, KeyValuePair, LaunchType,
+    LoadBalancer, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
+    PortMapping, RuntimePlatform, ServiceField, ServiceRegistry, Tag, TaskDefinitionField,
+    TransportProtocol,
 };
 
 use super::{
@@ -21,7 +22,7 @@ use crate::aws::error::{AwsError, Result};
 use crate::aws::resolve::Outputs;
 use crate::graph::plan::Action;
 use crate::graph::{
-    Attributes, Container, EcsCluster, EcsService, EcsTaskDefinition, ServiceLoadBalancer,
+    Attributes, Container, EcsCluster, EcsService, EcsTaskDefinition, ServiceLoadBalancer, Sidecar,
 };
 
 fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -166,6 +167,66 @@ const HEALTH_TIMEOUT_SECS: i32 = 5;
 const HEALTH_RETRIES: i32 = 3;
 const HEALTH_START_PERIOD_SECS: i32 = 15;
 
+fn log_options(c: &ContainerDefinition) -> std::collections::HashMap<String, String> {
+    c.log_configuration
+        .as_ref()
+        .and_then(|l| l.options.clone())
+        .unwrap_or_default()
+}
+
+fn environment_of(c: &ContainerDefinition) -> BTreeMap<String, String> {
+    c.environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default())))
+        .collect()
+}
+
+fn log_configuration(ctx: &Ctx, group: &str, prefix: &str) -> Result<LogConfiguration> {
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options(LOG_GROUP, group)
+        .options("awslogs-region", &ctx.env.region)
+        .options(LOG_PREFIX, prefix)
+        .build()
+        .map_err(|e| AwsError::Config(e.to_string()))
+}
+
+fn health_check(command: &[String]) -> Result<Option<HealthCheck>> {
+    (!command.is_empty())
+        .then(|| {
+            HealthCheck::builder()
+                .set_command(Some(command.to_vec()))
+                .interval(HEALTH_INTERVAL_SECS)
+                .timeout(HEALTH_TIMEOUT_SECS)
+                .retries(HEALTH_RETRIES)
+                .start_period(HEALTH_START_PERIOD_SECS)
+                .build()
+        })
+        .transpose()
+        .map_err(|e| AwsError::Config(e.to_string()))
+}
+
+fn key_values(env: &BTreeMap<String, String>) -> Vec<KeyValuePair> {
+    env.iter()
+        .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+        .collect()
+}
+
+/// A sidecar's container definition: not essential, so that its failure
+/// leaves the engine running.
+fn sidecar_definition(ctx: &Ctx, s: &Sidecar) -> Result<ContainerDefinition> {
+    Ok(ContainerDefinition::builder()
+        .name(&s.name)
+        .image(&s.image)
+        .essential(false)
+        .set_command(Some(s.command.clone()))
+        .set_environment(Some(key_values(&s.environment)))
+        .log_configuration(log_configuration(ctx, &s.log_group, &s.log_stream_prefix)?)
+        .memory(s.memory as i32)
+        .set_health_check(health_check(&s.health_check)?)
+        .build())
+}
+
 pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
     // Describing a family answers with its latest ACTIVE revision.
     let got = ctx
@@ -190,15 +251,12 @@ pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option
         .task_definition_arn
         .clone()
         .ok_or_else(|| incomplete(t, "DescribeTaskDefinition", "taskDefinitionArn"))?;
-    let c = td
+    // The engine's container is registered first, its sidecars after it.
+    let (c, sidecars) = td
         .container_definitions()
-        .first()
+        .split_first()
         .ok_or_else(|| incomplete(t, "DescribeTaskDefinition", "containerDefinitions"))?;
-    let log_options = c
-        .log_configuration
-        .as_ref()
-        .and_then(|l| l.options.clone())
-        .unwrap_or_default();
+    let log = log_options(c);
     let mut requires_compatibilities: Vec<String> = td
         .requires_compatibilities()
         .iter()
@@ -236,24 +294,44 @@ pub(crate) async fn read_task_definition(ctx: &Ctx, t: &Target) -> Result<Option
                 .and_then(|p| p.container_port)
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(0),
-            environment: c
-                .environment()
-                .iter()
-                .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default())))
-                .collect(),
+            environment: environment_of(c),
             secrets: c
                 .secrets()
                 .iter()
                 .map(|s| (s.name.clone(), s.value_from.clone()))
                 .collect(),
-            log_group: log_options.get(LOG_GROUP).cloned().unwrap_or_default(),
-            log_stream_prefix: log_options.get(LOG_PREFIX).cloned().unwrap_or_default(),
+            log_group: log.get(LOG_GROUP).cloned().unwrap_or_default(),
+            log_stream_prefix: log.get(LOG_PREFIX).cloned().unwrap_or_default(),
             memory: c.memory.and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
             health_check: c
                 .health_check()
                 .map(|h| h.command().to_vec())
                 .unwrap_or_default(),
+            depends_on: c
+                .depends_on()
+                .iter()
+                .map(|d| (d.container_name.clone(), d.condition.as_str().to_string()))
+                .collect(),
         },
+        sidecars: sidecars
+            .iter()
+            .map(|s| {
+                let log = log_options(s);
+                Sidecar {
+                    name: s.name.clone().unwrap_or_default(),
+                    image: s.image.clone().unwrap_or_default(),
+                    command: s.command().to_vec(),
+                    environment: environment_of(s),
+                    log_group: log.get(LOG_GROUP).cloned().unwrap_or_default(),
+                    log_stream_prefix: log.get(LOG_PREFIX).cloned().unwrap_or_default(),
+                    memory: s.memory.and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
+                    health_check: s
+                        .health_check()
+                        .map(|h| h.command().to_vec())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
     }));
     Ok(Some(t.observed(tags, attributes, outputs([("arn", arn)]))))
 }
@@ -282,12 +360,7 @@ pub(crate) async fn apply_task_definition(ctx: &Ctx, work: &Work) -> Result<Outp
                 .protocol(TransportProtocol::Tcp)
                 .build(),
         )
-        .set_environment(Some(
-            c.environment
-                .iter()
-                .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
-                .collect(),
-        ))
+        .set_environment(Some(key_values(&c.environment)))
         // ECS reads these from SSM when a task starts; the task definition
         // holds only the parameter ARNs.
         .set_secrets(
@@ -306,31 +379,30 @@ pub(crate) async fn apply_task_definition(ctx: &Ctx, work: &Work) -> Result<Outp
                 .transpose()
                 .map_err(|e| AwsError::Config(e.to_string()))?,
         )
-        .log_configuration(
-            LogConfiguration::builder()
-                .log_driver(LogDriver::Awslogs)
-                .options(LOG_GROUP, &c.log_group)
-                .options("awslogs-region", &ctx.env.region)
-                .options(LOG_PREFIX, &c.log_stream_prefix)
-                .build()
-                .map_err(|e| AwsError::Config(e.to_string()))?,
-        )
+        .log_configuration(log_configuration(ctx, &c.log_group, &c.log_stream_prefix)?)
         .memory(c.memory as i32)
-        .set_health_check(
-            (!c.health_check.is_empty())
+        .set_health_check(health_check(&c.health_check)?)
+        .set_depends_on(
+            (!c.depends_on.is_empty())
                 .then(|| {
-                    HealthCheck::builder()
-                        .set_command(Some(c.health_check.clone()))
-                        .interval(HEALTH_INTERVAL_SECS)
-                        .timeout(HEALTH_TIMEOUT_SECS)
-                        .retries(HEALTH_RETRIES)
-                        .start_period(HEALTH_START_PERIOD_SECS)
-                        .build()
+                    c.depends_on
+                        .iter()
+                        .map(|(name, condition)| {
+                            ContainerDependency::builder()
+                                .container_name(name)
+                                .condition(ContainerCondition::from(condition.as_str()))
+                                .build()
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()
                 })
                 .transpose()
                 .map_err(|e| AwsError::Config(e.to_string()))?,
         )
         .build();
+    let mut containers = vec![container];
+    for s in &desired.sidecars {
+        containers.push(sidecar_definition(ctx, s)?);
+    }
     let out = ctx
         .aws
         .ecs()
@@ -354,7 +426,7 @@ pub(crate) async fn apply_task_definition(ctx: &Ctx, work: &Work) -> Result<Outp
         )
         .execution_role_arn(&desired.execution_role_arn)
         .task_role_arn(&desired.task_role_arn)
-        .container_definitions(container)
+        .set_container_definitions(Some(containers))
         .set_tags(Some(ecs_tags(&work.desired.tags)))
         .send()
         .await

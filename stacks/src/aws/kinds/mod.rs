@@ -19,6 +19,7 @@ pub(crate) mod elbv2;
 pub(crate) mod iam;
 pub(crate) mod logs;
 pub(crate) mod memorydb;
+pub(crate) mod sns;
 pub(crate) mod sqs;
 
 use std::collections::BTreeMap;
@@ -119,6 +120,7 @@ pub(crate) async fn read(ctx: &Ctx, t: &Target) -> Result<Option<Observed>> {
         Kind::Listener => elbv2::read_listener(ctx, t).await?,
         Kind::ApiGatewayVpcLink => apigateway::read_vpc_link(ctx, t).await?,
         Kind::ApiGatewayRestApi => apigateway::read_rest_api(ctx, t).await?,
+        Kind::SnsTopic => sns::read(ctx, t).await?,
     };
     if let Some(o) = &found
         && t.kind.taggable()
@@ -246,6 +248,7 @@ pub(crate) async fn apply(ctx: &Ctx, work: &Work) -> Result<Outputs> {
         Kind::Listener => elbv2::apply_listener(ctx, work).await,
         Kind::ApiGatewayVpcLink => apigateway::apply_vpc_link(ctx, work).await,
         Kind::ApiGatewayRestApi => apigateway::apply_rest_api(ctx, work).await,
+        Kind::SnsTopic => sns::apply(ctx, work).await,
     }
 }
 
@@ -358,6 +361,7 @@ pub(crate) async fn delete(
         Kind::Listener => elbv2::delete_listener(ctx, o).await,
         Kind::ApiGatewayVpcLink => apigateway::delete_vpc_link(ctx, o, deadline).await,
         Kind::ApiGatewayRestApi => apigateway::delete_rest_api(ctx, o).await,
+        Kind::SnsTopic => sns::delete(ctx, o).await,
     };
     match result {
         Err(e) if e.is_not_found() => Ok(Deleted::AlreadyGone),
