@@ -214,10 +214,10 @@ fn before_and_after(
     for round in 0..rounds {
         // Requests per second and CPU microseconds per request.
         let run = |engine: &common::ChildGuard| {
-            let cpu = cpu_time(engine.pid());
+            let cpu = common::cpu_time(engine.pid());
             let report = common::closed_loop(rt, engine.addr, 64, 1, time);
             assert_eq!(report.http_req_failed.count, 0);
-            let used = cpu_time(engine.pid()).saturating_sub(cpu);
+            let used = common::cpu_time(engine.pid()).saturating_sub(cpu);
             let per_request = used.as_secs_f64() * 1e6 / report.http_reqs.count.max(1) as f64;
             (report, per_request)
         };
@@ -247,28 +247,6 @@ fn before_and_after(
         ratios[ratios.len() / 2],
         cpu_ratios[cpu_ratios.len() / 2]
     );
-}
-
-/// User and system CPU time of process `pid` so far, from `/proc/PID/stat`
-/// (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The command name may hold spaces; the fields after it do not.
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15, the 12th and 13th after `)`.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .map(|&i| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .expect("utime, stime")
-        })
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
 
 /// 500 events/s into an engine running every role, with a 1-step function on the event.

@@ -221,11 +221,11 @@ impl Setup<'_> {
         let sqs_before = [&api, &runner, &executor].map(|p| p.proxy.actions());
         let monitor = rt.block_on(common::Monitor::start(&self.redis.addr()));
         let redis_before = common::commandstats(self.redis);
-        let cpu_before = cpu_time(api.child.id());
-        let switches_before = context_switches(api.child.id());
+        let cpu_before = common::cpu_time(api.child.id());
+        let switches_before = common::context_switches(api.child.id());
         let report = run_load(rt, &url, Load::constant(rate, secs));
-        let api_cpu = cpu_time(api.child.id()).saturating_sub(cpu_before);
-        let api_switches = context_switches(api.child.id()).saturating_sub(switches_before);
+        let api_cpu = common::cpu_time(api.child.id()).saturating_sub(cpu_before);
+        let api_switches = common::context_switches(api.child.id()).saturating_sub(switches_before);
         let api_sqs = harness::counts_since(&sqs_before[0], &api.proxy.actions());
         let accepted = report.events_accepted.count;
         done += accepted;
@@ -372,47 +372,6 @@ async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
     true
 }
 
-/// CPU time (user and system, every thread) of process `pid` so far, from
-/// `/proc/PID/stat` (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The command name may hold spaces; the fields after it do not.
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15, the 12th and 13th after `)`.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .map(|&i| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .expect("utime, stime")
-        })
-        .sum();
-    Duration::from_millis(ticks * 10)
-}
-
-/// Context switches (voluntary and not) of every thread of process `pid`
-/// so far, from `/proc/PID/task/*/status`.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
 /// CPU time per request of the reference server (an axum app that reads
 /// the body and answers 200) under the same load: what serving the HTTP
 /// requests alone costs on this machine.
@@ -421,13 +380,13 @@ fn reference_cpu(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration) -> (Du
     let reference = common::start_reference();
     let url = format!("http://{}/e/{}", reference.addr, common::KEY);
     run_load(rt, &url, Load::constant(20.0, Duration::from_secs(1)));
-    let before = cpu_time(reference.pid());
-    let switches = context_switches(reference.pid());
+    let before = common::cpu_time(reference.pid());
+    let switches = common::context_switches(reference.pid());
     let report = run_load(rt, &url, Load::constant(rate, secs));
     let requests = report.http_reqs.count.max(1);
     (
-        (cpu_time(reference.pid()).saturating_sub(before)) / requests as u32,
-        context_switches(reference.pid()).saturating_sub(switches) as f64 / requests as f64,
+        (common::cpu_time(reference.pid()).saturating_sub(before)) / requests as u32,
+        common::context_switches(reference.pid()).saturating_sub(switches) as f64 / requests as f64,
     )
 }
 

@@ -3,8 +3,9 @@
 //! embedded database in a temp dir: one without OpenTelemetry variables
 //! (traces off), one exporting to the harness's OTLP/HTTP receiver with
 //! `OTEL_TRACES_SAMPLER=parentbased_traceidratio` and
-//! `OTEL_TRACES_SAMPLER_ARG=0.01` (1 % of ingest requests sampled; every
-//! request still gets its span and its events their `traceparent`). The same
+//! `OTEL_TRACES_SAMPLER_ARG=0.01` (1 % of ingest requests sampled, and
+//! only those get a span; every request's events still get their
+//! `traceparent`, flags `00` when unsampled). The same
 //! load generator runs single-event requests at 64 connections against each,
 //! in alternating pairs, and the median of the pairs' throughput ratios
 //! (traced / untraced) is the figure (target: at least 0.9).

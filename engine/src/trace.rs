@@ -9,10 +9,14 @@
 //! layer is installed and the engine creates none of its spans (every call
 //! site asks [`enabled`], one relaxed atomic load), so logging is what it was.
 //! On, spans go through a batch span processor, flushed by
-//! [`Telemetry::shutdown`]; the SDK reads the sampler
-//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), the resource
+//! [`Telemetry::shutdown`]; the SDK reads the resource
 //! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) and the exporter's
-//! endpoint, headers and timeout from the environment.
+//! endpoint, headers and timeout from the environment. The sampler
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) is built here by the
+//! SDK's own rules ([`sampler_from`]) and given to the SDK, and the engine
+//! asks it first ([`decide`]): a span that would not be sampled is not made
+//! at all, only the `traceparent` (flags `00`) it would have had is passed
+//! on, so an unsampled request or run costs no span.
 //!
 //! Context crosses processes as a W3C `traceparent` string: on each event of
 //! an event-stream message (taken off the event by the runner, so no one
@@ -20,15 +24,19 @@
 //! every job). Its sampled flag travels with it, so a parent-based sampler
 //! decides once per trace, at ingestion.
 
-use std::fmt::Write as _;
+use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::{
-    SpanContext, TraceContextExt, TraceFlags, TraceState, TracerProvider as _,
+    SamplingDecision, SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceState,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, SpanId, TraceId};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider, ShouldSample,
+};
 use tracing::{Span, Subscriber};
 use tracing_opentelemetry::{OpenTelemetrySpanExt, OtelData};
 use tracing_subscriber::Layer;
@@ -44,6 +52,9 @@ use crate::config::LogFormat;
 pub const TRACEPARENT: &str = "traceparent";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The sampler given to the SDK, set before [`ENABLED`].
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
 
 /// Whether this process exports traces (and so creates its spans).
 #[inline]
@@ -92,8 +103,10 @@ pub enum TraceError {
 /// `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` does. A second call
 /// keeps the first subscriber. Call it outside the async runtime.
 pub fn init(format: LogFormat, service: &str) -> Option<Telemetry> {
-    let telemetry = if wanted(|name| std::env::var(name).ok()) {
-        match provider(service) {
+    let env = |name: &str| std::env::var(name).ok();
+    let sampler = sampler_from(env);
+    let telemetry = if wanted(env) {
+        match provider(service, sampler.clone()) {
             Ok(provider) => Some(Telemetry { provider }),
             Err(e) => {
                 eprintln!("warning: traces are off: {e}");
@@ -120,26 +133,7 @@ pub fn init(format: LogFormat, service: &str) -> Option<Telemetry> {
     };
     let mut layers = vec![logs];
     if let Some(t) = &telemetry {
-        // Only the engine's own spans: those of its libraries (hyper,
-        // reqwest, the SDKs) would multiply the spans of every request.
-        let targets =
-            tracing_subscriber::filter::Targets::new().with_target("engine", tracing::Level::INFO);
-        // Per span, none of the layer's extras (busy and idle times; thread,
-        // source location, target and level attributes; the OpenTelemetry
-        // context made current on every poll): they cost on every request,
-        // sampled or not, and parents come from tracing's own span tree.
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(t.provider.tracer("stackctl-engine"))
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-                .with_location(false)
-                .with_target(false)
-                .with_level(false)
-                .with_context_activation(false)
-                .with_filter(targets)
-                .boxed(),
-        );
+        layers.push(otel_layer(&t.provider).boxed());
     }
     if tracing_subscriber::registry()
         .with(layers)
@@ -154,12 +148,60 @@ pub fn init(format: LogFormat, service: &str) -> Option<Telemetry> {
         return None;
     }
     if telemetry.is_some() {
+        let _ = SAMPLER.set(sampler);
         ENABLED.store(true, Ordering::Relaxed);
     }
     telemetry
 }
 
-fn provider(service: &str) -> Result<SdkTracerProvider, TraceError> {
+/// The OpenTelemetry layer of `provider`, as [`init`] installs it.
+fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    // Only the engine's own spans: those of its libraries (hyper,
+    // reqwest, the SDKs) would multiply the spans of every request.
+    let targets =
+        tracing_subscriber::filter::Targets::new().with_target("engine", tracing::Level::INFO);
+    // Per span, none of the layer's extras (busy and idle times; thread,
+    // source location, target and level attributes; the OpenTelemetry
+    // context made current on every poll): they cost on every sampled
+    // request, and parents come from tracing's own span tree.
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("stackctl-engine"))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_level(false)
+        .with_context_activation(false)
+        .with_filter(targets)
+}
+
+/// The sampler that `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
+/// (read through `var`) name, by the rules of `opentelemetry_sdk`'s
+/// `Config::default` (0.31): exact lower-case names, a ratio that does not
+/// parse as a float means 1.0, and anything else (unset, unknown,
+/// `jaeger_remote`, `xray`) is `parentbased_always_on`. The SDK is given
+/// this very sampler, so [`decide`] and the SDK cannot disagree.
+pub fn sampler_from(var: impl Fn(&str) -> Option<String>) -> Sampler {
+    let ratio = || {
+        var("OTEL_TRACES_SAMPLER_ARG")
+            .and_then(|r| r.parse::<f64>().ok())
+            .unwrap_or(1.0)
+    };
+    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    match var("OTEL_TRACES_SAMPLER").as_deref() {
+        Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::TraceIdRatioBased(ratio()),
+        Some("parentbased_always_off") => parent_based(Sampler::AlwaysOff),
+        Some("parentbased_traceidratio") => parent_based(Sampler::TraceIdRatioBased(ratio())),
+        _ => parent_based(Sampler::AlwaysOn),
+    }
+}
+
+fn provider(service: &str, sampler: Sampler) -> Result<SdkTracerProvider, TraceError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -178,19 +220,163 @@ fn provider(service: &str) -> Result<SdkTracerProvider, TraceError> {
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
+        .with_sampler(sampler)
+        .with_id_generator(Ids::default())
         .build())
 }
 
-/// Makes `traceparent` (a W3C `traceparent` value) the parent of `span`,
-/// which must not have been entered yet; a missing or malformed value
-/// leaves it where it is (a new trace, unless a span is current).
-pub fn continue_from(span: &Span, traceparent: Option<&str>) {
-    if let Some(cx) = traceparent.and_then(parse) {
-        let _ = span.set_parent(cx);
+thread_local! {
+    /// The trace id [`Sampled::start`] decided on for the root span it is
+    /// about to start on this thread.
+    static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// Random ids, except that a root span started by [`Sampled::start`] gets
+/// the trace id its sampling decision was made on (the SDK decides again
+/// on that id, and comes to the same answer).
+#[derive(Debug, Default)]
+struct Ids(RandomIdGenerator);
+
+impl IdGenerator for Ids {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .take()
+            .unwrap_or_else(|| self.0.new_trace_id())
     }
-    // Started now, so that log lines inside it find its ids (the layer does
-    // not start a span when it is entered: see `init`).
-    let _ = span.context();
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// A span's fate, decided before it is made: see [`decide`].
+pub enum Decision {
+    /// Not sampled: make no span, and pass this context (flags `00`) on in
+    /// its place, so the next process follows the same decision.
+    Unsampled(Traceparent),
+    /// Sampled: make the span and start it with [`Sampled::start`].
+    Sampled(Sampled),
+}
+
+/// A sampled span's place: under a parent, or a root on a given trace id.
+pub struct Sampled {
+    parent: Option<Context>,
+    trace_id: TraceId,
+}
+
+impl Sampled {
+    /// Starts `span` (made, not entered yet) where the decision was made,
+    /// and returns its `traceparent`; `None` if the OpenTelemetry layer
+    /// does not follow `span`.
+    pub fn start(self, span: &Span) -> Option<Traceparent> {
+        match self.parent {
+            Some(cx) => {
+                let _ = span.set_parent(cx);
+            }
+            None => NEXT_TRACE_ID.set(Some(self.trace_id)),
+        }
+        // Started now, so that log lines inside it find its ids (the layer
+        // does not start a span when it is entered: see `init`).
+        let cx = span.context();
+        // Unused if the layer does not follow `span`: not for the next one.
+        NEXT_TRACE_ID.set(None);
+        let span_ref = cx.span();
+        let sc = span_ref.span_context();
+        sc.is_valid().then(|| Traceparent::of(sc))
+    }
+}
+
+/// Whether a span made under `parent` (a W3C `traceparent` value; missing
+/// or malformed: a new trace) would be sampled, asked of the SDK's sampler
+/// without making the span; `None` when traces are off. The built-in
+/// samplers look only at the parent and the trace id.
+pub fn decide(parent: Option<&str>) -> Option<Decision> {
+    if !enabled() {
+        return None;
+    }
+    Some(decide_with(SAMPLER.get()?, parent))
+}
+
+pub(crate) fn decide_with(sampler: &Sampler, parent: Option<&str>) -> Decision {
+    let ids = RandomIdGenerator::default();
+    let parent = parent.and_then(parse);
+    let trace_id = match &parent {
+        Some(cx) => cx.span().span_context().trace_id(),
+        None => ids.new_trace_id(),
+    };
+    let result =
+        sampler.should_sample(parent.as_ref(), trace_id, "", &SpanKind::Internal, &[], &[]);
+    match result.decision {
+        SamplingDecision::Drop => Decision::Unsampled(Traceparent::new(
+            trace_id,
+            ids.new_span_id(),
+            TraceFlags::default(),
+        )),
+        // Recorded (if not sampled) by the SDK too: it gets its span.
+        SamplingDecision::RecordOnly | SamplingDecision::RecordAndSample => {
+            Decision::Sampled(Sampled { parent, trace_id })
+        }
+    }
+}
+
+tokio::task_local! {
+    static UNSAMPLED: Traceparent;
+}
+
+/// Runs `work` (an unsampled run's step attempt, which has no span) with
+/// `traceparent` as its context: [`current_traceparent`] inside it passes
+/// the unsampled decision on to HTTP and Docker steps.
+pub async fn unsampled<F: std::future::Future>(traceparent: Traceparent, work: F) -> F::Output {
+    UNSAMPLED.scope(traceparent, work).await
+}
+
+/// A W3C `traceparent` value of version `00` made here: 55 ASCII bytes,
+/// no allocation.
+#[derive(Clone, Copy)]
+pub struct Traceparent([u8; 55]);
+
+impl Traceparent {
+    fn new(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        let mut put = |at: usize, bytes: &[u8]| {
+            for (i, b) in bytes.iter().enumerate() {
+                out[at + 2 * i] = HEX[usize::from(b >> 4)];
+                out[at + 2 * i + 1] = HEX[usize::from(b & 0x0f)];
+            }
+        };
+        put(3, &trace_id.to_bytes());
+        put(36, &span_id.to_bytes());
+        put(53, &[flags.to_u8()]);
+        Self(out)
+    }
+
+    fn of(sc: &SpanContext) -> Self {
+        Self::new(sc.trace_id(), sc.span_id(), sc.trace_flags())
+    }
+
+    /// The same trace and flags with a new span id: the context of a span
+    /// that would be this one's child.
+    fn child(&self) -> Self {
+        let mut out = *self;
+        let span_id = RandomIdGenerator::default().new_span_id();
+        let fresh = Self::new(TraceId::INVALID, span_id, TraceFlags::default());
+        out.0[36..52].copy_from_slice(&fresh.0[36..52]);
+        out
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Traceparent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `span`'s context as a W3C `traceparent` value (sampled or not, so that
@@ -205,15 +391,20 @@ pub fn traceparent(span: &Span) -> Option<String> {
     sc.is_valid().then(|| format_traceparent(sc))
 }
 
-/// The current span's context as a `traceparent` value; `None` when traces
-/// are off or no span is current.
+/// The current span's context as a `traceparent` value, or inside
+/// [`unsampled`] without a span, a child of its unsampled context; `None`
+/// when traces are off or there is neither.
 pub fn current_traceparent() -> Option<String> {
-    traceparent(&Span::current())
-}
-
-/// Whether a `traceparent` value says its trace is sampled.
-pub fn is_sampled(traceparent: &str) -> bool {
-    split(traceparent).is_some_and(|(_, _, flags)| flags & TraceFlags::SAMPLED.to_u8() != 0)
+    if !enabled() {
+        return None;
+    }
+    let span = Span::current();
+    if span.is_none() {
+        return UNSAMPLED
+            .try_with(|tp| tp.child().as_str().to_string())
+            .ok();
+    }
+    traceparent(&span)
 }
 
 /// The trace id of a `traceparent` value, if it parses and was sampled
@@ -224,15 +415,7 @@ pub fn sampled_trace_id(traceparent: &str) -> Option<String> {
 }
 
 fn format_traceparent(sc: &SpanContext) -> String {
-    let mut out = String::with_capacity(55);
-    let _ = write!(
-        out,
-        "00-{}-{}-{:02x}",
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags().to_u8()
-    );
-    out
+    Traceparent::of(sc).as_str().to_string()
 }
 
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, ids not all zero.
@@ -308,6 +491,53 @@ where
     }
 }
 
+/// A tracer provider and subscriber as [`init`] makes them, exporting to
+/// memory, for tests of code that makes spans.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Captured {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Runs `work` under a subscriber with the OpenTelemetry layer of a
+    /// provider on `sampler`; returns what it exported.
+    pub(crate) fn exported(sampler: &Sampler, work: impl FnOnce()) -> Vec<SpanData> {
+        let captured = Captured::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(captured.clone())
+            .with_sampler(sampler.clone())
+            .with_id_generator(Ids::default())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(otel_layer(&provider));
+        tracing::subscriber::with_default(subscriber, work);
+        let _ = provider.force_flush();
+        captured.0.lock().unwrap().clone()
+    }
+
+    /// The sampler of `OTEL_TRACES_SAMPLER=parentbased_traceidratio` at `ratio`.
+    pub(crate) fn parent_based_ratio(ratio: &str) -> Sampler {
+        sampler_from(|name| match name {
+            "OTEL_TRACES_SAMPLER" => Some("parentbased_traceidratio".to_string()),
+            "OTEL_TRACES_SAMPLER_ARG" => Some(ratio.to_string()),
+            _ => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +570,52 @@ mod tests {
         assert!(!wanted(vars(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")])));
         assert!(!wanted(vars(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")])));
         assert!(wanted(vars(&[endpoint, ("OTEL_SDK_DISABLED", "false")])));
+    }
+
+    #[test]
+    fn the_sampler_is_the_one_the_sdk_would_build() {
+        let of = |name: &str, arg: Option<&str>| {
+            let s = sampler_from(vars(
+                &[("OTEL_TRACES_SAMPLER", name)]
+                    .into_iter()
+                    .chain(arg.map(|a| ("OTEL_TRACES_SAMPLER_ARG", a)))
+                    .collect::<Vec<_>>(),
+            ));
+            format!("{s:?}")
+        };
+        assert_eq!(of("always_on", None), "AlwaysOn");
+        assert_eq!(of("always_off", None), "AlwaysOff");
+        assert_eq!(of("traceidratio", Some("0.25")), "TraceIdRatioBased(0.25)");
+        assert_eq!(
+            of("traceidratio", Some("x")),
+            "TraceIdRatioBased(1.0)",
+            "the SDK's fallback"
+        );
+        assert_eq!(
+            of("parentbased_traceidratio", Some("0.01")),
+            "ParentBased(TraceIdRatioBased(0.01))"
+        );
+        assert_eq!(of("parentbased_always_off", None), "ParentBased(AlwaysOff)");
+        for other in ["parentbased_always_on", "xray", "ALWAYS_ON", ""] {
+            assert_eq!(of(other, None), "ParentBased(AlwaysOn)", "{other}");
+        }
+        assert_eq!(
+            format!("{:?}", sampler_from(vars(&[]))),
+            "ParentBased(AlwaysOn)"
+        );
+    }
+
+    #[test]
+    fn made_traceparents_are_what_the_sdk_prints() {
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let tp = Traceparent::new(trace_id, span_id, TraceFlags::SAMPLED);
+        assert_eq!(tp.as_str(), format!("00-{trace_id}-{span_id}-01"));
+        let child = tp.child();
+        assert_eq!(&child.as_str()[..36], &tp.as_str()[..36]);
+        assert_eq!(&child.as_str()[52..], "-01");
+        assert_ne!(child.as_str(), tp.as_str());
+        assert!(parse(child.as_str()).is_some());
     }
 
     #[test]

@@ -192,8 +192,10 @@ pub struct Event {
     /// Event schema version, if sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<String>,
-    /// The W3C `traceparent` of the span that ingested the event, when the
-    /// event API traces: only on the event stream, the runner takes it off.
+    /// The W3C `traceparent` of the span that ingested the event (of an
+    /// unsampled request, which has no span: the context that span would
+    /// have had, flags `00`), when the event API traces: only on the event
+    /// stream, the runner takes it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }
@@ -250,8 +252,9 @@ pub struct Run {
     /// When it reached a terminal status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
-    /// The W3C `traceparent` of the run's span, when the runner traces: the
-    /// parent of its step attempts' spans, sampled or not.
+    /// The W3C `traceparent` of the run's span (of an unsampled run, which
+    /// has no span: the context it would have had, flags `00`), when the
+    /// runner traces: the parent of its step attempts, sampled or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }

@@ -412,7 +412,9 @@ async fn remove(docker: &Docker, id: &str) {
 #[async_trait]
 impl Driver for DockerDriver {
     async fn run(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
-        if !crate::trace::enabled() {
+        // No span under an unsampled attempt (which has none): it would
+        // be the root of a trace of its own.
+        if !crate::trace::enabled() || tracing::Span::current().is_none() {
             return self.call(step, ctx).await;
         }
         let image = step.docker.as_ref().map(|d| d.image.as_str()).unwrap_or("");
@@ -423,17 +425,13 @@ impl Driver for DockerDriver {
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );
-        let result = tracing::Instrument::instrument(self.call(step, ctx), span.clone()).await;
-        if let Err(e) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_description", e.to_string());
-        }
-        result
+        super::in_client_span(span, self.call(step, ctx)).await
     }
 }
 
 impl DockerDriver {
-    /// One attempt, inside the driver call's span when traces are on.
+    /// One attempt, inside the driver call's span when its attempt has a
+    /// (sampled) span.
     async fn call(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
         let Some(spec) = &step.docker else {
             return Err(DriverError::Permanent(format!(

@@ -101,7 +101,9 @@ fn snippet(body: &str) -> String {
 #[async_trait]
 impl Driver for HttpDriver {
     async fn run(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
-        if !crate::trace::enabled() {
+        // No span under an unsampled attempt (which has none): it would
+        // be the root of a trace of its own.
+        if !crate::trace::enabled() || tracing::Span::current().is_none() {
             return self.call(step, ctx).await;
         }
         let url = step.http.as_ref().map(|h| h.url.as_str()).unwrap_or("");
@@ -119,18 +121,13 @@ impl Driver for HttpDriver {
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );
-        let result = tracing::Instrument::instrument(self.call(step, ctx), span.clone()).await;
-        if let Err(e) = &result {
-            span.record("otel.status_code", "ERROR");
-            span.record("otel.status_description", e.to_string());
-        }
-        result
+        super::in_client_span(span, self.call(step, ctx)).await
     }
 }
 
 impl HttpDriver {
-    /// One attempt, inside the driver call's span when traces are on (the
-    /// `traceparent` header names that span).
+    /// One attempt, inside the driver call's span when its attempt has a
+    /// (sampled) span: the `traceparent` header names that span.
     async fn call(&self, step: &Step, ctx: &StepContext) -> Result<Value, DriverError> {
         let Some(http) = &step.http else {
             return Err(DriverError::Permanent(format!(

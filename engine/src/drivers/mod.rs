@@ -60,6 +60,20 @@ pub struct StepContext {
     pub attempt: u32,
 }
 
+/// Awaits one driver call inside its client `span` and marks the span as
+/// failed (OpenTelemetry's status) when the call fails.
+pub(crate) async fn in_client_span(
+    span: tracing::Span,
+    call: impl std::future::Future<Output = Result<Value, DriverError>>,
+) -> Result<Value, DriverError> {
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    if let Err(e) = &result {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", e.to_string());
+    }
+    result
+}
+
 /// Runs one kind of step.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {

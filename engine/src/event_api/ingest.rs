@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,6 +16,8 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, ApiState};
 use crate::backend::Message;
+use crate::trace::{Decision, Traceparent};
+use tracing::Span;
 
 /// The answer to an accepted send.
 #[derive(Debug, serde::Serialize)]
@@ -63,30 +65,21 @@ pub(super) async fn ingest(
     if !crate::trace::enabled() {
         return accept(st, key, request, None).await;
     }
-    // An HTTP server span as OpenTelemetry's conventions name it, continuing
-    // the sender's trace when it sent one; its context goes with each event.
-    let span = tracing::info_span!(
-        "POST /e/{event_key}",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/e/{event_key}",
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let sent = request
-        .headers()
-        .get(crate::trace::TRACEPARENT)
-        .and_then(|v| v.to_str().ok());
-    crate::trace::continue_from(&span, sent);
-    let traceparent = crate::trace::traceparent(&span);
-    let accepting = accept(st, key, request, traceparent.as_deref());
-    // Entered (for the trace ids of log lines) only when sampled: entering
-    // on every poll is most of what an unsampled request's span costs.
-    let result = if traceparent.as_deref().is_some_and(crate::trace::is_sampled) {
-        tracing::Instrument::instrument(accepting, span.clone()).await
-    } else {
-        accepting.await
+    let Some(decision) = crate::trace::decide(sent_traceparent(request.headers())) else {
+        return accept(st, key, request, None).await;
     };
+    let (span, traceparent) = traced(decision);
+    let accepting = accept(
+        st,
+        key,
+        request,
+        traceparent.as_ref().map(Traceparent::as_str),
+    );
+    // Most requests, at a low sampling ratio: no span to enter or record.
+    let Some(span) = span else {
+        return accepting.await;
+    };
+    let result = tracing::Instrument::instrument(accepting, span.clone()).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => e.status,
@@ -96,6 +89,39 @@ pub(super) async fn ingest(
         span.record("otel.status_code", "ERROR");
     }
     result
+}
+
+/// The `traceparent` header a sender continues its trace with, if any.
+fn sent_traceparent(headers: &HeaderMap) -> Option<&str> {
+    // A `HeaderName`, not a `&str`, which would be parsed on every lookup.
+    static TRACEPARENT: HeaderName = HeaderName::from_static(crate::trace::TRACEPARENT);
+    headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok())
+}
+
+/// The ingest span (of a sampled request only) and the context the
+/// request's events carry.
+fn traced(decision: Decision) -> (Option<Span>, Option<Traceparent>) {
+    match decision {
+        Decision::Unsampled(traceparent) => (None, Some(traceparent)),
+        Decision::Sampled(sampled) => {
+            let span = ingest_span();
+            let traceparent = sampled.start(&span);
+            (Some(span), traceparent)
+        }
+    }
+}
+
+/// An HTTP server span as OpenTelemetry's conventions name it; made only
+/// for a sampled request, whose events then carry its context.
+fn ingest_span() -> Span {
+    tracing::info_span!(
+        "POST /e/{event_key}",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/e/{event_key}",
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 /// The ingestion itself; `traceparent` goes on every event.
@@ -465,7 +491,7 @@ fn write_event(out: &mut Vec<u8>, internal_id: &str, e: &Checked<'_>, traceparen
         out.extend_from_slice(b",\"v\":");
         out.extend_from_slice(v.as_bytes());
     }
-    // Hex digits and dashes only (made by `trace::traceparent`): no escaping.
+    // Hex digits and dashes only (a `trace::Traceparent`): no escaping.
     if let Some(traceparent) = traceparent {
         out.extend_from_slice(b",\"traceparent\":\"");
         out.extend_from_slice(traceparent.as_bytes());
@@ -657,5 +683,78 @@ mod tests {
         let e: Event = serde_json::from_slice(&out).unwrap();
         assert_eq!(e.traceparent.as_deref(), Some(tp));
         assert_eq!(e.data, serde_json::json!({"x": 1}));
+    }
+
+    #[test]
+    fn an_unsampled_request_makes_no_span_and_a_sampled_parent_is_continued() {
+        use crate::trace::testing::{exported, parent_based_ratio};
+        let request = |sampler: &opentelemetry_sdk::trace::Sampler, sent: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(sent) = sent {
+                headers.insert("traceparent", sent.parse().unwrap());
+            }
+            traced(crate::trace::decide_with(
+                sampler,
+                sent_traceparent(&headers),
+            ))
+        };
+        let parts = |tp: &Traceparent| {
+            let parts: Vec<String> = tp.as_str().split('-').map(str::to_string).collect();
+            assert_eq!(parts.len(), 4, "{tp:?}");
+            (parts[1].clone(), parts[2].clone(), parts[3].clone())
+        };
+        let (parent_trace, parent_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+
+        // Not sampled, no parent: no span, a new trace's context, flags 00.
+        let none = parent_based_ratio("0.0");
+        let spans = exported(&none, || {
+            let (span, tp) = request(&none, None);
+            assert!(span.is_none());
+            let tp = tp.expect("a traceparent for the events");
+            let (trace, _, flags) = parts(&tp);
+            assert_eq!(flags, "00");
+            assert_ne!(trace, "0".repeat(32));
+            assert!(crate::trace::sampled_trace_id(tp.as_str()).is_none());
+        });
+        assert!(spans.is_empty(), "{spans:?}");
+
+        // An unsampled parent, whatever the ratio: no span, its trace, flags 00.
+        let all = parent_based_ratio("1.0");
+        let sent = format!("00-{parent_trace}-{parent_span}-00");
+        let spans = exported(&all, || {
+            let (span, tp) = request(&all, Some(&sent));
+            assert!(span.is_none());
+            let (trace, span_id, flags) = parts(&tp.unwrap());
+            assert_eq!((trace.as_str(), flags.as_str()), (parent_trace, "00"));
+            assert_ne!(span_id, parent_span);
+        });
+        assert!(spans.is_empty(), "{spans:?}");
+
+        // A sampled parent, even at ratio 0: its trace goes on, in a span.
+        let sent = format!("00-{parent_trace}-{parent_span}-01");
+        let mut carried = None;
+        let spans = exported(&none, || {
+            let (span, tp) = request(&none, Some(&sent));
+            assert!(span.is_some());
+            carried = tp;
+        });
+        let (trace, span_id, flags) = parts(&carried.expect("a traceparent"));
+        assert_eq!((trace.as_str(), flags.as_str()), (parent_trace, "01"));
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(span.name, "POST /e/{event_key}");
+        assert_eq!(span.span_context.trace_id().to_string(), parent_trace);
+        assert_eq!(span.span_context.span_id().to_string(), span_id);
+        assert_eq!(span.parent_span_id.to_string(), parent_span);
+
+        // A sampled root: the span is on the trace id the decision was made on.
+        let mut carried = None;
+        let spans = exported(&all, || carried = request(&all, None).1);
+        let (trace, span_id, flags) = parts(&carried.expect("a traceparent"));
+        assert_eq!(flags, "01");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(spans[0].span_context.trace_id().to_string(), trace);
+        assert_eq!(spans[0].span_context.span_id().to_string(), span_id);
+        assert_eq!(spans[0].parent_span_id, opentelemetry::SpanId::INVALID);
     }
 }

@@ -33,6 +33,7 @@ use crate::runner::{
     Consumer, Flow, Job, JobKind, LoadedFunction, Progress, REFRESH_INTERVAL, Registry, Starter,
     consume, now_ms,
 };
+use crate::trace::Decision;
 
 /// How long a claim fixing a sleep's deadline or a wait's start outlives it.
 const TIMING_CLAIM_EXTRA: Duration = Duration::from_secs(7 * 86_400);
@@ -645,9 +646,18 @@ impl Executor {
                     }
                 };
                 let number = progress.attempts.get(&step.id).copied().unwrap_or(0) + 1;
-                let span = attempt_span(f, run, &step.id, number);
                 let attempt = self.attempt(f, run, step, job, driver, event, progress);
-                tracing::Instrument::instrument(attempt, span).await
+                match crate::trace::decide(run.traceparent.as_deref()) {
+                    None => attempt.await,
+                    Some(Decision::Unsampled(traceparent)) => {
+                        crate::trace::unsampled(traceparent, attempt).await
+                    }
+                    Some(Decision::Sampled(sampled)) => {
+                        let span = attempt_span(f, run, &step.id, number);
+                        let _ = sampled.start(&span);
+                        tracing::Instrument::instrument(attempt, span).await
+                    }
+                }
             }
         }
     }
@@ -1098,22 +1108,17 @@ fn driver_label(step: &Step) -> &'static str {
     }
 }
 
-/// The span of a step attempt, under its run's span (`Run::traceparent`);
-/// no span when traces are off.
+/// The span of a sampled step attempt, to be started under its run's span
+/// (`Run::traceparent`).
 fn attempt_span(f: &LoadedFunction, run: &Run, step_id: &str, number: u32) -> tracing::Span {
-    if !crate::trace::enabled() {
-        return tracing::Span::none();
-    }
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "step attempt",
         otel.kind = "internal",
         run_id = %run.id,
         step_id = %step_id,
         attempt = number,
         function = %f.def.id,
-    );
-    crate::trace::continue_from(&span, run.traceparent.as_deref());
-    span
+    )
 }
 
 fn kind_label(kind: JobKind) -> &'static str {

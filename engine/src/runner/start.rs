@@ -44,6 +44,7 @@ use super::registry::{LoadedFunction, Registry};
 use crate::backend::{BackendError, Debounced, Event, Run, RunStatus};
 use crate::functions::{Debounce, Vars};
 use crate::metrics::Metrics;
+use crate::trace::Decision;
 
 /// How long a throttled run's reservation is remembered after its start:
 /// an event delivered again within it finds the run's reservation rather
@@ -133,18 +134,22 @@ impl Starter<'_> {
             self.count_skip(f, "idempotency");
             return Ok(());
         }
-        let span = if crate::trace::enabled() {
-            let span = tracing::info_span!(
-                "run",
-                otel.kind = "internal",
-                run_id = %id,
-                function = %f.def.id,
-                event_name = %event.name,
-            );
-            crate::trace::continue_from(&span, self.traced_from);
-            span
-        } else {
-            tracing::Span::none()
+        // A span only for a sampled run; an unsampled one passes its
+        // decision on in its `traceparent` alone.
+        let (span, traceparent) = match crate::trace::decide(self.traced_from) {
+            None => (tracing::Span::none(), None),
+            Some(Decision::Unsampled(traceparent)) => (tracing::Span::none(), Some(traceparent)),
+            Some(Decision::Sampled(sampled)) => {
+                let span = tracing::info_span!(
+                    "run",
+                    otel.kind = "internal",
+                    run_id = %id,
+                    function = %f.def.id,
+                    event_name = %event.name,
+                );
+                let traceparent = sampled.start(&span);
+                (span, traceparent)
+            }
         };
         let run = Run {
             id,
@@ -154,7 +159,7 @@ impl Starter<'_> {
             error: None,
             created_at: now_ms(),
             ended_at: None,
-            traceparent: crate::trace::traceparent(&span),
+            traceparent: traceparent.as_ref().map(|t| t.as_str().to_string()),
         };
         tracing::Instrument::instrument(self.create(f, run, value), span).await
     }
