@@ -116,16 +116,25 @@ impl Figures {
     }
 }
 
-/// Failed runs created in the last hour, from the runs API where it
-/// answers over HTTP from here.
-pub async fn failed_last_hour(loaded: &LoadedSpec) -> Figure<FailedRuns> {
-    let opts = ListOptions {
+/// What to ask the runs API for: failed runs created in the last hour.
+fn failed_last_hour_query() -> ListOptions {
+    ListOptions {
         function: None,
         status: Some(RunStatus::Failed),
         since: Some(FAILED_WINDOW),
         limit: FAILED_LIMIT,
-    };
-    match runs::list_direct(loaded, &opts).await {
+    }
+}
+
+/// Failed runs created in the last hour, from the runs API where it
+/// answers over HTTP from here.
+pub async fn failed_last_hour(loaded: &LoadedSpec) -> Figure<FailedRuns> {
+    failed_runs(runs::list_direct(loaded, &failed_last_hour_query()).await)
+}
+
+/// The figure of a [`failed_last_hour_query`] answer.
+fn failed_runs(answer: Result<runs::RunList, runs::RunsError>) -> Figure<FailedRuns> {
+    match answer {
         Ok(list) => Figure::Known(FailedRuns {
             count: list.runs.len() as u64,
             more: list.more,
@@ -235,7 +244,10 @@ pub struct AwsQueue {
 #[cfg(feature = "aws")]
 pub async fn aws(aws: &crate::aws::Aws, loaded: &LoadedSpec, queues: &[AwsQueue]) -> Figures {
     let each = futures_util::future::join_all(queues.iter().map(|q| aws_queue(aws, q)));
-    let (services, failed) = tokio::join!(each, failed_last_hour(loaded));
+    let failed = async {
+        failed_runs(runs::list_direct_on(aws.clone(), loaded, &failed_last_hour_query()).await)
+    };
+    let (services, failed) = tokio::join!(each, failed);
     Figures {
         services: services.into_iter().collect(),
         runs_failed_last_hour: failed,

@@ -324,6 +324,17 @@ pub async fn list_direct(loaded: &LoadedSpec, opts: &ListOptions) -> Result<RunL
     list_via(RunsApi::open(loaded, Op::QuickRead).await?, opts).await
 }
 
+/// [`list_direct`] for an AWS stack whose AWS context the caller opened
+/// already (`status`), so the stack is not opened a second time.
+#[cfg(feature = "aws")]
+pub async fn list_direct_on(
+    aws: crate::aws::Aws,
+    loaded: &LoadedSpec,
+    opts: &ListOptions,
+) -> Result<RunList, RunsError> {
+    list_via(RunsApi::aws_on(loaded, Op::QuickRead, aws).await?, opts).await
+}
+
 async fn list_via(api: RunsApi, opts: &ListOptions) -> Result<RunList, RunsError> {
     let mut query = vec![format!("limit={}", opts.limit.max(1))];
     if let Some(f) = &opts.function {
@@ -509,7 +520,20 @@ impl RunsApi {
 
     #[cfg(feature = "aws")]
     async fn aws(loaded: &LoadedSpec, op: Op) -> Result<Self, RunsError> {
-        use crate::bench::aws::{AwsNames, check_reachable, discover};
+        Self::published(loaded, op)?;
+        let opened = crate::aws::ops::open(
+            loaded,
+            crate::aws::lock::ForceUnlock::No,
+            &crate::progress::Silent,
+        )
+        .await?;
+        Self::aws_on(loaded, op, opened.aws).await
+    }
+
+    /// Whether the stack's load balancer publishes the runs API; for a
+    /// quick read, an unpublished one is an error (before any AWS call).
+    #[cfg(feature = "aws")]
+    fn published(loaded: &LoadedSpec, op: Op) -> Result<bool, RunsError> {
         use crate::spec::{Connection, Publish};
 
         let network = &loaded.spec.network;
@@ -522,18 +546,19 @@ impl RunsApi {
                 loaded.spec.stack
             )));
         }
-        let opened = crate::aws::ops::open(
-            loaded,
-            crate::aws::lock::ForceUnlock::No,
-            &crate::progress::Silent,
-        )
-        .await?;
+        Ok(published)
+    }
+
+    /// The runs API of an AWS stack through an opened AWS context.
+    #[cfg(feature = "aws")]
+    async fn aws_on(loaded: &LoadedSpec, op: Op, aws: crate::aws::Aws) -> Result<Self, RunsError> {
+        use crate::bench::aws::{AwsNames, check_reachable, discover};
+
+        let published = Self::published(loaded, op)?;
         let stack_err = |e: crate::bench::BenchError| RunsError::Stack(e.to_string());
         let names = AwsNames::of(loaded).map_err(stack_err)?;
         if published && matches!(op, Op::Read | Op::QuickRead) {
-            let target = discover(&opened.aws, loaded, None)
-                .await
-                .map_err(stack_err)?;
+            let target = discover(&aws, loaded, None).await.map_err(stack_err)?;
             let reachable =
                 check_reachable(&target.event_api, names.connection, Duration::from_secs(3))
                     .await
@@ -563,7 +588,7 @@ impl RunsApi {
                 service: service.clone(),
             },
             transport: Transport::Task {
-                aws: opened.aws,
+                aws,
                 cluster: names.cluster,
                 service,
             },
