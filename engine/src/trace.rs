@@ -73,6 +73,27 @@ pub fn wanted(var: impl Fn(&str) -> Option<String>) -> bool {
     set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT")
 }
 
+/// Why the environment's OTLP protocol will not be used, if it names one
+/// other than the one this engine exports with (HTTP/protobuf): an
+/// endpoint meant for gRPC (port 4317) then answers nothing useful.
+pub fn protocol_warning(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let (name, value) = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| {
+        var(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name, v))
+    })?;
+    (value.trim() != "http/protobuf").then(|| {
+        format!(
+            "{name}={value} is not supported: traces go over OTLP/HTTP with protobuf (a collector's port 4318, path /v1/traces); set {name}=http/protobuf and point the endpoint at that port"
+        )
+    })
+}
+
 /// The tracer provider of a process that exports traces.
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -106,6 +127,9 @@ pub fn init(format: LogFormat, service: &str) -> Option<Telemetry> {
     let env = |name: &str| std::env::var(name).ok();
     let sampler = sampler_from(env);
     let telemetry = if wanted(env) {
+        if let Some(warning) = protocol_warning(env) {
+            eprintln!("warning: traces: {warning}");
+        }
         match provider(service, sampler.clone()) {
             Ok(provider) => Some(Telemetry { provider }),
             Err(e) => {
@@ -294,15 +318,39 @@ pub fn decide(parent: Option<&str>) -> Option<Decision> {
     if !enabled() {
         return None;
     }
-    Some(decide_with(SAMPLER.get()?, parent))
+    Some(decide_with(SAMPLER.get()?, parent, None))
 }
 
-pub(crate) fn decide_with(sampler: &Sampler, parent: Option<&str>) -> Decision {
+/// As [`decide`], except that a new trace's id is derived from `key` (a
+/// run's id) instead of drawn at random: every process that starts the
+/// same run without a parent (each runner ticking the same cron time)
+/// puts its span in the one trace and comes to the same sampling decision.
+pub fn decide_keyed(parent: Option<&str>, key: &str) -> Option<Decision> {
+    if !enabled() {
+        return None;
+    }
+    Some(decide_with(SAMPLER.get()?, parent, Some(key)))
+}
+
+/// The trace id a new trace keyed by `key` gets: the first 16 bytes of
+/// its SHA-256 (uniform, as the ratio sampler expects of trace ids).
+fn keyed_trace_id(key: &str) -> TraceId {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    TraceId::from_bytes(bytes)
+}
+
+pub(crate) fn decide_with(sampler: &Sampler, parent: Option<&str>, key: Option<&str>) -> Decision {
     let ids = RandomIdGenerator::default();
     let parent = parent.and_then(parse);
-    let trace_id = match &parent {
-        Some(cx) => cx.span().span_context().trace_id(),
-        None => ids.new_trace_id(),
+    let trace_id = match (&parent, key) {
+        (Some(cx), _) => cx.span().span_context().trace_id(),
+        (None, Some(key)) => Some(keyed_trace_id(key))
+            .filter(|id| *id != TraceId::INVALID)
+            .unwrap_or_else(|| ids.new_trace_id()),
+        (None, None) => ids.new_trace_id(),
     };
     let result =
         sampler.should_sample(parent.as_ref(), trace_id, "", &SpanKind::Internal, &[], &[]);
@@ -548,6 +596,74 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| list.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    /// The trace id a decision is on, and whether it is sampled.
+    fn outcome(decision: Decision) -> (TraceId, bool) {
+        match decision {
+            Decision::Sampled(s) => (s.trace_id, true),
+            Decision::Unsampled(tp) => {
+                let id = tp.as_str().split('-').nth(1).unwrap().to_string();
+                (TraceId::from_hex(&id).unwrap(), false)
+            }
+        }
+    }
+
+    #[test]
+    fn runs_started_without_a_parent_share_a_trace_and_a_decision_by_their_id() {
+        let half = testing::parent_based_ratio("0.5");
+        let mut sampled = 0;
+        for n in 0..200 {
+            let run = format!("run-{n}");
+            let first = outcome(decide_with(&half, None, Some(&run)));
+            // Another runner starting the same run: the same trace, the same fate.
+            assert_eq!(outcome(decide_with(&half, None, Some(&run))), first);
+            assert_ne!(first.0, TraceId::INVALID);
+            sampled += usize::from(first.1);
+        }
+        // Both fates occur: the ids are spread as the ratio sampler expects.
+        assert!(
+            (50..150).contains(&sampled),
+            "{sampled} of 200 sampled at 0.5"
+        );
+        assert_ne!(
+            outcome(decide_with(&half, None, Some("run-a"))).0,
+            outcome(decide_with(&half, None, Some("run-b"))).0
+        );
+        // A parent's trace goes first; no key: a random trace each time.
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (id, is_sampled) = outcome(decide_with(&half, Some(parent), Some("run-a")));
+        assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(is_sampled, "a sampled parent's child is sampled");
+        assert_ne!(
+            outcome(decide_with(&half, None, None)).0,
+            outcome(decide_with(&half, None, None)).0
+        );
+    }
+
+    #[test]
+    fn only_http_protobuf_is_taken_without_a_warning() {
+        assert_eq!(protocol_warning(vars(&[])), None);
+        assert_eq!(
+            protocol_warning(vars(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])),
+            None
+        );
+        let grpc = protocol_warning(vars(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
+            .expect("grpc is refused");
+        assert!(
+            grpc.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"),
+            "{grpc}"
+        );
+        // The traces-only variable decides over the general one.
+        let json = protocol_warning(vars(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ]))
+        .expect("http/json is refused");
+        assert!(
+            json.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json"),
+            "{json}"
+        );
     }
 
     #[test]

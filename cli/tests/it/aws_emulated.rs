@@ -11,7 +11,11 @@
 //! `up` deploys the spec's functions (the test adds one with an HTTP step on
 //! the example step service and a Docker step) and verifies the stack with
 //! its canary from inside the VPC; `runs` lists, shows and replays its runs
-//! through one-off tasks inside the VPC. The second test kills a runner and the
+//! through one-off tasks inside the VPC. With `observability: {traces:
+//! xray}` each task runs the collector sidecar and the executor host its
+//! collector (the data plane's stand-in, which relays to this test's OTLP
+//! receiver): one trace follows an event through the three roles' containers
+//! to its HTTP and Docker steps. The second test kills a runner and the
 //! executor under load, runs a one-off task (RunTask) and boots a host whose
 //! user data cannot read its SSM parameter.
 
@@ -23,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{find_by, last_doc, now_ms, on_memorydb, repo_root, stackctl, strings};
-use harness::AwsEmulator;
+use harness::{AwsEmulator, OtlpReceiver, ReceivedSpan};
 use serde_json::{Value, json};
 
 const EVENT_KEY: &str = "change-me-event-key";
@@ -96,14 +100,18 @@ struct Stack {
     step_image: String,
     dir: tempfile::TempDir,
     _steps: StepService,
+    /// Where the tasks' and hosts' collectors send the stack's traces.
+    traces: OtlpReceiver,
 }
 
 impl Stack {
     async fn start(own_engine: bool) -> Self {
         tokio::task::spawn_blocking(move || {
             let steps = StepService::start();
+            let traces = OtlpReceiver::start().expect("the OTLP receiver");
             let emu = AwsEmulator::builder()
                 .forward(steps.port)
+                .otel_collector(stacks::graph::OTEL_COLLECTOR_IMAGE, traces.port())
                 .start()
                 .expect("the AWS emulator starts (run scripts/test to install its parts)");
             let engine = (!own_engine).then(engine_binary);
@@ -129,6 +137,7 @@ impl Stack {
                 step_image,
                 dir,
                 _steps: steps,
+                traces,
             }
         })
         .await
@@ -566,7 +575,20 @@ async fn ready_stack_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     let start = Instant::now();
-    let (stack, api) = ready_stack(start).await;
+    // Every trace goes to X-Ray through the collectors.
+    let (stack, api) = ready_stack_with(start, false, |_, spec| {
+        let commented = "# observability:\n#   traces: xray\n#   sample: 0.05\n";
+        assert!(
+            spec.contains(commented),
+            "the example's observability section"
+        );
+        spec.replacen(
+            commented,
+            "observability:\n  traces: xray\n  sample: 1.0\n",
+            1,
+        )
+    })
+    .await;
     let spec = stack.spec().display().to_string();
     let deployed_ms = now_ms();
 
@@ -575,7 +597,9 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
     for n in 0..5 {
         events.push(api.send(n, true).await.expect("acknowledged"));
     }
-    api.all_completed(&events, true).await;
+    let runs = api.all_completed(&events, true).await;
+    one_trace_per_event(&stack, &runs[0]).await;
+    phase(start, "an event's trace seen through the collectors");
     let out = stack.run(&["status", "-f", &spec], 0).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -845,6 +869,61 @@ async fn crashes_one_off_tasks_and_a_broken_boot_on_the_emulator() {
 
 /// The domain of the HTTPS event API of the crash test's stack.
 const DOMAIN: &str = "events.example.test";
+
+/// The run's trace, as the collectors of the event-API task, the runner task
+/// and the executor host passed it on: ingest -> run -> each step's attempt
+/// -> its HTTP call or container, each span from its role's service.
+async fn one_trace_per_event(stack: &Arc<Stack>, run: &Value) {
+    let trace_id = run["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the runs API gives the trace id: {run}"))
+        .to_string();
+    let me = Arc::clone(stack);
+    let spans = tokio::task::spawn_blocking(move || {
+        me.traces
+            .wait_for("the six spans of the run's trace", CONVERGE, |spans| {
+                let of: Vec<ReceivedSpan> = spans
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .cloned()
+                    .collect();
+                (of.len() >= 6).then_some(of)
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap();
+    let one = |what: &str, service: &str, pick: &dyn Fn(&ReceivedSpan) -> bool| {
+        let found: Vec<&ReceivedSpan> = spans.iter().filter(|s| pick(s)).collect();
+        assert_eq!(found.len(), 1, "one {what} span: {spans:#?}");
+        assert_eq!(found[0].service, service, "{what}: {:?}", found[0]);
+        found[0].clone()
+    };
+    let ingest = one("ingest", "reference-event-api", &|s| {
+        s.name == "POST /e/{event_key}"
+    });
+    assert_eq!(ingest.parent_span_id, "", "the event's request is the root");
+    let run_span = one("run", "reference-runner", &|s| s.name == "run");
+    assert_eq!(
+        run_span.parent_span_id, ingest.span_id,
+        "the run under its event"
+    );
+    assert_eq!(run_span.attr("run_id"), run["id"].as_str());
+    for (step, call) in [("call", "POST"), ("box", "docker run")] {
+        let attempt = one(step, "reference-executor", &|s| {
+            s.name == "step attempt" && s.attr("step_id") == Some(step)
+        });
+        assert_eq!(
+            attempt.parent_span_id, run_span.span_id,
+            "{step} under the run"
+        );
+        let driver = one(call, "reference-executor", &|s| s.name == call);
+        assert_eq!(
+            driver.parent_span_id, attempt.span_id,
+            "{call} under {step}"
+        );
+    }
+}
 
 /// From this machine to the load balancer's HTTPS listener, trusting the
 /// certificate's CA: events are accepted, the runs API and metrics are not

@@ -696,6 +696,7 @@ mod tests {
             traced(crate::trace::decide_with(
                 sampler,
                 sent_traceparent(&headers),
+                None,
             ))
         };
         let parts = |tp: &Traceparent| {

@@ -135,8 +135,10 @@ impl Starter<'_> {
             return Ok(());
         }
         // A span only for a sampled run; an unsampled one passes its
-        // decision on in its `traceparent` alone.
-        let (span, traceparent) = match crate::trace::decide(self.traced_from) {
+        // decision on in its `traceparent` alone. Without a parent the
+        // trace id follows from the run id, so runners starting the same
+        // run (a cron time) agree on its trace and on sampling it.
+        let (span, traceparent) = match crate::trace::decide_keyed(self.traced_from, &id) {
             None => (tracing::Span::none(), None),
             Some(Decision::Unsampled(traceparent)) => (tracing::Span::none(), Some(traceparent)),
             Some(Decision::Sampled(sampled)) => {

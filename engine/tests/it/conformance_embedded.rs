@@ -29,3 +29,32 @@ fn embedded() -> Embedded {
 }
 
 engine::backend_conformance!(embedded());
+
+/// The roles of a local stack start at the same moment and each opens the
+/// same new database file: every one of them must get it (the first sets
+/// up WAL and the schema while the others wait), never "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_openers_of_a_new_database_all_succeed() {
+    const OPENERS: usize = 6;
+    for round in 0..30 {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = BackendConfig::Embedded {
+            path: dir.path().join("engine.db"),
+        };
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(OPENERS));
+        let mut opens = tokio::task::JoinSet::new();
+        for _ in 0..OPENERS {
+            let (config, start) = (config.clone(), std::sync::Arc::clone(&start));
+            opens.spawn(async move {
+                start.wait().await;
+                engine::backend::open(&config, &QueuesConfig::default())
+                    .await
+                    .map(|_| ())
+            });
+        }
+        while let Some(opened) = opens.join_next().await {
+            let opened = opened.expect("open task");
+            assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+        }
+    }
+}

@@ -66,6 +66,8 @@ pub mod placeholder;
 pub mod plan;
 pub mod template;
 
+pub use build::OTEL_COLLECTOR_IMAGE;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -8,7 +8,11 @@ or EC2 would learn their work) and converges this machine to it:
 
 - ECS services: `desiredCount` containers of the service's current task
   definition, image pulled from the docker-registry that ECR URIs map onto,
-  environment and `secrets` (resolved from SSM as the ECS agent does). A new
+  environment and `secrets` (resolved from SSM as the ECS agent does). Every
+  container of the task definition runs: the others share the first one's
+  network namespace (awsvpc: one address per task, `localhost` between its
+  containers) and start right after it; the task is the first container's
+  (its health, exit and replacement). A new
   task definition rolls the containers (new ones healthy first, then the old
   ones stopped); a container that exits is replaced; a deleted service loses
   its containers. Cloud Map names resolve to the service's containers
@@ -76,6 +80,13 @@ or EC2 would learn their work) and converges this machine to it:
   boot, and never after.
 - Logs: containers whose log driver is awslogs have their output put into
   the CloudWatch Logs group and stream the driver would use.
+- Public images: pulls of `public.ecr.aws/...` come from the registry, as
+  through a pull-through cache; only what was pushed there exists. With
+  `--otel-collector IMAGE=PORT` the data plane pushes, under IMAGE's name, a
+  stand-in for the AWS Distro for OpenTelemetry collector (which cannot be
+  had here): it takes OTLP/HTTP on port 4318, as the collector does, and
+  relays each connection to the loopback port PORT (the test's OTLP
+  receiver) instead of exporting to X-Ray.
 
 Networking: one internal podman bridge (no route off the machine) plays the
 VPC. Containers reach the AWS endpoint, redis and any `--forward`ed loopback
@@ -129,6 +140,10 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # certificates they trust), and the bundle in it SSL_CERT_FILE names.
 ACM_TRUST_DIR = "/etc/ssl/acm-trust"
 ACM_TRUST_FILE = f"{ACM_TRUST_DIR}/ca-bundle.pem"
+# Public images (the registry serves them, as a pull-through cache would).
+PUBLIC_ECR = "public.ecr.aws"
+# The port the AWS Distro for OpenTelemetry collector takes OTLP/HTTP on.
+OTLP_HTTP_PORT = 4318
 # Every key type ListCertificates knows: by default it lists RSA_2048 ones only.
 ACM_KEY_TYPES = ["RSA_1024", "RSA_2048", "RSA_3072", "RSA_4096", "EC_prime256v1", "EC_secp384r1", "EC_secp521r1"]
 
@@ -288,6 +303,11 @@ class Podman:
         `graceful`ly (SIGTERM, then each container's stop timeout before
         SIGKILL, as Docker stops them when a host shuts down)."""
         grace = [] if graceful else ["--time", "0"]
+        # A task's first container goes only after the sidecars in its
+        # network namespace, which `rm --all` may not have taken yet.
+        sidecars = self.run("ps", "-aq", "--filter", f"label={LABEL}.kind=sidecar", check=False).split()
+        if sidecars:
+            self.run("rm", "--force", *grace, *sidecars, check=False)
         self.run("rm", "--all", "--force", *grace, check=False)
 
     def containers(self) -> list[dict]:
@@ -324,6 +344,9 @@ class Instance:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
         (self.dir / "user-data").write_text(user_data)
+        # Docker pulls public images before any `docker login`: podman wants
+        # the file REGISTRY_AUTH_FILE names to exist for that.
+        (self.dir / "auth.json").write_text('{"auths": {}}\n')
         (self.dir / "hostname").write_text(hostname + "\n")
         hosts = "".join(f"{ip}\t{name}\n" for name, ip in plane.host_entries().items())
         (self.dir / "hosts").write_text(hosts)
@@ -1001,7 +1024,16 @@ class Dataplane:
         self.access_key = os.environ.get("AWS_ACCESS_KEY_ID", "testing")
         self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY", "testing")
         self.registry = args.registry
-        self.forward_ports = args.forward
+        self.forward_ports = list(args.forward)
+        # (image, loopback port) of the collector stand-in, if any.
+        self.otel_collector: tuple[str, int] | None = None
+        if args.otel_collector:
+            image, _, port = args.otel_collector.rpartition("=")
+            if not image.startswith(PUBLIC_ECR + "/") or not port.isdigit():
+                raise SystemExit(f"--otel-collector wants {PUBLIC_ECR}/NAME:TAG=PORT, not {args.otel_collector}")
+            self.otel_collector = (image, int(port))
+            if int(port) not in self.forward_ports:
+                self.forward_ports.append(int(port))
         self.state = Path(args.state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.name = args.name or f"dp{uuid.uuid4().hex[:8]}"
@@ -1120,6 +1152,8 @@ class Dataplane:
             self.forwarders.append(
                 Forwarder((self.gateway, p), lambda p=p: [("127.0.0.1", p)], f"forward {p}")
             )
+        if self.otel_collector:
+            self._push_collector_standin(*self.otel_collector)
 
     def _create_network(self) -> None:
         """The "VPC": an internal bridge. Emulators keep separate podman
@@ -1143,7 +1177,10 @@ class Dataplane:
         raise RuntimeError("no free subnet for the data plane's network")
 
     def registries_conf(self, path: Path, location: str) -> None:
-        path.write_text(f'[[registry]]\nprefix = "{self.ecr_host}"\nlocation = "{location}"\ninsecure = true\n')
+        path.write_text("".join(
+            f'[[registry]]\nprefix = "{prefix}"\nlocation = "{location}"\ninsecure = true\n'
+            for prefix in (self.ecr_host, PUBLIC_ECR)
+        ))  # fmt: skip
 
     def _busybox_image(self) -> str:
         ref = f"localhost/{self.name}-busybox:latest"
@@ -1157,6 +1194,39 @@ class Dataplane:
         self.podman.run("import", "--quiet", "--change", "ENV PATH=/bin", str(work / "rootfs.tar"), ref)
         shutil.rmtree(work)
         return ref
+
+    def _push_collector_standin(self, image: str, port: int) -> None:
+        """Pushes the collector stand-in as `image` (see the module's doc):
+        busybox's nc relays each connection to 4318 to the gateway's
+        forwarder of `port`; the collector's arguments (its --config) are
+        taken and ignored; /healthcheck passes while 4318 is listened on."""
+        local = f"localhost/{self.name}-otel-collector:latest"
+        work = Path(tempfile.mkdtemp(dir=self.state / "tmp"))
+        rootfs = work / "rootfs"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        for applet in ("sh", "nc", "netstat", "grep"):
+            os.symlink("busybox", rootfs / "bin" / applet)
+        scripts = {
+            # As the collector, it ends at SIGTERM (a PID 1 ignores it unless handled).
+            "collector": (
+                "#!/bin/sh\ntrap 'exit 0' TERM INT\n"
+                f"nc -ll -p {OTLP_HTTP_PORT} -e nc {self.gateway} {port} &\nwait\n"
+            ),
+            "healthcheck": f"#!/bin/sh\nnetstat -ltn | grep -q ':{OTLP_HTTP_PORT} '\n",
+        }
+        for name, text in scripts.items():
+            (rootfs / name).write_text(text)
+            os.chmod(rootfs / name, 0o755)
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(work / "rootfs.tar"), "."], check=True)
+        self.podman.run(
+            "import", "--quiet", "--change", "ENV PATH=/bin", "--change", 'ENTRYPOINT ["/collector"]',
+            str(work / "rootfs.tar"), local,
+        )  # fmt: skip
+        shutil.rmtree(work)
+        path = image.removeprefix(PUBLIC_ECR + "/")
+        self.podman.run("push", "--quiet", "--tls-verify=false", local, f"{self.registry}/{path}")
+        log(f"collector stand-in pushed as {image}, relaying OTLP to 127.0.0.1:{port}")
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -1358,14 +1428,49 @@ class Dataplane:
         self, cluster: str, td: dict, svc: dict | None = None, task_arn: str = "", overrides: dict | None = None
     ) -> None:
         """Starts one task of `td`: for the service `svc`, or the one-off task
-        `task_arn` (RunTask) with its container `overrides`."""
-        container = td["containerDefinitions"][0]
+        `task_arn` (RunTask) with its container `overrides`. The first
+        container is the task (its address, aliases and labels); the others
+        join its network namespace as the task's sidecars."""
+        first, *others = td["containerDefinitions"]
+        for container in td["containerDefinitions"]:
+            self._pull(container["image"])
+        task_id = task_arn.rsplit("/", 1)[-1] if task_arn else uuid.uuid4().hex
+        owner = svc["serviceName"] if svc else "run"
+        ports = first.get("portMappings") or []
+        port = ports[0]["containerPort"] if ports else 0
+        network = ["--network", self.network]
+        for alias in self._service_aliases(svc) if svc else []:
+            network += ["--network-alias", alias]
+        for name, ip in self.host_entries().items():
+            network += ["--add-host", f"{name}:{ip}"]
+        labels = [
+            f"{LABEL}={self.name}", f"{LABEL}.cluster={cluster}",
+            f"{LABEL}.service={svc['serviceName'] if svc else ''}",
+            f"{LABEL}.taskdef={td['taskDefinitionArn']}", f"{LABEL}.task={task_arn or task_id}",
+        ]  # fmt: skip
+        main = self._run_container(
+            first, overrides, task_id, f"{self.name}-{owner}-{task_id[:8]}", network,
+            [*labels, f"{LABEL}.kind={'task' if svc else 'oneoff'}", f"{LABEL}.port={port}"],
+        )  # fmt: skip
+        for container in others:
+            if container.get("essential", True):
+                # None of the stack's task definitions has one; ECS would stop the task when it exits.
+                log(f"ecs {owner}: container {container['name']} is essential; here only the first one is")
+            self._run_container(
+                container, overrides, task_id, f"{self.name}-{owner}-{task_id[:8]}-{container['name']}",
+                ["--network", f"container:{main}"], [*labels, f"{LABEL}.kind=sidecar"],
+            )  # fmt: skip
+        log(f"ecs {owner}: started task {task_id[:8]} of {td['taskDefinitionArn'].rsplit('/', 1)[-1]}")
+
+    def _run_container(
+        self, container: dict, overrides: dict | None, task_id: str, name: str, network: list[str], labels: list[str]
+    ) -> str:
+        """Runs one container of a task as the ECS agent would: its
+        environment with the `overrides` for its name, `secrets` from SSM,
+        the platform's AWS environment, its awslogs stream. Returns its id."""
         override = next(
             (o for o in (overrides or {}).get("containerOverrides", []) if o.get("name") == container["name"]), {}
         )
-        image = container["image"]
-        self._pull(image)
-        task_id = task_arn.rsplit("/", 1)[-1] if task_arn else uuid.uuid4().hex
         env = {e["name"]: e["value"] for e in container.get("environment") or []}
         env.update({e["name"]: e["value"] for e in override.get("environment") or []})
         for s in container.get("secrets") or []:
@@ -1376,26 +1481,15 @@ class Dataplane:
         trust_volumes, trust_env = self.acm_trust()
         for k, v in trust_env.items():
             env.setdefault(k, v)
-        env_file = self.state / "tmp" / f"env-{task_id}"
+        env_file = self.state / "tmp" / f"env-{task_id}-{container['name']}"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         os.chmod(env_file, 0o600)
-        ports = container.get("portMappings") or []
-        port = ports[0]["containerPort"] if ports else 0
-        owner = svc["serviceName"] if svc else "run"
         args = [
-            "run", "--detach", "--name", f"{self.name}-{owner}-{task_id[:8]}",
-            "--network", self.network, "--env-file", str(env_file),
+            "run", "--detach", "--name", name, *network, "--env-file", str(env_file),
             "--volume", f"{self.ca.bundle}:{CA_BUNDLE}:ro",
             *(a for v in trust_volumes for a in ("--volume", v)),
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.kind={'task' if svc else 'oneoff'}",
-            "--label", f"{LABEL}.cluster={cluster}", "--label", f"{LABEL}.service={svc['serviceName'] if svc else ''}",
-            "--label", f"{LABEL}.taskdef={td['taskDefinitionArn']}", "--label", f"{LABEL}.task={task_arn or task_id}",
-            "--label", f"{LABEL}.port={port}",
+            *(a for label in labels for a in ("--label", label)),
         ]  # fmt: skip
-        for alias in self._service_aliases(svc) if svc else []:
-            args += ["--network-alias", alias]
-        for name, ip in self.host_entries().items():
-            args += ["--add-host", f"{name}:{ip}"]
         logcfg = container.get("logConfiguration") or {}
         if logcfg.get("logDriver") == "awslogs":
             opts = logcfg.get("options") or {}
@@ -1406,10 +1500,9 @@ class Dataplane:
             args += ["--entrypoint", json.dumps(container["entryPoint"])]
         command = override.get("command") or container.get("command") or []
         try:
-            self.podman.run(*args, image, *command)
+            return self.podman.run(*args, container["image"], *command).strip()
         finally:
             env_file.unlink(missing_ok=True)
-        log(f"ecs {owner}: started task {task_id[:8]} of {td['taskDefinitionArn'].rsplit('/', 1)[-1]}")
 
     def reconcile_oneoff(self) -> None:
         """RunTask: each task moto lists as RUNNING that no service owns runs
@@ -1447,7 +1540,7 @@ class Dataplane:
                 continue
             if arn in self.oneoff_done:
                 # Removed a round after it stopped, once its log lines were shipped.
-                self.podman.run("rm", "--force", row["Id"], check=False)
+                self.podman.run("rm", "--force", "--depend", row["Id"], check=False)
                 continue
             info = json.loads(self.podman.run("inspect", row["Id"]))[0]
             code = int(info["State"].get("ExitCode", -1))
@@ -1536,7 +1629,7 @@ class Dataplane:
         stale = [t.id for t in tasks if t.service not in wanted]
         if stale:
             log(f"ecs: removing {len(stale)} task(s) of deleted services")
-            self.podman.run("rm", "--force", "--time", "0", *stale, check=False)
+            self.podman.run("rm", "--force", "--depend", "--time", "0", *stale, check=False)
         self._sync_service_forwarders(wanted)
 
     def _converge_service(self, cluster: str, svc: dict, tasks: list[Task]) -> None:
@@ -1553,7 +1646,7 @@ class Dataplane:
             # ECS replaces a task whose essential container stopped.
             self.replaced[name] = self.replaced.get(name, 0) + len(exited)
             log(f"ecs {name}: {len(exited)} task(s) stopped, replacing")
-            self.podman.run("rm", "--force", "--time", "0", *[t.id for t in exited], check=False)
+            self.podman.run("rm", "--force", "--depend", "--time", "0", *[t.id for t in exited], check=False)
         current = [t for t in tasks if t.running and t.taskdef == arn]
         old = [t for t in tasks if t.running and t.taskdef != arn]
         for _ in range(max(0, desired - len(current))):
@@ -1562,7 +1655,7 @@ class Dataplane:
             extra = sorted(current, key=lambda t: t.created, reverse=True)[: len(current) - desired]
             log(f"ecs {name}: scaling in by {len(extra)}")
             self.podman.run("stop", "--time", "10", *[t.id for t in extra], check=False)
-            self.podman.run("rm", "--force", *[t.id for t in extra], check=False)
+            self.podman.run("rm", "--force", "--depend", *[t.id for t in extra], check=False)
             current = [t for t in current if t not in extra]
         ips = self._ips([t.id for t in current + old])
         passing = [t for t in current if self._healthy(t, ips)]
@@ -1570,7 +1663,7 @@ class Dataplane:
         if old and healthy >= desired:
             log(f"ecs {name}: new tasks healthy, stopping {len(old)} of the previous task definition")
             self.podman.run("stop", "--time", "10", *[t.id for t in old], check=False)
-            self.podman.run("rm", "--force", *[t.id for t in old], check=False)
+            self.podman.run("rm", "--force", "--depend", *[t.id for t in old], check=False)
             old = []
         # Where the service's loopback forwarder sends connections until the next round.
         self.targets[name] = [(ips[t.id], t.port) for t in current + old if t.port and t.id in ips]
@@ -2017,6 +2110,8 @@ def main() -> int:
     p.add_argument("--name", help="prefix of every container and network (default: random)")
     p.add_argument("--forward", type=int, action="append", default=[],
                    help="a loopback port containers reach at the gateway address (repeatable)")  # fmt: skip
+    p.add_argument("--otel-collector", metavar="IMAGE=PORT",
+                   help=f"serve IMAGE ({PUBLIC_ECR}/...) as a collector stand-in relaying OTLP/HTTP to loopback PORT")  # fmt: skip
     p.add_argument("--cleanup", action="store_true",
                    help="remove what a killed data plane left under --state-dir (with --name: its network), then exit")  # fmt: skip
     args = p.parse_args()

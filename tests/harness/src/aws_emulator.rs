@@ -16,8 +16,12 @@
 //!   listener process per load balancer listener (TCP forwarding for network
 //!   load balancers; for application ones an HTTP proxy that applies the
 //!   listener's rules and terminates HTTPS with its ACM certificate), and
-//!   container output shipped to CloudWatch Logs. Containers trust the
-//!   region's ACM certificates. Its status API tells tests what runs
+//!   container output shipped to CloudWatch Logs. A task runs every
+//!   container of its task definition (the others in the first one's
+//!   network namespace). Containers trust the region's ACM certificates;
+//!   `public.ecr.aws` images come from the registry, where
+//!   [`AwsEmulatorBuilder::otel_collector`] puts a stand-in for the AWS
+//!   Distro for OpenTelemetry collector. Its status API tells tests what runs
 //!   ([`AwsEmulator::status`]), listeners included (`load_balancers`).
 //!
 //! The product never knows: it only reads and writes AWS APIs.
@@ -42,6 +46,7 @@ const POLL: Duration = Duration::from_millis(250);
 #[derive(Debug, Default, Clone)]
 pub struct AwsEmulatorBuilder {
     forward: Vec<u16>,
+    otel_collector: Option<(String, u16)>,
 }
 
 impl AwsEmulatorBuilder {
@@ -49,6 +54,16 @@ impl AwsEmulatorBuilder {
     /// from every container at [`AwsEmulator::gateway`] on the same port.
     pub fn forward(mut self, port: u16) -> Self {
         self.forward.push(port);
+        self
+    }
+
+    /// Serves `image` (a `public.ecr.aws/...` reference: the collector the
+    /// stack's task definitions and executor hosts run) as a stand-in that
+    /// takes OTLP/HTTP on port 4318, as the collector does, and relays it
+    /// to the loopback port `otlp_port` (an [`crate::OtlpReceiver`]'s)
+    /// instead of exporting to X-Ray, which cannot be had here.
+    pub fn otel_collector(mut self, image: &str, otlp_port: u16) -> Self {
+        self.otel_collector = Some((image.to_string(), otlp_port));
         self
     }
 
@@ -97,6 +112,9 @@ impl AwsEmulatorBuilder {
             .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
         for port in &self.forward {
             cmd.arg("--forward").arg(port.to_string());
+        }
+        if let Some((image, port)) = &self.otel_collector {
+            cmd.arg("--otel-collector").arg(format!("{image}={port}"));
         }
         let log_path = state.path().join("dataplane.log");
         let mut proc = Proc::spawn(COMPONENT, cmd, &log_path)?;

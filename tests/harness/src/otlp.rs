@@ -103,6 +103,11 @@ impl OtlpReceiver {
         })
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT` (exporters add `/v1/traces`).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

@@ -260,6 +260,63 @@ fn add_new_columns(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on a file beside the database, held while one process
+/// sets the database up. Several processes (the roles of a local stack)
+/// open a new file at the same moment; switching it to WAL takes locks for
+/// which SQLite answers "database is locked" at once instead of waiting out
+/// the busy timeout, so the setup is done by one opener at a time.
+struct SetupLock(std::fs::File);
+
+impl SetupLock {
+    fn take(db: &Path) -> Result<Self> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-open.lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                BackendError::Unavailable(format!("cannot open {}: {e}", path.display()))
+            })?;
+        file.lock().map_err(|e| {
+            BackendError::Unavailable(format!("cannot lock {}: {e}", path.display()))
+        })?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for SetupLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock as well; this only says so.
+        let _ = self.0.unlock();
+    }
+}
+
+/// Opens the writer's connection: WAL, full fsync, the schema and any
+/// columns an older engine's tables lack.
+fn set_up(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
+    // journal_mode is persistent in the file; setting it again is cheap.
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .map_err(sql_err)?;
+    conn.execute_batch("PRAGMA synchronous=FULL;")
+        .map_err(sql_err)?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))
+        .map_err(sql_err)?;
+    let upgraded = add_new_columns(&conn);
+    conn.execute_batch(if upgraded.is_ok() {
+        "COMMIT;"
+    } else {
+        "ROLLBACK;"
+    })
+    .map_err(sql_err)?;
+    upgraded?;
+    Ok(conn)
+}
+
 impl Db {
     fn open(path: &Path) -> Result<Arc<Self>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -267,23 +324,10 @@ impl Db {
                 BackendError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let conn = Connection::open(path).map_err(sql_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
-        // journal_mode is persistent in the file; setting it again is cheap.
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-            .map_err(sql_err)?;
-        conn.execute_batch("PRAGMA synchronous=FULL;")
-            .map_err(sql_err)?;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;{SCHEMA}"))
-            .map_err(sql_err)?;
-        let upgraded = add_new_columns(&conn);
-        conn.execute_batch(if upgraded.is_ok() {
-            "COMMIT;"
-        } else {
-            "ROLLBACK;"
-        })
-        .map_err(sql_err)?;
-        upgraded?;
+        let conn = {
+            let _setup = SetupLock::take(path)?;
+            set_up(path)?
+        };
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Checkpoints run on their own thread (below), so that copying the
         // WAL into the database and its fsync do not stall the commits
