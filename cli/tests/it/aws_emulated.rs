@@ -491,12 +491,10 @@ fn send_at_rate(
     })
 }
 
-async fn ready_stack(start: Instant) -> (Arc<Stack>, Arc<Api>) {
-    ready_stack_with(start, false, |_, spec| spec.to_owned()).await
-}
-
-/// Like [`ready_stack`], with the example spec changed by `edit` first;
-/// `own_engine`: `up` ships the running stackctl's engine.
+/// The example stack, its spec changed by `edit`, up on a new emulator and
+/// checked ready (tasks healthy on the pushed image, the executor host
+/// booted, the canary verified); `own_engine`: `up` ships the running
+/// stackctl's engine.
 async fn ready_stack_with(
     start: Instant,
     own_engine: bool,
@@ -881,14 +879,7 @@ async fn one_trace_per_event(stack: &Arc<Stack>, run: &Value) {
     let me = Arc::clone(stack);
     let spans = tokio::task::spawn_blocking(move || {
         me.traces
-            .wait_for("the six spans of the run's trace", CONVERGE, |spans| {
-                let of: Vec<ReceivedSpan> = spans
-                    .iter()
-                    .filter(|s| s.trace_id == trace_id)
-                    .cloned()
-                    .collect();
-                (of.len() >= 6).then_some(of)
-            })
+            .wait_for_trace(&trace_id, 6, CONVERGE)
             .unwrap_or_else(|e| panic!("{e}"))
     })
     .await

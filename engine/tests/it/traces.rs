@@ -189,14 +189,7 @@ async fn one_trace_follows_an_event_through_three_processes_to_its_http_and_dock
     assert!(view["event"].get("traceparent").is_none(), "{view}");
 
     let spans = receiver
-        .wait_for("the six spans of the run's trace", DEADLINE, |spans| {
-            let of: Vec<ReceivedSpan> = spans
-                .iter()
-                .filter(|s| s.trace_id == trace_id)
-                .cloned()
-                .collect();
-            (of.len() >= 6).then_some(of)
-        })
+        .wait_for_trace(&trace_id, 6, DEADLINE)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(spans.len(), 6, "{spans:#?}");
     let ingest = one(&spans, "ingest", |s| s.kind == SERVER);

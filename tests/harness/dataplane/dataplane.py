@@ -1184,16 +1184,29 @@ class Dataplane:
 
     def _busybox_image(self) -> str:
         ref = f"localhost/{self.name}-busybox:latest"
+        self._import_busybox(ref, ("sh", "sleep", "cat", "echo"))
+        return ref
+
+    def _import_busybox(
+        self, ref: str, applets: tuple[str, ...], scripts: dict[str, str] | None = None, entrypoint: str = ""
+    ) -> None:
+        """Imports as `ref` an image of the host's busybox with `applets` in
+        /bin and executable `scripts` (name -> text) at its root."""
         work = Path(tempfile.mkdtemp(dir=self.state / "tmp"))
         rootfs = work / "rootfs"
         (rootfs / "bin").mkdir(parents=True)
         shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-        for applet in ("sh", "sleep", "cat", "echo"):
+        for applet in applets:
             os.symlink("busybox", rootfs / "bin" / applet)
+        for name, text in (scripts or {}).items():
+            (rootfs / name).write_text(text)
+            os.chmod(rootfs / name, 0o755)
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(work / "rootfs.tar"), "."], check=True)
-        self.podman.run("import", "--quiet", "--change", "ENV PATH=/bin", str(work / "rootfs.tar"), ref)
+        changes = ["--change", "ENV PATH=/bin"]
+        if entrypoint:
+            changes += ["--change", f"ENTRYPOINT {json.dumps([entrypoint])}"]
+        self.podman.run("import", "--quiet", *changes, str(work / "rootfs.tar"), ref)
         shutil.rmtree(work)
-        return ref
 
     def _push_collector_standin(self, image: str, port: int) -> None:
         """Pushes the collector stand-in as `image` (see the module's doc):
@@ -1201,12 +1214,6 @@ class Dataplane:
         forwarder of `port`; the collector's arguments (its --config) are
         taken and ignored; /healthcheck passes while 4318 is listened on."""
         local = f"localhost/{self.name}-otel-collector:latest"
-        work = Path(tempfile.mkdtemp(dir=self.state / "tmp"))
-        rootfs = work / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-        for applet in ("sh", "nc", "netstat", "grep"):
-            os.symlink("busybox", rootfs / "bin" / applet)
         scripts = {
             # As the collector, it ends at SIGTERM (a PID 1 ignores it unless handled).
             "collector": (
@@ -1215,15 +1222,7 @@ class Dataplane:
             ),
             "healthcheck": f"#!/bin/sh\nnetstat -ltn | grep -q ':{OTLP_HTTP_PORT} '\n",
         }
-        for name, text in scripts.items():
-            (rootfs / name).write_text(text)
-            os.chmod(rootfs / name, 0o755)
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(work / "rootfs.tar"), "."], check=True)
-        self.podman.run(
-            "import", "--quiet", "--change", "ENV PATH=/bin", "--change", 'ENTRYPOINT ["/collector"]',
-            str(work / "rootfs.tar"), local,
-        )  # fmt: skip
-        shutil.rmtree(work)
+        self._import_busybox(local, ("sh", "nc", "netstat", "grep"), scripts, "/collector")
         path = image.removeprefix(PUBLIC_ECR + "/")
         self.podman.run("push", "--quiet", "--tls-verify=false", local, f"{self.registry}/{path}")
         log(f"collector stand-in pushed as {image}, relaying OTLP to 127.0.0.1:{port}")

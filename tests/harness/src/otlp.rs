@@ -132,6 +132,28 @@ impl OtlpReceiver {
         self.received.rejected.load(Ordering::SeqCst)
     }
 
+    /// Waits until at least `spans` spans of the trace `trace_id` (32 hex
+    /// digits) arrived; those spans, in arrival order.
+    pub fn wait_for_trace(
+        &self,
+        trace_id: &str,
+        spans: usize,
+        timeout: Duration,
+    ) -> std::result::Result<Vec<ReceivedSpan>, String> {
+        self.wait_for(
+            &format!("{spans} spans of trace {trace_id}"),
+            timeout,
+            |received| {
+                let of: Vec<ReceivedSpan> = received
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .cloned()
+                    .collect();
+                (of.len() >= spans).then_some(of)
+            },
+        )
+    }
+
     /// Polls every 50 ms until `check` finds what it wants in the spans
     /// received, or fails after `timeout` with what arrived.
     pub fn wait_for<T>(
