@@ -120,6 +120,11 @@ pub(crate) fn candidates(stack: &str) -> Vec<Target> {
             Kind::CloudWatchAlarm,
             d("event-api-5xx"),
         ),
+        (
+            "cloudwatch.alarm.event-api-lb-5xx".into(),
+            Kind::CloudWatchAlarm,
+            d("event-api-lb-5xx"),
+        ),
     ];
     for svc in ["event-api", "runner"] {
         out.push((

@@ -1556,7 +1556,8 @@ impl Builder<'_> {
     /// The alarms `observability.alarms` adds to the dead-letter queues':
     /// events waiting too long for the runner, and the event API answering
     /// 5xx where a load balancer or API Gateway in front of it counts them
-    /// (an `internal` or `internal_dns` event API has nothing that does).
+    /// (an `internal` or `internal_dns` event API has nothing that does);
+    /// a load balancer's own 5xx too.
     fn alarms(&mut self) -> Result<(), GraphError> {
         let Some(settings) = self.alarm_settings().cloned() else {
             return Ok(());
@@ -1591,63 +1592,103 @@ impl Builder<'_> {
             &deps,
             Attributes::CloudWatchAlarm(alarm),
         )?;
-        let (namespace, metric, dimensions, front, front_deps): (_, _, _, _, &[&str]) =
-            match self.spec.network.event_api {
-                Connection::Internal | Connection::InternalDns => return Ok(()),
-                Connection::Public => (
-                    "AWS/ApplicationELB",
-                    "HTTPCode_Target_5XX_Count",
-                    BTreeMap::from([
-                        (
-                            "LoadBalancer".to_string(),
-                            output("elb.load-balancer", "arn_suffix"),
-                        ),
+        let lb = || {
+            (
+                "LoadBalancer".to_string(),
+                output("elb.load-balancer", "arn_suffix"),
+            )
+        };
+        /// One 5xx count of whatever fronts the event API.
+        struct Front<'a> {
+            /// The node id's and the alarm name's last part.
+            name: &'a str,
+            namespace: &'a str,
+            metric: &'a str,
+            dimensions: BTreeMap<String, String>,
+            deps: &'a [&'a str],
+            /// What the count means, `{n}` the threshold.
+            what: &'a str,
+        }
+        let fronts: Vec<Front<'_>> = match self.spec.network.event_api {
+            Connection::Internal | Connection::InternalDns => return Ok(()),
+            Connection::Public => vec![
+                Front {
+                    name: "event-api-5xx",
+                    namespace: "AWS/ApplicationELB",
+                    metric: "HTTPCode_Target_5XX_Count",
+                    dimensions: BTreeMap::from([
+                        lb(),
                         (
                             "TargetGroup".to_string(),
                             output("elb.target-group", "arn_suffix"),
                         ),
                     ]),
-                    "its load balancer",
-                    &["elb.load-balancer", "elb.target-group"],
-                ),
-                Connection::VpcLink => (
-                    "AWS/ApiGateway",
-                    "5XXError",
-                    BTreeMap::from([
-                        ("ApiName".to_string(), self.names.dashed("api")),
-                        ("Stage".to_string(), API_STAGE.to_string()),
-                    ]),
-                    "API Gateway",
-                    &["apigateway.rest-api"],
-                ),
-            };
-        let alarm = self.report_alarm(CloudWatchAlarm {
-            namespace: namespace.into(),
-            metric_name: metric.into(),
-            dimensions,
-            statistic: "Sum".into(),
-            period_seconds: ALARM_PERIOD,
-            evaluation_periods: API_ERROR_PERIODS,
-            threshold: f64::from(settings.api_errors_per_minute),
-            comparison_operator: "GreaterThanOrEqualToThreshold".into(),
-            alarm_actions: Vec::new(),
-            ok_actions: Vec::new(),
-            description: Some(format!(
-                "stackctl {}: the event API answered {} or more 5xx a minute ({front}'s count) for {API_ERROR_PERIODS} minutes: senders are refused (503: the event stream is unavailable or the API overloaded) (`stackctl status`, `stackctl logs event-api`)",
-                self.spec.stack, settings.api_errors_per_minute
-            )),
-            // The count is only published in minutes that have a 5xx.
-            treat_missing_data: Some("notBreaching".into()),
-        });
-        let mut deps = front_deps.to_vec();
-        deps.extend(topic);
-        self.add(
-            "cloudwatch.alarm.event-api-5xx",
-            Kind::CloudWatchAlarm,
-            self.names.dashed("event-api-5xx"),
-            &deps,
-            Attributes::CloudWatchAlarm(alarm),
-        )
+                    deps: &["elb.load-balancer", "elb.target-group"],
+                    what: "the event API answered {n} or more 5xx a minute (its load balancer's count)",
+                },
+                // The load balancer's own 5xx: 503 with no healthy
+                // event-API task, 502/504 when tasks do not answer. The
+                // targets' count above never sees those.
+                Front {
+                    name: "event-api-lb-5xx",
+                    namespace: "AWS/ApplicationELB",
+                    metric: "HTTPCode_ELB_5XX_Count",
+                    dimensions: BTreeMap::from([lb()]),
+                    deps: &["elb.load-balancer"],
+                    what: "the load balancer answered {n} or more 5xx a minute itself (no healthy event-API task, or tasks not answering)",
+                },
+            ],
+            Connection::VpcLink => vec![Front {
+                name: "event-api-5xx",
+                namespace: "AWS/ApiGateway",
+                metric: "5XXError",
+                dimensions: BTreeMap::from([
+                    ("ApiName".to_string(), self.names.dashed("api")),
+                    ("Stage".to_string(), API_STAGE.to_string()),
+                ]),
+                deps: &["apigateway.rest-api"],
+                what: "the event API answered {n} or more 5xx a minute (API Gateway's count, its integration's failures included)",
+            }],
+        };
+        for front in fronts {
+            let Front {
+                name,
+                namespace,
+                metric,
+                dimensions,
+                deps: front_deps,
+                what,
+            } = front;
+            let what = what.replace("{n}", &settings.api_errors_per_minute.to_string());
+            let alarm = self.report_alarm(CloudWatchAlarm {
+                namespace: namespace.into(),
+                metric_name: metric.into(),
+                dimensions,
+                statistic: "Sum".into(),
+                period_seconds: ALARM_PERIOD,
+                evaluation_periods: API_ERROR_PERIODS,
+                threshold: f64::from(settings.api_errors_per_minute),
+                comparison_operator: "GreaterThanOrEqualToThreshold".into(),
+                alarm_actions: Vec::new(),
+                ok_actions: Vec::new(),
+                description: Some(format!(
+                    "stackctl {}: {what} for {API_ERROR_PERIODS} minutes: senders are refused (`stackctl status`, `stackctl logs event-api`)",
+                    self.spec.stack
+                )),
+                // The count is only published in minutes that have a 5xx.
+                treat_missing_data: Some("notBreaching".into()),
+            });
+            let mut deps = front_deps.to_vec();
+            deps.extend(topic);
+            self.add(
+                &format!("cloudwatch.alarm.{name}"),
+                Kind::CloudWatchAlarm,
+                self.names.dashed(name),
+                &deps,
+                Attributes::CloudWatchAlarm(alarm),
+            )?;
+        }
+        Ok(())
     }
 
     fn queue_metric(&self, target: &str, queue: &str) -> Result<Metric, GraphError> {

@@ -51,6 +51,7 @@
 //! | `cloudwatch.alarm.{events,work}-dlq` | CloudWatch alarm (DLQ not empty) | `s-{events,work}-dlq-not-empty` | 255    |
 //! | `cloudwatch.alarm.events-age` (`observability.alarms`) | CloudWatch alarm | `s-events-age`     | 255       |
 //! | `cloudwatch.alarm.event-api-5xx` (alarms, `public`/`vpc_link`) | CloudWatch alarm | `s-event-api-5xx` | 255 |
+//! | `cloudwatch.alarm.event-api-lb-5xx` (alarms, `public`) | CloudWatch alarm | `s-event-api-lb-5xx` | 255 |
 //! | `sns.alarms` (`observability.alarms.email`) | SNS topic              | `s-alarms`                    | 256       |
 //!
 //! Values only known while applying (the account, the default VPC, another

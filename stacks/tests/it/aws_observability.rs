@@ -238,6 +238,7 @@ async fn xray_and_alarms_are_created_read_back_without_drift_and_removed_by_down
         reporting,
         [
             "obs-event-api-5xx",
+            "obs-event-api-lb-5xx",
             "obs-events-age",
             "obs-events-dlq-not-empty",
             "obs-work-dlq-not-empty"
@@ -269,6 +270,20 @@ async fn xray_and_alarms_are_created_read_back_without_drift_and_removed_by_down
         api.dimensions()
     );
 
+    // The load balancer's own 5xx (no healthy task) have their alarm.
+    let lb = found
+        .iter()
+        .find(|a| a.alarm_name() == Some("obs-event-api-lb-5xx"))
+        .unwrap();
+    assert_eq!(lb.metric_name(), Some("HTTPCode_ELB_5XX_Count"));
+    assert_eq!(
+        lb.dimensions()
+            .iter()
+            .filter_map(|d| d.name())
+            .collect::<Vec<_>>(),
+        ["LoadBalancer"]
+    );
+
     // Read back as applied: nothing to change, nothing written.
     let graph = Graph::from_spec(&spec).unwrap();
     assert_converged(&aws, &graph, &Inputs::from_spec(&spec, None)).await;
@@ -281,6 +296,7 @@ async fn xray_and_alarms_are_created_read_back_without_drift_and_removed_by_down
         "sns.alarms",
         "cloudwatch.alarm.events-age",
         "cloudwatch.alarm.event-api-5xx",
+        "cloudwatch.alarm.event-api-lb-5xx",
     ] {
         assert_eq!(planned(&plan, id).0, Action::Delete, "{id}");
     }

@@ -1150,6 +1150,7 @@ fn alarms_notify_the_stacks_topic_or_the_one_given() {
         "cloudwatch.alarm.work-dlq",
         "cloudwatch.alarm.events-age",
         "cloudwatch.alarm.event-api-5xx",
+        "cloudwatch.alarm.event-api-lb-5xx",
     ] {
         let a = alarm(&g, id);
         assert_eq!(a.alarm_actions, std::slice::from_ref(&topic), "{id}");
@@ -1186,6 +1187,17 @@ fn alarms_notify_the_stacks_topic_or_the_one_given() {
         placeholder::output("elb.target-group", "arn_suffix")
     );
     assert_eq!(api.treat_missing_data.as_deref(), Some("notBreaching"));
+    // The load balancer's own 5xx (503 without a healthy target) count apart.
+    let lb = alarm(&g, "cloudwatch.alarm.event-api-lb-5xx");
+    assert_eq!(
+        (lb.metric_name.as_str(), lb.threshold),
+        ("HTTPCode_ELB_5XX_Count", 5.0)
+    );
+    assert_eq!(
+        lb.dimensions.keys().collect::<Vec<_>>(),
+        ["LoadBalancer"],
+        "the whole load balancer, not a target group"
+    );
 
     // API Gateway counts a `vpc_link` event API's errors.
     let arn = "arn:aws:sns:us-east-1:123456789012:team-ops";
@@ -1208,6 +1220,10 @@ fn alarms_notify_the_stacks_topic_or_the_one_given() {
         ("AWS/ApiGateway", "5XXError", 2.0)
     );
     assert_eq!(api.dimensions["ApiName"], "demo-api");
+    assert!(
+        g.get(&"cloudwatch.alarm.event-api-lb-5xx".into()).is_none(),
+        "API Gateway's count includes its integration's failures"
+    );
     assert_eq!(api.alarm_actions, [arn]);
     assert_eq!(alarm(&g, "cloudwatch.alarm.work-dlq").ok_actions, [arn]);
 
@@ -1228,6 +1244,7 @@ fn alarms_notify_the_stacks_topic_or_the_one_given() {
         "sns.alarms",
         "cloudwatch.alarm.events-age",
         "cloudwatch.alarm.event-api-5xx",
+        "cloudwatch.alarm.event-api-lb-5xx",
     ] {
         assert!(g.get(&id.into()).is_none(), "{id}");
     }
