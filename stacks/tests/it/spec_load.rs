@@ -19,6 +19,14 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Each diagnostic's line and spec path.
+fn places(diagnostics: &[stacks::spec::Diagnostic]) -> Vec<(usize, &str)> {
+    diagnostics
+        .iter()
+        .map(|d| (d.line, d.path.as_str()))
+        .collect()
+}
+
 fn errors_of(result: Result<stacks::spec::LoadedSpec, LoadError>) -> stacks::spec::SpecErrors {
     match result {
         Err(LoadError::Invalid(e)) => e,
@@ -192,11 +200,7 @@ fn every_error_is_reported_at_once_with_its_place() {
 fn state_retention_and_snapshots_are_checked_at_their_place() {
     let text = "stack: demo\nprovider: aws\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 1, desired: 1, max: 1}\nevent_keys: {default: k}\nstate:\n  run_retention: 10s\n  redis: {snapshot_retention_days: 40}\n";
     let errors = errors_of(load_str(Path::new("s.yaml"), text, &no_env));
-    let found: Vec<(usize, &str)> = errors
-        .diagnostics
-        .iter()
-        .map(|d| (d.line, d.path.as_str()))
-        .collect();
+    let found = places(&errors.diagnostics);
     assert_eq!(
         found,
         [
@@ -294,11 +298,7 @@ fn observability_is_checked_at_its_place() {
         "{head}observability:\n  traces: xray\n  sample: 1.5\n  alarms:\n    topic_arn: arn:aws:sns:us-east-1:123456789012:ops\n    email: [ops@example.com, not-an-address]\n    queue_age: 1h\n    api_errors_per_minute: 0\n"
     );
     let errors = errors_of(load_str(Path::new("s.yaml"), &text, &no_env));
-    let found: Vec<(usize, &str)> = errors
-        .diagnostics
-        .iter()
-        .map(|d| (d.line, d.path.as_str()))
-        .collect();
+    let found = places(&errors.diagnostics);
     assert_eq!(
         found,
         [
@@ -338,12 +338,7 @@ fn observability_is_checked_at_its_place() {
 fn a_local_stack_ignores_xray_and_alarms_with_a_warning() {
     let text = "stack: demo\nprovider: local\nservices:\n  event-api: {count: 1}\n  runner: {count: 1}\nexecutors: {min: 1, desired: 1, max: 1}\nevent_keys: {default: k}\nobservability:\n  traces: xray\n  alarms: {email: [ops@example.com]}\n";
     let loaded = load_str(Path::new("s.yaml"), text, &no_env).expect("valid, with warnings");
-    let warnings: Vec<(usize, &str)> = loaded
-        .warnings
-        .diagnostics
-        .iter()
-        .map(|d| (d.line, d.path.as_str()))
-        .collect();
+    let warnings = places(&loaded.warnings.diagnostics);
     assert_eq!(
         warnings,
         [(9, "observability.traces"), (10, "observability.alarms")]

@@ -264,8 +264,11 @@ fn add_new_columns(conn: &Connection) -> Result<()> {
 /// sets the database up. Several processes (the roles of a local stack)
 /// open a new file at the same moment; switching it to WAL takes locks for
 /// which SQLite answers "database is locked" at once instead of waiting out
-/// the busy timeout, so the setup is done by one opener at a time.
-struct SetupLock(std::fs::File);
+/// the busy timeout, so the setup is done by one opener at a time. Dropping
+/// it closes the file, which releases the lock.
+struct SetupLock {
+    _file: std::fs::File,
+}
 
 impl SetupLock {
     fn take(db: &Path) -> Result<Self> {
@@ -283,14 +286,7 @@ impl SetupLock {
         file.lock().map_err(|e| {
             BackendError::Unavailable(format!("cannot lock {}: {e}", path.display()))
         })?;
-        Ok(Self(file))
-    }
-}
-
-impl Drop for SetupLock {
-    fn drop(&mut self) {
-        // Closing the file releases the lock as well; this only says so.
-        let _ = self.0.unlock();
+        Ok(Self { _file: file })
     }
 }
 
