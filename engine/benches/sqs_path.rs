@@ -27,10 +27,15 @@
 //! attributes read from moto directly, not through a proxy), or after
 //! [`DRAIN`], saying how many runs had no outcome then.
 //!
+//! The event API, the runner and the reference server run with the async
+//! worker threads stackctl gives a service of the example's size (cpu 512:
+//! one, `TOKIO_WORKER_THREADS`); the executor, which runs on whole
+//! instances, with the runtime's default (one per CPU).
+//!
 //! `BENCH_RATES` (default `100,500,2000` events/s), `BENCH_SECS` (default
 //! 10 per cell), `BENCH_BASELINE` (a revision, default [`BASELINE`]; built
 //! once by `scripts/baseline-engine`) or `BENCH_BASELINE_ENGINE` (a built
-//! binary).
+//! binary), `BENCH_WORKERS` (the worker threads above, default 1).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,6 +57,13 @@ const BASELINE: &str = "ac03598";
 const CONNECTIONS: usize = 64;
 /// The longest a cell waits for its runs after the load.
 const DRAIN: Duration = Duration::from_secs(300);
+
+/// `TOKIO_WORKER_THREADS` of the event API, the runner and the reference
+/// server: `BENCH_WORKERS`, else 1 (what stackctl sets for cpu 512).
+fn workers() -> (&'static str, String) {
+    let n = std::env::var("BENCH_WORKERS").unwrap_or_else(|_| "1".into());
+    ("TOKIO_WORKER_THREADS", n)
+}
 
 fn main() {
     common::maybe_serve_reference();
@@ -77,9 +89,11 @@ fn main() {
         .expect("start redis-server");
     let steps = common::start_reference();
     let rt = common::runtime();
+    let (var, n) = workers();
     println!(
         "SQS + Redis data path: 1-step runs, single events over {CONNECTIONS} connections, \
-         {} s per cell; load average {} at the start",
+         {} s per cell, event API, runner and reference server with {var}={n}; load average {} \
+         at the start",
         secs.as_secs(),
         common::loadavg()
     );
@@ -280,6 +294,10 @@ impl Setup<'_> {
             .stderr(log);
         self.moto.configure_command(&mut cmd);
         cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        if role != "executor" {
+            let (var, n) = workers();
+            cmd.env(var, n);
+        }
         let child = cmd.spawn().expect("start stackctl-engine");
         Process { child, proxy }
     }
@@ -377,7 +395,7 @@ async fn queues_empty(sqs: &aws_sdk_sqs::Client, queues: &[String; 2]) -> bool {
 /// requests alone costs on this machine.
 /// Also its context switches per request.
 fn reference_cpu(rt: &tokio::runtime::Runtime, rate: f64, secs: Duration) -> (Duration, f64) {
-    let reference = common::start_reference();
+    let reference = common::start_reference_with(&[workers()]);
     let url = format!("http://{}/e/{}", reference.addr, common::KEY);
     run_load(rt, &url, Load::constant(20.0, Duration::from_secs(1)));
     let before = common::cpu_time(reference.pid());

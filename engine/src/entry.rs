@@ -238,7 +238,13 @@ pub async fn serve(
         backends.state.put_function(f).await?;
     }
     let metrics = Arc::new(Metrics::new());
-    tracing::info!(roles = ?roles, functions = config.functions.len(), "engine starting");
+    tracing::info!(
+        roles = ?roles,
+        functions = config.functions.len(),
+        // TOKIO_WORKER_THREADS, else one per CPU the process may use.
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "engine starting"
+    );
     let mut tasks: JoinSet<Result<(), EntryError>> = JoinSet::new();
     for &role in &roles {
         let name = role.as_str();

@@ -113,9 +113,15 @@ pub fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) {
 
 /// Starts the reference server as a child of this program.
 pub fn start_reference() -> ChildGuard {
+    start_reference_with(&[])
+}
+
+/// [`start_reference`] with environment variables (`TOKIO_WORKER_THREADS`).
+pub fn start_reference_with(env: &[(&str, String)]) -> ChildGuard {
     let port = free_port();
     let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .args([REFERENCE_ARG, &port.to_string()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .spawn()
         .expect("start the reference server");

@@ -52,6 +52,18 @@ const OUT_EVALUATION_PERIODS: u32 = 2;
 const IN_EVALUATION_PERIODS: u32 = 5;
 /// Retention of dead-letter queues: the SQS maximum, to leave time to look.
 const DLQ_RETENTION_SECS: u64 = 14 * 86_400;
+/// The variable that sets the engine's async worker threads (tokio's own).
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// The engine's worker threads in a Fargate task of `cpu` units: one per
+/// whole vCPU, at least one. Unset, the runtime starts one per CPU the
+/// container sees, and ECS caps CPU on the task's cgroup, not the
+/// container's: a 0.5 vCPU task would run two workers on half a CPU, waking
+/// each other for work one does.
+fn worker_threads(cpu: u32) -> u32 {
+    (cpu / 1024).max(1)
+}
+
 /// The AWS Distro for OpenTelemetry collector, pinned: it receives the
 /// engine's OTLP traces and sends them to X-Ray.
 pub const OTEL_COLLECTOR_IMAGE: &str =
@@ -1145,7 +1157,11 @@ impl Builder<'_> {
             (Role::Runner, &self.spec.services.runner),
         ] {
             let key = role.key();
-            let (environment, env_deps) = self.engine_env(role)?;
+            let (mut environment, env_deps) = self.engine_env(role)?;
+            environment.insert(
+                WORKER_THREADS_VAR.into(),
+                worker_threads(service.cpu).to_string(),
+            );
             let taskdef_id = format!("ecs.taskdef.{key}");
             let log_id = format!("logs.{key}");
             // The event API's task role is `iam.role.task`, the runner's its own.

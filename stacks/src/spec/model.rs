@@ -218,7 +218,8 @@ pub struct Services {
 pub struct Service {
     /// Tasks (aws) or processes (local) to run.
     pub count: u32,
-    /// Fargate CPU units: 256, 512, 1024, 2048, 4096, 8192 or 16384.
+    /// Fargate CPU units: 256, 512, 1024, 2048, 4096, 8192 or 16384. On AWS
+    /// the engine runs one worker thread per whole vCPU, at least one.
     #[serde(default = "default_cpu")]
     pub cpu: u32,
     /// Fargate memory in MiB; must be a pair AWS accepts for `cpu`.

@@ -843,6 +843,38 @@ fn scaling_bounds_come_from_the_strategy_and_default_to_the_count() {
     );
 }
 
+/// A Fargate container sees more CPUs than its task may use: the engine
+/// gets one async worker per whole vCPU of its task, at least one.
+#[test]
+fn the_engines_worker_threads_follow_each_tasks_cpu() {
+    let mut v = spec_json("demo", "internal");
+    v["services"]["runner"]["cpu"] = json!(4096);
+    v["services"]["runner"]["memory"] = json!(8192);
+    let g = Graph::from_spec(&spec(v)).unwrap();
+    for (id, workers) in [("ecs.taskdef.event-api", "1"), ("ecs.taskdef.runner", "4")] {
+        let Attributes::EcsTaskDefinition(td) = attributes(&g, id) else {
+            panic!("{id}");
+        };
+        assert_eq!(
+            td.container
+                .environment
+                .get("TOKIO_WORKER_THREADS")
+                .map(String::as_str),
+            Some(workers),
+            "{id}"
+        );
+    }
+    // Executors run on whole instances: the runtime counts their CPUs.
+    let Attributes::LaunchTemplate(lt) = attributes(&g, "ec2.launch-template.executors") else {
+        panic!("launch template");
+    };
+    assert!(
+        !lt.user_data.contains("TOKIO_WORKER_THREADS"),
+        "{}",
+        lt.user_data
+    );
+}
+
 #[test]
 fn task_definitions_follow_the_engine_images_architecture_and_executors_must_run_it() {
     use stacks::arch::{Architecture, ArchitectureError};
