@@ -420,7 +420,10 @@ pub fn estimate_footprint(
         b.add(
             "CloudWatch",
             "alarms",
-            format!("{} (scaling and dead-letter alarms)", fp.alarms),
+            format!(
+                "{} (scaling, dead-letter and observability alarms)",
+                fp.alarms
+            ),
             "alarm-months",
             (keys::ALARM.into(), p.alarm_month),
             false,
