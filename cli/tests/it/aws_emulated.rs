@@ -710,6 +710,8 @@ async fn the_example_stack_runs_scales_rolls_and_goes_down_on_the_emulator() {
         .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("runner started"), "{text}");
+    // A task of cpu 512 runs one worker thread (TOKIO_WORKER_THREADS).
+    assert!(text.contains(r#""worker_threads":1"#), "{text}");
 
     phase(start, "logs shown");
     // Four runners ticked every second: each minute started one run.
